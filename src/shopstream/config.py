@@ -1,0 +1,125 @@
+"""The one settings model.
+
+Every option has a default that works on one machine. Values come from, in order of
+precedence: keyword arguments, environment variables ``SHOPSTREAM_*`` (nested with ``__``,
+e.g. ``SHOPSTREAM_COLLECTOR__PORT=9000``), a YAML file (``SHOPSTREAM_CONFIG`` or
+``./shopstream.yaml``), then the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+
+class CollectorSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    max_body_bytes: int = Field(
+        default=5_000_000, gt=0, description="Largest request body, after gzip is undone."
+    )
+    max_events_per_request: int = Field(default=2_000, gt=0)
+    future_tolerance_seconds: int = Field(
+        default=600, ge=0, description="How far ahead of the server clock event_ts may be."
+    )
+    max_event_age_days: int = Field(
+        default=365, gt=0, description="Older event_ts values are rejected as absurd."
+    )
+    dead_letter_payload_bytes: int = Field(
+        default=65_536, gt=0, description="Longest unparseable body kept in raw.dead_letter."
+    )
+
+
+class SinkSettings(BaseModel):
+    flush_rows: int = Field(
+        default=20_000, gt=0, description="A group commit closes at this many rows..."
+    )
+    linger_ms: float = Field(default=2.0, ge=0, description="...or after waiting this long.")
+    max_queue_rows: int = Field(
+        default=500_000, gt=0, description="Back-pressure: requests wait beyond this."
+    )
+
+
+class CdcSettings(BaseModel):
+    schema_name: str = Field(default="public", description="Schema whose tables are captured.")
+    tables: list[str] = Field(default_factory=list, description="Empty: every table of schema.")
+    slot_name: str = "shopstream"
+    publication_name: str = "shopstream"
+    snapshot_mode: Literal["initial", "never", "when_needed"] = "initial"
+    snapshot_chunk_rows: int = Field(default=50_000, gt=0)
+    batch_max_changes: int = Field(default=50_000, gt=0)
+    batch_max_ms: float = Field(default=200.0, gt=0)
+    heartbeat_seconds: float = Field(default=10.0, gt=0)
+    status_interval_seconds: float = Field(default=1.0, gt=0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SHOPSTREAM_",
+        env_nested_delimiter="__",
+        extra="ignore",
+    )
+
+    data_dir: Path = Field(default=Path("data"), description="Where local state lives.")
+    warehouse_url: str = Field(
+        default="", description="duckdb:///path/file.duckdb; empty means <data_dir>/shopstream.duckdb"
+    )
+    write_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated keys; when set, the collector requires one of them.",
+    )
+    postgres_dsn: str | None = Field(
+        default=None, description="The shop's PostgreSQL; none means make run starts a local one."
+    )
+    log_level: str = "INFO"
+    collector: CollectorSettings = Field(default_factory=CollectorSettings)
+    sink: SinkSettings = Field(default_factory=SinkSettings)
+    cdc: CdcSettings = Field(default_factory=CdcSettings)
+
+    @field_validator("write_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @property
+    def warehouse_path(self) -> Path:
+        """The DuckDB file the warehouse URL points at."""
+        url = self.warehouse_url or f"duckdb:///{self.data_dir / 'shopstream.duckdb'}"
+        if not url.startswith("duckdb:///"):
+            raise ValueError(
+                f"warehouse_url {url!r} is not supported here: use duckdb:///path/to/file.duckdb"
+            )
+        return Path(url.removeprefix("duckdb:///"))
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        yaml_path = Path(os.environ.get("SHOPSTREAM_CONFIG", "shopstream.yaml"))
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if yaml_path.is_file():
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_path))
+        elif "SHOPSTREAM_CONFIG" in os.environ:
+            raise FileNotFoundError(f"SHOPSTREAM_CONFIG points at {yaml_path}, which does not exist")
+        return tuple(sources)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    return Settings(**overrides)

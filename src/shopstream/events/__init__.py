@@ -1,0 +1,1 @@
+"""Contracts: behaviour events, the change envelope, JSON Schema."""

@@ -38,6 +38,9 @@ class CollectorSettings(BaseModel):
     dead_letter_payload_bytes: int = Field(
         default=65_536, gt=0, description="Longest unparseable body kept in raw.dead_letter."
     )
+    cors_origins: list[str] = Field(
+        default_factory=lambda: ["*"], description="Browser origins allowed to send events."
+    )
 
 
 class SinkSettings(BaseModel):
@@ -72,7 +75,8 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(default=Path("data"), description="Where local state lives.")
     warehouse_url: str = Field(
-        default="", description="duckdb:///path/file.duckdb; empty means <data_dir>/shopstream.duckdb"
+        default="",
+        description="duckdb:///path/file.duckdb; empty means <data_dir>/shopstream.duckdb",
     )
     write_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
@@ -117,7 +121,9 @@ class Settings(BaseSettings):
         if yaml_path.is_file():
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_path))
         elif "SHOPSTREAM_CONFIG" in os.environ:
-            raise FileNotFoundError(f"SHOPSTREAM_CONFIG points at {yaml_path}, which does not exist")
+            raise FileNotFoundError(
+                f"SHOPSTREAM_CONFIG points at {yaml_path}, which does not exist"
+            )
         return tuple(sources)
 
 

@@ -275,4 +275,4 @@ event_list_adapter: TypeAdapter[list[Event]] = TypeAdapter(list[Event])
 
 def parse_event(data: Any) -> EventBase:
     """Validate one event given as a Python object (already decoded JSON)."""
-    return event_adapter.validate_python(data)  # type: ignore[return-value]
+    return event_adapter.validate_python(data)

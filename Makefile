@@ -1,0 +1,58 @@
+# shopstream: `make run` and `make test` do all set-up on a fresh machine (Python 3.11 + pip).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-dev
+DEMO_SECONDS ?= 120
+DEMO_RATE ?= 2000
+
+.PHONY: help install run test test-slow lint format bench generate-events clean
+
+help:
+	@echo "make run              set up, then run the platform on generated traffic ($(DEMO_SECONDS) s)"
+	@echo "make test             set up, then run the whole test suite"
+	@echo "make test-slow        the long opt-in suites (soaks)"
+	@echo "make lint             ruff (lint + format check) and mypy"
+	@echo "make bench            benchmarks (print ratios against peers and targets)"
+	@echo "make generate-events  send traffic to a running collector (URL=..., RATE=..., SECONDS=...)"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Installs are pinned by constraints.txt so that every machine gets the same versions.
+$(STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/shopstream run --generate --duration $(DEMO_SECONDS) --rate $(DEMO_RATE)
+
+test: install
+	$(BIN)/python -m pytest -q -m "not slow and not llm"
+
+test-slow: install
+	$(BIN)/python -m pytest -q -m slow
+
+lint: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff check --fix src tests bench
+	$(BIN)/ruff format src tests bench
+
+bench: install
+	$(BIN)/python bench/collector.py
+
+URL ?= http://127.0.0.1:8080
+RATE ?= 1000
+SECONDS ?= 60
+generate-events: install
+	$(BIN)/shopstream generate-events --url $(URL) --rate $(RATE) --duration $(SECONDS)
+
+clean:
+	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

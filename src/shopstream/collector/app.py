@@ -1,0 +1,453 @@
+"""The collector: HTTP intake of behaviour events.
+
+Routes: ``POST /v1/events`` (native contract) and Segment's HTTP Tracking API (``/v1/batch``,
+``/v1/track``, ``/v1/page``, ``/v1/screen``, ``/v1/identify``). Every answer is given only
+after the accepted events — and the dead letters of the rejected ones — are durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from shopstream import __version__
+from shopstream.collector.auth import key_from_headers, key_is_valid
+from shopstream.collector.intake import (
+    BodyError,
+    Intake,
+    RequestInfo,
+    accept_one,
+    gunzip,
+    parse_json,
+    reject,
+    split_native,
+    take_native,
+)
+from shopstream.collector.segment import SegmentError, to_native
+from shopstream.config import Settings
+from shopstream.events.schema import event_json_schema
+from shopstream.observability import metrics
+from shopstream.sinks.base import Sink, SinkUnavailable
+from shopstream.sinks.warehouse import dead_letter_row
+from shopstream.warehouse.base import Warehouse, WarehouseError
+
+
+class RejectedEvent(BaseModel):
+    index: int = Field(description="Position of the event in the request (0 for a single one).")
+    reason: str
+    event_id: str | None = None
+
+
+class IngestResponse(BaseModel):
+    """The answer to every intake request."""
+
+    accepted: int = 0
+    rejected: list[RejectedEvent] = Field(default_factory=list)
+    success: bool = Field(default=True, description="Segment-compatible: true if any accepted.")
+    error: str | None = Field(default=None, description="Reason code when the request failed.")
+    message: str | None = Field(default=None, description="What went wrong, what to do.")
+
+
+class SqlRequest(BaseModel):
+    sql: str
+
+
+@dataclass
+class CollectorStats:
+    """Running totals for the live status line (Prometheus has the labelled detail)."""
+
+    accepted: int = 0
+    rejected: int = 0
+    requests: int = 0
+
+
+_JSON_TYPES = ("application/json",)
+_SEGMENT_TYPES = (
+    "application/json",
+    "text/plain",
+)  # analytics.js posts text/plain to skip CORS preflight
+
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"model": IngestResponse, "description": "Accepted events are durable."},
+    400: {"model": IngestResponse, "description": "Unparseable body, or every event rejected."},
+    401: {"model": IngestResponse, "description": "Missing or wrong write key."},
+    413: {"model": IngestResponse, "description": "Body or event count over the limit."},
+    415: {"model": IngestResponse, "description": "Content-Type is not JSON."},
+    503: {"model": IngestResponse, "description": "Sink unavailable or behind; retry."},
+}
+
+
+def _answer(status: int, body: IngestResponse, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(body.model_dump(exclude_none=True)),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def _error(exc: BodyError) -> Response:
+    metrics.REQUESTS_REJECTED.labels(exc.code).inc()
+    return _answer(exc.status, IngestResponse(success=False, error=exc.code, message=exc.message))
+
+
+def create_app(
+    settings: Settings,
+    sink: Sink,
+    warehouse: Warehouse | None = None,
+    *,
+    admin_token: str | None = None,
+) -> FastAPI:
+    """Build the collector app around a sink (and a warehouse for the query route)."""
+    limits = settings.collector
+    app = FastAPI(
+        title="shopstream collector",
+        version=__version__,
+        description="Behaviour-event intake: native contract and Segment's HTTP Tracking API.",
+        default_response_class=Response,
+    )
+    stats = CollectorStats()
+    app.state.stats = stats
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.collector.cors_origins,
+        allow_methods=["POST", "GET", "OPTIONS"],
+        allow_headers=["*"],
+    )
+
+    def authorised(request: Request, body_key: Any = None) -> bool:
+        if not settings.write_keys:
+            return True
+        candidate = key_from_headers(request.headers)
+        if candidate is None and isinstance(body_key, str):
+            candidate = body_key
+        return key_is_valid(candidate, settings.write_keys)
+
+    def check_content_type(request: Request, allowed: tuple[str, ...]) -> None:
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media in allowed or (media.startswith("application/") and media.endswith("+json")):
+            return
+        raise BodyError(
+            415,
+            "unsupported_media_type",
+            f"Content-Type {media or '(none)'!r} is not accepted; send {' or '.join(allowed)}",
+        )
+
+    async def read_body(request: Request) -> bytes:
+        length = request.headers.get("content-length")
+        if length is not None:
+            if not length.isdigit():
+                raise BodyError(400, "invalid_body", "Content-Length is not a number")
+            if int(length) > limits.max_body_bytes:
+                raise BodyError(
+                    413,
+                    "body_too_large",
+                    f"body of {length} bytes is over the limit of {limits.max_body_bytes} "
+                    "(collector.max_body_bytes); send smaller batches",
+                )
+        chunks = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limits.max_body_bytes:
+                raise BodyError(
+                    413,
+                    "body_too_large",
+                    f"body is over the limit of {limits.max_body_bytes} bytes",
+                )
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        if encoding == "gzip":
+            return gunzip(body, limits.max_body_bytes)
+        if encoding not in ("identity", ""):
+            raise BodyError(
+                415, "unsupported_encoding", f"Content-Encoding {encoding!r}: send gzip or none"
+            )
+        return body
+
+    def info_for(request: Request, route: str) -> RequestInfo:
+        return RequestInfo(
+            ip=request.client.host if request.client else None,
+            user_agent=request.headers.get("user-agent"),
+            route=route,
+            received_at=datetime.now(UTC),
+        )
+
+    async def durable(intake: Intake) -> Response | None:
+        rows = intake.rows()
+        if not rows:
+            return None
+        try:
+            await asyncio.wrap_future(sink.submit(rows))
+        except SinkUnavailable as exc:
+            metrics.REQUESTS_REJECTED.labels("sink_unavailable").inc()
+            return _answer(
+                503,
+                IngestResponse(success=False, error="sink_unavailable", message=str(exc)),
+                {"Retry-After": "1"},
+            )
+        except WarehouseError as exc:
+            metrics.REQUESTS_REJECTED.labels("sink_error").inc()
+            return _answer(
+                503,
+                IngestResponse(
+                    success=False, error="sink_error", message=f"events not stored, retry: {exc}"
+                ),
+                {"Retry-After": "5"},
+            )
+        return None
+
+    async def dead_letter_body(body: bytes, exc: BodyError, info: RequestInfo) -> Response:
+        """An unparseable body is kept, with its reason, before the client hears of it."""
+        payload = body[: limits.dead_letter_payload_bytes]
+        intake = Intake(
+            dead_letters=[
+                dead_letter_row(
+                    "collector",
+                    exc.message,
+                    payload,
+                    {"route": info.route, "code": exc.code, "bytes": len(body), "ip": info.ip},
+                )
+            ]
+        )
+        failed = await durable(intake)
+        metrics.DEAD_LETTERS.labels("collector", exc.code).inc()
+        return failed or _error(exc)
+
+    def finish(intake: Intake, started: float, route: str) -> Response:
+        for event_type in intake.accepted_types:
+            metrics.EVENTS_RECEIVED.labels(event_type).inc()
+            metrics.EVENTS_ACCEPTED.labels(event_type).inc()
+        for rejection in intake.rejected:
+            metrics.EVENTS_RECEIVED.labels(rejection.event_type).inc()
+            metrics.EVENTS_REJECTED.labels(rejection.event_type, rejection.code).inc()
+            metrics.DEAD_LETTERS.labels("collector", rejection.code).inc()
+        accepted = len(intake.events)
+        stats.accepted += accepted
+        stats.rejected += len(intake.rejected)
+        stats.requests += 1
+        body = IngestResponse(
+            accepted=accepted,
+            rejected=[RejectedEvent(**r.to_json()) for r in intake.rejected],
+            success=accepted > 0 or not intake.rejected,
+        )
+        if not body.success:
+            body.error = "all_rejected"
+            body.message = "no event in the request was valid; see rejected[].reason"
+        metrics.REQUEST_SECONDS.labels(route).observe(time.perf_counter() - started)
+        return _answer(200 if body.success else 400, body)
+
+    async def intake_native(request: Request) -> Response:
+        started = time.perf_counter()
+        info = info_for(request, "/v1/events")
+        body = b""
+        try:
+            if not authorised(request):
+                raise BodyError(401, "unauthorized", "missing or invalid write key")
+            check_content_type(request, _JSON_TYPES)
+            body = await read_body(request)
+            items = split_native(parse_json(body), limits.max_events_per_request)
+        except BodyError as exc:
+            if exc.code in ("invalid_json", "invalid_body"):
+                return await dead_letter_body(body, exc, info)
+            return _error(exc)
+        intake = take_native(items, info, limits)
+        return await durable(intake) or finish(intake, started, info.route)
+
+    async def intake_segment(request: Request, kind: str | None) -> Response:
+        started = time.perf_counter()
+        route = f"/v1/{kind or 'batch'}"
+        info = info_for(request, route)
+        body = b""
+        try:
+            check_content_type(request, _SEGMENT_TYPES)
+            if settings.write_keys and key_from_headers(request.headers) is None:
+                # Segment SDKs may carry the key in the body only; it is checked after parsing.
+                pass
+            elif not authorised(request):
+                raise BodyError(401, "unauthorized", "missing or invalid write key")
+            body = await read_body(request)
+            document = parse_json(body)
+            if not isinstance(document, dict):
+                raise BodyError(400, "invalid_body", "a Segment request body is a JSON object")
+            if not authorised(request, document.get("writeKey")):
+                raise BodyError(401, "unauthorized", "missing or invalid write key")
+            if kind is None:
+                messages = document.get("batch")
+                if not isinstance(messages, list):
+                    raise BodyError(400, "invalid_body", "a batch request needs a 'batch' array")
+            else:
+                messages = [document]
+            if len(messages) > limits.max_events_per_request:
+                raise BodyError(
+                    413,
+                    "too_many_events",
+                    f"{len(messages)} messages in one request; the limit is "
+                    f"{limits.max_events_per_request} (collector.max_events_per_request)",
+                )
+        except BodyError as exc:
+            if exc.code in ("invalid_json", "invalid_body"):
+                return await dead_letter_body(body, exc, info)
+            return _error(exc)
+        intake = Intake()
+        now = datetime.now(UTC)
+        for index, message in enumerate(messages):
+            if not isinstance(message, dict):
+                reject(
+                    intake,
+                    index,
+                    message,
+                    "a message must be a JSON object",
+                    "invalid_event",
+                    info,
+                    source="segment",
+                )
+                continue
+            try:
+                native = to_native(
+                    message, kind=kind, batch_sent_at=document.get("sentAt"), received_at=now
+                )
+            except SegmentError as exc:
+                reject(intake, index, message, str(exc), "invalid_event", info, source="segment")
+                continue
+            accept_one(intake, index, native, info, limits, now, source="segment", original=message)
+        return await durable(intake) or finish(intake, started, route)
+
+    body_doc = {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        {"$ref": "#/components/schemas/Event"},
+                        {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
+                        {
+                            "type": "object",
+                            "required": ["events"],
+                            "properties": {
+                                "events": {
+                                    "type": "array",
+                                    "items": {"$ref": "#/components/schemas/Event"},
+                                }
+                            },
+                        },
+                    ]
+                }
+            }
+        },
+    }
+    segment_doc = {
+        "required": True,
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
+
+    @app.post(
+        "/v1/events",
+        summary="Send behaviour events (one, an array, or {events: [...]})",
+        responses=_RESPONSES,
+        openapi_extra={"requestBody": body_doc},
+    )
+    async def post_events(request: Request) -> Response:
+        return await intake_native(request)
+
+    @app.post(
+        "/v1/batch",
+        summary="Segment batch",
+        responses=_RESPONSES,
+        openapi_extra={"requestBody": segment_doc},
+    )
+    async def segment_batch(request: Request) -> Response:
+        return await intake_segment(request, None)
+
+    for kind in ("track", "page", "screen", "identify"):
+
+        async def segment_single(request: Request, kind: str = kind) -> Response:
+            return await intake_segment(request, kind)
+
+        app.add_api_route(
+            f"/v1/{kind}",
+            segment_single,
+            methods=["POST"],
+            summary=f"Segment {kind}",
+            responses=_RESPONSES,
+            openapi_extra={"requestBody": segment_doc},
+            name=f"segment_{kind}",
+        )
+
+    @app.get("/healthz", summary="Alive")
+    async def healthz() -> Response:
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    @app.get(
+        "/readyz",
+        summary="Ready to take events (the sink can write)",
+        responses={503: {"description": "Sink cannot write"}},
+    )
+    async def readyz() -> Response:
+        if sink.ready():
+            return Response(b'{"status":"ready"}', media_type="application/json")
+        return Response(b'{"status":"not ready"}', status_code=503, media_type="application/json")
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/schema", summary="JSON Schema of the behaviour events")
+    async def schema() -> Response:
+        return Response(orjson.dumps(event_json_schema()), media_type="application/json")
+
+    @app.post("/v1/admin/sql", include_in_schema=False)
+    async def admin_sql(request: Request, query: SqlRequest) -> Response:
+        """The running platform answers queries for `shopstream sql` (DuckDB: one process)."""
+        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if admin_token is None or warehouse is None:
+            return Response(status_code=404)
+        if not hmac.compare_digest(given.encode(), admin_token.encode()):
+            return Response(
+                b'{"error":"unauthorized"}', status_code=401, media_type="application/json"
+            )
+        try:
+            table = await run_in_threadpool(warehouse.query, query.sql)
+        except WarehouseError as exc:
+            return Response(
+                orjson.dumps({"error": str(exc)}), status_code=400, media_type="application/json"
+            )
+        return Response(
+            orjson.dumps(
+                {
+                    "columns": table.column_names,
+                    "rows": [list(r.values()) for r in table.to_pylist()],
+                },
+                default=str,
+            ),
+            media_type="application/json",
+        )
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        document = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        components = document.setdefault("components", {}).setdefault("schemas", {})
+        events = event_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(events.pop("$defs", {}))
+        components["Event"] = events
+        app.openapi_schema = document
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

@@ -1,0 +1,292 @@
+"""From a request body to raw rows: decode, split into events, validate each one.
+
+Pure functions, no HTTP: the routes in :mod:`shopstream.collector.app` call them. Every
+rejection carries a reason a tracker developer can act on, and one bad event never rejects
+its neighbours.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+import zlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from shopstream.config import CollectorSettings
+from shopstream.events.behaviour import EVENT_TYPES, EventBase, event_adapter
+from shopstream.sinks.warehouse import dead_letter_row
+
+_EVENT_ID_NAMESPACE = uuid.UUID("5f0c3c1e-9a53-4b0e-8d3f-6d1f4c0a7e21")
+
+
+class BodyError(Exception):
+    """The whole request is refused; ``status`` and ``code`` say how to answer."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+@dataclass(slots=True)
+class Rejection:
+    index: int
+    reason: str
+    code: str
+    event_type: str
+    event_id: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"index": self.index, "reason": self.reason}
+        if self.event_id:
+            out["event_id"] = self.event_id
+        return out
+
+
+@dataclass(slots=True)
+class Intake:
+    """The outcome of one request: rows to make durable and what was rejected."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+    accepted_types: list[str] = field(default_factory=list)
+
+    def rows(self) -> dict[str, list[dict[str, Any]]]:
+        rows: dict[str, list[dict[str, Any]]] = {}
+        if self.events:
+            rows["events"] = self.events
+        if self.dead_letters:
+            rows["dead_letter"] = self.dead_letters
+        return rows
+
+
+@dataclass(slots=True)
+class RequestInfo:
+    ip: str | None
+    user_agent: str | None
+    route: str
+    received_at: datetime
+
+
+def gunzip(body: bytes, limit: int) -> bytes:
+    """Undo gzip without letting a small bomb expand past ``limit`` bytes."""
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise BodyError(
+            400, "bad_gzip", f"Content-Encoding is gzip but the body is not: {exc}"
+        ) from exc
+    if len(out) > limit:
+        raise BodyError(
+            413, "body_too_large", f"body is larger than {limit} bytes once decompressed"
+        )
+    if not inflater.eof:
+        raise BodyError(400, "bad_gzip", "gzip body is truncated")
+    return out
+
+
+def parse_json(body: bytes) -> Any:
+    if not body.strip():
+        raise BodyError(400, "invalid_json", "the body is empty; send a JSON event or array")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BodyError(400, "invalid_json", f"the body is not valid JSON: {exc}") from exc
+
+
+def split_native(document: Any, max_events: int) -> list[Any]:
+    """One event, a JSON array, or ``{"events": [...]}``."""
+    if isinstance(document, list):
+        items = document
+    elif isinstance(document, dict) and isinstance(document.get("events"), list):
+        items = document["events"]
+    elif isinstance(document, dict):
+        items = [document]
+    else:
+        raise BodyError(
+            400,
+            "invalid_body",
+            'expected a JSON object (one event), an array of events, or {"events": [...]}',
+        )
+    if len(items) > max_events:
+        raise BodyError(
+            413,
+            "too_many_events",
+            f"{len(items)} events in one request; the limit is {max_events} "
+            "(collector.max_events_per_request)",
+        )
+    return items
+
+
+def describe_errors(exc: ValidationError, item: Any) -> tuple[str, str]:
+    """A one-line reason and a reason code from Pydantic's errors."""
+    parts = []
+    code = "invalid_event"
+    for error in exc.errors(include_url=False):
+        kind = error["type"]
+        if kind == "union_tag_invalid":
+            got = item.get("event_type") if isinstance(item, dict) else None
+            return (
+                f"unknown event_type {got!r}; expected one of: {', '.join(EVENT_TYPES)}",
+                "unknown_event_type",
+            )
+        if kind == "union_tag_not_found":
+            return "event_type is missing", "missing_event_type"
+        # The first location element is the union tag; the reader wants the field path.
+        loc = [str(p) for p in error["loc"][1:]] if error["loc"] else []
+        where = ".".join(loc) or "event"
+        parts.append(f"{where}: {error['msg']}")
+        if kind == "missing":
+            code = "missing_field"
+    return "; ".join(parts), code
+
+
+def event_id_for(item: Any, raw: bytes | None = None) -> str:
+    """A deterministic id for events sent without one, so that re-sends deduplicate."""
+    data = raw if raw is not None else orjson.dumps(item, option=orjson.OPT_SORT_KEYS)
+    return str(uuid.uuid5(_EVENT_ID_NAMESPACE, hashlib.sha256(data).hexdigest()))
+
+
+def check_clock(event: EventBase, now: datetime, settings: CollectorSettings) -> str | None:
+    if event.event_ts > now + timedelta(seconds=settings.future_tolerance_seconds):
+        return (
+            f"event_ts {event.event_ts.isoformat()} is more than "
+            f"{settings.future_tolerance_seconds} s ahead of the server clock "
+            f"({now.isoformat()}); check the device clock"
+        )
+    if event.event_ts < now - timedelta(days=settings.max_event_age_days):
+        return (
+            f"event_ts {event.event_ts.isoformat()} is older than "
+            f"{settings.max_event_age_days} days (collector.max_event_age_days)"
+        )
+    return None
+
+
+def raw_event_row(
+    event: EventBase,
+    item: Any,
+    info: RequestInfo,
+    *,
+    source: str,
+    event_name: str | None = None,
+    payload: Any = None,
+) -> dict[str, Any]:
+    event_id = event.event_id or event_id_for(item)
+    properties = event.properties.model_dump(mode="json", exclude_none=True)  # type: ignore[attr-defined]
+    return {
+        "event_id": event_id,
+        "event_type": event.event_type,  # type: ignore[attr-defined]
+        "event_name": getattr(event, "event_name", None) or event_name,
+        "event_ts": event.event_ts,
+        "received_at": info.received_at,
+        "event_date": event.event_ts.date(),
+        "user_id": event.user_id,
+        "anonymous_id": event.anonymous_id,
+        "session_id": event.session_id,
+        "device_type": event.device_type,
+        "page_url": event.page_url,
+        "referrer": event.referrer,
+        "utm_source": event.utm_source,
+        "utm_medium": event.utm_medium,
+        "utm_campaign": event.utm_campaign,
+        "ip": info.ip,
+        "user_agent": info.user_agent,
+        "source": source,
+        "properties": orjson.dumps(properties).decode(),
+        "payload": orjson.dumps(item if payload is None else payload).decode(),
+    }
+
+
+def reject(
+    intake: Intake,
+    index: int,
+    item: Any,
+    reason: str,
+    code: str,
+    info: RequestInfo,
+    *,
+    source: str,
+) -> None:
+    event_type = item.get("event_type") if isinstance(item, dict) else None
+    label = event_type if event_type in EVENT_TYPES else "unknown"
+    event_id = item.get("event_id") if isinstance(item, dict) else None
+    intake.rejected.append(
+        Rejection(index, reason, code, label, event_id if isinstance(event_id, str) else None)
+    )
+    intake.dead_letters.append(
+        dead_letter_row(
+            "collector",
+            reason,
+            orjson.dumps(item, default=str).decode(),
+            {"index": index, "route": info.route, "code": code, "source": source, "ip": info.ip},
+        )
+    )
+
+
+def take_native(items: list[Any], info: RequestInfo, settings: CollectorSettings) -> Intake:
+    """Validate native events one by one."""
+    intake = Intake()
+    now = datetime.now(UTC)
+    for index, item in enumerate(items):
+        accept_one(intake, index, item, info, settings, now, source="native")
+    return intake
+
+
+def accept_one(
+    intake: Intake,
+    index: int,
+    item: Any,
+    info: RequestInfo,
+    settings: CollectorSettings,
+    now: datetime,
+    *,
+    source: str,
+    original: Any = None,
+) -> None:
+    """Validate one event (native shape) and add it, or its rejection, to ``intake``.
+
+    ``original`` is what the client sent when ``item`` was mapped from another shape
+    (Segment); rejections and the payload column keep the original.
+    """
+    sent = item if original is None else original
+    if not isinstance(item, dict):
+        reject(
+            intake,
+            index,
+            sent,
+            "an event must be a JSON object",
+            "invalid_event",
+            info,
+            source=source,
+        )
+        return
+    try:
+        event = event_adapter.validate_python(item)
+    except ValidationError as exc:
+        reason, code = describe_errors(exc, item)
+        reject(intake, index, sent, reason, code, info, source=source)
+        return
+    clock_problem = check_clock(event, now, settings)
+    if clock_problem:
+        code = "future_timestamp" if "ahead" in clock_problem else "old_timestamp"
+        reject(intake, index, sent, clock_problem, code, info, source=source)
+        return
+    intake.events.append(
+        raw_event_row(
+            event,
+            item,
+            info,
+            source=source,
+            event_name=item.get("event_name") if isinstance(item.get("event_name"), str) else None,
+            payload=sent,
+        )
+    )
+    intake.accepted_types.append(event.event_type)

@@ -1,0 +1,77 @@
+"""Prometheus metrics, one registry for the process.
+
+Label values are closed sets (event types, reason codes, table names) so that a hostile
+client cannot grow the number of series.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+EVENTS_RECEIVED = Counter(
+    "shopstream_collector_events_received",
+    "Events received by the collector, by event type (unknown types as 'unknown').",
+    ["event_type"],
+    registry=REGISTRY,
+)
+EVENTS_ACCEPTED = Counter(
+    "shopstream_collector_events_accepted",
+    "Events accepted and durable in raw.",
+    ["event_type"],
+    registry=REGISTRY,
+)
+EVENTS_REJECTED = Counter(
+    "shopstream_collector_events_rejected",
+    "Events rejected, by event type and reason code.",
+    ["event_type", "reason"],
+    registry=REGISTRY,
+)
+REQUESTS_REJECTED = Counter(
+    "shopstream_collector_requests_rejected",
+    "Whole requests refused before any event was read, by reason code.",
+    ["reason"],
+    registry=REGISTRY,
+)
+REQUEST_SECONDS = Histogram(
+    "shopstream_collector_request_seconds",
+    "Collector request latency, until the answer (after durability).",
+    ["route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    registry=REGISTRY,
+)
+SINK_BATCH_ROWS = Histogram(
+    "shopstream_sink_batch_rows",
+    "Rows per group commit.",
+    buckets=(1, 10, 100, 500, 1_000, 5_000, 10_000, 50_000, 100_000),
+    registry=REGISTRY,
+)
+SINK_FLUSH_SECONDS = Histogram(
+    "shopstream_sink_flush_seconds",
+    "Time to build and commit one group.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+    registry=REGISTRY,
+)
+SINK_QUEUE_ROWS = Gauge(
+    "shopstream_sink_queue_rows",
+    "Rows waiting for the next group commit.",
+    registry=REGISTRY,
+)
+SINK_ROWS_WRITTEN = Counter(
+    "shopstream_sink_rows_written",
+    "Rows made durable, by raw table.",
+    ["table"],
+    registry=REGISTRY,
+)
+SINK_FAILURES = Counter(
+    "shopstream_sink_failures",
+    "Group commits that failed and were retried one submission at a time.",
+    registry=REGISTRY,
+)
+DEAD_LETTERS = Counter(
+    "shopstream_dead_letters",
+    "Rows written to raw.dead_letter, by source and reason code.",
+    ["source", "reason"],
+    registry=REGISTRY,
+)

@@ -1,0 +1,180 @@
+"""The embedded shape: collector, sink and (optionally) generated traffic in one process.
+
+``shopstream run`` and ``shopstream collector`` both come here. The process owns the DuckDB
+file (DuckDB allows one writer process), so it also answers ``shopstream sql`` for other
+processes: its address and a per-run token are written to ``<data_dir>/runtime.json``
+(mode 0600) while it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import signal
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from shopstream.collector.app import create_app
+from shopstream.config import Settings
+from shopstream.sinks.warehouse import WarehouseSink
+from shopstream.warehouse import open_warehouse
+
+log = logging.getLogger(__name__)
+
+RUNTIME_FILE = "runtime.json"
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, minus its signal handling: the platform decides how to shut down."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@dataclass
+class Summary:
+    seconds: float
+    table_counts: dict[str, int]
+    accepted: int
+    rejected: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+#: A companion task run beside the collector (generator, CDC reader): gets the collector's
+#: URL and a stop event; returns facts for the summary.
+Companion = Callable[[str, asyncio.Event], Coroutine[Any, Any, dict[str, Any]]]
+
+
+def runtime_file(settings: Settings) -> Path:
+    return settings.data_dir / RUNTIME_FILE
+
+
+def read_runtime(settings: Settings) -> dict[str, Any] | None:
+    path = runtime_file(settings)
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data
+
+
+class Platform:
+    def __init__(self, settings: Settings, *, host: str | None = None, port: int | None = None):
+        self.settings = settings
+        self.host = host or settings.collector.host
+        self.port = settings.collector.port if port is None else port
+        self.warehouse = open_warehouse(settings.warehouse_path)
+        self.warehouse.ensure_layers()
+        self.sink = WarehouseSink(
+            self.warehouse,
+            flush_rows=settings.sink.flush_rows,
+            linger_ms=settings.sink.linger_ms,
+            max_queue_rows=settings.sink.max_queue_rows,
+        )
+        self.admin_token = secrets.token_urlsafe(32)
+        self.app = create_app(settings, self.sink, self.warehouse, admin_token=self.admin_token)
+        self.url = ""
+        self.started_at = time.monotonic()
+
+    @property
+    def stats(self) -> Any:
+        return self.app.state.stats
+
+    def _write_runtime(self) -> None:
+        path = runtime_file(self.settings)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump({"url": self.url, "token": self.admin_token, "pid": os.getpid()}, handle)
+
+    def _remove_runtime(self) -> None:
+        data = read_runtime(self.settings)
+        if data and data.get("pid") == os.getpid():
+            runtime_file(self.settings).unlink(missing_ok=True)
+
+    async def run(
+        self,
+        *,
+        duration: float | None = None,
+        companions: list[Companion] | None = None,
+        on_tick: Callable[[Platform], None] | None = None,
+        stop: asyncio.Event | None = None,
+    ) -> Summary:
+        """Serve until ``duration`` passes, ``stop`` is set, SIGTERM/SIGINT, or the
+        companions are all done (when there are any and a duration was not given)."""
+        stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(signum, stop.set)
+        self.sink.start()
+        config = uvicorn.Config(
+            self.app,
+            host=self.host,
+            port=self.port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=30,
+            backlog=4096,
+        )
+        server = _Server(config)
+        serving = asyncio.create_task(server.serve())
+        while not server.started:
+            if serving.done():
+                serving.result()  # raises the bind error, say
+                raise RuntimeError("the collector stopped while starting")
+            await asyncio.sleep(0.01)
+        sockname = server.servers[0].sockets[0].getsockname()
+        self.url = f"http://{sockname[0]}:{sockname[1]}"
+        self._write_runtime()
+        self.started_at = time.monotonic()
+        log.info("collector listening on %s", self.url)
+
+        tasks = [asyncio.create_task(c(self.url, stop)) for c in (companions or [])]
+        extra: dict[str, Any] = {}
+        try:
+            deadline = None if duration is None else self.started_at + duration
+            while not stop.is_set():
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                if tasks and duration is None and all(t.done() for t in tasks):
+                    break
+                if serving.done():
+                    break
+                if on_tick:
+                    on_tick(self)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=0.5)
+        finally:
+            stop.set()
+            for task in tasks:
+                try:
+                    extra.update(await asyncio.wait_for(task, timeout=60))
+                except Exception as exc:
+                    log.error("companion task failed: %s", exc)
+                    extra.setdefault("errors", []).append(str(exc))
+            # Requests in flight finish (each waits for its commit) before the sink closes.
+            server.should_exit = True
+            await serving
+            await asyncio.to_thread(self.sink.close)
+            self._remove_runtime()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                    loop.remove_signal_handler(signum)
+        counts = self.warehouse.table_counts()
+        seconds = time.monotonic() - self.started_at
+        return Summary(seconds, counts, self.stats.accepted, self.stats.rejected, extra)
+
+    def close(self) -> None:
+        self.warehouse.close()

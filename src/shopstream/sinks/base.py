@@ -1,0 +1,35 @@
+"""The Sink protocol: where accepted records go, and when they are durable.
+
+A sink takes rows for raw tables and returns a future that completes only once the rows are
+durable (committed in the warehouse, or acknowledged by the broker). Callers answer their
+clients, or confirm LSNs to PostgreSQL, only after that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from concurrent.futures import Future
+from typing import Any, Protocol
+
+#: Rows for raw tables: table name (``events``, ``dead_letter``, ``cdc_orders``) to rows.
+#: JSON columns hold already-serialised JSON text.
+Rows = Mapping[str, list[dict[str, Any]]]
+
+
+class SinkUnavailable(RuntimeError):
+    """The sink cannot take more now (full queue, closed, destination down): retry later."""
+
+
+class Sink(Protocol):
+    def start(self) -> None: ...
+
+    def submit(self, rows: Rows) -> Future[None]:
+        """Queue rows; the future resolves when they are durable, or fails with the reason."""
+
+    def ready(self) -> bool:
+        """True when the sink can write now (used by /readyz)."""
+
+    def pending_rows(self) -> int: ...
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Flush everything queued, then stop."""

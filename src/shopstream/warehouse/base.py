@@ -1,0 +1,39 @@
+"""The Warehouse protocol: what every warehouse backend (DuckDB, BigQuery) provides.
+
+Adding a backend is adding a module that implements these few methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import pyarrow as pa
+
+LAYERS = ("raw", "staging", "mart", "monitoring")
+
+
+class WarehouseError(RuntimeError):
+    """A warehouse operation failed; the message says what to do next."""
+
+
+class Warehouse(Protocol):
+    def ensure_layers(self) -> None:
+        """Create the schemas raw, staging, mart, monitoring and the fixed raw tables."""
+
+    def ensure_raw_table(self, table: str) -> None:
+        """Create ``raw.<table>`` (e.g. ``cdc_orders``) if it does not exist."""
+
+    def append(self, batches: Mapping[str, pa.Table]) -> None:
+        """Append Arrow batches to raw tables, all in one transaction: all land or none."""
+
+    def query(self, sql: str, parameters: list[Any] | None = None) -> pa.Table:
+        """Run a read-only query and return its result."""
+
+    def table_counts(self) -> dict[str, int]:
+        """Row count of every table, as ``schema.table``."""
+
+    def checkpoint(self) -> None:
+        """Make the latest commits cheap to reopen (idle-time housekeeping)."""
+
+    def close(self) -> None: ...

@@ -1,0 +1,100 @@
+"""A real collector process for tests: `python -m shopstream collector` on a free port."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class CollectorProcess:
+    """Starts the platform's collector as a separate process, as a user would."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.extra_env = env or {}
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir / f"collector-{self.port}.log"
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.data_dir / "shopstream.duckdb"
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPSTREAM_")}
+        env.update({"SHOPSTREAM_DATA_DIR": str(self.data_dir), **self.extra_env})
+        return env
+
+    def start(self, timeout: float = 30.0) -> CollectorProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "shopstream", "collector", "--port", str(self.port)],
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"collector exited at start:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"collector not ready after {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def query(self, sql: str) -> list[dict[str, Any]]:
+        """Ask the running process (it owns the DuckDB file) through its query route."""
+        runtime = json.loads((self.data_dir / "runtime.json").read_text())
+        response = httpx.post(
+            f"{self.url}/v1/admin/sql",
+            json={"sql": sql},
+            headers={"Authorization": f"Bearer {runtime['token']}"},
+            timeout=60,
+        )
+        response.raise_for_status()
+        data = response.json()
+        return [dict(zip(data["columns"], row, strict=True)) for row in data["rows"]]
+
+    def stop(self, timeout: float = 60.0) -> int:
+        if self.process is None:
+            return 0
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        self.process = None
+        return code
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+            self.process = None

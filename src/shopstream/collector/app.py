@@ -58,6 +58,7 @@ class IngestResponse(BaseModel):
     success: bool = Field(default=True, description="Segment-compatible: true if any accepted.")
     error: str | None = Field(default=None, description="Reason code when the request failed.")
     message: str | None = Field(default=None, description="What went wrong, what to do.")
+    code: str | None = Field(default=None, description="Same as error, where Segment SDKs read it.")
 
 
 class SqlRequest(BaseModel):
@@ -90,6 +91,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def _answer(status: int, body: IngestResponse, headers: dict[str, str] | None = None) -> Response:
+    body.code = body.error
     return Response(
         orjson.dumps(body.model_dump(exclude_none=True)),
         status_code=status,

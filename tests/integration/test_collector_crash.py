@@ -1,0 +1,80 @@
+"""Crash test: SIGKILL the collector while traffic flows; every acknowledged event survives.
+
+The collector answers 2xx only after the commit that holds the events, so whatever the
+client was told is stored must be in raw.events after the process dies mid-stream.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import httpx
+
+from tests.support.collector import CollectorProcess
+
+
+def _sender(url: str, acknowledged: set[str], stop: threading.Event, errors: list[str]) -> None:
+    with httpx.Client(timeout=10) as client:
+        while not stop.is_set():
+            batch = [
+                {
+                    "event_id": str(uuid.uuid4()),
+                    "event_type": "product_view",
+                    "event_ts": datetime.now(UTC).isoformat(),
+                    "anonymous_id": "crash-test",
+                    "properties": {"product_id": "P000001"},
+                }
+                for _ in range(25)
+            ]
+            try:
+                response = client.post(f"{url}/v1/events", json=batch)
+            except httpx.HTTPError as exc:
+                errors.append(type(exc).__name__)
+                time.sleep(0.05)
+                continue
+            if response.status_code == 200:
+                acknowledged.update(e["event_id"] for e in batch)
+
+
+def _stored_ids(path: Path) -> set[str]:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return {row[0] for row in con.execute("SELECT event_id FROM raw.events").fetchall()}
+    finally:
+        con.close()
+
+
+def test_sigkill_mid_stream_loses_no_acknowledged_event(tmp_path: Path) -> None:
+    acknowledged: set[str] = set()
+    for round_no in range(3):
+        collector = CollectorProcess(tmp_path)
+        collector.start()
+        stop = threading.Event()
+        errors: list[str] = []
+        before = len(acknowledged)
+        senders = [
+            threading.Thread(target=_sender, args=(collector.url, acknowledged, stop, errors))
+            for _ in range(4)
+        ]
+        for sender in senders:
+            sender.start()
+        # Kill only once traffic is really flowing.
+        deadline = time.monotonic() + 30
+        while len(acknowledged) - before < 2_000 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        collector.kill()
+        time.sleep(0.3)  # senders see the dead server
+        stop.set()
+        for sender in senders:
+            sender.join()
+        assert len(acknowledged) - before >= 2_000, f"round {round_no}: too little traffic"
+        assert errors, "the kill happened while requests were in flight"
+
+        stored = _stored_ids(collector.warehouse_path)
+        missing = acknowledged - stored
+        assert not missing, f"round {round_no}: {len(missing)} acknowledged events lost"

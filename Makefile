@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 install: $(STAMP)
 
 run: install
-	$(BIN)/shopstream run --generate --duration $(DEMO_SECONDS) --rate $(DEMO_RATE)
+	$(BIN)/shopstream run --generate --local-postgres --duration $(DEMO_SECONDS) --rate $(DEMO_RATE)
 
 test: install
 	$(BIN)/python -m pytest -q -m "not slow and not llm"

@@ -57,16 +57,22 @@ class StatusLine:
     def __init__(self) -> None:
         self.last = time.monotonic()
         self.last_accepted = 0
+        self.last_changes = 0
         self.rate = 0.0
+        self.cdc_rate = 0.0
         self.generator: Any = None
+        self.companions: dict[str, Any] = {}
 
     def render(self, platform: Any) -> Group:
         now = time.monotonic()
         stats = platform.stats
         elapsed = now - self.last
+        reader = self.companions.get("reader")
+        changes = reader.stats.changes + reader.stats.snapshot_rows if reader else 0
         if elapsed >= 0.5:
             self.rate = (stats.accepted - self.last_accepted) / elapsed
-            self.last, self.last_accepted = now, stats.accepted
+            self.cdc_rate = (changes - self.last_changes) / elapsed
+            self.last, self.last_accepted, self.last_changes = now, stats.accepted, changes
         up = int(now - platform.started_at)
         head = Text.assemble(
             ("shopstream ", "bold"),
@@ -87,7 +93,39 @@ class StatusLine:
                     f"rejected {g.rejected:,}   errors {g.errors:,}"
                 )
             )
+        if reader is not None:
+            lines.append(cdc_line(reader.stats, self.cdc_rate))
+        orders = self.companions.get("orders")
+        if orders is not None:
+            lines.append(
+                Text(
+                    f"orders    {orders.transactions:,} transactions "
+                    f"({orders.transactions_per_second:,.0f}/s)   orders placed {orders.orders:,}"
+                    f"   rolled back {orders.rolled_back:,}"
+                )
+            )
         return Group(*lines)
+
+
+def _size(value: int | None) -> str:
+    if value is None:
+        return "?"
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(value) < 1024 or unit == "GB":
+            return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.1f} {unit}"
+        value = value / 1024  # type: ignore[assignment]
+    return str(value)
+
+
+def cdc_line(stats: Any, rate: float) -> Text:
+    lag = stats.lag_seconds
+    lag_text = "-" if lag is None else f"{lag:,.1f} s"
+    return Text(
+        f"cdc       {stats.state}   changes {stats.changes:,} ({rate:,.0f}/s)   "
+        f"snapshot {stats.snapshot_rows:,}   tx {stats.transactions:,}   lag {lag_text} / "
+        f"{_size(stats.lag_bytes)}   slot retains {_size(stats.retained_bytes)}"
+        + (f"   dead letters {stats.dead_letters:,}" if stats.dead_letters else "")
+    )
 
 
 def _summary_table(summary: Any) -> Table:
@@ -109,16 +147,47 @@ def _serve(
     rate: float,
     truth: Path | None,
     bad_fraction: float,
+    local_postgres: bool = False,
+    orders_tps: float = 0.0,
 ) -> None:
-    from shopstream.runtime import Companion, Platform
+    """Run the platform in this process until it is told to stop; print the summary."""
+    from shopstream.runtime import (
+        Companion,
+        Platform,
+        cdc_companion,
+        local_shop_database,
+        order_workload_companion,
+    )
     from shopstream.warehouse.duckdb import WarehouseLocked
 
+    dsn = settings.postgres_dsn
+    server = None
+    if dsn is None and local_postgres:
+        console.print("starting a local PostgreSQL (wal_level=logical) for the shop database...")
+        try:
+            server, dsn = local_shop_database(settings)
+        except Exception as exc:
+            raise _fail(
+                f"could not start a local PostgreSQL: {exc}. Set SHOPSTREAM_POSTGRES_DSN to "
+                "your shop database instead, or run without --local-postgres."
+            ) from exc
+        console.print(f"shop database ready: {dsn}")
     try:
         platform = Platform(settings, host=host, port=port)
     except WarehouseLocked as exc:
+        if server is not None:
+            server.stop()
         raise _fail(str(exc)) from exc
     status = StatusLine()
     companions: list[Companion] = []
+    if dsn is not None:
+        companions.append(cdc_companion(platform, dsn, status.companions))
+        if generate and orders_tps > 0:
+            companions.append(
+                order_workload_companion(
+                    dsn, tps=orders_tps, duration=duration, holder=status.companions
+                )
+            )
     if generate:
         from shopstream.generators.clickstream import send_events
 
@@ -165,6 +234,8 @@ def _serve(
         ) from exc
     finally:
         platform.close()
+        if server is not None:
+            server.stop()
     if not interactive:
         console.print(status.render(platform))
     console.print(_summary_table(summary))
@@ -178,6 +249,14 @@ def _serve(
             f"generator: sent {generator.sent:,}, acknowledged {generator.accepted:,}, "
             f"rejected {generator.rejected:,}"
         )
+    cdc = summary.extra.get("cdc")
+    if cdc is not None:
+        console.print(
+            f"cdc: {cdc.changes:,} changes in {cdc.transactions:,} transactions, "
+            f"{cdc.snapshot_rows:,} snapshot rows, {cdc.dead_letters:,} dead letters"
+        )
+    for error in summary.extra.get("errors", []):
+        console.print(f"[red]error:[/red] {error}")
 
 
 def _run_async(coro: Any) -> Any:
@@ -206,8 +285,19 @@ def run(
     ] = 0.001,
     host: Annotated[str | None, typer.Option(help="Collector address.")] = None,
     port: Annotated[int | None, typer.Option(help="Collector port.")] = None,
+    local_postgres: Annotated[
+        bool,
+        typer.Option(
+            help="Without SHOPSTREAM_POSTGRES_DSN: start a local PostgreSQL for the shop "
+            "database (under the data dir) and capture its changes."
+        ),
+    ] = False,
+    orders_tps: Annotated[
+        float, typer.Option(help="Order-workload transactions/s with --generate (0: none).")
+    ] = 50.0,
 ) -> None:
-    """Run the platform on one machine: collector and sink into the DuckDB warehouse."""
+    """Run the platform on one machine: collector, CDC (when a shop database is configured)
+    and the sink into the DuckDB warehouse."""
     settings = _settings()
     _serve(
         settings,
@@ -218,6 +308,8 @@ def run(
         rate=rate,
         truth=truth,
         bad_fraction=bad_fraction,
+        local_postgres=local_postgres,
+        orders_tps=orders_tps,
     )
 
 
@@ -303,6 +395,148 @@ def generate_events(
         f"sent {truth_data.sent:,} events: {truth_data.accepted:,} accepted, "
         f"{truth_data.rejected:,} rejected"
     )
+
+
+@app.command("generate-orders")
+def generate_orders(
+    dsn: Annotated[
+        str | None, typer.Option(envvar="SHOPSTREAM_POSTGRES_DSN", help="Shop database DSN.")
+    ] = None,
+    tps: Annotated[float, typer.Option(help="Transactions per second.")] = 50.0,
+    duration: Annotated[float, typer.Option(help="Seconds to run for.")] = 60.0,
+    truth: Annotated[Path | None, typer.Option(help="Write the ground truth JSON here.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same shop).")] = 1,
+) -> None:
+    """Run the shop's order workload against PostgreSQL (creates the schema if missing)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from shopstream.generators.shop import run_order_workload, setup_shop_schema
+
+    _settings()
+    if not dsn:
+        raise _fail("no shop database: pass --dsn or set SHOPSTREAM_POSTGRES_DSN")
+    try:
+        setup_shop_schema(dsn, seed=seed)
+    except Exception as exc:
+        raise _fail(f"cannot prepare the shop schema at {dsn}: {exc}") from exc
+    with Progress(
+        TextColumn("[bold]orders"),
+        BarColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task("orders", total=duration, detail="")
+
+        def on_progress(stats: Any) -> None:
+            progress.update(
+                task,
+                completed=min(stats.elapsed, duration),
+                detail=f"{stats.transactions:,} tx ({stats.transactions_per_second:,.0f}/s)  "
+                f"orders {stats.orders:,}  rolled back {stats.rolled_back:,}",
+            )
+
+        result = _run_async(
+            run_order_workload(
+                dsn, tps=tps, duration=duration, seed=seed, truth_path=truth,
+                on_progress=on_progress,
+            )
+        )
+    if truth is not None:
+        console.print(f"ground truth written to {truth}")
+    console.print(f"committed: {result.summary_line()}" if hasattr(result, "summary_line")
+                  else "workload finished")
+
+
+@app.command()
+def cdc(
+    dsn: Annotated[
+        str | None,
+        typer.Option(envvar="SHOPSTREAM_POSTGRES_DSN", help="The shop's PostgreSQL DSN."),
+    ] = None,
+    idle_exit: Annotated[
+        float | None,
+        typer.Option(help="Stop once no change has arrived for this many seconds."),
+    ] = None,
+    setup_only: Annotated[
+        bool, typer.Option(help="Create the publication and slot (and snapshot), then stop.")
+    ] = False,
+) -> None:
+    """Capture the shop database's changes into raw.cdc_<table> (runs the reader alone)."""
+    import threading
+
+    from shopstream.cdc.catalog import CdcSetupError
+    from shopstream.cdc.reader import ChangeReader
+    from shopstream.sinks.warehouse import WarehouseSink
+    from shopstream.warehouse import open_warehouse
+    from shopstream.warehouse.duckdb import WarehouseLocked
+
+    settings = _settings()
+    dsn = dsn or settings.postgres_dsn
+    if not dsn:
+        raise _fail("no shop database: pass --dsn or set SHOPSTREAM_POSTGRES_DSN")
+    try:
+        warehouse = open_warehouse(settings.warehouse_path)
+    except WarehouseLocked as exc:
+        raise _fail(str(exc)) from exc
+    warehouse.ensure_layers()
+    sink = WarehouseSink(warehouse, flush_rows=settings.sink.flush_rows,
+                         linger_ms=settings.sink.linger_ms,
+                         max_queue_rows=settings.sink.max_queue_rows)
+    sink.start()
+    stop = threading.Event()
+    reader = ChangeReader(
+        dsn, settings.cdc, sink, state_dir=settings.data_dir,
+        idle_exit=0.0 if setup_only else idle_exit,
+    )
+    import signal
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    worker = threading.Thread(target=_guarded, args=(reader.run, stop), daemon=True)
+    worker.start()
+    status = StatusLine()
+    try:
+        if console.is_terminal:
+            with Live(console=console, refresh_per_second=4) as live:
+                while worker.is_alive():
+                    changes = reader.stats.changes + reader.stats.snapshot_rows
+                    elapsed = time.monotonic() - status.last
+                    if elapsed >= 0.5:
+                        status.cdc_rate = (changes - status.last_changes) / elapsed
+                        status.last, status.last_changes = time.monotonic(), changes
+                    live.update(cdc_line(reader.stats, status.cdc_rate))
+                    worker.join(0.25)
+        else:
+            worker.join()
+    finally:
+        stop.set()
+        worker.join(60)
+        sink.close()
+        counts = {k: v for k, v in warehouse.table_counts().items() if k.startswith("raw.cdc_")}
+        warehouse.close()
+    failure = getattr(worker, "failure", None)
+    if failure is not None:
+        if isinstance(failure, CdcSetupError):
+            raise _fail(str(failure))
+        raise _fail(f"CDC reader failed: {failure}")
+    stats = reader.stats
+    console.print(cdc_line(stats, 0.0))
+    console.print(
+        f"captured {stats.changes:,} changes in {stats.transactions:,} transactions "
+        f"and {stats.snapshot_rows:,} snapshot rows; confirmed LSN {stats.confirmed_lsn:X}"
+    )
+    for table, rows in counts.items():
+        console.print(f"  {table}: {rows:,} rows")
+
+
+def _guarded(run: Any, stop: Any) -> None:
+    import threading
+
+    try:
+        run(stop)
+    except Exception as exc:
+        threading.current_thread().failure = exc  # type: ignore[attr-defined]
 
 
 # -- sql -------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import logging
 import os
 import secrets
 import signal
+import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
@@ -178,3 +179,66 @@ class Platform:
 
     def close(self) -> None:
         self.warehouse.close()
+
+
+# -- companions: CDC reader, order workload, a local shop database ---------------------------
+
+
+def cdc_companion(platform: Platform, dsn: str, holder: dict[str, Any]) -> Companion:
+    """Run the CDC reader in a thread, writing through the platform's sink."""
+    from shopstream.cdc.reader import ChangeReader
+
+    async def cdc(_url: str, stop: asyncio.Event) -> dict[str, Any]:
+        halt = threading.Event()
+        reader = ChangeReader(
+            dsn, platform.settings.cdc, platform.sink, state_dir=platform.settings.data_dir
+        )
+        holder["reader"] = reader
+        worker = asyncio.create_task(asyncio.to_thread(reader.run, halt))
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait({worker, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        halt.set()
+        stopper.cancel()
+        await worker  # re-raises a reader failure
+        return {"cdc": reader.stats}
+
+    return cdc
+
+
+def order_workload_companion(
+    dsn: str, *, tps: float, duration: float | None, holder: dict[str, Any], seed: int = 1
+) -> Companion:
+    from shopstream.generators.shop import run_order_workload
+
+    async def orders(_url: str, stop: asyncio.Event) -> dict[str, Any]:
+        def progress(stats: Any) -> None:
+            holder["orders"] = stats
+
+        truth = await run_order_workload(
+            dsn,
+            tps=tps,
+            duration=duration if duration is not None else float("inf"),
+            seed=seed,
+            on_progress=progress,
+            stop=stop,
+        )
+        return {"orders": truth}
+
+    return orders
+
+
+def local_shop_database(settings: Settings) -> tuple[Any, str]:
+    """Start (or reuse) a PostgreSQL with wal_level=logical under the data dir, with the
+    shop's schema in database ``shop``. Returns the server and the database's DSN."""
+    import psycopg
+
+    from shopstream.cdc.local_postgres import LocalPostgres
+    from shopstream.generators.shop import setup_shop_schema
+
+    server = LocalPostgres(settings.data_dir.resolve() / "postgres")
+    server.start()
+    with psycopg.connect(server.dsn, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = 'shop'").fetchone()
+    dsn = server.dsn_for("shop") if exists else server.create_database("shop")
+    setup_shop_schema(dsn)
+    return server, dsn

@@ -75,3 +75,44 @@ DEAD_LETTERS = Counter(
     ["source", "reason"],
     registry=REGISTRY,
 )
+
+# -- CDC ------------------------------------------------------------------------------------
+
+CDC_CHANGES = Counter(
+    "shopstream_cdc_changes",
+    "Row changes captured, by raw table and op (c, u, d, r, t).",
+    ["table", "op"],
+    registry=REGISTRY,
+)
+CDC_BATCH_CHANGES = Histogram(
+    "shopstream_cdc_batch_changes",
+    "Changes per batch handed to the sink.",
+    buckets=(1, 10, 100, 1_000, 5_000, 10_000, 50_000, 100_000),
+    registry=REGISTRY,
+)
+CDC_FLUSH_SECONDS = Histogram(
+    "shopstream_cdc_flush_wait_seconds",
+    "Time the reader waited for a batch to become durable.",
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    registry=REGISTRY,
+)
+CDC_LAG_BYTES = Gauge(
+    "shopstream_cdc_replication_lag_bytes",
+    "WAL between the server's current position and the slot's confirmed flush position.",
+    registry=REGISTRY,
+)
+CDC_LAG_SECONDS = Gauge(
+    "shopstream_cdc_replication_lag_seconds",
+    "Seconds since the commit of the last change made durable.",
+    registry=REGISTRY,
+)
+CDC_RETAINED_WAL = Gauge(
+    "shopstream_cdc_slot_retained_wal_bytes",
+    "WAL the replication slot keeps on the server (current LSN - restart_lsn).",
+    registry=REGISTRY,
+)
+CDC_RECONNECTS = Counter(
+    "shopstream_cdc_reconnects",
+    "Times the reader lost PostgreSQL and reconnected.",
+    registry=REGISTRY,
+)

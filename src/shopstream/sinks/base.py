@@ -11,9 +11,12 @@ from collections.abc import Mapping
 from concurrent.futures import Future
 from typing import Any, Protocol
 
-#: Rows for raw tables: table name (``events``, ``dead_letter``, ``cdc_orders``) to rows.
-#: JSON columns hold already-serialised JSON text.
-Rows = Mapping[str, list[dict[str, Any]]]
+import pyarrow as pa
+
+#: Rows for raw tables: table name (``events``, ``dead_letter``, ``cdc_orders``) to rows, as
+#: dicts or as an Arrow table in the raw table's schema (the fast path). JSON columns hold
+#: already-serialised JSON text.
+Rows = Mapping[str, "list[dict[str, Any]] | pa.Table"]
 
 
 class SinkUnavailable(RuntimeError):

@@ -197,7 +197,7 @@ class WarehouseSink:
                     {"table": table},
                 )
                 for table, rows in submission.rows.items()
-                for row in rows
+                for row in _as_dicts(rows)
             ]
             try:
                 self.warehouse.append(_to_arrow([{"dead_letter": letters}]))
@@ -229,12 +229,23 @@ class WarehouseSink:
 
 
 def _to_arrow(groups: list[Rows]) -> dict[str, pa.Table]:
-    by_table: dict[str, list[dict[str, Any]]] = {}
+    """One Arrow table per raw table: dict rows converted, Arrow batches concatenated."""
+    pieces: dict[str, list[pa.Table]] = {}
+    dict_rows: dict[str, list[dict[str, Any]]] = {}
     for rows in groups:
         for table, table_rows in rows.items():
-            if table_rows:
-                by_table.setdefault(table, []).extend(table_rows)
+            if isinstance(table_rows, pa.Table):
+                if table_rows.num_rows:
+                    pieces.setdefault(table, []).append(table_rows)
+            elif table_rows:
+                dict_rows.setdefault(table, []).extend(table_rows)
+    for table, plain in dict_rows.items():
+        pieces.setdefault(table, []).append(pa.Table.from_pylist(plain, schema=schema_for(table)))
     return {
-        table: pa.Table.from_pylist(rows, schema=schema_for(table))
-        for table, rows in by_table.items()
+        table: parts[0] if len(parts) == 1 else pa.concat_tables(parts)
+        for table, parts in pieces.items()
     }
+
+
+def _as_dicts(rows: list[dict[str, Any]] | pa.Table) -> list[dict[str, Any]]:
+    return rows.to_pylist() if isinstance(rows, pa.Table) else rows

@@ -177,7 +177,9 @@ def drop_slot(conn: psycopg2.extensions.connection, slot: str) -> None:
 def primary_keys(
     conn: psycopg2.extensions.connection, tables: list[tuple[str, str]]
 ) -> dict[tuple[str, str], list[str]]:
-    """Primary-key columns per table, for the ``key`` of tables with REPLICA IDENTITY FULL."""
+    """The ``key`` columns per table: its primary key; none (``[]``) for a table with
+    REPLICA IDENTITY FULL and no primary key, whose key flags would name every column.
+    Tables left out use pgoutput's key flags (e.g. REPLICA IDENTITY USING INDEX)."""
     if not tables:
         return {}
     with conn.cursor() as cur:
@@ -197,6 +199,16 @@ def primary_keys(
         keys: dict[tuple[str, str], list[str]] = {}
         for schema, table, column in cur.fetchall():
             keys.setdefault((schema, table), []).append(column)
+        cur.execute(
+            """
+            SELECT n.nspname, c.relname FROM pg_class c
+            JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE c.relreplident = 'f' AND (n.nspname, c.relname) IN %s
+            """,
+            (tuple(tables),),
+        )
+        for schema, table in cur.fetchall():
+            keys.setdefault((schema, table), [])
     conn.commit()
     return keys
 

@@ -35,6 +35,7 @@ import psycopg2.extras
 from shopstream.cdc import catalog
 from shopstream.cdc.changes import ChangeColumns, Transaction
 from shopstream.cdc.pgoutput import (
+    UNCHANGED_TOAST,
     Begin,
     Commit,
     Decoder,
@@ -48,6 +49,7 @@ from shopstream.cdc.pgoutput import (
 )
 from shopstream.cdc.values import RowDecoders
 from shopstream.config import CdcSettings
+from shopstream.events.change import UNAVAILABLE
 from shopstream.observability import metrics
 from shopstream.sinks.base import Rows, Sink
 from shopstream.sinks.warehouse import dead_letter_row
@@ -400,6 +402,15 @@ class ChangeReader:
                     op = "u"
                     before = decoder.row(message.old) if message.old is not None else None
                     after = decoder.row(message.new)
+                    if before is not None:
+                        if message.old_kind == "O" and UNCHANGED_TOAST in message.new:
+                            _fill_unchanged(after, before)
+                        if decoder.key_columns and decoder.key(before) != decoder.key(after):
+                            # A key change is, as in Debezium, a delete of the old key and a
+                            # create of the new one, at the same LSN.
+                            self._columns.add(relation, decoder, tx, "d", lsn, before, None)
+                            self._count(self._columns.table_for(relation), "d")
+                            op, before = "c", None
                 else:
                     op, before, after = "d", decoder.row(message.old), None
             except ValueError as exc:
@@ -547,6 +558,15 @@ class ChangeReader:
         self._batch.dead_letters.append(dead_letter_row("cdc", reason, payload, context))
         self.stats.dead_letters += 1
         metrics.DEAD_LETTERS.labels("cdc", "undecodable").inc()
+
+
+def _fill_unchanged(after: dict[str, Any], before: dict[str, Any]) -> None:
+    """With REPLICA IDENTITY FULL the old row carries TOASTed values the new one left out."""
+    for column, value in after.items():
+        if value == UNAVAILABLE:
+            old = before.get(column)
+            if old is not None and old != UNAVAILABLE:
+                after[column] = old
 
 
 def run_reader(

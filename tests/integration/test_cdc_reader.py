@@ -69,12 +69,15 @@ def test_snapshot_then_every_kind_of_change(postgres: Any, tmp_path: Path) -> No
     assert all(r["source"]["snapshot"] == "true" and r["before"] is None for r in snapshot)
 
     stream = [r for r in orders if r["op"] != "r"]
-    assert [r["op"] for r in stream] == ["c", "u", "u", "d", "t"]
-    insert, paid, moved, delete, truncate = stream
+    assert [r["op"] for r in stream] == ["c", "u", "d", "c", "d", "t"]
+    insert, paid, moved_from, moved_to, delete, truncate = stream
     assert insert["after"]["order_id"] == 3 and insert["key"] == {"order_id": 3}
     assert paid["after"]["status"] == "PAID" and paid["before"] is None  # default identity
-    assert moved["before"] == {"order_id": 2, "status": None, "total": None, "placed_at": None}
-    assert moved["after"]["order_id"] == 20 and moved["key"] == {"order_id": 20}
+    # A key change is a delete of the old key and a create of the new one (as Debezium).
+    assert moved_from["before"] == {"order_id": 2, "status": None, "total": None, "placed_at": None}
+    assert moved_from["key"] == {"order_id": 2} and moved_from["after"] is None
+    assert moved_to["after"]["order_id"] == 20 and moved_to["key"] == {"order_id": 20}
+    assert moved_from["lsn"] == moved_to["lsn"]
     assert delete["before"]["order_id"] == 3 and delete["after"] is None
     assert truncate["before"] is None and truncate["after"] is None
     for row in stream:
@@ -85,14 +88,24 @@ def test_snapshot_then_every_kind_of_change(postgres: Any, tmp_path: Path) -> No
             "orders",
         )
         assert source["txId"] == row["tx_id"] and source["lsn"] == row["lsn"]
-    # One transaction per statement: position 1 each; ids unique and ordered by commit.
+    # One transaction per statement; ids unique and ordered by commit and position.
     ids = [r["change_id"] for r in stream]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
-    assert all(i.endswith("-00000001") for i in ids)
+    assert [i[-8:] for i in ids] == [
+        "00000001",
+        "00000001",
+        "00000001",
+        "00000002",
+        "00000001",
+        "00000001",
+    ]
 
-    # REPLICA IDENTITY FULL: the whole old row travels, the key is every column.
+    # REPLICA IDENTITY FULL: the whole old row travels; with no primary key there is no key,
+    # and an update stays an update.
+    assert audit[1]["op"] == "u"
     assert audit[1]["before"] == {"id": 1, "note": "a"}
     assert audit[1]["after"] == {"id": 1, "note": "b"}
+    assert audit[1]["key"] is None
 
 
 def test_columns_added_and_dropped_mid_stream(postgres: Any, tmp_path: Path) -> None:
@@ -282,3 +295,41 @@ def test_sigkill_repeatedly_while_the_shop_runs(postgres: Any, tmp_path: Path) -
     assert not missing, f"{len(missing)} changes lost, e.g. {sorted(missing)[:5]}"
     assert not invented, f"{len(invented)} changes invented, e.g. {sorted(invented)[:5]}"
     assert all(len(ids) == 1 for ids in captured.values()), "a change was stored under two ids"
+
+
+def test_sigterm_flushes_and_confirms_before_exit(postgres: Any, tmp_path: Path) -> None:
+    execute(postgres.dsn, "CREATE TABLE payments (payment_id int PRIMARY KEY, amount numeric)")
+    data_dir = tmp_path / "cdc"
+    data_dir.mkdir()
+    process = cdc_process(postgres.dsn, data_dir, SHOPSTREAM_CDC__SNAPSHOT_MODE="never")
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # wait for the slot the reader creates
+            with psycopg.connect(postgres.dsn) as conn:
+                if conn.execute("SELECT active FROM pg_replication_slots").fetchone():
+                    break
+            time.sleep(0.2)
+        execute(postgres.dsn, "INSERT INTO payments SELECT g, g FROM generate_series(1, 20000) g")
+        with psycopg.connect(postgres.dsn) as conn:
+            written = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]  # type: ignore[index]
+        time.sleep(1)
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0, (data_dir / "cdc.log").read_text()[-2000:]
+        assert time.monotonic() - started < 60  # within the Kubernetes grace period
+    finally:
+        if process.poll() is None:
+            process.kill()
+    with psycopg.connect(postgres.dsn) as conn:
+        behind = conn.execute(
+            "SELECT %s::pg_lsn - confirmed_flush_lsn FROM pg_replication_slots", (written,)
+        ).fetchone()[0]  # type: ignore[index]
+    assert behind <= 0, "the slot was not confirmed up to the changes made durable"
+    import duckdb
+
+    con = duckdb.connect(str(data_dir / "shopstream.duckdb"), read_only=True)
+    try:
+        stored = con.execute("SELECT count(DISTINCT change_id) FROM raw.cdc_payments").fetchone()
+    finally:
+        con.close()
+    assert stored == (20000,)

@@ -38,7 +38,11 @@ def test_segment_sdk_events_land_in_raw(keyed_collector: CollectorProcess, gzip:
         client.track(
             user,
             "Order Completed",
-            {"order_id": "O-1", "revenue": 39.98, "products": [{"product_id": "P000007", "quantity": 2}]},
+            {
+                "order_id": "O-1",
+                "revenue": 39.98,
+                "products": [{"product_id": "P000007", "quantity": 2}],
+            },
         ),
         client.track(user, "Newsletter Signed Up", {"list": "weekly"}),
         client.page(user, "Shop", "Home", {"url": "https://shop.example/"}),
@@ -54,7 +58,15 @@ def test_segment_sdk_events_land_in_raw(keyed_collector: CollectorProcess, gzip:
         f"FROM raw.events WHERE user_id = '{user}' ORDER BY event_ts"
     )
     by_id = {row["event_id"]: row for row in rows}
-    expected = ["product_view", "add_to_cart", "purchase", "custom", "page_view", "page_view", "custom"]
+    expected = [
+        "product_view",
+        "add_to_cart",
+        "purchase",
+        "custom",
+        "page_view",
+        "page_view",
+        "custom",
+    ]
     for (_, message), event_type in zip(sent, expected, strict=True):
         row = by_id[message["messageId"]]
         assert row["event_type"] == event_type

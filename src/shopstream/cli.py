@@ -438,14 +438,21 @@ def generate_orders(
 
         result = _run_async(
             run_order_workload(
-                dsn, tps=tps, duration=duration, seed=seed, truth_path=truth,
+                dsn,
+                tps=tps,
+                duration=duration,
+                seed=seed,
+                truth_path=truth,
                 on_progress=on_progress,
             )
         )
     if truth is not None:
         console.print(f"ground truth written to {truth}")
-    console.print(f"committed: {result.summary_line()}" if hasattr(result, "summary_line")
-                  else "workload finished")
+    console.print(
+        f"committed: {result.summary_line()}"
+        if hasattr(result, "summary_line")
+        else "workload finished"
+    )
 
 
 @app.command()
@@ -480,13 +487,19 @@ def cdc(
     except WarehouseLocked as exc:
         raise _fail(str(exc)) from exc
     warehouse.ensure_layers()
-    sink = WarehouseSink(warehouse, flush_rows=settings.sink.flush_rows,
-                         linger_ms=settings.sink.linger_ms,
-                         max_queue_rows=settings.sink.max_queue_rows)
+    sink = WarehouseSink(
+        warehouse,
+        flush_rows=settings.sink.flush_rows,
+        linger_ms=settings.sink.linger_ms,
+        max_queue_rows=settings.sink.max_queue_rows,
+    )
     sink.start()
     stop = threading.Event()
     reader = ChangeReader(
-        dsn, settings.cdc, sink, state_dir=settings.data_dir,
+        dsn,
+        settings.cdc,
+        sink,
+        state_dir=settings.data_dir,
         idle_exit=0.0 if setup_only else idle_exit,
     )
     import signal

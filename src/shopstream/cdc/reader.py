@@ -438,9 +438,7 @@ class ChangeReader:
             for relation in message.relations:
                 self._columns.add(relation, None, tx, "t", lsn, None, None)
                 self._count(self._columns.table_for(relation), "t")
-        elif (
-            isinstance(message, LogicalMessage) and message.prefix == HEARTBEAT_PREFIX and not tx
-        ):
+        elif isinstance(message, LogicalMessage) and message.prefix == HEARTBEAT_PREFIX and not tx:
             # Our own heartbeat: nothing before it is pending, so its LSN is safe.
             self._batch.safe_lsn = max(self._batch.safe_lsn or 0, lsn)
         # Origin and Type need nothing here: the decoder keeps Type metadata itself.

@@ -448,10 +448,10 @@ def generate_orders(
         )
     if truth is not None:
         console.print(f"ground truth written to {truth}")
+    statuses = ", ".join(f"{s} {n:,}" for s, n in sorted(result.orders_by_status.items()) if n)
     console.print(
-        f"committed: {result.summary_line()}"
-        if hasattr(result, "summary_line")
-        else "workload finished"
+        f"committed {result.transactions:,} transactions ({result.rolled_back:,} rolled back); "
+        f"orders: {statuses or 'none'}; revenue {result.revenue:,}"
     )
 
 

@@ -1,0 +1,925 @@
+"""Synthetic shoppers: a behaviour-event stream, and a sender that posts it to the collector.
+
+Shoppers arrive on a device (apps or the web), from a campaign, a search engine or nowhere
+in particular, browse, search, fill a cart and sometimes buy. :class:`Clickstream` plays many
+sessions at once and yields their events in time order as plain dicts, each one valid against
+:mod:`shopstream.events.behaviour` (unless it is one of the deliberately bad ones)::
+
+    >>> from shopstream.events.behaviour import parse_event
+    >>> stream = Clickstream(seed=7, run_id="doc", start=datetime(2026, 11, 27, tzinfo=UTC))
+    >>> [parse_event(event).event_id == event["event_id"] for event in stream.take(3)]
+    [True, True, True]
+
+Two random streams keep things reproducible without making runs collide: the *behaviour*
+(who does what, in which order, how fast) depends only on ``seed``; the *identifiers*
+(event ids, session ids, anonymous ids, order ids) depend on ``seed`` and ``run_id``, and
+``run_id`` is random unless given. Two runs with one seed therefore tell the same story
+with different ids, so the warehouse's de-duplication by ``event_id`` never swallows the
+second run. Money is whole won (see :mod:`.catalogue`), sent as JSON integers, so purchase
+revenue is exactly the sum of ``price * quantity`` over the items.
+
+:func:`send_events` posts the stream in batches to ``{url}/v1/events`` at a steady rate and
+returns a :class:`GroundTruth` of what the collector acknowledged, which later stages of the
+pipeline reconcile against.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import json
+import logging
+import math
+import os
+import random
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+import orjson
+
+from shopstream.generators.catalogue import Catalogue, Product, User, build_catalogue
+
+log = logging.getLogger(__name__)
+
+Event = dict[str, Any]
+# One step of a session: seconds since the previous step, event type, page, properties.
+_Step = tuple[float, str, str, dict[str, Any]]
+
+# Korean e-commerce traffic is mostly mobile, and apps carry most of the mobile share.
+DEVICE_SHARES: dict[str, float] = {
+    "ios": 0.30,
+    "android": 0.35,
+    "web_mobile": 0.25,
+    "web_desktop": 0.10,
+}
+_APPS = frozenset({"ios", "android"})
+_WEB = "https://shopstream.example"
+_APP = "app://shopstream"
+_CURRENCY = "KRW"
+# Orders from this amount on ship for free, so their shipping fee is zero.
+_FREE_SHIPPING_FROM = 30_000
+_SHIPPING_FEE = 3_000
+
+_CAMPAIGNS = ("black_friday_2026", "winter_sale", "new_member_coupon", "weekly_deals")
+_BANNERS = (
+    ("bn-black-friday-2026", "home_top"),
+    ("bn-winter-sale", "home_top"),
+    ("bn-new-member", "home_middle"),
+    ("bn-free-shipping", "category_top"),
+    ("bn-kimjang-season", "home_middle"),
+)
+_PUSH_CAMPAIGNS = ("push-black-friday", "push-cart-reminder", "push-restock", "push-weekly")
+_MISSPELLINGS = ("snaekers", "serumm", "tangerine box", "erbuds", "hoddie", "kimchee")
+
+
+@dataclass(frozen=True, slots=True)
+class _Source:
+    """Where a session comes from: the referrer and the UTM tags the landing page carries."""
+
+    weight: float
+    referrer: str | None
+    utm_source: str | None = None
+    utm_medium: str | None = None
+    campaigns: tuple[str, ...] = ()
+    lands_on_product: float = 0.0  # ads often link straight to a product page
+    app_only: bool = False
+    push: bool = False
+
+
+_SOURCES: tuple[_Source, ...] = (
+    _Source(0.33, None),  # typed the address, bookmark, opened the app
+    _Source(0.14, "https://search.naver.com/", lands_on_product=0.3),
+    _Source(0.08, "https://www.google.com/", lands_on_product=0.3),
+    _Source(0.10, "https://search.naver.com/", "naver", "cpc", _CAMPAIGNS, 0.6),
+    _Source(0.05, "https://www.google.com/", "google", "cpc", _CAMPAIGNS, 0.6),
+    _Source(0.08, "https://www.instagram.com/", "instagram", "paid_social", _CAMPAIGNS, 0.7),
+    _Source(0.04, "https://www.youtube.com/", "youtube", "video", _CAMPAIGNS, 0.5),
+    _Source(0.06, None, "kakao", "message", ("weekly_deals", "black_friday_2026"), 0.4),
+    _Source(0.04, None, "newsletter", "email", ("weekly_deals", "winter_sale"), 0.3),
+    _Source(0.08, None, "app_push", "push", _PUSH_CAMPAIGNS, 0.3, app_only=True, push=True),
+)
+
+# Shares of logged-in sessions: app users stay logged in, web visitors mostly do not.
+_LOGGED_IN = {"ios": 0.75, "android": 0.70, "web_mobile": 0.35, "web_desktop": 0.45}
+
+# The funnel's knobs; tuned so that roughly 3-5 % of sessions buy, like a general mall.
+_BOUNCE = {"ios": 0.20, "android": 0.20, "web_mobile": 0.40, "web_desktop": 0.35}
+_ADD_TO_CART = 0.06  # per product view, anonymous visitor
+_ADD_TO_CART_MEMBER = 0.09  # per product view, logged-in member
+_WISHLIST = 0.04
+_BEGIN_CHECKOUT = 0.50  # of sessions that still have a cart at the end
+_PURCHASE = 0.65  # of checkouts
+_LOGIN_AT_CHECKOUT = 0.5  # anonymous visitors who log in rather than buy as guests
+_REVIEW = 0.1  # of logged-in members who open their order history
+_APP_CLOSE = 0.65  # apps are often swiped away without a clean close
+
+#: Mean seconds between two events of the stream's sessions (time_scale 1), measured on the
+#: default catalogue; a real-time sender sizes its pool of concurrent sessions with it.
+MEAN_EVENT_GAP = 6.5
+
+BadKind = Literal["unknown_event_type", "missing_property", "wrong_type"]
+BAD_KINDS: tuple[BadKind, ...] = ("unknown_event_type", "missing_property", "wrong_type")
+
+
+def _uuid_from(bits: int) -> str:
+    """The version-4 UUID string of 128 random bits; ``str(uuid.UUID(...))`` is slower."""
+    bits = (bits & ~(0xF000 << 64) & ~(0xC000 << 48)) | (0x4000 << 64) | (0x8000 << 48)
+    h = f"{bits:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_DEVICE_NAMESPACE = uuid.UUID("5d1f3c52-8a3e-4d0a-9a57-2f2b1c0e7d11")
+
+
+class _Session:
+    __slots__ = ("base", "cart", "device", "page", "referrer", "script", "user")
+
+    def __init__(self, base: Event, device: str, user: User | None, referrer: str | None) -> None:
+        self.base = base  # the fields every event of the session carries
+        self.device = device
+        self.user = user
+        self.page: str | None = None  # the page being looked at
+        self.referrer = referrer  # the page before it (external on landing)
+        self.cart: dict[str, list[Any]] = {}  # product_id -> [product, quantity]
+        self.script: Iterator[_Step] = iter(())
+
+
+class Clickstream:
+    """Many shopping sessions at once, played in time order as behaviour-event dicts.
+
+    ``sessions`` is how many shoppers are on the site at any moment; together with the
+    think times between their clicks it sets how many events a second of event time holds
+    (about ``sessions / (MEAN_EVENT_GAP * time_scale)``). ``start`` is when the stream's clock
+    begins (now when omitted). ``bad_fraction`` of the events are deliberately broken in one of
+    :data:`BAD_KINDS` ways, for demos and tests of the rejection paths.
+    """
+
+    def __init__(
+        self,
+        catalogue: Catalogue | None = None,
+        *,
+        seed: int = 1,
+        run_id: str | None = None,
+        start: datetime | None = None,
+        sessions: int = 1_000,
+        time_scale: float = 1.0,
+        bad_fraction: float = 0.0,
+    ) -> None:
+        if sessions < 1:
+            raise ValueError("sessions must be at least 1")
+        if not 0.0 <= bad_fraction <= 1.0:
+            raise ValueError("bad_fraction must be between 0 and 1")
+        self.catalogue = catalogue or build_catalogue(seed)
+        self.run_id = run_id or os.urandom(4).hex()
+        self.time_scale = time_scale
+        self._paced_scale = time_scale  # what keep_pace corrects around
+        self.bad_fraction = bad_fraction
+        # Simulation, not secrets: seeded generators are what make a run reproducible.
+        self._rng = random.Random(f"clickstream/{seed}")  # noqa: S311
+        self._ids = random.Random(f"clickstream-ids/{seed}/{self.run_id}")  # noqa: S311
+        self._bad = random.Random(f"clickstream-bad/{seed}")  # noqa: S311
+        self._devices = tuple(DEVICE_SHARES)
+        self._device_cum = tuple(_cumulative(DEVICE_SHARES.values()))
+        self._source_cum = tuple(_cumulative(s.weight for s in _SOURCES))
+        self._search_index = _search_index(self.catalogue)
+        self._orders = 0
+        self._seq = 0
+        self._ts_second = -1
+        self._ts_prefix = ""
+        begin = (start or datetime.now(UTC)).timestamp()
+        self.clock = begin  # event time of the latest event handed out
+        # (time of the session's next event, tie-breaker, that event, the session)
+        self._heap: list[tuple[float, int, _Step, _Session]] = []
+        # Spread the first events over one think time so the stream starts at its steady rate.
+        for _ in range(sessions):
+            self._start_session(begin + self._rng.random() * MEAN_EVENT_GAP * time_scale)
+
+    # -- the public surface -------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[Event]:
+        while True:
+            yield self.next_event()
+
+    def take(self, count: int) -> list[Event]:
+        next_event = self.next_event
+        return [next_event() for _ in range(count)]
+
+    def next_event(self) -> Event:
+        ts, _, step, session = heapq.heappop(self._heap)
+        _, event_type, page, properties = step
+        if page != session.page:
+            session.referrer, session.page = session.page or session.referrer, page
+        event = {
+            "event_id": _uuid_from(self._ids.getrandbits(128)),
+            "event_type": event_type,
+            "event_ts": self._format_ts(ts),
+            **session.base,
+            "page_url": page,
+            "referrer": session.referrer,
+            "properties": properties,
+        }
+        self.clock = ts
+        following = next(session.script, None)
+        if following is None:
+            # Someone else arrives as this shopper leaves, so the crowd keeps its size.
+            self._start_session(ts + self._rng.expovariate(1 / MEAN_EVENT_GAP) * self.time_scale)
+        else:
+            self._seq += 1
+            when = ts + following[0] * self.time_scale
+            heapq.heappush(self._heap, (when, self._seq, following, session))
+        if self.bad_fraction and self._bad.random() < self.bad_fraction:
+            return self._spoil(event)
+        return event
+
+    def keep_pace(self, now: float) -> None:
+        """Bend think times so event time tracks the wall clock ``now`` (epoch seconds).
+
+        A real-time sender calls this before each batch: when the stream's clock runs ahead,
+        shoppers think longer, when it lags, shorter. The correction is proportional to the
+        lead and bounded, so the clock settles a few seconds from ``now`` without swinging.
+        """
+        lead = self.clock - now
+        self.time_scale = self._paced_scale * min(2.0, max(0.5, 1.0 - lead / 30.0))
+
+    # -- sessions -----------------------------------------------------------------------
+
+    def _start_session(self, ts: float) -> None:
+        rng = self._rng
+        device = self._devices[_pick(self._device_cum, rng.random())]
+        source = _SOURCES[_pick(self._source_cum, rng.random())]
+        if source.app_only and device not in _APPS:
+            source = _SOURCES[0]
+        user = self.catalogue.active_user(rng) if rng.random() < _LOGGED_IN[device] else None
+        ids = self._ids
+        if user is not None:
+            # The app (or browser) of a member keeps one device id across sessions and runs.
+            anonymous_id = str(uuid.uuid5(_DEVICE_NAMESPACE, f"{user.user_id}/{device}"))
+        else:
+            anonymous_id = _uuid_from(ids.getrandbits(128))
+        base: Event = {
+            "user_id": user.user_id if user else None,
+            "anonymous_id": anonymous_id,
+            "session_id": _uuid_from(ids.getrandbits(128)),
+            "device_type": device,
+        }
+        if source.utm_source:
+            base["utm_source"] = source.utm_source
+            base["utm_medium"] = source.utm_medium
+            base["utm_campaign"] = rng.choice(source.campaigns)
+        referrer = source.referrer if device not in _APPS else None
+        session = _Session(base, device, user, referrer)
+        session.script = self._script(session, source)
+        first = next(session.script)
+        self._seq += 1
+        heapq.heappush(self._heap, (ts, self._seq, first, session))
+
+    def _script(self, s: _Session, source: _Source) -> Iterator[_Step]:
+        """What one shopper does, step by step; think times are in seconds."""
+        rng = self._rng
+        root = _APP if s.device in _APPS else _WEB
+        if source.push:
+            push_id = f"push-{self._ids.getrandbits(40):010x}"
+            campaign = s.base.get("utm_campaign")
+            yield 0.0, "push_click", root + "/", {"campaign_id": campaign, "push_id": push_id}
+        if s.device in _APPS:
+            yield 0.5, "app_open", root + "/", {}
+
+        # The landing page: ads and search results often lead straight to a product.
+        if rng.random() < source.lands_on_product:
+            product = self.catalogue.popular_product(rng)
+            url = f"{root}/products/{product.product_id}"
+            yield 1.0, "page_view", url, {"page_type": "product", "page_title": product.name}
+            yield from self._view_product(s, root, product, quick=True)
+        else:
+            yield 1.0, "page_view", root + "/", {"page_type": "home", "page_title": "shopstream"}
+        if rng.random() < _BOUNCE[s.device]:
+            # Bounced: left after the landing page (apps still close, or are swiped away).
+            if s.device in _APPS and rng.random() < _APP_CLOSE:
+                yield _gap(rng, 8), "app_close", s.page or root + "/", {}
+            return
+
+        for _ in range(1 + int(rng.expovariate(1 / 3.5))):
+            roll = rng.random()
+            if roll < 0.28:
+                yield from self._search(s, root)
+            elif roll < 0.60:
+                yield from self._browse_category(s, root)
+            elif roll < 0.68:
+                yield from self._banner(s, root)
+            elif roll < 0.80:
+                yield from self._recommendation(s, root)
+            elif roll < 0.88 and s.cart:
+                yield from self._look_at_cart(s, root)
+            elif roll < 0.92 and s.user is not None:
+                yield from self._my_orders(s, root)
+            else:
+                yield _gap(rng, 5), "page_view", root + "/", {"page_type": "home"}
+
+        if s.cart and rng.random() < _BEGIN_CHECKOUT:
+            yield from self._checkout(s, root)
+        if s.device in _APPS and rng.random() < _APP_CLOSE:
+            yield _gap(rng, 3), "app_close", s.page or root + "/", {}
+
+    def _view_product(
+        self, s: _Session, root: str, product: Product, *, quick: bool = False
+    ) -> Iterator[_Step]:
+        rng = self._rng
+        url = f"{root}/products/{product.product_id}"
+        props = _product_props(product)
+        yield (0.8 if quick else _gap(rng, 3)), "product_view", url, props
+        if rng.random() < (_ADD_TO_CART if s.user is None else _ADD_TO_CART_MEMBER):
+            quantity = 1 if rng.random() < 0.8 else rng.choice((2, 2, 3, 4))
+            line = s.cart.setdefault(product.product_id, [product, 0])
+            line[1] += quantity
+            cart_props = {**props, "quantity": quantity, "cart_id": _cart_id(s)}
+            yield _gap(rng, 20), "add_to_cart", url, cart_props
+        elif rng.random() < _WISHLIST:
+            yield _gap(rng, 15), "wishlist_add", url, dict(props)
+
+    def _search(self, s: _Session, root: str) -> Iterator[_Step]:
+        rng = self._rng
+        results: tuple[Product, ...] = ()
+        if rng.random() < 0.05:
+            query = rng.choice(_MISSPELLINGS)
+        else:
+            # People search for what is popular: the words of a popular product's name.
+            query = _query_for(self.catalogue.popular_product(rng), rng)
+            results = self._search_index.get(query, ())
+        url = f"{root}/search?q={query.replace(' ', '+')}"
+        props = {"query": query, "results_count": len(results)}
+        yield _gap(rng, 6), "search", url, props
+        if results and rng.random() < 0.65:
+            position = min(len(results) - 1, int(rng.expovariate(0.5)))
+            product = results[position]
+            click = {"query": query, "product_id": product.product_id, "position": position}
+            yield _gap(rng, 4), "search_click", url, click
+            yield from self._view_product(s, root, product, quick=True)
+
+    def _browse_category(self, s: _Session, root: str) -> Iterator[_Step]:
+        rng = self._rng
+        product = self.catalogue.popular_product(rng)
+        category = product.category
+        url = f"{root}/category/{category}"
+        yield _gap(rng, 5), "page_view", url, {"page_type": "category", "page_title": category}
+        if rng.random() < 0.75:
+            listing = self.catalogue.products_in(category)
+            position = rng.randrange(min(20, len(listing)))
+            props = {**_product_props(product), "list_name": category, "position": position}
+            yield _gap(rng, 6), "product_click", url, props
+            yield from self._view_product(s, root, product, quick=True)
+
+    def _banner(self, s: _Session, root: str) -> Iterator[_Step]:
+        rng = self._rng
+        banner_id, placement = rng.choice(_BANNERS)
+        here = s.page or root + "/"
+        yield _gap(rng, 4), "banner_click", here, {"banner_id": banner_id, "placement": placement}
+        url = f"{root}/events/{banner_id}"
+        yield 1.0, "page_view", url, {"page_type": "promotion", "page_title": banner_id}
+        if rng.random() < 0.6:
+            product = self.catalogue.popular_product(rng)
+            props = {**_product_props(product), "list_name": banner_id, "position": 0}
+            yield _gap(rng, 8), "product_click", url, props
+            yield from self._view_product(s, root, product, quick=True)
+
+    def _recommendation(self, s: _Session, root: str) -> Iterator[_Step]:
+        rng = self._rng
+        product = self.catalogue.popular_product(rng)
+        props = {
+            **_product_props(product),
+            "list_name": "recommended_for_you",
+            "position": rng.randrange(10),
+        }
+        yield _gap(rng, 6), "product_click", s.page or root + "/", props
+        yield from self._view_product(s, root, product, quick=True)
+
+    def _look_at_cart(self, s: _Session, root: str) -> Iterator[_Step]:
+        rng = self._rng
+        url = root + "/cart"
+        yield _gap(rng, 5), "page_view", url, {"page_type": "cart", "page_title": "Cart"}
+        if rng.random() < 0.5:
+            product_id = rng.choice(sorted(s.cart))
+            product, quantity = s.cart.pop(product_id)
+            props = {**_product_props(product), "quantity": quantity, "cart_id": _cart_id(s)}
+            yield _gap(rng, 8), "remove_from_cart", url, props
+
+    def _my_orders(self, s: _Session, root: str) -> Iterator[_Step]:
+        rng = self._rng
+        url = root + "/my/orders"
+        yield _gap(rng, 5), "page_view", url, {"page_type": "my_orders", "page_title": "My orders"}
+        if rng.random() >= _REVIEW:
+            return
+        product = self.catalogue.popular_product(rng)
+        rating = rng.choices((1, 2, 3, 4, 5), weights=(2, 3, 10, 25, 60))[0]
+        review_id = f"rv-{self._ids.getrandbits(48):012x}"
+        props = {"product_id": product.product_id, "rating": rating, "review_id": review_id}
+        yield _gap(rng, 60), "review_write", url, props
+
+    def _checkout(self, s: _Session, root: str) -> Iterator[_Step]:
+        rng = self._rng
+        yield _gap(rng, 5), "page_view", root + "/cart", {"page_type": "cart", "page_title": "Cart"}
+        if s.user is None and rng.random() < _LOGIN_AT_CHECKOUT:
+            # Logging in to check out: from here on the member's id travels with the events.
+            s.user = self.catalogue.active_user(rng)
+            s.base = {**s.base, "user_id": s.user.user_id}
+        lines = [(p, q) for p, q in s.cart.values()]
+        value = sum(int(p.price) * q for p, q in lines)
+        checkout = {
+            "cart_id": _cart_id(s),
+            "cart_value": value,
+            "items_count": sum(q for _, q in lines),
+            "currency": _CURRENCY,
+        }
+        yield _gap(rng, 10), "begin_checkout", root + "/checkout", checkout
+        if rng.random() < _PURCHASE:
+            self._orders += 1
+            # Not an order of the shop database: the two generators run independently.
+            order_id = f"o-{self.run_id}-{self._orders:07d}"
+            items = [
+                {
+                    "product_id": p.product_id,
+                    "quantity": q,
+                    "price": int(p.price),
+                    "category": p.category,
+                }
+                for p, q in lines
+            ]
+            purchase = {
+                "order_id": order_id,
+                "revenue": value,
+                "currency": _CURRENCY,
+                "items": items,
+                "shipping": 0 if value >= _FREE_SHIPPING_FROM else _SHIPPING_FEE,
+            }
+            url = f"{root}/orders/{order_id}/complete"
+            s.cart.clear()
+            yield _gap(rng, 45), "purchase", url, purchase
+
+    # -- output details -----------------------------------------------------------------
+
+    def _format_ts(self, ts: float) -> str:
+        # Events come out in time order, so the formatted second is reused many times.
+        second = int(ts)
+        if second != self._ts_second:
+            self._ts_second = second
+            self._ts_prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        return f"{self._ts_prefix}.{int((ts - second) * 1000):03d}Z"
+
+    def _spoil(self, event: Event) -> Event:
+        """Break a copy of ``event`` the way real trackers break events."""
+        rng = self._bad
+        kind = rng.choice(BAD_KINDS)
+        bad = {**event, "properties": dict(event["properties"])}
+        props = bad["properties"]
+        if kind == "unknown_event_type":
+            bad["event_type"] = rng.choice(("add_to_bag", "pageview", "Purchase", "checkout_step"))
+        elif kind == "missing_property":
+            required = _REQUIRED_PROPERTY.get(event["event_type"])
+            if required:
+                props.pop(required)
+            else:
+                # Types without required properties lose whom the event is about instead.
+                bad["user_id"] = None
+                bad["anonymous_id"] = None
+        else:
+            wrong = _WRONG_VALUE.get(event["event_type"])
+            if wrong and rng.random() < 0.5:
+                props[wrong[0]] = wrong[1]
+            else:
+                name, value = rng.choice(_WRONG_COMMON)
+                bad[name] = value
+        return bad
+
+
+_REQUIRED_PROPERTY = {
+    "product_view": "product_id",
+    "product_click": "product_id",
+    "search": "query",
+    "search_click": "product_id",
+    "add_to_cart": "product_id",
+    "remove_from_cart": "product_id",
+    "purchase": "order_id",
+    "wishlist_add": "product_id",
+    "review_write": "rating",
+    "banner_click": "banner_id",
+}
+# Values no reading of the contract accepts (an integer event_ts would pass as epoch seconds).
+_WRONG_COMMON: tuple[tuple[str, object], ...] = (
+    ("event_ts", "yesterday"),
+    ("event_ts", "27/11/2026 10:00"),
+    ("device_type", "smart_fridge"),
+    ("device_type", 3),
+)
+_WRONG_VALUE: dict[str, tuple[str, object]] = {
+    "add_to_cart": ("quantity", "two"),
+    "remove_from_cart": ("quantity", -1),
+    "product_view": ("price", "free"),
+    "purchase": ("revenue", "lots"),
+    "review_write": ("rating", 11),
+    "search": ("results_count", "many"),
+    "begin_checkout": ("items_count", "several"),
+}
+
+
+def _cumulative(weights: Any) -> Iterator[float]:
+    total = 0.0
+    for w in weights:
+        total += w
+        yield total
+
+
+def _pick(cumulative: tuple[float, ...], roll: float) -> int:
+    """Index of the weighted choice for a uniform ``roll`` in [0, 1)."""
+    target = roll * cumulative[-1]
+    for index, bound in enumerate(cumulative):
+        if target < bound:
+            return index
+    return len(cumulative) - 1
+
+
+def _gap(rng: random.Random, median: float) -> float:
+    """A think time: log-normal like real reading times, with the given median in seconds."""
+    return rng.lognormvariate(math.log(median), 0.8)
+
+
+def _product_props(product: Product) -> dict[str, Any]:
+    return {
+        "product_id": product.product_id,
+        "name": product.name,
+        "category": product.category,
+        "price": int(product.price),
+    }
+
+
+def _cart_id(s: _Session) -> str:
+    return "cart-" + s.base["session_id"][:8]
+
+
+def _search_index(catalogue: Catalogue) -> dict[str, tuple[Product, ...]]:
+    """Query -> matching products, for the words shoppers type: nouns, full names, categories."""
+    index: dict[str, list[Product]] = {}
+    for product in catalogue.products:
+        noun = product.name.split(" ", 1)[1].lower()
+        for term in {noun, product.name.lower(), product.category}:
+            index.setdefault(term, []).append(product)
+    ranked = {p.product_id: -p.popularity for p in catalogue.products}
+    return {
+        term: tuple(sorted(found, key=lambda p: ranked[p.product_id]))
+        for term, found in index.items()
+    }
+
+
+def _query_for(product: Product, rng: random.Random) -> str:
+    roll = rng.random()
+    if roll < 0.6:
+        return product.name.split(" ", 1)[1].lower()
+    if roll < 0.85:
+        return product.name.lower()
+    return product.category
+
+
+# -- ground truth and the sender -----------------------------------------------------------
+
+
+@dataclass
+class GroundTruth:
+    """What the collector acknowledged: the figures the warehouse must reconcile with.
+
+    Counts are of events the collector answered for, each counted once however many times
+    its batch was re-sent. ``failed`` events were given up after retries: the collector may
+    or may not hold them (a lost answer can hide a stored batch), so they are in no count
+    here, and raw may hold events this truth does not.
+    """
+
+    sent: int = 0  # events the collector answered for: accepted + rejected
+    accepted: int = 0
+    rejected: int = 0
+    failed: int = 0
+    by_event_type: Counter[str] = field(default_factory=Counter)
+    by_event_date: Counter[str] = field(default_factory=Counter)
+    purchases: int = 0
+    purchase_revenue: Decimal = Decimal(0)
+    rejected_reasons: Counter[str] = field(default_factory=Counter)
+    # Equal to accepted by construction (every event has its own id and is counted on the one
+    # answer that acknowledged it); stated separately because staging's dedup is held to it.
+    distinct_event_ids: int = 0
+    event_ids: set[str] | None = None  # kept only when asked for: it grows with the run
+
+    def record(self, batch: list[Event], rejected_indexes: dict[int, str]) -> None:
+        """Count one acknowledged batch."""
+        self.sent += len(batch)
+        self.rejected += len(rejected_indexes)
+        for reason in rejected_indexes.values():
+            # Cut short, so that one long message cannot bloat the summary.
+            self.rejected_reasons[reason[:120]] += 1
+        for index, event in enumerate(batch):
+            if index in rejected_indexes:
+                continue
+            self.accepted += 1
+            self.distinct_event_ids += 1
+            event_type = str(event.get("event_type"))
+            self.by_event_type[event_type] += 1
+            self.by_event_date[str(event.get("event_ts"))[:10]] += 1
+            if event_type == "purchase":
+                self.purchases += 1
+                revenue = event["properties"].get("revenue")
+                if isinstance(revenue, int | str):
+                    self.purchase_revenue += Decimal(revenue)
+            if self.event_ids is not None:
+                self.event_ids.add(event["event_id"])
+
+    def as_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "sent": self.sent,
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "failed": self.failed,
+            "distinct_event_ids": self.distinct_event_ids,
+            "purchases": self.purchases,
+            "purchase_revenue": str(self.purchase_revenue),
+            "by_event_type": dict(sorted(self.by_event_type.items())),
+            "by_event_date": dict(sorted(self.by_event_date.items())),
+            "rejected_reasons": dict(self.rejected_reasons.most_common()),
+        }
+        if self.event_ids is not None:
+            data["event_ids"] = sorted(self.event_ids)
+        return data
+
+    def write_json(self, path: Path | str) -> None:
+        Path(path).write_text(json.dumps(self.as_dict(), indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def read_json(cls, path: Path | str) -> GroundTruth:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        ids = data.get("event_ids")
+        return cls(
+            sent=data["sent"],
+            accepted=data["accepted"],
+            rejected=data["rejected"],
+            failed=data["failed"],
+            by_event_type=Counter(data["by_event_type"]),
+            by_event_date=Counter(data["by_event_date"]),
+            purchases=data["purchases"],
+            purchase_revenue=Decimal(data["purchase_revenue"]),
+            rejected_reasons=Counter(data["rejected_reasons"]),
+            distinct_event_ids=data["distinct_event_ids"],
+            event_ids=set(ids) if ids is not None else None,
+        )
+
+
+@dataclass(frozen=True)
+class SendStats:
+    """Running totals for a progress display."""
+
+    sent: int  # events the collector answered for
+    accepted: int
+    rejected: int
+    errors: int  # failed attempts (5xx, 429, connection errors), each retried or given up
+    failed: int  # events given up on
+    elapsed: float  # seconds since the start
+    events_per_second: float  # answered events per second so far
+    last_error: str | None = None
+
+
+class CollectorRefused(RuntimeError):
+    """The collector refused the sender itself (bad write key): no batch can ever succeed."""
+
+
+_MAX_ATTEMPTS = 8
+_RETRYABLE = frozenset({408, 425, 429, 500, 502, 503, 504})
+# More concurrent sessions cost generation speed (a bigger heap, colder memory): ~75k
+# events/s at 1,000 sessions, ~58k at 5,000, ~47k at 10,000 on one core here.
+_MAX_SESSIONS = 5_000
+
+
+async def send_events(
+    url: str,
+    *,
+    rate: float,
+    duration: float,
+    batch_size: int = 50,
+    write_key: str | None = None,
+    seed: int = 1,
+    bad_fraction: float = 0.0,
+    concurrency: int = 4,
+    on_progress: Callable[[SendStats], None] | None = None,
+    stop: asyncio.Event | None = None,
+    run_id: str | None = None,
+    keep_event_ids: bool = False,
+    max_attempts: int = _MAX_ATTEMPTS,
+    timeout: float = 30.0,
+) -> GroundTruth:
+    """POST the clickstream to ``{url}/v1/events`` at ``rate`` events/s for ``duration`` s.
+
+    Events go out in JSON arrays of ``batch_size``, each mixing the sessions that happened
+    to be active, over ``concurrency`` connections. The run ends after ``rate * duration``
+    events or ``duration`` seconds, whichever comes first (``duration`` may be ``math.inf``),
+    or when ``stop`` is set; batches already generated are still delivered. 5xx, 429 and
+    connection errors are retried with exponential backoff, re-sending the very same events
+    (same ``event_id``), so delivery is at-least-once; after ``max_attempts`` a batch is
+    given up and counted as ``failed``.
+    ``write_key`` goes as the basic-auth user name with an empty password.
+    """
+    if rate <= 0:
+        raise ValueError("rate must be positive")
+    if batch_size < 1 or concurrency < 1:
+        raise ValueError("batch_size and concurrency must be at least 1")
+    total = math.inf if math.isinf(duration) else int(rate * duration)
+    # Enough shoppers that a second of event time holds about `rate` events; beyond the cap,
+    # shoppers think faster instead, so event time still keeps up with the wall clock.
+    wanted = rate * MEAN_EVENT_GAP
+    sessions = max(1, min(_MAX_SESSIONS, round(wanted)))
+    stream = Clickstream(
+        seed=seed,
+        run_id=run_id,
+        sessions=sessions,
+        time_scale=sessions / wanted,
+        bad_fraction=bad_fraction,
+    )
+    truth = GroundTruth(event_ids=set() if keep_event_ids else None)
+    progress = _Progress(truth, on_progress)
+    queue: asyncio.Queue[list[Event] | None] = asyncio.Queue(maxsize=concurrency * 2)
+    auth = httpx.BasicAuth(write_key, "") if write_key is not None else None
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(
+        base_url=url.rstrip("/"), auth=auth, timeout=timeout, limits=limits
+    ) as client:
+        workers = [
+            asyncio.create_task(_deliver(client, queue, truth, progress, max_attempts))
+            for _ in range(concurrency)
+        ]
+        producer = asyncio.create_task(
+            _produce(stream, queue, rate, total, duration, batch_size, stop, concurrency)
+        )
+        tasks = [producer, *workers]
+        try:
+            # Ends when everything is delivered, or as soon as one task fails (a refused
+            # write key), so a producer blocked on a full queue cannot hang the run.
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                if (error := task.exception()) is not None:
+                    raise error
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    progress.report(force=True)
+    return truth
+
+
+async def _produce(
+    stream: Clickstream,
+    queue: asyncio.Queue[list[Event] | None],
+    rate: float,
+    total: float,
+    duration: float,
+    batch_size: int,
+    stop: asyncio.Event | None,
+    consumers: int,
+) -> None:
+    """Generate batches on a schedule of ``rate`` events/s; never burst to catch up."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    ends = started + duration
+    produced = 0
+    while produced < total and loop.time() < ends and not (stop is not None and stop.is_set()):
+        size = int(min(batch_size, total - produced))
+        delay = started + produced / rate - loop.time()
+        if delay > 0:
+            if stop is None:
+                await asyncio.sleep(delay)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                if stop.is_set():
+                    break
+        elif delay < -1.0:
+            # More than a second behind (slow collector): move the schedule rather than
+            # flooding it with a backlog the moment it recovers.
+            started -= delay + 1.0
+        stream.keep_pace(time.time())
+        batch = stream.take(size)
+        produced += size
+        await queue.put(batch)
+    for _ in range(consumers):
+        await queue.put(None)  # one end-of-stream mark per worker
+
+
+class _Progress:
+    def __init__(self, truth: GroundTruth, on_progress: Callable[[SendStats], None] | None):
+        self.truth = truth
+        self.on_progress = on_progress
+        self.started = time.monotonic()
+        self.last = 0.0
+        self.errors = 0
+        self.last_error: str | None = None
+
+    def error(self, message: str) -> None:
+        self.errors += 1
+        self.last_error = message
+
+    def report(self, *, force: bool = False) -> None:
+        if self.on_progress is None:
+            return
+        now = time.monotonic()
+        # A progress display needs a few updates a second, not one per batch.
+        if not force and now - self.last < 0.1:
+            return
+        self.last = now
+        elapsed = now - self.started
+        truth = self.truth
+        self.on_progress(
+            SendStats(
+                sent=truth.sent,
+                accepted=truth.accepted,
+                rejected=truth.rejected,
+                errors=self.errors,
+                failed=truth.failed,
+                elapsed=elapsed,
+                events_per_second=truth.sent / elapsed if elapsed > 0 else 0.0,
+                last_error=self.last_error,
+            )
+        )
+
+
+async def _deliver(
+    client: httpx.AsyncClient,
+    queue: asyncio.Queue[list[Event] | None],
+    truth: GroundTruth,
+    progress: _Progress,
+    max_attempts: int,
+) -> None:
+    while (batch := await queue.get()) is not None:
+        body = orjson.dumps(batch)  # once: every attempt re-sends the same bytes
+        rejected = await _post(client, body, len(batch), progress, max_attempts)
+        if rejected is None:
+            truth.failed += len(batch)
+        else:
+            truth.record(batch, rejected)
+        progress.report()
+
+
+async def _post(
+    client: httpx.AsyncClient,
+    body: bytes,
+    size: int,
+    progress: _Progress,
+    max_attempts: int,
+) -> dict[int, str] | None:
+    """Send one batch until answered; the rejected indexes with reasons, None if given up."""
+    headers = {"content-type": "application/json"}
+    for attempt in range(max_attempts):
+        retry_after: float | None = None
+        try:
+            response = await client.post("/v1/events", content=body, headers=headers)
+        except httpx.TransportError as exc:
+            progress.error(f"{type(exc).__name__}: {exc}")
+        else:
+            status = response.status_code
+            text = response.text[:200]
+            answer = _parse_answer(response, size) if status in (200, 400) else None
+            if answer is not None:
+                return answer
+            if status == 400:  # refused as a whole, without per-event reasons
+                progress.error(f"HTTP 400: {text}")
+                return dict.fromkeys(range(size), text)
+            if status in (401, 403):
+                raise CollectorRefused(f"HTTP {status}: {text}")
+            if status == 200:
+                # An answer we cannot read proves nothing: back off and send again.
+                progress.error(f"HTTP 200 without a usable answer: {text}")
+            elif status in _RETRYABLE:
+                progress.error(f"HTTP {status}: {text}")
+                with contextlib.suppress(ValueError):
+                    # Honoured, within reason: a run has a duration to keep.
+                    retry_after = min(30.0, float(response.headers.get("retry-after", "")))
+            else:
+                progress.error(f"HTTP {status}: {text}")
+                return None  # 413, 422...: sending the same bytes again cannot help
+        if attempt + 1 < max_attempts:
+            backoff = min(5.0, 0.1 * 2**attempt) * random.uniform(0.5, 1.0)  # noqa: S311
+            await asyncio.sleep(retry_after if retry_after is not None else backoff)
+    return None
+
+
+def _parse_answer(response: httpx.Response, size: int) -> dict[int, str] | None:
+    """``{"accepted": n, "rejected": [{"index": i, "reason": "..."}]}`` -> {index: reason}."""
+    try:
+        data = response.json()
+        rejected = {int(r["index"]): str(r.get("reason", "")) for r in data["rejected"]}
+        accepted = int(data["accepted"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    if accepted != size - len(rejected):
+        log.warning(
+            "collector said %d accepted but rejected %d of %d", accepted, len(rejected), size
+        )
+    return rejected

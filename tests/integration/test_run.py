@@ -1,0 +1,163 @@
+"""`shopstream run` as a user runs it: bounded demo, SIGTERM, and reconciliation of raw with
+the generator's ground truth (what the collector acknowledged)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from tests.support.collector import free_port
+
+
+def run_env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPSTREAM_")}
+    env["SHOPSTREAM_DATA_DIR"] = str(data_dir)
+    return env
+
+
+def reconcile(data_dir: Path, truth_path: Path) -> dict[str, Any]:
+    truth = json.loads(truth_path.read_text())
+    con = duckdb.connect(str(data_dir / "shopstream.duckdb"), read_only=True)
+    try:
+        by_type = dict(
+            con.execute("SELECT event_type, count(*) FROM staging.stg_events GROUP BY 1").fetchall()
+        )
+        purchases, revenue = con.execute(
+            "SELECT count(*), coalesce(sum(CAST(properties->>'revenue' AS DECIMAL(18, 4))), 0) "
+            "FROM staging.stg_events WHERE event_type = 'purchase'"
+        ).fetchone()  # type: ignore[misc]
+        letters = con.execute(
+            "SELECT count(*) FROM raw.dead_letter WHERE source = 'collector'"
+        ).fetchone()[0]  # type: ignore[index]
+    finally:
+        con.close()
+    assert truth["failed"] == 0
+    assert by_type == truth["by_event_type"]
+    assert purchases == truth["purchases"]
+    assert Decimal(revenue) == Decimal(truth["purchase_revenue"])
+    assert letters == truth["rejected"]
+    return truth
+
+
+def test_bounded_run_ends_by_itself_and_reconciles(tmp_path: Path) -> None:
+    truth_path = tmp_path / "truth.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "shopstream",
+            "run",
+            "--generate",
+            "--duration",
+            "6",
+            "--rate",
+            "1500",
+            "--bad-fraction",
+            "0.01",
+            "--truth",
+            str(truth_path),
+            "--port",
+            str(free_port()),
+        ],
+        env=run_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "raw.events" in result.stderr  # the closing summary
+    truth = reconcile(tmp_path, truth_path)
+    assert truth["accepted"] > 3_000
+    assert truth["rejected"] > 0  # the deliberately bad events were refused and kept
+
+
+def test_sigterm_flushes_everything_and_prints_the_summary(tmp_path: Path) -> None:
+    truth_path = tmp_path / "truth.json"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "shopstream",
+            "run",
+            "--generate",
+            "--rate",
+            "3000",
+            "--truth",
+            str(truth_path),
+            "--port",
+            str(free_port()),
+        ],
+        env=run_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(8)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr[-3000:]
+    assert "shopstream stopped after" in stderr
+    truth = reconcile(tmp_path, truth_path)
+    assert truth["accepted"] > 1_000
+    assert not (tmp_path / "runtime.json").exists()
+
+
+def test_make_run_shape_captures_the_local_shop_database() -> None:
+    """`make run` without a DSN: a local PostgreSQL starts, orders flow through CDC into raw."""
+    import shutil
+    import tempfile
+
+    # The server runs as an unprivileged user when tests run as root: pytest's own tmp dirs
+    # (mode 700) are out of its reach, so this one is opened up.
+    data_dir = Path(tempfile.mkdtemp(prefix="shopstream-run-"))
+    data_dir.chmod(0o755)
+    try:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "shopstream",
+                "run",
+                "--generate",
+                "--local-postgres",
+                "--duration",
+                "10",
+                "--rate",
+                "500",
+                "--orders-tps",
+                "40",
+                "--port",
+                str(free_port()),
+            ],
+            env=run_env(data_dir),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "cdc:" in result.stderr
+        con = duckdb.connect(str(data_dir / "shopstream.duckdb"), read_only=True)
+        try:
+            ops = dict(con.execute("SELECT op, count(*) FROM raw.cdc_orders GROUP BY 1").fetchall())
+            users = con.execute("SELECT count(*) FROM raw.cdc_users WHERE op = 'r'").fetchone()
+        finally:
+            con.close()
+        assert ops.get("c", 0) > 50  # orders placed during the run
+        assert ops.get("u", 0) > 0  # and moved along their lifecycle
+        assert users is not None and users[0] > 0  # the initial snapshot of the catalogue
+    finally:
+        from shopstream.cdc.local_postgres import LocalPostgres
+
+        LocalPostgres(data_dir / "postgres").stop()  # normally already stopped by the run
+        shutil.rmtree(data_dir, ignore_errors=True)

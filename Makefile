@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-dev
 DEMO_SECONDS ?= 120
 DEMO_RATE ?= 2000
 
-.PHONY: help install run test test-slow lint format bench generate-events clean
+.PHONY: help install run test test-slow lint format bench generate-events constraints clean
 
 help:
 	@echo "make run              set up, then run the platform on generated traffic ($(DEMO_SECONDS) s)"
@@ -53,6 +53,16 @@ RATE ?= 1000
 SECONDS ?= 60
 generate-events: install
 	$(BIN)/shopstream generate-events --url $(URL) --rate $(RATE) --duration $(SECONDS)
+
+# After changing dependencies in pyproject.toml: re-pin from a fresh install.
+constraints:
+	rm -rf .venv-pin && $(PYTHON) -m venv .venv-pin
+	.venv-pin/bin/python -m pip install --quiet --upgrade pip
+	.venv-pin/bin/python -m pip install --quiet -e ".[dev]"
+	(echo "# Pinned versions for reproducible installs: pip install -c constraints.txt -e '.[dev]'"; \
+	 echo "# Regenerate after changing dependencies: make constraints"; \
+	 .venv-pin/bin/python -m pip freeze --exclude-editable | grep -v "^shopstream") > constraints.txt
+	rm -rf .venv-pin
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

@@ -483,7 +483,9 @@ def cdc(
     if not dsn:
         raise _fail("no shop database: pass --dsn or set SHOPSTREAM_POSTGRES_DSN")
     try:
-        warehouse = open_warehouse(settings.warehouse_path)
+        warehouse = open_warehouse(
+            settings.warehouse_path, checkpoint_wal_mb=settings.sink.checkpoint_wal_mb
+        )
     except WarehouseLocked as exc:
         raise _fail(str(exc)) from exc
     warehouse.ensure_layers()

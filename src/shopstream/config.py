@@ -51,6 +51,12 @@ class SinkSettings(BaseModel):
     max_queue_rows: int = Field(
         default=500_000, gt=0, description="Back-pressure: requests wait beyond this."
     )
+    checkpoint_wal_mb: int = Field(
+        default=128,
+        gt=0,
+        description="Under sustained load DuckDB checkpoints after this much WAL: memory holds "
+        "about this much extra; each checkpoint stalls commits briefly (idle ones are free).",
+    )
 
 
 class CdcSettings(BaseModel):

@@ -74,7 +74,9 @@ class Platform:
         self.settings = settings
         self.host = host or settings.collector.host
         self.port = settings.collector.port if port is None else port
-        self.warehouse = open_warehouse(settings.warehouse_path)
+        self.warehouse = open_warehouse(
+            settings.warehouse_path, checkpoint_wal_mb=settings.sink.checkpoint_wal_mb
+        )
         self.warehouse.ensure_layers()
         self.sink = WarehouseSink(
             self.warehouse,

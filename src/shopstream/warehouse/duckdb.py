@@ -64,7 +64,7 @@ def check_read_only(sql: str) -> None:
 
 
 class DuckDBWarehouse:
-    def __init__(self, path: Path, *, read_only: bool = False) -> None:
+    def __init__(self, path: Path, *, read_only: bool = False, checkpoint_wal_mb: int = 128):
         self.path = path
         self.read_only = read_only
         if not read_only:
@@ -77,9 +77,9 @@ class DuckDBWarehouse:
             raise WarehouseError(f"cannot open warehouse {path}: {exc}") from exc
         self._con.execute("SET TimeZone = 'UTC'")
         if not read_only:
-            # Automatic checkpoints stall commits for ~150 ms every 16 MB of WAL; the writer
-            # checkpoints when idle instead, and this is the safety net.
-            self._con.execute("SET checkpoint_threshold = '256MB'")
+            # Automatic checkpoints stall commits for ~150 ms every 16 MB of WAL (the default);
+            # the writer checkpoints when idle instead, and this bounds memory under load.
+            self._con.execute(f"SET checkpoint_threshold = '{int(checkpoint_wal_mb)}MB'")
         self._local = threading.local()
         self._known_tables: set[str] = set()
         self._names = count()

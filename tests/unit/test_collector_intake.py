@@ -87,16 +87,17 @@ def test_take_native_keeps_good_neighbours_and_explains_the_bad() -> None:
 
 
 def test_clock_limits_come_from_settings() -> None:
+    now = datetime.now(UTC)  # not the module's NOW: the suite may have run for minutes
     settings = CollectorSettings(future_tolerance_seconds=60, max_event_age_days=1)
     ahead = {
         "event_type": "app_open",
         "user_id": "u",
-        "event_ts": (NOW + timedelta(minutes=5)).isoformat(),
+        "event_ts": (now + timedelta(minutes=5)).isoformat(),
     }
     old = {
         "event_type": "app_open",
         "user_id": "u",
-        "event_ts": (NOW - timedelta(days=2)).isoformat(),
+        "event_ts": (now - timedelta(days=2)).isoformat(),
     }
     intake = take_native([ahead, old], INFO, settings)
     assert [r.code for r in intake.rejected] == ["future_timestamp", "old_timestamp"]

@@ -1,3 +1,5 @@
 from shopstream.cli import app
 
-app()
+# Guarded: the warehouse writer process is started with "spawn", which imports __main__.
+if __name__ == "__main__":
+    app()

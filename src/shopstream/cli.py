@@ -484,7 +484,9 @@ def cdc(
         raise _fail("no shop database: pass --dsn or set SHOPSTREAM_POSTGRES_DSN")
     try:
         warehouse = open_warehouse(
-            settings.warehouse_path, checkpoint_wal_mb=settings.sink.checkpoint_wal_mb
+            settings.warehouse_path,
+            checkpoint_wal_mb=settings.sink.checkpoint_wal_mb,
+            own_process=settings.sink.writer_process,
         )
     except WarehouseLocked as exc:
         raise _fail(str(exc)) from exc

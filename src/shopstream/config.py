@@ -51,6 +51,11 @@ class SinkSettings(BaseModel):
     max_queue_rows: int = Field(
         default=500_000, gt=0, description="Back-pressure: requests wait beyond this."
     )
+    writer_process: bool = Field(
+        default=True,
+        description="Run DuckDB in a process of its own, off the HTTP loop's GIL "
+        "(false: a thread of the platform's process).",
+    )
     checkpoint_wal_mb: int = Field(
         default=128,
         gt=0,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -75,7 +76,9 @@ class Platform:
         self.host = host or settings.collector.host
         self.port = settings.collector.port if port is None else port
         self.warehouse = open_warehouse(
-            settings.warehouse_path, checkpoint_wal_mb=settings.sink.checkpoint_wal_mb
+            settings.warehouse_path,
+            checkpoint_wal_mb=settings.sink.checkpoint_wal_mb,
+            own_process=settings.sink.writer_process,
         )
         self.warehouse.ensure_layers()
         self.sink = WarehouseSink(
@@ -138,6 +141,12 @@ class Platform:
                 serving.result()  # raises the bind error, say
                 raise RuntimeError("the collector stopped while starting")
             await asyncio.sleep(0.01)
+        # Everything loaded so far lives for the whole run: keep the collector from scanning
+        # it again and again, and collect young objects less often (GC took 6-16% of a core
+        # under load).
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(20_000, 20, 20)
         sockname = server.servers[0].sockets[0].getsockname()
         self.url = f"http://{sockname[0]}:{sockname[1]}"
         self._write_runtime()

@@ -42,7 +42,16 @@ def _sender(url: str, acknowledged: set[str], stop: threading.Event, errors: lis
 
 
 def _stored_ids(path: Path) -> set[str]:
-    con = duckdb.connect(str(path), read_only=True)
+    # The warehouse writer process exits when it sees the collector gone: a moment later.
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            con = duckdb.connect(str(path), read_only=True)
+            break
+        except duckdb.IOException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
     try:
         return {row[0] for row in con.execute("SELECT event_id FROM raw.events").fetchall()}
     finally:

@@ -81,7 +81,7 @@ def test_take_native_keeps_good_neighbours_and_explains_the_bad() -> None:
     assert reasons[2] == ("missing_event_type", "event_type is missing")
     assert reasons[3][1].startswith("event_ts:")
     assert len(intake.dead_letters) == 3
-    row = intake.events[0]
+    row = intake.events.to_arrow().to_pylist()[0]
     assert row["ip"] == "10.0.0.1" and row["event_date"] == NOW.date()
     assert row["received_at"] == NOW
 
@@ -115,7 +115,7 @@ def test_naive_timestamps_are_utc() -> None:
     intake = take_native(
         [{"event_type": "app_close", "user_id": "u", "event_ts": naive}], INFO, CollectorSettings()
     )
-    assert intake.events[0]["event_ts"] == NOW
+    assert intake.events.to_arrow().to_pylist()[0]["event_ts"] == NOW
 
 
 def test_segment_track_mapping_and_clock_correction() -> None:

@@ -13,10 +13,21 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 
+
+class Columns(Protocol):
+    """Rows gathered column by column; the sink merges a group's and converts once."""
+
+    def __len__(self) -> int: ...
+
+    def extend(self, other: Any) -> None: ...
+
+    def to_arrow(self) -> pa.Table: ...
+
+
 #: Rows for raw tables: table name (``events``, ``dead_letter``, ``cdc_orders``) to rows, as
-#: dicts or as an Arrow table in the raw table's schema (the fast path). JSON columns hold
-#: already-serialised JSON text.
-Rows = Mapping[str, "list[dict[str, Any]] | pa.Table"]
+#: dicts, as an Arrow table in the raw table's schema, or as Columns (the fast paths).
+#: JSON columns hold already-serialised JSON text.
+Rows = Mapping[str, "list[dict[str, Any]] | pa.Table | Columns"]
 
 
 class SinkUnavailable(RuntimeError):

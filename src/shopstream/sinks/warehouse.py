@@ -24,7 +24,7 @@ import orjson
 import pyarrow as pa
 
 from shopstream.observability import metrics
-from shopstream.sinks.base import Rows, SinkUnavailable
+from shopstream.sinks.base import Columns, Rows, SinkUnavailable
 from shopstream.warehouse.base import Warehouse, WarehouseError
 from shopstream.warehouse.raw import schema_for
 
@@ -232,13 +232,23 @@ def _to_arrow(groups: list[Rows]) -> dict[str, pa.Table]:
     """One Arrow table per raw table: dict rows converted, Arrow batches concatenated."""
     pieces: dict[str, list[pa.Table]] = {}
     dict_rows: dict[str, list[dict[str, Any]]] = {}
+    columns: dict[str, Columns] = {}
     for rows in groups:
         for table, table_rows in rows.items():
             if isinstance(table_rows, pa.Table):
                 if table_rows.num_rows:
                     pieces.setdefault(table, []).append(table_rows)
-            elif table_rows:
+            elif isinstance(table_rows, list):
                 dict_rows.setdefault(table, []).extend(table_rows)
+            elif len(table_rows):
+                merged = columns.get(table)
+                if merged is None:
+                    # A fresh holder: the submissions' own objects stay as they were, so a
+                    # retry of one submission alone still has exactly its rows.
+                    merged = columns[table] = type(table_rows)()
+                merged.extend(table_rows)
+    for table, merged in columns.items():
+        pieces.setdefault(table, []).append(merged.to_arrow())
     for table, plain in dict_rows.items():
         pieces.setdefault(table, []).append(pa.Table.from_pylist(plain, schema=schema_for(table)))
     return {
@@ -247,5 +257,8 @@ def _to_arrow(groups: list[Rows]) -> dict[str, pa.Table]:
     }
 
 
-def _as_dicts(rows: list[dict[str, Any]] | pa.Table) -> list[dict[str, Any]]:
-    return rows.to_pylist() if isinstance(rows, pa.Table) else rows
+def _as_dicts(rows: list[dict[str, Any]] | pa.Table | Columns) -> list[dict[str, Any]]:
+    if isinstance(rows, list):
+        return rows
+    table = rows if isinstance(rows, pa.Table) else rows.to_arrow()
+    return table.to_pylist()

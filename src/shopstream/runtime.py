@@ -16,6 +16,7 @@ import logging
 import os
 import secrets
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -147,6 +148,10 @@ class Platform:
         gc.collect()
         gc.freeze()
         gc.set_threshold(20_000, 20, 20)
+        # The sink thread is on the commit's critical path but needs the GIL for a few short
+        # steps per commit; at the default 5 ms switch interval each step can wait that long
+        # behind the busy event loop.
+        sys.setswitchinterval(0.0005)
         sockname = server.servers[0].sockets[0].getsockname()
         self.url = f"http://{sockname[0]}:{sockname[1]}"
         self._write_runtime()

@@ -78,9 +78,9 @@ class TableBatch:
         self.lsn: list[int | None] = []
         self.tx_id: list[int | None] = []
         self.commit_us: list[int] = []
-        self.key: list[bytes | None] = []
-        self.before: list[bytes | None] = []
-        self.after: list[bytes | None] = []
+        self.key: list[str | None] = []
+        self.before: list[str | None] = []
+        self.after: list[str | None] = []
         self.source: list[str] = []
 
     def __len__(self) -> int:
@@ -177,9 +177,11 @@ class ChangeColumns:
         batch.lsn.append(lsn)
         batch.tx_id.append(xid)
         batch.commit_us.append(tx.commit_us)
-        batch.key.append(None if key is None else _dumps(key))
-        batch.before.append(None if before is None else _dumps(before))
-        batch.after.append(None if after is None else _dumps(after))
+        # str, not orjson's bytes: each bytes result keeps a 4 kB allocation alive while the
+        # batch holds it (50k changes: ~600 MB), the decoded str only its length.
+        batch.key.append(None if key is None else _dumps(key).decode())
+        batch.before.append(None if before is None else _dumps(before).decode())
+        batch.after.append(None if after is None else _dumps(after).decode())
         batch.source.append(
             f'{self._prefix(relation)},"ts_ms":{tx.ts_ms},"snapshot":"{tx.snapshot}",'
             f'"txId":{"null" if xid is None else xid},"lsn":{"null" if lsn is None else lsn}}}'

@@ -74,7 +74,7 @@ from shopstream.cdc.reader import ChangeReader
 from shopstream.config import CdcSettings, SinkSettings
 from shopstream.sinks.base import Rows
 from shopstream.sinks.warehouse import WarehouseSink
-from shopstream.warehouse.duckdb import DuckDBWarehouse
+from shopstream.warehouse import open_warehouse
 
 console = Console(width=None if sys.stdout.isatty() else 150)
 
@@ -384,9 +384,14 @@ class Shopstream:
         self, dsn: str, slot: str, data_dir: Path, *, target: int, keep_commit_ts: bool = False
     ) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
-        self.warehouse = DuckDBWarehouse(data_dir / "shopstream.duckdb")
-        self.warehouse.ensure_layers()
         defaults = SinkSettings()
+        # As `shopstream cdc` / `shopstream run` open it: DuckDB in a writer process of its own.
+        self.warehouse = open_warehouse(
+            data_dir / "shopstream.duckdb",
+            checkpoint_wal_mb=defaults.checkpoint_wal_mb,
+            own_process=defaults.writer_process,
+        )
+        self.warehouse.ensure_layers()
         sink = WarehouseSink(
             self.warehouse,
             flush_rows=defaults.flush_rows,

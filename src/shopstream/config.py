@@ -71,7 +71,9 @@ class CdcSettings(BaseModel):
     publication_name: str = "shopstream"
     snapshot_mode: Literal["initial", "never", "when_needed"] = "initial"
     snapshot_chunk_rows: int = Field(default=50_000, gt=0)
-    batch_max_changes: int = Field(default=50_000, gt=0)
+    batch_max_changes: int = Field(
+        default=20_000, gt=0, description="Changes per batch handed to the sink (memory)."
+    )
     batch_max_ms: float = Field(default=200.0, gt=0)
     heartbeat_seconds: float = Field(default=10.0, gt=0)
     status_interval_seconds: float = Field(default=1.0, gt=0)

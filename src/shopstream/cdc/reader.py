@@ -57,7 +57,7 @@ from shopstream.sinks.warehouse import dead_letter_row
 log = logging.getLogger(__name__)
 
 HEARTBEAT_PREFIX = "shopstream.heartbeat"
-_MAX_IN_FLIGHT = 3  # batches written but not yet durable; bounds memory
+_MAX_IN_FLIGHT = 2  # batches written but not yet durable; bounds memory
 #: SQLSTATE classes no retry can fix: privileges/undefined objects, authentication, no such
 #: database. Anything else (restart, network, a slot still held by a dying reader) is retried.
 _PERMANENT_ERROR_CLASSES = ("42", "28", "3D")

@@ -25,12 +25,9 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
-import json
 import multiprocessing
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -50,6 +47,10 @@ from rich.table import Table
 
 from _load import Kind, PhaseResult, PhaseSpec, run_phase
 
+# The collector process is the tests' own (tests/support/collector.py).
+sys.path.append(str(Path(__file__).resolve().parent.parent))
+from tests.support.collector import CollectorProcess
+
 # Tables stay readable when the output goes to a file or CI log (80 columns otherwise).
 console = Console(width=None if sys.stdout.isatty() else 150)
 
@@ -66,78 +67,18 @@ SATURATED = 0.85
 # -- the collector process --------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Collector:
-    """``python -m shopstream collector`` in a fresh data directory, as a user runs it."""
+class Collector(CollectorProcess):
+    """The tests' collector process (``python -m shopstream collector``), plus psutil."""
 
     def __init__(self, data_dir: Path, extra_env: dict[str, str]) -> None:
-        self.data_dir = data_dir
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.extra_env = extra_env
-        self.log_path = data_dir / "collector.log"
-        self.popen: subprocess.Popen[bytes] | None = None
-        self.process: psutil.Process | None = None
+        super().__init__(data_dir, env=extra_env)
+        self.ps: psutil.Process | None = None
 
-    def start(self, timeout: float = 60.0) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        # Only the benchmark's settings: a developer's SHOPSTREAM_* or shopstream.yaml would
-        # make runs incomparable (the server runs in the data directory, not the work tree).
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPSTREAM_")}
-        env.update({"SHOPSTREAM_DATA_DIR": str(self.data_dir), **self.extra_env})
-        command = [sys.executable, "-m", "shopstream", "collector", "--host", "127.0.0.1"]
-        with self.log_path.open("ab") as log:
-            self.popen = subprocess.Popen(
-                [*command, "--port", str(self.port)],
-                env=env,
-                cwd=self.data_dir,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        self.process = psutil.Process(self.popen.pid)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.popen.poll() is not None:
-                raise RuntimeError(f"the collector exited at start:\n{self.log()}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"the collector was not ready after {timeout:.0f} s:\n{self.log()}")
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-4000:]
-        except OSError:
-            return ""
-
-    def query(self, sql: str) -> list[dict[str, Any]]:
-        """Through the running process's query route (it owns the DuckDB file)."""
-        runtime = json.loads((self.data_dir / "runtime.json").read_text())
-        response = httpx.post(
-            f"{self.url}/v1/admin/sql",
-            json={"sql": sql},
-            headers={"Authorization": f"Bearer {runtime['token']}"},
-            timeout=120,
-        )
-        response.raise_for_status()
-        data = response.json()
-        return [dict(zip(data["columns"], row, strict=True)) for row in data["rows"]]
-
-    def kill(self) -> None:
-        """SIGKILL: what is acknowledged must already be on disk."""
-        if self.popen is not None and self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGKILL)
-            self.popen.wait(30)
-        self.popen = None
+    def start(self, timeout: float = 60.0) -> Collector:
+        super().start(timeout)
+        assert self.process is not None
+        self.ps = psutil.Process(self.process.pid)
+        return self
 
 
 # -- measuring the server side ------------------------------------------------------------------
@@ -197,7 +138,8 @@ def sink_counters(collector: Collector) -> SinkCounters:
 
 
 class RssWatch:
-    """Samples the collector's RSS every 50 ms for the whole run; keeps the peak."""
+    """Samples the collector's RSS every 50 ms for the whole run; keeps the peak. The RSS is
+    the collector's and its children's (the DuckDB writer process) together."""
 
     def __init__(self, process: psutil.Process) -> None:
         self.process = process
@@ -215,6 +157,8 @@ class RssWatch:
         while not self._stop.wait(0.05):
             try:
                 rss = self.process.memory_info().rss
+                for child in self.process.children(recursive=True):
+                    rss += child.memory_info().rss
             except psutil.Error:
                 return
             self.first = self.first or rss
@@ -222,7 +166,8 @@ class RssWatch:
             self.peak = max(self.peak, rss)
 
     def high_water_mark(self) -> int | None:
-        """The kernel's own peak (VmHWM), which no sampling can miss."""
+        """The kernel's own peak (VmHWM) of the collector process alone (children not
+        included), which no sampling can miss."""
         try:
             status = Path(f"/proc/{self.process.pid}/status").read_text()
         except OSError:
@@ -309,7 +254,7 @@ def run_phase_on(
     run_id: str,
     profile: Profiler | None = None,
 ) -> PhaseOutcome:
-    assert collector.process is not None
+    assert collector.ps is not None
     per_client = max(1, phase.connections // phase.clients)
     start_at = time.time() + 0.3
     specs = [
@@ -333,10 +278,10 @@ def run_phase_on(
     # CPU is read over the measured window only (warm-up and drain excluded).
     time.sleep(max(0.0, start_at - time.time()) + warmup)
     sink_before = sink_counters(collector)
-    before = cpu_snapshot(collector.process)
-    sampling = profile.start(collector.process.pid, phase.name, seconds) if profile else None
+    before = cpu_snapshot(collector.ps)
+    sampling = profile.start(collector.ps.pid, phase.name, seconds) if profile else None
     time.sleep(seconds)
-    after = cpu_snapshot(collector.process)
+    after = cpu_snapshot(collector.ps)
     sink_after = sink_counters(collector)
     results = [f.result(timeout=warmup + seconds + 120) for f in futures]
     breakdown = profile.finish(sampling) if profile and sampling else None
@@ -372,7 +317,7 @@ def run_phase_on(
 
 def wrk_noop(collector: Collector, connections: int, seconds: float) -> float:
     """The no-op route under wrk (C, one thread): a yardstick for the Python client."""
-    assert collector.process is not None
+    assert collector.ps is not None
     command = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s"]
     output = subprocess.run(
         [*command, f"{collector.url}/healthz"], capture_output=True, text=True, check=True
@@ -386,12 +331,12 @@ def wrk_noop(collector: Collector, connections: int, seconds: float) -> float:
 def settle(collector: Collector, *, least: float = 2.5, most: float = 30.0) -> float:
     """Wait until the server is idle again (its idle checkpoint runs after 2 s without
     traffic), so one phase's aftermath does not land in the next one's figures."""
-    assert collector.process is not None
+    assert collector.ps is not None
     began = time.monotonic()
-    previous = cpu_snapshot(collector.process)
+    previous = cpu_snapshot(collector.ps)
     while time.monotonic() - began < most:
         time.sleep(0.5)
-        now = cpu_snapshot(collector.process)
+        now = cpu_snapshot(collector.ps)
         busy = (now.server - previous.server) / (now.at - previous.at)
         previous = now
         if time.monotonic() - began >= least and busy < 0.05:
@@ -915,9 +860,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with console.status("starting the collector..."):
             collector.start()
-        assert collector.process is not None
-        console.print(f"collector pid {collector.process.pid} at {collector.url} (data in {work})")
-        rss = RssWatch(collector.process)
+        assert collector.ps is not None
+        console.print(f"collector pid {collector.ps.pid} at {collector.url} (data in {work})")
+        rss = RssWatch(collector.ps)
         rss.start()
         clients = max(1, args.clients)
         phases = []

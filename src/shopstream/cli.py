@@ -560,30 +560,19 @@ def _guarded(run: Any, stop: Any) -> None:
 
 
 def _query_running(settings: Settings, sql: str) -> tuple[list[str], list[list[Any]]]:
-    from shopstream.runtime import read_runtime
+    from shopstream.runtime import query_running
 
-    runtime = read_runtime(settings)
-    if runtime is None:
+    try:
+        return query_running(settings.data_dir, sql)
+    except LookupError as exc:
         raise _fail(
             f"{settings.warehouse_path} is locked by another process, but no running shopstream "
             f"left its address in {settings.data_dir}/runtime.json. Stop that process and retry."
-        )
-    try:
-        response = httpx.post(
-            f"{runtime['url']}/v1/admin/sql",
-            json={"sql": sql},
-            headers={"Authorization": f"Bearer {runtime['token']}"},
-            timeout=120,
-        )
+        ) from exc
     except httpx.HTTPError as exc:
-        raise _fail(f"the running platform at {runtime['url']} did not answer: {exc}") from exc
-    try:
-        data = response.json()
-    except ValueError:
-        data = {"error": f"HTTP {response.status_code}: {response.text[:500]}"}
-    if response.status_code != 200:
-        raise _fail(data.get("error", response.text))
-    return data["columns"], data["rows"]
+        raise _fail(f"the running platform did not answer: {exc}") from exc
+    except RuntimeError as exc:
+        raise _fail(str(exc)) from exc
 
 
 @app.command()

@@ -71,6 +71,35 @@ def read_runtime(settings: Settings) -> dict[str, Any] | None:
     return data
 
 
+def query_running(
+    data_dir: Path, sql: str, *, timeout: float = 120
+) -> tuple[list[str], list[list[Any]]]:
+    """Ask the platform running on ``data_dir`` (it owns the DuckDB file) to run a read query.
+
+    Raises LookupError when none left its address, RuntimeError with the platform's answer
+    when the query fails, and httpx's errors when it does not answer.
+    """
+    import httpx
+
+    try:
+        runtime = json.loads((data_dir / RUNTIME_FILE).read_text())
+    except (OSError, ValueError) as exc:
+        raise LookupError(f"no running shopstream left its address in {data_dir}") from exc
+    response = httpx.post(
+        f"{runtime['url']}/v1/admin/sql",
+        json={"sql": sql},
+        headers={"Authorization": f"Bearer {runtime['token']}"},
+        timeout=timeout,
+    )
+    try:
+        data = response.json()
+    except ValueError:
+        data = {"error": f"HTTP {response.status_code}: {response.text[:500]}"}
+    if response.status_code != 200:
+        raise RuntimeError(data.get("error", response.text))
+    return data["columns"], data["rows"]
+
+
 class Platform:
     def __init__(self, settings: Settings, *, host: str | None = None, port: int | None = None):
         self.settings = settings

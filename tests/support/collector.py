@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -13,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from shopstream.runtime import query_running
 
 
 def free_port() -> int:
@@ -44,11 +45,14 @@ class CollectorProcess:
     def start(self, timeout: float = 30.0) -> CollectorProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
+        # In the data directory: a developer's ./shopstream.yaml must not change the run.
         self.process = subprocess.Popen(
             [sys.executable, "-m", "shopstream", "collector", "--port", str(self.port)],
             env=self.env(),
+            cwd=self.data_dir,
             stdout=log,
             stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -70,16 +74,8 @@ class CollectorProcess:
 
     def query(self, sql: str) -> list[dict[str, Any]]:
         """Ask the running process (it owns the DuckDB file) through its query route."""
-        runtime = json.loads((self.data_dir / "runtime.json").read_text())
-        response = httpx.post(
-            f"{self.url}/v1/admin/sql",
-            json={"sql": sql},
-            headers={"Authorization": f"Bearer {runtime['token']}"},
-            timeout=60,
-        )
-        response.raise_for_status()
-        data = response.json()
-        return [dict(zip(data["columns"], row, strict=True)) for row in data["rows"]]
+        columns, rows = query_running(self.data_dir, sql)
+        return [dict(zip(columns, row, strict=True)) for row in rows]
 
     def stop(self, timeout: float = 60.0) -> int:
         if self.process is None:

@@ -26,7 +26,7 @@ from typing import Any
 
 import uvicorn
 
-from shopstream.collector.app import create_app
+from shopstream.collector.app import IntakeFastPath, create_app
 from shopstream.config import Settings
 from shopstream.sinks.warehouse import WarehouseSink
 from shopstream.warehouse import open_warehouse
@@ -155,7 +155,7 @@ class Platform:
                 loop.add_signal_handler(signum, stop.set)
         self.sink.start()
         config = uvicorn.Config(
-            self.app,
+            IntakeFastPath(self.app, self.settings.collector.cors_origins),
             host=self.host,
             port=self.port,
             log_level="warning",

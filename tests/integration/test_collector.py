@@ -326,3 +326,21 @@ def test_write_keys_are_required_when_configured(tmp_path: Path) -> None:
     finally:
         process.stop()
     assert secret not in process.log()
+
+
+def test_browsers_may_send_from_any_origin(collector: CollectorProcess) -> None:
+    preflight = httpx.options(
+        f"{collector.url}/v1/events",
+        headers={
+            "Origin": "https://shop.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type",
+        },
+    )
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == "*"
+    response = httpx.post(
+        f"{collector.url}/v1/events", json=event(), headers={"Origin": "https://shop.example"}
+    )
+    assert response.status_code == 200
+    assert response.headers["access-control-allow-origin"] == "*"

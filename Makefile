@@ -47,6 +47,7 @@ format: install
 
 bench: install
 	$(BIN)/python bench/collector.py
+	$(BIN)/python bench/cdc.py
 
 URL ?= http://127.0.0.1:8080
 RATE ?= 1000

@@ -498,6 +498,17 @@ def cdc(
         max_queue_rows=settings.sink.max_queue_rows,
     )
     sink.start()
+    if settings.cdc.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        from shopstream.observability.metrics import REGISTRY
+
+        start_http_server(
+            settings.cdc.metrics_port, addr=settings.collector.host, registry=REGISTRY
+        )
+        console.print(
+            f"metrics on http://{settings.collector.host}:{settings.cdc.metrics_port}/metrics"
+        )
     stop = threading.Event()
     reader = ChangeReader(
         dsn,

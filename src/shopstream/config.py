@@ -77,6 +77,13 @@ class CdcSettings(BaseModel):
     batch_max_ms: float = Field(default=200.0, gt=0)
     heartbeat_seconds: float = Field(default=10.0, gt=0)
     status_interval_seconds: float = Field(default=1.0, gt=0)
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="`shopstream cdc` serves Prometheus /metrics on this port (none: off; "
+        "`shopstream run` serves them on the collector's port).",
+    )
 
 
 class Settings(BaseSettings):

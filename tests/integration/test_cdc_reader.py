@@ -9,12 +9,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import psycopg
 import pytest
 
 from shopstream.generators.shop import run_order_workload, setup_shop_schema
 from tests.support.cdc import ReaderThread, cdc_process, server_history
+from tests.support.collector import free_port
 
 SHOP_TABLES = ("users", "products", "orders", "order_items", "payments")
 
@@ -301,7 +303,13 @@ def test_sigterm_flushes_and_confirms_before_exit(postgres: Any, tmp_path: Path)
     execute(postgres.dsn, "CREATE TABLE payments (payment_id int PRIMARY KEY, amount numeric)")
     data_dir = tmp_path / "cdc"
     data_dir.mkdir()
-    process = cdc_process(postgres.dsn, data_dir, SHOPSTREAM_CDC__SNAPSHOT_MODE="never")
+    metrics_port = free_port()
+    process = cdc_process(
+        postgres.dsn,
+        data_dir,
+        SHOPSTREAM_CDC__SNAPSHOT_MODE="never",
+        SHOPSTREAM_CDC__METRICS_PORT=str(metrics_port),
+    )
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # wait for the slot the reader creates
@@ -312,7 +320,14 @@ def test_sigterm_flushes_and_confirms_before_exit(postgres: Any, tmp_path: Path)
         execute(postgres.dsn, "INSERT INTO payments SELECT g, g FROM generate_series(1, 20000) g")
         with psycopg.connect(postgres.dsn) as conn:
             written = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]  # type: ignore[index]
-        time.sleep(1)
+        deadline = time.monotonic() + 60
+        exposed = ""
+        while time.monotonic() < deadline and "20000.0" not in exposed:
+            time.sleep(0.5)
+            exposed = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
+        assert 'shopstream_cdc_changes_total{op="c",table="cdc_payments"} 20000.0' in exposed
+        assert "shopstream_cdc_slot_retained_wal_bytes" in exposed
+        assert "shopstream_cdc_replication_lag_seconds" in exposed
         started = time.monotonic()
         process.send_signal(signal.SIGTERM)
         assert process.wait(60) == 0, (data_dir / "cdc.log").read_text()[-2000:]
@@ -333,3 +348,31 @@ def test_sigterm_flushes_and_confirms_before_exit(postgres: Any, tmp_path: Path)
     finally:
         con.close()
     assert stored == (20000,)
+
+
+def test_when_needed_snapshots_again_after_the_slot_is_lost(postgres: Any, tmp_path: Path) -> None:
+    execute(
+        postgres.dsn,
+        "CREATE TABLE users (user_id text PRIMARY KEY, grade text)",
+        "INSERT INTO users VALUES ('U1', 'GOLD'), ('U2', 'VIP')",
+    )
+    first = ReaderThread(postgres.dsn, tmp_path, snapshot_mode="when_needed").start()
+    first.wait_until(lambda: first.count("cdc_users", "op = 'r'") == 2, "first snapshot")
+    first.stop()
+    # The slot is gone (dropped by an operator, or invalidated): whatever happened meanwhile
+    # cannot be streamed, so the reader must read the tables again.
+    execute(
+        postgres.dsn,
+        "SELECT pg_drop_replication_slot('shopstream')",
+        "UPDATE users SET grade = 'SILVER' WHERE user_id = 'U1'",
+    )
+    second = ReaderThread(postgres.dsn, tmp_path, snapshot_mode="when_needed").start()
+    try:
+        second.wait_until(lambda: second.count("cdc_users", "op = 'r'") == 4, "second snapshot")
+        grades = second.query(
+            "SELECT after->>'grade' AS grade FROM raw.cdc_users WHERE op = 'r' "
+            "AND after->>'user_id' = 'U1' ORDER BY change_id"
+        )
+    finally:
+        second.stop()
+    assert [g["grade"] for g in grades] == ["GOLD", "SILVER"]

@@ -255,8 +255,11 @@ def _serve(
             f"cdc: {cdc.changes:,} changes in {cdc.transactions:,} transactions, "
             f"{cdc.snapshot_rows:,} snapshot rows, {cdc.dead_letters:,} dead letters"
         )
-    for error in summary.extra.get("errors", []):
+    errors = summary.extra.get("errors", [])
+    for error in errors:
         console.print(f"[red]error:[/red] {error}")
+    if errors:
+        raise typer.Exit(1)
 
 
 def _run_async(coro: Any) -> Any:

@@ -196,6 +196,10 @@ class Platform:
                     break
                 if tasks and duration is None and all(t.done() for t in tasks):
                     break
+                if any(t.done() and not t.cancelled() and t.exception() for t in tasks):
+                    # A companion failed for good (the reader retries what can be retried):
+                    # stop rather than run on without it.
+                    break
                 if serving.done():
                     break
                 if on_tick:

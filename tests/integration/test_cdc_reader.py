@@ -376,3 +376,33 @@ def test_when_needed_snapshots_again_after_the_slot_is_lost(postgres: Any, tmp_p
     finally:
         second.stop()
     assert [g["grade"] for g in grades] == ["GOLD", "SILVER"]
+
+
+def test_the_snapshot_is_one_consistent_cut(
+    postgres: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A change committed while the snapshot runs is not in it: it arrives as a change."""
+    from shopstream.cdc import catalog
+
+    execute(
+        postgres.dsn,
+        "CREATE TABLE a_orders (order_id int PRIMARY KEY, status text)",
+        "CREATE TABLE b_payments (payment_id int PRIMARY KEY, status text)",
+        "INSERT INTO a_orders VALUES (1, 'PENDING')",
+        "INSERT INTO b_payments VALUES (1, 'WAITING')",
+    )
+    original = catalog.table_relation
+
+    def meanwhile(conn: Any, schema: str, table: str) -> Any:
+        if table == "b_payments":  # after a_orders was read, before b_payments is
+            execute(postgres.dsn, "UPDATE b_payments SET status = 'PAID'")
+        return original(conn, schema, table)
+
+    monkeypatch.setattr(catalog, "table_relation", meanwhile)
+    reader = ReaderThread(postgres.dsn, tmp_path, snapshot_mode="initial").start()
+    try:
+        reader.wait_until(lambda: reader.count("cdc_b_payments") == 2, "snapshot and change")
+        payments = rows(reader, "cdc_b_payments")
+    finally:
+        reader.stop()
+    assert [(r["op"], r["after"]["status"]) for r in payments] == [("r", "WAITING"), ("u", "PAID")]

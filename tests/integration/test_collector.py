@@ -323,6 +323,15 @@ def test_write_keys_are_required_when_configured(tmp_path: Path) -> None:
         assert httpx.post(f"{process.url}/v1/batch", json=segment).status_code == 200
         segment["writeKey"] = "nope"
         assert httpx.post(f"{process.url}/v1/batch", json=segment).status_code == 401
+        # Without any key, even a broken body is refused, not kept: strangers write nothing.
+        broken = httpx.post(
+            f"{process.url}/v1/batch",
+            content=b"{broken",
+            headers={"content-type": "application/json"},
+        )
+        assert broken.status_code == 401
+        letters = process.query("SELECT count(*) AS n FROM raw.dead_letter")
+        assert letters[0]["n"] == 0
     finally:
         process.stop()
     assert secret not in process.log()

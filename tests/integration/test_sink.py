@@ -73,3 +73,21 @@ def test_a_closed_sink_refuses_and_a_full_one_pushes_back(tmp_path: Path) -> Non
     with pytest.raises(SinkUnavailable, match="not running"):
         sink.submit({"events": [event_row("c")]})
     warehouse.close()
+
+
+def test_a_caller_that_gave_up_does_not_stop_the_sink(tmp_path: Path) -> None:
+    warehouse = DuckDBWarehouse(tmp_path / "w.duckdb")
+    warehouse.ensure_layers()
+    sink = WarehouseSink(warehouse, linger_ms=300)
+    sink.start()
+    abandoned = sink.submit({"events": [event_row("abandoned")]})
+    assert abandoned.cancel()  # e.g. an HTTP request cancelled at shutdown
+    kept = sink.submit({"events": [event_row("kept")]})
+    assert kept.result(timeout=30) is None
+    later = sink.submit({"events": [event_row("later")]})
+    assert later.result(timeout=30) is None
+    assert sink.ready()
+    sink.close()
+    ids = warehouse.query("SELECT event_id FROM raw.events ORDER BY 1").column("event_id")
+    assert "kept" in ids.to_pylist() and "later" in ids.to_pylist()
+    warehouse.close()

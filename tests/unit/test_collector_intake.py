@@ -185,3 +185,32 @@ def test_settings_from_yaml(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None: 
 def test_unsupported_warehouse_url_says_what_works() -> None:
     with pytest.raises(ValueError, match="duckdb:///"):
         _ = Settings(warehouse_url="bigquery://project").warehouse_path
+
+
+def test_segment_messages_without_id_keep_one_id_across_retries() -> None:
+    from shopstream.collector.intake import Intake, accept_one
+
+    message = {
+        "type": "track",
+        "event": "Product Viewed",
+        "anonymousId": "a",
+        "timestamp": NOW.isoformat(),
+        "properties": {"product_id": "P1"},
+    }
+    ids = []
+    for _ in range(2):  # a retry arrives later: the mapped event has another receive time
+        received = datetime.now(UTC)
+        intake = Intake(INFO)
+        native = to_native(message, received_at=received)
+        accept_one(
+            intake,
+            0,
+            native,
+            INFO,
+            CollectorSettings(),
+            received,
+            source="segment",
+            original=message,
+        )
+        ids.append(intake.events.to_arrow().column("event_id")[0].as_py())
+    assert ids[0] == ids[1]

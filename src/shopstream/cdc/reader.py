@@ -22,6 +22,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,8 +52,9 @@ from shopstream.cdc.values import RowDecoders
 from shopstream.config import CdcSettings
 from shopstream.events.change import UNAVAILABLE
 from shopstream.observability import metrics
-from shopstream.sinks.base import Rows, Sink
+from shopstream.sinks.base import Rows, Sink, SinkUnavailable
 from shopstream.sinks.warehouse import dead_letter_row
+from shopstream.warehouse.base import WarehouseError
 
 log = logging.getLogger(__name__)
 
@@ -145,17 +147,25 @@ class ChangeReader:
             try:
                 self._session(stop)
                 return
-            except psycopg2.Error as exc:
-                if exc.pgcode and exc.pgcode[:2] in _PERMANENT_ERROR_CLASSES:
+            except (psycopg2.Error, WarehouseError, SinkUnavailable) as exc:
+                # A lost connection, or a sink that could not make a batch durable: either
+                # way nothing past the last confirmed LSN counts, and the server sends it
+                # again on the next session.
+                pgcode = getattr(exc, "pgcode", None)
+                if pgcode and pgcode[:2] in _PERMANENT_ERROR_CLASSES:
                     raise catalog.CdcSetupError(
-                        f"PostgreSQL refused the CDC reader: {exc.pgerror or exc}".strip()
+                        f"PostgreSQL refused the CDC reader: {getattr(exc, 'pgerror', exc)}".strip()
                     ) from exc
                 self.stats.reconnects += 1
                 self.stats.state = "reconnecting"
                 metrics.CDC_RECONNECTS.inc()
+                text = str(exc).strip()
                 log.warning(
-                    "PostgreSQL connection lost (%s); reconnecting in %.1f s",
-                    str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                    "%s (%s); starting again from the last confirmed LSN in %.1f s",
+                    "sink failed"
+                    if isinstance(exc, WarehouseError | SinkUnavailable)
+                    else "PostgreSQL connection lost",
+                    text.splitlines()[0] if text else type(exc).__name__,
                     backoff,
                 )
                 self._drop_unconfirmed()
@@ -281,7 +291,9 @@ class ChangeReader:
             now_us = int(datetime.now(UTC).timestamp() * 1_000_000)
             tx = Transaction(consistent_lsn, now_us, None, snapshot="true")
             for schema, table in tables:
-                relation, types = catalog.table_relation(reader, schema, table)
+                # Catalogue reads on the admin connection: the reader keeps one transaction, the
+                # exported snapshot, for every table.
+                relation, types = catalog.table_relation(admin, schema, table)
                 self._decoder.types.update(types)
                 decoder = self._row_decoders.get(relation)
                 columns = ", ".join(
@@ -459,13 +471,25 @@ class ChangeReader:
         self._batch = _Batch(self._columns)
         if count:
             metrics.CDC_BATCH_CHANGES.observe(count)
-            future = self.sink.submit(rows)
+            future = self._submit(rows)
         else:
             future = Future()
             future.set_result(None)
         self._in_flight.append((future, batch.safe_lsn, count))
         if wait:
             self._settle(block=True, drain=True)
+
+    def _submit(self, rows: dict[str, Any]) -> Future[None]:
+        """Hand a batch to the sink, waiting while it is full (back-pressure on reading)."""
+        delay = 0.05
+        while True:
+            try:
+                return self.sink.submit(rows)
+            except SinkUnavailable:
+                if not self.sink.ready():
+                    raise  # not full but down: run() starts over after a pause
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
 
     def _settle(
         self,
@@ -482,7 +506,7 @@ class ChangeReader:
                 if not block:
                     break
                 started = time.perf_counter()
-                future.result()  # raises if the sink failed: nothing past it is confirmed
+                self._wait_durable(future, cursor)
                 metrics.CDC_FLUSH_SECONDS.observe(time.perf_counter() - started)
             else:
                 future.result()
@@ -496,6 +520,25 @@ class ChangeReader:
             self._last_tx_end = confirmed
             if cursor is not None:
                 cursor.send_feedback(flush_lsn=confirmed)
+
+    def _wait_durable(
+        self, future: Future[None], cursor: psycopg2.extras.ReplicationCursor | None
+    ) -> None:
+        """Wait for a batch; raises if the sink failed (nothing past it is confirmed).
+
+        While waiting, tell the server we are alive (with the LSN already confirmed). If it
+        had to ask with a keepalive, psycopg2 would answer by itself and, when our last
+        confirmation is ahead of the last message it saw (a long transaction that began before
+        a confirmed commit), move the confirmed LSN to the server's position on its own:
+        past changes that are not durable yet.
+        """
+        while True:
+            try:
+                future.result(timeout=1.0)
+                return
+            except FutureTimeout:
+                if cursor is not None:
+                    cursor.send_feedback(flush_lsn=self.stats.confirmed_lsn, force=True)
 
     def _confirm_idle(self, cursor: psycopg2.extras.ReplicationCursor) -> None:
         """Nothing pending: everything the server has sent is durable, so its sent position

@@ -288,14 +288,21 @@ def create_app(
         body = b""
         try:
             check_content_type(request, _SEGMENT_TYPES)
-            if settings.write_keys and key_from_headers(request.headers) is None:
-                # Segment SDKs may carry the key in the body only; it is checked after parsing.
-                pass
-            elif not authorised(request):
+            header_key = key_from_headers(request.headers)
+            # Segment SDKs may carry the key in the body only; it is checked after parsing.
+            body_key_only = bool(settings.write_keys) and header_key is None
+            if not body_key_only and not authorised(request):
                 raise BodyError(401, "unauthorized", "missing or invalid write key")
             body = await read_body(request)
-            document = parse_json(body)
+            try:
+                document = parse_json(body)
+            except BodyError:
+                if body_key_only:  # nobody we know: keep nothing of it
+                    raise BodyError(401, "unauthorized", "missing or invalid write key") from None
+                raise
             if not isinstance(document, dict):
+                if body_key_only:
+                    raise BodyError(401, "unauthorized", "missing or invalid write key")
                 raise BodyError(400, "invalid_body", "a Segment request body is a JSON object")
             if not authorised(request, document.get("writeKey")):
                 raise BodyError(401, "unauthorized", "missing or invalid write key")

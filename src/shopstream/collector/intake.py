@@ -211,7 +211,9 @@ class EventColumns:
         payload: Any,
     ) -> None:
         fields = event.__dict__  # plain reads: getattr on a missing field is slow in Pydantic
-        self.event_id.append(fields["event_id"] or event_id_for(item))  # type: ignore[attr-defined]
+        # Without an id, a hash of what the client sent (for Segment, the original message: the
+        # mapped one carries the server's receive time and would differ on every retry).
+        self.event_id.append(fields["event_id"] or event_id_for(payload))  # type: ignore[attr-defined]
         self.event_type.append(fields["event_type"])  # type: ignore[attr-defined]
         name = fields.get("event_name") or item.get("event_name")
         self.event_name.append(name if isinstance(name, str) else None)  # type: ignore[attr-defined]

@@ -16,7 +16,7 @@ import queue
 import threading
 import time
 import uuid
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from datetime import UTC, datetime
 from typing import Any
 
@@ -85,17 +85,18 @@ class WarehouseSink:
             self._thread.start()
 
     def submit(self, rows: Rows) -> Future[None]:
-        if self._closing or self._thread is None:
-            raise SinkUnavailable("the warehouse sink is not running")
         submission = _Submission(rows)
+        # Checked and queued under the lock: close() cannot slip in between.
         with self._count_lock:
+            if self._closing or self._thread is None or not self._thread.is_alive():
+                raise SinkUnavailable("the warehouse sink is not running")
             if self._queued_rows + submission.row_count > self.max_queue_rows:
                 raise SinkUnavailable(
                     f"the warehouse sink is behind ({self._queued_rows} rows queued); retry"
                 )
             self._queued_rows += submission.row_count
+            self._queue.put(submission)
         metrics.SINK_QUEUE_ROWS.set(self._queued_rows)
-        self._queue.put(submission)
         return submission.future
 
     def ready(self) -> bool:
@@ -112,14 +113,36 @@ class WarehouseSink:
     def close(self, timeout: float = 60.0) -> None:
         if self._thread is None:
             return
-        self._closing = True
-        self._queue.put(None)
+        with self._count_lock:
+            self._closing = True
+            self._queue.put(None)
         self._thread.join(timeout)
         self._thread = None
 
     # -- writer thread -------------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:
+            # Whatever went wrong, nobody may wait forever: fail everything still queued.
+            log.exception("the warehouse sink stopped")
+            self._healthy = False
+            self._fail_queued(WarehouseError(f"the warehouse sink stopped: {exc}"))
+            raise
+        finally:
+            self._fail_queued(SinkUnavailable("the warehouse sink has stopped"))
+
+    def _fail_queued(self, error: Exception) -> None:
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None:
+                _resolve(item.future, error)
+
+    def _loop(self) -> None:
         dirty = False
         while True:
             try:
@@ -174,7 +197,7 @@ class WarehouseSink:
         else:
             self._healthy = True
             for submission in group:
-                submission.future.set_result(None)
+                _resolve(submission.future)
             self._count_written(group)
         finally:
             with self._count_lock:
@@ -188,31 +211,31 @@ class WarehouseSink:
         try:
             self.warehouse.append(_to_arrow([submission.rows]))
         except Exception as exc:
-            reason = f"could not load into raw: {exc}"
-            letters = [
-                dead_letter_row(
-                    "loader",
-                    reason,
-                    orjson.dumps(row, default=str).decode(),
-                    {"table": table},
-                )
-                for table, rows in submission.rows.items()
-                for row in _as_dicts(rows)
-            ]
             try:
+                reason = f"could not load into raw: {exc}"
+                letters = [
+                    dead_letter_row(
+                        "loader",
+                        reason,
+                        orjson.dumps(row, default=str).decode(),
+                        {"table": table},
+                    )
+                    for table, rows in submission.rows.items()
+                    for row in _as_dicts(rows)
+                ]
                 self.warehouse.append(_to_arrow([{"dead_letter": letters}]))
             except Exception as dead_exc:
                 # Neither the rows nor their dead letters can be written: the warehouse itself
                 # is failing. The caller gets the error and must not acknowledge.
                 self._healthy = False
-                submission.future.set_exception(
-                    WarehouseError(f"warehouse cannot be written: {dead_exc}")
+                _resolve(
+                    submission.future, WarehouseError(f"warehouse cannot be written: {dead_exc}")
                 )
                 return
             metrics.DEAD_LETTERS.labels("loader", "load_error").inc(len(letters))
-            submission.future.set_result(None)
+            _resolve(submission.future)
             return
-        submission.future.set_result(None)
+        _resolve(submission.future)
         self._count_written([submission])
 
     def _count_written(self, group: list[_Submission]) -> None:
@@ -226,6 +249,19 @@ class WarehouseSink:
             self.warehouse.checkpoint()
         except Exception as exc:  # a failed checkpoint loses nothing: the WAL still holds it
             log.warning("idle checkpoint failed: %s", exc)
+
+
+def _resolve(future: Future[None], error: Exception | None = None) -> None:
+    """Settle a caller's future; one the caller already gave up on (cancelled) is skipped."""
+    if future.done():
+        return
+    try:
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
+    except InvalidStateError:
+        pass  # cancelled between the check and the set: the caller has gone
 
 
 def _to_arrow(groups: list[Rows]) -> dict[str, pa.Table]:

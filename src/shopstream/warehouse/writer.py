@@ -51,8 +51,11 @@ def _serve(
     checkpoint_wal_mb: int,
 ) -> None:
     """The writer process: one request at a time, answered after it is done."""
-    # Ctrl-C goes to the whole process group: the platform decides when the writer stops.
+    # Ctrl-C and a service manager's SIGTERM reach the whole process group: the platform
+    # decides when the writer stops (it drains first); the writer also stops when the
+    # platform's end of the pipe closes.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     from shopstream.warehouse.duckdb import DuckDBWarehouse
 
     try:

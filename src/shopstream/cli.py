@@ -241,7 +241,7 @@ def _serve(
     console.print(_summary_table(summary))
     console.print(
         f"accepted {summary.accepted:,} events, rejected {summary.rejected:,} "
-        f'(reasons in raw.dead_letter).  Query: shopstream sql "SELECT ..."'
+        f'(reasons in raw.dead_letter).  Query: {sys.argv[0]} sql "SELECT ..."'
     )
     generator = summary.extra.get("generator")
     if generator is not None:

@@ -241,7 +241,7 @@ def _serve(
     console.print(_summary_table(summary))
     console.print(
         f"accepted {summary.accepted:,} events, rejected {summary.rejected:,} "
-        f'(reasons in raw.dead_letter).  Query: {sys.argv[0]} sql "SELECT ..."'
+        f'(reasons in raw.dead_letter).  Query: {_command_name()} sql "SELECT ..."'
     )
     generator = summary.extra.get("generator")
     if generator is not None:
@@ -260,6 +260,13 @@ def _serve(
         console.print(f"[red]error:[/red] {error}")
     if errors:
         raise typer.Exit(1)
+
+
+def _command_name() -> str:
+    """How the user started us, for hints: `.venv/bin/shopstream` after `make run`."""
+    if sys.argv[0].endswith("__main__.py"):
+        return "python -m shopstream"
+    return sys.argv[0]
 
 
 def _run_async(coro: Any) -> Any:

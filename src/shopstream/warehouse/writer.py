@@ -46,11 +46,13 @@ def _from_ipc(data: bytes) -> pa.Table:
 
 def _serve(
     conn: multiprocessing.connection.Connection,
+    queries: multiprocessing.connection.Connection,
     path: str,
     read_only: bool,
     checkpoint_wal_mb: int,
 ) -> None:
-    """The writer process: one request at a time, answered after it is done."""
+    """The writer process: appends on one connection, queries on another (a thread of their
+    own with their own DuckDB cursor, so a long query never holds back a commit)."""
     # Ctrl-C and a service manager's SIGTERM reach the whole process group: the platform
     # decides when the writer stops (it drains first); the writer also stops when the
     # platform's end of the pipe closes.
@@ -65,30 +67,36 @@ def _serve(
     except WarehouseError as exc:
         conn.send(("error", type(exc).__name__, str(exc)))
         return
+    threading.Thread(target=_answer, args=(queries, warehouse), daemon=True).start()
     conn.send(("ready", None, None))
     try:
-        while True:
-            try:
-                request = conn.recv()
-            except (EOFError, OSError):
-                return  # the platform is gone
-            op = request[0]
-            try:
-                if op == "append":
-                    tables = {name: _from_ipc(conn.recv_bytes()) for name in request[1]}
-                    warehouse.append(tables)
-                    conn.send(("ok", None, None))
-                elif op == "query":
-                    conn.send(("ok", _to_ipc(warehouse.query(request[1], request[2])), None))
-                elif op == "close":
-                    conn.send(("ok", None, None))
-                    return
-                else:
-                    conn.send(("ok", getattr(warehouse, op)(*request[1:]), None))
-            except Exception as exc:
-                conn.send(("error", type(exc).__name__, str(exc)))
+        _answer(conn, warehouse)
     finally:
         warehouse.close()
+
+
+def _answer(conn: multiprocessing.connection.Connection, warehouse: Any) -> None:
+    """One request at a time, each answered after it is done."""
+    while True:
+        try:
+            request = conn.recv()
+        except (EOFError, OSError):
+            return  # the platform is gone
+        op = request[0]
+        try:
+            if op == "append":
+                tables = {name: _from_ipc(conn.recv_bytes()) for name in request[1]}
+                warehouse.append(tables)
+                conn.send(("ok", None, None))
+            elif op == "query":
+                conn.send(("ok", _to_ipc(warehouse.query(request[1], request[2])), None))
+            elif op == "close":
+                conn.send(("ok", None, None))
+                return
+            else:
+                conn.send(("ok", getattr(warehouse, op)(*request[1:]), None))
+        except Exception as exc:
+            conn.send(("error", type(exc).__name__, str(exc)))
 
 
 class WarehouseProcess:
@@ -101,15 +109,18 @@ class WarehouseProcess:
             path.parent.mkdir(parents=True, exist_ok=True)
         context = multiprocessing.get_context("spawn")
         self._conn, child = context.Pipe(duplex=True)
+        self._queries, child_queries = context.Pipe(duplex=True)
         self._process = context.Process(
             target=_serve,
-            args=(child, str(path), read_only, checkpoint_wal_mb),
+            args=(child, child_queries, str(path), read_only, checkpoint_wal_mb),
             name="shopstream-warehouse",
             daemon=True,
         )
         self._process.start()
         child.close()
+        child_queries.close()
         self._lock = threading.Lock()
+        self._query_lock = threading.Lock()
         if not self._conn.poll(_START_TIMEOUT):
             self._process.kill()
             raise WarehouseError(f"the warehouse process did not start within {_START_TIMEOUT} s")
@@ -122,13 +133,14 @@ class WarehouseProcess:
     def pid(self) -> int | None:
         return self._process.pid
 
-    def _call(self, *request: Any, payload: list[bytes] | None = None) -> Any:
-        with self._lock:
+    def _call(self, *request: Any, payload: list[bytes] | None = None, query: bool = False) -> Any:
+        conn, lock = (self._queries, self._query_lock) if query else (self._conn, self._lock)
+        with lock:
             try:
-                self._conn.send(request)
+                conn.send(request)
                 for data in payload or ():
-                    self._conn.send_bytes(data)
-                status, value, message = self._conn.recv()
+                    conn.send_bytes(data)
+                status, value, message = conn.recv()
             except (EOFError, OSError) as exc:
                 raise WarehouseError(
                     f"the warehouse process (pid {self._process.pid}) is gone: {exc}. "
@@ -152,10 +164,10 @@ class WarehouseProcess:
             )
 
     def query(self, sql: str, parameters: list[Any] | None = None) -> pa.Table:
-        return _from_ipc(self._call("query", sql, parameters))
+        return _from_ipc(self._call("query", sql, parameters, query=True))
 
     def table_counts(self) -> dict[str, int]:
-        counts: dict[str, int] = self._call("table_counts")
+        counts: dict[str, int] = self._call("table_counts", query=True)
         return counts
 
     def checkpoint(self) -> None:
@@ -171,6 +183,7 @@ class WarehouseProcess:
             self._process.terminate()
             self._process.join(10)
         self._conn.close()
+        self._queries.close()
 
 
 def _raise(kind: str | None, message: str | None, path: Path) -> None:

@@ -27,7 +27,12 @@ import pytest
 from psycopg import sql
 from psycopg.errors import ObjectInUse, UndefinedObject
 
-from shopstream.cdc.local_postgres import LocalPostgres, PostgresNotFoundError, find_bin_dir
+from shopstream.cdc.local_postgres import (
+    LocalPostgres,
+    PostgresNotFoundError,
+    find_bin_dir,
+    pid_alive,
+)
 
 _DROP_TIMEOUT_S = 10
 _DIR_PREFIX = "shopstream-pg-"
@@ -84,21 +89,11 @@ def sweep_abandoned_servers() -> None:
             owner = int((directory / _OWNER_FILE).read_text())
         except (OSError, ValueError):
             continue  # not made here, or being made right now
-        if _is_alive(owner):
+        if pid_alive(owner):
             continue
         with contextlib.suppress(Exception):
             LocalPostgres(directory / "data").stop("immediate")
         shutil.rmtree(directory, ignore_errors=True)
-
-
-def _is_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _skip_without_binaries() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -13,23 +12,7 @@ from shopstream.sinks.base import SinkUnavailable
 from shopstream.sinks.warehouse import WarehouseSink, dead_letter_row
 from shopstream.warehouse.duckdb import DuckDBWarehouse
 from shopstream.warehouse.raw import RAW_EVENTS
-
-
-def event_row(event_id: str, **overrides: object) -> dict[str, object]:
-    now = datetime.now(UTC)
-    row: dict[str, object] = {field.name: None for field in RAW_EVENTS}
-    row.update(
-        event_id=event_id,
-        event_type="page_view",
-        event_ts=now,
-        received_at=now,
-        event_date=now.date(),
-        source="native",
-        properties="{}",
-        payload="{}",
-    )
-    row.update(overrides)
-    return row
+from tests.support.rows import event_row
 
 
 def test_bad_rows_go_to_dead_letter_and_neighbours_commit(tmp_path: Path) -> None:

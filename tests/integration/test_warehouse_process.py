@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -11,34 +10,15 @@ import pytest
 
 from shopstream.warehouse.base import WarehouseError
 from shopstream.warehouse.duckdb import DuckDBWarehouse, WarehouseLocked
-from shopstream.warehouse.raw import RAW_EVENTS
 from shopstream.warehouse.writer import WarehouseProcess
-
-
-def events(*ids: str) -> pa.Table:
-    now = datetime.now(UTC)
-    rows = []
-    for event_id in ids:
-        row: dict[str, object] = {field.name: None for field in RAW_EVENTS}
-        row.update(
-            event_id=event_id,
-            event_type="app_open",
-            event_ts=now,
-            received_at=now,
-            event_date=now.date(),
-            source="native",
-            properties="{}",
-            payload="{}",
-        )
-        rows.append(row)
-    return pa.Table.from_pylist(rows, schema=RAW_EVENTS)
+from tests.support.rows import events_table
 
 
 def test_the_protocol_over_the_process_boundary(tmp_path: Path) -> None:
     warehouse = WarehouseProcess(tmp_path / "w.duckdb")
     try:
         warehouse.ensure_layers()
-        warehouse.append({"events": events("a", "b")})
+        warehouse.append({"events": events_table("a", "b")})
         result = warehouse.query(
             "SELECT event_id FROM raw.events WHERE event_id > ? ORDER BY 1", ["a"]
         )
@@ -49,7 +29,7 @@ def test_the_protocol_over_the_process_boundary(tmp_path: Path) -> None:
         with pytest.raises(WarehouseError, match="append to raw failed"):
             warehouse.append(
                 {
-                    "events": events("c").set_column(
+                    "events": events_table("c").set_column(
                         19, "payload", pa.array(["{not json"], pa.string())
                     )
                 }
@@ -79,7 +59,7 @@ def test_a_long_query_does_not_hold_back_commits(tmp_path: Path) -> None:
     try:
         query = threading.Thread(target=long_query)
         query.start()
-        warehouse.append({"events": events("during-query")})
+        warehouse.append({"events": events_table("during-query")})
         order.append("append")
         query.join(120)
     finally:

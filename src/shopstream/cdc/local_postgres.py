@@ -252,7 +252,7 @@ def _unprivileged_user() -> _OsUser:
 # --- processes (Linux /proc; elsewhere only the postmaster itself is known) ------------------
 
 
-def _is_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -283,7 +283,7 @@ def _is_postgres_process(pid: int) -> bool:
 
 def _wait_until_gone(pids: list[int], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
-    while any(_is_alive(pid) for pid in pids):
+    while any(pid_alive(pid) for pid in pids):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.02)
@@ -694,7 +694,7 @@ class LocalPostgres:
             pid = abs(int(first))  # negative in single-user mode
         except (OSError, ValueError):
             return None
-        if pid == 0 or not _is_alive(pid):
+        if pid == 0 or not pid_alive(pid):
             return None
         if not Path("/proc").is_dir():
             return pid

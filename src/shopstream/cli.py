@@ -480,6 +480,7 @@ def cdc(
     ] = False,
 ) -> None:
     """Capture the shop database's changes into raw.cdc_<table> (runs the reader alone)."""
+    import signal
     import threading
 
     from shopstream.cdc.catalog import CdcSetupError
@@ -527,11 +528,17 @@ def cdc(
         state_dir=settings.data_dir,
         idle_exit=0.0 if setup_only else idle_exit,
     )
-    import signal
-
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    worker = threading.Thread(target=_guarded, args=(reader.run, stop), daemon=True)
+    failures: list[Exception] = []
+
+    def read() -> None:
+        try:
+            reader.run(stop)
+        except Exception as exc:  # reported below, after the sink has flushed
+            failures.append(exc)
+
+    worker = threading.Thread(target=read, name="cdc-reader", daemon=True)
     worker.start()
     status = StatusLine()
     try:
@@ -553,8 +560,8 @@ def cdc(
         sink.close()
         counts = {k: v for k, v in warehouse.table_counts().items() if k.startswith("raw.cdc_")}
         warehouse.close()
-    failure = getattr(worker, "failure", None)
-    if failure is not None:
+    if failures:
+        failure = failures[0]
         if isinstance(failure, CdcSetupError):
             raise _fail(str(failure))
         raise _fail(f"CDC reader failed: {failure}")
@@ -566,15 +573,6 @@ def cdc(
     )
     for table, rows in counts.items():
         console.print(f"  {table}: {rows:,} rows")
-
-
-def _guarded(run: Any, stop: Any) -> None:
-    import threading
-
-    try:
-        run(stop)
-    except Exception as exc:
-        threading.current_thread().failure = exc  # type: ignore[attr-defined]
 
 
 # -- sql -------------------------------------------------------------------------------------

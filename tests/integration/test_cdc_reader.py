@@ -406,3 +406,13 @@ def test_the_snapshot_is_one_consistent_cut(
     finally:
         reader.stop()
     assert [(r["op"], r["after"]["status"]) for r in payments] == [("r", "WAITING"), ("u", "PAID")]
+
+
+def test_a_database_that_cannot_be_captured_is_a_clear_error(postgres: Any, tmp_path: Path) -> None:
+
+    missing = postgres.server.dsn_for("no_such_shop")
+    process = cdc_process(missing, tmp_path, "--idle-exit", "1")
+    assert process.wait(120) == 1
+    log = (tmp_path / "cdc.log").read_text()
+    assert "no_such_shop" in log and "does not exist" in log
+    assert "Traceback" not in log

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import select
 import threading
 import time
@@ -151,10 +152,11 @@ class ChangeReader:
                 # A lost connection, or a sink that could not make a batch durable: either
                 # way nothing past the last confirmed LSN counts, and the server sends it
                 # again on the next session.
-                pgcode = getattr(exc, "pgcode", None)
-                if pgcode and pgcode[:2] in _PERMANENT_ERROR_CLASSES:
+                if _permanent(exc):
+                    detail = str(getattr(exc, "pgerror", None) or exc).strip()
                     raise catalog.CdcSetupError(
-                        f"PostgreSQL refused the CDC reader: {getattr(exc, 'pgerror', exc)}".strip()
+                        f"PostgreSQL refused the CDC reader: {detail}. Check the DSN, the "
+                        "database and the user's REPLICATION right."
                     ) from exc
                 self.stats.reconnects += 1
                 self.stats.state = "reconnecting"
@@ -590,6 +592,21 @@ class ChangeReader:
         self._batch.dead_letters.append(dead_letter_row("cdc", reason, payload, context))
         self.stats.dead_letters += 1
         metrics.DEAD_LETTERS.labels("cdc", "undecodable").inc()
+
+
+#: Connection refusals no retry can fix (psycopg2 gives them no SQLSTATE).
+_PERMANENT_REFUSAL = re.compile(
+    r"FATAL:.*(does not exist|authentication failed|no pg_hba\.conf entry|permission denied"
+    r"|must be superuser or replication)",
+    re.DOTALL,
+)
+
+
+def _permanent(exc: Exception) -> bool:
+    pgcode = getattr(exc, "pgcode", None)
+    if pgcode:
+        return bool(pgcode[:2] in _PERMANENT_ERROR_CLASSES)
+    return isinstance(exc, psycopg2.OperationalError) and bool(_PERMANENT_REFUSAL.search(str(exc)))
 
 
 def _fill_unchanged(after: dict[str, Any], before: dict[str, Any]) -> None:

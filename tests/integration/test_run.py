@@ -161,3 +161,28 @@ def test_make_run_shape_captures_the_local_shop_database() -> None:
 
         LocalPostgres(data_dir / "postgres").stop()  # normally already stopped by the run
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def test_local_database_moves_out_of_a_directory_postgres_cannot_enter() -> None:
+    """A clone under /root, run as root: the demo database goes where PostgreSQL can run."""
+    import shutil
+    import tempfile
+
+    from shopstream.config import Settings
+    from shopstream.runtime import local_shop_database
+
+    if os.geteuid() != 0:
+        import pytest
+
+        pytest.skip("only root runs PostgreSQL as another user")
+    private = Path(tempfile.mkdtemp(prefix="shopstream-private-"))  # mode 700, like /root
+    server = None
+    try:
+        server, dsn = local_shop_database(Settings(data_dir=private / "data"))
+        assert not server.data_dir.is_relative_to(private)
+        assert "dbname=shop" in dsn
+    finally:
+        if server is not None:
+            server.stop()
+            shutil.rmtree(server.data_dir.parent, ignore_errors=True)
+        shutil.rmtree(private, ignore_errors=True)

@@ -91,6 +91,10 @@ class LocalPostgresError(RuntimeError):
     """The local server could not be set up, started or stopped; the message says what to do."""
 
 
+class UnreachableDirectoryError(LocalPostgresError):
+    """The unprivileged user PostgreSQL runs as (when we are root) cannot reach the data dir."""
+
+
 class PostgresNotFoundError(LocalPostgresError):
     """No PostgreSQL server binaries on this machine."""
 
@@ -464,7 +468,7 @@ class LocalPostgres:
             if not directory.exists():
                 return  # the rest we create ourselves
             if not user.can_traverse(directory):
-                raise LocalPostgresError(
+                raise UnreachableDirectoryError(
                     f"PostgreSQL refuses to run as root, so it runs as the OS user "
                     f"{user.name!r}, who cannot enter {directory} and so cannot reach the "
                     f"{what} {path}. Choose a {what} outside {directory} (e.g. under /var/lib "

@@ -1,1 +1,1 @@
-"""shopstream."""
+"""Change data capture from PostgreSQL: pgoutput, value encodings, slot, reader."""

@@ -1,1 +1,1 @@
-"""shopstream."""
+"""HTTP intake of behaviour events: app, intake, Segment mapping, write keys."""

@@ -1,1 +1,1 @@
-"""shopstream."""
+"""Synthetic shop data: the catalogue, clickstream over HTTP, the OLTP workload."""

@@ -1,1 +1,1 @@
-"""shopstream."""
+"""Metrics and logging."""

@@ -238,6 +238,22 @@ def test_pgserver_binaries_work(postgres_factory: PostgresFactory) -> None:
         conn.execute("SELECT pg_drop_replication_slot('cdc')")
 
 
+def test_a_copy_of_pgserver_outside_the_virtualenv_runs(postgres_factory: PostgresFactory) -> None:
+    """What a root user with the repository under /root gets: the wheel's PostgreSQL copied
+    where the server's user can read it, vendored libraries included."""
+    from shopstream.cdc.local_postgres import _reachable_copy
+
+    bin_dir = pgserver_bin_dir()
+    if bin_dir is None:
+        pytest.skip("pgserver is not installed")
+    copied = _reachable_copy(bin_dir)
+    assert copied != bin_dir
+    assert copied.is_relative_to(Path("/var/tmp"))
+    server = postgres_factory(bin_dir=copied)
+    assert _scalar(server.dsn, "SHOW wal_level") == "logical"
+    assert _reachable_copy(bin_dir) == copied  # made once, reused
+
+
 def test_refuses_a_directory_that_is_not_a_cluster(postgres_factory: PostgresFactory) -> None:
     server = postgres_factory(start=False)
     server.data_dir.mkdir()

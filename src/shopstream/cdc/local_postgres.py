@@ -31,6 +31,7 @@ not coordinated; one of them fails with PostgreSQL's lock-file error.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import logging
 import os
@@ -125,6 +126,37 @@ def pgserver_bin_dir() -> Path | None:
         return None
     bin_dir = Path(spec.origin).parent / "pginstall" / "bin"
     return bin_dir if _has_server_executables(bin_dir) else None
+
+
+def _reachable_copy(bin_dir: Path) -> Path:
+    """A copy of the pgserver wheel's PostgreSQL under /var/tmp, readable by every user; made
+    once per installation and reused. The wheel's binaries find their vendored libraries at
+    ``$ORIGIN/../../../pgserver.libs``, so the copy keeps that layout."""
+    install = bin_dir.parent  # .../site-packages/pgserver/pginstall
+    package = install.parent  # .../site-packages/pgserver
+    libs = package.parent / f"{package.name}.libs"
+    stamp = f"{install}:{(bin_dir / 'postgres').stat().st_mtime_ns}"
+    digest = hashlib.sha256(stamp.encode()).hexdigest()[:12]
+    home = Path("/var/tmp") / f"shopstream-pginstall-{digest}"  # noqa: S108 - checked below
+    home.mkdir(mode=0o755, exist_ok=True)
+    if home.is_symlink() or home.stat().st_uid != os.geteuid():
+        raise LocalPostgresError(f"{home} exists and is not ours; remove it and retry")
+    home.chmod(0o755)
+    target = home / "site"
+    if not (target / package.name / install.name / "bin" / "postgres").exists():
+        partial = home / "site.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(install, partial / package.name / install.name, symlinks=True)
+        if libs.is_dir():
+            shutil.copytree(libs, partial / libs.name, symlinks=True)
+        for path in [partial, *partial.rglob("*")]:
+            if not path.is_symlink():
+                mode = path.stat().st_mode
+                # Readable by all; directories and executables enterable/runnable by all.
+                path.chmod(mode | 0o444 | (0o111 if mode & 0o111 or path.is_dir() else 0))
+        partial.rename(target)
+        _log.info("copied PostgreSQL from %s to %s for the server's user", install, target)
+    return target / package.name / install.name / "bin"
 
 
 def _candidate_bin_dirs() -> Iterator[Path]:
@@ -508,7 +540,19 @@ class LocalPostgres:
         """initdb when the data directory is empty; True when it created the cluster."""
         self._bin_dir = self._resolve_bin_dir()
         if self._user is not None:
-            self._check_reachable(self._bin_dir / "postgres", self._user, "PostgreSQL binaries")
+            try:
+                self._check_reachable(
+                    self._bin_dir / "postgres", self._user, "PostgreSQL binaries"
+                )
+            except UnreachableDirectoryError:
+                if self._bin_dir != pgserver_bin_dir():
+                    raise
+                # pip put the pgserver wheel where the server's user cannot go (a virtualenv
+                # under /root, run as root): run a copy of its installation from outside.
+                self._bin_dir = _reachable_copy(self._bin_dir)
+                self._check_reachable(
+                    self._bin_dir / "postgres", self._user, "PostgreSQL binaries"
+                )
         if (self.data_dir / "PG_VERSION").exists():
             self._adopt_cluster()
             return False

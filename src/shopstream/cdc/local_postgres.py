@@ -541,18 +541,14 @@ class LocalPostgres:
         self._bin_dir = self._resolve_bin_dir()
         if self._user is not None:
             try:
-                self._check_reachable(
-                    self._bin_dir / "postgres", self._user, "PostgreSQL binaries"
-                )
+                self._check_reachable(self._bin_dir / "postgres", self._user, "PostgreSQL binaries")
             except UnreachableDirectoryError:
                 if self._bin_dir != pgserver_bin_dir():
                     raise
                 # pip put the pgserver wheel where the server's user cannot go (a virtualenv
                 # under /root, run as root): run a copy of its installation from outside.
                 self._bin_dir = _reachable_copy(self._bin_dir)
-                self._check_reachable(
-                    self._bin_dir / "postgres", self._user, "PostgreSQL binaries"
-                )
+                self._check_reachable(self._bin_dir / "postgres", self._user, "PostgreSQL binaries")
         if (self.data_dir / "PG_VERSION").exists():
             self._adopt_cluster()
             return False

@@ -99,7 +99,8 @@ def test_clock_limits_come_from_settings() -> None:
         "user_id": "u",
         "event_ts": (now - timedelta(days=2)).isoformat(),
     }
-    intake = take_native([ahead, old], INFO, settings)
+    info = RequestInfo(ip=None, user_agent=None, route="/v1/events", received_at=now)
+    intake = take_native([ahead, old], info, settings)
     assert [r.code for r in intake.rejected] == ["future_timestamp", "old_timestamp"]
     assert "60 s ahead" in intake.rejected[0].reason
 
@@ -200,17 +201,10 @@ def test_segment_messages_without_id_keep_one_id_across_retries() -> None:
     ids = []
     for _ in range(2):  # a retry arrives later: the mapped event has another receive time
         received = datetime.now(UTC)
-        intake = Intake(INFO)
-        native = to_native(message, received_at=received)
-        accept_one(
-            intake,
-            0,
-            native,
-            INFO,
-            CollectorSettings(),
-            received,
-            source="segment",
-            original=message,
+        intake = Intake(
+            RequestInfo(ip=None, user_agent=None, route="/v1/track", received_at=received)
         )
+        native = to_native(message, received_at=received)
+        accept_one(intake, 0, native, CollectorSettings(), source="segment", original=message)
         ids.append(intake.events.to_arrow().column("event_id")[0].as_py())
     assert ids[0] == ids[1]

@@ -3,13 +3,13 @@
 The hot path of CDC. Changes are appended column by column (no dict per row, no
 ``Table.from_pylist``): JSON comes from orjson as bytes that Arrow takes as strings, the
 ``source`` block from a per-relation template, timestamps as integers cast once per batch.
-The envelope's JSON form (Debezium's) is rebuilt from these columns by
-:func:`envelope_from_row`.
+Reading the envelope back: ``before``/``after``/``source``/``op`` are its JSON as Debezium
+writes it (value without schema).
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -18,16 +18,12 @@ import pyarrow.compute as pc
 
 from shopstream.cdc.pgoutput import Relation
 from shopstream.cdc.values import RowDecoder
+from shopstream.events.change import change_id_prefix
 from shopstream.warehouse.raw import RAW_CDC, TS, cdc_table_name
 
-_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 #: µs between the Unix epoch and PostgreSQL's (2000-01-01).
 _PG_EPOCH_US = 946_684_800_000_000
 _dumps = orjson.dumps
-
-
-def pg_time(micros: int) -> datetime:
-    return _PG_EPOCH + timedelta(microseconds=micros)
 
 
 class Transaction:
@@ -46,15 +42,11 @@ class Transaction:
         self.position = 0
         self.snapshot = snapshot
         # change_id = commit LSN (hex) + position; snapshot reads get an "r" position.
-        self.id_prefix = f"{commit_lsn:016X}-" + ("" if snapshot == "false" else "r")
+        self.id_prefix = change_id_prefix(commit_lsn, snapshot=snapshot != "false")
 
     @classmethod
     def from_pg(cls, commit_lsn: int, pg_commit_ts: int, xid: int | None) -> Transaction:
         return cls(commit_lsn, pg_commit_ts + _PG_EPOCH_US, xid)
-
-    @property
-    def commit_ts(self) -> datetime:
-        return datetime.fromtimestamp(self.commit_us / 1_000_000, UTC)
 
 
 class TableBatch:
@@ -187,19 +179,3 @@ class ChangeColumns:
             f'"txId":{"null" if xid is None else xid},"lsn":{"null" if lsn is None else lsn}}}'
         )
         self.count += 1
-
-
-def envelope_from_row(row: dict[str, Any]) -> dict[str, Any]:
-    """The Debezium-compatible JSON envelope of a ``raw.cdc_<table>`` row."""
-
-    def load(value: Any) -> Any:
-        return orjson.loads(value) if isinstance(value, str | bytes) else value
-
-    ingested = row.get("ingested_at")
-    return {
-        "before": load(row["before"]),
-        "after": load(row["after"]),
-        "source": load(row["source"]),
-        "op": row["op"],
-        "ts_ms": int(ingested.timestamp() * 1000) if isinstance(ingested, datetime) else None,
-    }

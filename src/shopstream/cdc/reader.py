@@ -21,7 +21,6 @@ import select
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -53,7 +52,7 @@ from shopstream.cdc.values import RowDecoders
 from shopstream.config import CdcSettings
 from shopstream.events.change import UNAVAILABLE
 from shopstream.observability import metrics
-from shopstream.sinks.base import Rows, Sink, SinkUnavailable
+from shopstream.sinks.base import Sink, SinkUnavailable
 from shopstream.sinks.warehouse import dead_letter_row
 from shopstream.warehouse.base import WarehouseError
 
@@ -136,7 +135,6 @@ class ChangeReader:
         self._columns = ChangeColumns("")
         self._batch = _Batch(self._columns)
         self._tx: Transaction | None = None
-        self._last_tx_end: int | None = None
         self._keys: dict[tuple[str, str], list[str]] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -519,7 +517,6 @@ class ChangeReader:
                 block = len(self._in_flight) >= _MAX_IN_FLIGHT
         if confirmed is not None and confirmed > self.stats.confirmed_lsn:
             self.stats.confirmed_lsn = confirmed
-            self._last_tx_end = confirmed
             if cursor is not None:
                 cursor.send_feedback(flush_lsn=confirmed)
 
@@ -618,21 +615,4 @@ def _fill_unchanged(after: dict[str, Any], before: dict[str, Any]) -> None:
                 after[column] = old
 
 
-def run_reader(
-    dsn: str,
-    settings: CdcSettings,
-    sink: Sink,
-    *,
-    state_dir: Path,
-    stop: threading.Event,
-    idle_exit: float | None = None,
-    on_start: Callable[[ChangeReader], None] | None = None,
-) -> ReaderStats:
-    reader = ChangeReader(dsn, settings, sink, state_dir=state_dir, idle_exit=idle_exit)
-    if on_start:
-        on_start(reader)
-    reader.run(stop)
-    return reader.stats
-
-
-__all__ = ["ChangeReader", "ReaderStats", "Rows", "run_reader"]
+__all__ = ["ChangeReader", "ReaderStats"]

@@ -324,7 +324,6 @@ def create_app(
                 return await dead_letter_body(body, exc, info)
             return _error(exc)
         intake = Intake(info)
-        now = datetime.now(UTC)
         for index, message in enumerate(messages):
             if not isinstance(message, dict):
                 reject(
@@ -333,18 +332,20 @@ def create_app(
                     message,
                     "a message must be a JSON object",
                     "invalid_event",
-                    info,
                     source="segment",
                 )
                 continue
             try:
                 native = to_native(
-                    message, kind=kind, batch_sent_at=document.get("sentAt"), received_at=now
+                    message,
+                    kind=kind,
+                    batch_sent_at=document.get("sentAt"),
+                    received_at=info.received_at,
                 )
             except SegmentError as exc:
-                reject(intake, index, message, str(exc), "invalid_event", info, source="segment")
+                reject(intake, index, message, str(exc), "invalid_event", source="segment")
                 continue
-            accept_one(intake, index, native, info, limits, now, source="segment", original=message)
+            accept_one(intake, index, native, limits, source="segment", original=message)
         return await durable(intake) or finish(intake, started, route)
 
     body_doc = {

@@ -11,7 +11,7 @@ import hashlib
 import uuid
 import zlib
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -158,9 +158,9 @@ def describe_errors(exc: ValidationError, item: Any) -> tuple[str, str]:
     return "; ".join(parts), code
 
 
-def event_id_for(item: Any, raw: bytes | None = None) -> str:
+def event_id_for(item: Any) -> str:
     """A deterministic id for events sent without one, so that re-sends deduplicate."""
-    data = raw if raw is not None else orjson.dumps(item, option=orjson.OPT_SORT_KEYS)
+    data = orjson.dumps(item, option=orjson.OPT_SORT_KEYS)
     return str(uuid.uuid5(_EVENT_ID_NAMESPACE, hashlib.sha256(data).hexdigest()))
 
 
@@ -210,6 +210,7 @@ class EventColumns:
         source: str,
         payload: Any,
     ) -> None:
+        """``item`` is the event as validated, ``payload`` as the client sent it."""
         fields = event.__dict__  # plain reads: getattr on a missing field is slow in Pydantic
         # Without an id, a hash of what the client sent (for Segment, the original message: the
         # mapped one carries the server's receive time and would differ on every retry).
@@ -251,16 +252,7 @@ class EventColumns:
         return pa.Table.from_arrays(arrays, schema=RAW_EVENTS)
 
 
-def reject(
-    intake: Intake,
-    index: int,
-    item: Any,
-    reason: str,
-    code: str,
-    info: RequestInfo,
-    *,
-    source: str,
-) -> None:
+def reject(intake: Intake, index: int, item: Any, reason: str, code: str, *, source: str) -> None:
     event_type = item.get("event_type") if isinstance(item, dict) else None
     label = event_type if event_type in EVENT_TYPES else "unknown"
     event_id = item.get("event_id") if isinstance(item, dict) else None
@@ -272,7 +264,13 @@ def reject(
             "collector",
             reason,
             orjson.dumps(item, default=str).decode(),
-            {"index": index, "route": info.route, "code": code, "source": source, "ip": info.ip},
+            {
+                "index": index,
+                "route": intake.info.route,
+                "code": code,
+                "source": source,
+                "ip": intake.info.ip,
+            },
         )
     )
 
@@ -280,9 +278,8 @@ def reject(
 def take_native(items: list[Any], info: RequestInfo, settings: CollectorSettings) -> Intake:
     """Validate native events one by one."""
     intake = Intake(info)
-    now = datetime.now(UTC)
     for index, item in enumerate(items):
-        accept_one(intake, index, item, info, settings, now, source="native")
+        accept_one(intake, index, item, settings, source="native")
     return intake
 
 
@@ -290,9 +287,7 @@ def accept_one(
     intake: Intake,
     index: int,
     item: Any,
-    info: RequestInfo,
     settings: CollectorSettings,
-    now: datetime,
     *,
     source: str,
     original: Any = None,
@@ -300,26 +295,22 @@ def accept_one(
     """Validate one event (native shape) and add it, or its rejection, to ``intake``.
 
     ``original`` is what the client sent when ``item`` was mapped from another shape
-    (Segment); rejections and the payload column keep the original.
+    (Segment); rejections and the payload column keep the original. Timestamps are judged
+    against the request's receive time.
     """
     sent = item if original is None else original
     if not isinstance(item, dict):
         reject(
-            intake,
-            index,
-            sent,
-            "an event must be a JSON object",
-            "invalid_event",
-            info,
-            source=source,
+            intake, index, sent, "an event must be a JSON object", "invalid_event", source=source
         )
         return
     try:
         event = event_adapter.validate_python(item)
     except ValidationError as exc:
         reason, code = describe_errors(exc, item)
-        reject(intake, index, sent, reason, code, info, source=source)
+        reject(intake, index, sent, reason, code, source=source)
         return
+    now = intake.info.received_at
     if intake.window is None:
         intake.window = clock_window(now, settings)
     earliest, latest = intake.window
@@ -327,6 +318,6 @@ def accept_one(
     clock_problem = None if earliest <= event_ts <= latest else check_clock(event, now, settings)
     if clock_problem:
         code = "future_timestamp" if "ahead" in clock_problem else "old_timestamp"
-        reject(intake, index, sent, clock_problem, code, info, source=source)
+        reject(intake, index, sent, clock_problem, code, source=source)
         return
-    intake.events.add(event, item, info, source=source, payload=sent)
+    intake.events.add(event, item, intake.info, source=source, payload=sent)

@@ -18,7 +18,7 @@ import duckdb
 import pyarrow as pa
 
 from shopstream.warehouse.base import LAYERS, WarehouseError
-from shopstream.warehouse.raw import PARTITION_COLUMN, json_columns, schema_for
+from shopstream.warehouse.raw import json_columns, schema_for
 
 _SQL_TYPES = {
     pa.string(): "VARCHAR",
@@ -208,4 +208,4 @@ class WarehouseLocked(WarehouseError):
         self.path = path
 
 
-__all__ = ["PARTITION_COLUMN", "DuckDBWarehouse", "WarehouseLocked", "check_read_only"]
+__all__ = ["DuckDBWarehouse", "WarehouseLocked", "check_read_only"]

@@ -70,9 +70,6 @@ RAW_CDC = pa.schema(
 )
 CDC_JSON_COLUMNS = frozenset({"key", "before", "after", "source"})
 
-#: Which column partitions each raw table by day.
-PARTITION_COLUMN = {"events": "event_date", "dead_letter": "received_at"}
-
 _TABLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 

@@ -328,10 +328,9 @@ def test_sigterm_flushes_and_confirms_before_exit(postgres: Any, tmp_path: Path)
         assert 'shopstream_cdc_changes_total{op="c",table="cdc_payments"} 20000.0' in exposed
         assert "shopstream_cdc_slot_retained_wal_bytes" in exposed
         assert "shopstream_cdc_replication_lag_seconds" in exposed
-        started = time.monotonic()
         process.send_signal(signal.SIGTERM)
+        # Done within the Kubernetes grace period (wait raises after 60 s).
         assert process.wait(60) == 0, (data_dir / "cdc.log").read_text()[-2000:]
-        assert time.monotonic() - started < 60  # within the Kubernetes grace period
     finally:
         if process.poll() is None:
             process.kill()

@@ -24,6 +24,24 @@ def run_env(data_dir: Path) -> dict[str, str]:
     return env
 
 
+def run_command(*args: str) -> list[str]:
+    """`python -m shopstream run ARGS` on a free port, as a user runs it."""
+    return [sys.executable, "-m", "shopstream", "run", *args, "--port", str(free_port())]
+
+
+def run_bounded(
+    data_dir: Path, *args: str, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        run_command(*args),
+        env=run_env(data_dir),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def reconcile(data_dir: Path, truth_path: Path) -> dict[str, Any]:
     truth = json.loads(truth_path.read_text())
     con = duckdb.connect(str(data_dir / "shopstream.duckdb"), read_only=True)
@@ -50,29 +68,10 @@ def reconcile(data_dir: Path, truth_path: Path) -> dict[str, Any]:
 
 def test_bounded_run_ends_by_itself_and_reconciles(tmp_path: Path) -> None:
     truth_path = tmp_path / "truth.json"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "shopstream",
-            "run",
-            "--generate",
-            "--duration",
-            "6",
-            "--rate",
-            "1500",
-            "--bad-fraction",
-            "0.01",
-            "--truth",
-            str(truth_path),
-            "--port",
-            str(free_port()),
-        ],
-        env=run_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
+    result = run_bounded(
+        tmp_path,
+        *("--generate", "--duration", "6", "--rate", "1500", "--bad-fraction", "0.01"),
+        *("--truth", str(truth_path)),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "raw.events" in result.stderr  # the closing summary
@@ -84,19 +83,7 @@ def test_bounded_run_ends_by_itself_and_reconciles(tmp_path: Path) -> None:
 def test_sigterm_flushes_everything_and_prints_the_summary(tmp_path: Path) -> None:
     truth_path = tmp_path / "truth.json"
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "shopstream",
-            "run",
-            "--generate",
-            "--rate",
-            "3000",
-            "--truth",
-            str(truth_path),
-            "--port",
-            str(free_port()),
-        ],
+        run_command("--generate", "--rate", "3000", "--truth", str(truth_path)),
         env=run_env(tmp_path),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -122,28 +109,10 @@ def test_make_run_shape_captures_the_local_shop_database() -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="shopstream-run-"))
     data_dir.chmod(0o755)
     try:
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "shopstream",
-                "run",
-                "--generate",
-                "--local-postgres",
-                "--duration",
-                "10",
-                "--rate",
-                "500",
-                "--orders-tps",
-                "40",
-                "--port",
-                str(free_port()),
-            ],
-            env=run_env(data_dir),
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
+        result = run_bounded(
+            data_dir,
+            *("--generate", "--local-postgres", "--duration", "10", "--rate", "500"),
+            *("--orders-tps", "40"),
         )
         assert result.returncode == 0, result.stderr[-3000:]
         assert "cdc:" in result.stderr

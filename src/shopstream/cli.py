@@ -63,17 +63,22 @@ class StatusLine:
         self.generator: Any = None
         self.companions: dict[str, Any] = {}
 
-    def render(self, platform: Any) -> Group:
+    def tick(self, accepted: int, changes: int) -> None:
+        """Update the events/s and changes/s rates (at most every half second)."""
         now = time.monotonic()
-        stats = platform.stats
         elapsed = now - self.last
-        reader = self.companions.get("reader")
-        changes = reader.stats.changes + reader.stats.snapshot_rows if reader else 0
         if elapsed >= 0.5:
-            self.rate = (stats.accepted - self.last_accepted) / elapsed
+            self.rate = (accepted - self.last_accepted) / elapsed
             self.cdc_rate = (changes - self.last_changes) / elapsed
-            self.last, self.last_accepted, self.last_changes = now, stats.accepted, changes
-        up = int(now - platform.started_at)
+            self.last, self.last_accepted, self.last_changes = now, accepted, changes
+
+    def render(self, platform: Any) -> Group:
+        stats = platform.stats
+        reader = self.companions.get("reader")
+        self.tick(
+            stats.accepted, reader.stats.changes + reader.stats.snapshot_rows if reader else 0
+        )
+        up = int(time.monotonic() - platform.started_at)
         head = Text.assemble(
             ("shopstream ", "bold"),
             ("● ", "green"),
@@ -545,11 +550,7 @@ def cdc(
         if console.is_terminal:
             with Live(console=console, refresh_per_second=4) as live:
                 while worker.is_alive():
-                    changes = reader.stats.changes + reader.stats.snapshot_rows
-                    elapsed = time.monotonic() - status.last
-                    if elapsed >= 0.5:
-                        status.cdc_rate = (changes - status.last_changes) / elapsed
-                        status.last, status.last_changes = time.monotonic(), changes
+                    status.tick(0, reader.stats.changes + reader.stats.snapshot_rows)
                     live.update(cdc_line(reader.stats, status.cdc_rate))
                     worker.join(0.25)
         else:

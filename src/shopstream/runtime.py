@@ -59,14 +59,10 @@ class Summary:
 Companion = Callable[[str, asyncio.Event], Coroutine[Any, Any, dict[str, Any]]]
 
 
-def runtime_file(settings: Settings) -> Path:
-    return settings.data_dir / RUNTIME_FILE
-
-
-def read_runtime(settings: Settings) -> dict[str, Any] | None:
-    path = runtime_file(settings)
+def read_runtime(data_dir: Path) -> dict[str, Any] | None:
+    """The running platform's address, token and pid, if one left them in ``data_dir``."""
     try:
-        data: dict[str, Any] = json.loads(path.read_text())
+        data: dict[str, Any] = json.loads((data_dir / RUNTIME_FILE).read_text())
     except (OSError, ValueError):
         return None
     return data
@@ -82,10 +78,9 @@ def query_running(
     """
     import httpx
 
-    try:
-        runtime = json.loads((data_dir / RUNTIME_FILE).read_text())
-    except (OSError, ValueError) as exc:
-        raise LookupError(f"no running shopstream left its address in {data_dir}") from exc
+    runtime = read_runtime(data_dir)
+    if runtime is None:
+        raise LookupError(f"no running shopstream left its address in {data_dir}")
     response = httpx.post(
         f"{runtime['url']}/v1/admin/sql",
         json={"sql": sql},
@@ -128,16 +123,16 @@ class Platform:
         return self.app.state.stats
 
     def _write_runtime(self) -> None:
-        path = runtime_file(self.settings)
+        path = self.settings.data_dir / RUNTIME_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
             json.dump({"url": self.url, "token": self.admin_token, "pid": os.getpid()}, handle)
 
     def _remove_runtime(self) -> None:
-        data = read_runtime(self.settings)
+        data = read_runtime(self.settings.data_dir)
         if data and data.get("pid") == os.getpid():
-            runtime_file(self.settings).unlink(missing_ok=True)
+            (self.settings.data_dir / RUNTIME_FILE).unlink(missing_ok=True)
 
     async def run(
         self,

@@ -6,18 +6,24 @@ import base64
 import gzip
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest
 from pydantic import SecretStr
 
 from shopstream.collector.auth import key_from_headers, key_is_valid
 from shopstream.collector.intake import (
+    MAX_GZIP_MEMBERS,
+    MAX_NESTING,
     BodyError,
+    Intake,
     RequestInfo,
+    clock_window,
     event_id_for,
     gunzip,
     parse_json,
     split_native,
     take_native,
+    take_segment,
 )
 from shopstream.collector.segment import to_native
 from shopstream.config import CollectorSettings, Settings
@@ -208,3 +214,236 @@ def test_segment_messages_without_id_keep_one_id_across_retries() -> None:
         accept_one(intake, 0, native, CollectorSettings(), source="segment", original=message)
         ids.append(intake.events.to_arrow().column("event_id")[0].as_py())
     assert ids[0] == ids[1]
+
+
+# --- One bad event never fails its neighbours (issue 6) -----------------------------------
+
+
+def _custom(event_id: str, **fields: object) -> dict[str, object]:
+    return {
+        "event_id": event_id,
+        "event_type": "custom",
+        "event_name": "edge",
+        "event_ts": NOW.isoformat(),
+        "anonymous_id": "a",
+        **fields,
+    }
+
+
+def _deep(levels: int, inner: str = "1") -> str:
+    return "[" * levels + inner + "]" * levels
+
+
+def _letters(intake: Intake) -> dict[int, dict[str, object]]:
+    return {orjson.loads(row["context"])["index"]: row for row in intake.dead_letters}
+
+
+@pytest.mark.parametrize(
+    "event_ts",
+    [
+        "0001-01-01T00:00:00+14:00",
+        "0001-01-01T13:59:59+14:00",
+        "9999-12-31T23:00:00-14:00",
+        "9999-12-31T23:59:59.999999-00:01",
+    ],
+)
+def test_timestamps_past_the_calendar_in_utc_are_one_events_rejection(event_ts: str) -> None:
+    intake = take_native(
+        [_custom("good"), _custom("edge", event_ts=event_ts)], INFO, CollectorSettings()
+    )
+    assert len(intake.events) == 1
+    [rejection] = intake.rejected
+    assert rejection.index == 1 and rejection.code == "invalid_event"
+    assert rejection.reason.startswith("event_ts: ") and "out of range" in rejection.reason
+    assert _letters(intake)[1]["reason"] == rejection.reason
+
+
+def test_the_clock_window_saturates_instead_of_overflowing() -> None:
+    settings = CollectorSettings(max_event_age_days=10**8, future_tolerance_seconds=10**12)
+    earliest, latest = clock_window(NOW, settings)
+    assert earliest == datetime.min.replace(tzinfo=UTC)
+    assert latest == datetime.max.replace(tzinfo=UTC)
+    intake = take_native(
+        [_custom("old", event_ts="0001-01-01T00:00:00Z"), _custom("now")], INFO, settings
+    )
+    assert len(intake.events) == 2 and not intake.rejected
+
+
+@pytest.mark.parametrize(
+    ("fields", "batch_sent_at", "named"),
+    [
+        ({"timestamp": "0001-01-01T00:00:00+14:00"}, NOW.isoformat(), "timestamp"),
+        (
+            {"originalTimestamp": "0001-01-01T00:00:00Z"},
+            "9999-12-31T23:59:59Z",
+            "originalTimestamp",
+        ),
+        (
+            {"originalTimestamp": "9999-12-31T23:00:00-14:00", "sentAt": "0001-01-01T00:00:00Z"},
+            None,
+            "originalTimestamp",
+        ),
+        (
+            {"timestamp": "9999-12-31T00:00:00Z", "sentAt": "0001-01-01T00:00:00+14:00"},
+            None,
+            "timestamp",
+        ),
+        ({"timestamp": "9999-12-31T23:00:00-14:00"}, None, "event_ts"),
+    ],
+)
+def test_segment_clock_correction_past_the_calendar_rejects_only_that_message(
+    fields: dict[str, str], batch_sent_at: str | None, named: str
+) -> None:
+    good = {"type": "page", "anonymousId": "a", "sentAt": NOW.isoformat()}
+    good["timestamp"] = NOW.isoformat()
+    bad = {"type": "track", "event": "Edge", "anonymousId": "a", **fields}
+    info = RequestInfo(ip=None, user_agent=None, route="/v1/batch", received_at=NOW)
+    intake = take_segment([good, bad], info, CollectorSettings(), sent_at=batch_sent_at)
+    assert len(intake.events) == 1
+    [rejection] = intake.rejected
+    assert rejection.index == 1
+    assert named in rejection.reason and "out of range" in rejection.reason
+    if named != "event_ts":
+        assert "sentAt" in rejection.reason
+    assert orjson.loads(_letters(intake)[1]["payload"]) == bad  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("levels", [MAX_NESTING - 2, MAX_NESTING - 1, 300, 1000])
+def test_events_nested_past_what_can_be_stored_are_rejected_and_kept(levels: int) -> None:
+    # The event itself is one level, properties another: levels + 2 in all.
+    text = "[" + orjson.dumps(_custom("good")).decode() + ","
+    text += '{"event_type": "custom", "event_name": "deep", "anonymous_id": "a", '
+    text += f'"event_ts": "{NOW.isoformat()}", "properties": {{"t": {_deep(levels)}}}}}]'
+    intake = take_native(parse_json(text.encode()), INFO, CollectorSettings())
+    if levels + 2 <= MAX_NESTING:
+        assert len(intake.events) == 2 and not intake.rejected
+        return
+    assert len(intake.events) == 1
+    [rejection] = intake.rejected
+    assert "nested" in rejection.reason and str(MAX_NESTING) in rejection.reason
+    assert _deep(levels) in str(_letters(intake)[1]["payload"])
+
+
+def test_deep_non_events_are_rejected_with_their_text_kept() -> None:
+    text = _deep(1000, '"x"').encode()  # an array holding one 999-level array
+    intake = take_native(split_native(parse_json(text), 10), INFO, CollectorSettings())
+    [rejection] = intake.rejected
+    assert rejection.reason == "an event must be a JSON object"
+    assert intake.dead_letters[0]["payload"] == _deep(999, '"x"')
+    deep_type = orjson.loads(b'{"event_type": ' + _deep(900).encode() + b', "user_id": "u"}')
+    intake = take_native([deep_type], INFO, CollectorSettings())
+    assert intake.rejected[0].code == "unknown_event_type"
+    assert len(intake.rejected[0].reason) < 300  # not 900 levels of brackets
+    assert _deep(900) in str(intake.dead_letters[0]["payload"])
+
+
+def test_any_failure_while_taking_one_event_is_that_events_rejection() -> None:
+    class Unwritable:
+        """No JSON writer knows it."""
+
+    # Python values no JSON body can hold: the per-event path must still not raise.
+    items = [
+        _custom("good"),
+        _custom("odd", properties={"thing": Unwritable()}),
+        _custom("cyclic", properties={"self": []}),
+        {"event_type": Unwritable(), "user_id": "u"},
+    ]
+    items[2]["properties"]["self"].append(items[2]["properties"])  # type: ignore[index]
+    intake = take_native(items, INFO, CollectorSettings())
+    assert len(intake.events) == 1
+    assert [r.index for r in intake.rejected] == [1, 2, 3]
+    assert all(r.reason for r in intake.rejected)
+    assert len(intake.dead_letters) == 3
+    assert all(isinstance(row["payload"], str) for row in intake.dead_letters)
+    segment = take_segment(
+        [
+            {"type": "track", "event": Unwritable(), "anonymousId": "a"},
+            {"type": "page", "userId": "u"},
+        ],
+        RequestInfo(ip=None, user_agent=None, route="/v1/batch", received_at=NOW),
+        CollectorSettings(),
+    )
+    assert len(segment.events) == 1 and [r.index for r in segment.rejected] == [0]
+
+
+@pytest.mark.parametrize(
+    ("raw", "path", "literal"),
+    [
+        ('"properties": {"n": 18446744073709551616}', "properties.n", "18446744073709551616"),
+        (
+            '"properties": {"n": [1, -9223372036854775809]}',
+            "properties.n[1]",
+            "-9223372036854775809",
+        ),
+        ('"properties": {"n": 1e400}', "properties.n", "1e400"),
+        ('"properties": {"n": -1' + "0" * 500 + "}", "properties.n", "-1" + "0" * 500),
+        ('"properties": {"n": 1' + "0" * 5000 + "}", "properties.n", "1" + "0" * 5000),
+        ('"user_id": 123456789012345678901234567890', "user_id", "123456789012345678901234567890"),
+    ],
+)
+def test_numbers_beyond_64_bits_are_rejected_naming_the_field(
+    raw: str, path: str, literal: str
+) -> None:
+    good = orjson.dumps(_custom("good", properties={"ok": 18446744073709551615})).decode()
+    bad = orjson.dumps(_custom("bad")).decode()[:-1] + ", " + raw + "}"
+    intake = take_native(parse_json(f"[{good}, {bad}]".encode()), INFO, CollectorSettings())
+    assert len(intake.events) == 1
+    [rejection] = intake.rejected
+    assert rejection.code == "number_out_of_range"
+    assert rejection.reason.startswith(f"{path}: ") and literal[:40] in rejection.reason
+    assert len(rejection.reason) < 300
+    payload = str(intake.dead_letters[0]["payload"])
+    assert literal in payload  # kept exactly as sent
+    row = intake.events.to_arrow().to_pylist()[0]
+    assert '"ok":18446744073709551615' in row["properties"]
+    assert '"ok":18446744073709551615' in row["payload"]
+
+
+def test_long_digit_runs_inside_strings_change_nothing() -> None:
+    digits = "12345678901234567890123"
+    item = _custom("s", properties={"order_no": digits, "pi": 3.25, "n": [1, 2]})
+    intake = take_native(parse_json(orjson.dumps([item])), INFO, CollectorSettings())
+    row = intake.events.to_arrow().to_pylist()[0]
+    assert orjson.loads(row["payload"]) == item
+    assert orjson.loads(row["properties"]) == item["properties"]
+
+
+def test_segment_numeric_ids_beyond_64_bits_are_not_rounded() -> None:
+    text = b'{"batch": [{"type": "track", "event": "E", "userId": 18446744073709551616}]}'
+    document = parse_json(text)
+    intake = take_segment(
+        document["batch"],
+        RequestInfo(ip=None, user_agent=None, route="/v1/batch", received_at=NOW),
+        CollectorSettings(),
+    )
+    assert not len(intake.events)
+    assert intake.rejected[0].reason.startswith("userId: ")
+    assert "18446744073709551616" in str(intake.dead_letters[0]["payload"])
+
+
+def test_bodies_only_the_exact_parser_reads_are_still_checked() -> None:
+    with pytest.raises(BodyError, match="not valid JSON"):
+        parse_json(b'[{"n": 1e400}, {"s": "\\ud800"}]')  # a lone surrogate cannot be stored
+    with pytest.raises(BodyError, match="not valid JSON"):
+        parse_json(b'[{"n": 1e400}, NaN]')
+    with pytest.raises(BodyError, match="not valid JSON"):
+        parse_json(b'[{"n": 1e400}, {"s": "\xff"}]')
+
+
+def test_gunzip_reads_every_member_within_one_limit() -> None:
+    members = gzip.compress(b'[{"a": 1},') + gzip.compress(b'{"b": 2}]')
+    assert gunzip(members, 100) == b'[{"a": 1},{"b": 2}]'
+    assert gunzip(gzip.compress(b"[1]") + b"\x00" * 8, 100) == b"[1]"  # zero padding, as gzip(1)
+    assert gunzip(gzip.compress(b"[") + gzip.compress(b"") + gzip.compress(b"]"), 100) == b"[]"
+    with pytest.raises(BodyError, match="after gzip member 2") as trailing:
+        gunzip(gzip.compress(b"[") + gzip.compress(b"]") + b"junk", 100)
+    assert trailing.value.status == 400 and trailing.value.code == "bad_gzip"
+    with pytest.raises(BodyError) as too_big:
+        gunzip(gzip.compress(b"x" * 60) + gzip.compress(b"x" * 60), 100)
+    assert too_big.value.status == 413
+    with pytest.raises(BodyError, match="truncated"):
+        gunzip(gzip.compress(b"[1]") + gzip.compress(b"[2]")[:-4], 100)
+    many = gzip.compress(b"") * MAX_GZIP_MEMBERS
+    assert gunzip(many, 100) == b""
+    with pytest.raises(BodyError, match=f"more than {MAX_GZIP_MEMBERS} members"):
+        gunzip(many + gzip.compress(b""), 100)

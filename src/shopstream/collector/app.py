@@ -32,14 +32,12 @@ from shopstream.collector.intake import (
     BodyError,
     Intake,
     RequestInfo,
-    accept_one,
     gunzip,
     parse_json,
-    reject,
     split_native,
     take_native,
+    take_segment,
 )
-from shopstream.collector.segment import SegmentError, to_native
 from shopstream.config import Settings
 from shopstream.events.schema import event_json_schema
 from shopstream.observability import metrics
@@ -177,7 +175,7 @@ def create_app(
             chunks.append(chunk)
         body = b"".join(chunks)
         encoding = request.headers.get("content-encoding", "identity").strip().lower()
-        if encoding == "gzip":
+        if encoding in ("gzip", "x-gzip"):  # x-gzip: the older name, same format (RFC 9110)
             return gunzip(body, limits.max_body_bytes)
         if encoding not in ("identity", ""):
             raise BodyError(
@@ -323,29 +321,7 @@ def create_app(
             if exc.code in ("invalid_json", "invalid_body"):
                 return await dead_letter_body(body, exc, info)
             return _error(exc)
-        intake = Intake(info)
-        for index, message in enumerate(messages):
-            if not isinstance(message, dict):
-                reject(
-                    intake,
-                    index,
-                    message,
-                    "a message must be a JSON object",
-                    "invalid_event",
-                    source="segment",
-                )
-                continue
-            try:
-                native = to_native(
-                    message,
-                    kind=kind,
-                    batch_sent_at=document.get("sentAt"),
-                    received_at=info.received_at,
-                )
-            except SegmentError as exc:
-                reject(intake, index, message, str(exc), "invalid_event", source="segment")
-                continue
-            accept_one(intake, index, native, limits, source="segment", original=message)
+        intake = take_segment(messages, info, limits, kind=kind, sent_at=document.get("sentAt"))
         return await durable(intake) or finish(intake, started, route)
 
     body_doc = {

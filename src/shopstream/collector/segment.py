@@ -61,11 +61,23 @@ def event_time(message: dict[str, Any], batch_sent_at: Any, received_at: datetim
     ``timestamp = receivedAt - (sentAt - originalTimestamp)``; without ``sentAt`` the client's
     timestamp stands; without any client time, the server's receive time.
     """
-    original = message.get("originalTimestamp") or message.get("timestamp")
+    field = "originalTimestamp" if message.get("originalTimestamp") else "timestamp"
+    original = message.get(field)
     original_ts = _parse_ts(original)
-    sent_at = _parse_ts(message.get("sentAt") or batch_sent_at)
+    own_sent_at = message.get("sentAt")
+    sent_at = _parse_ts(own_sent_at or batch_sent_at)
     if original_ts is not None and sent_at is not None:
-        return (received_at - (sent_at - original_ts)).isoformat()
+        try:
+            return (received_at - (sent_at - original_ts)).isoformat()
+        except OverflowError:
+            # Both are valid dates, but far enough apart (year 1 and year 9999) that the
+            # corrected time falls off the calendar: this message's error, not the batch's.
+            whose = "sentAt" if own_sent_at else "the batch's sentAt"
+            raise SegmentError(
+                f"{field} {original!r} corrected by {whose} "
+                f"{own_sent_at or batch_sent_at!r} (receivedAt - (sentAt - {field})) is out of "
+                "range (years 1 to 9999); check the device clock"
+            ) from None
     if original is not None:
         return original  # validated (and reported) by the contract
     return received_at.isoformat()

@@ -134,7 +134,15 @@ class EventBase(BaseModel):
     def _utc(cls, value: datetime) -> datetime:
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            # 0001-01-01T00:00+14:00 is a valid timestamp whose UTC time is before year 1
+            # (and 9999-12-31T23:00-14:00 after 9999): a ValueError makes it this field's
+            # validation error instead of an exception that fails the whole request.
+            raise ValueError(
+                f"{value.isoformat()} is out of range once converted to UTC (years 1 to 9999)"
+            ) from None
 
     @model_validator(mode="after")
     def _someone(self) -> EventBase:

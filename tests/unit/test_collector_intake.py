@@ -17,6 +17,7 @@ from shopstream.collector.intake import (
     BodyError,
     Intake,
     RequestInfo,
+    big_number_in,
     clock_window,
     event_id_for,
     gunzip,
@@ -267,6 +268,8 @@ def test_the_clock_window_saturates_instead_of_overflowing() -> None:
         [_custom("old", event_ts="0001-01-01T00:00:00Z"), _custom("now")], INFO, settings
     )
     assert len(intake.events) == 2 and not intake.rejected
+    dates = intake.events.to_arrow().column("event_date").to_pylist()
+    assert [d.year for d in dates] == [1, NOW.year]
 
 
 @pytest.mark.parametrize(
@@ -397,6 +400,14 @@ def test_numbers_beyond_64_bits_are_rejected_naming_the_field(
     row = intake.events.to_arrow().to_pylist()[0]
     assert '"ok":18446744073709551615' in row["properties"]
     assert '"ok":18446744073709551615' in row["payload"]
+
+
+def test_numbers_are_read_exactly_at_every_depth_the_parser_takes() -> None:
+    deep_event = '{"event_type": "custom", "properties": {"t": ' + _deep(1000) + "}}"
+    text = f'[{deep_event}, {{"n": 18446744073709551616}}]'.encode()
+    document = parse_json(text)
+    assert big_number_in(document[1]) == ("n", "18446744073709551616")
+    assert big_number_in(document[0]) is None
 
 
 def test_long_digit_runs_inside_strings_change_nothing() -> None:

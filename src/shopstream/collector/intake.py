@@ -634,7 +634,10 @@ def take_one(
             reject(intake, index, sent, reason, "too_deep", source=source)
             return
         log.exception("event %d of a request to %s could not be taken", index, intake.info.route)
-        reason = f"this event could not be taken ({type(exc).__name__}); it is kept as sent in raw.dead_letter"
+        reason = (
+            f"this event could not be taken ({type(exc).__name__}); it is kept as sent in "
+            "raw.dead_letter"
+        )
         reject(intake, index, sent, reason, "unreadable_event", source=source)
 
 

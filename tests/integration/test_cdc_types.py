@@ -11,16 +11,22 @@ from __future__ import annotations
 
 import base64
 import select
+import shutil
+import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
 from typing import Any, Protocol
 
+import orjson
 import psycopg2
 import pytest
 from psycopg2.extras import LogicalReplicationConnection
 
-from shopstream.cdc import values
+from shopstream.cdc import catalog, values
 from shopstream.cdc.pgoutput import (
     Begin,
     Commit,
@@ -40,6 +46,7 @@ from shopstream.cdc.pgoutput import (
 )
 from shopstream.cdc.values import RowDecoders
 from shopstream.events.change import UNAVAILABLE
+from tests.support.cdc import ReaderThread
 
 
 class _Database(Protocol):
@@ -52,6 +59,11 @@ SCHEMA = """
 CREATE EXTENSION citext;
 CREATE TYPE mood AS ENUM ('happy', 'very sad');
 CREATE DOMAIN posint AS int4 CHECK (VALUE > 0);
+CREATE DOMAIN small_posint AS posint CHECK (VALUE < 1000);  -- a domain over a domain
+CREATE DOMAIN moment AS timestamptz;
+CREATE DOMAIN price AS numeric(12, 2);
+CREATE DOMAIN int_list AS int4[];  -- a domain over an array
+CREATE DOMAIN posint_list AS posint[];  -- a domain over an array of a domain
 CREATE TABLE everything (
     id bigint PRIMARY KEY,
     i2 int2, i4 int4, i8 int8, o oid,
@@ -65,7 +77,9 @@ CREATE TABLE everything (
     a_int int4[], a_text text[], a_2d int4[], a_num numeric[], a_tstz timestamptz[],
     a_bytea bytea[], a_jsonb jsonb[], a_float float8[], a_bool bool[], a_date date[],
     m mood, a_mood mood[], p posint,
-    big text, big_bytes bytea
+    big text, big_bytes bytea,
+    bp10 char(10), a_bp char(3)[], p2 small_posint, dm moment, dp price, dl int_list,
+    a_p posint[], dpl posint_list, mn money, mn_neg money, a_mn money[]
 );
 -- Stored out of line without compression: over ~2 kB they are TOASTed for sure.
 ALTER TABLE everything ALTER COLUMN big SET STORAGE EXTERNAL,
@@ -96,7 +110,9 @@ INSERT INTO everything VALUES (
     ARRAY['2024-01-01 00:30:00+05:30'::timestamptz, NULL], ARRAY['\\x0102'::bytea, NULL],
     ARRAY['{"a": 1}'::jsonb], '{1.5,NaN,Infinity}', '{t,f}', '[0:1]={2024-06-01,infinity}',
     'very sad', '{happy,"very sad"}', 7,
-    %(big)s, %(big_bytes)s
+    %(big)s, %(big_bytes)s,
+    'EUR', '{ab,NULL}', 12, '2024-06-01 12:00:00+02', 1234.5, '{1,NULL,3}',
+    '{7,8}', '{9}', 1234567.89, -1234567.89, ARRAY[1.5, -2]::money[]
 )
 """
 
@@ -147,6 +163,17 @@ EXPECTED_1: dict[str, Any] = {
     "p": 7,
     "big": BIG_TEXT,
     "big_bytes": base64.b64encode(BIG_BYTES).decode(),
+    "bp10": "EUR       ",  # char(n) keeps its padding
+    "a_bp": ["ab ", None],
+    "p2": 12,  # domains convert as their base type, through any number of domains
+    "dm": "2024-06-01T10:00:00Z",
+    "dp": "1234.50",
+    "dl": [1, None, 3],
+    "a_p": [7, 8],  # arrays of domains as arrays of the base type
+    "dpl": [9],
+    "mn": "1234567.89",  # money as a plain decimal, whatever lc_monetary says
+    "mn_neg": "-1234567.89",
+    "a_mn": ["1.50", "-2.00"],
 }
 
 
@@ -225,13 +252,25 @@ def _change(decoders: RowDecoders, m: Message) -> Change | None:
     return None
 
 
-def _changes(decoder: Decoder, messages: list[Message]) -> list[Change]:
+def _changes(decoder: Decoder, messages: list[Message], dsn: str | None = None) -> list[Change]:
     """Every committed row change, in commit order, as a consumer must assemble them.
 
     A streamed transaction's changes wait for its Stream Commit; Stream Abort drops the whole
-    transaction or one subtransaction (data messages carry the subtransaction's xid).
+    transaction or one subtransaction (data messages carry the subtransaction's xid). With a
+    ``dsn``, types are resolved through its catalogue, as the reader does.
     """
-    decoders = RowDecoders(decoder.types)
+    if dsn is not None:
+        conn = catalog.connect(dsn)
+        try:
+            return _assemble(
+                RowDecoders(decoder.types, None, partial(catalog.base_types, conn)), messages
+            )
+        finally:
+            conn.close()
+    return _assemble(RowDecoders(decoder.types), messages)
+
+
+def _assemble(decoders: RowDecoders, messages: list[Message]) -> list[Change]:
     out: list[Change] = []
     pending: dict[int, list[tuple[int | None, Change]]] = {}
     stream_xid: int | None = None
@@ -314,7 +353,7 @@ def test_every_type_round_trips(
         assert isinstance(value, str)
         assert value.endswith(text) if column.startswith("tstz") else value == text
 
-    changes = _changes(decoder, messages)
+    changes = _changes(decoder, messages, dsn)
     assert [(op, table) for op, table, _, _ in changes] == [
         ("c", "everything"),
         ("c", "everything"),
@@ -494,3 +533,156 @@ def test_type_tables_match_the_catalog(postgres: _Database) -> None:
     assert len(values.ARRAY_ELEMENTS) == len(values.BUILTIN_TYPES)
     fixed = {oid for oid, _, length, _ in catalog.values() if length > 0}
     assert fixed >= values.FIXED_LENGTH_TYPES  # only fixed-length types skip the TOAST test
+
+
+# Snapshot rows equal streamed rows ---------------------------------------------------------------
+
+# Key columns other than a primary key: REPLICA IDENTITY USING INDEX (keyed by the index) and
+# no identity at all; the snapshot must name the same key the stream's key flags name.
+KEYS_SCHEMA = """
+CREATE TABLE by_index (code text NOT NULL, note text);
+CREATE UNIQUE INDEX by_index_code ON by_index (code);
+ALTER TABLE by_index REPLICA IDENTITY USING INDEX by_index_code;
+CREATE TABLE keyless (note text);
+"""
+ROWS = [
+    ROW_1,
+    "INSERT INTO everything (id) VALUES (2)",
+    "INSERT INTO audit VALUES (1, 'first')",
+    "INSERT INTO by_index VALUES ('A-1', 'x')",
+    "INSERT INTO keyless VALUES ('y')",
+]
+ROW_COUNTS = {"cdc_everything": 2, "cdc_audit": 1, "cdc_by_index": 1, "cdc_keyless": 1}
+
+#: Server defaults that change the text of nearly every type; the reader's session must
+#: override each of them, on the snapshot connection and the replication connection alike.
+HOSTILE_DEFAULTS = {
+    "lc_monetary": "de_DE.UTF-8",  # money as "1.234.567,89 €"
+    "TimeZone": "Asia/Kolkata",
+    "DateStyle": "SQL, DMY",
+    "IntervalStyle": "sql_standard",
+    "bytea_output": "escape",
+    "extra_float_digits": "0",
+}
+
+
+def _compiled_locale(directory: Path, name: str) -> bool:
+    """Compile ``name`` (e.g. de_DE.UTF-8) into ``directory`` for LOCPATH; False if we cannot."""
+    language, _, charmap = name.partition(".")
+    try:
+        done = subprocess.run(
+            ["localedef", "-i", language, "-f", charmap, str(directory / name)],
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode in (0, 1) and (directory / name / "LC_MONETARY").exists()
+
+
+@pytest.fixture
+def hostile_server_dsn(
+    postgres_factory: Any, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A dedicated server whose database defaults are HOSTILE_DEFAULTS.
+
+    The machine may have no locale but C: then de_DE.UTF-8 is compiled with localedef into a
+    directory of our own that the server finds through LOCPATH (nothing is installed).
+    """
+    locale = HOSTILE_DEFAULTS["lc_monetary"]
+    installed = subprocess.run(["locale", "-a"], capture_output=True, text=True, check=False)
+    locale_dir: Path | None = None
+    if locale.lower().replace("-", "") not in installed.stdout.lower().replace("-", ""):
+        locale_dir = Path(tempfile.mkdtemp(prefix="shopstream-locale-"))
+        locale_dir.chmod(0o755)  # the server runs as another user
+        if not _compiled_locale(locale_dir, locale):
+            shutil.rmtree(locale_dir, ignore_errors=True)
+            pytest.skip(f"no {locale} locale here and localedef cannot compile one")
+        monkeypatch.setenv("LOCPATH", str(locale_dir))  # inherited by the server we start
+    try:
+        server = postgres_factory()
+        dsn = server.create_database("shop")
+        settings = ", ".join(f"{name} = '{value}'" for name, value in HOSTILE_DEFAULTS.items())
+        for name, value in HOSTILE_DEFAULTS.items():
+            _sql(dsn, f"ALTER DATABASE shop SET {name} = '{value}'")
+        conn = psycopg2.connect(dsn)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1234567.89::money, (-1.0)::money")
+                shown = cur.fetchone()
+        finally:
+            conn.close()
+        assert shown == ("1.234.567,89 €", "-1,00 €"), f"{settings} not in effect: {shown}"
+        yield dsn
+    finally:
+        if locale_dir is not None:
+            shutil.rmtree(locale_dir, ignore_errors=True)
+
+
+@pytest.fixture(params=["server-defaults", "hostile-server-defaults"])
+def shop_dsn(request: pytest.FixtureRequest) -> str:
+    if request.param == "server-defaults":
+        dsn: str = request.getfixturevalue("postgres").dsn
+        return dsn
+    hostile: str = request.getfixturevalue("hostile_server_dsn")
+    return hostile
+
+
+def _read_changes(reader: ReaderThread, op: str) -> dict[str, dict[str, tuple[Any, Any]]]:
+    """{raw table: {row id: (after, key)}} of every change with ``op``."""
+    out: dict[str, dict[str, tuple[Any, Any]]] = {}
+    for table in ROW_COUNTS:
+        for row in reader.query(f"SELECT key, after FROM raw.{table} WHERE op = '{op}'"):
+            after = orjson.loads(row["after"])
+            key = None if row["key"] is None else orjson.loads(row["key"])
+            row_id = str(after.get("id", after.get("code", after.get("note"))))
+            out.setdefault(table, {})[row_id] = (after, key)
+    return out
+
+
+def test_snapshot_rows_equal_streamed_rows(shop_dsn: str, tmp_path: Path) -> None:
+    """The same data read by the snapshot and received as changes gives the same after-image
+    and key, for every type above, under any server defaults."""
+    params = {"big": BIG_TEXT, "big_bytes": psycopg2.Binary(BIG_BYTES)}
+    _sql(shop_dsn, SCHEMA, KEYS_SCHEMA, *ROWS, params=params)
+    reader = ReaderThread(shop_dsn, tmp_path, snapshot_mode="initial").start()
+    try:
+        for table, n in ROW_COUNTS.items():
+            reader.wait_until(
+                lambda t=table, n=n: (
+                    reader.count(t, "op = 'r'") == n or reader.count("dead_letter") > 0
+                ),
+                table,
+            )
+        # The same rows once more, now as changes.
+        _sql(shop_dsn, "TRUNCATE " + ", ".join(t.removeprefix("cdc_") for t in ROW_COUNTS))
+        _sql(shop_dsn, *ROWS, params=params)
+        for table, n in ROW_COUNTS.items():
+            reader.wait_until(
+                lambda t=table, n=n: (
+                    reader.count(t, "op = 'c'") == n or reader.count("dead_letter") > 0
+                ),  # a row that failed: no use waiting
+                table,
+            )
+        snapshot, streamed = _read_changes(reader, "r"), _read_changes(reader, "c")
+        dead = reader.count("dead_letter")
+    finally:
+        reader.stop()
+
+    assert dead == 0, "a row could not be converted (see raw.dead_letter)"
+    for table in ROW_COUNTS:
+        for row_id, (after, key) in snapshot[table].items():
+            streamed_after, streamed_key = streamed[table][row_id]
+            differing = {
+                column: (value, streamed_after[column])
+                for column, value in after.items()
+                if value != streamed_after[column]
+            }
+            assert not differing, f"{table} row {row_id}: snapshot vs stream {differing}"
+            assert after == streamed_after
+            assert key == streamed_key, f"{table} row {row_id}"
+    # Equal, and right: the envelope's encodings, not two agreeing mistakes.
+    assert snapshot["cdc_everything"]["1"] == (EXPECTED_1, {"id": 1})
+    assert snapshot["cdc_by_index"]["A-1"][1] == {"code": "A-1"}
+    assert snapshot["cdc_keyless"]["y"][1] is None

@@ -70,7 +70,6 @@ def convert(type_oid: int, text: str, types: dict[int, UserType] | None = None) 
         (values.JSONB, '{"a": [1, 2], "b": 1}', '{"a": [1, 2], "b": 1}'),
         (values.BYTEA, "\\x", ""),
         (values.BYTEA, "\\x00ff10", base64.b64encode(b"\x00\xff\x10").decode()),
-        (values.MONEY, "$1,234.50", "$1,234.50"),
         (values.INET, "192.168.0.1/24", "192.168.0.1/24"),
         (99999, "anything (user type)", "anything (user type)"),
     ],
@@ -470,3 +469,82 @@ def test_row_decoders_read_key_columns_live() -> None:
     decoders = RowDecoders({}, keys)
     keys[("public", "orders")] = ["status"]  # learnt after the decoders were made
     assert decoders.get(ORDERS).key_columns == ("status",)
+
+
+# money -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("$0.00", "0.00"),
+        ("$5.00", "5.00"),
+        ("$1,234,567.89", "1234567.89"),
+        ("-$1,234,567.89", "-1234567.89"),
+        ("-$0.01", "-0.01"),
+        ("$92,233,720,368,547,758.07", "92233720368547758.07"),  # the largest money
+        ("-$92,233,720,368,547,758.08", "-92233720368547758.08"),  # exact: no float on the way
+    ],
+)
+def test_money_is_a_plain_decimal(text: str, expected: str) -> None:
+    # lc_monetary=C's output (the reader's session sets it), as copied from PostgreSQL 15.
+    assert convert(values.MONEY, text) == expected
+
+
+@pytest.mark.parametrize("text", ["1.234.567,89 €", "-1,00 €", "€1,00", "$1,23,4.00", "12.5", ""])
+def test_money_in_another_locale_is_refused_not_guessed(text: str) -> None:
+    with pytest.raises(ValueError, match="lc_monetary=C"):
+        convert(values.MONEY, text)
+
+
+def test_money_array_and_a_bad_money_names_its_column() -> None:
+    assert convert(791, '{"$1,234.50","-$2.00",NULL}') == ["1234.50", "-2.00", None]
+    relation = Relation(None, 1, "public", "ledger", "d", (Column(0, "amount", values.MONEY, -1),))
+    with pytest.raises(
+        ValueConversionError, match=r"public\.ledger\.amount .*'1,00 €' \(money .*lc_monetary=C"
+    ):
+        RowDecoder(relation).row(["1,00 €"])
+
+
+# Types the catalogue resolves --------------------------------------------------------------------
+
+
+def test_base_types_from_the_catalogue_win_over_type_names() -> None:
+    # pgoutput names an array of a domain "_posint" in "public": nothing says its elements are
+    # int4; the catalogue does (catalog.base_types: posint[] -> int4[]).
+    types = {16700: UserType(None, 16700, "public", "_posint")}
+    assert convert(16700, "{7,8}", types) == ["7", "8"]
+    base_types = {16700: 1007, 16701: values.TIMESTAMPTZ, 16702: values.MONEY}
+    conv = converter_for(16700, types, base_types)
+    assert conv is not None
+    assert conv("{7,NULL}") == [7, None]
+    assert converter_for(16701, {}, base_types)("2024-06-01 12:00:00+02") == (  # type: ignore[misc]
+        "2024-06-01T10:00:00Z"
+    )
+    assert converter_for(16702, {}, base_types)("-$1.50") == "-1.50"  # type: ignore[misc]
+    # Not resolved (an enum): the Type message's name still decides.
+    assert (
+        converter_for(16703, {16703: UserType(None, 16703, "public", "mood")}, base_types) is None
+    )
+
+
+def test_row_decoders_ask_the_catalogue_at_each_compile() -> None:
+    asked: list[set[int]] = []
+
+    def resolve(oids: Any) -> dict[int, int]:
+        asked.append(set(oids))
+        return {16800: values.INT4}
+
+    relation = Relation(
+        None, 5, "public", "t", "d", (Column(1, "id", values.INT8, -1), Column(0, "p", 16800, -1))
+    )
+    decoders = RowDecoders({}, None, resolve)
+    assert decoders.get(relation).row(["1", "7"]) == {"id": 1, "p": 7}
+    assert decoders.get(relation).row(["2", "8"]) == {"id": 2, "p": 8}
+    assert asked == [{16800}]  # once per Relation, only for types that are not built in
+    replaced = Relation(None, 5, "public", "t", "d", relation.columns)  # a new Relation message
+    decoders.get(replaced)
+    assert asked == [{16800}, {16800}]
+    builtin_only = Relation(None, 6, "public", "u", "d", (Column(1, "id", values.INT8, -1),))
+    decoders.get(builtin_only)
+    assert len(asked) == 2

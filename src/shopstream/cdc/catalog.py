@@ -6,7 +6,9 @@ driver serves the whole CDC path).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,17 +17,19 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from shopstream.cdc.pgoutput import Column, Relation, UserType
+from shopstream.cdc.values import FIRST_NON_BUILTIN_OID, RowValues
 
 log = logging.getLogger(__name__)
 
 #: Session settings that make PostgreSQL's text output match what the value converters
-#: expect, on the replication connection and the snapshot connection alike.
+#: expect, on the replication connection and the snapshot connection alike: every setting
+#: an output function reads. The walsender prints pgoutput's values with its own session's
+#: settings, so the replication connection must be opened with these too. lc_monetary=C
+#: prints money as "-$1,234.56" whatever the server's locale (values.money_value reads that).
 SESSION_OPTIONS = (
     "-c TimeZone=UTC -c DateStyle=ISO -c IntervalStyle=postgres "
-    "-c bytea_output=hex -c extra_float_digits=1"
+    "-c bytea_output=hex -c extra_float_digits=1 -c lc_monetary=C"
 )
-
-_FIRST_USER_OID = 16384
 
 
 @dataclass(frozen=True)
@@ -75,18 +79,35 @@ class CdcSetupError(RuntimeError):
     """The database is not ready for CDC; the message says what to do."""
 
 
+def qualified_tables(schema: str, tables: list[str]) -> list[tuple[str, str]]:
+    """``cdc.tables`` entries as (schema, table): ``"orders"`` is in ``schema``,
+    ``"sales.orders"`` names its own schema (split at the first dot, so a table whose name
+    holds a dot is written qualified: ``"public.my.table"``)."""
+    pairs = []
+    for entry in tables:
+        table_schema, dot, table = entry.partition(".")
+        pairs.append((table_schema, table) if dot else (schema, entry))
+    if any(not part for pair in pairs for part in pair):
+        raise CdcSetupError(f"cdc.tables has an empty schema or table name: {tables!r}")
+    return pairs
+
+
 def ensure_publication(
     conn: psycopg2.extensions.connection, name: str, schema: str, tables: list[str]
 ) -> None:
     """Create the publication (idempotent); keep its table list as configured.
 
     With no table list: every table of ``schema``, including ones created later (``FOR
-    TABLES IN SCHEMA``, PostgreSQL 15+; older servers get today's tables).
+    TABLES IN SCHEMA``, PostgreSQL 15+; older servers get today's tables). A table list may
+    span schemas (``"sales.orders"``, see :func:`qualified_tables`). A publication that
+    exists and no table list is configured is used as it is (e.g. one made by the DBA for
+    several schemas, or ``FOR ALL TABLES``).
     """
+    wanted = qualified_tables(schema, tables)
     with conn.cursor() as cur:
         cur.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (name,))
         exists = cur.fetchone() is not None
-        targets = [sql.Identifier(schema, t) for t in tables]
+        targets = [sql.Identifier(s, t) for s, t in wanted]
         if not exists:
             if tables:
                 cur.execute(
@@ -113,14 +134,17 @@ def ensure_publication(
             log.info("created publication %s", name)
         elif tables:
             current = set(publication_tables(conn, name))
-            wanted = {(schema, t) for t in tables}
-            if current != wanted:
+            if current != set(wanted):
                 cur.execute(
                     sql.SQL("ALTER PUBLICATION {} SET TABLE {}").format(
                         sql.Identifier(name), sql.SQL(", ").join(targets)
                     )
                 )
-                log.info("publication %s now covers %s", name, ", ".join(sorted(tables)))
+                log.info(
+                    "publication %s now covers %s",
+                    name,
+                    ", ".join(f"{s}.{t}" for s, t in sorted(wanted)),
+                )
     conn.commit()
 
 
@@ -216,18 +240,24 @@ def primary_keys(
 def table_relation(
     conn: psycopg2.extensions.connection, schema: str, table: str
 ) -> tuple[Relation, dict[int, UserType]]:
-    """The shape pgoutput would announce for a table, read from the catalogue (for snapshots)."""
+    """The Relation and Type messages pgoutput would send for a table, read from the catalogue
+    (for snapshots), so that a snapshot row is decoded exactly as a streamed one.
+
+    As pgoutput: the key flags mark the replica identity (the primary key, the index of
+    REPLICA IDENTITY USING INDEX, every column for FULL, none for NOTHING); generated columns
+    are left out; a column type that is not built in is announced under its base type's
+    namespace ("" for pg_catalog) and name, so a domain over int4 reads as int4.
+    """
     with conn.cursor() as cur:
         cur.execute(
             """
             SELECT c.oid, c.relreplident, a.attname, a.atttypid, a.atttypmod,
-                   COALESCE(a.attnum = ANY(pk.indkey::int2[]), false),
-                   t.typnamespace::regnamespace::text, t.typname
+                   c.relreplident = 'f' OR COALESCE(a.attnum = ANY(ri.indkey::int2[]), false)
             FROM pg_class c
             JOIN pg_namespace n ON n.oid = c.relnamespace
             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-            JOIN pg_type t ON t.oid = a.atttypid
-            LEFT JOIN pg_index pk ON pk.indrelid = c.oid AND pk.indisprimary
+            LEFT JOIN pg_index ri ON ri.indrelid = c.oid AND CASE c.relreplident
+                WHEN 'd' THEN ri.indisprimary WHEN 'i' THEN ri.indisreplident ELSE false END
             WHERE n.nspname = %s AND c.relname = %s AND a.attgenerated = ''
             ORDER BY a.attnum
             """,
@@ -239,12 +269,128 @@ def table_relation(
         raise CdcSetupError(f"table {schema}.{table} not found")
     columns = tuple(
         Column(1 if is_key else 0, name, type_oid, typmod)
-        for _, _, name, type_oid, typmod, is_key, _, _ in rows
+        for _, _, name, type_oid, typmod, is_key in rows
     )
-    types = {
-        type_oid: UserType(None, type_oid, namespace, type_name)
-        for _, _, _, type_oid, _, _, namespace, type_name in rows
-        if type_oid >= _FIRST_USER_OID
-    }
+    own = {type_oid for _, _, _, type_oid, _, _ in rows if type_oid >= FIRST_NON_BUILTIN_OID}
+    found = _pg_types(conn, own)
+    types = {}
+    for type_oid in own:
+        base = found.get(_base_type(found, type_oid))
+        if base is not None:
+            namespace = "" if base.namespace == "pg_catalog" else base.namespace
+            types[type_oid] = UserType(None, type_oid, namespace, base.name)
     relation = Relation(None, int(rows[0][0]), schema, table, rows[0][1], columns)
     return relation, types
+
+
+@dataclass(frozen=True)
+class _PgType:
+    namespace: str
+    name: str
+    kind: str  # pg_type.typtype: "d" for a domain
+    base: int  # a domain's typbasetype
+    element: int  # an array type's element type, else 0
+    array: int  # the type's array type, else 0
+
+
+def _pg_types(conn: psycopg2.extensions.connection, oids: Collection[int]) -> dict[int, _PgType]:
+    """pg_type rows of ``oids`` and of every type their domains and arrays lead to."""
+    found: dict[int, _PgType] = {}
+    pending = set(oids)
+    with conn.cursor() as cur:
+        while pending:
+            cur.execute(
+                """
+                SELECT t.oid, n.nspname, t.typname, t.typtype, t.typbasetype,
+                       CASE WHEN t.typcategory = 'A' THEN t.typelem ELSE 0 END, t.typarray
+                FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+                WHERE t.oid = ANY(%s::oid[])
+                """,
+                (sorted(pending),),
+            )
+            rows = cur.fetchall()
+            for oid, namespace, name, kind, base, element, array in rows:
+                found[int(oid)] = _PgType(
+                    namespace, name, kind, int(base), int(element), int(array)
+                )
+            # Domain chains and arrays are a few steps deep; a type gone meanwhile ends one.
+            pending = {
+                ref
+                for oid, *_ in rows
+                for ref in (found[int(oid)].base, found[int(oid)].element)
+                if ref and ref not in found
+            }
+    conn.commit()
+    return found
+
+
+def _base_type(found: dict[int, _PgType], oid: int) -> int:
+    """Through every domain to the type under it (PostgreSQL's getBaseType)."""
+    for _ in range(len(found) + 1):  # a cycle cannot exist; this only bounds the loop
+        info = found.get(oid)
+        if info is None or info.kind != "d":
+            return oid
+        oid = info.base
+    return oid
+
+
+def base_types(conn: psycopg2.extensions.connection, oids: Collection[int]) -> dict[int, int]:
+    """The built-in type each of ``oids`` converts as: a domain (over a domain, ...) as its
+    base type, an array of a domain (or a domain over one) as the array of the element's base
+    type (``posint[]`` → ``int4[]``). Types with no built-in base (enums, citext, arrays of
+    those) are left out: they keep the decoder's rules for pgoutput's Type messages.
+
+    pgoutput names a domain's base type but says nothing of an array's elements, so both the
+    stream and the snapshot ask the catalogue (values.RowDecoders ``resolve``).
+    """
+    own = {oid for oid in oids if oid >= FIRST_NON_BUILTIN_OID}
+    if not own:
+        return {}
+    found = _pg_types(conn, own)
+    resolved: dict[int, int] = {}
+    for oid in own:
+        base = _base_type(found, oid)
+        if base < FIRST_NON_BUILTIN_OID:
+            resolved[oid] = base
+            continue
+        info = found.get(base)
+        if info is None or not info.element:
+            continue
+        element_oid = _base_type(found, info.element)
+        element = found.get(element_oid)
+        if element is not None and element_oid < FIRST_NON_BUILTIN_OID and element.array:
+            resolved[oid] = element.array
+    return resolved
+
+
+def _as_sent(value: str | None, _cursor: Any) -> str | None:
+    return value
+
+
+@contextlib.contextmanager
+def snapshot_rows(
+    conn: psycopg2.extensions.connection, relation: Relation, chunk_rows: int
+) -> Iterator[Iterator[RowValues]]:
+    """The rows of ``relation``'s table in the connection's transaction, fetched
+    ``chunk_rows`` at a time: each value exactly the text its type's output function prints
+    (what pgoutput sends), or None.
+
+    No cast: ``::text`` is not the output function for every type (it strips a char(n)'s
+    padding and prints a bool as "true"). Values come in text form, as the server sends them,
+    through a typecaster that keeps the text for every column type of the result (the server
+    reports a domain column under its base type, so the types are read from a probe).
+    """
+    columns = sql.SQL(", ").join(sql.Identifier(c.name) for c in relation.columns)
+    query = sql.SQL("SELECT {} FROM {}").format(
+        columns, sql.Identifier(relation.namespace, relation.name)
+    )
+    with conn.cursor() as probe:
+        probe.execute(query + sql.SQL(" LIMIT 0"))
+        oids = tuple(sorted({int(d.type_code) for d in probe.description or ()}))
+    with conn.cursor(name=f"snapshot_{relation.id}") as cur:
+        if oids:
+            as_sent = psycopg2.extensions.new_type(oids, "SHOPSTREAM_AS_SENT", _as_sent)
+            psycopg2.extensions.register_type(as_sent, cur)
+        cur.itersize = chunk_rows
+        cur.execute(query)
+        yield iter(cur)

@@ -113,7 +113,7 @@ class ChangeColumns:
     def table_for(self, relation: Relation) -> str:
         name = self._names.get(relation.id)
         if name is None:
-            name = self._names[relation.id] = cdc_table_name(relation.name)
+            name = self._names[relation.id] = cdc_table_name(relation.name, relation.namespace)
         return name
 
     def forget(self, relation: Relation) -> None:

@@ -14,6 +14,7 @@ Commit). Streaming (v2) would make us hold or spill in-progress transactions our
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -195,7 +196,10 @@ class ChangeReader:
             self._columns = ChangeColumns(self._db)
             self._batch = _Batch(self._columns)
             self._decoder = Decoder()
-            self._row_decoders = RowDecoders(self._decoder.types, self._keys)
+            # The catalogue resolves domains and arrays of them, for the stream and snapshot.
+            self._row_decoders = RowDecoders(
+                self._decoder.types, self._keys, functools.partial(catalog.base_types, admin)
+            )
             self._refresh_keys(admin)
             replication = psycopg2.connect(
                 self.dsn,
@@ -296,14 +300,9 @@ class ChangeReader:
                 relation, types = catalog.table_relation(admin, schema, table)
                 self._decoder.types.update(types)
                 decoder = self._row_decoders.get(relation)
-                columns = ", ".join(
-                    f'"{c.name.replace(chr(34), chr(34) * 2)}"::text' for c in relation.columns
-                )
-                with reader.cursor(name=f"snapshot_{relation.id}") as cur:
-                    cur.itersize = self.settings.snapshot_chunk_rows
-                    cur.execute(
-                        f'SELECT {columns} FROM "{schema}"."{table}"'  # names from catalogue
-                    )
+                # Each value as its type's output function prints it, as pgoutput sends it.
+                chunk_rows = self.settings.snapshot_chunk_rows
+                with catalog.snapshot_rows(reader, relation, chunk_rows) as cur:
                     for values in cur:
                         try:
                             after = decoder.row(values)

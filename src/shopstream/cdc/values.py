@@ -20,6 +20,9 @@ Encodings by type:
 =========================================  ===============================================
 int2, int4, int8, oid                      int
 numeric                                    the exact decimal string as sent ("NaN" too)
+money                                      a plain decimal string, "-1234.50" (as Debezium's
+                                           string mode), read from lc_monetary=C's
+                                           "-$1,234.50" (catalog.SESSION_OPTIONS sets it)
 float4, float8                             float; "NaN", "Infinity", "-Infinity" as strings
 bool                                       true / false
 text, varchar, bpchar, name, citext,       str as sent
@@ -36,18 +39,22 @@ interval                                   ISO-8601 duration exactly as PostgreS
                                            "P1Y2M-3DT4H5M6.5S" (Debezium's string mode)
 arrays of the above                        JSON lists (nested for several dimensions; the
                                            lower bounds of ``[0:2]={…}`` are dropped)
+domains, arrays of domains                 as their base type, arrays of it
 unchanged TOASTed value                    :data:`shopstream.events.change.UNAVAILABLE`
 =========================================  ===============================================
 
 Converters are chosen by type OID alone: no encoding depends on the type modifier (a numeric's
-scale, a char(n)'s padding and a time's precision are all in the text already).
+scale, a char(n)'s padding and a time's precision are all in the text already). A type that is
+not built in converts as the built-in type the catalogue resolves it to (``base_types``, see
+:func:`shopstream.cdc.catalog.base_types`), else by the name pgoutput's Type message gives it.
 
 Fractional seconds keep PostgreSQL's digits (it drops trailing zeros). Years outside 1 to 9999 use
 ISO-8601 expanded years ("+10000-01-01", 44 BC → "-0043-03-15"); ``infinity`` and
 ``-infinity`` stay strings.
 
 The replication connection must use PostgreSQL's default output styles: ``DateStyle = ISO``,
-``bytea_output`` hex or escape and ``extra_float_digits`` ≥ 1 (the default) so floats round-trip.
+``bytea_output`` hex or escape and ``extra_float_digits`` ≥ 1 (the default) so floats round-trip,
+and ``lc_monetary = C``.
 ``IntervalStyle`` may be ``postgres`` (the default) or ``iso_8601``; a value in another style,
 or any date/time text that does not parse, is passed on as sent rather than guessed at.
 Values must be in text form (pgoutput's ``binary`` option off).
@@ -57,10 +64,10 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Final, TypeAlias
 
-from shopstream.cdc.pgoutput import UNCHANGED_TOAST, Relation, TupleValues, UserType
+from shopstream.cdc.pgoutput import UNCHANGED_TOAST, Relation, UnchangedToast, UserType
 from shopstream.events.change import UNAVAILABLE
 
 __all__ = [
@@ -74,6 +81,8 @@ __all__ = [
 ]
 
 Converter: TypeAlias = Callable[[str], Any]
+#: One tuple's values: pgoutput's TupleValues (a list), or a snapshot row (a tuple).
+RowValues: TypeAlias = Sequence[str | bytes | UnchangedToast | None]
 
 
 class ValueConversionError(ValueError):
@@ -108,6 +117,9 @@ ARRAY_ELEMENTS: Final[Mapping[int, int]] = {
     651: CIDR, 1040: MACADDR,
 }  # fmt: skip
 
+#: Types below this OID are PostgreSQL's own (FirstGenbkiObjectId); others may be domains.
+FIRST_NON_BUILTIN_OID: Final = 10000
+
 #: Fixed-length types: never TOASTed, so their columns skip the unchanged-TOAST test.
 FIXED_LENGTH_TYPES: Final = frozenset(
     {BOOL, CHAR, NAME, INT8, INT2, INT4, OID, FLOAT4, FLOAT8, MONEY, DATE, TIME, TIMESTAMP}
@@ -126,6 +138,24 @@ def float_value(text: str) -> float | str:
 
 def bool_value(text: str) -> bool:
     return text == "t"
+
+
+# money as lc_monetary=C prints it: "$1,234.56", "-$1,234.56" (two decimals, always).
+_MONEY_RE: Final = re.compile(r"(-?)\$(\d{1,3}(?:,\d{3})*)(\.\d+)?")
+
+
+def money_value(text: str) -> str:
+    """money → a plain decimal string, "-1234.56": the locale's symbols and grouping dropped.
+
+    Only the C locale's format is read: another lc_monetary's text (e.g. "1.234,56 €") is
+    ambiguous, and raises rather than being guessed at.
+    """
+    m = _MONEY_RE.fullmatch(text)
+    if m is None:
+        raise ValueError(
+            f"money {text!r} is not in lc_monetary=C's format (the session must set it)"
+        )
+    return f"{m[1]}{m[2].replace(',', '')}{m[3] or ''}"
 
 
 def bytea_value(text: str) -> str:
@@ -367,6 +397,7 @@ def _array_of(element: Converter | None) -> Converter:
 _SCALARS: Final[Mapping[int, Converter]] = {
     INT2: int, INT4: int, INT8: int, OID: int,
     FLOAT4: float_value, FLOAT8: float_value, BOOL: bool_value, BYTEA: bytea_value,
+    MONEY: money_value,
     DATE: date_value, TIMETZ: timetz_value, TIMESTAMP: timestamp_value,
     TIMESTAMPTZ: timestamptz_value, INTERVAL: interval_value,
 }  # fmt: skip
@@ -396,9 +427,21 @@ def _resolve(type_oid: int, types: Mapping[int, UserType]) -> tuple[int, bool]:
     return type_oid, name.startswith("_")
 
 
-def converter_for(type_oid: int, types: Mapping[int, UserType] | None = None) -> Converter | None:
-    """The converter for a column type, or None where the text is already the value."""
-    oid, user_array = _resolve(type_oid, types or {})
+def converter_for(
+    type_oid: int,
+    types: Mapping[int, UserType] | None = None,
+    base_types: Mapping[int, int] | None = None,
+) -> Converter | None:
+    """The converter for a column type, or None where the text is already the value.
+
+    ``base_types``: the built-in type a type that is not built in converts as (a domain as
+    its base type, an array of domains as the array of the base type), from the catalogue.
+    """
+    resolved = base_types.get(type_oid) if base_types else None
+    if resolved is not None:
+        oid, user_array = resolved, False
+    else:
+        oid, user_array = _resolve(type_oid, types or {})
     if user_array:
         return _array_of(None)
     element = ARRAY_ELEMENTS.get(oid)
@@ -431,13 +474,15 @@ class RowDecoder:
         relation: Relation,
         types: Mapping[int, UserType] | None = None,
         key_columns: Sequence[str] | None = None,
+        base_types: Mapping[int, int] | None = None,
     ) -> None:
         """``key_columns`` overrides the key flags (e.g. with the primary key of a table whose
-        REPLICA IDENTITY is FULL, where every column is flagged)."""
+        REPLICA IDENTITY is FULL, where every column is flagged); ``base_types`` as in
+        :func:`converter_for`."""
         self.relation = relation
         self.names: tuple[str, ...] = tuple(c.name for c in relation.columns)
         self.converters: tuple[Converter | None, ...] = tuple(
-            converter_for(c.type_oid, types) for c in relation.columns
+            converter_for(c.type_oid, types, base_types) for c in relation.columns
         )
         if key_columns is None:
             key_columns = [c.name for c in relation.columns if c.is_key]
@@ -446,14 +491,14 @@ class RowDecoder:
             raise ValueError(f"key columns {sorted(unknown)} not in {relation.name}")
         self.key_columns: tuple[str, ...] = tuple(key_columns)
         fixed = [c.type_oid in FIXED_LENGTH_TYPES for c in relation.columns]
-        self.row: Callable[[TupleValues], dict[str, Any]] = _compile_row(
+        self.row: Callable[[RowValues], dict[str, Any]] = _compile_row(
             self.names, self.converters, fixed, self._explain
         )
         self.key: Callable[[Mapping[str, Any]], dict[str, Any] | None] = _compile_key(
             self.key_columns
         )
 
-    def _explain(self, values: TupleValues) -> ValueConversionError:
+    def _explain(self, values: RowValues) -> ValueConversionError:
         relation = f"{self.relation.namespace}.{self.relation.name}"
         if len(values) != len(self.names):
             return ValueConversionError(
@@ -466,10 +511,10 @@ class RowDecoder:
                 continue
             try:
                 convert(value)  # type: ignore[arg-type]
-            except Exception:
+            except Exception as exc:
                 return ValueConversionError(
                     f"{relation}.{column.name} (type oid {column.type_oid}):"
-                    f" cannot convert {value!r}"
+                    f" cannot convert {value!r} ({exc})"
                 )
         return ValueConversionError(f"{relation}: cannot convert {values!r}")
 
@@ -478,8 +523,8 @@ def _compile_row(
     names: Sequence[str],
     converters: Sequence[Converter | None],
     fixed: Sequence[bool],
-    explain: Callable[[TupleValues], Exception],
-) -> Callable[[TupleValues], dict[str, Any]]:
+    explain: Callable[[RowValues], Exception],
+) -> Callable[[RowValues], dict[str, Any]]:
     scope: dict[str, Any] = {"U": UNCHANGED_TOAST, "UNAV": UNAVAILABLE, "EXPLAIN": explain}
     items = []
     for i, (convert, is_fixed) in enumerate(zip(converters, fixed, strict=True)):
@@ -504,7 +549,7 @@ def _compile_row(
         "        raise EXPLAIN(values) from exc\n"
     )
     exec(source, scope)  # noqa: S102 - source built only from indexes, see RowDecoder
-    row: Callable[[TupleValues], dict[str, Any]] = scope["row"]
+    row: Callable[[RowValues], dict[str, Any]] = scope["row"]
     return row
 
 
@@ -537,25 +582,36 @@ class RowDecoders:
     decoder's own ``types`` dict (pgoutput sends Type before Relation), and a ``key_columns``
     mapping of (schema, table) to the key to use instead of the key flags, which the caller
     may keep filling (e.g. with primary keys read from the catalogue).
+
+    ``resolve`` (e.g. :func:`shopstream.cdc.catalog.base_types` on a connection) is asked, at
+    each compile, for the built-in types the relation's other column types convert as: the
+    only way to know an array of domains' elements, which pgoutput does not describe. It is
+    asked again for each new Relation message, so a type re-created after DDL is seen anew.
     """
 
-    __slots__ = ("_by_id", "key_columns", "types")
+    __slots__ = ("_by_id", "key_columns", "resolve", "types")
 
     def __init__(
         self,
         types: Mapping[int, UserType] | None = None,
         key_columns: Mapping[tuple[str, str], Sequence[str]] | None = None,
+        resolve: Callable[[Collection[int]], Mapping[int, int]] | None = None,
     ) -> None:
         self.types: Mapping[int, UserType] = types if types is not None else {}
         self.key_columns: Mapping[tuple[str, str], Sequence[str]] = (
             key_columns if key_columns is not None else {}
         )
+        self.resolve = resolve
         self._by_id: dict[int, RowDecoder] = {}
 
     def get(self, relation: Relation) -> RowDecoder:
         decoder = self._by_id.get(relation.id)
         if decoder is None or decoder.relation is not relation:
             key = self.key_columns.get((relation.namespace, relation.name))
-            decoder = RowDecoder(relation, self.types, key)
+            base_types: Mapping[int, int] | None = None
+            if self.resolve is not None:
+                own = {c.type_oid for c in relation.columns if c.type_oid >= FIRST_NON_BUILTIN_OID}
+                base_types = self.resolve(own) if own else None
+            decoder = RowDecoder(relation, self.types, key, base_types)
             self._by_id[relation.id] = decoder
         return decoder

@@ -6,6 +6,7 @@ it, so a column added here appears everywhere.
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 import pyarrow as pa
@@ -71,17 +72,40 @@ RAW_CDC = pa.schema(
 CDC_JSON_COLUMNS = frozenset({"key", "before", "after", "source"})
 
 _TABLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+#: Lower-case words joined by single underscores: kept as they are in a raw table's name.
+_PLAIN = re.compile(r"[a-z0-9]+(?:_[a-z0-9]+)*")
+_NOT_PLAIN = re.compile(r"[^a-z0-9]+")
+#: The schema whose tables keep the short ``cdc_<table>`` names.
+DEFAULT_CDC_SCHEMA = "public"
+_DIGEST_CHARS = 10  # 40 bits of SHA-256
 
 
-def cdc_table_name(source_table: str) -> str:
-    """The raw table for a captured source table: ``orders`` → ``cdc_orders``.
+def cdc_table_name(table: str, schema: str = DEFAULT_CDC_SCHEMA) -> str:
+    """The raw table for a captured source table, one per source table, whatever its schema:
 
-    Source names are lower-cased and anything outside [a-z0-9_] becomes ``_`` so that the
-    name is a plain identifier in every warehouse.
+    - ``public.orders`` → ``cdc_orders`` (the default schema keeps short names);
+    - ``sales.orders`` → ``cdc_sales__orders`` (schema and table joined by ``__``);
+    - anything else gets a readable part and a hash of the exact names after ``___``:
+      ``public."Orders"`` → ``cdc_orders___<10 hex>``, ``public.sales__orders`` →
+      ``cdc_sales_orders___<10 hex>``. That is: a name with upper case, characters outside
+      [a-z0-9_], a leading, trailing or double underscore, or one that would pass 63 characters.
+
+    Why this is one-to-one: a plain public name has no ``__`` after ``cdc_``, a plain other
+    schema's name exactly one ``__`` (where it splits back into schema and table), neither
+    has ``___``, and every hashed name has it. Two hashed names are equal only if the SHA-256
+    of their exact (schema, table) agree in 40 bits. Every name is a plain identifier of at
+    most 63 characters, valid in every warehouse.
     """
-    name = "cdc_" + re.sub(r"[^a-z0-9_]", "_", source_table.lower())
-    if not _TABLE_NAME.match(name):
-        raise ValueError(f"cannot derive a raw table name from source table {source_table!r}")
+    if _PLAIN.fullmatch(table) and (schema == DEFAULT_CDC_SCHEMA or _PLAIN.fullmatch(schema)):
+        name = f"cdc_{table}" if schema == DEFAULT_CDC_SCHEMA else f"cdc_{schema}__{table}"
+        if len(name) <= 63:
+            return name
+    digest = hashlib.sha256(f"{schema}\0{table}".encode()).hexdigest()[:_DIGEST_CHARS]
+    parts = [table] if schema == DEFAULT_CDC_SCHEMA else [schema, table]
+    readable = "__".join(_NOT_PLAIN.sub("_", part.lower()).strip("_") for part in parts)
+    name = f"cdc_{readable[: 63 - len('cdc____') - _DIGEST_CHARS]}___{digest}"
+    if not _TABLE_NAME.match(name):  # cannot happen; a guard for the warehouses' sake
+        raise ValueError(f"cannot derive a raw table name from {schema}.{table}")
     return name
 
 

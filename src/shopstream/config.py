@@ -66,7 +66,11 @@ class SinkSettings(BaseModel):
 
 class CdcSettings(BaseModel):
     schema_name: str = Field(default="public", description="Schema whose tables are captured.")
-    tables: list[str] = Field(default_factory=list, description="Empty: every table of schema.")
+    tables: list[str] = Field(
+        default_factory=list,
+        description="Tables to capture: 'table' (in schema_name) or 'schema.table'. "
+        "Empty: every table of schema_name.",
+    )
     slot_name: str = "shopstream"
     publication_name: str = "shopstream"
     snapshot_mode: Literal["initial", "never", "when_needed"] = "initial"

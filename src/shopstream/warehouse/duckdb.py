@@ -31,6 +31,11 @@ _SQL_TYPES = {
 #: FROM-first, VALUES, TABLE, DESCRIBE, SHOW and SUMMARIZE) or an EXPLAIN of one.
 _READ_ONLY = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 
+#: Types a query answers as DuckDB's text for them: Arrow cannot carry UHUGEINT (its maximum
+#: came out as -1), and BIT, BIGNUM, INTERVAL and BLOB arrive as bytes or objects JSON has
+#: no word for.
+_AS_TEXT = {"UHUGEINT", "BIT", "BIGNUM", "VARINT", "INTERVAL", "BLOB"}
+
 #: Rows DuckDB hands over at a time while a capped result is read.
 _FETCH_BATCH_ROWS = 2048
 
@@ -105,6 +110,18 @@ def _explained(sql: str) -> str:
             if depth <= 0:
                 break
     return sql[tokens[index][0] :] if index < len(tokens) else ""
+
+
+def _as_text_where_lossy(relation: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
+    lossy = [str(kind) in _AS_TEXT for kind in relation.types]
+    if not any(lossy):
+        return relation
+    # Columns by position (#n): a result may have two columns of the same name.
+    columns = []
+    for position, (name, text) in enumerate(zip(relation.columns, lossy, strict=True), 1):
+        alias = '"' + name.replace('"', '""') + '"'
+        columns.append(f"#{position}::VARCHAR AS {alias}" if text else f"#{position} AS {alias}")
+    return relation.project(", ".join(columns))
 
 
 class DuckDBWarehouse:
@@ -213,7 +230,7 @@ class DuckDBWarehouse:
             relation = cursor.sql(sql, params=parameters or None)
             if relation is None:
                 return pa.table({})
-            reader = relation.to_arrow_reader(_FETCH_BATCH_ROWS)
+            reader = _as_text_where_lossy(relation).to_arrow_reader(_FETCH_BATCH_ROWS)
             try:
                 schema = reader.schema
                 batches = []

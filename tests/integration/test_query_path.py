@@ -393,3 +393,22 @@ def test_an_ipv6_collector_writes_a_usable_url_and_answers_sql(tmp_path: Path) -
     assert collector.returncode == 0, output
     assert f"http://[::1]:{port}" in output  # the status line too
     assert "Traceback" not in output
+
+
+def test_a_data_dir_too_long_for_a_socket_address_still_gets_a_private_socket(
+    tmp_path: Path,
+) -> None:
+    from shopstream.warehouse.query_endpoint import bind_socket, remove_socket
+
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    sock, path = bind_socket(deep)
+    try:
+        assert path.parent != deep.resolve()
+        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.connect(str(path))  # it listens
+    finally:
+        sock.close()
+        remove_socket(path, deep)
+    assert not path.parent.exists()

@@ -16,10 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 import pytest
 
+from shopstream.sinks.warehouse import dead_letter_row
 from shopstream.warehouse.base import QueryError, Warehouse
 from shopstream.warehouse.duckdb import DuckDBWarehouse
+from shopstream.warehouse.raw import RAW_DEAD_LETTER
 from shopstream.warehouse.writer import WarehouseProcess
 from tests.support.rows import events_table
 
@@ -231,19 +234,35 @@ def test_parameters_are_bound_not_spliced(opened: Opened) -> None:
 
 
 def test_appends_work_with_the_file_system_closed(tmp_path: Path) -> None:
-    """The writer needs no file access beyond its own file: appends of many tables in one
-    commit, checkpoints and new raw tables still work with external access disabled."""
+    """The writer needs no file access beyond its own file: appends of one and of several
+    tables in one commit (Arrow batches are registered: replacement scans count as external
+    access), new raw tables and checkpoints all work with external access disabled."""
     warehouse = WarehouseProcess(tmp_path / "w.duckdb")
     try:
         warehouse.ensure_layers()
-        many = {f"cdc_t{i}": None for i in range(10)}
-        for table in many:
-            warehouse.ensure_raw_table(table)
+        warehouse.ensure_raw_table("cdc_orders")
         warehouse.append({"events": events_table("x", "y")})
+        letters = pa.Table.from_pylist(
+            [dead_letter_row("collector", "test", "{broken")], schema=RAW_DEAD_LETTER
+        )
+        warehouse.append({"events": events_table("z"), "dead_letter": letters})
         warehouse.checkpoint()
-        assert warehouse.table_counts()["raw.events"] == 2
+        counts = warehouse.table_counts()
+        assert (counts["raw.events"], counts["raw.dead_letter"], counts["raw.cdc_orders"]) == (
+            3,
+            1,
+            0,
+        )
         with pytest.raises(QueryError):
             warehouse.query(f"COPY raw.events TO '{tmp_path}/out.csv'")
         assert not (tmp_path / "out.csv").exists()
+        settings = warehouse.query(
+            "SELECT name, value FROM duckdb_settings() "
+            "WHERE name IN ('enable_external_access', 'lock_configuration') ORDER BY 1"
+        ).to_pylist()
+        assert settings == [
+            {"name": "enable_external_access", "value": "false"},
+            {"name": "lock_configuration", "value": "true"},
+        ]
     finally:
         warehouse.close()

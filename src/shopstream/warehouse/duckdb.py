@@ -72,9 +72,9 @@ def check_read_only(sql: str) -> None:
     statement = statements[0]
     if statement.type not in _READ_ONLY:
         raise QueryError(
-            f"only read queries are allowed here (SELECT, WITH, EXPLAIN, DESCRIBE, SHOW, "
-            f"SUMMARIZE), "
-            f"not {statement.type.name}: the warehouse is written by the pipeline alone"
+            "only read queries are allowed here (SELECT, WITH, EXPLAIN, DESCRIBE, SHOW, "
+            f"SUMMARIZE), not {statement.type.name}: the warehouse is written by the pipeline "
+            "alone"
         )
     if statement.type == duckdb.StatementType.EXPLAIN:
         # EXPLAIN ANALYZE runs what it explains: only a read may be explained.

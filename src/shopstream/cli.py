@@ -522,8 +522,10 @@ def cdc(
         start_http_server(
             settings.cdc.metrics_port, addr=settings.collector.host, registry=REGISTRY
         )
+        from shopstream.runtime import http_url
+
         console.print(
-            f"metrics on http://{settings.collector.host}:{settings.cdc.metrics_port}/metrics"
+            f"metrics on {http_url(settings.collector.host, settings.cdc.metrics_port)}/metrics"
         )
     stop = threading.Event()
     reader = ChangeReader(
@@ -579,11 +581,11 @@ def cdc(
 # -- sql -------------------------------------------------------------------------------------
 
 
-def _query_running(settings: Settings, sql: str) -> tuple[list[str], list[list[Any]]]:
+def _query_running(settings: Settings, sql: str, limit: int) -> dict[str, Any]:
     from shopstream.runtime import query_running
 
     try:
-        return query_running(settings.data_dir, sql)
+        answer = query_running(settings.data_dir, sql, limit=limit)
     except LookupError as exc:
         raise _fail(
             f"{settings.warehouse_path} is locked by another process, but no running shopstream "
@@ -593,45 +595,61 @@ def _query_running(settings: Settings, sql: str) -> tuple[list[str], list[list[A
         raise _fail(f"the running platform did not answer: {exc}") from exc
     except RuntimeError as exc:
         raise _fail(str(exc)) from exc
+    return {"columns": answer.columns, "rows": answer.rows, "truncated": answer.truncated}
 
 
 @app.command()
 def sql(
     query: Annotated[str, typer.Argument(help="A read-only SQL query.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON rows.")] = False,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=1_000_000,  # query_endpoint.MAX_LIMIT (imported lazily: fastapi)
+            help="Rows to print at most (default: the query.max_rows setting, 10,000).",
+        ),
+    ] = None,
 ) -> None:
-    """Query the warehouse; works while the platform runs (it answers for you)."""
+    """Query the warehouse (reads only); works while the platform runs (it answers for you)."""
     from shopstream.warehouse import WarehouseError
     from shopstream.warehouse.duckdb import DuckDBWarehouse, WarehouseLocked
+    from shopstream.warehouse.query_endpoint import answer_of
 
     settings = _settings()
+    limit = limit or settings.query.max_rows
     path = settings.warehouse_path
     if not path.exists():
         raise _fail(f"no warehouse at {path} yet: run `shopstream run` (or `make run`) first")
     try:
         warehouse = DuckDBWarehouse(path, read_only=True)
     except WarehouseLocked:
-        columns, rows = _query_running(settings, query)
+        answer = _query_running(settings, query, limit)
     else:
         try:
-            result = warehouse.query(query)
+            # The same allow-list and locks as the running platform's endpoint.
+            answer = answer_of(warehouse.query(query, max_rows=limit), limit)
         except WarehouseError as exc:
             raise _fail(str(exc)) from exc
         finally:
             warehouse.close()
-        columns = result.column_names
-        rows = [list(r.values()) for r in result.to_pylist()]
+    columns, rows = answer["columns"], answer["rows"]
     if as_json:
         sys.stdout.write(
             orjson.dumps([dict(zip(columns, r, strict=True)) for r in rows], default=str).decode()
             + "\n"
         )
-        return
-    table = Table(*columns)
-    for row in rows:
-        table.add_row(*("NULL" if v is None else str(v) for v in row))
-    out.print(table)
-    console.print(f"{len(rows):,} rows")
+    else:
+        table = Table(*columns)
+        for row in rows:
+            table.add_row(*("NULL" if v is None else str(v) for v in row))
+        out.print(table)
+        console.print(f"{len(rows):,} rows")
+    if answer["truncated"]:
+        console.print(
+            f"[yellow]truncated at {limit:,} rows[/yellow]; use --limit N to see more "
+            f"(up to 1,000,000), or narrow the query"
+        )
 
 
 # -- schema ----------------------------------------------------------------------------------

@@ -90,6 +90,18 @@ class CdcSettings(BaseModel):
     )
 
 
+class QuerySettings(BaseModel):
+    max_rows: int = Field(
+        default=10_000,
+        gt=0,
+        description="Rows a query answers with when it does not ask for another limit "
+        "(`shopstream sql --limit N`); the answer says when rows were cut off.",
+    )
+    max_body_bytes: int = Field(
+        default=262_144, gt=0, description="Largest query request the platform reads."
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SHOPSTREAM_",
@@ -113,6 +125,7 @@ class Settings(BaseSettings):
     collector: CollectorSettings = Field(default_factory=CollectorSettings)
     sink: SinkSettings = Field(default_factory=SinkSettings)
     cdc: CdcSettings = Field(default_factory=CdcSettings)
+    query: QuerySettings = Field(default_factory=QuerySettings)
 
     @field_validator("write_keys", mode="before")
     @classmethod

@@ -2,8 +2,9 @@
 
 ``shopstream run`` and ``shopstream collector`` both come here. The process owns the DuckDB
 file (DuckDB allows one writer process), so it also answers ``shopstream sql`` for other
-processes: its address and a per-run token are written to ``<data_dir>/runtime.json``
-(mode 0600) while it runs.
+processes, on a Unix socket of its own (:mod:`shopstream.warehouse.query_endpoint`), never on
+the collector's port. The collector's URL, the socket's path and a per-run token are written
+to ``<data_dir>/runtime.json`` (mode 0600) while it runs.
 """
 
 from __future__ import annotations
@@ -31,6 +32,12 @@ from shopstream.collector.app import IntakeFastPath, create_app
 from shopstream.config import Settings
 from shopstream.sinks.warehouse import WarehouseSink
 from shopstream.warehouse import open_warehouse
+from shopstream.warehouse.query_endpoint import (
+    ROUTE,
+    bind_socket,
+    create_query_app,
+    remove_socket,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +75,26 @@ def read_runtime(data_dir: Path) -> dict[str, Any] | None:
     return data
 
 
+def http_url(host: str, port: int) -> str:
+    """``http://host:port``, with an IPv6 literal in brackets (``http://[::1]:8080``)."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+@dataclass
+class QueryAnswer:
+    columns: list[str]
+    rows: list[list[Any]]
+    truncated: bool
+    limit: int
+
+
 def query_running(
-    data_dir: Path, sql: str, *, timeout: float = 120
-) -> tuple[list[str], list[list[Any]]]:
-    """Ask the platform running on ``data_dir`` (it owns the DuckDB file) to run a read query.
+    data_dir: Path, sql: str, *, limit: int | None = None, timeout: float = 120
+) -> QueryAnswer:
+    """Ask the platform running on ``data_dir`` (it owns the DuckDB file) to run a read query,
+    over its local socket. ``limit``: rows at most (default: the platform's query.max_rows).
 
     Raises LookupError when none left its address, RuntimeError with the platform's answer
     when the query fails, and httpx's errors when it does not answer.
@@ -79,21 +102,25 @@ def query_running(
     import httpx
 
     runtime = read_runtime(data_dir)
-    if runtime is None:
+    if runtime is None or "socket" not in runtime:
         raise LookupError(f"no running shopstream left its address in {data_dir}")
-    response = httpx.post(
-        f"{runtime['url']}/v1/admin/sql",
-        json={"sql": sql},
-        headers={"Authorization": f"Bearer {runtime['token']}"},
-        timeout=timeout,
-    )
+    request: dict[str, Any] = {"sql": sql}
+    if limit is not None:
+        request["limit"] = limit
+    transport = httpx.HTTPTransport(uds=runtime["socket"])
+    with httpx.Client(transport=transport, timeout=timeout) as client:
+        response = client.post(
+            f"http://shopstream{ROUTE}",
+            json=request,
+            headers={"Authorization": f"Bearer {runtime['token']}"},
+        )
     try:
         data = response.json()
     except ValueError:
         data = {"error": f"HTTP {response.status_code}: {response.text[:500]}"}
     if response.status_code != 200:
         raise RuntimeError(data.get("error", response.text))
-    return data["columns"], data["rows"]
+    return QueryAnswer(data["columns"], data["rows"], data["truncated"], data["limit"])
 
 
 class Platform:
@@ -113,9 +140,11 @@ class Platform:
             linger_ms=settings.sink.linger_ms,
             max_queue_rows=settings.sink.max_queue_rows,
         )
-        self.admin_token = secrets.token_urlsafe(32)
-        self.app = create_app(settings, self.sink, self.warehouse, admin_token=self.admin_token)
+        self.query_token = secrets.token_urlsafe(32)
+        self.app = create_app(settings, self.sink)
+        self.query_app = create_query_app(self.warehouse, self.query_token, settings.query)
         self.url = ""
+        self.query_socket: Path | None = None
         self.started_at = time.monotonic()
 
     @property
@@ -127,7 +156,15 @@ class Platform:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
-            json.dump({"url": self.url, "token": self.admin_token, "pid": os.getpid()}, handle)
+            json.dump(
+                {
+                    "url": self.url,
+                    "socket": str(self.query_socket),
+                    "token": self.query_token,
+                    "pid": os.getpid(),
+                },
+                handle,
+            )
 
     def _remove_runtime(self) -> None:
         data = read_runtime(self.settings.data_dir)
@@ -178,7 +215,13 @@ class Platform:
         # behind the busy event loop.
         sys.setswitchinterval(0.0005)
         sockname = server.servers[0].sockets[0].getsockname()
-        self.url = f"http://{sockname[0]}:{sockname[1]}"
+        self.url = http_url(sockname[0], sockname[1])
+        try:
+            queries, serving_queries = await self._serve_queries()
+        except BaseException:
+            server.should_exit = True
+            await serving
+            raise
         self._write_runtime()
         self.started_at = time.monotonic()
         log.info("collector listening on %s", self.url)
@@ -212,7 +255,12 @@ class Platform:
                     extra.setdefault("errors", []).append(str(exc))
             # Requests in flight finish (each waits for its commit) before the sink closes.
             server.should_exit = True
+            queries.should_exit = True
             await serving
+            await serving_queries
+            self.query_app.state.workers.shutdown(wait=False, cancel_futures=True)
+            if self.query_socket is not None:
+                remove_socket(self.query_socket, self.settings.data_dir)
             await asyncio.to_thread(self.sink.close)
             self._remove_runtime()
             for signum in (signal.SIGINT, signal.SIGTERM):
@@ -221,6 +269,25 @@ class Platform:
         counts = self.warehouse.table_counts()
         seconds = time.monotonic() - self.started_at
         return Summary(seconds, counts, self.stats.accepted, self.stats.rejected, extra)
+
+    async def _serve_queries(self) -> tuple[uvicorn.Server, asyncio.Task[None]]:
+        """The local query endpoint, on a 0600 Unix socket in the data directory."""
+        sock, self.query_socket = bind_socket(self.settings.data_dir)
+        config = uvicorn.Config(
+            self.query_app,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=5,
+        )
+        server = _Server(config)
+        serving = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started:
+            if serving.done():
+                serving.result()
+                raise RuntimeError("the query endpoint stopped while starting")
+            await asyncio.sleep(0.01)
+        return server, serving
 
     def close(self) -> None:
         self.warehouse.close()

@@ -13,7 +13,8 @@ from typing import Any
 
 import httpx
 
-from shopstream.runtime import query_running
+from shopstream.runtime import query_running, read_runtime
+from shopstream.warehouse.query_endpoint import MAX_LIMIT
 
 
 def free_port() -> int:
@@ -59,10 +60,13 @@ class CollectorProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"collector exited at start:\n{self.log()}")
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return self
+                ready = httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200
             except httpx.HTTPError:
-                pass
+                ready = False
+            # runtime.json (the query endpoint's address) is written just after the port opens.
+            runtime = read_runtime(self.data_dir)
+            if ready and runtime is not None and runtime.get("pid") == self.process.pid:
+                return self
             time.sleep(0.1)
         raise TimeoutError(f"collector not ready after {timeout}s:\n{self.log()}")
 
@@ -73,9 +77,10 @@ class CollectorProcess:
             return ""
 
     def query(self, sql: str) -> list[dict[str, Any]]:
-        """Ask the running process (it owns the DuckDB file) through its query route."""
-        columns, rows = query_running(self.data_dir, sql)
-        return [dict(zip(columns, row, strict=True)) for row in rows]
+        """Ask the running process (it owns the DuckDB file) through its query endpoint."""
+        answer = query_running(self.data_dir, sql, limit=MAX_LIMIT)
+        assert not answer.truncated, f"{sql!r} has more than {MAX_LIMIT} rows"
+        return [dict(zip(answer.columns, row, strict=True)) for row in answer.rows]
 
     def stop(self, timeout: float = 60.0) -> int:
         if self.process is None:

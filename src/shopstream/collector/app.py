@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hmac
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -23,7 +22,6 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
 from shopstream import __version__
@@ -43,7 +41,7 @@ from shopstream.events.schema import event_json_schema
 from shopstream.observability import metrics
 from shopstream.sinks.base import Sink, SinkUnavailable
 from shopstream.sinks.warehouse import dead_letter_row
-from shopstream.warehouse.base import Warehouse, WarehouseError
+from shopstream.warehouse.base import WarehouseError
 
 
 class RejectedEvent(BaseModel):
@@ -61,10 +59,6 @@ class IngestResponse(BaseModel):
     error: str | None = Field(default=None, description="Reason code when the request failed.")
     message: str | None = Field(default=None, description="What went wrong, what to do.")
     code: str | None = Field(default=None, description="Same as error, where Segment SDKs read it.")
-
-
-class SqlRequest(BaseModel):
-    sql: str
 
 
 @dataclass
@@ -108,14 +102,9 @@ def _error(exc: BodyError) -> Response:
     return _answer(exc.status, IngestResponse(success=False, error=exc.code, message=exc.message))
 
 
-def create_app(
-    settings: Settings,
-    sink: Sink,
-    warehouse: Warehouse | None = None,
-    *,
-    admin_token: str | None = None,
-) -> FastAPI:
-    """Build the collector app around a sink (and a warehouse for the query route)."""
+def create_app(settings: Settings, sink: Sink) -> FastAPI:
+    """Build the collector app around a sink. Queries are never served here: see
+    :mod:`shopstream.warehouse.query_endpoint`."""
     limits = settings.collector
     app = FastAPI(
         title="shopstream collector",
@@ -406,33 +395,6 @@ def create_app(
     @app.get("/v1/schema", summary="JSON Schema of the behaviour events")
     async def schema() -> Response:
         return Response(orjson.dumps(event_json_schema()), media_type="application/json")
-
-    @app.post("/v1/admin/sql", include_in_schema=False)
-    async def admin_sql(request: Request, query: SqlRequest) -> Response:
-        """The running platform answers queries for `shopstream sql` (DuckDB: one process)."""
-        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-        if admin_token is None or warehouse is None:
-            return Response(status_code=404)
-        if not hmac.compare_digest(given.encode(), admin_token.encode()):
-            return Response(
-                b'{"error":"unauthorized"}', status_code=401, media_type="application/json"
-            )
-        try:
-            table = await run_in_threadpool(warehouse.query, query.sql)
-        except WarehouseError as exc:
-            return Response(
-                orjson.dumps({"error": str(exc)}), status_code=400, media_type="application/json"
-            )
-        return Response(
-            orjson.dumps(
-                {
-                    "columns": table.column_names,
-                    "rows": [list(r.values()) for r in table.to_pylist()],
-                },
-                default=str,
-            ),
-            media_type="application/json",
-        )
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shopstream.warehouse.base import LAYERS, Warehouse, WarehouseError
+from shopstream.warehouse.base import LAYERS, QueryError, Warehouse, WarehouseError
 
-__all__ = ["LAYERS", "Warehouse", "WarehouseError", "open_warehouse"]
+__all__ = ["LAYERS", "QueryError", "Warehouse", "WarehouseError", "open_warehouse"]
 
 
 def open_warehouse(

@@ -17,6 +17,11 @@ class WarehouseError(RuntimeError):
     """A warehouse operation failed; the message says what to do next."""
 
 
+class QueryError(WarehouseError):
+    """The query itself is wrong or not allowed (the asker's to fix, HTTP 400): bad SQL, a
+    statement that is not a read, a file it may not read."""
+
+
 class Warehouse(Protocol):
     def ensure_layers(self) -> None:
         """Create the schemas raw, staging, mart, monitoring and the fixed raw tables."""
@@ -27,8 +32,12 @@ class Warehouse(Protocol):
     def append(self, batches: Mapping[str, pa.Table]) -> None:
         """Append Arrow batches to raw tables, all in one transaction: all land or none."""
 
-    def query(self, sql: str, parameters: list[Any] | None = None) -> pa.Table:
-        """Run a read-only query and return its result."""
+    def query(
+        self, sql: str, parameters: list[Any] | None = None, *, max_rows: int | None = None
+    ) -> pa.Table:
+        """Run one read-only query; refuse anything else with :class:`QueryError`. With
+        ``max_rows``, return at most ``max_rows + 1`` rows (one more than asked for says the
+        result was longer)."""
 
     def table_counts(self) -> dict[str, int]:
         """Row count of every table, as ``schema.table``."""

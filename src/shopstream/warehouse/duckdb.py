@@ -17,7 +17,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from shopstream.warehouse.base import LAYERS, WarehouseError
+from shopstream.warehouse.base import LAYERS, QueryError, WarehouseError
 from shopstream.warehouse.raw import json_columns, schema_for
 
 _SQL_TYPES = {
@@ -27,14 +27,17 @@ _SQL_TYPES = {
     pa.timestamp("us", tz="UTC"): "TIMESTAMPTZ",
 }
 
-_SLOTS = ("b0", "b1", "b2", "b3", "b4", "b5", "b6", "b7")
+#: What a query may be: one statement DuckDB's parser calls SELECT (which covers WITH,
+#: FROM-first, VALUES, TABLE, DESCRIBE, SHOW and SUMMARIZE) or an EXPLAIN of one.
+_READ_ONLY = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 
-#: Statement types a query may contain; the warehouse's own writers are the only writers.
-_READ_ONLY = {
-    duckdb.StatementType.SELECT,
-    duckdb.StatementType.EXPLAIN,
-    duckdb.StatementType.PRAGMA,
-}
+#: Types a query answers as DuckDB's text for them: Arrow cannot carry UHUGEINT (its maximum
+#: came out as -1), and BIT, BIGNUM, INTERVAL and BLOB arrive as bytes or objects JSON has
+#: no word for.
+_AS_TEXT = {"UHUGEINT", "BIT", "BIGNUM", "VARINT", "INTERVAL", "BLOB"}
+
+#: Rows DuckDB hands over at a time while a capped result is read.
+_FETCH_BATCH_ROWS = 2048
 
 
 def raw_table_ddl(table: str) -> str:
@@ -50,19 +53,75 @@ def raw_table_ddl(table: str) -> str:
 
 
 def check_read_only(sql: str) -> None:
-    """Refuse anything but reads: the query path must never change the warehouse."""
+    """Refuse anything but one read, judged by DuckDB's own parser.
+
+    This is the first of three locks (see :meth:`DuckDBWarehouse.query`): a statement DuckDB
+    calls SELECT can still write (``WITH x AS (DELETE ... RETURNING *) SELECT ...``) or read
+    files (``read_csv``), which the read-only transaction and the closed file system stop.
+    """
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as exc:
-        raise WarehouseError(f"cannot parse query: {exc}") from exc
-    if not statements:
-        raise WarehouseError("empty query")
-    for statement in statements:
-        if statement.type not in _READ_ONLY:
-            raise WarehouseError(
-                f"only read queries are allowed here, not {statement.type.name}: "
-                "the warehouse is written by the pipeline alone"
-            )
+        raise QueryError(f"cannot parse query: {exc}") from exc
+    if len(statements) != 1:
+        raise QueryError(
+            f"send exactly one statement (this query has {len(statements)})"
+            if statements
+            else "empty query: send one SELECT statement"
+        )
+    statement = statements[0]
+    if statement.type not in _READ_ONLY:
+        raise QueryError(
+            "only read queries are allowed here (SELECT, WITH, EXPLAIN, DESCRIBE, SHOW, "
+            f"SUMMARIZE), not {statement.type.name}: the warehouse is written by the pipeline "
+            "alone"
+        )
+    if statement.type == duckdb.StatementType.EXPLAIN:
+        # EXPLAIN ANALYZE runs what it explains: only a read may be explained.
+        explained = _explained(statement.query)
+        try:
+            inner = duckdb.extract_statements(explained) if explained else []
+        except duckdb.Error:
+            inner = []
+        if len(inner) != 1 or inner[0].type != duckdb.StatementType.SELECT:
+            raise QueryError("EXPLAIN may only explain a read (one SELECT statement)")
+
+
+def _explained(sql: str) -> str:
+    """The statement after ``EXPLAIN [ANALYZE] [(options)]``, found with DuckDB's tokenizer."""
+    found = duckdb.tokenize(sql)
+    ends = [position for position, _ in found[1:]] + [len(sql)]
+    tokens = [
+        (position, sql[position:end].strip())
+        for (position, kind), end in zip(found, ends, strict=True)
+        if kind != duckdb.token_type.comment
+    ]
+    if not tokens or tokens[0][1].upper() != "EXPLAIN":
+        return ""
+    index = 1
+    if index < len(tokens) and tokens[index][1].upper() in ("ANALYZE", "ANALYSE"):
+        index += 1
+    if index < len(tokens) and tokens[index][1].startswith("("):
+        depth = 0
+        while index < len(tokens):
+            text = tokens[index][1]
+            depth += text.count("(") - text.count(")")
+            index += 1
+            if depth <= 0:
+                break
+    return sql[tokens[index][0] :] if index < len(tokens) else ""
+
+
+def _as_text_where_lossy(relation: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
+    lossy = [str(kind) in _AS_TEXT for kind in relation.types]
+    if not any(lossy):
+        return relation
+    # Columns by position (#n): a result may have two columns of the same name.
+    columns = []
+    for position, (name, text) in enumerate(zip(relation.columns, lossy, strict=True), 1):
+        alias = '"' + name.replace('"', '""') + '"'
+        columns.append(f"#{position}::VARCHAR AS {alias}" if text else f"#{position} AS {alias}")
+    return relation.project(", ".join(columns))
 
 
 class DuckDBWarehouse:
@@ -77,7 +136,7 @@ class DuckDBWarehouse:
             if "lock" in str(exc).lower():
                 raise WarehouseLocked(path, str(exc)) from exc
             raise WarehouseError(f"cannot open warehouse {path}: {exc}") from exc
-        self._con.execute("SET TimeZone = 'UTC'")
+        self._con.execute("SET GLOBAL TimeZone = 'UTC'")
         if not read_only:
             # Automatic checkpoints stall commits for ~150 ms every 16 MB of WAL (the default);
             # the writer checkpoints when idle instead, and this bounds memory under load.
@@ -86,12 +145,23 @@ class DuckDBWarehouse:
         self._known_tables: set[str] = set()
         self._names = count()
         self._lock = threading.Lock()
+        self._close_the_outside()
+
+    def _close_the_outside(self) -> None:
+        """No file outside the warehouse, no extension, no setting change from here on.
+
+        Both settings are per DuckDB instance, so they hold for the pipeline's own writes too:
+        it needs only its file, its WAL and spilling (which stay allowed). Python replacement
+        scans count as external access, so appends register their Arrow batches by name.
+        Every other setting must be made before this (the lock refuses later ones).
+        """
+        self._con.execute("SET enable_external_access = false")
+        self._con.execute("SET lock_configuration = true")
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         cursor: duckdb.DuckDBPyConnection | None = getattr(self._local, "cursor", None)
         if cursor is None:
-            cursor = self._con.cursor()
-            cursor.execute("SET TimeZone = 'UTC'")
+            cursor = self._con.cursor()  # inherits the global TimeZone set at open
             self._local.cursor = cursor
         return cursor
 
@@ -120,41 +190,19 @@ class DuckDBWarehouse:
         parts = [(table, batch) for table, batch in batches.items() if batch.num_rows]
         if not parts:
             return
-        if len(parts) > len(_SLOTS):
-            self._append_registered(parts)
-            return
-        # One call into DuckDB per commit, its Arrow inputs found by name among these locals
-        # (DuckDB's replacement scan): each call must win the GIL back from the event loop,
-        # and five calls per commit (BEGIN, register, INSERT, COMMIT, unregister) took ~10 ms
-        # where one takes ~6 (1,000 rows).
-        b0, b1, b2, b3, b4, b5, b6, b7 = [batch for _, batch in parts] + [None] * (
-            len(_SLOTS) - len(parts)
-        )
-        inserts = "; ".join(
-            f"INSERT INTO raw.{table} SELECT * FROM {slot}"
-            for (table, _), slot in zip(parts, _SLOTS, strict=False)
-        )
-        sql = inserts if len(parts) == 1 else f"BEGIN; {inserts}; COMMIT"
-        cursor = self._cursor()
-        try:
-            cursor.execute(sql)
-        except duckdb.Error as exc:
-            with contextlib.suppress(duckdb.Error):
-                cursor.execute("ROLLBACK")  # may already have ended with the failure
-            raise WarehouseError(f"append to raw failed: {exc}") from exc
-        del b0, b1, b2, b3, b4, b5, b6, b7
-
-    def _append_registered(self, parts: list[tuple[str, pa.Table]]) -> None:
         cursor = self._cursor()
         registered: list[str] = []
+        several = len(parts) > 1
         try:
-            cursor.execute("BEGIN TRANSACTION")
+            if several:
+                cursor.execute("BEGIN TRANSACTION")
             for table, batch in parts:
                 name = f"_append_{next(self._names)}"
                 cursor.register(name, batch)
                 registered.append(name)
                 cursor.execute(f"INSERT INTO raw.{table} SELECT * FROM {name}")
-            cursor.execute("COMMIT")
+            if several:
+                cursor.execute("COMMIT")
         except duckdb.Error as exc:
             with contextlib.suppress(duckdb.Error):
                 cursor.execute("ROLLBACK")  # may already have ended with the failure
@@ -163,18 +211,45 @@ class DuckDBWarehouse:
             for name in registered:
                 cursor.unregister(name)
 
-    def query(self, sql: str, parameters: list[Any] | None = None) -> pa.Table:
+    def query(
+        self, sql: str, parameters: list[Any] | None = None, *, max_rows: int | None = None
+    ) -> pa.Table:
+        """Run one read. With ``max_rows``, at most ``max_rows + 1`` rows come back (the extra
+        one tells the caller there were more), read from DuckDB in batches as they stream,
+        so a huge result is never held whole.
+
+        Three locks keep it a read: the statement allow-list (:func:`check_read_only`), a
+        READ ONLY transaction that is always rolled back, and an instance that cannot touch
+        files or change its settings (:meth:`_close_the_outside`).
+        """
         check_read_only(sql)
+        # A connection of its own per query: nothing a previous query left open carries over.
+        cursor = self._con.cursor()
         try:
-            relation = self._cursor().sql(sql, params=parameters or None)
-        except duckdb.Error as exc:
-            raise WarehouseError(str(exc)) from exc
-        if relation is None:
-            return pa.table({})
-        try:
-            return relation.to_arrow_table()
-        except duckdb.Error as exc:
-            raise WarehouseError(str(exc)) from exc
+            cursor.execute("BEGIN TRANSACTION READ ONLY")
+            relation = cursor.sql(sql, params=parameters or None)
+            if relation is None:
+                return pa.table({})
+            reader = _as_text_where_lossy(relation).to_arrow_reader(_FETCH_BATCH_ROWS)
+            try:
+                schema = reader.schema
+                batches = []
+                rows = 0
+                for batch in reader:
+                    batches.append(batch)
+                    rows += batch.num_rows
+                    if max_rows is not None and rows > max_rows:
+                        break
+            finally:
+                reader.close()
+            table = pa.Table.from_batches(batches, schema=schema)
+            return table if max_rows is None else table.slice(0, max_rows + 1)
+        except (duckdb.Error, pa.ArrowException) as exc:
+            raise QueryError(str(exc)) from exc
+        finally:
+            with contextlib.suppress(duckdb.Error):
+                cursor.execute("ROLLBACK")
+            cursor.close()
 
     def table_counts(self) -> dict[str, int]:
         cursor = self._cursor()
@@ -184,8 +259,10 @@ class DuckDBWarehouse:
         ).fetchall()
         counts: dict[str, int] = {}
         for schema, table in tables:
-            row = cursor.execute(f'SELECT count(*) FROM "{schema}"."{table}"').fetchone()
-            counts[f"{schema}.{table}"] = int(row[0]) if row else 0
+            # fetchall, not fetchone: DuckDB 2 keeps a result open until a fetch comes back
+            # empty, and the cursor's next statement would fail on it.
+            rows = cursor.execute(f'SELECT count(*) FROM "{schema}"."{table}"').fetchall()
+            counts[f"{schema}.{table}"] = int(rows[0][0]) if rows else 0
         return counts
 
     def checkpoint(self) -> None:

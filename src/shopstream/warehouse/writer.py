@@ -26,7 +26,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from shopstream.warehouse.base import WarehouseError
+from shopstream.warehouse.base import QueryError, WarehouseError
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,8 @@ def _answer(conn: multiprocessing.connection.Connection, warehouse: Any) -> None
                 warehouse.append(tables)
                 conn.send(("ok", None, None))
             elif op == "query":
-                conn.send(("ok", _to_ipc(warehouse.query(request[1], request[2])), None))
+                result = warehouse.query(request[1], request[2], max_rows=request[3])
+                conn.send(("ok", _to_ipc(result), None))
             elif op == "close":
                 conn.send(("ok", None, None))
                 return
@@ -163,8 +164,10 @@ class WarehouseProcess:
                 "append", [table for table, _ in parts], payload=[_to_ipc(b) for _, b in parts]
             )
 
-    def query(self, sql: str, parameters: list[Any] | None = None) -> pa.Table:
-        return _from_ipc(self._call("query", sql, parameters, query=True))
+    def query(
+        self, sql: str, parameters: list[Any] | None = None, *, max_rows: int | None = None
+    ) -> pa.Table:
+        return _from_ipc(self._call("query", sql, parameters, max_rows, query=True))
 
     def table_counts(self) -> dict[str, int]:
         counts: dict[str, int] = self._call("table_counts", query=True)
@@ -191,4 +194,6 @@ def _raise(kind: str | None, message: str | None, path: Path) -> None:
 
     if kind == "WarehouseLocked":
         raise WarehouseLocked(path, message=message)
+    if kind == "QueryError":
+        raise QueryError(message or "the query failed")
     raise WarehouseError(message or f"warehouse error ({kind})")

@@ -1,0 +1,307 @@
+"""The local query endpoint: how ``shopstream sql`` asks a running platform to run a read.
+
+DuckDB lets one process open the warehouse file, so the running platform answers queries for
+others. It does so on a Unix socket in the data directory (``query.sock``, mode 0600: only the
+user who runs the platform can connect), never on the collector's public port. Every request
+also carries the per-run token from ``<data_dir>/runtime.json`` (0600), checked before the
+body is read; the body is capped, so a caller who is not the owner costs nothing. Answers
+are capped in rows (the answer says when rows were cut off) and encoded on a worker thread of
+their own, off the event loop that serves intake.
+
+    POST /v1/sql  {"sql": "SELECT ...", "limit": 100}
+    200 {"columns": [...], "rows": [[...]], "row_count": 100, "truncated": true, "limit": 100}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import os
+import secrets
+import socket
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+from fastapi import FastAPI, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import ClientDisconnect
+
+from shopstream import __version__
+from shopstream.config import QuerySettings
+from shopstream.warehouse.base import QueryError, Warehouse, WarehouseError
+
+log = logging.getLogger(__name__)
+
+SOCKET_FILE = "query.sock"
+ROUTE = "/v1/sql"
+#: The most rows one answer may carry, whatever ``limit`` asks for (memory of the platform).
+MAX_LIMIT = 1_000_000
+#: sun_path holds 108 bytes, the terminating NUL included.
+_UNIX_PATH_MAX = 107
+
+
+class SqlRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sql: str = Field(
+        min_length=1,
+        description="One read: SELECT, WITH, EXPLAIN, DESCRIBE, SHOW or SUMMARIZE.",
+    )
+    limit: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_LIMIT,
+        description="Rows to answer with at most (default: the query.max_rows setting).",
+    )
+
+
+class SqlAnswer(BaseModel):
+    columns: list[str]
+    rows: list[list[Any]]
+    row_count: int
+    truncated: bool = Field(description="True when the result had more rows than `limit`.")
+    limit: int
+
+
+class SqlError(BaseModel):
+    error: str = Field(description="What is wrong (for bad SQL: DuckDB's own message).")
+
+
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"model": SqlAnswer, "description": "The rows, at most `limit` of them."},
+    400: {"model": SqlError, "description": "Bad request, bad SQL, or not a read."},
+    401: {"model": SqlError, "description": "Missing or wrong token."},
+    413: {"model": SqlError, "description": "Request body over query.max_body_bytes."},
+    415: {"model": SqlError, "description": "Content-Type is not application/json."},
+    503: {"model": SqlError, "description": "The warehouse cannot answer now; retry."},
+}
+
+_BODY_DOC = {
+    "required": True,
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SqlRequest"}}},
+}
+
+
+#: On a refusal before the body is read: the server hangs up rather than take in (and throw
+#: away) the rest of an upload.
+_HANG_UP = {"Connection": "close"}
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps({"error": message}),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def create_query_app(warehouse: Warehouse, token: str, settings: QuerySettings) -> FastAPI:
+    """The query endpoint's app: one route, ``POST /v1/sql`` (and its OpenAPI document)."""
+    app = FastAPI(
+        title="shopstream query endpoint",
+        version=__version__,
+        description="Read-only SQL against the running platform's warehouse (local socket).",
+        docs_url=None,
+        redoc_url=None,
+    )
+    expected = token.encode()
+    # Queries wait on the warehouse one at a time anyway; two threads keep an encode and a
+    # query overlapping without letting a burst of callers pile up threads.
+    workers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="shopstream-query")
+    app.state.workers = workers
+
+    def run(sql: str, limit: int) -> bytes:
+        return encode_answer(warehouse.query(sql, max_rows=limit), limit)
+
+    async def read_body(request: Request) -> bytes | Response:
+        cap = settings.max_body_bytes
+        too_large = _error(
+            413,
+            f"request body is over the limit of {cap} bytes (query.max_body_bytes); "
+            "send shorter SQL",
+            _HANG_UP,
+        )
+        length = request.headers.get("content-length")
+        if length is not None:
+            if not length.isdigit():
+                return _error(400, "Content-Length is not a number")
+            if int(length) > cap:
+                return too_large
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > cap:
+                return too_large
+        return bytes(body)
+
+    async def answer(request: Request) -> Response:
+        # The token first: nothing of a stranger's request is read, let alone kept.
+        scheme, _, credential = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            credential.strip().encode(), expected
+        ):
+            return _error(
+                401,
+                "missing or wrong token: send Authorization: Bearer <token> "
+                "(the token is in <data_dir>/runtime.json)",
+                {"WWW-Authenticate": "Bearer", **_HANG_UP},
+            )
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media != "application/json":
+            return _error(415, f"Content-Type {media or '(none)'!r}: send application/json")
+        body = await read_body(request)
+        if isinstance(body, Response):
+            return body
+        try:
+            asked = SqlRequest.model_validate_json(body)
+        except ValidationError as exc:
+            reasons = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
+            )
+            return _error(400, f"invalid request: {reasons}")
+        limit = asked.limit or settings.max_rows
+        try:
+            payload = await asyncio.get_running_loop().run_in_executor(
+                workers, run, asked.sql, limit
+            )
+        except QueryError as exc:
+            return _error(400, str(exc))
+        except WarehouseError as exc:
+            return _error(503, f"the warehouse cannot answer now: {exc}", {"Retry-After": "5"})
+        return Response(payload, media_type="application/json")
+
+    @app.post(
+        ROUTE,
+        summary="Run one read-only query",
+        responses=_RESPONSES,
+        openapi_extra={"requestBody": _BODY_DOC},
+    )
+    async def sql(request: Request) -> Response:
+        try:
+            return await answer(request)
+        except ClientDisconnect:
+            return Response(status_code=400)  # nobody is left to read it
+        except Exception as exc:  # the last resort: a clear answer, never a dropped connection
+            log.exception("query endpoint failed")
+            return _error(500, f"internal error: {type(exc).__name__}: {exc}")
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        from fastapi.openapi.utils import get_openapi
+
+        document = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        schemas = document.setdefault("components", {}).setdefault("schemas", {})
+        schemas["SqlRequest"] = SqlRequest.model_json_schema(
+            ref_template="#/components/schemas/{model}"
+        )
+        app.openapi_schema = document
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def answer_of(table: pa.Table, limit: int) -> dict[str, Any]:
+    """The answer for a result of up to ``limit + 1`` rows (the extra one means: cut off)."""
+    truncated = table.num_rows > limit
+    table = table.slice(0, limit)
+    columns = [_values(column) for column in table.columns]
+    rows = [list(row) for row in zip(*columns, strict=True)] if columns else []
+    return {
+        "columns": table.column_names,
+        "rows": rows,
+        "row_count": len(rows),
+        "truncated": truncated,
+        "limit": limit,
+    }
+
+
+def encode_answer(table: pa.Table, limit: int) -> bytes:
+    answer = answer_of(table, limit)
+    try:
+        return orjson.dumps(answer, default=str)
+    except orjson.JSONEncodeError:
+        # Integers beyond 64 bits (HUGEINT, UHUGEINT): orjson refuses them; as text they stay
+        # exact, where a float would not.
+        answer["rows"] = _exact(answer["rows"])
+        return orjson.dumps(answer, default=str)
+
+
+def _values(column: pa.ChunkedArray) -> list[Any]:
+    try:
+        return column.to_pylist()
+    except (ValueError, OverflowError, pa.ArrowException):
+        # Values Python has no type for (a timestamp in year 294247): DuckDB's text for them.
+        return column.cast(pa.string()).to_pylist()
+
+
+def _exact(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and not -(2**63) <= value < 2**64:
+        return str(value)
+    if isinstance(value, list):
+        return [_exact(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _exact(v) for k, v in value.items()}
+    return value
+
+
+def bind_socket(data_dir: Path) -> tuple[socket.socket, Path]:
+    """A listening Unix socket at ``<data_dir>/query.sock`` that only its owner can use.
+
+    It is bound under a temporary name, made 0600 and only then listens and takes its name, so
+    there is no moment when anyone else could connect. Where the data directory's path is too
+    long for a socket address, it lives in a private temporary directory instead (0700); the
+    path is in runtime.json either way.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    directory = data_dir.resolve()
+    if len(str(directory / f".{SOCKET_FILE}.12345678")) > _UNIX_PATH_MAX:
+        directory = Path(tempfile.mkdtemp(prefix="shopstream-"))
+    path = directory / SOCKET_FILE
+    temporary = directory / f".{SOCKET_FILE}.{secrets.token_hex(4)}"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(temporary))
+        os.chmod(temporary, 0o600)
+        sock.listen(128)
+        os.replace(temporary, path)  # also replaces a socket a killed run left behind
+    except OSError:
+        sock.close()
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise
+    sock.setblocking(False)
+    return sock, path
+
+
+def remove_socket(path: Path, data_dir: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()
+    if path.parent != data_dir.resolve():  # the private directory of a long data dir path
+        with contextlib.suppress(OSError):
+            path.parent.rmdir()
+
+
+__all__ = [
+    "MAX_LIMIT",
+    "ROUTE",
+    "SOCKET_FILE",
+    "SqlRequest",
+    "answer_of",
+    "bind_socket",
+    "create_query_app",
+    "encode_answer",
+    "remove_socket",
+]

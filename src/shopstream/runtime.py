@@ -151,7 +151,7 @@ class Platform:
                 loop.add_signal_handler(signum, stop.set)
         self.sink.start()
         config = uvicorn.Config(
-            IntakeFastPath(self.app, self.settings.collector.cors_origins),
+            IntakeFastPath(self.app),
             host=self.host,
             port=self.port,
             log_level="warning",

@@ -177,8 +177,12 @@ def create_app(
     warehouse: Warehouse | None = None,
     *,
     admin_token: str | None = None,
+    stats: CollectorStats | None = None,
 ) -> FastAPI:
-    """Build the collector app around a sink (and a warehouse for the query route)."""
+    """Build the collector app around a sink (and a warehouse for the query route).
+
+    ``stats``: the running totals the status line reads (a fresh one by default).
+    """
     limits = settings.collector
     app = FastAPI(
         title="shopstream collector",
@@ -186,7 +190,7 @@ def create_app(
         description="Behaviour-event intake: native contract and Segment's HTTP Tracking API.",
         default_response_class=Response,
     )
-    stats = CollectorStats()
+    stats = stats or CollectorStats()
     app.state.stats = stats
     # One origin policy: CORSMiddleware answers preflights and decorates FastAPI's answers
     # with it, the intake guard refuses other origins and IntakeFastPath decorates its own.

@@ -27,6 +27,7 @@ from shopstream.warehouse.duckdb import DuckDBWarehouse
 ALLOWED = "https://shop.example"
 ROUTES = ("/v1/events", "/v1/batch", "/v1/track", "/v1/page", "/v1/screen", "/v1/identify")
 ENTRY_POINTS = ("fast_path", "fastapi")
+JSON = {"content-type": "application/json"}
 
 
 def body_for(route: str) -> dict[str, Any]:
@@ -131,19 +132,23 @@ def test_other_origins_are_refused_unread_and_allowed_ones_served(
     assert not watched.read, "the body of a refused origin was read"
 
     friend = body_for(route)
-    allowed = call(app, "POST", route, content=orjson.dumps(friend), headers={**plain, "origin": ALLOWED})
+    allowed = call(
+        app, "POST", route, content=orjson.dumps(friend), headers={**plain, "origin": ALLOWED}
+    )
     assert allowed.status_code == 200, allowed.text
     assert allowed.headers["access-control-allow-origin"] == ALLOWED
     assert allowed.headers["vary"] == "Origin"
 
     server_side = body_for(route)
-    assert call(app, "POST", route, content=orjson.dumps(server_side), headers=plain).status_code == 200
+    no_origin = call(app, "POST", route, content=orjson.dumps(server_side), headers=plain)
+    assert no_origin.status_code == 200
 
     preflight = {"access-control-request-method": "POST"}
     ok = call(app, "OPTIONS", route, headers={**preflight, "origin": ALLOWED})
     assert ok.status_code == 200
     assert ok.headers["access-control-allow-origin"] == ALLOWED
-    assert call(app, "OPTIONS", route, headers={**preflight, "origin": "https://evil.example"}).status_code == 400
+    other = call(app, "OPTIONS", route, headers={**preflight, "origin": "https://evil.example"})
+    assert other.status_code == 400
 
     stored = warehouse.event_ids()
     ids = [
@@ -201,9 +206,7 @@ def test_an_unexpected_failure_before_durability_is_a_clear_json_answer(
     try:
         app = serve(Settings(), sink, entry)
         sent = body_for(route)
-        response = call(
-            app, "POST", route, content=orjson.dumps(sent), headers={"content-type": "application/json"}
-        )
+        response = call(app, "POST", route, content=orjson.dumps(sent), headers=JSON)
     finally:
         sink.close()
     assert response.status_code == 500
@@ -229,9 +232,7 @@ def test_a_failure_after_durability_still_reports_what_was_stored(
         sent = {"batch": [*good["batch"], {"type": "track", "anonymousId": "a"}]}
     else:
         sent = good
-    response = call(
-        app, "POST", route, content=orjson.dumps(sent), headers={"content-type": "application/json"}
-    )
+    response = call(app, "POST", route, content=orjson.dumps(sent), headers=JSON)
     assert response.status_code == 500
     answer = response.json()
     assert answer["error"] == "internal_error"

@@ -44,6 +44,7 @@ from shopstream.collector.intake import (
     take_native,
 )
 from shopstream.collector.segment import SegmentError, to_native
+from shopstream.collector.segment_api import SEGMENT_BODIES, segment_schemas
 from shopstream.config import Settings
 from shopstream.events.schema import event_json_schema
 from shopstream.observability import metrics
@@ -515,10 +516,11 @@ def create_app(
             }
         },
     }
-    segment_doc = {
-        "required": True,
-        "content": {"application/json": {"schema": {"type": "object"}}},
-    }
+
+    def segment_doc(kind: str) -> dict[str, Any]:
+        # Documents the body (see segment_api); FastAPI does not validate it, the intake does.
+        schema = {"$ref": f"#/components/schemas/{SEGMENT_BODIES[kind].__name__}"}
+        return {"required": True, "content": {"application/json": {"schema": schema}}}
 
     @app.post(
         "/v1/events",
@@ -533,7 +535,7 @@ def create_app(
         "/v1/batch",
         summary="Segment batch",
         responses=_RESPONSES,
-        openapi_extra={"requestBody": segment_doc},
+        openapi_extra={"requestBody": segment_doc("batch")},
     )
     async def segment_batch(request: Request) -> Response:
         return await routes["/v1/batch"](request)
@@ -549,7 +551,7 @@ def create_app(
             methods=["POST"],
             summary=f"Segment {kind}",
             responses=_RESPONSES,
-            openapi_extra={"requestBody": segment_doc},
+            openapi_extra={"requestBody": segment_doc(kind)},
             name=f"segment_{kind}",
         )
 
@@ -612,6 +614,7 @@ def create_app(
         events = event_json_schema(ref_template="#/components/schemas/{model}")
         components.update(events.pop("$defs", {}))
         components["Event"] = events
+        components.update(segment_schemas())
         app.openapi_schema = document
         return document
 

@@ -216,7 +216,8 @@ def test_health_readiness_metrics_and_schema(collector: CollectorProcess) -> Non
     assert grew("shopstream_collector_events_received_total", event_type="page_view") == 2
     rejected = {"event_type": "unknown", "reason": "unknown_event_type"}
     assert grew("shopstream_collector_events_rejected_total", **rejected) == 1
-    assert grew("shopstream_dead_letters_total", source="collector", reason="unknown_event_type") == 1
+    letters = {"source": "collector", "reason": "unknown_event_type"}
+    assert grew("shopstream_dead_letters_total", **letters) == 1
     assert grew("shopstream_collector_request_seconds_count", route="/v1/events") == 1
     assert grew("shopstream_sink_rows_written_total", table="events") == 2
     assert grew("shopstream_sink_rows_written_total", table="dead_letter") == 1

@@ -15,9 +15,10 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.config import JsonDict
 
 # Segment's rule, which the intake follows too: a message names its user, its device or both.
-_WHO = {"anyOf": [{"required": ["userId"]}, {"required": ["anonymousId"]}]}
+_WHO: JsonDict = {"anyOf": [{"required": ["userId"]}, {"required": ["anonymousId"]}]}
 _OPEN = ConfigDict(extra="allow", json_schema_extra=_WHO)
 
 

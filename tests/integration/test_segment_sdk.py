@@ -113,7 +113,8 @@ def staged_counts(collector: CollectorProcess, user: str) -> dict[str, int]:
 def send_all(client: Client, user: str, count: int) -> list[str]:
     ids = []
     for n in range(count):
-        ok, message = client.track(user, "Product Viewed", {"product_id": f"P{n:06d}", "price": 1})
+        properties = {"product_id": f"P{n:06d}", "price": 1}
+        ok, message = client.track(user, "Product Viewed", properties)
         assert ok
         ids.append(message["messageId"])
     return ids
@@ -154,7 +155,9 @@ def test_the_sdk_retries_across_a_collector_restart(
     assert staged_counts(keyed_collector, user) == dict.fromkeys(ids, 1)
 
 
-def test_the_sdk_retries_a_busy_collector(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_the_sdk_retries_a_busy_collector(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     # The smallest budget that holds two largest bodies, and a short read deadline: two slow
     # clients with a key fill the budget, the collector answers 503 + Retry-After until the
     # deadline frees it, and the SDK must wait and retry.

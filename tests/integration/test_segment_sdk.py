@@ -92,7 +92,9 @@ def test_segment_sdk_events_land_in_raw(keyed_collector: CollectorProcess, gzip:
 # -- The SDK as applications run it: a consumer thread batching messages, retrying failures ----
 
 
-def batching_client(collector: CollectorProcess, failures: list[Exception], **options: Any) -> Client:
+def batching_client(
+    collector: CollectorProcess, failures: list[Exception], **options: Any
+) -> Client:
     return Client(
         write_key=options.pop("write_key", "segment-test-key"),
         host=collector.url,
@@ -120,7 +122,9 @@ def send_all(client: Client, user: str, count: int) -> list[str]:
     return ids
 
 
-def test_batching_mode_sends_several_messages_per_request(keyed_collector: CollectorProcess) -> None:
+def test_batching_mode_sends_several_messages_per_request(
+    keyed_collector: CollectorProcess,
+) -> None:
     before = metrics.samples(keyed_collector.url)
     failures: list[Exception] = []
     client = batching_client(keyed_collector, failures, gzip=True, upload_size=10)
@@ -155,9 +159,7 @@ def test_the_sdk_retries_across_a_collector_restart(
     assert staged_counts(keyed_collector, user) == dict.fromkeys(ids, 1)
 
 
-def test_the_sdk_retries_a_busy_collector(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_the_sdk_retries_a_busy_collector(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     # The smallest budget that holds two largest bodies, and a short read deadline: two slow
     # clients with a key fill the budget, the collector answers 503 + Retry-After until the
     # deadline frees it, and the SDK must wait and retry.

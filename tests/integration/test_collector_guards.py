@@ -243,3 +243,32 @@ def test_a_failure_after_durability_still_reports_what_was_stored(
         assert [r["index"] for r in answer["rejected"]] == [1]
         assert answer["rejected"][0]["reason"]
     assert len(warehouse.event_ids()) == 1
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_body_write_keys_can_be_turned_off(
+    sink: WarehouseSink, warehouse: Warehouse, entry: str
+) -> None:
+    sent = body_for("/v1/batch") | {"writeKey": "k1"}
+    accepting = serve(Settings(write_keys="k1"), sink, entry)
+    response = call(accepting, "POST", "/v1/batch", content=orjson.dumps(sent), headers=JSON)
+    assert response.status_code == 200, response.text
+
+    strict = serve(
+        Settings(write_keys="k1", collector={"segment_body_write_key": False}), sink, entry
+    )
+    watched = Watched(orjson.dumps(body_for("/v1/batch") | {"writeKey": "k1"}))
+    refused = call(strict, "POST", "/v1/batch", content=watched, headers=JSON)
+    assert refused.status_code == 401
+    assert "segment_body_write_key" in refused.json()["message"]
+    assert refused.headers["connection"] == "close"
+    assert not watched.read
+    with_header = call(
+        strict,
+        "POST",
+        "/v1/batch",
+        content=orjson.dumps(body_for("/v1/batch")),
+        headers={**JSON, "x-write-key": "k1"},
+    )
+    assert with_header.status_code == 200
+    assert len(warehouse.event_ids()) == 2

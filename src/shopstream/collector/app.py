@@ -191,7 +191,7 @@ def create_app(
         description="Behaviour-event intake: native contract and Segment's HTTP Tracking API.",
         default_response_class=Response,
     )
-    stats = stats or CollectorStats()
+    stats = CollectorStats() if stats is None else stats
     app.state.stats = stats
     # One origin policy: CORSMiddleware answers preflights and decorates FastAPI's answers
     # with it, the intake guard refuses other origins and IntakeFastPath decorates its own.
@@ -199,7 +199,6 @@ def create_app(
     app.state.origin_policy = policy
     app.add_middleware(CORSMiddleware, **policy.middleware_options())
     budget = BodyBudget(limits.intake_memory_bytes)
-    app.state.body_budget = budget
 
     def authorised(request: Request, body_key: Any = None) -> bool:
         if not settings.write_keys:

@@ -51,11 +51,17 @@ class CollectorSettings(BaseModel):
         "not fit is answered 503 + Retry-After without reading its body. Segment requests "
         "whose write key can only be in the body may use half of it.",
     )
-    body_read_timeout_seconds: float = Field(
+    request_read_timeout_seconds: float = Field(
         default=30.0,
         gt=0,
-        description="A request body must arrive within this long once its headers have; "
-        "otherwise 408 and the connection is closed.",
+        description="A request's headers (from the connection or the request's first byte), "
+        "then its body, must each arrive within this long; otherwise 408 and the connection "
+        "is closed.",
+    )
+    max_header_bytes: int = Field(
+        default=65_536,
+        gt=0,
+        description="Largest request line + headers; beyond it, 431 and the connection closed.",
     )
     segment_body_write_key: bool = Field(
         default=True,

@@ -8,6 +8,8 @@ body read deadline are what bound them; legitimate clients (key in a header) kee
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,7 +26,7 @@ from tests.support.collector import CollectorProcess
 
 KEY = "wk_hostile_" + uuid.uuid4().hex[:8]
 BUDGET = 20_000_000  # collector.intake_memory_bytes: keyless bodies may hold half of it
-DEADLINE = 2.0  # collector.body_read_timeout_seconds
+DEADLINE = 2.0  # collector.request_read_timeout_seconds
 BODY = 4_900_000  # as in the reproduction: most of a 5 MB body
 MB = 1_000_000
 
@@ -36,7 +38,7 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CollectorProce
         env={
             "SHOPSTREAM_WRITE_KEYS": KEY,
             "SHOPSTREAM_COLLECTOR__INTAKE_MEMORY_BYTES": str(BUDGET),
-            "SHOPSTREAM_COLLECTOR__BODY_READ_TIMEOUT_SECONDS": str(DEADLINE),
+            "SHOPSTREAM_COLLECTOR__REQUEST_READ_TIMEOUT_SECONDS": str(DEADLINE),
         },
     )
     process.start()
@@ -127,7 +129,7 @@ def test_a_slow_body_is_answered_408_and_the_connection_closed(guarded: Collecto
     assert b"connection: close" in head.lower()
     answer = orjson.loads(body)
     assert answer["error"] == "request_timeout"
-    assert "body_read_timeout_seconds" in answer["message"]
+    assert "request_read_timeout_seconds" in answer["message"]
 
 
 def test_a_full_budget_answers_503_with_retry_after_before_reading(
@@ -178,3 +180,40 @@ def test_settings_refuse_a_budget_smaller_than_two_bodies(tmp_path: Path) -> Non
 
     with pytest.raises(ValidationError, match="intake_memory_bytes"):
         CollectorSettings(max_body_bytes=5_000_000, intake_memory_bytes=6_000_000)
+
+
+def test_endless_headers_are_cut_off_and_hold_no_memory(guarded: CollectorProcess) -> None:
+    baseline = rss(guarded)
+    with socket.create_connection(("127.0.0.1", guarded.port), timeout=DEADLINE * 3) as sock:
+        sock.sendall(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nX-Endless: ")
+        sent = 0
+        chunk = b"a" * 65_536
+        response = b""
+        try:
+            while sent < 100 * MB:  # unbounded before: RSS grew with every byte
+                sock.sendall(chunk)
+                sent += len(chunk)
+        except OSError:
+            pass  # the collector closed the connection
+        with contextlib.suppress(OSError):
+            while data := sock.recv(65_536):
+                response += data
+    assert rss(guarded) <= baseline + 20 * MB, (baseline, rss(guarded), sent)
+    assert sent < 100 * MB
+    if response:  # the answer may be lost to the reset of a client still sending
+        assert response.startswith(b"HTTP/1.1 431 "), response
+        assert b"max_header_bytes" in response
+    assert legit_post(guarded).status_code == 200
+
+
+def test_slow_or_missing_headers_are_answered_408_and_closed(guarded: CollectorProcess) -> None:
+    silent = socket.create_connection(("127.0.0.1", guarded.port), timeout=DEADLINE * 5)
+    trickle = socket.create_connection(("127.0.0.1", guarded.port), timeout=DEADLINE * 5)
+    trickle.sendall(b"POST /v1/events HTTP/1.1\r\nHost: x\r\n")  # and never the rest
+    for sock in (silent, trickle):
+        with sock:
+            response = b""
+            while data := sock.recv(65_536):
+                response += data
+            assert response.startswith(b"HTTP/1.1 408 "), response
+            assert b"request_read_timeout_seconds" in response

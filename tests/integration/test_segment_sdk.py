@@ -168,7 +168,7 @@ def test_the_sdk_retries_a_busy_collector(tmp_path: Path, caplog: pytest.LogCapt
         env={
             "SHOPSTREAM_WRITE_KEYS": "segment-test-key",
             "SHOPSTREAM_COLLECTOR__INTAKE_MEMORY_BYTES": "10000000",
-            "SHOPSTREAM_COLLECTOR__BODY_READ_TIMEOUT_SECONDS": "3",
+            "SHOPSTREAM_COLLECTOR__REQUEST_READ_TIMEOUT_SECONDS": "3",
         },
     ).start()
     try:

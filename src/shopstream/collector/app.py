@@ -251,7 +251,7 @@ def create_app(
         chunks = []
         size = 0
         try:
-            async with asyncio.timeout(limits.body_read_timeout_seconds):
+            async with asyncio.timeout(limits.request_read_timeout_seconds):
                 async for chunk in request.stream():
                     size += len(chunk)
                     if size > limits.max_body_bytes:
@@ -265,8 +265,8 @@ def create_app(
             raise BodyError(
                 408,
                 "request_timeout",
-                f"the body did not arrive within {limits.body_read_timeout_seconds:g} s "
-                "(collector.body_read_timeout_seconds); the connection is closed: resend it",
+                f"the body did not arrive within {limits.request_read_timeout_seconds:g} s "
+                "(collector.request_read_timeout_seconds); the connection is closed: resend it",
             ) from None
         attempt.body_read = True
         body = b"".join(chunks)

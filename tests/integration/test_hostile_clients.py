@@ -217,3 +217,23 @@ def test_slow_or_missing_headers_are_answered_408_and_closed(guarded: CollectorP
                 response += data
             assert response.startswith(b"HTTP/1.1 408 "), response
             assert b"request_read_timeout_seconds" in response
+
+
+def test_a_client_leaving_mid_body_is_counted_not_a_traceback(guarded: CollectorProcess) -> None:
+    def left() -> float:
+        name = "shopstream_collector_requests_rejected_total"
+        return metrics.value(guarded.url, name, reason="client_disconnected")
+
+    before = left()
+    with socket.create_connection(("127.0.0.1", guarded.port)) as sock:
+        sock.sendall(
+            b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"X-Write-Key: {KEY}\r\nContent-Length: 1000\r\n\r\n[{{".encode()
+        )
+        time.sleep(0.2)  # the handler is waiting for the rest of the body
+    deadline = time.monotonic() + DEADLINE
+    while left() == before:
+        assert time.monotonic() < deadline, "the disconnect was not counted"
+        time.sleep(0.05)
+    assert left() == before + 1
+    assert "Traceback" not in guarded.log()

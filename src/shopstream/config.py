@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -39,8 +39,45 @@ class CollectorSettings(BaseModel):
         default=65_536, gt=0, description="Longest unparseable body kept in raw.dead_letter."
     )
     cors_origins: list[str] = Field(
-        default_factory=lambda: ["*"], description="Browser origins allowed to send events."
+        default_factory=lambda: ["*"],
+        description="Browser origins allowed to send events; a request from another origin is "
+        "refused (403) before its body is read. Requests without an Origin header (server-side "
+        "SDKs) are not affected.",
     )
+    intake_memory_bytes: int = Field(
+        default=64_000_000,
+        gt=0,
+        description="Request bodies held at once, all requests together; a request that does "
+        "not fit is answered 503 + Retry-After without reading its body. Segment requests "
+        "whose write key can only be in the body may use half of it.",
+    )
+    request_read_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="A request's headers (from the connection or the request's first byte), "
+        "then its body, must each arrive within this long; otherwise 408 and the connection "
+        "is closed.",
+    )
+    max_header_bytes: int = Field(
+        default=65_536,
+        gt=0,
+        description="Largest request line + headers; beyond it, 431 and the connection closed.",
+    )
+    segment_body_write_key: bool = Field(
+        default=True,
+        description="Accept a Segment writeKey in the body (some SDKs send it only there). "
+        "False: a key header is required, and keyless requests are refused unread.",
+    )
+
+    @model_validator(mode="after")
+    def _budget_holds_bodies(self) -> CollectorSettings:
+        # Keyless Segment bodies get half the budget: the largest body must fit in it.
+        if self.intake_memory_bytes < 2 * self.max_body_bytes:
+            raise ValueError(
+                f"collector.intake_memory_bytes ({self.intake_memory_bytes}) must be at least "
+                f"twice collector.max_body_bytes ({self.max_body_bytes})"
+            )
+        return self
 
 
 class SinkSettings(BaseModel):

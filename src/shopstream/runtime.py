@@ -29,6 +29,7 @@ from typing import Any
 import uvicorn
 
 from shopstream.collector.app import IntakeFastPath, create_app
+from shopstream.collector.connection import bounded_http
 from shopstream.config import Settings
 from shopstream.sinks.warehouse import WarehouseSink
 from shopstream.warehouse import open_warehouse
@@ -188,7 +189,11 @@ class Platform:
                 loop.add_signal_handler(signum, stop.set)
         self.sink.start()
         config = uvicorn.Config(
-            IntakeFastPath(self.app, self.settings.collector.cors_origins),
+            IntakeFastPath(self.app),
+            http=bounded_http(
+                self.settings.collector.max_header_bytes,
+                self.settings.collector.request_read_timeout_seconds,
+            ),
             host=self.host,
             port=self.port,
             log_level="warning",

@@ -12,6 +12,7 @@ import httpx
 import orjson
 import pytest
 
+from tests.support import metrics
 from tests.support.collector import CollectorProcess
 
 NOW = datetime.now(UTC)
@@ -202,17 +203,29 @@ def test_events_without_id_get_a_deterministic_one(collector: CollectorProcess) 
 def test_health_readiness_metrics_and_schema(collector: CollectorProcess) -> None:
     assert httpx.get(f"{collector.url}/healthz").status_code == 200
     assert httpx.get(f"{collector.url}/readyz").json() == {"status": "ready"}
-    post(collector, [event(), event("nope")])
-    text = httpx.get(f"{collector.url}/metrics").text
-    assert 'shopstream_collector_events_accepted_total{event_type="page_view"}' in text
-    assert (
-        'shopstream_collector_events_rejected_total{event_type="unknown",reason="unknown_event_type"}'
-        in text
-    )
-    assert "shopstream_collector_request_seconds_bucket" in text
-    assert "shopstream_sink_batch_rows_bucket" in text
-    assert "shopstream_sink_flush_seconds_bucket" in text
-    assert "shopstream_sink_queue_rows" in text
+    # Sample values, not names: Prometheus prints a metric's name even with no sample.
+    before = metrics.samples(collector.url)
+    assert post(collector, [event(), event(), event("nope")]).status_code == 200
+    after = metrics.samples(collector.url)
+
+    def grew(name: str, **labels: str) -> float:
+        key = (name, frozenset(labels.items()))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert grew("shopstream_collector_events_accepted_total", event_type="page_view") == 2
+    assert grew("shopstream_collector_events_received_total", event_type="page_view") == 2
+    rejected = {"event_type": "unknown", "reason": "unknown_event_type"}
+    assert grew("shopstream_collector_events_rejected_total", **rejected) == 1
+    letters = {"source": "collector", "reason": "unknown_event_type"}
+    assert grew("shopstream_dead_letters_total", **letters) == 1
+    assert grew("shopstream_collector_request_seconds_count", route="/v1/events") == 1
+    assert grew("shopstream_sink_rows_written_total", table="events") == 2
+    assert grew("shopstream_sink_rows_written_total", table="dead_letter") == 1
+    # One group commit holds the request's three rows (it was the only one in flight).
+    assert grew("shopstream_sink_batch_rows_count") == 1
+    assert grew("shopstream_sink_batch_rows_sum") == 3
+    assert grew("shopstream_sink_flush_seconds_count") == 1
+    assert after[("shopstream_sink_queue_rows", frozenset())] == 0
     schema = httpx.get(f"{collector.url}/v1/schema").json()
     types = {s["$ref"].rsplit("/", 1)[1] for s in schema["oneOf"]}
     assert {"PageView", "Purchase", "BannerClick", "Custom"} <= types

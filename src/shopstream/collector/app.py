@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,9 +24,11 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
+from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from shopstream import __version__
+from shopstream.collector.admission import BodyBudget, OriginPolicy, Reservation
 from shopstream.collector.auth import key_from_headers, key_is_valid
 from shopstream.collector.intake import (
     BodyError,
@@ -36,6 +40,7 @@ from shopstream.collector.intake import (
     take_native,
     take_segment,
 )
+from shopstream.collector.segment_api import SEGMENT_BODIES, segment_schemas
 from shopstream.config import Settings
 from shopstream.events.schema import event_json_schema
 from shopstream.observability import metrics
@@ -61,6 +66,25 @@ class IngestResponse(BaseModel):
     code: str | None = Field(default=None, description="Same as error, where Segment SDKs read it.")
 
 
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Attempt:
+    """What one intake request holds and has stored: the last-resort answer reports it."""
+
+    reservation: Reservation | None = None
+    body_read: bool = False
+    stored: bool = False
+    accepted: int = 0
+    rejected: list[RejectedEvent] = field(default_factory=list)
+
+
+# Per request (each request runs in a task of its own): set by the guard around every intake
+# handler, so that the steps deep inside can record what they hold and what became durable.
+_ATTEMPT: ContextVar[Attempt] = ContextVar("intake_attempt")
+
+
 @dataclass
 class CollectorStats:
     """Running totals for the live status line (Prometheus has the labelled detail)."""
@@ -81,10 +105,19 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"model": IngestResponse, "description": "Accepted events are durable."},
     400: {"model": IngestResponse, "description": "Unparseable body, or every event rejected."},
     401: {"model": IngestResponse, "description": "Missing or wrong write key."},
+    403: {"model": IngestResponse, "description": "Browser origin not allowed (cors_origins)."},
+    408: {"model": IngestResponse, "description": "The body did not arrive in time."},
     413: {"model": IngestResponse, "description": "Body or event count over the limit."},
     415: {"model": IngestResponse, "description": "Content-Type is not JSON."},
-    503: {"model": IngestResponse, "description": "Sink unavailable or behind; retry."},
+    500: {
+        "model": IngestResponse,
+        "description": "Unexpected failure; `accepted` says what was stored. Resend.",
+    },
+    503: {"model": IngestResponse, "description": "Sink unavailable, behind, or busy; retry."},
 }
+
+
+IntakeRoute = Callable[[Request], Awaitable[Response]]
 
 
 def _answer(status: int, body: IngestResponse, headers: dict[str, str] | None = None) -> Response:
@@ -99,12 +132,44 @@ def _answer(status: int, body: IngestResponse, headers: dict[str, str] | None = 
 
 def _error(exc: BodyError) -> Response:
     metrics.REQUESTS_REJECTED.labels(exc.code).inc()
-    return _answer(exc.status, IngestResponse(success=False, error=exc.code, message=exc.message))
+    headers = {"Retry-After": "1"} if exc.status == 503 else None
+    return _answer(
+        exc.status, IngestResponse(success=False, error=exc.code, message=exc.message), headers
+    )
 
 
-def create_app(settings: Settings, sink: Sink) -> FastAPI:
+def _last_resort(attempt: Attempt, exc: Exception) -> Response:
+    """The answer when something unexpected failed: what was stored, and what to do."""
+    metrics.REQUESTS_REJECTED.labels("internal_error").inc()
+    failure = type(exc).__name__
+    if attempt.stored:
+        message = (
+            f"the collector failed ({failure}) after this request was stored: "
+            f"{attempt.accepted} events accepted and {len(attempt.rejected)} rejected (see "
+            "rejected[].reason). Resending is harmless: stored events are recognised by event_id."
+        )
+    else:
+        message = (
+            f"the collector failed ({failure}) before this request was known to be stored; "
+            "resend it (events that were stored are recognised by event_id and counted once). "
+            "If it fails again, report it with the collector's log."
+        )
+    body = IngestResponse(
+        accepted=attempt.accepted,
+        rejected=attempt.rejected,
+        success=False,
+        error="internal_error",
+        message=message,
+    )
+    return _answer(500, body)
+
+
+def create_app(settings: Settings, sink: Sink, *, stats: CollectorStats | None = None) -> FastAPI:
     """Build the collector app around a sink. Queries are never served here: see
-    :mod:`shopstream.warehouse.query_endpoint`."""
+    :mod:`shopstream.warehouse.query_endpoint`.
+
+    ``stats``: the running totals the status line reads (a fresh one by default).
+    """
     limits = settings.collector
     app = FastAPI(
         title="shopstream collector",
@@ -112,14 +177,14 @@ def create_app(settings: Settings, sink: Sink) -> FastAPI:
         description="Behaviour-event intake: native contract and Segment's HTTP Tracking API.",
         default_response_class=Response,
     )
-    stats = CollectorStats()
+    stats = CollectorStats() if stats is None else stats
     app.state.stats = stats
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origins=settings.collector.cors_origins,
-        allow_methods=["POST", "GET", "OPTIONS"],
-        allow_headers=["*"],
-    )
+    # One origin policy: CORSMiddleware answers preflights and decorates FastAPI's answers
+    # with it, the intake guard refuses other origins and IntakeFastPath decorates its own.
+    policy = OriginPolicy(limits.cors_origins)
+    app.state.origin_policy = policy
+    app.add_middleware(CORSMiddleware, **policy.middleware_options())
+    budget = BodyBudget(limits.intake_memory_bytes)
 
     def authorised(request: Request, body_key: Any = None) -> bool:
         if not settings.write_keys:
@@ -139,7 +204,12 @@ def create_app(settings: Settings, sink: Sink) -> FastAPI:
             f"Content-Type {media or '(none)'!r} is not accepted; send {' or '.join(allowed)}",
         )
 
-    async def read_body(request: Request) -> bytes:
+    async def read_body(request: Request, *, keyless: bool = False) -> bytes:
+        """The body, once it fits the memory budget, within the read deadline.
+
+        ``keyless``: the request's write key can only be in its body, so nobody known sent
+        it yet; such bodies get the smaller share of the budget.
+        """
         length = request.headers.get("content-length")
         if length is not None:
             if not length.isdigit():
@@ -151,17 +221,40 @@ def create_app(settings: Settings, sink: Sink) -> FastAPI:
                     f"body of {length} bytes is over the limit of {limits.max_body_bytes} "
                     "(collector.max_body_bytes); send smaller batches",
                 )
+        # Without a Content-Length (chunked) the body may grow to the limit: hold that much.
+        reservation = budget.reserve(
+            limits.max_body_bytes if length is None else int(length), keyless=keyless
+        )
+        if reservation is None:
+            raise BodyError(
+                503,
+                "busy",
+                f"the collector holds as many request bodies as its budget allows "
+                f"(collector.intake_memory_bytes = {limits.intake_memory_bytes}); retry shortly",
+            )
+        attempt = _ATTEMPT.get()
+        attempt.reservation = reservation
         chunks = []
         size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limits.max_body_bytes:
-                raise BodyError(
-                    413,
-                    "body_too_large",
-                    f"body is over the limit of {limits.max_body_bytes} bytes",
-                )
-            chunks.append(chunk)
+        try:
+            async with asyncio.timeout(limits.request_read_timeout_seconds):
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limits.max_body_bytes:
+                        raise BodyError(
+                            413,
+                            "body_too_large",
+                            f"body is over the limit of {limits.max_body_bytes} bytes",
+                        )
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise BodyError(
+                408,
+                "request_timeout",
+                f"the body did not arrive within {limits.request_read_timeout_seconds:g} s "
+                "(collector.request_read_timeout_seconds); the connection is closed: resend it",
+            ) from None
+        attempt.body_read = True
         body = b"".join(chunks)
         encoding = request.headers.get("content-encoding", "identity").strip().lower()
         if encoding in ("gzip", "x-gzip"):  # x-gzip: the older name, same format (RFC 9110)
@@ -223,6 +316,11 @@ def create_app(settings: Settings, sink: Sink) -> FastAPI:
         return failed or _error(exc)
 
     def finish(intake: Intake, started: float, route: str) -> Response:
+        # Only called once the request's rows are durable: from here on, a failure must say so.
+        attempt = _ATTEMPT.get()
+        attempt.stored = True
+        attempt.accepted = len(intake.events)
+        attempt.rejected = [RejectedEvent(**r.to_json()) for r in intake.rejected]
         # Metrics once per type per request, not per event: labelled counters are slow.
         for event_type, n in Counter(intake.accepted_types()).items():
             metrics.EVENTS_RECEIVED.labels(event_type).inc(n)
@@ -241,11 +339,7 @@ def create_app(settings: Settings, sink: Sink) -> FastAPI:
                 b'{"accepted":%d,"rejected":[],"success":true}' % accepted,
                 media_type="application/json",
             )
-        body = IngestResponse(
-            accepted=accepted,
-            rejected=[RejectedEvent(**r.to_json()) for r in intake.rejected],
-            success=accepted > 0,
-        )
+        body = IngestResponse(accepted=accepted, rejected=attempt.rejected, success=accepted > 0)
         if not body.success:
             body.error = "all_rejected"
             body.message = "no event in the request was valid; see rejected[].reason"
@@ -276,11 +370,19 @@ def create_app(settings: Settings, sink: Sink) -> FastAPI:
         try:
             check_content_type(request, _SEGMENT_TYPES)
             header_key = key_from_headers(request.headers)
-            # Segment SDKs may carry the key in the body only; it is checked after parsing.
+            # Segment SDKs may carry the key in the body only; it is checked after parsing,
+            # and until then the body is a stranger's: the budget's keyless share bounds it.
             body_key_only = bool(settings.write_keys) and header_key is None
+            if body_key_only and not limits.segment_body_write_key:
+                raise BodyError(
+                    401,
+                    "unauthorized",
+                    "missing write key: send it as the basic-auth user or an X-Write-Key "
+                    "header (collector.segment_body_write_key is off)",
+                )
             if not body_key_only and not authorised(request):
                 raise BodyError(401, "unauthorized", "missing or invalid write key")
-            body = await read_body(request)
+            body = await read_body(request, keyless=body_key_only)
             try:
                 document = parse_json(body)
             except BodyError:
@@ -313,6 +415,47 @@ def create_app(settings: Settings, sink: Sink) -> FastAPI:
         intake = take_segment(messages, info, limits, kind=kind, sent_at=document.get("sentAt"))
         return await durable(intake) or finish(intake, started, route)
 
+    def guarded(handler: IntakeRoute) -> IntakeRoute:
+        """Every intake route, in the fast path and FastAPI alike, runs inside this."""
+
+        async def guard(request: Request) -> Response:
+            attempt = Attempt()
+            token = _ATTEMPT.set(attempt)
+            try:
+                origin = request.headers.get("origin")
+                if policy.allows(origin):
+                    response = await handler(request)
+                else:
+                    response = _error(
+                        BodyError(
+                            403,
+                            "origin_not_allowed",
+                            f"origin {origin!r} may not send events: it is not in "
+                            "collector.cors_origins",
+                        )
+                    )
+            except ClientDisconnect:  # the client left while sending: nobody to answer
+                response = _error(BodyError(400, "client_disconnected", "the client went away"))
+            except Exception as exc:  # the last resort: a clear answer, never a bare 500
+                log.exception("intake request on %s failed", request.url.path)
+                response = _last_resort(attempt, exc)
+            finally:
+                if attempt.reservation is not None:
+                    attempt.reservation.release()
+                _ATTEMPT.reset(token)
+            if not attempt.body_read and response.status_code >= 400:
+                # Refused before its body was read: do not spend a read on the rest of it.
+                response.headers["connection"] = "close"
+            return response
+
+        return guard
+
+    routes: dict[str, IntakeRoute] = {
+        "/v1/events": guarded(intake_native),
+        "/v1/batch": guarded(functools.partial(intake_segment, kind=None)),
+        **{f"/v1/{k}": guarded(functools.partial(intake_segment, kind=k)) for k in SEGMENT_SINGLE},
+    }
+
     body_doc = {
         "required": True,
         "content": {
@@ -336,10 +479,11 @@ def create_app(settings: Settings, sink: Sink) -> FastAPI:
             }
         },
     }
-    segment_doc = {
-        "required": True,
-        "content": {"application/json": {"schema": {"type": "object"}}},
-    }
+
+    def segment_doc(kind: str) -> dict[str, Any]:
+        # Documents the body (see segment_api); FastAPI does not validate it, the intake does.
+        schema = {"$ref": f"#/components/schemas/{SEGMENT_BODIES[kind].__name__}"}
+        return {"required": True, "content": {"application/json": {"schema": schema}}}
 
     @app.post(
         "/v1/events",
@@ -348,21 +492,21 @@ def create_app(settings: Settings, sink: Sink) -> FastAPI:
         openapi_extra={"requestBody": body_doc},
     )
     async def post_events(request: Request) -> Response:
-        return await intake_native(request)
+        return await routes["/v1/events"](request)
 
     @app.post(
         "/v1/batch",
         summary="Segment batch",
         responses=_RESPONSES,
-        openapi_extra={"requestBody": segment_doc},
+        openapi_extra={"requestBody": segment_doc("batch")},
     )
     async def segment_batch(request: Request) -> Response:
-        return await intake_segment(request, None)
+        return await routes["/v1/batch"](request)
 
     for kind in SEGMENT_SINGLE:
 
         async def segment_single(request: Request, kind: str = kind) -> Response:
-            return await intake_segment(request, kind)
+            return await routes[f"/v1/{kind}"](request)
 
         app.add_api_route(
             f"/v1/{kind}",
@@ -370,7 +514,7 @@ def create_app(settings: Settings, sink: Sink) -> FastAPI:
             methods=["POST"],
             summary=f"Segment {kind}",
             responses=_RESPONSES,
-            openapi_extra={"requestBody": segment_doc},
+            openapi_extra={"requestBody": segment_doc(kind)},
             name=f"segment_{kind}",
         )
 
@@ -406,19 +550,13 @@ def create_app(settings: Settings, sink: Sink) -> FastAPI:
         events = event_json_schema(ref_template="#/components/schemas/{model}")
         components.update(events.pop("$defs", {}))
         components["Event"] = events
+        components.update(segment_schemas())
         app.openapi_schema = document
         return document
 
     app.openapi = openapi  # type: ignore[method-assign]
-    app.state.intake_routes = {
-        "/v1/events": intake_native,
-        "/v1/batch": functools.partial(intake_segment, kind=None),
-        **{f"/v1/{k}": functools.partial(intake_segment, kind=k) for k in SEGMENT_SINGLE},
-    }
+    app.state.intake_routes = routes
     return app
-
-
-IntakeRoute = Callable[[Request], Awaitable[Response]]
 
 
 class IntakeFastPath:
@@ -429,11 +567,10 @@ class IntakeFastPath:
     They are still FastAPI routes too (the OpenAPI document describes them).
     """
 
-    def __init__(self, app: FastAPI, cors_origins: list[str]) -> None:
+    def __init__(self, app: FastAPI) -> None:
         self.app = app
         self.routes: dict[str, IntakeRoute] = app.state.intake_routes
-        self.any_origin = "*" in cors_origins
-        self.origins = set(cors_origins)
+        self.policy: OriginPolicy = app.state.origin_policy
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -441,14 +578,8 @@ class IntakeFastPath:
             if route is not None:
                 request = Request(scope, receive)
                 response = await route(request)
-                origin = request.headers.get("origin")
-                if origin and (self.any_origin or origin in self.origins):
-                    # As CORSMiddleware answers a simple request.
-                    response.headers["access-control-allow-origin"] = (
-                        "*" if self.any_origin else origin
-                    )
-                    if not self.any_origin:
-                        response.headers["vary"] = "Origin"
+                # As CORSMiddleware answers a simple request (the route refused other origins).
+                response.headers.update(self.policy.response_headers(request.headers.get("origin")))
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)

@@ -6,7 +6,8 @@ Adding a backend is adding a module that implements these few methods.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
 
 import pyarrow as pa
 
@@ -15,6 +16,23 @@ LAYERS = ("raw", "staging", "mart", "monitoring")
 
 class WarehouseError(RuntimeError):
     """A warehouse operation failed; the message says what to do next."""
+
+
+class WarehouseUnavailable(WarehouseError):
+    """The warehouse cannot be reached right now (its writer process is restarting, say).
+
+    Nothing was refused: the same rows may be sent again later. Callers must not treat the
+    rows as bad (no dead letters for them) and must not acknowledge them.
+    """
+
+
+@dataclass(frozen=True)
+class WarehouseHealth:
+    """``ok``: writes work. ``recovering``: they fail now but the warehouse is fixing itself
+    (restarting its writer). ``failed``: it gave up; only a restart of the process helps."""
+
+    state: Literal["ok", "recovering", "failed"] = "ok"
+    reason: str = ""
 
 
 class Warehouse(Protocol):
@@ -35,5 +53,8 @@ class Warehouse(Protocol):
 
     def checkpoint(self) -> None:
         """Make the latest commits cheap to reopen (idle-time housekeeping)."""
+
+    def health(self) -> WarehouseHealth:
+        """Whether writes can work now (for readiness and liveness probes)."""
 
     def close(self) -> None: ...

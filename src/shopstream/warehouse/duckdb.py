@@ -17,7 +17,8 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from shopstream.warehouse.base import LAYERS, WarehouseError
+from shopstream.warehouse.base import LAYERS, WarehouseError, WarehouseHealth
+from shopstream.warehouse.files import private_directory, private_umask, tighten, warehouse_files
 from shopstream.warehouse.raw import json_columns, schema_for
 
 _SQL_TYPES = {
@@ -66,19 +67,42 @@ def check_read_only(sql: str) -> None:
 
 
 class DuckDBWarehouse:
-    def __init__(self, path: Path, *, read_only: bool = False, checkpoint_wal_mb: int = 128):
+    def __init__(
+        self,
+        path: Path,
+        *,
+        read_only: bool = False,
+        checkpoint_wal_mb: int = 128,
+        memory_limit_mb: int | None = None,
+    ):
         self.path = path
         self.read_only = read_only
+        temp_directory = path.with_name(path.name + ".tmp")
         if not read_only:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private_directory(path.parent)
+            for existing in warehouse_files(path):
+                tighten(existing)
+            # Where DuckDB spills beyond its memory limit (its default place, made private
+            # before DuckDB creates it with the process's umask).
+            with private_umask():
+                temp_directory.mkdir(exist_ok=True)
+        config: dict[str, str | bool | int | float | list[str]] = {}
+        if memory_limit_mb is not None:
+            # Unset, DuckDB takes up to 80% of the machine's RAM (not the container's), and
+            # keeps the blocks it wrote cached up to that: the writer's memory would follow
+            # the size of the file. Given at connect, so even opening a large WAL obeys it.
+            config["memory_limit"] = f"{int(memory_limit_mb)}MB"
         try:
-            self._con = duckdb.connect(str(path), read_only=read_only)
+            with private_umask():
+                self._con = duckdb.connect(str(path), read_only=read_only, config=config)
         except duckdb.IOException as exc:
             if "lock" in str(exc).lower():
                 raise WarehouseLocked(path, str(exc)) from exc
             raise WarehouseError(f"cannot open warehouse {path}: {exc}") from exc
         self._con.execute("SET TimeZone = 'UTC'")
         if not read_only:
+            quoted = str(temp_directory).replace("'", "''")
+            self._con.execute(f"SET temp_directory = '{quoted}'")
             # Automatic checkpoints stall commits for ~150 ms every 16 MB of WAL (the default);
             # the writer checkpoints when idle instead, and this bounds memory under load.
             self._con.execute(f"SET checkpoint_threshold = '{int(checkpoint_wal_mb)}MB'")
@@ -96,6 +120,10 @@ class DuckDBWarehouse:
         return cursor
 
     def ensure_layers(self) -> None:
+        with private_umask():  # DDL may create the WAL
+            self._ensure_layers()
+
+    def _ensure_layers(self) -> None:
         cursor = self._cursor()
         for layer in LAYERS:
             cursor.execute(f"CREATE SCHEMA IF NOT EXISTS {layer}")
@@ -110,7 +138,7 @@ class DuckDBWarehouse:
     def ensure_raw_table(self, table: str) -> None:
         if table in self._known_tables:
             return
-        with self._lock:
+        with self._lock, private_umask():
             self._cursor().execute(raw_table_ddl(table))
             self._known_tables.add(table)
 
@@ -137,7 +165,8 @@ class DuckDBWarehouse:
         sql = inserts if len(parts) == 1 else f"BEGIN; {inserts}; COMMIT"
         cursor = self._cursor()
         try:
-            cursor.execute(sql)
+            with private_umask():  # the commit may create the WAL
+                cursor.execute(sql)
         except duckdb.Error as exc:
             with contextlib.suppress(duckdb.Error):
                 cursor.execute("ROLLBACK")  # may already have ended with the failure
@@ -154,7 +183,8 @@ class DuckDBWarehouse:
                 cursor.register(name, batch)
                 registered.append(name)
                 cursor.execute(f"INSERT INTO raw.{table} SELECT * FROM {name}")
-            cursor.execute("COMMIT")
+            with private_umask():  # the commit may create the WAL
+                cursor.execute("COMMIT")
         except duckdb.Error as exc:
             with contextlib.suppress(duckdb.Error):
                 cursor.execute("ROLLBACK")  # may already have ended with the failure
@@ -190,10 +220,15 @@ class DuckDBWarehouse:
 
     def checkpoint(self) -> None:
         if not self.read_only:
-            self._cursor().execute("CHECKPOINT")
+            with private_umask():
+                self._cursor().execute("CHECKPOINT")
+
+    def health(self) -> WarehouseHealth:
+        return WarehouseHealth()  # in this process: if it is down, so is the caller
 
     def close(self) -> None:
-        self._con.close()
+        with private_umask():
+            self._con.close()
 
 
 class WarehouseLocked(WarehouseError):

@@ -74,14 +74,18 @@ class DuckDBWarehouse:
         read_only: bool = False,
         checkpoint_wal_mb: int = 128,
         memory_limit_mb: int | None = None,
+        check_modes: bool = True,
     ):
+        """``check_modes``: make the directory and files private (see
+        :mod:`shopstream.warehouse.files`); a writer process's parent has done it already."""
         self.path = path
         self.read_only = read_only
         temp_directory = path.with_name(path.name + ".tmp")
-        if not read_only:
+        if not read_only and check_modes:
             private_directory(path.parent)
             for existing in warehouse_files(path):
                 tighten(existing)
+        if not read_only:
             # Where DuckDB spills beyond its memory limit (its default place, made private
             # before DuckDB creates it with the process's umask).
             with private_umask():

@@ -33,7 +33,7 @@ from typing import Any, NoReturn
 import pyarrow as pa
 
 from shopstream.warehouse.base import WarehouseError, WarehouseHealth, WarehouseUnavailable
-from shopstream.warehouse.files import private_directory
+from shopstream.warehouse.files import private_directory, tighten, warehouse_files
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,7 @@ def _serve(
             read_only=read_only,
             checkpoint_wal_mb=checkpoint_wal_mb,
             memory_limit_mb=memory_limit_mb,
+            check_modes=False,
         )
     except WarehouseError as exc:
         conn.send(("error", type(exc).__name__, str(exc)))
@@ -158,6 +159,8 @@ class WarehouseProcess:
         self._args = (str(path), read_only, checkpoint_wal_mb, memory_limit_mb)
         if not read_only:
             private_directory(path.parent)
+            for existing in warehouse_files(path):
+                tighten(existing)
         self._lock = threading.Lock()
         self._query_lock = threading.Lock()
         self._closing = threading.Event()

@@ -122,7 +122,9 @@ def test_a_dead_writer_fails_submissions_without_dead_letters_then_recovers(
         assert not sink.ready()
         assert sink.broken() is None  # recovering on its own: not a reason to restart us
         deadline = time.monotonic() + 30
-        while warehouse.health().state != "ok" and time.monotonic() < deadline:
+        while (warehouse.pid == old_pid or warehouse.health().state != "ok") and (
+            time.monotonic() < deadline
+        ):
             time.sleep(0.05)
         assert warehouse.pid != old_pid
         assert sink.ready()

@@ -279,10 +279,15 @@ class WarehouseProcess:
                     conn.send_bytes(data)
                 status, value, message = conn.recv()
             except (EOFError, OSError) as exc:
-                raise WarehouseUnavailable(
+                reason = (
                     f"the warehouse writer process (pid {child.process.pid}) is gone ({exc}); "
                     "it is being restarted: retry. Committed data is safe in the DuckDB file."
-                ) from exc
+                )
+                # Not ready from now on, before the watcher has noticed (it swaps children
+                # only under both locks, so this child is still the current one).
+                if self._health.state == "ok":
+                    self._health = WarehouseHealth("recovering", reason)
+                raise WarehouseUnavailable(reason) from exc
         if status == "error":
             _raise(value, message, self.path)
         return value

@@ -502,7 +502,9 @@ def cdc(
         warehouse = open_warehouse(
             settings.warehouse_path,
             checkpoint_wal_mb=settings.sink.checkpoint_wal_mb,
+            memory_limit_mb=settings.sink.memory_limit_mb,
             own_process=settings.sink.writer_process,
+            writer_restarts=settings.sink.writer_restarts,
         )
     except WarehouseLocked as exc:
         raise _fail(str(exc)) from exc

@@ -99,6 +99,20 @@ class SinkSettings(BaseModel):
         description="Under sustained load DuckDB checkpoints after this much WAL: memory holds "
         "about this much extra; each checkpoint stalls commits briefly (idle ones are free).",
     )
+    memory_limit_mb: int = Field(
+        default=512,
+        gt=0,
+        description="DuckDB's memory limit (SET memory_limit); beyond it DuckDB evicts cached "
+        "blocks and spills to <warehouse file>.tmp. Unset, DuckDB would take up to 80% of the "
+        "machine's RAM, not the container's.",
+    )
+    writer_restarts: int = Field(
+        default=5,
+        ge=0,
+        description="How many times in a row a writer process that died is restarted "
+        "(waiting 0.5 s, then twice as long each time) before the collector's /healthz fails "
+        "so that an orchestrator restarts it; a writer that ran 60 s resets the count.",
+    )
 
 
 class CdcSettings(BaseModel):

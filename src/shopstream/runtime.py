@@ -32,7 +32,7 @@ from shopstream.collector.app import IntakeFastPath, create_app
 from shopstream.collector.connection import bounded_http
 from shopstream.config import Settings
 from shopstream.sinks.warehouse import WarehouseSink
-from shopstream.warehouse import open_warehouse
+from shopstream.warehouse import WarehouseError, open_warehouse
 from shopstream.warehouse.query_endpoint import (
     ROUTE,
     bind_socket,
@@ -132,7 +132,9 @@ class Platform:
         self.warehouse = open_warehouse(
             settings.warehouse_path,
             checkpoint_wal_mb=settings.sink.checkpoint_wal_mb,
+            memory_limit_mb=settings.sink.memory_limit_mb,
             own_process=settings.sink.writer_process,
+            writer_restarts=settings.sink.writer_restarts,
         )
         self.warehouse.ensure_layers()
         self.sink = WarehouseSink(
@@ -271,7 +273,12 @@ class Platform:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                     loop.remove_signal_handler(signum)
-        counts = self.warehouse.table_counts()
+        try:
+            counts = self.warehouse.table_counts()
+        except WarehouseError as exc:  # the writer died for good: say so, without a traceback
+            log.error("row counts unavailable: %s", exc)
+            extra.setdefault("errors", []).append(str(exc))
+            counts = {}
         seconds = time.monotonic() - self.started_at
         return Summary(seconds, counts, self.stats.accepted, self.stats.rejected, extra)
 

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from pathlib import Path
 
 import orjson
 import pyarrow as pa
 import pytest
 
-from shopstream.sinks.base import SinkUnavailable
+from shopstream.sinks.base import LANDED, SinkUnavailable
 from shopstream.sinks.warehouse import WarehouseSink, dead_letter_row
+from shopstream.warehouse.base import WarehouseUnavailable
 from shopstream.warehouse.duckdb import DuckDBWarehouse
 from shopstream.warehouse.raw import RAW_EVENTS
+from shopstream.warehouse.writer import WarehouseProcess
 from tests.support.rows import event_row
 
 
@@ -28,8 +33,11 @@ def test_bad_rows_go_to_dead_letter_and_neighbours_commit(tmp_path: Path) -> Non
             "dead_letter": [dead_letter_row("collector", "test reason", "x")],
         }
     )
-    for future in (good, bad, arrow):
-        assert future.result(timeout=30) is None  # all durable: two loaded, one dead-lettered
+    assert good.result(timeout=30) == LANDED
+    assert arrow.result(timeout=30) == LANDED
+    (refused,) = bad.result(timeout=30).dead_lettered  # durable, in raw.dead_letter
+    assert (refused.table, refused.position) == ("events", 0)
+    assert "Malformed JSON" in refused.reason
     sink.close()
     ids = warehouse.query("SELECT event_id FROM raw.events ORDER BY 1").column("event_id")
     assert ids.to_pylist() == ["good-1", "good-2"]
@@ -38,9 +46,9 @@ def test_bad_rows_go_to_dead_letter_and_neighbours_commit(tmp_path: Path) -> Non
     ).to_pylist()
     assert [letter["source"] for letter in letters] == ["collector", "loader"]
     loader = letters[1]
-    assert "could not load into raw" in loader["reason"]
+    assert loader["reason"] == refused.reason
     assert orjson.loads(loader["payload"])["event_id"] == "bad-1"
-    assert orjson.loads(loader["context"]) == {"table": "events"}
+    assert orjson.loads(loader["context"]) == {"table": "events", "position": 0}
     warehouse.close()
 
 
@@ -66,11 +74,64 @@ def test_a_caller_that_gave_up_does_not_stop_the_sink(tmp_path: Path) -> None:
     abandoned = sink.submit({"events": [event_row("abandoned")]})
     assert abandoned.cancel()  # e.g. an HTTP request cancelled at shutdown
     kept = sink.submit({"events": [event_row("kept")]})
-    assert kept.result(timeout=30) is None
+    assert kept.result(timeout=30) == LANDED
     later = sink.submit({"events": [event_row("later")]})
-    assert later.result(timeout=30) is None
+    assert later.result(timeout=30) == LANDED
     assert sink.ready()
     sink.close()
     ids = warehouse.query("SELECT event_id FROM raw.events ORDER BY 1").column("event_id")
     assert "kept" in ids.to_pylist() and "later" in ids.to_pylist()
     warehouse.close()
+
+
+def test_refused_rows_are_found_within_a_submission_and_reported(tmp_path: Path) -> None:
+    """A request's bad rows, not the whole request, go to raw.dead_letter; the future says
+    which (by position) and why, so the collector can answer them as rejected."""
+    warehouse = DuckDBWarehouse(tmp_path / "w.duckdb")
+    warehouse.ensure_layers()
+    sink = WarehouseSink(warehouse)
+    sink.start()
+    rows = [event_row(f"e{i}", properties="{not json" if i in (3, 10) else "{}") for i in range(13)]
+    outcome = sink.submit({"events": rows}).result(timeout=30)
+    sink.close()
+    assert [(d.table, d.position) for d in outcome.dead_lettered] == [("events", 3), ("events", 10)]
+    assert all("Malformed JSON" in d.reason for d in outcome.dead_lettered)
+    stored = warehouse.query("SELECT event_id FROM raw.events").column("event_id").to_pylist()
+    assert sorted(stored) == sorted(f"e{i}" for i in range(13) if i not in (3, 10))
+    letters = warehouse.query("SELECT payload FROM raw.dead_letter").column("payload")
+    assert sorted(orjson.loads(p)["event_id"] for p in letters.to_pylist()) == ["e10", "e3"]
+    warehouse.close()
+
+
+def test_a_dead_writer_fails_submissions_without_dead_letters_then_recovers(
+    tmp_path: Path,
+) -> None:
+    """Rows are not to blame when the writer process dies: they are not dead-lettered, the
+    caller is told to retry, and once the writer is back the same rows load."""
+    warehouse = WarehouseProcess(tmp_path / "w.duckdb")
+    warehouse.ensure_layers()
+    sink = WarehouseSink(warehouse)
+    sink.start()
+    try:
+        assert sink.submit({"events": [event_row("before")]}).result(timeout=30) == LANDED
+        old_pid = warehouse.pid
+        assert old_pid is not None
+        os.kill(old_pid, signal.SIGKILL)
+        with pytest.raises(WarehouseUnavailable):
+            sink.submit({"events": [event_row("during")]}).result(timeout=30)
+        assert not sink.ready()
+        assert sink.broken() is None  # recovering on its own: not a reason to restart us
+        deadline = time.monotonic() + 30
+        while (warehouse.pid == old_pid or warehouse.health().state != "ok") and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.05)
+        assert warehouse.pid != old_pid
+        assert sink.ready()
+        assert sink.submit({"events": [event_row("during")]}).result(timeout=30) == LANDED
+        counts = warehouse.table_counts()
+        assert counts["raw.events"] == 2
+        assert counts["raw.dead_letter"] == 0
+    finally:
+        sink.close()
+        warehouse.close()

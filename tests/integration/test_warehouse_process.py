@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
+import time
 from pathlib import Path
 
+import psutil
 import pyarrow as pa
 import pytest
 
-from shopstream.warehouse.base import WarehouseError
+from shopstream.config import Settings
+from shopstream.warehouse import open_warehouse
+from shopstream.warehouse.base import WarehouseError, WarehouseUnavailable
 from shopstream.warehouse.duckdb import DuckDBWarehouse, WarehouseLocked
 from shopstream.warehouse.writer import WarehouseProcess
+from tests.support.collector import CollectorProcess
 from tests.support.rows import events_table
 
 
@@ -65,3 +72,59 @@ def test_a_long_query_does_not_hold_back_commits(tmp_path: Path) -> None:
     finally:
         warehouse.close()
     assert order == ["append", "query"]
+
+
+@pytest.mark.parametrize("own_process", [True, False])
+def test_the_memory_limit_reaches_duckdb(tmp_path: Path, own_process: bool) -> None:
+    """Unset, DuckDB would take up to 80% of the machine's RAM (not the container's)."""
+    warehouse = open_warehouse(
+        tmp_path / "w.duckdb",
+        memory_limit_mb=Settings().sink.memory_limit_mb,
+        own_process=own_process,
+    )
+    try:
+        default = warehouse.query("SELECT current_setting('memory_limit') AS m")
+        assert default.column("m").to_pylist() == ["488.2 MiB"]  # 512 MB, the default
+    finally:
+        warehouse.close()
+    warehouse = open_warehouse(tmp_path / "w.duckdb", memory_limit_mb=300, own_process=own_process)
+    try:
+        limit = warehouse.query("SELECT current_setting('memory_limit') AS m")
+        assert limit.column("m").to_pylist() == ["286.1 MiB"]  # 300 MB
+    finally:
+        warehouse.close()
+
+
+def test_the_memory_limit_setting_reaches_the_collectors_writer(tmp_path: Path) -> None:
+    collector = CollectorProcess(tmp_path, env={"SHOPSTREAM_SINK__MEMORY_LIMIT_MB": "200"})
+    collector.start()
+    try:
+        rows = collector.query("SELECT current_setting('memory_limit') AS m")
+    finally:
+        assert collector.stop() == 0, collector.log()
+    assert rows == [{"m": "190.7 MiB"}]  # 200 MB
+
+
+def test_a_killed_writer_is_reaped_and_replaced(tmp_path: Path) -> None:
+    warehouse = WarehouseProcess(tmp_path / "w.duckdb")
+    try:
+        warehouse.ensure_layers()
+        warehouse.append({"events": events_table("a")})
+        first = warehouse.pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        with pytest.raises(WarehouseUnavailable):
+            warehouse.append({"events": events_table("b")})
+        deadline = time.monotonic() + 30
+        while (warehouse.pid == first or warehouse.health().state != "ok") and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.05)
+        assert warehouse.health().state == "ok"
+        assert warehouse.pid != first
+        with pytest.raises(psutil.NoSuchProcess):
+            psutil.Process(first).status()  # reaped, not a zombie
+        warehouse.append({"events": events_table("b")})
+        assert warehouse.table_counts()["raw.events"] == 2
+    finally:
+        warehouse.close()

@@ -132,7 +132,7 @@ class ChangeReader:
         self.state_path = state_dir / f"cdc-{settings.slot_name}.json"
         self.idle_exit = idle_exit
         self.stats = ReaderStats()
-        self._in_flight: deque[tuple[Future[None], int | None, int]] = deque()
+        self._in_flight: deque[tuple[Future[Any], int | None, int]] = deque()
         self._columns = ChangeColumns("")
         self._batch = _Batch(self._columns)
         self._tx: Transaction | None = None
@@ -478,7 +478,7 @@ class ChangeReader:
         if wait:
             self._settle(block=True, drain=True)
 
-    def _submit(self, rows: dict[str, Any]) -> Future[None]:
+    def _submit(self, rows: dict[str, Any]) -> Future[Any]:
         """Hand a batch to the sink, waiting while it is full (back-pressure on reading)."""
         delay = 0.05
         while True:
@@ -520,7 +520,7 @@ class ChangeReader:
                 cursor.send_feedback(flush_lsn=confirmed)
 
     def _wait_durable(
-        self, future: Future[None], cursor: psycopg2.extras.ReplicationCursor | None
+        self, future: Future[Any], cursor: psycopg2.extras.ReplicationCursor | None
     ) -> None:
         """Wait for a batch; raises if the sink failed (nothing past it is confirmed).
 

@@ -33,6 +33,7 @@ from shopstream.collector.auth import key_from_headers, key_is_valid
 from shopstream.collector.intake import (
     BodyError,
     Intake,
+    Rejection,
     RequestInfo,
     gunzip,
     parse_json,
@@ -44,7 +45,7 @@ from shopstream.collector.segment_api import SEGMENT_BODIES, segment_schemas
 from shopstream.config import Settings
 from shopstream.events.schema import event_json_schema
 from shopstream.observability import metrics
-from shopstream.sinks.base import Sink, SinkUnavailable
+from shopstream.sinks.base import Outcome, Sink, SinkUnavailable
 from shopstream.sinks.warehouse import dead_letter_row
 from shopstream.warehouse.base import WarehouseError
 
@@ -95,6 +96,8 @@ class CollectorStats:
 
 
 SEGMENT_SINGLE = ("track", "page", "screen", "identify")
+#: Reason code of events the warehouse refused (they are in raw.dead_letter, source loader).
+LOAD_ERROR = "load_error"
 _JSON_TYPES = ("application/json",)
 _SEGMENT_TYPES = (
     "application/json",
@@ -278,7 +281,7 @@ def create_app(settings: Settings, sink: Sink, *, stats: CollectorStats | None =
         if not rows:
             return None
         try:
-            await asyncio.wrap_future(sink.submit(rows))
+            outcome = await asyncio.wrap_future(sink.submit(rows))
         except SinkUnavailable as exc:
             metrics.REQUESTS_REJECTED.labels("sink_unavailable").inc()
             return _answer(
@@ -295,7 +298,35 @@ def create_app(settings: Settings, sink: Sink, *, stats: CollectorStats | None =
                 ),
                 {"Retry-After": "5"},
             )
+        refused_by_warehouse(intake, outcome)
         return None
+
+    def refused_by_warehouse(intake: Intake, outcome: Outcome) -> None:
+        """Events the warehouse refused are in raw.dead_letter, not raw.events: the client
+        hears they were rejected, with the warehouse's reason, like any other rejection."""
+        refused = {d.position: d.reason for d in outcome.dead_lettered if d.table == "events"}
+        if not refused:
+            return
+        events = intake.events
+        # Every index of the request is either an accepted event (in order) or a rejection.
+        rejected_at = {r.index for r in intake.rejected}
+        indexes = [i for i in range(len(events) + len(intake.rejected)) if i not in rejected_at]
+        kept = type(events)()
+        for name in events.__slots__:
+            column = getattr(events, name)
+            setattr(kept, name, [v for p, v in enumerate(column) if p not in refused])
+        for position, reason in sorted(refused.items()):
+            intake.rejected.append(
+                Rejection(
+                    indexes[position],
+                    reason,
+                    LOAD_ERROR,
+                    events.event_type[position],  # type: ignore[attr-defined]
+                    events.event_id[position],  # type: ignore[attr-defined]
+                )
+            )
+        intake.rejected.sort(key=lambda r: r.index)
+        intake.events = kept
 
     async def dead_letter_body(body: bytes, exc: BodyError, info: RequestInfo) -> Response:
         """An unparseable body is kept, with its reason, before the client hears of it."""
@@ -328,7 +359,8 @@ def create_app(settings: Settings, sink: Sink, *, stats: CollectorStats | None =
         for rejection in intake.rejected:
             metrics.EVENTS_RECEIVED.labels(rejection.event_type).inc()
             metrics.EVENTS_REJECTED.labels(rejection.event_type, rejection.code).inc()
-            metrics.DEAD_LETTERS.labels("collector", rejection.code).inc()
+            if rejection.code != LOAD_ERROR:  # the sink counted those as the loader's
+                metrics.DEAD_LETTERS.labels("collector", rejection.code).inc()
         accepted = len(intake.events)
         stats.accepted += accepted
         stats.rejected += len(intake.rejected)
@@ -518,9 +550,20 @@ def create_app(settings: Settings, sink: Sink, *, stats: CollectorStats | None =
             name=f"segment_{kind}",
         )
 
-    @app.get("/healthz", summary="Alive")
+    @app.get(
+        "/healthz",
+        summary="Alive (fails when only a restart of the process can help)",
+        responses={503: {"description": "Broken for good (e.g. the writer keeps dying)"}},
+    )
     async def healthz() -> Response:
-        return Response(b'{"status":"ok"}', media_type="application/json")
+        broken = sink.broken()
+        if broken is None:
+            return Response(b'{"status":"ok"}', media_type="application/json")
+        return Response(
+            orjson.dumps({"status": "failed", "reason": broken}),
+            status_code=503,
+            media_type="application/json",
+        )
 
     @app.get(
         "/readyz",

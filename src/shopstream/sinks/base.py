@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import pyarrow as pa
@@ -30,6 +31,28 @@ class Columns(Protocol):
 Rows = Mapping[str, "list[dict[str, Any]] | pa.Table | Columns"]
 
 
+@dataclass(frozen=True, slots=True)
+class DeadLettered:
+    """A submitted row the destination refused; it went to ``raw.dead_letter`` instead."""
+
+    table: str
+    #: The row's position among the submission's rows for ``table``.
+    position: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of a submission once it is durable: every row is in its raw table except
+    ``dead_lettered`` ones, which are durable in ``raw.dead_letter`` with their reason."""
+
+    dead_lettered: tuple[DeadLettered, ...] = ()
+
+
+#: A submission that landed whole.
+LANDED = Outcome()
+
+
 class SinkUnavailable(RuntimeError):
     """The sink cannot take more now (full queue, closed, destination down): retry later."""
 
@@ -37,11 +60,16 @@ class SinkUnavailable(RuntimeError):
 class Sink(Protocol):
     def start(self) -> None: ...
 
-    def submit(self, rows: Rows) -> Future[None]:
-        """Queue rows; the future resolves when they are durable, or fails with the reason."""
+    def submit(self, rows: Rows) -> Future[Outcome]:
+        """Queue rows; the future resolves when they are durable (saying which rows went to
+        raw.dead_letter instead, and why), or fails with the reason none are."""
 
     def ready(self) -> bool:
         """True when the sink can write now (used by /readyz)."""
+
+    def broken(self) -> str | None:
+        """Why the sink cannot recover without a restart of the process (used by /healthz);
+        None while it works or is recovering on its own."""
 
     def pending_rows(self) -> int: ...
 

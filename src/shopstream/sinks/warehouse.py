@@ -6,7 +6,11 @@ Concurrent submissions are gathered into one transaction (flush on ``flush_rows`
 only after the commit that holds its rows.
 
 If a group fails to load, each submission is retried alone so one bad record cannot fail its
-neighbours; rows that still cannot be loaded go to ``raw.dead_letter`` with the reason.
+neighbours; within a submission that still fails, halves are tried until the rows the
+warehouse refuses are found, one by one. Those go to ``raw.dead_letter`` with the reason, and
+the submission's future says which they were (the collector answers them as rejected). If the
+warehouse is unavailable (its writer process restarting), nothing is dead-lettered: the
+futures fail and the callers retry.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import queue
 import threading
 import time
 import uuid
+from collections import Counter
 from concurrent.futures import Future, InvalidStateError
 from datetime import UTC, datetime
 from typing import Any
@@ -24,8 +29,8 @@ import orjson
 import pyarrow as pa
 
 from shopstream.observability import metrics
-from shopstream.sinks.base import Columns, Rows, SinkUnavailable
-from shopstream.warehouse.base import Warehouse, WarehouseError
+from shopstream.sinks.base import LANDED, Columns, DeadLettered, Outcome, Rows, SinkUnavailable
+from shopstream.warehouse.base import Warehouse, WarehouseError, WarehouseUnavailable
 from shopstream.warehouse.raw import schema_for
 
 log = logging.getLogger(__name__)
@@ -39,7 +44,7 @@ class _Submission:
     def __init__(self, rows: Rows) -> None:
         self.rows = rows
         self.row_count = sum(len(r) for r in rows.values())
-        self.future: Future[None] = Future()
+        self.future: Future[Outcome] = Future()
 
 
 def dead_letter_row(
@@ -84,7 +89,7 @@ class WarehouseSink:
             self._thread = threading.Thread(target=self._run, name="warehouse-sink", daemon=True)
             self._thread.start()
 
-    def submit(self, rows: Rows) -> Future[None]:
+    def submit(self, rows: Rows) -> Future[Outcome]:
         submission = _Submission(rows)
         # Checked and queued under the lock: close() cannot slip in between.
         with self._count_lock:
@@ -105,7 +110,16 @@ class WarehouseSink:
             and self._thread.is_alive()
             and self._healthy
             and not self._closing
+            and self.warehouse.health().state == "ok"
         )
+
+    def broken(self) -> str | None:
+        if self._closing:
+            return None  # shutting down on purpose
+        if self._thread is not None and not self._thread.is_alive():
+            return "the warehouse sink's commit thread has stopped"
+        health = self.warehouse.health()
+        return health.reason if health.state == "failed" else None
 
     def pending_rows(self) -> int:
         return self._queued_rows
@@ -140,7 +154,7 @@ class WarehouseSink:
             except queue.Empty:
                 return
             if item is not None:
-                _resolve(item.future, error)
+                _resolve(item.future, error=error)
 
     def _loop(self) -> None:
         dirty = False
@@ -189,6 +203,11 @@ class WarehouseSink:
         total = sum(s.row_count for s in group)
         try:
             self.warehouse.append(_to_arrow([s.rows for s in group]))
+        except WarehouseUnavailable as exc:
+            # Not the rows' fault: no dead letters; the callers are told and send them again.
+            log.warning("group commit of %d rows failed: %s", total, exc)
+            for submission in group:
+                _resolve(submission.future, error=exc)
         except Exception as exc:
             log.warning("group commit of %d rows failed (%s); retrying one by one", total, exc)
             metrics.SINK_FAILURES.inc()
@@ -197,7 +216,7 @@ class WarehouseSink:
         else:
             self._healthy = True
             for submission in group:
-                _resolve(submission.future)
+                _resolve(submission.future, LANDED)
             self._count_written(group)
         finally:
             with self._count_lock:
@@ -209,40 +228,31 @@ class WarehouseSink:
 
     def _commit_alone(self, submission: _Submission) -> None:
         try:
-            self.warehouse.append(_to_arrow([submission.rows]))
-        except Exception as exc:
-            try:
-                reason = f"could not load into raw: {exc}"
-                letters = [
-                    dead_letter_row(
-                        "loader",
-                        reason,
-                        orjson.dumps(row, default=str).decode(),
-                        {"table": table},
-                    )
-                    for table, rows in submission.rows.items()
-                    for row in _as_dicts(rows)
-                ]
-                self.warehouse.append(_to_arrow([{"dead_letter": letters}]))
-            except Exception as dead_exc:
-                # Neither the rows nor their dead letters can be written: the warehouse itself
-                # is failing. The caller gets the error and must not acknowledge.
-                self._healthy = False
-                _resolve(
-                    submission.future, WarehouseError(f"warehouse cannot be written: {dead_exc}")
-                )
-                return
-            metrics.DEAD_LETTERS.labels("loader", "load_error").inc(len(letters))
-            _resolve(submission.future)
+            outcome = _Isolation(self.warehouse).load(submission.rows)
+        except WarehouseUnavailable as exc:
+            _resolve(submission.future, error=exc)
             return
-        _resolve(submission.future)
-        self._count_written([submission])
+        except _DeadLettersFailed as exc:
+            # Neither the rows nor their dead letters can be written: the warehouse itself
+            # is failing. The caller gets the error and must not acknowledge.
+            self._healthy = False
+            _resolve(submission.future, error=WarehouseError(f"warehouse cannot be written: {exc}"))
+            return
+        except WarehouseError as exc:
+            _resolve(submission.future, error=exc)
+            return
+        if outcome.dead_lettered:
+            metrics.DEAD_LETTERS.labels("loader", "load_error").inc(len(outcome.dead_lettered))
+        _resolve(submission.future, outcome)
+        self._count_written([submission], outcome)
 
-    def _count_written(self, group: list[_Submission]) -> None:
+    def _count_written(self, group: list[_Submission], outcome: Outcome = LANDED) -> None:
+        refused = Counter(dead.table for dead in outcome.dead_lettered)
         for submission in group:
             for table, rows in submission.rows.items():
-                metrics.SINK_ROWS_WRITTEN.labels(table).inc(len(rows))
-                self.rows_written += len(rows)
+                written = len(rows) - refused[table]
+                metrics.SINK_ROWS_WRITTEN.labels(table).inc(written)
+                self.rows_written += written
 
     def _checkpoint(self) -> None:
         try:
@@ -251,13 +261,92 @@ class WarehouseSink:
             log.warning("idle checkpoint failed: %s", exc)
 
 
-def _resolve(future: Future[None], error: Exception | None = None) -> None:
+class _DeadLettersFailed(WarehouseError):
+    """A refused row's dead letter could not be written either."""
+
+
+class _Isolation:
+    """Loads one submission that failed as a whole: halves are tried until the rows the
+    warehouse refuses are found; those go to raw.dead_letter, with the warehouse's reason.
+
+    With k bad rows among n this costs about 2·k·log2(n) appends, not n. The first refused
+    row's dead letter is written at once: if even that fails, the warehouse is broken (disk
+    full, say) and nothing more is tried; the others' are written together at the end.
+    """
+
+    def __init__(self, warehouse: Warehouse) -> None:
+        self.warehouse = warehouse
+        self.dead: list[DeadLettered] = []
+        self.letters: list[dict[str, Any]] = []
+        self.probed = False
+
+    def load(self, rows: Rows) -> Outcome:
+        try:
+            self.warehouse.append(_to_arrow([rows]))
+            return LANDED  # it was a neighbour's fault
+        except WarehouseUnavailable:
+            raise
+        except Exception as exc:
+            failure: Exception | None = exc if len(rows) == 1 else None
+        for table, table_rows in rows.items():
+            try:
+                arrow = _to_arrow([{table: table_rows}]).get(table)
+            except Exception as exc:  # not the warehouse's refusal: nothing to isolate
+                raise WarehouseError(f"rows for raw.{table} cannot be converted: {exc}") from exc
+            if arrow is not None:
+                self._split(table, arrow, 0, failure)
+        if self.letters:
+            self._write_letters()
+        return Outcome(tuple(self.dead))
+
+    def _split(self, table: str, rows: pa.Table, offset: int, failure: Exception | None) -> None:
+        if failure is None:
+            try:
+                self.warehouse.append({table: rows})
+                return
+            except WarehouseUnavailable:
+                raise
+            except Exception as exc:
+                failure = exc
+        if rows.num_rows > 1:
+            half = rows.num_rows // 2
+            self._split(table, rows.slice(0, half), offset, None)
+            self._split(table, rows.slice(half), offset + half, None)
+            return
+        reason = f"could not load into raw.{table}: {failure}"
+        row = rows.to_pylist()[0]
+        self.dead.append(DeadLettered(table, offset, reason))
+        self.letters.append(
+            dead_letter_row(
+                "loader",
+                reason,
+                orjson.dumps(row, default=str).decode(),
+                {"table": table, "position": offset},
+            )
+        )
+        if not self.probed:
+            self.probed = True
+            self._write_letters()
+
+    def _write_letters(self) -> None:
+        try:
+            self.warehouse.append(_to_arrow([{"dead_letter": self.letters}]))
+        except WarehouseUnavailable:
+            raise
+        except Exception as exc:
+            raise _DeadLettersFailed(str(exc)) from exc
+        self.letters = []
+
+
+def _resolve(
+    future: Future[Outcome], outcome: Outcome | None = None, *, error: Exception | None = None
+) -> None:
     """Settle a caller's future; one the caller already gave up on (cancelled) is skipped."""
     if future.done():
         return
     try:
         if error is None:
-            future.set_result(None)
+            future.set_result(outcome or LANDED)
         else:
             future.set_exception(error)
     except InvalidStateError:
@@ -291,10 +380,3 @@ def _to_arrow(groups: list[Rows]) -> dict[str, pa.Table]:
         table: parts[0] if len(parts) == 1 else pa.concat_tables(parts)
         for table, parts in pieces.items()
     }
-
-
-def _as_dicts(rows: list[dict[str, Any]] | pa.Table | Columns) -> list[dict[str, Any]]:
-    if isinstance(rows, list):
-        return rows
-    table = rows if isinstance(rows, pa.Table) else rows.to_arrow()
-    return table.to_pylist()

@@ -6,7 +6,8 @@ Adding a backend is adding a module that implements these few methods.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
 
 import pyarrow as pa
 
@@ -20,6 +21,23 @@ class WarehouseError(RuntimeError):
 class QueryError(WarehouseError):
     """The query itself is wrong or not allowed (the asker's to fix, HTTP 400): bad SQL, a
     statement that is not a read, a file it may not read."""
+
+
+class WarehouseUnavailable(WarehouseError):
+    """The warehouse cannot be reached right now (its writer process is restarting, say).
+
+    Nothing was refused: the same rows may be sent again later. Callers must not treat the
+    rows as bad (no dead letters for them) and must not acknowledge them.
+    """
+
+
+@dataclass(frozen=True)
+class WarehouseHealth:
+    """``ok``: writes work. ``recovering``: they fail now but the warehouse is fixing itself
+    (restarting its writer). ``failed``: it gave up; only a restart of the process helps."""
+
+    state: Literal["ok", "recovering", "failed"] = "ok"
+    reason: str = ""
 
 
 class Warehouse(Protocol):
@@ -44,5 +62,8 @@ class Warehouse(Protocol):
 
     def checkpoint(self) -> None:
         """Make the latest commits cheap to reopen (idle-time housekeeping)."""
+
+    def health(self) -> WarehouseHealth:
+        """Whether writes can work now (for readiness and liveness probes)."""
 
     def close(self) -> None: ...

@@ -17,7 +17,8 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from shopstream.warehouse.base import LAYERS, QueryError, WarehouseError
+from shopstream.warehouse.base import LAYERS, QueryError, WarehouseError, WarehouseHealth
+from shopstream.warehouse.files import private_directory, private_umask, tighten, warehouse_files
 from shopstream.warehouse.raw import json_columns, schema_for
 
 _SQL_TYPES = {
@@ -125,19 +126,46 @@ def _as_text_where_lossy(relation: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRe
 
 
 class DuckDBWarehouse:
-    def __init__(self, path: Path, *, read_only: bool = False, checkpoint_wal_mb: int = 128):
+    def __init__(
+        self,
+        path: Path,
+        *,
+        read_only: bool = False,
+        checkpoint_wal_mb: int = 128,
+        memory_limit_mb: int | None = None,
+        check_modes: bool = True,
+    ):
+        """``check_modes``: make the directory and files private (see
+        :mod:`shopstream.warehouse.files`); a writer process's parent has done it already."""
         self.path = path
         self.read_only = read_only
+        temp_directory = path.with_name(path.name + ".tmp")
+        if not read_only and check_modes:
+            private_directory(path.parent)
+            for existing in warehouse_files(path):
+                tighten(existing)
         if not read_only:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            # Where DuckDB spills beyond its memory limit (its default place, made private
+            # before DuckDB creates it with the process's umask).
+            with private_umask():
+                temp_directory.mkdir(exist_ok=True)
+        config: dict[str, str | bool | int | float | list[str]] = {}
+        if memory_limit_mb is not None:
+            # Unset, DuckDB takes up to 80% of the machine's RAM (not the container's), and
+            # keeps the blocks it wrote cached up to that: the writer's memory would follow
+            # the size of the file. Given at connect, so even opening a large WAL obeys it.
+            config["memory_limit"] = f"{int(memory_limit_mb)}MB"
         try:
-            self._con = duckdb.connect(str(path), read_only=read_only)
+            with private_umask():
+                self._con = duckdb.connect(str(path), read_only=read_only, config=config)
         except duckdb.IOException as exc:
             if "lock" in str(exc).lower():
                 raise WarehouseLocked(path, str(exc)) from exc
             raise WarehouseError(f"cannot open warehouse {path}: {exc}") from exc
         self._con.execute("SET GLOBAL TimeZone = 'UTC'")
         if not read_only:
+            quoted = str(temp_directory).replace("'", "''")
+            self._con.execute(f"SET temp_directory = '{quoted}'")
             # Automatic checkpoints stall commits for ~150 ms every 16 MB of WAL (the default);
             # the writer checkpoints when idle instead, and this bounds memory under load.
             self._con.execute(f"SET checkpoint_threshold = '{int(checkpoint_wal_mb)}MB'")
@@ -166,6 +194,10 @@ class DuckDBWarehouse:
         return cursor
 
     def ensure_layers(self) -> None:
+        with private_umask():  # DDL may create the WAL
+            self._ensure_layers()
+
+    def _ensure_layers(self) -> None:
         cursor = self._cursor()
         for layer in LAYERS:
             cursor.execute(f"CREATE SCHEMA IF NOT EXISTS {layer}")
@@ -180,7 +212,7 @@ class DuckDBWarehouse:
     def ensure_raw_table(self, table: str) -> None:
         if table in self._known_tables:
             return
-        with self._lock:
+        with self._lock, private_umask():
             self._cursor().execute(raw_table_ddl(table))
             self._known_tables.add(table)
 
@@ -194,15 +226,16 @@ class DuckDBWarehouse:
         registered: list[str] = []
         several = len(parts) > 1
         try:
-            if several:
-                cursor.execute("BEGIN TRANSACTION")
-            for table, batch in parts:
-                name = f"_append_{next(self._names)}"
-                cursor.register(name, batch)
-                registered.append(name)
-                cursor.execute(f"INSERT INTO raw.{table} SELECT * FROM {name}")
-            if several:
-                cursor.execute("COMMIT")
+            with private_umask():  # the commit may create the WAL
+                if several:
+                    cursor.execute("BEGIN TRANSACTION")
+                for table, batch in parts:
+                    name = f"_append_{next(self._names)}"
+                    cursor.register(name, batch)
+                    registered.append(name)
+                    cursor.execute(f"INSERT INTO raw.{table} SELECT * FROM {name}")
+                if several:
+                    cursor.execute("COMMIT")
         except duckdb.Error as exc:
             with contextlib.suppress(duckdb.Error):
                 cursor.execute("ROLLBACK")  # may already have ended with the failure
@@ -267,10 +300,15 @@ class DuckDBWarehouse:
 
     def checkpoint(self) -> None:
         if not self.read_only:
-            self._cursor().execute("CHECKPOINT")
+            with private_umask():
+                self._cursor().execute("CHECKPOINT")
+
+    def health(self) -> WarehouseHealth:
+        return WarehouseHealth()  # in this process: if it is down, so is the caller
 
     def close(self) -> None:
-        self._con.close()
+        with private_umask():
+            self._con.close()
 
 
 class WarehouseLocked(WarehouseError):

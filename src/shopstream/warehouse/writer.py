@@ -9,7 +9,9 @@ as IPC streams over a socket pair (the send and the wait for the reply release t
 gets an answer only after the commit.
 
 If the platform process dies, the writer sees the socket close and exits; a commit it had
-made stays made, and nothing was acknowledged that was not committed.
+made stays made, and nothing was acknowledged that was not committed. If the writer dies, the
+platform reaps it and starts another (see WarehouseProcess); a commit in flight at that moment
+is answered with an error, so its rows are sent again (at-least-once, deduplicated by id).
 """
 
 from __future__ import annotations
@@ -18,15 +20,25 @@ import contextlib
 import logging
 import multiprocessing
 import multiprocessing.connection
+import multiprocessing.process
+import os
 import signal
 import threading
+import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pyarrow as pa
 
-from shopstream.warehouse.base import QueryError, WarehouseError
+from shopstream.warehouse.base import (
+    QueryError,
+    WarehouseError,
+    WarehouseHealth,
+    WarehouseUnavailable,
+)
+from shopstream.warehouse.files import private_directory, tighten, warehouse_files
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +62,13 @@ def _serve(
     path: str,
     read_only: bool,
     checkpoint_wal_mb: int,
+    memory_limit_mb: int | None,
 ) -> None:
     """The writer process: appends on one connection, queries on another (a thread of their
     own with their own DuckDB cursor, so a long query never holds back a commit)."""
+    # The database, its WAL and DuckDB's spill files hold IPs and user ids: everything this
+    # process creates is private to its user (0600 files, 0700 directories).
+    os.umask(0o077)
     # Ctrl-C and a service manager's SIGTERM reach the whole process group: the platform
     # decides when the writer stops (it drains first); the writer also stops when the
     # platform's end of the pipe closes.
@@ -62,7 +78,11 @@ def _serve(
 
     try:
         warehouse = DuckDBWarehouse(
-            Path(path), read_only=read_only, checkpoint_wal_mb=checkpoint_wal_mb
+            Path(path),
+            read_only=read_only,
+            checkpoint_wal_mb=checkpoint_wal_mb,
+            memory_limit_mb=memory_limit_mb,
+            check_modes=False,
         )
     except WarehouseError as exc:
         conn.send(("error", type(exc).__name__, str(exc)))
@@ -100,53 +120,180 @@ def _answer(conn: multiprocessing.connection.Connection, warehouse: Any) -> None
             conn.send(("error", type(exc).__name__, str(exc)))
 
 
-class WarehouseProcess:
-    """A Warehouse whose DuckDB lives in a child process (see the module docstring)."""
+@dataclass
+class _Child:
+    """One writer process and its two pipes."""
 
-    def __init__(self, path: Path, *, read_only: bool = False, checkpoint_wal_mb: int = 128):
+    process: multiprocessing.process.BaseProcess
+    conn: multiprocessing.connection.Connection
+    queries: multiprocessing.connection.Connection
+    started: float = field(default_factory=time.monotonic)
+
+    def close_pipes(self) -> None:
+        self.conn.close()
+        self.queries.close()
+
+
+class WarehouseProcess:
+    """A Warehouse whose DuckDB lives in a child process (see the module docstring).
+
+    A watcher thread reaps the child if it dies (kill -9, OOM killer) and starts a new one,
+    waiting longer after each death; calls made meanwhile fail with WarehouseUnavailable
+    (the collector answers 503, the CDC reader retries). After ``max_restarts`` deaths of
+    writers that did not live ``STABLE_SECONDS`` it gives up: health() reports ``failed`` and
+    the process must be restarted (the collector's /healthz says so to the orchestrator).
+    """
+
+    #: A writer that lived this long was fine: its death starts the count of restarts afresh.
+    STABLE_SECONDS = 60.0
+    #: The first restart waits this long, each further one twice as long as the one before.
+    FIRST_BACKOFF_SECONDS = 0.5
+    MAX_BACKOFF_SECONDS = 30.0
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        read_only: bool = False,
+        checkpoint_wal_mb: int = 128,
+        memory_limit_mb: int | None = None,
+        max_restarts: int = 5,
+    ):
         self.path = path
         self.read_only = read_only
+        self.max_restarts = max_restarts
+        self._args = (str(path), read_only, checkpoint_wal_mb, memory_limit_mb)
         if not read_only:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private_directory(path.parent)
+            for existing in warehouse_files(path):
+                tighten(existing)
+        self._lock = threading.Lock()
+        self._query_lock = threading.Lock()
+        self._closing = threading.Event()
+        self._health = WarehouseHealth()
+        self._restarts = 0
+        self._child = self._spawn()
+        self._watcher = threading.Thread(target=self._watch, name="warehouse-watcher", daemon=True)
+        self._watcher.start()
+
+    def _spawn(self) -> _Child:
         context = multiprocessing.get_context("spawn")
-        self._conn, child = context.Pipe(duplex=True)
-        self._queries, child_queries = context.Pipe(duplex=True)
-        self._process = context.Process(
+        conn, child_conn = context.Pipe(duplex=True)
+        queries, child_queries = context.Pipe(duplex=True)
+        process = context.Process(
             target=_serve,
-            args=(child, child_queries, str(path), read_only, checkpoint_wal_mb),
+            args=(child_conn, child_queries, *self._args),
             name="shopstream-warehouse",
             daemon=True,
         )
-        self._process.start()
-        child.close()
+        process.start()
+        child_conn.close()
         child_queries.close()
-        self._lock = threading.Lock()
-        self._query_lock = threading.Lock()
-        if not self._conn.poll(_START_TIMEOUT):
-            self._process.kill()
-            raise WarehouseError(f"the warehouse process did not start within {_START_TIMEOUT} s")
-        status, kind, message = self._conn.recv()
+        child = _Child(process, conn, queries)
+        try:
+            if not conn.poll(_START_TIMEOUT):
+                raise WarehouseError(
+                    f"the warehouse process did not start within {_START_TIMEOUT} s"
+                )
+            status, kind, message = conn.recv()
+        except (EOFError, OSError) as exc:
+            kind, message, status = "WarehouseError", f"the warehouse process died: {exc}", ""
+        except WarehouseError:
+            process.kill()
+            process.join(10)
+            child.close_pipes()
+            raise
         if status != "ready":
-            self._process.join(5)
-            _raise(kind, message, path)
+            process.join(5)
+            if process.is_alive():
+                process.kill()
+                process.join(5)
+            child.close_pipes()
+            _raise(kind, message, self.path)
+        return child
+
+    def _watch(self) -> None:
+        """Reap a writer that died and start another, with backoff; give up after
+        ``max_restarts`` quick deaths in a row."""
+        while not self._closing.is_set():
+            child = self._child
+            if not multiprocessing.connection.wait([child.process.sentinel], timeout=0.5):
+                continue
+            if self._closing.is_set():
+                return
+            child.process.join()  # reaped: no zombie is left behind
+            lived = time.monotonic() - child.started
+            self._health = WarehouseHealth(
+                "recovering",
+                f"the warehouse writer process (pid {child.process.pid}) died "
+                f"(exit code {child.process.exitcode}); restarting it",
+            )
+            log.error("%s (it ran %.0f s)", self._health.reason, lived)
+            with self._lock, self._query_lock:  # callers in flight have seen the pipe break
+                child.close_pipes()
+            if lived >= self.STABLE_SECONDS:
+                self._restarts = 0
+            if not self._restart():
+                return
+
+    def _restart(self) -> bool:
+        """Start a new writer; False when given up (or closing)."""
+        while not self._closing.is_set():
+            if self._restarts >= self.max_restarts:
+                self._health = WarehouseHealth(
+                    "failed",
+                    f"the warehouse writer process died {self._restarts + 1} times in a row "
+                    f"(each within {self.STABLE_SECONDS:.0f} s of its start); gave up "
+                    f"restarting it (sink.writer_restarts={self.max_restarts}): restart "
+                    "shopstream. Committed data is safe in the DuckDB file.",
+                )
+                log.error("%s", self._health.reason)
+                return False
+            delay = min(self.FIRST_BACKOFF_SECONDS * 2**self._restarts, self.MAX_BACKOFF_SECONDS)
+            if self._closing.wait(delay):
+                return False
+            self._restarts += 1
+            try:
+                child = self._spawn()
+            except WarehouseError as exc:
+                log.error("restarting the warehouse writer process failed: %s", exc)
+                continue
+            with self._lock, self._query_lock:
+                self._child = child
+            self._health = WarehouseHealth()
+            log.warning("warehouse writer process restarted (pid %s)", child.process.pid)
+            return True
+        return False
 
     @property
     def pid(self) -> int | None:
-        return self._process.pid
+        return self._child.process.pid
+
+    def health(self) -> WarehouseHealth:
+        return self._health
 
     def _call(self, *request: Any, payload: list[bytes] | None = None, query: bool = False) -> Any:
-        conn, lock = (self._queries, self._query_lock) if query else (self._conn, self._lock)
-        with lock:
+        health = self._health
+        if health.state != "ok":
+            raise WarehouseUnavailable(health.reason)
+        with self._query_lock if query else self._lock:
+            child = self._child
+            conn = child.queries if query else child.conn
             try:
                 conn.send(request)
                 for data in payload or ():
                     conn.send_bytes(data)
                 status, value, message = conn.recv()
             except (EOFError, OSError) as exc:
-                raise WarehouseError(
-                    f"the warehouse process (pid {self._process.pid}) is gone: {exc}. "
-                    "Restart shopstream; committed data is safe in the DuckDB file."
-                ) from exc
+                reason = (
+                    f"the warehouse writer process (pid {child.process.pid}) is gone ({exc}); "
+                    "it is being restarted: retry. Committed data is safe in the DuckDB file."
+                )
+                # Not ready from now on, before the watcher has noticed (it swaps children
+                # only under both locks, so this child is still the current one).
+                if self._health.state == "ok":
+                    self._health = WarehouseHealth("recovering", reason)
+                raise WarehouseUnavailable(reason) from exc
         if status == "error":
             _raise(value, message, self.path)
         return value
@@ -177,19 +324,24 @@ class WarehouseProcess:
         self._call("checkpoint")
 
     def close(self) -> None:
-        if self._process.is_alive():
-            with contextlib.suppress(WarehouseError):  # already gone
-                self._call("close")
-            self._process.join(30)
-        if self._process.is_alive():  # pragma: no cover - a stuck child
-            log.warning("warehouse process %s did not stop; terminating it", self._process.pid)
-            self._process.terminate()
-            self._process.join(10)
-        self._conn.close()
-        self._queries.close()
+        self._closing.set()
+        self._watcher.join(_START_TIMEOUT + 10)  # within 0.5 s unless a restart is starting
+        child = self._child
+        if child.process.is_alive():
+            with self._lock, contextlib.suppress(EOFError, OSError):  # it may die meanwhile
+                child.conn.send(("close",))
+                child.conn.recv()
+            child.process.join(30)
+        if child.process.is_alive():  # pragma: no cover - a stuck child
+            log.warning("warehouse process %s did not stop; terminating it", child.process.pid)
+            child.process.terminate()
+            child.process.join(10)
+        child.process.join(1)  # reap it if it died on its own
+        child.close_pipes()
+        self._health = WarehouseHealth("failed", "the warehouse is closed")
 
 
-def _raise(kind: str | None, message: str | None, path: Path) -> None:
+def _raise(kind: str | None, message: str | None, path: Path) -> NoReturn:
     from shopstream.warehouse.duckdb import WarehouseLocked
 
     if kind == "WarehouseLocked":

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import psycopg
 
 from shopstream.cdc.reader import ChangeReader
@@ -111,3 +114,156 @@ def server_history(dsn: str, slot: str) -> list[tuple[int, int, str, str]]:
             position += 1
             changes.append((int(xid), position, match["table"], _OPS[match["op"]]))
     return changes
+
+
+# -- durability checks: a stalled sink, the slot's confirmed LSN, the server's history ------
+
+
+def lsn_of(dsn: str, expression: str) -> int:
+    """An LSN-valued SQL expression as an int (``pg_current_wal_lsn()``, ...)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(f"SELECT ({expression}) - '0/0'::pg_lsn").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def slot_state(dsn: str, slot: str = "shopstream") -> tuple[int, int | None]:
+    """The slot's confirmed_flush_lsn (as an int) and the pid of the walsender streaming it."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT confirmed_flush_lsn - '0/0'::pg_lsn, active_pid FROM pg_replication_slots "
+            "WHERE slot_name = %s",
+            (slot,),
+        ).fetchone()
+    assert row is not None, f"no slot {slot}"
+    return int(row[0]), row[1]
+
+
+def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def wait_streaming(dsn: str, process: subprocess.Popen[bytes], slot: str = "shopstream") -> int:
+    """Wait until ``process`` streams from the slot; returns its walsender's pid."""
+    pids: list[int] = []
+
+    def streaming() -> bool:
+        assert process.poll() is None, "the reader exited"
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (slot,)
+            ).fetchone()
+        if row and row[0]:
+            pids.append(row[0])
+        return bool(pids)
+
+    wait_for(streaming, "the reader streaming")
+    return pids[0]
+
+
+def writer_child(process: subprocess.Popen[bytes]) -> psutil.Process:
+    """The DuckDB writer process the `shopstream cdc` process started (a multiprocessing
+    spawn child; the other child is multiprocessing's resource tracker)."""
+    children: list[psutil.Process] = []
+
+    def started() -> bool:
+        children[:] = [
+            child
+            for child in psutil.Process(process.pid).children()
+            if "spawn_main" in " ".join(child.cmdline())
+        ]
+        return bool(children)
+
+    wait_for(started, "the warehouse writer process")
+    assert len(children) == 1, children
+    return children[0]
+
+
+@contextlib.contextmanager
+def sink_stalled(process: subprocess.Popen[bytes]) -> Iterator[psutil.Process]:
+    """Stop the reader's warehouse writer (SIGSTOP): nothing the reader hands over becomes
+    durable until it continues. Left stopped: the caller SIGKILLs both (kill_reader), so
+    nothing handed over meanwhile is ever committed."""
+    writer = writer_child(process)
+    writer.send_signal(signal.SIGSTOP)
+    try:
+        yield writer
+    except BaseException:
+        kill_reader(process)
+        raise
+
+
+def kill_reader(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the reader process and its writer (a stopped writer too: it must not commit)."""
+    with contextlib.suppress(psutil.NoSuchProcess):
+        children = psutil.Process(process.pid).children(recursive=True)
+        process.send_signal(signal.SIGKILL)
+        for child in children:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+def assert_never_confirmed_past(
+    dsn: str, bound: int, seconds: float, *, walsender: int | None = None
+) -> None:
+    """For ``seconds``, the slot's confirmed_flush_lsn stays at or below ``bound`` (the last
+    LSN whose changes can be durable); with ``walsender``, the same stream stays connected
+    (the server did not time the reader out for want of status updates)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        confirmed, active = slot_state(dsn)
+        assert confirmed <= bound, (
+            f"the slot was confirmed to {confirmed:X}, past {bound:X}, while the sink was "
+            "stalled: changes that are not durable would be lost by a crash"
+        )
+        if walsender is not None:
+            assert active == walsender, (
+                f"the stream was dropped while the sink was stalled (walsender {walsender} "
+                f"is now {active}): the reader did not answer the server"
+            )
+        time.sleep(0.05)
+
+
+def captured_changes(data_dir: Path) -> dict[tuple[int, int, str, str], set[str]]:
+    """Every change in the warehouse's raw.cdc_* tables, keyed as :func:`server_history`,
+    with the change ids stored for it."""
+    import duckdb
+
+    con = duckdb.connect(str(data_dir / "shopstream.duckdb"), read_only=True)
+    try:
+        tables = [
+            name
+            for (name,) in con.execute(
+                "SELECT table_name FROM information_schema.tables "
+                "WHERE table_schema = 'raw' AND table_name LIKE 'cdc\\_%' ESCAPE '\\'"
+            ).fetchall()
+        ]
+        captured: dict[tuple[int, int, str, str], set[str]] = {}
+        for table in tables:
+            for change_id, tx_id, op in con.execute(
+                f"SELECT change_id, tx_id, op FROM raw.{table} WHERE op <> 'r'"
+            ).fetchall():
+                position = int(change_id.rsplit("-", 1)[1])
+                key = (tx_id, position, table.removeprefix("cdc_"), op)
+                captured.setdefault(key, set()).add(change_id)
+    finally:
+        con.close()
+    return captured
+
+
+def assert_matches_history(dsn: str, data_dir: Path, truth_slot: str, at_least: int) -> None:
+    """raw holds every change the server decoded for ``truth_slot`` (test_decoding), none it
+    did not, each under one change id."""
+    captured = captured_changes(data_dir)
+    history = server_history(dsn, truth_slot)
+    assert len(history) >= at_least
+    missing = set(history) - set(captured)
+    invented = set(captured) - set(history)
+    assert not missing, f"{len(missing)} changes lost, e.g. {sorted(missing)[:5]}"
+    assert not invented, f"{len(invented)} changes invented, e.g. {sorted(invented)[:5]}"
+    assert all(len(ids) == 1 for ids in captured.values()), "a change was stored under two ids"

@@ -208,25 +208,74 @@ def kill_reader(process: subprocess.Popen[bytes]) -> None:
     process.wait()
 
 
-def assert_never_confirmed_past(
-    dsn: str, bound: int, seconds: float, *, walsender: int | None = None
-) -> None:
-    """For ``seconds``, the slot's confirmed_flush_lsn stays at or below ``bound`` (the last
-    LSN whose changes can be durable); with ``walsender``, the same stream stays connected
-    (the server did not time the reader out for want of status updates)."""
+def sample_slot(dsn: str, seconds: float, slot: str = "shopstream") -> list[tuple[int, int | None]]:
+    """The slot's (confirmed_flush_lsn, walsender pid), sampled for ``seconds``."""
+    samples = []
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        confirmed, active = slot_state(dsn)
-        assert confirmed <= bound, (
-            f"the slot was confirmed to {confirmed:X}, past {bound:X}, while the sink was "
-            "stalled: changes that are not durable would be lost by a crash"
-        )
-        if walsender is not None:
-            assert active == walsender, (
-                f"the stream was dropped while the sink was stalled (walsender {walsender} "
-                f"is now {active}): the reader did not answer the server"
-            )
+        samples.append(slot_state(dsn, slot))
         time.sleep(0.05)
+    return samples
+
+
+@contextlib.contextmanager
+def probe_slot(dsn: str, name: str = "probe") -> Iterator[str]:
+    """A test_decoding slot for the transactions from now on (dropped afterwards)."""
+    execute_sql(dsn, f"SELECT pg_create_logical_replication_slot('{name}', 'test_decoding')")
+    try:
+        yield name
+    finally:
+        execute_sql(dsn, f"SELECT pg_drop_replication_slot('{name}')")
+
+
+def execute_sql(dsn: str, *statements: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement)
+
+
+def first_commit_after(dsn: str, slot: str, lsn: int) -> int | None:
+    """The end LSN of the first transaction with row changes whose commit ends past ``lsn``,
+    from a test_decoding slot (peeked: the slot keeps its history); None if there is none.
+
+    Confirming that LSN, or anything beyond, would make the server skip that transaction on
+    the next start: while it cannot be durable, the slot must stay below it.
+    """
+    wanted = 1
+    while True:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT lsn - '0/0'::pg_lsn, xid::text::bigint, data "
+                "FROM pg_logical_slot_peek_changes(%s, NULL, %s)",
+                (slot, wanted),
+            ).fetchall()
+        with_changes = {xid for _, xid, data in rows if _CHANGE.match(data)}
+        for end, xid, data in rows:
+            if data.startswith("COMMIT") and xid in with_changes and int(end) > lsn:
+                return int(end)
+        if len(rows) < wanted:
+            return None  # the server has decoded everything committed so far
+        wanted = 2 * len(rows)  # one transaction more at least; peek decodes no further
+
+
+def assert_stays_below(
+    samples: list[tuple[int, int | None]], bound: int | None, walsender: int | None = None
+) -> None:
+    """Every sampled confirmed_flush_lsn is below ``bound`` (the end of the first commit that
+    cannot be durable); with ``walsender``, the same stream stayed connected throughout (the
+    server did not drop the reader for want of status updates)."""
+    if bound is not None:
+        confirmed = max(lsn for lsn, _ in samples)
+        assert confirmed < bound, (
+            f"the slot was confirmed to {confirmed:X}, at or past the end of a commit "
+            f"({bound:X}) that could not be durable (the sink was stalled): a crash loses it"
+        )
+    if walsender is not None:
+        pids = {pid for _, pid in samples}
+        assert pids == {walsender}, (
+            f"the stream was dropped while the sink was stalled (walsender {walsender}, then "
+            f"{pids - {walsender}}): the reader did not answer the server"
+        )
 
 
 def captured_changes(data_dir: Path) -> dict[tuple[int, int, str, str], set[str]]:

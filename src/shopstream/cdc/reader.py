@@ -10,6 +10,10 @@ has committed, spilling large ones to its own disk, and sends it whole, in commi
 its commit LSN up front in Begin. That gives change ids at once and keeps our memory flat
 however large the transaction (we flush mid-transaction; the LSN is confirmed only after its
 Commit). Streaming (v2) would make us hold or spill in-progress transactions ourselves.
+
+The stream runs on libpq directly (:mod:`shopstream.cdc.stream`), so that no library reports
+an LSN on our behalf: every status update carries the LSN this reader made durable, and the
+server's own position (a keepalive's WAL end) only when nothing is pending here.
 """
 
 from __future__ import annotations
@@ -18,7 +22,6 @@ import functools
 import json
 import logging
 import re
-import select
 import threading
 import time
 from collections import Counter, deque
@@ -29,10 +32,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
-import psycopg2.extras
 
 from shopstream.cdc import catalog
 from shopstream.cdc.changes import ChangeColumns, Transaction
@@ -49,6 +52,7 @@ from shopstream.cdc.pgoutput import (
     Truncate,
     Update,
 )
+from shopstream.cdc.stream import ReplicationStream
 from shopstream.cdc.values import RowDecoders
 from shopstream.config import CdcSettings
 from shopstream.events.change import UNAVAILABLE
@@ -61,6 +65,7 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_PREFIX = "shopstream.heartbeat"
 _MAX_IN_FLIGHT = 2  # batches written but not yet durable; bounds memory
+_WAIT_STEP = 0.1  # seconds between status checks while waiting on the sink
 #: SQLSTATE classes no retry can fix: privileges/undefined objects, authentication, no such
 #: database. Anything else (restart, network, a slot still held by a dying reader) is retried.
 _PERMANENT_ERROR_CLASSES = ("42", "28", "3D")
@@ -137,6 +142,8 @@ class ChangeReader:
         self._batch = _Batch(self._columns)
         self._tx: Transaction | None = None
         self._keys: dict[tuple[str, str], list[str]] = {}
+        #: The replication stream once it streams: waits keep it answered (see _keep_alive).
+        self._repl: ReplicationStream | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -147,7 +154,7 @@ class ChangeReader:
             try:
                 self._session(stop)
                 return
-            except (psycopg2.Error, WarehouseError, SinkUnavailable) as exc:
+            except (psycopg2.Error, psycopg.Error, WarehouseError, SinkUnavailable) as exc:
                 # A lost connection, or a sink that could not make a batch durable: either
                 # way nothing past the last confirmed LSN counts, and the server sends it
                 # again on the next session.
@@ -201,18 +208,18 @@ class ChangeReader:
                 self._decoder.types, self._keys, functools.partial(catalog.base_types, admin)
             )
             self._refresh_keys(admin)
-            replication = psycopg2.connect(
+            replication = ReplicationStream(
                 self.dsn,
-                connection_factory=psycopg2.extras.LogicalReplicationConnection,
                 options=catalog.SESSION_OPTIONS,
+                status_interval=_status_interval(admin, cfg.status_interval_seconds),
             )
             try:
-                cursor = replication.cursor()
-                self._prepare_slot(admin, cursor, stop)
+                self._prepare_slot(admin, replication, stop)
                 if stop.is_set():
                     return
-                self._stream(admin, replication, cursor, stop)
+                self._stream(admin, replication, stop)
             finally:
+                self._repl = None
                 replication.close()
         finally:
             admin.close()
@@ -237,7 +244,7 @@ class ChangeReader:
     def _prepare_slot(
         self,
         admin: psycopg2.extensions.connection,
-        cursor: psycopg2.extras.ReplicationCursor,
+        replication: ReplicationStream,
         stop: threading.Event,
     ) -> None:
         cfg = self.settings
@@ -260,20 +267,18 @@ class ChangeReader:
         elif info.exists:
             return
         if needs_snapshot:
-            cursor.execute(
-                f'CREATE_REPLICATION_SLOT "{cfg.slot_name}" LOGICAL pgoutput EXPORT_SNAPSHOT'
-            )
-            _, consistent, snapshot_name, _ = cursor.fetchone()
-            log.info("created slot %s at %s with a snapshot", cfg.slot_name, consistent)
+            # The exported snapshot lives until the replication connection's next command
+            # (START_REPLICATION), so the snapshot is read before streaming starts.
+            consistent, snapshot_name = replication.create_slot(cfg.slot_name, export_snapshot=True)
+            assert snapshot_name is not None
+            at = catalog.format_lsn(consistent)
+            log.info("created slot %s at %s with a snapshot", cfg.slot_name, at)
             self._save_state(slot=cfg.slot_name, snapshot_started=True, snapshot_done=False)
-            self._snapshot(admin, snapshot_name, catalog.parse_lsn(consistent) or 0, stop)
+            self._snapshot(admin, snapshot_name, consistent, stop)
             if not stop.is_set():
                 self._save_state(snapshot_done=True)
         else:
-            cursor.execute(
-                f'CREATE_REPLICATION_SLOT "{cfg.slot_name}" LOGICAL pgoutput NOEXPORT_SNAPSHOT'
-            )
-            cursor.fetchone()
+            replication.create_slot(cfg.slot_name, export_snapshot=False)
             self._save_state(slot=cfg.slot_name, snapshot_started=False, snapshot_done=True)
             log.info("created slot %s (no snapshot)", cfg.slot_name)
 
@@ -331,40 +336,43 @@ class ChangeReader:
     def _stream(
         self,
         admin: psycopg2.extensions.connection,
-        replication: psycopg2.extensions.connection,
-        cursor: psycopg2.extras.ReplicationCursor,
+        replication: ReplicationStream,
         stop: threading.Event,
     ) -> None:
         cfg = self.settings
         options = {"proto_version": "1", "publication_names": cfg.publication_name}
         if catalog.server_version(admin) >= 140000:
             options["messages"] = "true"  # heartbeats arrive as logical messages
-        cursor.start_replication(
-            slot_name=cfg.slot_name,
-            decode=False,
-            options=options,
-            status_interval=cfg.status_interval_seconds,
-        )
+        replication.start(cfg.slot_name, options)
+        # The server resends from the slot's confirmed LSN, so that much is durable; status
+        # updates start from it (a lower flush LSN could move the slot backwards).
+        info = catalog.slot_info(admin, cfg.slot_name)
+        self.stats.confirmed_lsn = max(self.stats.confirmed_lsn, info.confirmed_flush_lsn or 0)
+        replication.durable_lsn = self.stats.confirmed_lsn
+        self._repl = replication
         self.stats.state = "streaming"
         log.info("streaming changes from slot %s", cfg.slot_name)
         last_heartbeat = last_slot_check = time.monotonic()
         started = time.monotonic()
         self.stats.last_change_at = started
+        read = replication.read
+        handle = self._handle
         while not stop.is_set():
-            message = cursor.read_message()
+            message = read()
             if message is not None:
-                self._handle(message.payload, message.data_start, admin)
+                handle(message[1], message[0], admin)
                 if self._columns.count >= cfg.batch_max_changes:
                     self._flush(wait=False)
-                    self._settle(block=len(self._in_flight) >= _MAX_IN_FLIGHT, cursor=cursor)
+                    self._settle(block=len(self._in_flight) >= _MAX_IN_FLIGHT)
                 continue
             # Nothing to read right now: housekeeping, then wait for the socket.
             now = time.monotonic()
             if self._batch.count and now - self._batch.started >= cfg.batch_max_ms / 1000:
                 self._flush(wait=False)
-            self._settle(block=False, cursor=cursor)
+            self._settle(block=False)
             if self._tx is None and not self._in_flight and not self._batch.count:
-                self._confirm_idle(cursor)
+                self._confirm_idle(replication)
+            replication.keep_alive()
             if now - last_heartbeat >= cfg.heartbeat_seconds:
                 last_heartbeat = now
                 if now - self.stats.last_change_at >= cfg.heartbeat_seconds:
@@ -381,12 +389,12 @@ class ChangeReader:
             ):
                 log.info("no changes for %.1f s: stopping (--idle-exit)", self.idle_exit)
                 break
-            select.select([replication], [], [], 0.05)
+            replication.wait(0.05)
         # Stop: make what we have durable and confirm it, within the grace period.
         self.stats.state = "stopping"
         self._flush(wait=False)
-        self._settle(block=True, cursor=cursor, drain=True)
-        cursor.send_feedback(flush_lsn=self.stats.confirmed_lsn, force=True)
+        self._settle(block=True, drain=True)
+        replication.send_status()
         self.stats.state = "stopped"
 
     def _handle(self, payload: bytes, lsn: int, admin: psycopg2.extensions.connection) -> None:
@@ -467,6 +475,7 @@ class ChangeReader:
             return
         self._publish_counts()
         rows = batch.rows() if count else {}
+        self._keep_alive()  # converting a large batch takes a while
         self._batch = _Batch(self._columns)
         if count:
             metrics.CDC_BATCH_CHANGES.observe(count)
@@ -479,7 +488,11 @@ class ChangeReader:
             self._settle(block=True, drain=True)
 
     def _submit(self, rows: dict[str, Any]) -> Future[Any]:
-        """Hand a batch to the sink, waiting while it is full (back-pressure on reading)."""
+        """Hand a batch to the sink, waiting while it is full (back-pressure on reading).
+
+        While it waits nothing is read, so the server's keepalives sit unread: it still gets
+        status updates (with the durable LSN), or it would drop the connection.
+        """
         delay = 0.05
         while True:
             try:
@@ -487,16 +500,11 @@ class ChangeReader:
             except SinkUnavailable:
                 if not self.sink.ready():
                     raise  # not full but down: run() starts over after a pause
+                self._keep_alive()
                 time.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                delay = min(delay * 2, _WAIT_STEP)
 
-    def _settle(
-        self,
-        *,
-        block: bool,
-        cursor: psycopg2.extras.ReplicationCursor | None = None,
-        drain: bool = False,
-    ) -> None:
+    def _settle(self, *, block: bool, drain: bool = False) -> None:
         """Confirm LSNs of batches that are durable, oldest first."""
         confirmed = None
         while self._in_flight:
@@ -505,7 +513,7 @@ class ChangeReader:
                 if not block:
                     break
                 started = time.perf_counter()
-                self._wait_durable(future, cursor)
+                self._wait_durable(future)
                 metrics.CDC_FLUSH_SECONDS.observe(time.perf_counter() - started)
             else:
                 future.result()
@@ -516,35 +524,34 @@ class ChangeReader:
                 block = len(self._in_flight) >= _MAX_IN_FLIGHT
         if confirmed is not None and confirmed > self.stats.confirmed_lsn:
             self.stats.confirmed_lsn = confirmed
-            if cursor is not None:
-                cursor.send_feedback(flush_lsn=confirmed)
+            if self._repl is not None:
+                self._repl.confirm(confirmed)
 
-    def _wait_durable(
-        self, future: Future[Any], cursor: psycopg2.extras.ReplicationCursor | None
-    ) -> None:
+    def _wait_durable(self, future: Future[Any]) -> None:
         """Wait for a batch; raises if the sink failed (nothing past it is confirmed).
 
-        While waiting, tell the server we are alive (with the LSN already confirmed). If it
-        had to ask with a keepalive, psycopg2 would answer by itself and, when our last
-        confirmation is ahead of the last message it saw (a long transaction that began before
-        a confirmed commit), move the confirmed LSN to the server's position on its own:
-        past changes that are not durable yet.
+        While waiting, the server hears from us at the status interval, always with the LSN
+        already durable: its keepalives cannot be read now (they queue behind data).
         """
         while True:
             try:
-                future.result(timeout=1.0)
+                future.result(timeout=_WAIT_STEP)
                 return
             except FutureTimeout:
-                if cursor is not None:
-                    cursor.send_feedback(flush_lsn=self.stats.confirmed_lsn, force=True)
+                self._keep_alive()
 
-    def _confirm_idle(self, cursor: psycopg2.extras.ReplicationCursor) -> None:
-        """Nothing pending: everything the server has sent is durable, so its sent position
-        is safe to confirm. Keeps the slot from holding WAL when our tables are quiet."""
-        wal_end = getattr(cursor, "wal_end", 0) or 0
+    def _keep_alive(self) -> None:
+        if self._repl is not None:
+            self._repl.keep_alive()
+
+    def _confirm_idle(self, replication: ReplicationStream) -> None:
+        """Nothing pending (no open transaction, nothing buffered or in flight): everything
+        the server sent before its last keepalive is durable, so that keepalive's WAL end is
+        safe to confirm. Keeps the slot from holding WAL when our tables are quiet."""
+        wal_end = replication.server_wal_end
         if wal_end > self.stats.confirmed_lsn:
             self.stats.confirmed_lsn = wal_end
-            cursor.send_feedback(flush_lsn=wal_end)
+            replication.confirm(wal_end)
 
     def _heartbeat(self, admin: psycopg2.extensions.connection) -> None:
         """Write a little WAL in this database so a filtered/quiet one still moves the slot."""
@@ -599,10 +606,25 @@ _PERMANENT_REFUSAL = re.compile(
 
 
 def _permanent(exc: Exception) -> bool:
-    pgcode = getattr(exc, "pgcode", None)
+    pgcode = getattr(exc, "pgcode", None) or getattr(exc, "sqlstate", None)
     if pgcode:
         return bool(pgcode[:2] in _PERMANENT_ERROR_CLASSES)
-    return isinstance(exc, psycopg2.OperationalError) and bool(_PERMANENT_REFUSAL.search(str(exc)))
+    return isinstance(exc, psycopg2.OperationalError | psycopg.OperationalError) and bool(
+        _PERMANENT_REFUSAL.search(str(exc))
+    )
+
+
+def _status_interval(admin: psycopg2.extensions.connection, configured: float) -> float:
+    """How often the server hears from us while we cannot read: the configured interval, but
+    at most a quarter of the server's wal_sender_timeout, which drops a silent client."""
+    with admin.cursor() as cur:
+        cur.execute("SELECT setting::bigint FROM pg_settings WHERE name = 'wal_sender_timeout'")
+        row = cur.fetchone()
+    admin.commit()
+    timeout_ms = int(row[0]) if row else 0
+    if timeout_ms <= 0:
+        return configured
+    return min(configured, timeout_ms / 4000)
 
 
 def _fill_unchanged(after: dict[str, Any], before: dict[str, Any]) -> None:

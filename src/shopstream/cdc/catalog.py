@@ -1,7 +1,7 @@
 """What to capture: the publication, the replication slot, and tables' shapes and keys.
 
-Plain SQL on an ordinary connection (psycopg2, like the replication connection, so one
-driver serves the whole CDC path).
+Plain SQL on an ordinary connection (psycopg2). The replication stream itself runs on libpq
+through psycopg 3 (:mod:`shopstream.cdc.stream`), so that no driver confirms LSNs for us.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ own cursor: the writer thread appends, request handlers read.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from collections.abc import Mapping
 from itertools import count
@@ -71,6 +72,7 @@ def check_read_only(sql: str) -> None:
             else "empty query: send one SELECT statement"
         )
     statement = statements[0]
+    _refuse_acting_functions(sql)
     if statement.type not in _READ_ONLY:
         raise QueryError(
             "only read queries are allowed here (SELECT, WITH, EXPLAIN, DESCRIBE, SHOW, "
@@ -86,6 +88,87 @@ def check_read_only(sql: str) -> None:
             inner = []
         if len(inner) != 1 or inner[0].type != duckdb.StatementType.SELECT:
             raise QueryError("EXPLAIN may only explain a read (one SELECT statement)")
+
+
+#: Table functions a read may call. Others act while they are read (``checkpoint()`` writes the
+#: file, ``enable_logging()``, ``query('...')`` runs a string the checks never saw): refused.
+_READ_TABLE_FUNCTIONS = frozenset(
+    {
+        "range",
+        "generate_series",
+        "unnest",
+        "repeat",
+        "repeat_row",
+        "json_each",
+        "json_tree",
+        "show",
+        "show_tables",
+        "show_tables_expanded",
+        "show_databases",
+        "summary",
+        "table_info",
+        "pragma_table_info",
+        "pragma_show",
+        "database_size",
+        "pragma_database_size",
+        "storage_info",
+        "pragma_storage_info",
+        "metadata_info",
+        "pragma_metadata_info",
+        "version",
+        "pragma_version",
+        "platform",
+        "pragma_platform",
+        "collations",
+        "pragma_collations",
+        "functions",
+        "test_all_types",
+        "test_vector_types",
+        "pg_timezone_names",
+        "icu_calendar_names",
+        "database_list",
+    }
+)
+
+
+@functools.cache
+def _table_functions() -> frozenset[str]:
+    with duckdb.connect() as con:
+        rows = con.execute(
+            "SELECT DISTINCT lower(function_name) FROM duckdb_functions() "
+            "WHERE function_type IN ('table', 'table_macro', 'pragma')"
+        ).fetchall()
+    return frozenset(name for (name,) in rows)
+
+
+def _refuse_acting_functions(sql: str) -> None:
+    """Refuse calls of table functions that are not plain reads, wherever they stand.
+
+    Judged on DuckDB's tokens (a name followed by ``(``), so it also covers statements that
+    DuckDB cannot serialise (PIVOT) and a function named in quotes or with a schema.
+    """
+    found = duckdb.tokenize(sql)
+    ends = [position for position, _ in found[1:]] + [len(sql)]
+    tokens = [
+        (kind, sql[position:end].strip())
+        for (position, kind), end in zip(found, ends, strict=True)
+        if kind != duckdb.token_type.comment
+    ]
+    known = _table_functions()
+    for (kind, text), (_, following) in zip(tokens, tokens[1:], strict=False):
+        if following != "(" or kind not in (
+            duckdb.token_type.identifier,
+            duckdb.token_type.keyword,
+        ):
+            continue
+        name = text.strip('"').lower()
+        if (name.startswith("duckdb_") and name != "duckdb_secrets") or name not in known:
+            continue
+        if name not in _READ_TABLE_FUNCTIONS:
+            raise QueryError(
+                f"{name}() is not allowed here: it reads files or acts beyond a plain read "
+                "of the warehouse's tables"
+            )
 
 
 def _explained(sql: str) -> str:

@@ -11,7 +11,7 @@ import contextlib
 import functools
 import threading
 from collections.abc import Mapping
-from itertools import count
+from itertools import count, pairwise
 from pathlib import Path
 from typing import Any
 
@@ -147,15 +147,8 @@ def _refuse_acting_functions(sql: str) -> None:
     Judged on DuckDB's tokens (a name followed by ``(``), so it also covers statements that
     DuckDB cannot serialise (PIVOT) and a function named in quotes or with a schema.
     """
-    found = duckdb.tokenize(sql)
-    ends = [position for position, _ in found[1:]] + [len(sql)]
-    tokens = [
-        (kind, sql[position:end].strip())
-        for (position, kind), end in zip(found, ends, strict=True)
-        if kind != duckdb.token_type.comment
-    ]
     known = _table_functions()
-    for (kind, text), (_, following) in zip(tokens, tokens[1:], strict=False):
+    for (_, kind, text), (_, _, following) in pairwise(_tokens(sql)):
         if following != "(" or kind not in (
             duckdb.token_type.identifier,
             duckdb.token_type.keyword,
@@ -171,15 +164,20 @@ def _refuse_acting_functions(sql: str) -> None:
             )
 
 
-def _explained(sql: str) -> str:
-    """The statement after ``EXPLAIN [ANALYZE] [(options)]``, found with DuckDB's tokenizer."""
+def _tokens(sql: str) -> list[tuple[int, Any, str]]:
+    """DuckDB's own tokens of ``sql`` (position, kind, text), comments left out."""
     found = duckdb.tokenize(sql)
     ends = [position for position, _ in found[1:]] + [len(sql)]
-    tokens = [
-        (position, sql[position:end].strip())
+    return [
+        (position, kind, sql[position:end].strip())
         for (position, kind), end in zip(found, ends, strict=True)
         if kind != duckdb.token_type.comment
     ]
+
+
+def _explained(sql: str) -> str:
+    """The statement after ``EXPLAIN [ANALYZE] [(options)]``, found with DuckDB's tokenizer."""
+    tokens = [(position, text) for position, _, text in _tokens(sql)]
     if not tokens or tokens[0][1].upper() != "EXPLAIN":
         return ""
     index = 1

@@ -128,3 +128,27 @@ def test_a_killed_writer_is_reaped_and_replaced(tmp_path: Path) -> None:
         assert warehouse.table_counts()["raw.events"] == 2
     finally:
         warehouse.close()
+
+
+def test_a_broken_pipe_to_a_live_writer_is_recovered_from(tmp_path: Path) -> None:
+    """The query pipe breaks while the writer lives on (its query thread ends, its append
+    loop goes on; nothing public provokes it, so the test closes the platform's end itself):
+    the writer must be replaced, not left "recovering" for ever with /healthz still 200."""
+    warehouse = WarehouseProcess(tmp_path / "w.duckdb")
+    try:
+        warehouse.ensure_layers()
+        first = warehouse.pid
+        warehouse._child.queries.close()
+        with pytest.raises(WarehouseUnavailable):
+            warehouse.table_counts()
+        deadline = time.monotonic() + 30
+        while (warehouse.pid == first or warehouse.health().state != "ok") and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.05)
+        assert warehouse.health().state == "ok"
+        assert warehouse.pid != first
+        warehouse.append({"events": events_table("a")})
+        assert warehouse.table_counts()["raw.events"] == 1
+    finally:
+        warehouse.close()

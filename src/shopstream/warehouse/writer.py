@@ -293,6 +293,12 @@ class WarehouseProcess:
                 # only under both locks, so this child is still the current one).
                 if self._health.state == "ok":
                     self._health = WarehouseHealth("recovering", reason)
+                if child.process.is_alive():
+                    # The pipe broke but the writer lives on: it can no longer be talked to,
+                    # and only the watcher puts health back to ok, after a death. End it, so
+                    # the watcher restarts it instead of the platform staying "recovering".
+                    log.error("the pipe to the warehouse writer process broke; restarting it")
+                    child.process.kill()
                 raise WarehouseUnavailable(reason) from exc
         if status == "error":
             _raise(value, message, self.path)

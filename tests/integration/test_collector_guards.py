@@ -20,7 +20,7 @@ import pytest
 
 from shopstream.collector.app import CollectorStats, IntakeFastPath, create_app
 from shopstream.config import Settings
-from shopstream.sinks.base import Rows
+from shopstream.sinks.base import Outcome, Rows
 from shopstream.sinks.warehouse import WarehouseSink
 from shopstream.warehouse.duckdb import DuckDBWarehouse
 
@@ -167,11 +167,11 @@ class AckLostSink(WarehouseSink):
     provoke it on demand, so the sink is subclassed rather than the collector mocked.
     """
 
-    def submit(self, rows: Rows) -> Future[None]:
+    def submit(self, rows: Rows) -> Future[Outcome]:
         stored = super().submit(rows)
-        lost: Future[None] = Future()
+        lost: Future[Outcome] = Future()
 
-        def lose(done: Future[None]) -> None:
+        def lose(done: Future[Outcome]) -> None:
             done.result()  # really durable first
             lost.set_exception(ConnectionResetError("acknowledgement lost"))
 

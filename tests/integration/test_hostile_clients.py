@@ -9,6 +9,7 @@ body read deadline are what bound them; legitimate clients (key in a header) kee
 from __future__ import annotations
 
 import contextlib
+import gzip
 import socket
 import time
 import uuid
@@ -237,3 +238,35 @@ def test_a_client_leaving_mid_body_is_counted_not_a_traceback(guarded: Collector
         time.sleep(0.05)
     assert left() == before + 1
     assert "Traceback" not in guarded.log()
+
+
+def test_gzip_bodies_hold_what_they_may_inflate_to(guarded: CollectorProcess) -> None:
+    """A gzip body of a few bytes on the wire may inflate to collector.max_body_bytes (5 MB by
+    default) and is held that long: the budget counts that, not its wire size."""
+    key = {"Authorization": f"Bearer {KEY}", "Content-Encoding": "gzip"}
+    holders = [
+        StalledClient(guarded.port, send=500, length=1_000, stall=DEADLINE * 3, headers=key)
+        for _ in range(4)
+    ]
+    for holder in holders:
+        holder.start()
+    time.sleep(0.5)  # four 5 MB reservations fill the 20 MB budget
+    response = httpx.post(
+        f"{guarded.url}/v1/batch",
+        content=gzip.compress(orjson.dumps(page())),
+        headers={"content-type": "application/json", **key},
+        timeout=30,
+    )
+    assert response.status_code == 503, response.text
+    assert response.json()["error"] == "busy"
+    for holder in holders:
+        holder.join()
+    assert [h.status for h in holders] == [408] * 4
+    # Released again: gzip bodies are taken once the holders are gone.
+    after = httpx.post(
+        f"{guarded.url}/v1/batch",
+        content=gzip.compress(orjson.dumps(page())),
+        headers={"content-type": "application/json", **key},
+        timeout=30,
+    )
+    assert after.status_code == 200, after.text

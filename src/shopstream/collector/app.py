@@ -224,9 +224,16 @@ def create_app(settings: Settings, sink: Sink, *, stats: CollectorStats | None =
                     f"body of {length} bytes is over the limit of {limits.max_body_bytes} "
                     "(collector.max_body_bytes); send smaller batches",
                 )
-        # Without a Content-Length (chunked) the body may grow to the limit: hold that much.
+        encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        gzipped = encoding in ("gzip", "x-gzip")  # x-gzip: the older name (RFC 9110)
+        if not gzipped and encoding not in ("identity", ""):
+            raise BodyError(
+                415, "unsupported_encoding", f"Content-Encoding {encoding!r}: send gzip or none"
+            )
+        # Without a Content-Length (chunked) the body may grow to the limit, and a gzip body
+        # inflates up to it whatever its length on the wire: hold that much.
         reservation = budget.reserve(
-            limits.max_body_bytes if length is None else int(length), keyless=keyless
+            limits.max_body_bytes if length is None or gzipped else int(length), keyless=keyless
         )
         if reservation is None:
             raise BodyError(
@@ -259,14 +266,7 @@ def create_app(settings: Settings, sink: Sink, *, stats: CollectorStats | None =
             ) from None
         attempt.body_read = True
         body = b"".join(chunks)
-        encoding = request.headers.get("content-encoding", "identity").strip().lower()
-        if encoding in ("gzip", "x-gzip"):  # x-gzip: the older name, same format (RFC 9110)
-            return gunzip(body, limits.max_body_bytes)
-        if encoding not in ("identity", ""):
-            raise BodyError(
-                415, "unsupported_encoding", f"Content-Encoding {encoding!r}: send gzip or none"
-            )
-        return body
+        return gunzip(body, limits.max_body_bytes) if gzipped else body
 
     def info_for(request: Request, route: str) -> RequestInfo:
         return RequestInfo(
@@ -298,6 +298,12 @@ def create_app(settings: Settings, sink: Sink, *, stats: CollectorStats | None =
                 ),
                 {"Retry-After": "5"},
             )
+        # Durable from here on: a failure after this point must not tell the client otherwise.
+        attempt = _ATTEMPT.get()
+        attempt.stored = True
+        attempt.accepted = len(intake.events) - sum(
+            1 for d in outcome.dead_lettered if d.table == "events"
+        )
         refused_by_warehouse(intake, outcome)
         return None
 

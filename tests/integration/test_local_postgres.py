@@ -15,7 +15,7 @@ import psycopg2
 import psycopg2.extras
 import pytest
 
-from shopstream.cdc.local_postgres import (
+from shopstream.devtools.local_postgres import (
     LocalPostgres,
     LocalPostgresError,
     find_bin_dir,
@@ -241,7 +241,7 @@ def test_pgserver_binaries_work(postgres_factory: PostgresFactory) -> None:
 def test_a_copy_of_pgserver_outside_the_virtualenv_runs(postgres_factory: PostgresFactory) -> None:
     """What a root user with the repository under /root gets: the wheel's PostgreSQL copied
     where the server's user can read it, vendored libraries included."""
-    from shopstream.cdc.local_postgres import _reachable_copy
+    from shopstream.devtools.local_postgres import _reachable_copy
 
     bin_dir = pgserver_bin_dir()
     if bin_dir is None:

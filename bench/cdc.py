@@ -69,9 +69,9 @@ from psycopg import sql
 from rich.console import Console
 from rich.table import Table
 
-from shopstream.cdc.local_postgres import LocalPostgres
 from shopstream.cdc.reader import ChangeReader
 from shopstream.config import CdcSettings, SinkSettings
+from shopstream.devtools.local_postgres import LocalPostgres
 from shopstream.sinks.base import Rows
 from shopstream.sinks.warehouse import WarehouseSink
 from shopstream.warehouse import open_warehouse

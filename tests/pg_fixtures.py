@@ -27,7 +27,7 @@ import pytest
 from psycopg import sql
 from psycopg.errors import ObjectInUse, UndefinedObject
 
-from shopstream.cdc.local_postgres import (
+from shopstream.devtools.local_postgres import (
     LocalPostgres,
     PostgresNotFoundError,
     find_bin_dir,

@@ -156,13 +156,8 @@ def _serve(
     orders_tps: float = 0.0,
 ) -> None:
     """Run the platform in this process until it is told to stop; print the summary."""
-    from shopstream.runtime import (
-        Companion,
-        Platform,
-        cdc_companion,
-        local_shop_database,
-        order_workload_companion,
-    )
+    from shopstream.devtools.shop_database import local_shop_database
+    from shopstream.runtime import Companion, Platform, cdc_companion, order_workload_companion
     from shopstream.warehouse.duckdb import WarehouseLocked
 
     dsn = settings.postgres_dsn

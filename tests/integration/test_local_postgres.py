@@ -1,11 +1,14 @@
-"""The local PostgreSQL launcher against real servers: system binaries and pgserver's."""
+"""The development PostgreSQL (shopstream.devtools) against real servers: system binaries and
+pgserver's, as root and not, and the directories it claims under /var/tmp."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import tempfile
 from pathlib import Path
@@ -15,9 +18,10 @@ import psycopg2
 import psycopg2.extras
 import pytest
 
-from shopstream.cdc.local_postgres import (
+from shopstream.devtools.local_postgres import (
     LocalPostgres,
     LocalPostgresError,
+    claim_directory,
     find_bin_dir,
     pgserver_bin_dir,
 )
@@ -241,7 +245,7 @@ def test_pgserver_binaries_work(postgres_factory: PostgresFactory) -> None:
 def test_a_copy_of_pgserver_outside_the_virtualenv_runs(postgres_factory: PostgresFactory) -> None:
     """What a root user with the repository under /root gets: the wheel's PostgreSQL copied
     where the server's user can read it, vendored libraries included."""
-    from shopstream.cdc.local_postgres import _reachable_copy
+    from shopstream.devtools.local_postgres import _reachable_copy
 
     bin_dir = pgserver_bin_dir()
     if bin_dir is None:
@@ -283,3 +287,76 @@ def test_servers_of_killed_test_runs_are_swept(postgres_factory: PostgresFactory
 
     assert not server.is_running()
     assert not server.data_dir.parent.exists()
+
+
+def test_claim_directory_makes_one_everyone_can_enter_and_reuses_it(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    umask = os.umask(0o077)
+    try:
+        assert claim_directory(home) == home
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(home.stat().st_mode) == 0o755, "the server's user must enter it"
+    (home / "kept").write_text("from an earlier run")
+    home.chmod(0o700)
+
+    assert claim_directory(home) == home
+    assert (home / "kept").read_text() == "from an earlier run"
+    assert stat.S_IMODE(home.stat().st_mode) == 0o755
+
+
+def _plant(path: Path, what: str, elsewhere: Path) -> None:
+    """What another user of /var/tmp could have put at the name we want."""
+    if what == "symlink to a directory":
+        elsewhere.mkdir(mode=0o700)
+        path.symlink_to(elsewhere)
+    elif what == "dangling symlink":
+        path.symlink_to(elsewhere)
+    elif what == "file":
+        path.write_text("not a directory")
+        path.chmod(0o600)
+    elif what == "directory of another user":
+        path.mkdir(mode=0o700)
+        os.chown(path, 65534, 65534)  # nobody
+    else:
+        raise AssertionError(what)
+
+
+@pytest.mark.parametrize(
+    "planted", ["symlink to a directory", "dangling symlink", "file", "directory of another user"]
+)
+def test_claim_directory_refuses_what_it_did_not_make(tmp_path: Path, planted: str) -> None:
+    if planted == "directory of another user" and os.geteuid() != 0:
+        pytest.skip("only root can give a directory to another user")
+    path, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
+    _plant(path, planted, elsewhere)
+    before = path.lstat()
+
+    with pytest.raises(LocalPostgresError, match=f"^{re.escape(str(path))} exists and is not ours"):
+        claim_directory(path)
+
+    after = path.lstat()
+    assert (after.st_mode, after.st_uid) == (before.st_mode, before.st_uid), "left as it was"
+    if elsewhere.is_dir():
+        assert stat.S_IMODE(elsewhere.stat().st_mode) == 0o700, "the link's target untouched"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root hands the server to another user")
+def test_shop_database_refuses_a_fallback_directory_it_did_not_make() -> None:
+    """The /var/tmp fallback of `make run` as root claims its directory like the pgserver copy
+    does: a name taken by someone else stops the run instead of serving their directory."""
+    from shopstream.config import Settings
+    from shopstream.devtools.shop_database import _fallback_home, local_shop_database
+
+    private = Path(tempfile.mkdtemp(prefix="shopstream-private-"))  # mode 700, like /root
+    elsewhere = Path(tempfile.mkdtemp(prefix="shopstream-elsewhere-"))
+    home = _fallback_home(private / "data")
+    try:
+        home.symlink_to(elsewhere)
+        with pytest.raises(LocalPostgresError, match=f"{re.escape(str(home))} exists and is not"):
+            local_shop_database(Settings(data_dir=private / "data"))
+        assert list(elsewhere.iterdir()) == [], "nothing was put where the link points"
+    finally:
+        home.unlink(missing_ok=True)
+        shutil.rmtree(private, ignore_errors=True)
+        shutil.rmtree(elsewhere, ignore_errors=True)

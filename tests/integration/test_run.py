@@ -126,7 +126,7 @@ def test_make_run_shape_captures_the_local_shop_database() -> None:
         assert ops.get("u", 0) > 0  # and moved along their lifecycle
         assert users is not None and users[0] > 0  # the initial snapshot of the catalogue
     finally:
-        from shopstream.cdc.local_postgres import LocalPostgres
+        from shopstream.devtools.local_postgres import LocalPostgres
 
         LocalPostgres(data_dir / "postgres").stop()  # normally already stopped by the run
         shutil.rmtree(data_dir, ignore_errors=True)
@@ -138,7 +138,7 @@ def test_local_database_moves_out_of_a_directory_postgres_cannot_enter() -> None
     import tempfile
 
     from shopstream.config import Settings
-    from shopstream.runtime import local_shop_database
+    from shopstream.devtools.shop_database import local_shop_database
 
     if os.geteuid() != 0:
         import pytest

@@ -1,23 +1,41 @@
-"""A PostgreSQL server of our own: for ``make run`` when the user has none, and for tests.
+"""A PostgreSQL cluster of our own, for development: the shop database of ``make run``
+(:mod:`shopstream.devtools.shop_database`), the test fixtures and ``bench/cdc.py``. Not part of
+change data capture; the CDC reader works against any PostgreSQL with ``wal_level=logical``.
 
     with LocalPostgres(Path("data/postgres")) as pg:
         dsn = pg.create_database("shop")  # host=127.0.0.1 port=54321 user=postgres dbname=shop
 
-The server listens on 127.0.0.1 only, trusts every local connection (replication included) and
-runs with ``wal_level=logical``, so the CDC reader can open a pgoutput slot on it. The superuser
-is ``postgres`` whatever the OS user is.
+The server listens on 127.0.0.1 only (plus a Unix socket in the data directory when its path is
+short and plain), trusts every local connection (replication included) and runs with
+``wal_level=logical``, so the CDC reader can open a pgoutput slot on it. The superuser is
+``postgres`` whatever the OS user is. ``port=None`` reuses the port remembered from the last
+start when it is free, else picks a free one (and another if it is taken before the bind).
 
 Binaries: the system's PostgreSQL is preferred (``pg_config --bindir``,
 ``/usr/lib/postgresql/*/bin`` newest first, ``/usr/pgsql-*/bin``, then ``PATH``); the
 PostgreSQL 16 that the ``pgserver`` wheel bundles is the fallback. An existing cluster is
 started with binaries of its own major version when several are installed.
 
-Running as root: initdb and postgres refuse to, so they run as the ``postgres`` OS user, or,
-where none exists, as a system user ``shopstream-pg`` created with ``useradd``. That user must
-be able to traverse every directory above the data directory and the binaries. When it cannot
-(a data directory under ``/root``, say), :meth:`LocalPostgres.start` refuses with the directory
-to open up or the advice to choose another place: moving a user's data elsewhere behind their
-back would make "where is my database?" a puzzle.
+Running as root: initdb and postgres refuse to, so they run as the OS user owning an existing
+cluster, else ``postgres``, else a system user ``shopstream-pg`` that this module creates with
+``useradd``; an existing cluster owned by root is chowned to that user. The user must be able
+to traverse every directory above the binaries and the data directory. The pgserver wheel's
+binaries, when out of its reach (a virtualenv under ``/root``), are copied once to
+``/var/tmp/shopstream-pginstall-<hash>`` and run from there. Any other binaries or data
+directory out of its reach make :meth:`LocalPostgres.start` refuse
+(:class:`UnreachableDirectoryError`), naming the directory to open up or advising another
+place: this class never moves data elsewhere on its own (the demo's
+:func:`~shopstream.devtools.shop_database.local_shop_database` does, and says where). What we
+put under the world-writable ``/var/tmp`` goes only into a directory that we created and own
+(:func:`claim_directory`).
+
+Processes: on Linux, ``/proc`` tells which processes belong to the cluster (name ``postgres``,
+working directory the data directory). So a ``postmaster.pid`` left by a crash is recognised as
+stale even when its pid names another process by now, and backends a killed postmaster left
+behind are SIGKILLed before the next start (they hold the shared memory a new postmaster
+needs). :meth:`LocalPostgres.stop` signals the postmaster directly, :meth:`LocalPostgres.kill`
+crashes the cluster on purpose (for tests), and :meth:`LocalPostgres.start` adopts a server
+already running on the data directory.
 
 Files in the data directory besides PostgreSQL's own: ``shopstream.conf`` (our settings,
 rewritten at every start and included from ``postgresql.conf``; ``ALTER SYSTEM`` still
@@ -40,6 +58,7 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -58,8 +77,11 @@ __all__ = [
     "LocalPostgresError",
     "PostgresNotFoundError",
     "StopMode",
+    "UnreachableDirectoryError",
+    "claim_directory",
     "find_bin_dir",
     "pgserver_bin_dir",
+    "pid_alive",
 ]
 
 _log = logging.getLogger(__name__)
@@ -128,6 +150,24 @@ def pgserver_bin_dir() -> Path | None:
     return bin_dir if _has_server_executables(bin_dir) else None
 
 
+def claim_directory(path: Path) -> Path:
+    """``path`` as a directory of ours with mode 0755: created, or reused when we made it before.
+
+    For what the server's user must reach under the world-writable ``/var/tmp``: another user
+    may have taken the name first (a symlink to elsewhere, a directory of theirs in which to
+    plant binaries or a cluster), so anything but a real directory owned by us is refused.
+    """
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o755)
+    found = path.lstat()  # the name itself: a symlink to a directory of ours is not ours
+    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.geteuid():
+        raise LocalPostgresError(f"{path} exists and is not ours; remove it and retry")
+    # In sticky /var/tmp nobody else can swap a directory of ours after the check. The mode:
+    # mkdir's was cut by the umask, or an earlier run left another.
+    path.chmod(0o755)
+    return path
+
+
 def _reachable_copy(bin_dir: Path) -> Path:
     """A copy of the pgserver wheel's PostgreSQL under /var/tmp, readable by every user; made
     once per installation and reused. The wheel's binaries find their vendored libraries at
@@ -137,11 +177,7 @@ def _reachable_copy(bin_dir: Path) -> Path:
     libs = package.parent / f"{package.name}.libs"
     stamp = f"{install}:{(bin_dir / 'postgres').stat().st_mtime_ns}"
     digest = hashlib.sha256(stamp.encode()).hexdigest()[:12]
-    home = Path("/var/tmp") / f"shopstream-pginstall-{digest}"  # noqa: S108 - checked below
-    home.mkdir(mode=0o755, exist_ok=True)
-    if home.is_symlink() or home.stat().st_uid != os.geteuid():
-        raise LocalPostgresError(f"{home} exists and is not ours; remove it and retry")
-    home.chmod(0o755)
+    home = claim_directory(Path("/var/tmp") / f"shopstream-pginstall-{digest}")  # noqa: S108
     target = home / "site"
     if not (target / package.name / install.name / "bin" / "postgres").exists():
         partial = home / "site.partial"
@@ -296,11 +332,11 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         pass  # it exists, it just is not ours to signal
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        proc_stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return True
     # An unreaped zombie holds no locks, files or shared memory: it is gone for our purposes.
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+    return proc_stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def _cwd_of(pid: int) -> Path | None:

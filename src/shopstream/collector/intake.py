@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from shopstream.collector.segment import SegmentError, to_native
 from shopstream.config import CollectorSettings
 from shopstream.events.behaviour import EVENT_TYPES, EventBase, event_adapter
+from shopstream.events.codes import ReasonCode
 from shopstream.sinks.warehouse import dead_letter_row
 from shopstream.warehouse.raw import RAW_EVENTS
 
@@ -58,7 +59,7 @@ _EVENT_ID_NAMESPACE = uuid.UUID("5f0c3c1e-9a53-4b0e-8d3f-6d1f4c0a7e21")
 class BodyError(Exception):
     """The whole request is refused; ``status`` and ``code`` say how to answer."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: ReasonCode, message: str) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
@@ -69,7 +70,7 @@ class BodyError(Exception):
 class Rejection:
     index: int
     reason: str
-    code: str
+    code: ReasonCode
     event_type: str
     event_id: str | None = None
 
@@ -96,7 +97,7 @@ class Intake:
     events: EventColumns = field(default_factory=lambda: EventColumns())
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
-    window: tuple[datetime, datetime] | None = None
+    window: ClockWindow | None = None
 
     def rows(self) -> dict[str, Any]:
         rows: dict[str, Any] = {}
@@ -124,7 +125,7 @@ def gunzip(body: bytes, limit: int) -> bytes:
         if members > MAX_GZIP_MEMBERS:
             raise BodyError(
                 400,
-                "bad_gzip",
+                ReasonCode.BAD_GZIP,
                 f"the gzip body has more than {MAX_GZIP_MEMBERS} members; send one gzip stream",
             )
         inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
@@ -134,7 +135,7 @@ def gunzip(body: bytes, limit: int) -> bytes:
         while not inflater.eof:
             if pos >= len(body):
                 where = f" (member {members})" if members > 1 else ""
-                raise BodyError(400, "bad_gzip", f"gzip body is truncated{where}")
+                raise BodyError(400, ReasonCode.BAD_GZIP, f"gzip body is truncated{where}")
             chunk = view[pos : pos + step]
             try:
                 piece = inflater.decompress(chunk, limit - size + 1)
@@ -146,11 +147,13 @@ def gunzip(body: bytes, limit: int) -> bytes:
                         f"the {len(body) - pos} bytes after gzip member {members - 1} are not "
                         f"gzip ({exc}); send one gzip stream or whole gzip members"
                     )
-                raise BodyError(400, "bad_gzip", message) from exc
+                raise BodyError(400, ReasonCode.BAD_GZIP, message) from exc
             size += len(piece)
             if size > limit:
                 raise BodyError(
-                    413, "body_too_large", f"body is larger than {limit} bytes once decompressed"
+                    413,
+                    ReasonCode.BODY_TOO_LARGE,
+                    f"body is larger than {limit} bytes once decompressed",
                 )
             out.append(piece)
             # Below the limit the inflater took all of the slice but what follows its member.
@@ -171,12 +174,16 @@ def parse_json(body: bytes) -> Any:
     :class:`BigNumber` so that their event alone is rejected, naming the field.
     """
     if not body.strip():
-        raise BodyError(400, "invalid_json", "the body is empty; send a JSON event or array")
+        raise BodyError(
+            400, ReasonCode.INVALID_JSON, "the body is empty; send a JSON event or array"
+        )
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         if "number is infinity" not in str(exc):
-            raise BodyError(400, "invalid_json", f"the body is not valid JSON: {exc}") from exc
+            raise BodyError(
+                400, ReasonCode.INVALID_JSON, f"the body is not valid JSON: {exc}"
+            ) from exc
         exact, _ = _parse_exact(body, checked=False)
         return exact
     if body.translate(_DIGITS_TO_ZERO).find(_LONG_RUN) < 0:
@@ -246,12 +253,12 @@ def _parse_exact(body: bytes, *, checked: bool) -> tuple[Any, int]:
     except RecursionError:
         raise BodyError(
             400,
-            "invalid_json",
+            ReasonCode.INVALID_JSON,
             "the body nests too deeply to be read with its numbers exact; nest less, or send "
             "numbers beyond 64 bits as strings",
         ) from None
     except ValueError as exc:  # also UnicodeDecodeError, json.JSONDecodeError
-        raise BodyError(400, "invalid_json", f"the body is not valid JSON: {exc}") from exc
+        raise BodyError(400, ReasonCode.INVALID_JSON, f"the body is not valid JSON: {exc}") from exc
     finally:
         sys.setrecursionlimit(limit)
     return document, len(found)
@@ -387,39 +394,39 @@ def split_native(document: Any, max_events: int) -> list[Any]:
     else:
         raise BodyError(
             400,
-            "invalid_body",
+            ReasonCode.INVALID_BODY,
             'expected a JSON object (one event), an array of events, or {"events": [...]}',
         )
     if len(items) > max_events:
         raise BodyError(
             413,
-            "too_many_events",
+            ReasonCode.TOO_MANY_EVENTS,
             f"{len(items)} events in one request; the limit is {max_events} "
             "(collector.max_events_per_request)",
         )
     return items
 
 
-def describe_errors(exc: ValidationError, item: Any) -> tuple[str, str]:
+def describe_errors(exc: ValidationError, item: Any) -> tuple[str, ReasonCode]:
     """A one-line reason and a reason code from Pydantic's errors."""
     parts = []
-    code = "invalid_event"
+    code = ReasonCode.INVALID_EVENT
     for error in exc.errors(include_url=False):
         kind = error["type"]
         if kind == "union_tag_invalid":
             got = item.get("event_type") if isinstance(item, dict) else None
             return (  # a short repr: event_type may be anything, 1000 levels deep or 4 MB long
                 f"unknown event_type {_short.repr(got)}; expected one of: {', '.join(EVENT_TYPES)}",
-                "unknown_event_type",
+                ReasonCode.UNKNOWN_EVENT_TYPE,
             )
         if kind == "union_tag_not_found":
-            return "event_type is missing", "missing_event_type"
+            return "event_type is missing", ReasonCode.MISSING_EVENT_TYPE
         # The first location element is the union tag; the reader wants the field path.
         loc = [str(p) for p in error["loc"][1:]] if error["loc"] else []
         where = ".".join(loc) or "event"
         parts.append(f"{where}: {error['msg']}")
         if kind == "missing":
-            code = "missing_field"
+            code = ReasonCode.MISSING_FIELD
     return "; ".join(parts), code
 
 
@@ -437,28 +444,44 @@ def _shifted(moment: datetime, delta: timedelta) -> datetime:
         return (datetime.max if delta > timedelta(0) else datetime.min).replace(tzinfo=UTC)
 
 
-def clock_window(now: datetime, settings: CollectorSettings) -> tuple[datetime, datetime]:
-    """The earliest and latest acceptable event_ts, once per request."""
-    return (
-        _shifted(now, -timedelta(days=settings.max_event_age_days)),
-        _shifted(now, timedelta(seconds=settings.future_tolerance_seconds)),
-    )
+@dataclass(frozen=True, slots=True)
+class ClockWindow:
+    """The event_ts a request's events may have, taken once per request from its receive time.
 
+    :meth:`check` says which side an event is off by comparing, so the reason code never
+    depends on the wording of the message.
+    """
 
-def check_clock(event: EventBase, now: datetime, settings: CollectorSettings) -> str | None:
-    earliest, latest = clock_window(now, settings)
-    if event.event_ts > latest:
-        return (
-            f"event_ts {event.event_ts.isoformat()} is more than "
-            f"{settings.future_tolerance_seconds} s ahead of the server clock "
-            f"({now.isoformat()}); check the device clock"
+    now: datetime
+    earliest: datetime
+    latest: datetime
+    future_tolerance_seconds: int
+    max_event_age_days: int
+
+    @classmethod
+    def at(cls, now: datetime, settings: CollectorSettings) -> ClockWindow:
+        return cls(
+            now,
+            _shifted(now, -timedelta(days=settings.max_event_age_days)),
+            _shifted(now, timedelta(seconds=settings.future_tolerance_seconds)),
+            settings.future_tolerance_seconds,
+            settings.max_event_age_days,
         )
-    if event.event_ts < earliest:
-        return (
-            f"event_ts {event.event_ts.isoformat()} is older than "
-            f"{settings.max_event_age_days} days (collector.max_event_age_days)"
-        )
-    return None
+
+    def check(self, event_ts: datetime) -> tuple[ReasonCode, str] | None:
+        """None inside the window (bounds included), else the code and reason."""
+        if event_ts > self.latest:
+            return ReasonCode.FUTURE_TIMESTAMP, (
+                f"event_ts {event_ts.isoformat()} is more than "
+                f"{self.future_tolerance_seconds} s ahead of the server clock "
+                f"({self.now.isoformat()}); check the device clock"
+            )
+        if event_ts < self.earliest:
+            return ReasonCode.OLD_TIMESTAMP, (
+                f"event_ts {event_ts.isoformat()} is older than "
+                f"{self.max_event_age_days} days (collector.max_event_age_days)"
+            )
+        return None
 
 
 class EventColumns:
@@ -530,7 +553,9 @@ class EventColumns:
         return pa.Table.from_arrays(arrays, schema=RAW_EVENTS)
 
 
-def reject(intake: Intake, index: int, item: Any, reason: str, code: str, *, source: str) -> None:
+def reject(
+    intake: Intake, index: int, item: Any, reason: str, code: ReasonCode, *, source: str
+) -> None:
     """Answer ``item`` with ``reason`` and keep it in raw.dead_letter; never fails."""
     event_type = item.get("event_type") if isinstance(item, dict) else None
     label = event_type if isinstance(event_type, str) and event_type in EVENT_TYPES else "unknown"
@@ -608,21 +633,21 @@ def take_one(
                     f"{path}: the number {literal} is outside what 64 bits hold (integers "
                     "-2^63 to 2^64-1, floats to about 1.8e308); send it as a string"
                 )
-                reject(intake, index, sent, reason, "number_out_of_range", source=source)
+                reject(intake, index, sent, reason, ReasonCode.NUMBER_OUT_OF_RANGE, source=source)
                 return
         if source != "segment":
             accept_one(intake, index, sent, settings, source=source)
             return
         if not isinstance(sent, dict):
             reason = "a message must be a JSON object"
-            reject(intake, index, sent, reason, "invalid_event", source=source)
+            reject(intake, index, sent, reason, ReasonCode.INVALID_EVENT, source=source)
             return
         try:
             native = to_native(
                 sent, kind=kind, batch_sent_at=sent_at, received_at=intake.info.received_at
             )
         except SegmentError as exc:
-            reject(intake, index, sent, str(exc), "invalid_event", source=source)
+            reject(intake, index, sent, str(exc), ReasonCode.INVALID_EVENT, source=source)
             return
         accept_one(intake, index, native, settings, source=source, original=sent)
     except Exception as exc:
@@ -631,14 +656,14 @@ def take_one(
                 f"the event is nested more than {MAX_NESTING} levels deep (objects and arrays "
                 "inside each other), more than can be stored; flatten it"
             )
-            reject(intake, index, sent, reason, "too_deep", source=source)
+            reject(intake, index, sent, reason, ReasonCode.TOO_DEEP, source=source)
             return
         log.exception("event %d of a request to %s could not be taken", index, intake.info.route)
         reason = (
             f"this event could not be taken ({type(exc).__name__}); it is kept as sent in "
             "raw.dead_letter"
         )
-        reject(intake, index, sent, reason, "unreadable_event", source=source)
+        reject(intake, index, sent, reason, ReasonCode.UNREADABLE_EVENT, source=source)
 
 
 def accept_one(
@@ -659,7 +684,12 @@ def accept_one(
     sent = item if original is None else original
     if not isinstance(item, dict):
         reject(
-            intake, index, sent, "an event must be a JSON object", "invalid_event", source=source
+            intake,
+            index,
+            sent,
+            "an event must be a JSON object",
+            ReasonCode.INVALID_EVENT,
+            source=source,
         )
         return
     try:
@@ -668,14 +698,12 @@ def accept_one(
         reason, code = describe_errors(exc, item)
         reject(intake, index, sent, reason, code, source=source)
         return
-    now = intake.info.received_at
-    if intake.window is None:
-        intake.window = clock_window(now, settings)
-    earliest, latest = intake.window
-    event_ts = event.event_ts
-    clock_problem = None if earliest <= event_ts <= latest else check_clock(event, now, settings)
-    if clock_problem:
-        code = "future_timestamp" if "ahead" in clock_problem else "old_timestamp"
-        reject(intake, index, sent, clock_problem, code, source=source)
+    window = intake.window
+    if window is None:
+        window = intake.window = ClockWindow.at(intake.info.received_at, settings)
+    off_clock = window.check(event.event_ts)
+    if off_clock is not None:
+        code, reason = off_clock
+        reject(intake, index, sent, reason, code, source=source)
         return
     intake.events.add(event, item, intake.info, source=source, payload=sent)

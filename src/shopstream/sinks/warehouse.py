@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
+from shopstream.events.codes import ReasonCode
 from shopstream.observability import metrics
 from shopstream.sinks.base import LANDED, Columns, DeadLettered, Outcome, Rows, SinkUnavailable
 from shopstream.warehouse.base import Warehouse, WarehouseError, WarehouseUnavailable
@@ -242,7 +243,9 @@ class WarehouseSink:
             _resolve(submission.future, error=exc)
             return
         if outcome.dead_lettered:
-            metrics.DEAD_LETTERS.labels("loader", "load_error").inc(len(outcome.dead_lettered))
+            metrics.DEAD_LETTERS.labels("loader", ReasonCode.LOAD_ERROR).inc(
+                len(outcome.dead_lettered)
+            )
         _resolve(submission.future, outcome)
         self._count_written([submission], outcome)
 

@@ -319,22 +319,18 @@ def create_app(settings: Settings, sink: Sink, *, stats: CollectorStats | None =
         # Every index of the request is either an accepted event (in order) or a rejection.
         rejected_at = {r.index for r in intake.rejected}
         indexes = [i for i in range(len(events) + len(intake.rejected)) if i not in rejected_at]
-        kept = type(events)()
-        for name in events.__slots__:
-            column = getattr(events, name)
-            setattr(kept, name, [v for p, v in enumerate(column) if p not in refused])
         for position, reason in sorted(refused.items()):
             intake.rejected.append(
                 Rejection(
                     indexes[position],
                     reason,
                     ReasonCode.LOAD_ERROR,
-                    events.event_type[position],  # type: ignore[attr-defined]
-                    events.event_id[position],  # type: ignore[attr-defined]
+                    events.event_type[position],
+                    events.event_id[position],
                 )
             )
         intake.rejected.sort(key=lambda r: r.index)
-        intake.events = kept
+        intake.events = events.without(refused.keys())
 
     async def dead_letter_body(body: bytes, exc: BodyError, info: RequestInfo) -> Response:
         """An unparseable body is kept, with its reason, before the client hears of it."""

@@ -16,7 +16,8 @@ import reprlib
 import sys
 import uuid
 import zlib
-from dataclasses import dataclass, field
+from collections.abc import Collection
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -108,7 +109,7 @@ class Intake:
         return rows
 
     def accepted_types(self) -> list[str]:
-        return self.events.event_type  # type: ignore[attr-defined]
+        return self.events.event_type
 
 
 def gunzip(body: bytes, limit: int) -> bytes:
@@ -484,19 +485,39 @@ class ClockWindow:
         return None
 
 
+@dataclass(slots=True, eq=False)
 class EventColumns:
     """``raw.events`` rows, built column by column (the collector's hot path: no dict per
     row). Requests' columns are merged in the sink and become one Arrow table per group
-    commit, so a one-event request costs a few appends, not an Arrow conversion."""
+    commit, so a one-event request costs a few appends, not an Arrow conversion.
 
-    __slots__ = tuple(column.name for column in RAW_EVENTS if column.name != "event_date")
+    One list per column of :data:`~shopstream.warehouse.raw.RAW_EVENTS`, in its order, but
+    ``event_date`` (derived from ``event_ts`` in :meth:`to_arrow`); a unit test holds the two
+    together.
+    """
 
-    def __init__(self) -> None:
-        for name in self.__slots__:
-            setattr(self, name, [])
+    event_id: list[str] = field(default_factory=list)
+    event_type: list[str] = field(default_factory=list)
+    event_name: list[str | None] = field(default_factory=list)
+    event_ts: list[datetime] = field(default_factory=list)
+    received_at: list[datetime] = field(default_factory=list)
+    user_id: list[str | None] = field(default_factory=list)
+    anonymous_id: list[str | None] = field(default_factory=list)
+    session_id: list[str | None] = field(default_factory=list)
+    device_type: list[str | None] = field(default_factory=list)
+    page_url: list[str | None] = field(default_factory=list)
+    referrer: list[str | None] = field(default_factory=list)
+    utm_source: list[str | None] = field(default_factory=list)
+    utm_medium: list[str | None] = field(default_factory=list)
+    utm_campaign: list[str | None] = field(default_factory=list)
+    ip: list[str | None] = field(default_factory=list)
+    user_agent: list[str | None] = field(default_factory=list)
+    source: list[str] = field(default_factory=list)
+    properties: list[str] = field(default_factory=list)
+    payload: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.event_id)  # type: ignore[attr-defined]
+        return len(self.event_id)
 
     def add(
         self,
@@ -512,45 +533,57 @@ class EventColumns:
         What can fail (an event too deep to write) is done before the first append, so a
         failure leaves the columns as they were: the caller rejects the event.
         """
-        fields = event.__dict__  # plain reads: getattr on a missing field is slow in Pydantic
+        values = event.__dict__  # plain reads: getattr on a missing field is slow in Pydantic
         # str: orjson's bytes would keep a 4 kB allocation alive per event until the commit.
         payload_json = _dumps(payload).decode()
-        properties = fields["properties"].model_dump_json(exclude_none=True)
+        properties = values["properties"].model_dump_json(exclude_none=True)
         # Without an id, a hash of what the client sent (for Segment, the original message: the
         # mapped one carries the server's receive time and would differ on every retry).
-        self.event_id.append(fields["event_id"] or event_id_for(payload))  # type: ignore[attr-defined]
-        self.event_type.append(fields["event_type"])  # type: ignore[attr-defined]
-        name = fields.get("event_name") or item.get("event_name")
-        self.event_name.append(name if isinstance(name, str) else None)  # type: ignore[attr-defined]
-        self.event_ts.append(fields["event_ts"])  # type: ignore[attr-defined]
-        self.received_at.append(info.received_at)  # type: ignore[attr-defined]
-        self.user_id.append(fields["user_id"])  # type: ignore[attr-defined]
-        self.anonymous_id.append(fields["anonymous_id"])  # type: ignore[attr-defined]
-        self.session_id.append(fields["session_id"])  # type: ignore[attr-defined]
-        self.device_type.append(fields["device_type"])  # type: ignore[attr-defined]
-        self.page_url.append(fields["page_url"])  # type: ignore[attr-defined]
-        self.referrer.append(fields["referrer"])  # type: ignore[attr-defined]
-        self.utm_source.append(fields["utm_source"])  # type: ignore[attr-defined]
-        self.utm_medium.append(fields["utm_medium"])  # type: ignore[attr-defined]
-        self.utm_campaign.append(fields["utm_campaign"])  # type: ignore[attr-defined]
-        self.ip.append(info.ip)  # type: ignore[attr-defined]
-        self.user_agent.append(info.user_agent)  # type: ignore[attr-defined]
-        self.source.append(source)  # type: ignore[attr-defined]
-        self.properties.append(properties)  # type: ignore[attr-defined]
-        self.payload.append(payload_json)  # type: ignore[attr-defined]
+        self.event_id.append(values["event_id"] or event_id_for(payload))
+        self.event_type.append(values["event_type"])
+        name = values.get("event_name") or item.get("event_name")
+        self.event_name.append(name if isinstance(name, str) else None)
+        self.event_ts.append(values["event_ts"])
+        self.received_at.append(info.received_at)
+        self.user_id.append(values["user_id"])
+        self.anonymous_id.append(values["anonymous_id"])
+        self.session_id.append(values["session_id"])
+        self.device_type.append(values["device_type"])
+        self.page_url.append(values["page_url"])
+        self.referrer.append(values["referrer"])
+        self.utm_source.append(values["utm_source"])
+        self.utm_medium.append(values["utm_medium"])
+        self.utm_campaign.append(values["utm_campaign"])
+        self.ip.append(info.ip)
+        self.user_agent.append(info.user_agent)
+        self.source.append(source)
+        self.properties.append(properties)
+        self.payload.append(payload_json)
 
     def extend(self, other: EventColumns) -> None:
-        for name in self.__slots__:
+        for name in _COLUMNS:
             getattr(self, name).extend(getattr(other, name))
+
+    def without(self, positions: Collection[int]) -> EventColumns:
+        """New columns without the rows at ``positions``; these are left as they are."""
+        kept = EventColumns()
+        for name in _COLUMNS:
+            column = getattr(self, name)
+            getattr(kept, name).extend(v for p, v in enumerate(column) if p not in positions)
+        return kept
 
     def to_arrow(self) -> pa.Table:
         arrays: list[pa.Array] = []
         for column in RAW_EVENTS:
-            if column.name == "event_date":
-                arrays.append(pc.cast(arrays[3], pa.date32()))  # from event_ts, in UTC
+            if column.name == "event_date":  # from event_ts, in UTC
+                arrays.append(pc.cast(arrays[RAW_EVENTS.names.index("event_ts")], pa.date32()))
             else:
                 arrays.append(pa.array(getattr(self, column.name), column.type))
         return pa.Table.from_arrays(arrays, schema=RAW_EVENTS)
+
+
+#: The field names, for the generic steps (merge, drop rows); appends name each one.
+_COLUMNS = tuple(f.name for f in fields(EventColumns))
 
 
 def reject(

@@ -15,7 +15,7 @@ Two random streams keep things reproducible without making runs collide: the *be
 (event ids, session ids, anonymous ids, order ids) depend on ``seed`` and ``run_id``, and
 ``run_id`` is random unless given. Two runs with one seed therefore tell the same story
 with different ids, so the warehouse's de-duplication by ``event_id`` never swallows the
-second run. Money is whole won (see :mod:`.catalogue`), sent as JSON integers, so purchase
+second run. Money is whole won (see :mod:`.products`), sent as JSON integers, so purchase
 revenue is exactly the sum of ``price * quantity`` over the items.
 
 :func:`send_events` posts the stream in batches to ``{url}/v1/events`` at a steady rate and
@@ -46,7 +46,7 @@ from typing import Any, Literal
 import httpx
 import orjson
 
-from shopstream.generators.catalogue import Catalogue, Product, User, build_catalogue
+from shopstream.generators.products import Catalogue, Product, User, build_catalogue
 
 log = logging.getLogger(__name__)
 

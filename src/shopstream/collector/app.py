@@ -95,7 +95,6 @@ class CollectorStats:
 
     accepted: int = 0
     rejected: int = 0
-    requests: int = 0
 
 
 SEGMENT_SINGLE = ("track", "page", "screen", "identify")
@@ -368,7 +367,6 @@ def create_app(settings: Settings, sink: Sink, *, stats: CollectorStats | None =
         accepted = len(intake.events)
         stats.accepted += accepted
         stats.rejected += len(intake.rejected)
-        stats.requests += 1
         metrics.REQUEST_SECONDS.labels(route).observe(time.perf_counter() - started)
         if not intake.rejected:  # the common answer, without building a model
             return Response(

@@ -685,7 +685,6 @@ class SendStats:
     errors: int  # failed attempts (5xx, 429, connection errors), each retried or given up
     failed: int  # events given up on
     elapsed: float  # seconds since the start
-    events_per_second: float  # answered events per second so far
     last_error: str | None = None
 
 
@@ -844,7 +843,6 @@ class _Progress:
                 errors=self.errors,
                 failed=truth.failed,
                 elapsed=elapsed,
-                events_per_second=truth.sent / elapsed if elapsed > 0 else 0.0,
                 last_error=self.last_error,
             )
         )

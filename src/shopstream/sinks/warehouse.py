@@ -82,7 +82,6 @@ class WarehouseSink:
         self._thread: threading.Thread | None = None
         self._closing = False
         self._healthy = True
-        self.rows_written = 0
         self.commits = 0
 
     def start(self) -> None:
@@ -255,7 +254,6 @@ class WarehouseSink:
             for table, rows in submission.rows.items():
                 written = len(rows) - refused[table]
                 metrics.SINK_ROWS_WRITTEN.labels(table).inc(written)
-                self.rows_written += written
 
     def _checkpoint(self) -> None:
         try:

@@ -356,7 +356,7 @@ BUCKETS: tuple[tuple[str, str], ...] = (
     ("WarehouseSink._run", "writer: waiting for rows"),
     ("validate_python", "validation (Pydantic)"),
     ("EventBase._", "validation (Pydantic)"),
-    ("check_clock", "validation (clock check)"),
+    ("ClockWindow.check", "validation (clock check)"),
     ("raw_event_row", "raw row building"),
     ("parse_json", "JSON parsing (orjson)"),
     ("prometheus_client/", "metrics (prometheus_client)"),

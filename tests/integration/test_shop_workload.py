@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from shopstream.generators.catalogue import build_catalogue
+from shopstream.generators.products import build_catalogue
 from shopstream.generators.shop import (
     ORDER_STATUSES,
     SHOP_TABLES,

@@ -15,10 +15,10 @@ from shopstream.collector.intake import (
     MAX_GZIP_MEMBERS,
     MAX_NESTING,
     BodyError,
+    ClockWindow,
     Intake,
     RequestInfo,
     big_number_in,
-    clock_window,
     event_id_for,
     gunzip,
     parse_json,
@@ -261,9 +261,9 @@ def test_timestamps_past_the_calendar_in_utc_are_one_events_rejection(event_ts: 
 
 def test_the_clock_window_saturates_instead_of_overflowing() -> None:
     settings = CollectorSettings(max_event_age_days=10**8, future_tolerance_seconds=10**12)
-    earliest, latest = clock_window(NOW, settings)
-    assert earliest == datetime.min.replace(tzinfo=UTC)
-    assert latest == datetime.max.replace(tzinfo=UTC)
+    window = ClockWindow.at(NOW, settings)
+    assert window.earliest == datetime.min.replace(tzinfo=UTC)
+    assert window.latest == datetime.max.replace(tzinfo=UTC)
     intake = take_native(
         [_custom("old", event_ts="0001-01-01T00:00:00Z"), _custom("now")], INFO, settings
     )

@@ -26,13 +26,6 @@ import uvicorn
 from pydantic import ValidationError
 
 from shopstream.events.behaviour import EVENT_TYPES, parse_event
-from shopstream.generators.catalogue import (
-    CATALOGUE_AS_OF,
-    CATEGORIES,
-    GRADES,
-    STORAGE_TYPES,
-    build_catalogue,
-)
 from shopstream.generators.clickstream import (
     DEVICE_SHARES,
     Clickstream,
@@ -41,6 +34,13 @@ from shopstream.generators.clickstream import (
     SendStats,
     _uuid_from,
     send_events,
+)
+from shopstream.generators.products import (
+    CATALOGUE_AS_OF,
+    CATEGORIES,
+    GRADES,
+    STORAGE_TYPES,
+    build_catalogue,
 )
 
 START = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)

@@ -43,6 +43,7 @@ from shopstream.collector.intake import (
 )
 from shopstream.collector.segment_api import SEGMENT_BODIES, segment_schemas
 from shopstream.config import Settings
+from shopstream.events.codes import ReasonCode
 from shopstream.events.schema import event_json_schema
 from shopstream.observability import metrics
 from shopstream.sinks.base import Outcome, Sink, SinkUnavailable
@@ -62,9 +63,11 @@ class IngestResponse(BaseModel):
     accepted: int = 0
     rejected: list[RejectedEvent] = Field(default_factory=list)
     success: bool = Field(default=True, description="Segment-compatible: true if any accepted.")
-    error: str | None = Field(default=None, description="Reason code when the request failed.")
+    error: ReasonCode | None = Field(default=None, description="Why the request failed.")
     message: str | None = Field(default=None, description="What went wrong, what to do.")
-    code: str | None = Field(default=None, description="Same as error, where Segment SDKs read it.")
+    code: ReasonCode | None = Field(
+        default=None, description="Same as error, where Segment SDKs read it."
+    )
 
 
 log = logging.getLogger(__name__)
@@ -92,12 +95,12 @@ class CollectorStats:
 
     accepted: int = 0
     rejected: int = 0
-    requests: int = 0
 
 
 SEGMENT_SINGLE = ("track", "page", "screen", "identify")
-#: Reason code of events the warehouse refused (they are in raw.dead_letter, source loader).
-LOAD_ERROR = "load_error"
+#: Bodies refused with these reached the collector whole, only their content is wrong: they
+#: are kept in raw.dead_letter before the client hears of it.
+_KEPT_BODIES = frozenset({ReasonCode.INVALID_JSON, ReasonCode.INVALID_BODY})
 _JSON_TYPES = ("application/json",)
 _SEGMENT_TYPES = (
     "application/json",
@@ -143,7 +146,7 @@ def _error(exc: BodyError) -> Response:
 
 def _last_resort(attempt: Attempt, exc: Exception) -> Response:
     """The answer when something unexpected failed: what was stored, and what to do."""
-    metrics.REQUESTS_REJECTED.labels("internal_error").inc()
+    metrics.REQUESTS_REJECTED.labels(ReasonCode.INTERNAL_ERROR).inc()
     failure = type(exc).__name__
     if attempt.stored:
         message = (
@@ -161,7 +164,7 @@ def _last_resort(attempt: Attempt, exc: Exception) -> Response:
         accepted=attempt.accepted,
         rejected=attempt.rejected,
         success=False,
-        error="internal_error",
+        error=ReasonCode.INTERNAL_ERROR,
         message=message,
     )
     return _answer(500, body)
@@ -203,7 +206,7 @@ def create_app(settings: Settings, sink: Sink, *, stats: CollectorStats | None =
             return
         raise BodyError(
             415,
-            "unsupported_media_type",
+            ReasonCode.UNSUPPORTED_MEDIA_TYPE,
             f"Content-Type {media or '(none)'!r} is not accepted; send {' or '.join(allowed)}",
         )
 
@@ -216,11 +219,11 @@ def create_app(settings: Settings, sink: Sink, *, stats: CollectorStats | None =
         length = request.headers.get("content-length")
         if length is not None:
             if not length.isdigit():
-                raise BodyError(400, "invalid_body", "Content-Length is not a number")
+                raise BodyError(400, ReasonCode.INVALID_BODY, "Content-Length is not a number")
             if int(length) > limits.max_body_bytes:
                 raise BodyError(
                     413,
-                    "body_too_large",
+                    ReasonCode.BODY_TOO_LARGE,
                     f"body of {length} bytes is over the limit of {limits.max_body_bytes} "
                     "(collector.max_body_bytes); send smaller batches",
                 )
@@ -228,7 +231,9 @@ def create_app(settings: Settings, sink: Sink, *, stats: CollectorStats | None =
         gzipped = encoding in ("gzip", "x-gzip")  # x-gzip: the older name (RFC 9110)
         if not gzipped and encoding not in ("identity", ""):
             raise BodyError(
-                415, "unsupported_encoding", f"Content-Encoding {encoding!r}: send gzip or none"
+                415,
+                ReasonCode.UNSUPPORTED_ENCODING,
+                f"Content-Encoding {encoding!r}: send gzip or none",
             )
         # Without a Content-Length (chunked) the body may grow to the limit, and a gzip body
         # inflates up to it whatever its length on the wire: hold that much.
@@ -238,7 +243,7 @@ def create_app(settings: Settings, sink: Sink, *, stats: CollectorStats | None =
         if reservation is None:
             raise BodyError(
                 503,
-                "busy",
+                ReasonCode.BUSY,
                 f"the collector holds as many request bodies as its budget allows "
                 f"(collector.intake_memory_bytes = {limits.intake_memory_bytes}); retry shortly",
             )
@@ -253,14 +258,14 @@ def create_app(settings: Settings, sink: Sink, *, stats: CollectorStats | None =
                     if size > limits.max_body_bytes:
                         raise BodyError(
                             413,
-                            "body_too_large",
+                            ReasonCode.BODY_TOO_LARGE,
                             f"body is over the limit of {limits.max_body_bytes} bytes",
                         )
                     chunks.append(chunk)
         except TimeoutError:
             raise BodyError(
                 408,
-                "request_timeout",
+                ReasonCode.REQUEST_TIMEOUT,
                 f"the body did not arrive within {limits.request_read_timeout_seconds:g} s "
                 "(collector.request_read_timeout_seconds); the connection is closed: resend it",
             ) from None
@@ -283,18 +288,20 @@ def create_app(settings: Settings, sink: Sink, *, stats: CollectorStats | None =
         try:
             outcome = await asyncio.wrap_future(sink.submit(rows))
         except SinkUnavailable as exc:
-            metrics.REQUESTS_REJECTED.labels("sink_unavailable").inc()
+            metrics.REQUESTS_REJECTED.labels(ReasonCode.SINK_UNAVAILABLE).inc()
             return _answer(
                 503,
-                IngestResponse(success=False, error="sink_unavailable", message=str(exc)),
+                IngestResponse(success=False, error=ReasonCode.SINK_UNAVAILABLE, message=str(exc)),
                 {"Retry-After": "1"},
             )
         except WarehouseError as exc:
-            metrics.REQUESTS_REJECTED.labels("sink_error").inc()
+            metrics.REQUESTS_REJECTED.labels(ReasonCode.SINK_ERROR).inc()
             return _answer(
                 503,
                 IngestResponse(
-                    success=False, error="sink_error", message=f"events not stored, retry: {exc}"
+                    success=False,
+                    error=ReasonCode.SINK_ERROR,
+                    message=f"events not stored, retry: {exc}",
                 ),
                 {"Retry-After": "5"},
             )
@@ -317,22 +324,18 @@ def create_app(settings: Settings, sink: Sink, *, stats: CollectorStats | None =
         # Every index of the request is either an accepted event (in order) or a rejection.
         rejected_at = {r.index for r in intake.rejected}
         indexes = [i for i in range(len(events) + len(intake.rejected)) if i not in rejected_at]
-        kept = type(events)()
-        for name in events.__slots__:
-            column = getattr(events, name)
-            setattr(kept, name, [v for p, v in enumerate(column) if p not in refused])
         for position, reason in sorted(refused.items()):
             intake.rejected.append(
                 Rejection(
                     indexes[position],
                     reason,
-                    LOAD_ERROR,
-                    events.event_type[position],  # type: ignore[attr-defined]
-                    events.event_id[position],  # type: ignore[attr-defined]
+                    ReasonCode.LOAD_ERROR,
+                    events.event_type[position],
+                    events.event_id[position],
                 )
             )
         intake.rejected.sort(key=lambda r: r.index)
-        intake.events = kept
+        intake.events = events.without(refused.keys())
 
     async def dead_letter_body(body: bytes, exc: BodyError, info: RequestInfo) -> Response:
         """An unparseable body is kept, with its reason, before the client hears of it."""
@@ -365,12 +368,11 @@ def create_app(settings: Settings, sink: Sink, *, stats: CollectorStats | None =
         for rejection in intake.rejected:
             metrics.EVENTS_RECEIVED.labels(rejection.event_type).inc()
             metrics.EVENTS_REJECTED.labels(rejection.event_type, rejection.code).inc()
-            if rejection.code != LOAD_ERROR:  # the sink counted those as the loader's
+            if rejection.code != ReasonCode.LOAD_ERROR:  # the sink counted those as the loader's
                 metrics.DEAD_LETTERS.labels("collector", rejection.code).inc()
         accepted = len(intake.events)
         stats.accepted += accepted
         stats.rejected += len(intake.rejected)
-        stats.requests += 1
         metrics.REQUEST_SECONDS.labels(route).observe(time.perf_counter() - started)
         if not intake.rejected:  # the common answer, without building a model
             return Response(
@@ -379,7 +381,7 @@ def create_app(settings: Settings, sink: Sink, *, stats: CollectorStats | None =
             )
         body = IngestResponse(accepted=accepted, rejected=attempt.rejected, success=accepted > 0)
         if not body.success:
-            body.error = "all_rejected"
+            body.error = ReasonCode.ALL_REJECTED
             body.message = "no event in the request was valid; see rejected[].reason"
         return _answer(200 if body.success else 400, body)
 
@@ -389,12 +391,12 @@ def create_app(settings: Settings, sink: Sink, *, stats: CollectorStats | None =
         body = b""
         try:
             if not authorised(request):
-                raise BodyError(401, "unauthorized", "missing or invalid write key")
+                raise BodyError(401, ReasonCode.UNAUTHORIZED, "missing or invalid write key")
             check_content_type(request, _JSON_TYPES)
             body = await read_body(request)
             items = split_native(parse_json(body), limits.max_events_per_request)
         except BodyError as exc:
-            if exc.code in ("invalid_json", "invalid_body"):
+            if exc.code in _KEPT_BODIES:
                 return await dead_letter_body(body, exc, info)
             return _error(exc)
         intake = take_native(items, info, limits)
@@ -414,40 +416,46 @@ def create_app(settings: Settings, sink: Sink, *, stats: CollectorStats | None =
             if body_key_only and not limits.segment_body_write_key:
                 raise BodyError(
                     401,
-                    "unauthorized",
+                    ReasonCode.UNAUTHORIZED,
                     "missing write key: send it as the basic-auth user or an X-Write-Key "
                     "header (collector.segment_body_write_key is off)",
                 )
             if not body_key_only and not authorised(request):
-                raise BodyError(401, "unauthorized", "missing or invalid write key")
+                raise BodyError(401, ReasonCode.UNAUTHORIZED, "missing or invalid write key")
             body = await read_body(request, keyless=body_key_only)
             try:
                 document = parse_json(body)
             except BodyError:
                 if body_key_only:  # nobody we know: keep nothing of it
-                    raise BodyError(401, "unauthorized", "missing or invalid write key") from None
+                    raise BodyError(
+                        401, ReasonCode.UNAUTHORIZED, "missing or invalid write key"
+                    ) from None
                 raise
             if not isinstance(document, dict):
                 if body_key_only:
-                    raise BodyError(401, "unauthorized", "missing or invalid write key")
-                raise BodyError(400, "invalid_body", "a Segment request body is a JSON object")
+                    raise BodyError(401, ReasonCode.UNAUTHORIZED, "missing or invalid write key")
+                raise BodyError(
+                    400, ReasonCode.INVALID_BODY, "a Segment request body is a JSON object"
+                )
             if not authorised(request, document.get("writeKey")):
-                raise BodyError(401, "unauthorized", "missing or invalid write key")
+                raise BodyError(401, ReasonCode.UNAUTHORIZED, "missing or invalid write key")
             if kind is None:
                 messages = document.get("batch")
                 if not isinstance(messages, list):
-                    raise BodyError(400, "invalid_body", "a batch request needs a 'batch' array")
+                    raise BodyError(
+                        400, ReasonCode.INVALID_BODY, "a batch request needs a 'batch' array"
+                    )
             else:
                 messages = [document]
             if len(messages) > limits.max_events_per_request:
                 raise BodyError(
                     413,
-                    "too_many_events",
+                    ReasonCode.TOO_MANY_EVENTS,
                     f"{len(messages)} messages in one request; the limit is "
                     f"{limits.max_events_per_request} (collector.max_events_per_request)",
                 )
         except BodyError as exc:
-            if exc.code in ("invalid_json", "invalid_body"):
+            if exc.code in _KEPT_BODIES:
                 return await dead_letter_body(body, exc, info)
             return _error(exc)
         intake = take_segment(messages, info, limits, kind=kind, sent_at=document.get("sentAt"))
@@ -467,13 +475,15 @@ def create_app(settings: Settings, sink: Sink, *, stats: CollectorStats | None =
                     response = _error(
                         BodyError(
                             403,
-                            "origin_not_allowed",
+                            ReasonCode.ORIGIN_NOT_ALLOWED,
                             f"origin {origin!r} may not send events: it is not in "
                             "collector.cors_origins",
                         )
                     )
             except ClientDisconnect:  # the client left while sending: nobody to answer
-                response = _error(BodyError(400, "client_disconnected", "the client went away"))
+                response = _error(
+                    BodyError(400, ReasonCode.CLIENT_DISCONNECTED, "the client went away")
+                )
             except Exception as exc:  # the last resort: a clear answer, never a bare 500
                 log.exception("intake request on %s failed", request.url.path)
                 response = _last_resort(attempt, exc)

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from shopstream.events.codes import ReasonCode
 from shopstream.observability import metrics
 
 
@@ -49,7 +50,7 @@ def bounded_http(max_header_bytes: int, read_timeout: float) -> type[asyncio.Pro
                 if self._header_bytes > max_header_bytes:
                     self._refuse(
                         431,
-                        "headers_too_large",
+                        ReasonCode.HEADERS_TOO_LARGE,
                         f"request line and headers are over {max_header_bytes} bytes "
                         "(collector.max_header_bytes)",
                     )
@@ -80,12 +81,12 @@ def bounded_http(max_header_bytes: int, read_timeout: float) -> type[asyncio.Pro
             if self._reading_headers and not self.transport.is_closing():
                 self._refuse(
                     408,
-                    "request_timeout",
+                    ReasonCode.REQUEST_TIMEOUT,
                     f"no complete request headers within {read_timeout:g} s "
                     "(collector.request_read_timeout_seconds)",
                 )
 
-        def _refuse(self, status: int, code: str, message: str) -> None:
+        def _refuse(self, status: int, code: ReasonCode, message: str) -> None:
             metrics.REQUESTS_REJECTED.labels(code).inc()
             self._reading_headers = False
             self._stop_clock()

@@ -16,7 +16,8 @@ import reprlib
 import sys
 import uuid
 import zlib
-from dataclasses import dataclass, field
+from collections.abc import Collection
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,6 +29,7 @@ from pydantic import ValidationError
 from shopstream.collector.segment import SegmentError, to_native
 from shopstream.config import CollectorSettings
 from shopstream.events.behaviour import EVENT_TYPES, EventBase, event_adapter
+from shopstream.events.codes import ReasonCode
 from shopstream.sinks.warehouse import dead_letter_row
 from shopstream.warehouse.raw import RAW_EVENTS
 
@@ -58,7 +60,7 @@ _EVENT_ID_NAMESPACE = uuid.UUID("5f0c3c1e-9a53-4b0e-8d3f-6d1f4c0a7e21")
 class BodyError(Exception):
     """The whole request is refused; ``status`` and ``code`` say how to answer."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: ReasonCode, message: str) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
@@ -69,7 +71,7 @@ class BodyError(Exception):
 class Rejection:
     index: int
     reason: str
-    code: str
+    code: ReasonCode
     event_type: str
     event_id: str | None = None
 
@@ -96,7 +98,7 @@ class Intake:
     events: EventColumns = field(default_factory=lambda: EventColumns())
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
-    window: tuple[datetime, datetime] | None = None
+    window: ClockWindow | None = None
 
     def rows(self) -> dict[str, Any]:
         rows: dict[str, Any] = {}
@@ -107,7 +109,7 @@ class Intake:
         return rows
 
     def accepted_types(self) -> list[str]:
-        return self.events.event_type  # type: ignore[attr-defined]
+        return self.events.event_type
 
 
 def gunzip(body: bytes, limit: int) -> bytes:
@@ -124,7 +126,7 @@ def gunzip(body: bytes, limit: int) -> bytes:
         if members > MAX_GZIP_MEMBERS:
             raise BodyError(
                 400,
-                "bad_gzip",
+                ReasonCode.BAD_GZIP,
                 f"the gzip body has more than {MAX_GZIP_MEMBERS} members; send one gzip stream",
             )
         inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
@@ -134,7 +136,7 @@ def gunzip(body: bytes, limit: int) -> bytes:
         while not inflater.eof:
             if pos >= len(body):
                 where = f" (member {members})" if members > 1 else ""
-                raise BodyError(400, "bad_gzip", f"gzip body is truncated{where}")
+                raise BodyError(400, ReasonCode.BAD_GZIP, f"gzip body is truncated{where}")
             chunk = view[pos : pos + step]
             try:
                 piece = inflater.decompress(chunk, limit - size + 1)
@@ -146,11 +148,13 @@ def gunzip(body: bytes, limit: int) -> bytes:
                         f"the {len(body) - pos} bytes after gzip member {members - 1} are not "
                         f"gzip ({exc}); send one gzip stream or whole gzip members"
                     )
-                raise BodyError(400, "bad_gzip", message) from exc
+                raise BodyError(400, ReasonCode.BAD_GZIP, message) from exc
             size += len(piece)
             if size > limit:
                 raise BodyError(
-                    413, "body_too_large", f"body is larger than {limit} bytes once decompressed"
+                    413,
+                    ReasonCode.BODY_TOO_LARGE,
+                    f"body is larger than {limit} bytes once decompressed",
                 )
             out.append(piece)
             # Below the limit the inflater took all of the slice but what follows its member.
@@ -171,12 +175,16 @@ def parse_json(body: bytes) -> Any:
     :class:`BigNumber` so that their event alone is rejected, naming the field.
     """
     if not body.strip():
-        raise BodyError(400, "invalid_json", "the body is empty; send a JSON event or array")
+        raise BodyError(
+            400, ReasonCode.INVALID_JSON, "the body is empty; send a JSON event or array"
+        )
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         if "number is infinity" not in str(exc):
-            raise BodyError(400, "invalid_json", f"the body is not valid JSON: {exc}") from exc
+            raise BodyError(
+                400, ReasonCode.INVALID_JSON, f"the body is not valid JSON: {exc}"
+            ) from exc
         exact, _ = _parse_exact(body, checked=False)
         return exact
     if body.translate(_DIGITS_TO_ZERO).find(_LONG_RUN) < 0:
@@ -246,12 +254,12 @@ def _parse_exact(body: bytes, *, checked: bool) -> tuple[Any, int]:
     except RecursionError:
         raise BodyError(
             400,
-            "invalid_json",
+            ReasonCode.INVALID_JSON,
             "the body nests too deeply to be read with its numbers exact; nest less, or send "
             "numbers beyond 64 bits as strings",
         ) from None
     except ValueError as exc:  # also UnicodeDecodeError, json.JSONDecodeError
-        raise BodyError(400, "invalid_json", f"the body is not valid JSON: {exc}") from exc
+        raise BodyError(400, ReasonCode.INVALID_JSON, f"the body is not valid JSON: {exc}") from exc
     finally:
         sys.setrecursionlimit(limit)
     return document, len(found)
@@ -387,39 +395,39 @@ def split_native(document: Any, max_events: int) -> list[Any]:
     else:
         raise BodyError(
             400,
-            "invalid_body",
+            ReasonCode.INVALID_BODY,
             'expected a JSON object (one event), an array of events, or {"events": [...]}',
         )
     if len(items) > max_events:
         raise BodyError(
             413,
-            "too_many_events",
+            ReasonCode.TOO_MANY_EVENTS,
             f"{len(items)} events in one request; the limit is {max_events} "
             "(collector.max_events_per_request)",
         )
     return items
 
 
-def describe_errors(exc: ValidationError, item: Any) -> tuple[str, str]:
+def describe_errors(exc: ValidationError, item: Any) -> tuple[str, ReasonCode]:
     """A one-line reason and a reason code from Pydantic's errors."""
     parts = []
-    code = "invalid_event"
+    code = ReasonCode.INVALID_EVENT
     for error in exc.errors(include_url=False):
         kind = error["type"]
         if kind == "union_tag_invalid":
             got = item.get("event_type") if isinstance(item, dict) else None
             return (  # a short repr: event_type may be anything, 1000 levels deep or 4 MB long
                 f"unknown event_type {_short.repr(got)}; expected one of: {', '.join(EVENT_TYPES)}",
-                "unknown_event_type",
+                ReasonCode.UNKNOWN_EVENT_TYPE,
             )
         if kind == "union_tag_not_found":
-            return "event_type is missing", "missing_event_type"
+            return "event_type is missing", ReasonCode.MISSING_EVENT_TYPE
         # The first location element is the union tag; the reader wants the field path.
         loc = [str(p) for p in error["loc"][1:]] if error["loc"] else []
         where = ".".join(loc) or "event"
         parts.append(f"{where}: {error['msg']}")
         if kind == "missing":
-            code = "missing_field"
+            code = ReasonCode.MISSING_FIELD
     return "; ".join(parts), code
 
 
@@ -437,43 +445,79 @@ def _shifted(moment: datetime, delta: timedelta) -> datetime:
         return (datetime.max if delta > timedelta(0) else datetime.min).replace(tzinfo=UTC)
 
 
-def clock_window(now: datetime, settings: CollectorSettings) -> tuple[datetime, datetime]:
-    """The earliest and latest acceptable event_ts, once per request."""
-    return (
-        _shifted(now, -timedelta(days=settings.max_event_age_days)),
-        _shifted(now, timedelta(seconds=settings.future_tolerance_seconds)),
-    )
+@dataclass(frozen=True, slots=True)
+class ClockWindow:
+    """The event_ts a request's events may have, taken once per request from its receive time.
 
+    :meth:`check` says which side an event is off by comparing, so the reason code never
+    depends on the wording of the message.
+    """
 
-def check_clock(event: EventBase, now: datetime, settings: CollectorSettings) -> str | None:
-    earliest, latest = clock_window(now, settings)
-    if event.event_ts > latest:
-        return (
-            f"event_ts {event.event_ts.isoformat()} is more than "
-            f"{settings.future_tolerance_seconds} s ahead of the server clock "
-            f"({now.isoformat()}); check the device clock"
+    now: datetime
+    earliest: datetime
+    latest: datetime
+    future_tolerance_seconds: int
+    max_event_age_days: int
+
+    @classmethod
+    def at(cls, now: datetime, settings: CollectorSettings) -> ClockWindow:
+        return cls(
+            now,
+            _shifted(now, -timedelta(days=settings.max_event_age_days)),
+            _shifted(now, timedelta(seconds=settings.future_tolerance_seconds)),
+            settings.future_tolerance_seconds,
+            settings.max_event_age_days,
         )
-    if event.event_ts < earliest:
-        return (
-            f"event_ts {event.event_ts.isoformat()} is older than "
-            f"{settings.max_event_age_days} days (collector.max_event_age_days)"
-        )
-    return None
+
+    def check(self, event_ts: datetime) -> tuple[ReasonCode, str] | None:
+        """None inside the window (bounds included), else the code and reason."""
+        if event_ts > self.latest:
+            return ReasonCode.FUTURE_TIMESTAMP, (
+                f"event_ts {event_ts.isoformat()} is more than "
+                f"{self.future_tolerance_seconds} s ahead of the server clock "
+                f"({self.now.isoformat()}); check the device clock"
+            )
+        if event_ts < self.earliest:
+            return ReasonCode.OLD_TIMESTAMP, (
+                f"event_ts {event_ts.isoformat()} is older than "
+                f"{self.max_event_age_days} days (collector.max_event_age_days)"
+            )
+        return None
 
 
+@dataclass(slots=True, eq=False)
 class EventColumns:
     """``raw.events`` rows, built column by column (the collector's hot path: no dict per
     row). Requests' columns are merged in the sink and become one Arrow table per group
-    commit, so a one-event request costs a few appends, not an Arrow conversion."""
+    commit, so a one-event request costs a few appends, not an Arrow conversion.
 
-    __slots__ = tuple(column.name for column in RAW_EVENTS if column.name != "event_date")
+    One list per column of :data:`~shopstream.warehouse.raw.RAW_EVENTS`, in its order, but
+    ``event_date`` (derived from ``event_ts`` in :meth:`to_arrow`); a unit test holds the two
+    together.
+    """
 
-    def __init__(self) -> None:
-        for name in self.__slots__:
-            setattr(self, name, [])
+    event_id: list[str] = field(default_factory=list)
+    event_type: list[str] = field(default_factory=list)
+    event_name: list[str | None] = field(default_factory=list)
+    event_ts: list[datetime] = field(default_factory=list)
+    received_at: list[datetime] = field(default_factory=list)
+    user_id: list[str | None] = field(default_factory=list)
+    anonymous_id: list[str | None] = field(default_factory=list)
+    session_id: list[str | None] = field(default_factory=list)
+    device_type: list[str | None] = field(default_factory=list)
+    page_url: list[str | None] = field(default_factory=list)
+    referrer: list[str | None] = field(default_factory=list)
+    utm_source: list[str | None] = field(default_factory=list)
+    utm_medium: list[str | None] = field(default_factory=list)
+    utm_campaign: list[str | None] = field(default_factory=list)
+    ip: list[str | None] = field(default_factory=list)
+    user_agent: list[str | None] = field(default_factory=list)
+    source: list[str] = field(default_factory=list)
+    properties: list[str] = field(default_factory=list)
+    payload: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.event_id)  # type: ignore[attr-defined]
+        return len(self.event_id)
 
     def add(
         self,
@@ -489,48 +533,62 @@ class EventColumns:
         What can fail (an event too deep to write) is done before the first append, so a
         failure leaves the columns as they were: the caller rejects the event.
         """
-        fields = event.__dict__  # plain reads: getattr on a missing field is slow in Pydantic
+        values = event.__dict__  # plain reads: getattr on a missing field is slow in Pydantic
         # str: orjson's bytes would keep a 4 kB allocation alive per event until the commit.
         payload_json = _dumps(payload).decode()
-        properties = fields["properties"].model_dump_json(exclude_none=True)
+        properties = values["properties"].model_dump_json(exclude_none=True)
         # Without an id, a hash of what the client sent (for Segment, the original message: the
         # mapped one carries the server's receive time and would differ on every retry).
-        self.event_id.append(fields["event_id"] or event_id_for(payload))  # type: ignore[attr-defined]
-        self.event_type.append(fields["event_type"])  # type: ignore[attr-defined]
-        name = fields.get("event_name") or item.get("event_name")
-        self.event_name.append(name if isinstance(name, str) else None)  # type: ignore[attr-defined]
-        self.event_ts.append(fields["event_ts"])  # type: ignore[attr-defined]
-        self.received_at.append(info.received_at)  # type: ignore[attr-defined]
-        self.user_id.append(fields["user_id"])  # type: ignore[attr-defined]
-        self.anonymous_id.append(fields["anonymous_id"])  # type: ignore[attr-defined]
-        self.session_id.append(fields["session_id"])  # type: ignore[attr-defined]
-        self.device_type.append(fields["device_type"])  # type: ignore[attr-defined]
-        self.page_url.append(fields["page_url"])  # type: ignore[attr-defined]
-        self.referrer.append(fields["referrer"])  # type: ignore[attr-defined]
-        self.utm_source.append(fields["utm_source"])  # type: ignore[attr-defined]
-        self.utm_medium.append(fields["utm_medium"])  # type: ignore[attr-defined]
-        self.utm_campaign.append(fields["utm_campaign"])  # type: ignore[attr-defined]
-        self.ip.append(info.ip)  # type: ignore[attr-defined]
-        self.user_agent.append(info.user_agent)  # type: ignore[attr-defined]
-        self.source.append(source)  # type: ignore[attr-defined]
-        self.properties.append(properties)  # type: ignore[attr-defined]
-        self.payload.append(payload_json)  # type: ignore[attr-defined]
+        self.event_id.append(values["event_id"] or event_id_for(payload))
+        self.event_type.append(values["event_type"])
+        name = values.get("event_name") or item.get("event_name")
+        self.event_name.append(name if isinstance(name, str) else None)
+        self.event_ts.append(values["event_ts"])
+        self.received_at.append(info.received_at)
+        self.user_id.append(values["user_id"])
+        self.anonymous_id.append(values["anonymous_id"])
+        self.session_id.append(values["session_id"])
+        self.device_type.append(values["device_type"])
+        self.page_url.append(values["page_url"])
+        self.referrer.append(values["referrer"])
+        self.utm_source.append(values["utm_source"])
+        self.utm_medium.append(values["utm_medium"])
+        self.utm_campaign.append(values["utm_campaign"])
+        self.ip.append(info.ip)
+        self.user_agent.append(info.user_agent)
+        self.source.append(source)
+        self.properties.append(properties)
+        self.payload.append(payload_json)
 
     def extend(self, other: EventColumns) -> None:
-        for name in self.__slots__:
+        for name in _COLUMNS:
             getattr(self, name).extend(getattr(other, name))
+
+    def without(self, positions: Collection[int]) -> EventColumns:
+        """New columns without the rows at ``positions``; these are left as they are."""
+        kept = EventColumns()
+        for name in _COLUMNS:
+            column = getattr(self, name)
+            getattr(kept, name).extend(v for p, v in enumerate(column) if p not in positions)
+        return kept
 
     def to_arrow(self) -> pa.Table:
         arrays: list[pa.Array] = []
         for column in RAW_EVENTS:
-            if column.name == "event_date":
-                arrays.append(pc.cast(arrays[3], pa.date32()))  # from event_ts, in UTC
+            if column.name == "event_date":  # from event_ts, in UTC
+                arrays.append(pc.cast(arrays[RAW_EVENTS.names.index("event_ts")], pa.date32()))
             else:
                 arrays.append(pa.array(getattr(self, column.name), column.type))
         return pa.Table.from_arrays(arrays, schema=RAW_EVENTS)
 
 
-def reject(intake: Intake, index: int, item: Any, reason: str, code: str, *, source: str) -> None:
+#: The field names, for the generic steps (merge, drop rows); appends name each one.
+_COLUMNS = tuple(f.name for f in fields(EventColumns))
+
+
+def reject(
+    intake: Intake, index: int, item: Any, reason: str, code: ReasonCode, *, source: str
+) -> None:
     """Answer ``item`` with ``reason`` and keep it in raw.dead_letter; never fails."""
     event_type = item.get("event_type") if isinstance(item, dict) else None
     label = event_type if isinstance(event_type, str) and event_type in EVENT_TYPES else "unknown"
@@ -608,21 +666,21 @@ def take_one(
                     f"{path}: the number {literal} is outside what 64 bits hold (integers "
                     "-2^63 to 2^64-1, floats to about 1.8e308); send it as a string"
                 )
-                reject(intake, index, sent, reason, "number_out_of_range", source=source)
+                reject(intake, index, sent, reason, ReasonCode.NUMBER_OUT_OF_RANGE, source=source)
                 return
         if source != "segment":
             accept_one(intake, index, sent, settings, source=source)
             return
         if not isinstance(sent, dict):
             reason = "a message must be a JSON object"
-            reject(intake, index, sent, reason, "invalid_event", source=source)
+            reject(intake, index, sent, reason, ReasonCode.INVALID_EVENT, source=source)
             return
         try:
             native = to_native(
                 sent, kind=kind, batch_sent_at=sent_at, received_at=intake.info.received_at
             )
         except SegmentError as exc:
-            reject(intake, index, sent, str(exc), "invalid_event", source=source)
+            reject(intake, index, sent, str(exc), ReasonCode.INVALID_EVENT, source=source)
             return
         accept_one(intake, index, native, settings, source=source, original=sent)
     except Exception as exc:
@@ -631,14 +689,14 @@ def take_one(
                 f"the event is nested more than {MAX_NESTING} levels deep (objects and arrays "
                 "inside each other), more than can be stored; flatten it"
             )
-            reject(intake, index, sent, reason, "too_deep", source=source)
+            reject(intake, index, sent, reason, ReasonCode.TOO_DEEP, source=source)
             return
         log.exception("event %d of a request to %s could not be taken", index, intake.info.route)
         reason = (
             f"this event could not be taken ({type(exc).__name__}); it is kept as sent in "
             "raw.dead_letter"
         )
-        reject(intake, index, sent, reason, "unreadable_event", source=source)
+        reject(intake, index, sent, reason, ReasonCode.UNREADABLE_EVENT, source=source)
 
 
 def accept_one(
@@ -659,7 +717,12 @@ def accept_one(
     sent = item if original is None else original
     if not isinstance(item, dict):
         reject(
-            intake, index, sent, "an event must be a JSON object", "invalid_event", source=source
+            intake,
+            index,
+            sent,
+            "an event must be a JSON object",
+            ReasonCode.INVALID_EVENT,
+            source=source,
         )
         return
     try:
@@ -668,14 +731,12 @@ def accept_one(
         reason, code = describe_errors(exc, item)
         reject(intake, index, sent, reason, code, source=source)
         return
-    now = intake.info.received_at
-    if intake.window is None:
-        intake.window = clock_window(now, settings)
-    earliest, latest = intake.window
-    event_ts = event.event_ts
-    clock_problem = None if earliest <= event_ts <= latest else check_clock(event, now, settings)
-    if clock_problem:
-        code = "future_timestamp" if "ahead" in clock_problem else "old_timestamp"
-        reject(intake, index, sent, clock_problem, code, source=source)
+    window = intake.window
+    if window is None:
+        window = intake.window = ClockWindow.at(intake.info.received_at, settings)
+    off_clock = window.check(event.event_ts)
+    if off_clock is not None:
+        code, reason = off_clock
+        reject(intake, index, sent, reason, code, source=source)
         return
     intake.events.add(event, item, intake.info, source=source, payload=sent)

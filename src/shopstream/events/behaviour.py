@@ -278,7 +278,6 @@ EVENT_MODELS: dict[str, type[EventBase]] = {
 EVENT_TYPES: tuple[str, ...] = tuple(EVENT_MODELS)
 
 event_adapter: TypeAdapter[Event] = TypeAdapter(Event)
-event_list_adapter: TypeAdapter[list[Event]] = TypeAdapter(list[Event])
 
 
 def parse_event(data: Any) -> EventBase:

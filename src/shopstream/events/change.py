@@ -17,10 +17,6 @@ of ``raw.cdc_<table>``, without an object per change: it builds hundreds of thou
 
 from __future__ import annotations
 
-from typing import Literal
-
-Op = Literal["c", "u", "d", "r", "t"]
-
 #: Debezium's placeholder for an unchanged TOASTed column that the server did not send.
 UNAVAILABLE = "__debezium_unavailable_value"
 

@@ -1,1 +1,1 @@
-"""Synthetic shop data: the catalogue, clickstream over HTTP, the OLTP workload."""
+"""Synthetic shop data: the seeded products and users, clickstream over HTTP, the OLTP workload."""

@@ -15,7 +15,7 @@ Two random streams keep things reproducible without making runs collide: the *be
 (event ids, session ids, anonymous ids, order ids) depend on ``seed`` and ``run_id``, and
 ``run_id`` is random unless given. Two runs with one seed therefore tell the same story
 with different ids, so the warehouse's de-duplication by ``event_id`` never swallows the
-second run. Money is whole won (see :mod:`.catalogue`), sent as JSON integers, so purchase
+second run. Money is whole won (see :mod:`.products`), sent as JSON integers, so purchase
 revenue is exactly the sum of ``price * quantity`` over the items.
 
 :func:`send_events` posts the stream in batches to ``{url}/v1/events`` at a steady rate and
@@ -46,7 +46,7 @@ from typing import Any, Literal
 import httpx
 import orjson
 
-from shopstream.generators.catalogue import Catalogue, Product, User, build_catalogue
+from shopstream.generators.products import Catalogue, Product, User, build_catalogue
 
 log = logging.getLogger(__name__)
 
@@ -685,7 +685,6 @@ class SendStats:
     errors: int  # failed attempts (5xx, 429, connection errors), each retried or given up
     failed: int  # events given up on
     elapsed: float  # seconds since the start
-    events_per_second: float  # answered events per second so far
     last_error: str | None = None
 
 
@@ -844,7 +843,6 @@ class _Progress:
                 errors=self.errors,
                 failed=truth.failed,
                 elapsed=elapsed,
-                events_per_second=truth.sent / elapsed if elapsed > 0 else 0.0,
                 last_error=self.last_error,
             )
         )

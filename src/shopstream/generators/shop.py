@@ -1,7 +1,7 @@
 """The shop's own database (OLTP, PostgreSQL) and a workload that keeps it busy.
 
 :func:`setup_shop_schema` creates the shop's tables and fills them with the catalogue's users
-and products (see :mod:`.catalogue`), so the ids match the clickstream's.
+and products (see :mod:`.products`), so the ids match the clickstream's.
 :func:`run_order_workload` then runs the shop: customers place orders, pay, orders move
 through ``PENDING → PAID → PREPARING → SHIPPING → DELIVERED``, some are cancelled before they
 ship (stock goes back on the shelf, the payment is cancelled) and some delivered ones are
@@ -34,7 +34,7 @@ from typing import Any, Literal
 import psycopg
 from faker import Faker
 
-from shopstream.generators.catalogue import (
+from shopstream.generators.products import (
     CATALOGUE_AS_OF,
     GRADES,
     Catalogue,

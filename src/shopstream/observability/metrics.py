@@ -1,7 +1,8 @@
 """Prometheus metrics, one registry for the process.
 
-Label values are closed sets (event types, reason codes, table names) so that a hostile
-client cannot grow the number of series.
+Label values are closed sets (event types, reason codes from
+:class:`~shopstream.events.codes.ReasonCode`, table names) so that a hostile client cannot grow
+the number of series.
 """
 
 from __future__ import annotations

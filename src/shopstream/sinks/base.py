@@ -1,7 +1,7 @@
 """The Sink protocol: where accepted records go, and when they are durable.
 
 A sink takes rows for raw tables and returns a future that completes only once the rows are
-durable (committed in the warehouse, or acknowledged by the broker). Callers answer their
+durable in its destination (for the warehouse sink: committed). Callers answer their
 clients, or confirm LSNs to PostgreSQL, only after that.
 """
 

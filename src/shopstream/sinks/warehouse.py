@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
+from shopstream.events.codes import ReasonCode
 from shopstream.observability import metrics
 from shopstream.sinks.base import LANDED, Columns, DeadLettered, Outcome, Rows, SinkUnavailable
 from shopstream.warehouse.base import Warehouse, WarehouseError, WarehouseUnavailable
@@ -81,7 +82,6 @@ class WarehouseSink:
         self._thread: threading.Thread | None = None
         self._closing = False
         self._healthy = True
-        self.rows_written = 0
         self.commits = 0
 
     def start(self) -> None:
@@ -242,7 +242,9 @@ class WarehouseSink:
             _resolve(submission.future, error=exc)
             return
         if outcome.dead_lettered:
-            metrics.DEAD_LETTERS.labels("loader", "load_error").inc(len(outcome.dead_lettered))
+            metrics.DEAD_LETTERS.labels("loader", ReasonCode.LOAD_ERROR).inc(
+                len(outcome.dead_lettered)
+            )
         _resolve(submission.future, outcome)
         self._count_written([submission], outcome)
 
@@ -252,7 +254,6 @@ class WarehouseSink:
             for table, rows in submission.rows.items():
                 written = len(rows) - refused[table]
                 metrics.SINK_ROWS_WRITTEN.labels(table).inc(written)
-                self.rows_written += written
 
     def _checkpoint(self) -> None:
         try:

@@ -1,4 +1,5 @@
-"""The synthetic shop's catalogue: its products and its registered users.
+"""The synthetic shop's seeded product catalogue and its registered users (not PostgreSQL's
+system catalog: that is :mod:`shopstream.cdc.catalog`).
 
 Both generators start from the same catalogue, so the clickstream talks about the same
 products and users that the shop database holds, and joins between the two work::

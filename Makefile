@@ -6,11 +6,12 @@ STAMP := $(VENV)/.installed-dev
 DEMO_SECONDS ?= 120
 DEMO_RATE ?= 2000
 
-.PHONY: help install run test test-slow lint format bench generate-events constraints clean
+.PHONY: help install run test test-unit test-slow lint format bench generate-events constraints clean
 
 help:
 	@echo "make run              set up, then run the platform on generated traffic ($(DEMO_SECONDS) s)"
-	@echo "make test             set up, then run the whole test suite"
+	@echo "make test             set up, then run the whole test suite (docstring examples included)"
+	@echo "make test-unit        the fast part: unit tests and docstring examples (no PostgreSQL, no servers)"
 	@echo "make test-slow        the long opt-in suites (soaks)"
 	@echo "make lint             ruff (lint + format check) and mypy"
 	@echo "make bench            benchmarks (print ratios against peers and targets)"
@@ -30,11 +31,23 @@ install: $(STAMP)
 run: install
 	$(BIN)/shopstream run --generate --local-postgres --duration $(DEMO_SECONDS) --rate $(DEMO_RATE)
 
+# pytest exits 5 when it collected nothing (a path, -k or -m that selects no test): that fails,
+# saying so, instead of ending in a bare "Error 5". Docstring examples run with the tests
+# (--doctest-modules over src/shopstream, set in pyproject.toml).
+PYTEST := $(BIN)/python -m pytest
+pytest = @echo '$(PYTEST) $(1)'; $(PYTEST) $(1) || { status=$$?; [ $$status -ne 5 ] || \
+	echo "make $@: pytest collected no tests (exit 5): its paths or -m/-k select nothing" >&2; \
+	exit $$status; }
+
 test: install
-	$(BIN)/python -m pytest -q -m "not slow and not llm"
+	$(call pytest,-q -m "not slow and not llm")
+
+# Seconds, not minutes: no PostgreSQL cluster, no collector process.
+test-unit: install
+	$(call pytest,-q -m "not slow and not llm" tests/unit src/shopstream)
 
 test-slow: install
-	$(BIN)/python -m pytest -q -m slow
+	$(call pytest,-q -m slow)
 
 lint: install
 	$(BIN)/ruff check src tests bench

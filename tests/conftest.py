@@ -1,1 +1,3 @@
-pytest_plugins = ["tests.pg_fixtures"]
+# Fixtures shared across test files live in tests/support/ and are registered here; test files
+# never import from one another.
+pytest_plugins = ["tests.support.pg_fixtures"]

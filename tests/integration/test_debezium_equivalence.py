@@ -138,7 +138,7 @@ def source_dsn(request: pytest.FixtureRequest) -> str:
     try:
         postgres = request.getfixturevalue("postgres")
     except pytest.FixtureLookupError:
-        pytest.skip("fixture `postgres` (tests/pg_fixtures.py) is not registered")
+        pytest.skip("fixture `postgres` (tests/support/pg_fixtures.py) is not registered")
     dsn: str = postgres.dsn
     _execute(dsn, SCHEMA)
     return dsn

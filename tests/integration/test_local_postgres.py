@@ -25,7 +25,7 @@ from shopstream.devtools.local_postgres import (
     find_bin_dir,
     pgserver_bin_dir,
 )
-from tests.pg_fixtures import (
+from tests.support.pg_fixtures import (
     PostgresDatabase,
     PostgresFactory,
     drop_database,

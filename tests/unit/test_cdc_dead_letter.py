@@ -15,7 +15,7 @@ from shopstream.cdc.pgoutput import Decoder
 from shopstream.cdc.reader import ChangeReader, _Batch
 from shopstream.cdc.values import RowDecoders
 from shopstream.config import CdcSettings
-from tests.unit.test_pgoutput import insert_msg, relation_msg
+from tests.support.pgoutput import insert_msg, relation_msg
 
 INT4 = 23
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import pickle
-import struct
 from typing import Literal, get_args
 
 import pytest
@@ -35,76 +34,19 @@ from shopstream.cdc.pgoutput import (
     UserType,
     pg_timestamp_to_epoch_ms,
 )
-
-# Encoders for the protocol's primitive types ----------------------------------------------------
-
-
-def i8(v: int) -> bytes:
-    return struct.pack(">b", v)
-
-
-def i16(v: int) -> bytes:
-    return struct.pack(">h", v)
-
-
-def i32(v: int) -> bytes:
-    return struct.pack(">i", v)
-
-
-def u32(v: int) -> bytes:
-    return struct.pack(">I", v)
-
-
-def i64(v: int) -> bytes:
-    return struct.pack(">q", v)
-
-
-def u64(v: int) -> bytes:
-    return struct.pack(">Q", v)
-
-
-def string(s: str) -> bytes:
-    return s.encode() + b"\0"
-
-
-def tuple_data(values: TupleValues) -> bytes:
-    out = i16(len(values))
-    for v in values:
-        if v is None:
-            out += b"n"
-        elif v is UNCHANGED_TOAST:
-            out += b"u"
-        elif isinstance(v, bytes):
-            out += b"b" + i32(len(v)) + v
-        else:
-            assert isinstance(v, str)
-            data = v.encode()
-            out += b"t" + i32(len(data)) + data
-    return out
-
-
-def xid_prefix(xid: int | None) -> bytes:
-    return b"" if xid is None else u32(xid)
-
-
-def relation_msg(
-    rel_id: int,
-    namespace: str,
-    name: str,
-    columns: list[tuple[int, str, int, int]],
-    identity: bytes = b"d",
-    xid: int | None = None,
-) -> bytes:
-    out = b"R" + xid_prefix(xid) + u32(rel_id) + string(namespace) + string(name) + identity
-    out += i16(len(columns))
-    for flags, col_name, type_oid, typmod in columns:
-        out += i8(flags) + string(col_name) + u32(type_oid) + i32(typmod)
-    return out
-
-
-def insert_msg(rel_id: int, values: TupleValues, xid: int | None = None) -> bytes:
-    return b"I" + xid_prefix(xid) + u32(rel_id) + b"N" + tuple_data(values)
-
+from tests.support.pgoutput import (
+    i8,
+    i16,
+    i32,
+    i64,
+    insert_msg,
+    relation_msg,
+    string,
+    tuple_data,
+    u32,
+    u64,
+    xid_prefix,
+)
 
 ORDERS_COLUMNS = [(1, "id", 20, -1), (0, "status", 25, -1), (0, "total", 1700, 655366)]
 

@@ -1,6 +1,6 @@
 """pytest fixtures for real PostgreSQL servers.
 
-A plugin module: ``pytest_plugins = ["tests.pg_fixtures"]`` in ``tests/conftest.py``.
+A plugin module: ``pytest_plugins = ["tests.support.pg_fixtures"]`` in ``tests/conftest.py``.
 
 - ``postgres_server``: one server for the whole session, started on first use.
 - ``postgres``: a fresh database on it per test, dropped afterwards with its replication

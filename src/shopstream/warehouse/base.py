@@ -1,4 +1,4 @@
-"""The Warehouse protocol: what every warehouse backend (DuckDB, BigQuery) provides.
+"""The Warehouse protocol: what every warehouse backend provides (today DuckDB).
 
 Adding a backend is adding a module that implements these few methods.
 """

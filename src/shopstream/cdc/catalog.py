@@ -10,7 +10,7 @@ import contextlib
 import logging
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import psycopg2
 import psycopg2.extensions
@@ -51,12 +51,29 @@ def server_version(conn: psycopg2.extensions.connection) -> int:
     return int(conn.server_version)
 
 
+@overload
+def parse_lsn(text: str) -> int: ...
+@overload
+def parse_lsn(text: None) -> None: ...
+@overload
+def parse_lsn(text: str | None) -> int | None: ...
 def parse_lsn(text: str | None) -> int | None:
-    """``'16/B374D848'`` → int."""
-    if not text:
+    """An LSN as PostgreSQL prints it, as an int; None (SQL NULL) stays None.
+
+    >>> parse_lsn("16/B374D848")
+    97500059720
+    >>> format_lsn(97500059720)
+    '16/B374D848'
+    """
+    if text is None:
         return None
-    high, _, low = text.partition("/")
-    return (int(high, 16) << 32) + int(low, 16)
+    high, slash, low = text.partition("/")
+    if slash and high and low:
+        try:
+            return (int(high, 16) << 32) + int(low, 16)
+        except ValueError:
+            pass
+    raise ValueError(f"not an LSN: {text!r} (PostgreSQL prints one as e.g. '16/B374D848')")
 
 
 def format_lsn(lsn: int) -> str:

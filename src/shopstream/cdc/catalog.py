@@ -386,25 +386,21 @@ def _as_sent(value: str | None, _cursor: Any) -> str | None:
 
 @contextlib.contextmanager
 def snapshot_rows(
-    conn: psycopg2.extensions.connection, relation: Relation, chunk_rows: int
+    conn: psycopg2.extensions.connection, query: sql.Composed, name: str, chunk_rows: int
 ) -> Iterator[Iterator[RowValues]]:
-    """The rows of ``relation``'s table in the connection's transaction, fetched
-    ``chunk_rows`` at a time: each value exactly the text its type's output function prints
-    (what pgoutput sends), or None.
+    """The rows ``query`` (:func:`shopstream.cdc.snapshot.select_rows`) reads in the
+    connection's transaction, through a server-side cursor ``name``, ``chunk_rows`` at a
+    time: each value exactly the text its type's output function prints (what pgoutput
+    sends), or None.
 
-    No cast: ``::text`` is not the output function for every type (it strips a char(n)'s
-    padding and prints a bool as "true"). Values come in text form, as the server sends them,
-    through a typecaster that keeps the text for every column type of the result (the server
-    reports a domain column under its base type, so the types are read from a probe).
+    Values come in text form, as the server sends them, through a typecaster that keeps the
+    text for every column type of the result (the server reports a domain column under its
+    base type, so the types are read from a probe).
     """
-    columns = sql.SQL(", ").join(sql.Identifier(c.name) for c in relation.columns)
-    query = sql.SQL("SELECT {} FROM {}").format(
-        columns, sql.Identifier(relation.namespace, relation.name)
-    )
     with conn.cursor() as probe:
         probe.execute(query + sql.SQL(" LIMIT 0"))
         oids = tuple(sorted({int(d.type_code) for d in probe.description or ()}))
-    with conn.cursor(name=f"snapshot_{relation.id}") as cur:
+    with conn.cursor(name=name) as cur:
         if oids:
             as_sent = psycopg2.extensions.new_type(oids, "SHOPSTREAM_AS_SENT", _as_sent)
             psycopg2.extensions.register_type(as_sent, cur)

@@ -230,7 +230,10 @@ class ChangeReader:
             reader.rollback()
         finally:
             reader.close()
-        self._flush(wait=True)
+        # Every batch durable before the caller records the snapshot as done, not only the
+        # last one (there may be none left to flush): after "done" nothing reads them again.
+        self._flush(wait=False)
+        self._settle(block=True, drain=True)
         log.info(
             "snapshot done: %d rows from %d tables", self.stats.snapshot_rows, len(plan.tables)
         )

@@ -69,6 +69,7 @@ from psycopg import sql
 from rich.console import Console
 from rich.table import Table
 
+from shopstream.cdc.catalog import format_lsn, parse_lsn
 from shopstream.cdc.reader import ChangeReader
 from shopstream.config import CdcSettings, SinkSettings
 from shopstream.devtools.local_postgres import LocalPostgres
@@ -154,15 +155,6 @@ def write_change_set(dsn: str, changes: int, tx_rows: int, first_id: int) -> tup
         row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
     assert row is not None
     return parse_lsn(row[0]), time.perf_counter() - started
-
-
-def parse_lsn(text: str) -> int:
-    high, low = text.split("/")
-    return (int(high, 16) << 32) | int(low, 16)
-
-
-def format_lsn(lsn: int) -> str:
-    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
 
 
 # -- the server ----------------------------------------------------------------------------------

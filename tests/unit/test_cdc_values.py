@@ -20,7 +20,6 @@ from shopstream.cdc.values import (
     ValueConversionError,
     converter_for,
     parse_array,
-    row_key,
 )
 from shopstream.events.change import UNAVAILABLE
 
@@ -360,7 +359,6 @@ def test_row() -> None:
     }
     assert list(row) == [c.name for c in ORDERS.columns]  # column order is kept
     assert decoder.key(row) == {"id": 42}
-    assert row_key(ORDERS, row) == {"id": 42}
 
 
 def test_all_nulls() -> None:
@@ -387,7 +385,6 @@ def test_key_from_key_flags_override_and_none() -> None:
     assert RowDecoder(full, key_columns=["a"]).key(row) == {"a": 1}
     nothing = Relation(None, 2, "public", "t", "n", (Column(0, "a", values.INT4, -1),))
     assert RowDecoder(nothing).key({"a": 1}) is None
-    assert row_key(nothing, {"a": 1}) is None
     with pytest.raises(ValueError, match="not in"):
         RowDecoder(full, key_columns=["missing"])
 

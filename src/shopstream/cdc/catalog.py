@@ -10,7 +10,7 @@ import contextlib
 import logging
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import psycopg2
 import psycopg2.extensions
@@ -51,12 +51,29 @@ def server_version(conn: psycopg2.extensions.connection) -> int:
     return int(conn.server_version)
 
 
+@overload
+def parse_lsn(text: str) -> int: ...
+@overload
+def parse_lsn(text: None) -> None: ...
+@overload
+def parse_lsn(text: str | None) -> int | None: ...
 def parse_lsn(text: str | None) -> int | None:
-    """``'16/B374D848'`` → int."""
-    if not text:
+    """An LSN as PostgreSQL prints it, as an int; None (SQL NULL) stays None.
+
+    >>> parse_lsn("16/B374D848")
+    97500059720
+    >>> format_lsn(97500059720)
+    '16/B374D848'
+    """
+    if text is None:
         return None
-    high, _, low = text.partition("/")
-    return (int(high, 16) << 32) + int(low, 16)
+    high, slash, low = text.partition("/")
+    if slash and high and low:
+        try:
+            return (int(high, 16) << 32) + int(low, 16)
+        except ValueError:
+            pass
+    raise ValueError(f"not an LSN: {text!r} (PostgreSQL prints one as e.g. '16/B374D848')")
 
 
 def format_lsn(lsn: int) -> str:
@@ -369,25 +386,21 @@ def _as_sent(value: str | None, _cursor: Any) -> str | None:
 
 @contextlib.contextmanager
 def snapshot_rows(
-    conn: psycopg2.extensions.connection, relation: Relation, chunk_rows: int
+    conn: psycopg2.extensions.connection, query: sql.Composed, name: str, chunk_rows: int
 ) -> Iterator[Iterator[RowValues]]:
-    """The rows of ``relation``'s table in the connection's transaction, fetched
-    ``chunk_rows`` at a time: each value exactly the text its type's output function prints
-    (what pgoutput sends), or None.
+    """The rows ``query`` (:func:`shopstream.cdc.snapshot.select_rows`) reads in the
+    connection's transaction, through a server-side cursor ``name``, ``chunk_rows`` at a
+    time: each value exactly the text its type's output function prints (what pgoutput
+    sends), or None.
 
-    No cast: ``::text`` is not the output function for every type (it strips a char(n)'s
-    padding and prints a bool as "true"). Values come in text form, as the server sends them,
-    through a typecaster that keeps the text for every column type of the result (the server
-    reports a domain column under its base type, so the types are read from a probe).
+    Values come in text form, as the server sends them, through a typecaster that keeps the
+    text for every column type of the result (the server reports a domain column under its
+    base type, so the types are read from a probe).
     """
-    columns = sql.SQL(", ").join(sql.Identifier(c.name) for c in relation.columns)
-    query = sql.SQL("SELECT {} FROM {}").format(
-        columns, sql.Identifier(relation.namespace, relation.name)
-    )
     with conn.cursor() as probe:
         probe.execute(query + sql.SQL(" LIMIT 0"))
         oids = tuple(sorted({int(d.type_code) for d in probe.description or ()}))
-    with conn.cursor(name=f"snapshot_{relation.id}") as cur:
+    with conn.cursor(name=name) as cur:
         if oids:
             as_sent = psycopg2.extensions.new_type(oids, "SHOPSTREAM_AS_SENT", _as_sent)
             psycopg2.extensions.register_type(as_sent, cur)

@@ -16,13 +16,11 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from shopstream.cdc.pgoutput import Relation
+from shopstream.cdc.pgoutput import PG_EPOCH_OFFSET_US, Relation
 from shopstream.cdc.values import RowDecoder
 from shopstream.events.change import change_id_prefix
 from shopstream.warehouse.raw import RAW_CDC, TS, cdc_table_name
 
-#: µs between the Unix epoch and PostgreSQL's (2000-01-01).
-_PG_EPOCH_US = 946_684_800_000_000
 _dumps = orjson.dumps
 
 
@@ -46,7 +44,7 @@ class Transaction:
 
     @classmethod
     def from_pg(cls, commit_lsn: int, pg_commit_ts: int, xid: int | None) -> Transaction:
-        return cls(commit_lsn, pg_commit_ts + _PG_EPOCH_US, xid)
+        return cls(commit_lsn, pg_commit_ts + PG_EPOCH_OFFSET_US, xid)
 
 
 class TableBatch:

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal, TypeAlias
 
 __all__ = [
+    "PG_EPOCH_OFFSET_US",
     "UNCHANGED_TOAST",
     "Begin",
     "Column",
@@ -58,20 +59,11 @@ __all__ = [
     "UnchangedToast",
     "Update",
     "UserType",
-    "pg_timestamp_to_epoch_ms",
 ]
 
-#: Microseconds between the Unix epoch and PostgreSQL's (2000-01-01 00:00:00 UTC).
+#: Microseconds between the Unix epoch and PostgreSQL's (2000-01-01 00:00:00 UTC): pgoutput's
+#: timestamps (``commit_ts``) and the replication protocol's send times count from the latter.
 PG_EPOCH_OFFSET_US: Final = 946_684_800_000_000
-
-
-def pg_timestamp_to_epoch_ms(pg_ts: int) -> int:
-    """Convert a pgoutput timestamp (µs since 2000-01-01 UTC) to milliseconds since 1970.
-
-    >>> pg_timestamp_to_epoch_ms(0)
-    946684800000
-    """
-    return (pg_ts + PG_EPOCH_OFFSET_US) // 1000
 
 
 class ProtocolError(ValueError):
@@ -105,12 +97,8 @@ ReplicaIdentity: TypeAlias = Literal["d", "n", "f", "i"]
 @dataclass(slots=True)
 class Begin:
     final_lsn: int
-    commit_ts: int  # µs since 2000-01-01 UTC, see pg_timestamp_to_epoch_ms
+    commit_ts: int  # µs since 2000-01-01 UTC (PG_EPOCH_OFFSET_US)
     xid: int
-
-    @property
-    def commit_ts_ms(self) -> int:
-        return pg_timestamp_to_epoch_ms(self.commit_ts)
 
 
 @dataclass(slots=True)
@@ -119,10 +107,6 @@ class Commit:
     commit_lsn: int
     end_lsn: int
     commit_ts: int  # µs since 2000-01-01 UTC
-
-    @property
-    def commit_ts_ms(self) -> int:
-        return pg_timestamp_to_epoch_ms(self.commit_ts)
 
 
 @dataclass(slots=True)
@@ -238,10 +222,6 @@ class StreamCommit:
     commit_lsn: int
     end_lsn: int
     commit_ts: int  # µs since 2000-01-01 UTC
-
-    @property
-    def commit_ts_ms(self) -> int:
-        return pg_timestamp_to_epoch_ms(self.commit_ts)
 
 
 @dataclass(slots=True)

@@ -28,6 +28,9 @@ import psycopg.errors
 from psycopg import pq
 from psycopg.conninfo import make_conninfo
 
+from shopstream.cdc.catalog import parse_lsn
+from shopstream.cdc.pgoutput import PG_EPOCH_OFFSET_US
+
 __all__ = ["ReplicationStream"]
 
 _XLOG_DATA = 0x77  # 'w'
@@ -36,30 +39,26 @@ _XLOG_HEADER = struct.Struct(">QQq")  # data start, WAL end, send time
 _KEEPALIVE_BODY = struct.Struct(">QqB")  # WAL end, send time, reply requested
 _STATUS = struct.Struct(">cQQQqB")  # 'r', written, flushed, applied, send time, reply
 _PAYLOAD_AT = 1 + _XLOG_HEADER.size
-#: PostgreSQL's epoch (2000-01-01) in Unix microseconds: status updates carry a send time.
-_PG_EPOCH_US = 946_684_800_000_000
-
-
-def _quote(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 class ReplicationStream:
     """One ``replication=database`` connection: slot creation, then one logical stream."""
 
     def __init__(self, dsn: str, *, options: str, status_interval: float) -> None:
+        # standard_conforming_strings on: then libpq's escape_string only doubles quotes,
+        # which is all the replication command grammar undoes (see _quote).
         conninfo = make_conninfo(
-            dsn, replication="database", options=options, client_encoding="UTF8"
+            dsn,
+            replication="database",
+            options=f"{options} -c standard_conforming_strings=on",
+            client_encoding="UTF8",
         )
         self._pgconn = pq.PGconn.connect(conninfo.encode())
         if self._pgconn.status != pq.ConnStatus.OK:
             message = self._error_message()
             self._pgconn.finish()
             raise psycopg.OperationalError(f"cannot open the replication connection: {message}")
+        self._escaping = pq.Escaping(self._pgconn)
         self.status_interval = status_interval
         #: The only LSN ever reported to the server: everything before it is durable.
         self.durable_lsn = 0
@@ -78,19 +77,17 @@ class ReplicationStream:
         before :meth:`start`.
         """
         how = "EXPORT_SNAPSHOT" if export_snapshot else "NOEXPORT_SNAPSHOT"
-        result = self._exec(f"CREATE_REPLICATION_SLOT {_ident(slot)} LOGICAL pgoutput {how}")
+        result = self._exec(f"CREATE_REPLICATION_SLOT {self._ident(slot)} LOGICAL pgoutput {how}")
         if result.status != pq.ExecStatus.TUPLES_OK:
             raise self._result_error(result)
-        consistent = (result.get_value(0, 1) or b"").decode()
+        consistent = parse_lsn((result.get_value(0, 1) or b"").decode())
         snapshot = result.get_value(0, 2)
-        high, _, low = consistent.partition("/")
-        lsn = (int(high, 16) << 32) + int(low, 16) if low else 0
-        return lsn, snapshot.decode() if snapshot else None
+        return consistent, snapshot.decode() if snapshot else None
 
     def start(self, slot: str, options: dict[str, str]) -> None:
         """``START_REPLICATION`` from the slot's confirmed position (the server's choice)."""
-        pairs = ", ".join(f"{_ident(k)} {_quote(v)}" for k, v in options.items())
-        result = self._exec(f"START_REPLICATION SLOT {_ident(slot)} LOGICAL 0/0 ({pairs})")
+        pairs = ", ".join(f"{self._ident(k)} {self._quote(v)}" for k, v in options.items())
+        result = self._exec(f"START_REPLICATION SLOT {self._ident(slot)} LOGICAL 0/0 ({pairs})")
         if result.status != pq.ExecStatus.COPY_BOTH:
             raise self._result_error(result)
         self.streaming = True
@@ -157,7 +154,7 @@ class ReplicationStream:
     def send_status(self) -> None:
         """A Standby status update: written, flushed and applied are all the durable LSN."""
         lsn = self.durable_lsn
-        now_us = time.time_ns() // 1000 - _PG_EPOCH_US
+        now_us = time.time_ns() // 1000 - PG_EPOCH_OFFSET_US
         pgconn = self._pgconn
         # A blocking connection: put_copy_data and flush return once it is all sent (and
         # raise OperationalError when the connection is gone).
@@ -168,6 +165,18 @@ class ReplicationStream:
     def close(self) -> None:
         self.streaming = False
         self._pgconn.finish()
+
+    # -- commands: quoting by libpq -----------------------------------------------------------
+
+    def _ident(self, name: str) -> str:
+        return self._escaping.escape_identifier(name.encode()).decode()
+
+    def _quote(self, value: str) -> str:
+        """A string literal. Not ``escape_literal``: given a backslash it writes ``E'...'``,
+        which the replication command grammar does not know (a syntax error); quoted by
+        ``escape_string`` (quotes doubled, backslashes kept: the session has
+        standard_conforming_strings on) the value reaches the server unchanged."""
+        return "'" + self._escaping.escape_string(value.encode()).decode() + "'"
 
     # -- errors -------------------------------------------------------------------------------
 

@@ -77,7 +77,6 @@ __all__ = [
     "ValueConversionError",
     "converter_for",
     "parse_array",
-    "row_key",
 ]
 
 Converter: TypeAlias = Callable[[str], Any]
@@ -563,16 +562,6 @@ def _compile_key(
     exec(f"def key(row):\n    return {{{items}}}\n", scope)  # noqa: S102
     key: Callable[[Mapping[str, Any]], dict[str, Any] | None] = scope["key"]
     return key
-
-
-def row_key(relation: Relation, row: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The replica identity columns (key flag set in the Relation) of a converted row.
-
-    None when the relation has no replica identity (REPLICA IDENTITY NOTHING, or DEFAULT
-    without a primary key). With REPLICA IDENTITY FULL every column is part of it.
-    """
-    key = {c.name: row[c.name] for c in relation.columns if c.is_key}
-    return key or None
 
 
 class RowDecoders:

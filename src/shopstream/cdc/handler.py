@@ -1,0 +1,236 @@
+"""The change handler: pgoutput messages (and snapshot rows) → raw CDC columns, dead letters.
+
+No database: the key columns of the captured tables come from an injected function (the
+reader asks the catalogue), as do the base types of domains (``base_types``, optional). What
+it gathers is taken as a :class:`Batch`, with the LSN that is safe once the batch is durable:
+the end of the last transaction it completes (or of a heartbeat of ours).
+
+A change that cannot be converted goes to ``raw.dead_letter`` with its reason and keeps its
+place (its position in the transaction, so its neighbours' change ids do not move); the
+transaction goes on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from shopstream.cdc.changes import ChangeColumns, Transaction
+from shopstream.cdc.pgoutput import (
+    UNCHANGED_TOAST,
+    Begin,
+    Commit,
+    Decoder,
+    Delete,
+    Insert,
+    LogicalMessage,
+    ProtocolError,
+    Relation,
+    Truncate,
+    Update,
+    UserType,
+)
+from shopstream.cdc.stats import ReaderStats
+from shopstream.cdc.values import RowDecoder, RowDecoders, RowValues
+from shopstream.events.change import UNAVAILABLE
+from shopstream.observability import metrics
+from shopstream.sinks.warehouse import dead_letter_row
+
+__all__ = ["HEARTBEAT_PREFIX", "Batch", "ChangeHandler", "KeyLookup"]
+
+#: The prefix of the logical messages the reader writes as heartbeats.
+HEARTBEAT_PREFIX = "shopstream.heartbeat"
+
+#: Returns the key columns per (schema, table) of the captured tables (see
+#: :func:`shopstream.cdc.catalog.primary_keys`).
+KeyLookup = Callable[[], Mapping[tuple[str, str], Sequence[str]]]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """What was gathered since the last take: rows per raw table (and ``dead_letter``), how
+    many, and the LSN that is safe once they are durable (None: none is yet)."""
+
+    rows: dict[str, Any]
+    count: int
+    safe_lsn: int | None
+
+
+class ChangeHandler:
+    """One session's decoding state: the decoder, the open transaction, the current batch."""
+
+    def __init__(
+        self,
+        db: str,
+        primary_keys: KeyLookup,
+        *,
+        base_types: Callable[[Collection[int]], Mapping[int, int]] | None = None,
+        stats: ReaderStats | None = None,
+    ) -> None:
+        self.stats = stats if stats is not None else ReaderStats()
+        self.decoder = Decoder()
+        self.keys: dict[tuple[str, str], Sequence[str]] = {}
+        self.row_decoders = RowDecoders(self.decoder.types, self.keys, base_types)
+        self.columns = ChangeColumns(db)
+        self.dead_letters: list[dict[str, Any]] = []
+        #: The transaction whose changes are arriving (between Begin and Commit).
+        self.tx: Transaction | None = None
+        self.safe_lsn: int | None = None
+        #: When the current batch started (the last take): batches wait at most batch_max_ms.
+        self.started = time.monotonic()
+        self._primary_keys = primary_keys
+
+    def refresh_keys(self) -> None:
+        self.keys.update(self._primary_keys())
+
+    @property
+    def pending(self) -> int:
+        """Changes and dead letters gathered and not yet taken."""
+        return self.columns.count + len(self.dead_letters)
+
+    # -- the stream ---------------------------------------------------------------------------
+
+    def handle(self, payload: bytes, lsn: int) -> None:
+        """One XLogData payload, sent at ``lsn`` (its record's LSN)."""
+        try:
+            message = self.decoder.decode(payload)
+        except ProtocolError as exc:
+            self.dead_letter(f"undecodable pgoutput message: {exc}", payload.hex(), None)
+            return
+        tx = self.tx
+        # Row changes first: they are nearly every message.
+        if isinstance(message, Insert | Update | Delete):
+            if tx is None:
+                raise ProtocolError(f"{type(message).__name__} outside a transaction")
+            self._row_change(message, tx, lsn, payload)
+        elif isinstance(message, Begin):
+            self.tx = Transaction.from_pg(message.final_lsn, message.commit_ts, message.xid)
+        elif isinstance(message, Commit):
+            if tx is not None:
+                self.stats.transactions += 1
+                self.stats.last_commit_us = tx.commit_us
+            self.tx = None
+            self.safe_lsn = message.end_lsn
+            self.stats.last_change_at = time.monotonic()
+        elif isinstance(message, Relation):
+            self.columns.forget(message)
+            if (message.namespace, message.name) not in self.keys:
+                self.refresh_keys()  # a table added to the publication meanwhile
+        elif isinstance(message, Truncate):
+            if tx is None:
+                raise ProtocolError("Truncate outside a transaction")
+            for relation in message.relations:
+                self.columns.add(relation, None, tx, "t", lsn, None, None)
+        elif isinstance(message, LogicalMessage) and message.prefix == HEARTBEAT_PREFIX and not tx:
+            # Our own heartbeat: nothing before it is pending, so its LSN is safe.
+            self.safe_lsn = max(self.safe_lsn or 0, lsn)
+        # Origin and Type need nothing here: the decoder keeps Type metadata itself.
+
+    def _row_change(
+        self, message: Insert | Update | Delete, tx: Transaction, lsn: int, payload: bytes
+    ) -> None:
+        relation = message.relation
+        decoder = self.row_decoders.get(relation)
+        before: dict[str, Any] | None
+        after: dict[str, Any] | None
+        try:
+            if isinstance(message, Insert):
+                op, before, after = "c", None, decoder.row(message.new)
+            elif isinstance(message, Update):
+                op = "u"
+                before = decoder.row(message.old) if message.old is not None else None
+                after = decoder.row(message.new)
+                if before is not None:
+                    if message.old_kind == "O" and UNCHANGED_TOAST in message.new:
+                        _fill_unchanged(after, before)
+                    if decoder.key_columns and decoder.key(before) != decoder.key(after):
+                        # A key change is, as in Debezium, a delete of the old key and a
+                        # create of the new one, at the same LSN.
+                        self.columns.add(relation, decoder, tx, "d", lsn, before, None)
+                        op, before = "c", None
+            else:
+                op, before, after = "d", decoder.row(message.old), None
+        except ValueError as exc:
+            tx.position += 1  # the change keeps its place; its id is never reused
+            self.dead_letter(str(exc), payload.hex(), relation, lsn=lsn, tx=tx)
+            return
+        self.columns.add(relation, decoder, tx, op, lsn, before, after)
+
+    # -- the snapshot -------------------------------------------------------------------------
+
+    def snapshot_table(self, relation: Relation, types: Mapping[int, UserType]) -> RowDecoder:
+        """Get ready for a table's snapshot rows (its Relation and Type, read from the
+        catalogue as pgoutput would send them): the decoder for them."""
+        self.decoder.types.update(types)
+        return self.row_decoders.get(relation)
+
+    def snapshot_row(
+        self, relation: Relation, decoder: RowDecoder, values: RowValues, tx: Transaction
+    ) -> None:
+        """One row read in the snapshot: a change "r" at the snapshot's LSN."""
+        try:
+            after = decoder.row(values)
+        except ValueError as exc:
+            self.dead_letter(str(exc), repr(values), relation)
+            return
+        self.columns.add(relation, decoder, tx, "r", tx.commit_lsn, None, after)
+        self.stats.snapshot_rows += 1
+
+    # -- batches ------------------------------------------------------------------------------
+
+    def dead_letter(
+        self,
+        reason: str,
+        payload: str,
+        relation: Relation | None,
+        *,
+        lsn: int | None = None,
+        tx: Transaction | None = None,
+    ) -> None:
+        context: dict[str, Any] = {"lsn": lsn, "tx_id": tx.xid if tx else None}
+        if relation is not None:
+            context["table"] = f"{relation.namespace}.{relation.name}"
+        self.dead_letters.append(dead_letter_row("cdc", reason, payload, context))
+        self.stats.dead_letters += 1
+        metrics.DEAD_LETTERS.labels("cdc", "undecodable").inc()
+
+    def take(self) -> Batch | None:
+        """Hand over what was gathered (None when there is nothing, not even a safe LSN) and
+        start a new batch."""
+        count = self.pending
+        safe_lsn = self.safe_lsn
+        if not count and safe_lsn is None:
+            return None
+        self._publish_counts()
+        now = datetime.now(UTC)
+        rows: dict[str, Any] = {
+            table: batch.to_arrow(now) for table, batch in self.columns.take().items()
+        }
+        if self.dead_letters:
+            rows["dead_letter"] = self.dead_letters
+            self.dead_letters = []
+        self.safe_lsn = None
+        self.started = time.monotonic()
+        return Batch(rows, count, safe_lsn)
+
+    def _publish_counts(self) -> None:
+        """Count a batch's changes per table and op once, here: per change, even a dict
+        update costs ~9% of the reader and a labelled Prometheus counter ~20%."""
+        for table, batch in self.columns.tables.items():
+            for op, n in Counter(batch.op).items():
+                metrics.CDC_CHANGES.labels(table, op).inc(n)
+                if op != "r":  # snapshot reads are counted as they are read
+                    self.stats.changes += n
+
+
+def _fill_unchanged(after: dict[str, Any], before: dict[str, Any]) -> None:
+    """With REPLICA IDENTITY FULL the old row carries TOASTed values the new one left out."""
+    for column, value in after.items():
+        if value == UNAVAILABLE:
+            old = before.get(column)
+            if old is not None and old != UNAVAILABLE:
+                after[column] = old

@@ -37,6 +37,7 @@ from shopstream.cdc.pgoutput import (
 from shopstream.cdc.stats import ReaderStats
 from shopstream.cdc.values import RowDecoder, RowDecoders, RowValues
 from shopstream.events.change import UNAVAILABLE
+from shopstream.events.codes import ReasonCode
 from shopstream.observability import metrics
 from shopstream.sinks.warehouse import dead_letter_row
 
@@ -196,7 +197,7 @@ class ChangeHandler:
             context["table"] = f"{relation.namespace}.{relation.name}"
         self.dead_letters.append(dead_letter_row("cdc", reason, payload, context))
         self.stats.dead_letters += 1
-        metrics.DEAD_LETTERS.labels("cdc", "undecodable").inc()
+        metrics.DEAD_LETTERS.labels("cdc", ReasonCode.UNDECODABLE).inc()
 
     def take(self) -> Batch | None:
         """Hand over what was gathered (None when there is nothing, not even a safe LSN) and

@@ -29,6 +29,7 @@ import uvicorn
 
 from shopstream.collector.app import IntakeFastPath, create_app
 from shopstream.collector.connection import bounded_http
+from shopstream.collector.handlers import IntakeHandlers
 from shopstream.config import Settings
 from shopstream.sinks.warehouse import WarehouseSink
 from shopstream.warehouse import WarehouseError, open_warehouse
@@ -143,7 +144,8 @@ class Platform:
             max_queue_rows=settings.sink.max_queue_rows,
         )
         self.query_token = secrets.token_urlsafe(32)
-        self.app = create_app(settings, self.sink)
+        self.intake = IntakeHandlers(settings, self.sink)
+        self.app = create_app(self.intake)
         self.query_app = create_query_app(self.warehouse, self.query_token, settings.query)
         self.url = ""
         self.query_socket: Path | None = None
@@ -151,7 +153,7 @@ class Platform:
 
     @property
     def stats(self) -> Any:
-        return self.app.state.stats
+        return self.intake.stats
 
     def _write_runtime(self) -> None:
         path = self.settings.data_dir / RUNTIME_FILE
@@ -190,7 +192,7 @@ class Platform:
                 loop.add_signal_handler(signum, stop.set)
         self.sink.start()
         config = uvicorn.Config(
-            IntakeFastPath(self.app),
+            IntakeFastPath(self.intake, self.app),
             http=bounded_http(
                 self.settings.collector.max_header_bytes,
                 self.settings.collector.request_read_timeout_seconds,

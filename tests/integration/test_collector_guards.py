@@ -7,26 +7,21 @@ IntakeFastPath (what `shopstream run` serves) and through the FastAPI app itself
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Future
-from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 
-from shopstream.collector.app import CollectorStats, IntakeFastPath, create_app
+from shopstream.collector.handlers import CollectorStats, IntakeHandlers
 from shopstream.config import Settings
 from shopstream.sinks.base import Outcome, Rows
 from shopstream.sinks.warehouse import WarehouseSink
-from shopstream.warehouse.duckdb import DuckDBWarehouse
+from tests.support.inprocess import ENTRY_POINTS, RawTables, Watched, call, entry_point
 
 ALLOWED = "https://shop.example"
 ROUTES = ("/v1/events", "/v1/batch", "/v1/track", "/v1/page", "/v1/screen", "/v1/identify")
-ENTRY_POINTS = ("fast_path", "fastapi")
 JSON = {"content-type": "application/json"}
 
 
@@ -51,71 +46,17 @@ def body_for(route: str) -> dict[str, Any]:
     return message
 
 
-class Warehouse:
-    def __init__(self, path: Path) -> None:
-        self.warehouse = DuckDBWarehouse(path)
-        self.warehouse.ensure_layers()
-
-    def event_ids(self) -> set[str]:
-        table = self.warehouse.query("SELECT event_id FROM raw.events")
-        return set(table.column("event_id").to_pylist())
-
-
-@pytest.fixture
-def warehouse(tmp_path: Path) -> Iterator[Warehouse]:
-    store = Warehouse(tmp_path / "guards.duckdb")
-    yield store
-    store.warehouse.close()
-
-
-def call(
-    app: Any,
-    method: str,
-    route: str,
-    *,
-    content: bytes | AsyncIterator[bytes] = b"",
-    headers: dict[str, str] | None = None,
-) -> httpx.Response:
-    async def go() -> httpx.Response:
-        transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 5555))
-        async with httpx.AsyncClient(transport=transport, base_url="http://collector") as client:
-            return await client.request(method, route, content=content, headers=headers)
-
-    return asyncio.run(go())
-
-
 def serve(settings: Settings, sink: WarehouseSink, entry: str, **kwargs: Any) -> Any:
-    app = create_app(settings, sink, **kwargs)
-    return IntakeFastPath(app) if entry == "fast_path" else app
-
-
-@pytest.fixture
-def sink(warehouse: Warehouse) -> Iterator[WarehouseSink]:
-    running = WarehouseSink(warehouse.warehouse, linger_ms=1)
-    running.start()
-    yield running
-    running.close()
-
-
-class Watched:
-    """A request body that records whether the server read any of it."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.read = False
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        self.read = True
-        yield self.data
+    return entry_point(IntakeHandlers(settings, sink, **kwargs), entry)
 
 
 @pytest.mark.parametrize("entry", ENTRY_POINTS)
 @pytest.mark.parametrize("route", ROUTES)
 def test_other_origins_are_refused_unread_and_allowed_ones_served(
-    sink: WarehouseSink, warehouse: Warehouse, entry: str, route: str
+    warehouse_sink: WarehouseSink, raw_tables: RawTables, entry: str, route: str
 ) -> None:
     settings = Settings(collector={"cors_origins": [ALLOWED]})
-    app = serve(settings, sink, entry)
+    app = serve(settings, warehouse_sink, entry)
     # text/plain: what analytics.js posts so that browsers send it without a preflight.
     plain = {"content-type": "text/plain" if route != "/v1/events" else "application/json"}
 
@@ -150,7 +91,7 @@ def test_other_origins_are_refused_unread_and_allowed_ones_served(
     other = call(app, "OPTIONS", route, headers={**preflight, "origin": "https://evil.example"})
     assert other.status_code == 400
 
-    stored = warehouse.event_ids()
+    stored = raw_tables.event_ids()
     ids = [
         (m.get("event_id") or m.get("messageId") or m["batch"][0]["messageId"])
         for m in (stranger, friend, server_side)
@@ -182,7 +123,7 @@ class AckLostSink(WarehouseSink):
 class BrokenStatusLine(CollectorStats):
     """The status line's totals fail to update: a failure after the events were stored.
 
-    Injected through create_app's ``stats`` (the object the live status line reads); it is
+    Injected through IntakeHandlers' ``stats`` (the object the live status line reads); it is
     the one step after durability that can be made to fail without mocking the collector.
     """
 
@@ -199,9 +140,9 @@ class BrokenStatusLine(CollectorStats):
 @pytest.mark.parametrize("entry", ENTRY_POINTS)
 @pytest.mark.parametrize("route", ["/v1/events", "/v1/batch", "/v1/track"])
 def test_an_unexpected_failure_before_durability_is_a_clear_json_answer(
-    warehouse: Warehouse, entry: str, route: str
+    raw_tables: RawTables, entry: str, route: str
 ) -> None:
-    sink = AckLostSink(warehouse.warehouse, linger_ms=1)
+    sink = AckLostSink(raw_tables.warehouse, linger_ms=1)
     sink.start()
     try:
         app = serve(Settings(), sink, entry)
@@ -216,15 +157,15 @@ def test_an_unexpected_failure_before_durability_is_a_clear_json_answer(
     assert "ConnectionResetError" in answer["message"]
     assert "resend" in answer["message"]
     # The rows were in fact stored, which is why the answer says a resend is harmless.
-    assert len(warehouse.event_ids()) == 1
+    assert len(raw_tables.event_ids()) == 1
 
 
 @pytest.mark.parametrize("entry", ENTRY_POINTS)
 @pytest.mark.parametrize("route", ["/v1/events", "/v1/batch", "/v1/page"])
 def test_a_failure_after_durability_still_reports_what_was_stored(
-    sink: WarehouseSink, warehouse: Warehouse, entry: str, route: str
+    warehouse_sink: WarehouseSink, raw_tables: RawTables, entry: str, route: str
 ) -> None:
-    app = serve(Settings(), sink, entry, stats=BrokenStatusLine())
+    app = serve(Settings(), warehouse_sink, entry, stats=BrokenStatusLine())
     good = body_for(route)
     if route == "/v1/events":
         sent: Any = [good, {"event_type": "teleport", "anonymous_id": "a"}]
@@ -242,20 +183,22 @@ def test_a_failure_after_durability_still_reports_what_was_stored(
     if route != "/v1/page":
         assert [r["index"] for r in answer["rejected"]] == [1]
         assert answer["rejected"][0]["reason"]
-    assert len(warehouse.event_ids()) == 1
+    assert len(raw_tables.event_ids()) == 1
 
 
 @pytest.mark.parametrize("entry", ENTRY_POINTS)
 def test_body_write_keys_can_be_turned_off(
-    sink: WarehouseSink, warehouse: Warehouse, entry: str
+    warehouse_sink: WarehouseSink, raw_tables: RawTables, entry: str
 ) -> None:
     sent = body_for("/v1/batch") | {"writeKey": "k1"}
-    accepting = serve(Settings(write_keys="k1"), sink, entry)
+    accepting = serve(Settings(write_keys="k1"), warehouse_sink, entry)
     response = call(accepting, "POST", "/v1/batch", content=orjson.dumps(sent), headers=JSON)
     assert response.status_code == 200, response.text
 
     strict = serve(
-        Settings(write_keys="k1", collector={"segment_body_write_key": False}), sink, entry
+        Settings(write_keys="k1", collector={"segment_body_write_key": False}),
+        warehouse_sink,
+        entry,
     )
     watched = Watched(orjson.dumps(body_for("/v1/batch") | {"writeKey": "k1"}))
     refused = call(strict, "POST", "/v1/batch", content=watched, headers=JSON)
@@ -271,4 +214,4 @@ def test_body_write_keys_can_be_turned_off(
         headers={**JSON, "x-write-key": "k1"},
     )
     assert with_header.status_code == 200
-    assert len(warehouse.event_ids()) == 2
+    assert len(raw_tables.event_ids()) == 2

@@ -1,6 +1,6 @@
 """From a request body to raw rows: decode, split into events, validate each one.
 
-Pure functions, no HTTP: the routes in :mod:`shopstream.collector.app` call them. Every
+Pure functions, no HTTP: the routes in :mod:`shopstream.collector.handlers` call them. Every
 rejection carries a reason a tracker developer can act on, and one bad event never rejects
 its neighbours.
 """

@@ -22,7 +22,7 @@ from shopstream.collector.app import CollectorStats, IntakeFastPath, create_app
 from shopstream.config import Settings
 from shopstream.sinks.base import Outcome, Rows
 from shopstream.sinks.warehouse import WarehouseSink
-from shopstream.warehouse.duckdb import DuckDBWarehouse
+from shopstream.warehouse.duckdb.database import DuckDBWarehouse
 
 ALLOWED = "https://shop.example"
 ROUTES = ("/v1/events", "/v1/batch", "/v1/track", "/v1/page", "/v1/screen", "/v1/identify")

@@ -44,11 +44,10 @@ from shopstream.collector.intake import (
 from shopstream.collector.segment_api import SEGMENT_BODIES, segment_schemas
 from shopstream.config import Settings
 from shopstream.events.codes import ReasonCode
+from shopstream.events.dead_letter import dead_letter_row
 from shopstream.events.schema import event_json_schema
 from shopstream.observability import metrics
-from shopstream.sinks.base import Outcome, Sink, SinkUnavailable
-from shopstream.sinks.warehouse import dead_letter_row
-from shopstream.warehouse.base import WarehouseError
+from shopstream.sinks.base import Outcome, Sink, SinkError, SinkUnavailable
 
 
 class RejectedEvent(BaseModel):
@@ -172,7 +171,7 @@ def _last_resort(attempt: Attempt, exc: Exception) -> Response:
 
 def create_app(settings: Settings, sink: Sink, *, stats: CollectorStats | None = None) -> FastAPI:
     """Build the collector app around a sink. Queries are never served here: see
-    :mod:`shopstream.warehouse.query_endpoint`.
+    :mod:`shopstream.warehouse.duckdb.query_endpoint`.
 
     ``stats``: the running totals the status line reads (a fresh one by default).
     """
@@ -294,7 +293,7 @@ def create_app(settings: Settings, sink: Sink, *, stats: CollectorStats | None =
                 IngestResponse(success=False, error=ReasonCode.SINK_UNAVAILABLE, message=str(exc)),
                 {"Retry-After": "1"},
             )
-        except WarehouseError as exc:
+        except SinkError as exc:
             metrics.REQUESTS_REJECTED.labels(ReasonCode.SINK_ERROR).inc()
             return _answer(
                 503,

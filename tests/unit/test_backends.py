@@ -74,6 +74,6 @@ def test_a_duckdb_url_opens_the_duckdb_backend_with_its_capabilities(tmp_path: P
 
 def test_reading_a_warehouse_that_is_not_there_yet_says_so(tmp_path: Path) -> None:
     settings = Settings(warehouse_url=f"duckdb:///{tmp_path / 'none.duckdb'}")
-    with pytest.raises(WarehouseError, match="no warehouse at .*none.duckdb yet"):
+    with pytest.raises(WarehouseError, match=r"no warehouse at .*none\.duckdb yet"):
         open_warehouse(settings, read_only=True)
     assert not (tmp_path / "none.duckdb").exists()

@@ -171,7 +171,7 @@ def _last_resort(attempt: Attempt, exc: Exception) -> Response:
 
 def create_app(settings: Settings, sink: Sink, *, stats: CollectorStats | None = None) -> FastAPI:
     """Build the collector app around a sink. Queries are never served here: see
-    :mod:`shopstream.warehouse.duckdb.query_endpoint`.
+    :mod:`shopstream.warehouse.query_endpoint`.
 
     ``stats``: the running totals the status line reads (a fresh one by default).
     """

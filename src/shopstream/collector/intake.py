@@ -491,7 +491,7 @@ class EventColumns:
     row). Requests' columns are merged in the sink and become one Arrow table per group
     commit, so a one-event request costs a few appends, not an Arrow conversion.
 
-    One list per column of :data:`~shopstream.events.raw.RAW_EVENTS`, in its order, but
+    One list per column of :data:`~shopstream.warehouse.raw.RAW_EVENTS`, in its order, but
     ``event_date`` (derived from ``event_ts`` in :meth:`to_arrow`); a unit test holds the two
     together.
     """

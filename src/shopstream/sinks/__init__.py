@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from shopstream.sinks.base import Sink, SinkError, SinkUnavailable
-from shopstream.warehouse import backend_module, url_scheme
+from shopstream.warehouse import registered
 
 if TYPE_CHECKING:
     from shopstream.config import Settings
@@ -37,11 +37,7 @@ class SinkBackend:
 
 def sink_backend(url: str) -> SinkBackend:
     """The sink ``url`` names (a ValueError naming the known schemes if none does)."""
-    scheme = url_scheme(url, SINKS, "sink URL", SINK_EXAMPLE)
-    backend = backend_module(SINKS, scheme).BACKEND
-    if not isinstance(backend, SinkBackend):  # a registry line naming the wrong module
-        raise TypeError(f"{SINKS[scheme]}.BACKEND is not a SinkBackend")
-    return backend
+    return registered(url, SINKS, "sink URL", SINK_EXAMPLE, SinkBackend)
 
 
 def open_sink(settings: Settings, warehouse: Warehouse) -> Sink:

@@ -12,8 +12,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from shopstream.warehouse.base import (
     LAYERS,
@@ -38,11 +37,13 @@ __all__ = [
     "WarehouseError",
     "WarehouseInUse",
     "WarehouseUnavailable",
-    "backend_module",
     "open_warehouse",
+    "registered",
     "url_scheme",
     "warehouse_backend",
 ]
+
+B = TypeVar("B")
 
 #: URL scheme -> the module whose ``BACKEND`` implements it. One line per backend.
 WAREHOUSES: dict[str, str] = {
@@ -73,17 +74,19 @@ def url_scheme(url: str, registry: Mapping[str, str], what: str, example: str) -
     return scheme
 
 
-def backend_module(registry: Mapping[str, str], scheme: str) -> ModuleType:
-    return importlib.import_module(registry[scheme])
+def registered(url: str, registry: Mapping[str, str], what: str, example: str, kind: type[B]) -> B:
+    """The ``BACKEND`` of the module ``registry`` holds for ``url``'s scheme, imported now
+    (a ValueError naming the known schemes if it holds none)."""
+    module = registry[url_scheme(url, registry, what, example)]
+    backend = importlib.import_module(module).BACKEND
+    if not isinstance(backend, kind):  # a registry line naming the wrong module
+        raise TypeError(f"{module}.BACKEND is not a {kind.__name__}")
+    return backend
 
 
 def warehouse_backend(url: str) -> WarehouseBackend:
     """The backend ``url`` names (a ValueError naming the known schemes if none does)."""
-    scheme = url_scheme(url, WAREHOUSES, "warehouse URL", WAREHOUSE_EXAMPLE)
-    backend = backend_module(WAREHOUSES, scheme).BACKEND
-    if not isinstance(backend, WarehouseBackend):  # a registry line naming the wrong module
-        raise TypeError(f"{WAREHOUSES[scheme]}.BACKEND is not a WarehouseBackend")
-    return backend
+    return registered(url, WAREHOUSES, "warehouse URL", WAREHOUSE_EXAMPLE, WarehouseBackend)
 
 
 def open_warehouse(settings: Settings, *, read_only: bool = False) -> Warehouse:

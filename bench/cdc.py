@@ -75,7 +75,7 @@ from shopstream.config import CdcSettings, SinkSettings
 from shopstream.devtools.local_postgres import LocalPostgres
 from shopstream.sinks.base import Rows
 from shopstream.sinks.warehouse import WarehouseSink
-from shopstream.warehouse import open_warehouse
+from shopstream.warehouse.duckdb import open_duckdb
 
 console = Console(width=None if sys.stdout.isatty() else 150)
 
@@ -378,7 +378,7 @@ class Shopstream:
         data_dir.mkdir(parents=True, exist_ok=True)
         defaults = SinkSettings()
         # As `shopstream cdc` / `shopstream run` open it: DuckDB in a writer process of its own.
-        self.warehouse = open_warehouse(
+        self.warehouse = open_duckdb(
             data_dir / "shopstream.duckdb",
             checkpoint_wal_mb=defaults.checkpoint_wal_mb,
             own_process=defaults.writer_process,

@@ -158,7 +158,7 @@ def _serve(
     """Run the platform in this process until it is told to stop; print the summary."""
     from shopstream.devtools.shop_database import local_shop_database
     from shopstream.runtime import Companion, Platform, cdc_companion, order_workload_companion
-    from shopstream.warehouse.duckdb import WarehouseLocked
+    from shopstream.warehouse import WarehouseError
 
     dsn = settings.postgres_dsn
     server = None
@@ -174,7 +174,7 @@ def _serve(
         console.print(f"shop database ready: {dsn}")
     try:
         platform = Platform(settings, host=host, port=port)
-    except WarehouseLocked as exc:
+    except WarehouseError as exc:  # held by another process, say: the message says what to do
         if server is not None:
             server.stop()
         raise _fail(str(exc)) from exc
@@ -485,31 +485,19 @@ def cdc(
 
     from shopstream.cdc.catalog import CdcSetupError
     from shopstream.cdc.reader import ChangeReader
-    from shopstream.sinks.warehouse import WarehouseSink
-    from shopstream.warehouse import open_warehouse
-    from shopstream.warehouse.duckdb import WarehouseLocked
+    from shopstream.sinks import open_sink
+    from shopstream.warehouse import WarehouseError, open_warehouse
 
     settings = _settings()
     dsn = dsn or settings.postgres_dsn
     if not dsn:
         raise _fail("no shop database: pass --dsn or set SHOPSTREAM_POSTGRES_DSN")
     try:
-        warehouse = open_warehouse(
-            settings.warehouse_path,
-            checkpoint_wal_mb=settings.sink.checkpoint_wal_mb,
-            memory_limit_mb=settings.sink.memory_limit_mb,
-            own_process=settings.sink.writer_process,
-            writer_restarts=settings.sink.writer_restarts,
-        )
-    except WarehouseLocked as exc:
+        warehouse = open_warehouse(settings)
+    except WarehouseError as exc:  # held by another process, say: the message says what to do
         raise _fail(str(exc)) from exc
     warehouse.ensure_layers()
-    sink = WarehouseSink(
-        warehouse,
-        flush_rows=settings.sink.flush_rows,
-        linger_ms=settings.sink.linger_ms,
-        max_queue_rows=settings.sink.max_queue_rows,
-    )
+    sink = open_sink(settings, warehouse)
     sink.start()
     if settings.cdc.metrics_port is not None:
         from prometheus_client import start_http_server
@@ -585,7 +573,7 @@ def _query_running(settings: Settings, sql: str, limit: int) -> dict[str, Any]:
         answer = query_running(settings.data_dir, sql, limit=limit)
     except LookupError as exc:
         raise _fail(
-            f"{settings.warehouse_path} is locked by another process, but no running shopstream "
+            f"{settings.warehouse} is held by another process, but no running shopstream "
             f"left its address in {settings.data_dir}/runtime.json. Stop that process and retry."
         ) from exc
     except httpx.HTTPError as exc:
@@ -609,19 +597,26 @@ def sql(
     ] = None,
 ) -> None:
     """Query the warehouse (reads only); works while the platform runs (it answers for you)."""
-    from shopstream.warehouse import WarehouseError
-    from shopstream.warehouse.duckdb import DuckDBWarehouse, WarehouseLocked
-    from shopstream.warehouse.query_endpoint import answer_of
+    from shopstream.warehouse import (
+        WarehouseError,
+        WarehouseInUse,
+        open_warehouse,
+        warehouse_backend,
+    )
+    from shopstream.warehouse.duckdb.query_endpoint import answer_of
 
     settings = _settings()
     limit = limit or settings.query.max_rows
-    path = settings.warehouse_path
-    if not path.exists():
-        raise _fail(f"no warehouse at {path} yet: run `shopstream run` (or `make run`) first")
+    single_writer = warehouse_backend(settings.warehouse).capabilities.single_writer_process
     try:
-        warehouse = DuckDBWarehouse(path, read_only=True)
-    except WarehouseLocked:
+        warehouse = open_warehouse(settings, read_only=True)
+    except WarehouseInUse as exc:
+        if not single_writer:
+            raise _fail(str(exc)) from exc
+        # Only one process may open it, and one has: the running platform answers for us.
         answer = _query_running(settings, query, limit)
+    except WarehouseError as exc:
+        raise _fail(str(exc)) from exc
     else:
         try:
             # The same allow-list and locks as the running platform's endpoint.

@@ -163,7 +163,14 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path("data"), description="Where local state lives.")
     warehouse_url: str = Field(
         default="",
-        description="duckdb:///path/file.duckdb; empty means <data_dir>/shopstream.duckdb",
+        description="Which warehouse, by URL; its scheme picks the backend "
+        "(shopstream.warehouse.WAREHOUSES: duckdb:///path/file.duckdb). Empty means "
+        "duckdb:///<data_dir>/shopstream.duckdb.",
+    )
+    sink_url: str = Field(
+        default="warehouse",
+        description="Where accepted records go, by URL; its scheme picks the sink "
+        "(shopstream.sinks.SINKS: warehouse, the group-commit sink into the warehouse).",
     )
     write_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
@@ -185,15 +192,29 @@ class Settings(BaseSettings):
             return [key.strip() for key in value.split(",") if key.strip()]
         return value
 
+    @field_validator("warehouse_url")
+    @classmethod
+    def _known_warehouse(cls, value: str) -> str:
+        # Imported here: the registries' modules import this one (for their settings).
+        from shopstream.warehouse import WAREHOUSE_EXAMPLE, WAREHOUSES, url_scheme
+
+        if value:
+            url_scheme(value, WAREHOUSES, "warehouse_url", WAREHOUSE_EXAMPLE)
+        return value
+
+    @field_validator("sink_url")
+    @classmethod
+    def _known_sink(cls, value: str) -> str:
+        from shopstream.sinks import SINK_EXAMPLE, SINKS
+        from shopstream.warehouse import url_scheme
+
+        url_scheme(value, SINKS, "sink_url", SINK_EXAMPLE)
+        return value
+
     @property
-    def warehouse_path(self) -> Path:
-        """The DuckDB file the warehouse URL points at."""
-        url = self.warehouse_url or f"duckdb:///{self.data_dir / 'shopstream.duckdb'}"
-        if not url.startswith("duckdb:///"):
-            raise ValueError(
-                f"warehouse_url {url!r} is not supported here: use duckdb:///path/to/file.duckdb"
-            )
-        return Path(url.removeprefix("duckdb:///"))
+    def warehouse(self) -> str:
+        """The warehouse's URL (``warehouse_url``, or the DuckDB file in ``data_dir``)."""
+        return self.warehouse_url or f"duckdb:///{self.data_dir / 'shopstream.duckdb'}"
 
     @classmethod
     def settings_customise_sources(

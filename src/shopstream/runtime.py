@@ -2,7 +2,7 @@
 
 ``shopstream run`` and ``shopstream collector`` both come here. The process owns the DuckDB
 file (DuckDB allows one writer process), so it also answers ``shopstream sql`` for other
-processes, on a Unix socket of its own (:mod:`shopstream.warehouse.query_endpoint`), never on
+processes, on a Unix socket of its own (:mod:`shopstream.warehouse.duckdb.query_endpoint`), never on
 the collector's port. The collector's URL, the socket's path and a per-run token are written
 to ``<data_dir>/runtime.json`` (mode 0600) while it runs.
 """
@@ -26,19 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from fastapi import FastAPI
 
 from shopstream.collector.app import IntakeFastPath, create_app
 from shopstream.collector.connection import bounded_http
 from shopstream.collector.handlers import IntakeHandlers
 from shopstream.config import Settings
-from shopstream.sinks.warehouse import WarehouseSink
+from shopstream.sinks import open_sink
 from shopstream.warehouse import WarehouseError, open_warehouse
-from shopstream.warehouse.query_endpoint import (
-    ROUTE,
-    bind_socket,
-    create_query_app,
-    remove_socket,
-)
 
 log = logging.getLogger(__name__)
 
@@ -94,13 +89,16 @@ class QueryAnswer:
 def query_running(
     data_dir: Path, sql: str, *, limit: int | None = None, timeout: float = 120
 ) -> QueryAnswer:
-    """Ask the platform running on ``data_dir`` (it owns the DuckDB file) to run a read query,
+    """Ask the platform running on ``data_dir`` (it owns a single-writer warehouse, such as
+    DuckDB's file) to run a read query,
     over its local socket. ``limit``: rows at most (default: the platform's query.max_rows).
 
     Raises LookupError when none left its address, RuntimeError with the platform's answer
     when the query fails, and httpx's errors when it does not answer.
     """
     import httpx
+
+    from shopstream.warehouse.duckdb.query_endpoint import ROUTE
 
     runtime = read_runtime(data_dir)
     if runtime is None or "socket" not in runtime:
@@ -129,24 +127,19 @@ class Platform:
         self.settings = settings
         self.host = host or settings.collector.host
         self.port = settings.collector.port if port is None else port
-        self.warehouse = open_warehouse(
-            settings.warehouse_path,
-            checkpoint_wal_mb=settings.sink.checkpoint_wal_mb,
-            memory_limit_mb=settings.sink.memory_limit_mb,
-            own_process=settings.sink.writer_process,
-            writer_restarts=settings.sink.writer_restarts,
-        )
+        self.warehouse = open_warehouse(settings)
         self.warehouse.ensure_layers()
-        self.sink = WarehouseSink(
-            self.warehouse,
-            flush_rows=settings.sink.flush_rows,
-            linger_ms=settings.sink.linger_ms,
-            max_queue_rows=settings.sink.max_queue_rows,
-        )
+        self.sink = open_sink(settings, self.warehouse)
         self.query_token = secrets.token_urlsafe(32)
         self.intake = IntakeHandlers(settings, self.sink)
         self.app = create_app(self.intake)
-        self.query_app = create_query_app(self.warehouse, self.query_token, settings.query)
+        self.query_app: FastAPI | None = None
+        if self.warehouse.capabilities.single_writer_process:
+            # No other process can open the warehouse while this one runs: answer their
+            # queries (`shopstream sql`) here.
+            from shopstream.warehouse.duckdb.query_endpoint import create_query_app
+
+            self.query_app = create_query_app(self.warehouse, self.query_token, settings.query)
         self.url = ""
         self.query_socket: Path | None = None
         self.started_at = time.monotonic()
@@ -159,16 +152,11 @@ class Platform:
         path = self.settings.data_dir / RUNTIME_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        runtime: dict[str, Any] = {"url": self.url, "pid": os.getpid()}
+        if self.query_socket is not None:
+            runtime.update(socket=str(self.query_socket), token=self.query_token)
         with os.fdopen(fd, "w") as handle:
-            json.dump(
-                {
-                    "url": self.url,
-                    "socket": str(self.query_socket),
-                    "token": self.query_token,
-                    "pid": os.getpid(),
-                },
-                handle,
-            )
+            json.dump(runtime, handle)
 
     def _remove_runtime(self) -> None:
         data = read_runtime(self.settings.data_dir)
@@ -224,12 +212,14 @@ class Platform:
         sys.setswitchinterval(0.0005)
         sockname = server.servers[0].sockets[0].getsockname()
         self.url = http_url(sockname[0], sockname[1])
-        try:
-            queries, serving_queries = await self._serve_queries()
-        except BaseException:
-            server.should_exit = True
-            await serving
-            raise
+        queries: tuple[uvicorn.Server, asyncio.Task[None]] | None = None
+        if self.query_app is not None:
+            try:
+                queries = await self._serve_queries(self.query_app)
+            except BaseException:
+                server.should_exit = True
+                await serving
+                raise
         self._write_runtime()
         self.started_at = time.monotonic()
         log.info("collector listening on %s", self.url)
@@ -263,12 +253,11 @@ class Platform:
                     extra.setdefault("errors", []).append(str(exc))
             # Requests in flight finish (each waits for its commit) before the sink closes.
             server.should_exit = True
-            queries.should_exit = True
+            if queries is not None:
+                queries[0].should_exit = True
             await serving
-            await serving_queries
-            self.query_app.state.workers.shutdown(wait=False, cancel_futures=True)
-            if self.query_socket is not None:
-                remove_socket(self.query_socket, self.settings.data_dir)
+            if queries is not None:
+                await self._stop_queries(*queries)
             await asyncio.to_thread(self.sink.close)
             self._remove_runtime()
             for signum in (signal.SIGINT, signal.SIGTERM):
@@ -283,11 +272,13 @@ class Platform:
         seconds = time.monotonic() - self.started_at
         return Summary(seconds, counts, self.stats.accepted, self.stats.rejected, extra)
 
-    async def _serve_queries(self) -> tuple[uvicorn.Server, asyncio.Task[None]]:
+    async def _serve_queries(self, app: FastAPI) -> tuple[uvicorn.Server, asyncio.Task[None]]:
         """The local query endpoint, on a 0600 Unix socket in the data directory."""
+        from shopstream.warehouse.duckdb.query_endpoint import bind_socket
+
         sock, self.query_socket = bind_socket(self.settings.data_dir)
         config = uvicorn.Config(
-            self.query_app,
+            app,
             log_level="warning",
             access_log=False,
             lifespan="off",
@@ -301,6 +292,16 @@ class Platform:
                 raise RuntimeError("the query endpoint stopped while starting")
             await asyncio.sleep(0.01)
         return server, serving
+
+    async def _stop_queries(self, server: uvicorn.Server, serving: asyncio.Task[None]) -> None:
+        from shopstream.warehouse.duckdb.query_endpoint import remove_socket
+
+        server.should_exit = True
+        await serving
+        if self.query_app is not None:
+            self.query_app.state.workers.shutdown(wait=False, cancel_futures=True)
+        if self.query_socket is not None:
+            remove_socket(self.query_socket, self.settings.data_dir)
 
     def close(self) -> None:
         self.warehouse.close()

@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shopstream.cdc import catalog
-from shopstream.warehouse.raw import cdc_table_name
+from shopstream.events.raw import cdc_table_name
 from tests.support.cdc import ReaderThread
 
 _VALID = re.compile(r"[a-z_][a-z0-9_]{0,62}")

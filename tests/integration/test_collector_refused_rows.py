@@ -17,7 +17,7 @@ import httpx
 import orjson
 import pytest
 
-from shopstream.warehouse.duckdb import raw_table_ddl
+from shopstream.warehouse.duckdb.database import raw_table_ddl
 from tests.support.collector import CollectorProcess
 
 REFUSED = "refused-by-duckdb"

@@ -22,7 +22,7 @@ import psutil
 import pytest
 
 from shopstream.runtime import read_runtime
-from shopstream.warehouse.query_endpoint import ROUTE
+from shopstream.warehouse.duckdb.query_endpoint import ROUTE
 from tests.support.collector import CollectorProcess, free_port
 
 
@@ -398,7 +398,7 @@ def test_an_ipv6_collector_writes_a_usable_url_and_answers_sql(tmp_path: Path) -
 def test_a_data_dir_too_long_for_a_socket_address_still_gets_a_private_socket(
     tmp_path: Path,
 ) -> None:
-    from shopstream.warehouse.query_endpoint import bind_socket, remove_socket
+    from shopstream.warehouse.duckdb.query_endpoint import bind_socket, remove_socket
 
     deep = tmp_path / ("d" * 60) / ("e" * 60)
     sock, path = bind_socket(deep)

@@ -19,11 +19,11 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from shopstream.sinks.warehouse import dead_letter_row
+from shopstream.events.dead_letter import dead_letter_row
+from shopstream.events.raw import RAW_DEAD_LETTER
 from shopstream.warehouse.base import QueryError, Warehouse
-from shopstream.warehouse.duckdb import DuckDBWarehouse
-from shopstream.warehouse.raw import RAW_DEAD_LETTER
-from shopstream.warehouse.writer import WarehouseProcess
+from shopstream.warehouse.duckdb.database import DuckDBWarehouse
+from shopstream.warehouse.duckdb.writer_process import WarehouseProcess
 from tests.support.rows import events_table
 
 # An export whose schema.sql wrecks the warehouse: what `IMPORT DATABASE` used to run.

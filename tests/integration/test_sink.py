@@ -11,12 +11,13 @@ import orjson
 import pyarrow as pa
 import pytest
 
-from shopstream.sinks.base import LANDED, SinkUnavailable
-from shopstream.sinks.warehouse import WarehouseSink, dead_letter_row
+from shopstream.events.dead_letter import dead_letter_row
+from shopstream.events.raw import RAW_EVENTS
+from shopstream.sinks.base import LANDED, SinkError, SinkUnavailable
+from shopstream.sinks.warehouse import WarehouseSink
 from shopstream.warehouse.base import WarehouseUnavailable
-from shopstream.warehouse.duckdb import DuckDBWarehouse
-from shopstream.warehouse.raw import RAW_EVENTS
-from shopstream.warehouse.writer import WarehouseProcess
+from shopstream.warehouse.duckdb.database import DuckDBWarehouse
+from shopstream.warehouse.duckdb.writer_process import WarehouseProcess
 from tests.support.rows import event_row
 
 
@@ -117,8 +118,11 @@ def test_a_dead_writer_fails_submissions_without_dead_letters_then_recovers(
         old_pid = warehouse.pid
         assert old_pid is not None
         os.kill(old_pid, signal.SIGKILL)
-        with pytest.raises(WarehouseUnavailable):
+        # The sink's own error type (what the collector and the CDC reader catch), caused by
+        # the warehouse's.
+        with pytest.raises(SinkError) as failed:
             sink.submit({"events": [event_row("during")]}).result(timeout=30)
+        assert isinstance(failed.value.__cause__, WarehouseUnavailable)
         assert not sink.ready()
         assert sink.broken() is None  # recovering on its own: not a reason to restart us
         deadline = time.monotonic() + 30

@@ -13,10 +13,10 @@ import pyarrow as pa
 import pytest
 
 from shopstream.config import Settings
-from shopstream.warehouse import open_warehouse
 from shopstream.warehouse.base import WarehouseError, WarehouseUnavailable
-from shopstream.warehouse.duckdb import DuckDBWarehouse, WarehouseLocked
-from shopstream.warehouse.writer import WarehouseProcess
+from shopstream.warehouse.duckdb import open_duckdb
+from shopstream.warehouse.duckdb.database import DuckDBWarehouse, WarehouseLocked
+from shopstream.warehouse.duckdb.writer_process import WarehouseProcess
 from tests.support.collector import CollectorProcess
 from tests.support.rows import events_table
 
@@ -77,7 +77,7 @@ def test_a_long_query_does_not_hold_back_commits(tmp_path: Path) -> None:
 @pytest.mark.parametrize("own_process", [True, False])
 def test_the_memory_limit_reaches_duckdb(tmp_path: Path, own_process: bool) -> None:
     """Unset, DuckDB would take up to 80% of the machine's RAM (not the container's)."""
-    warehouse = open_warehouse(
+    warehouse = open_duckdb(
         tmp_path / "w.duckdb",
         memory_limit_mb=Settings().sink.memory_limit_mb,
         own_process=own_process,
@@ -87,7 +87,7 @@ def test_the_memory_limit_reaches_duckdb(tmp_path: Path, own_process: bool) -> N
         assert default.column("m").to_pylist() == ["488.2 MiB"]  # 512 MB, the default
     finally:
         warehouse.close()
-    warehouse = open_warehouse(tmp_path / "w.duckdb", memory_limit_mb=300, own_process=own_process)
+    warehouse = open_duckdb(tmp_path / "w.duckdb", memory_limit_mb=300, own_process=own_process)
     try:
         limit = warehouse.query("SELECT current_setting('memory_limit') AS m")
         assert limit.column("m").to_pylist() == ["286.1 MiB"]  # 300 MB

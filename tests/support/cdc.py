@@ -20,7 +20,7 @@ import psycopg
 from shopstream.cdc.reader import ChangeReader
 from shopstream.config import CdcSettings
 from shopstream.sinks.warehouse import WarehouseSink
-from shopstream.warehouse.duckdb import DuckDBWarehouse
+from shopstream.warehouse.duckdb.database import DuckDBWarehouse
 
 
 class ReaderThread:

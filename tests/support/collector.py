@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from shopstream.runtime import query_running, read_runtime
-from shopstream.warehouse.query_endpoint import MAX_LIMIT
+from shopstream.warehouse.duckdb.query_endpoint import MAX_LIMIT
 
 
 def free_port() -> int:

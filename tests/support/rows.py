@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 
-from shopstream.warehouse.raw import RAW_EVENTS
+from shopstream.events.raw import RAW_EVENTS
 
 
 def event_row(event_id: str, **overrides: object) -> dict[str, object]:

@@ -183,7 +183,7 @@ def test_settings_from_yaml(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None: 
     config.write_text("data_dir: /srv/shop\ncollector:\n  max_events_per_request: 10\n")
     monkeypatch.setenv("SHOPSTREAM_CONFIG", str(config))
     settings = Settings()
-    assert str(settings.warehouse_path) == "/srv/shop/shopstream.duckdb"
+    assert settings.warehouse == "duckdb:////srv/shop/shopstream.duckdb"
     assert settings.collector.max_events_per_request == 10
     monkeypatch.setenv("SHOPSTREAM_CONFIG", str(tmp_path / "missing.yaml"))
     with pytest.raises(FileNotFoundError):
@@ -192,7 +192,7 @@ def test_settings_from_yaml(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None: 
 
 def test_unsupported_warehouse_url_says_what_works() -> None:
     with pytest.raises(ValueError, match="duckdb:///"):
-        _ = Settings(warehouse_url="bigquery://project").warehouse_path
+        Settings(warehouse_url="bigquery://project")
 
 
 def test_segment_messages_without_id_keep_one_id_across_retries() -> None:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from shopstream.collector.intake import EventColumns, RequestInfo, take_native
 from shopstream.config import CollectorSettings
-from shopstream.warehouse.raw import RAW_EVENTS
+from shopstream.events.raw import RAW_EVENTS
 
 NOW = datetime.now(UTC)
 INFO = RequestInfo(ip="10.0.0.1", user_agent="test", route="/v1/events", received_at=NOW)

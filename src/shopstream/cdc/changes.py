@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from shopstream.cdc.pgoutput import PG_EPOCH_OFFSET_US, Relation
 from shopstream.cdc.values import RowDecoder
 from shopstream.events.change import change_id_prefix
-from shopstream.warehouse.raw import RAW_CDC, TS, cdc_table_name
+from shopstream.events.raw import RAW_CDC, TS, cdc_table_name
 
 _dumps = orjson.dumps
 

@@ -38,8 +38,8 @@ from shopstream.cdc.stats import ReaderStats
 from shopstream.cdc.values import RowDecoder, RowDecoders, RowValues
 from shopstream.events.change import UNAVAILABLE
 from shopstream.events.codes import ReasonCode
+from shopstream.events.dead_letter import dead_letter_row
 from shopstream.observability import metrics
-from shopstream.sinks.warehouse import dead_letter_row
 
 __all__ = ["HEARTBEAT_PREFIX", "Batch", "ChangeHandler", "KeyLookup"]
 

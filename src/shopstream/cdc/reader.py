@@ -43,8 +43,7 @@ from shopstream.cdc.stats import ReaderStats
 from shopstream.cdc.stream import ReplicationStream
 from shopstream.config import CdcSettings
 from shopstream.observability import metrics
-from shopstream.sinks.base import Sink, SinkUnavailable
-from shopstream.warehouse.base import WarehouseError
+from shopstream.sinks.base import Sink, SinkError, SinkUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +94,7 @@ class ChangeReader:
             try:
                 self._session(stop)
                 return
-            except (psycopg2.Error, psycopg.Error, WarehouseError, SinkUnavailable) as exc:
+            except (psycopg2.Error, psycopg.Error, SinkError) as exc:
                 # A lost connection, or a sink that could not make a batch durable: either
                 # way nothing past the last confirmed LSN counts, and the server sends it
                 # again on the next session.
@@ -110,9 +109,7 @@ class ChangeReader:
                 text = str(exc).strip()
                 log.warning(
                     "%s (%s); starting again from the last confirmed LSN in %.1f s",
-                    "sink failed"
-                    if isinstance(exc, WarehouseError | SinkUnavailable)
-                    else "PostgreSQL connection lost",
+                    "sink failed" if isinstance(exc, SinkError) else "PostgreSQL connection lost",
                     text.splitlines()[0] if text else type(exc).__name__,
                     backoff,
                 )

@@ -5,7 +5,7 @@ this module only puts them behind two entry points that share them (and their on
 policy): :func:`create_app` (FastAPI: the intake routes as documented operations, health,
 readiness, metrics and the event schema) and :class:`IntakeFastPath` (what ``shopstream run``
 serves: intake POSTs straight to the handlers, everything else to the FastAPI app). Queries
-are never served here: see :mod:`shopstream.warehouse.query_endpoint`.
+are never served here: see :mod:`shopstream.warehouse.duckdb.query_endpoint`.
 """
 
 from __future__ import annotations

@@ -42,10 +42,9 @@ from shopstream.collector.intake import (
 )
 from shopstream.config import Settings
 from shopstream.events.codes import ReasonCode
+from shopstream.events.dead_letter import dead_letter_row
 from shopstream.observability import metrics
-from shopstream.sinks.base import Outcome, Sink, SinkUnavailable
-from shopstream.sinks.warehouse import dead_letter_row
-from shopstream.warehouse.base import WarehouseError
+from shopstream.sinks.base import Outcome, Sink, SinkError, SinkUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -343,7 +342,7 @@ class IntakeHandlers:
                 IngestResponse(success=False, error=ReasonCode.SINK_UNAVAILABLE, message=str(exc)),
                 {"Retry-After": "1"},
             )
-        except WarehouseError as exc:
+        except SinkError as exc:
             metrics.REQUESTS_REJECTED.labels(ReasonCode.SINK_ERROR).inc()
             return answer(
                 503,

@@ -30,8 +30,8 @@ from shopstream.collector.segment import SegmentError, to_native
 from shopstream.config import CollectorSettings
 from shopstream.events.behaviour import EVENT_TYPES, EventBase, event_adapter
 from shopstream.events.codes import ReasonCode
-from shopstream.sinks.warehouse import dead_letter_row
-from shopstream.warehouse.raw import RAW_EVENTS
+from shopstream.events.dead_letter import dead_letter_row
+from shopstream.events.raw import RAW_EVENTS
 
 log = logging.getLogger(__name__)
 
@@ -491,7 +491,7 @@ class EventColumns:
     row). Requests' columns are merged in the sink and become one Arrow table per group
     commit, so a one-event request costs a few appends, not an Arrow conversion.
 
-    One list per column of :data:`~shopstream.warehouse.raw.RAW_EVENTS`, in its order, but
+    One list per column of :data:`~shopstream.events.raw.RAW_EVENTS`, in its order, but
     ``event_date`` (derived from ``event_ts`` in :meth:`to_arrow`); a unit test holds the two
     together.
     """

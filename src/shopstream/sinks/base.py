@@ -53,16 +53,28 @@ class Outcome:
 LANDED = Outcome()
 
 
-class SinkUnavailable(RuntimeError):
-    """The sink cannot take more now (full queue, closed, destination down): retry later."""
+class SinkError(RuntimeError):
+    """The sink could not make a submission durable: none of its rows count (no dead letters
+    were written for them). Callers must not acknowledge them; sending them again is safe.
+    Every failure a sink's future or ``submit`` reports is one of these, whatever the
+    destination (a warehouse's, a broker's errors are wrapped)."""
+
+
+class SinkUnavailable(SinkError):
+    """The sink cannot take more now (full queue, closed, destination down): retry later.
+    Raised by ``submit`` before anything was queued."""
 
 
 class Sink(Protocol):
+    #: Durable writes made so far (group commits, produced batches), for the status line.
+    commits: int
+
     def start(self) -> None: ...
 
     def submit(self, rows: Rows) -> Future[Outcome]:
         """Queue rows; the future resolves when they are durable (saying which rows went to
-        raw.dead_letter instead, and why), or fails with the reason none are."""
+        raw.dead_letter instead, and why), or fails with a :class:`SinkError` saying why none
+        are. Raises :class:`SinkUnavailable` when it cannot take them now."""
 
     def ready(self) -> bool:
         """True when the sink can write now (used by /readyz)."""

@@ -19,20 +19,31 @@ import logging
 import queue
 import threading
 import time
-import uuid
 from collections import Counter
 from concurrent.futures import Future, InvalidStateError
-from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import pyarrow as pa
 
 from shopstream.events.codes import ReasonCode
+from shopstream.events.dead_letter import dead_letter_row
+from shopstream.events.raw import schema_for
 from shopstream.observability import metrics
-from shopstream.sinks.base import LANDED, Columns, DeadLettered, Outcome, Rows, SinkUnavailable
+from shopstream.sinks import SinkBackend
+from shopstream.sinks.base import (
+    LANDED,
+    Columns,
+    DeadLettered,
+    Outcome,
+    Rows,
+    SinkError,
+    SinkUnavailable,
+)
 from shopstream.warehouse.base import Warehouse, WarehouseError, WarehouseUnavailable
-from shopstream.warehouse.raw import schema_for
+
+if TYPE_CHECKING:
+    from shopstream.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -48,21 +59,6 @@ class _Submission:
         self.future: Future[Outcome] = Future()
 
 
-def dead_letter_row(
-    source: str, reason: str, payload: str | bytes | None, context: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    if isinstance(payload, bytes):
-        payload = payload.decode("utf-8", errors="replace")
-    return {
-        "dead_letter_id": str(uuid.uuid4()),
-        "source": source,
-        "reason": reason,
-        "payload": payload,
-        "context": orjson.dumps(context or {}).decode(),
-        "received_at": datetime.now(UTC),
-    }
-
-
 class WarehouseSink:
     def __init__(
         self,
@@ -72,6 +68,10 @@ class WarehouseSink:
         linger_ms: float = 2.0,
         max_queue_rows: int = 500_000,
     ) -> None:
+        if not warehouse.capabilities.atomic_multi_table_append:
+            # A group commit holds several tables (events and their dead letters, say):
+            # half of one landing would break the all-or-nothing answer to each submission.
+            raise ValueError("the warehouse sink needs a warehouse that appends atomically")
         self.warehouse = warehouse
         self.flush_rows = flush_rows
         self.linger = linger_ms / 1000
@@ -142,7 +142,7 @@ class WarehouseSink:
             # Whatever went wrong, nobody may wait forever: fail everything still queued.
             log.exception("the warehouse sink stopped")
             self._healthy = False
-            self._fail_queued(WarehouseError(f"the warehouse sink stopped: {exc}"))
+            self._fail_queued(SinkError(f"the warehouse sink stopped: {exc}"))
             raise
         finally:
             self._fail_queued(SinkUnavailable("the warehouse sink has stopped"))
@@ -207,7 +207,7 @@ class WarehouseSink:
             # Not the rows' fault: no dead letters; the callers are told and send them again.
             log.warning("group commit of %d rows failed: %s", total, exc)
             for submission in group:
-                _resolve(submission.future, error=exc)
+                _resolve(submission.future, error=_sink_error(exc))
         except Exception as exc:
             log.warning("group commit of %d rows failed (%s); retrying one by one", total, exc)
             metrics.SINK_FAILURES.inc()
@@ -229,17 +229,17 @@ class WarehouseSink:
     def _commit_alone(self, submission: _Submission) -> None:
         try:
             outcome = _Isolation(self.warehouse).load(submission.rows)
-        except WarehouseUnavailable as exc:
-            _resolve(submission.future, error=exc)
-            return
         except _DeadLettersFailed as exc:
             # Neither the rows nor their dead letters can be written: the warehouse itself
             # is failing. The caller gets the error and must not acknowledge.
             self._healthy = False
-            _resolve(submission.future, error=WarehouseError(f"warehouse cannot be written: {exc}"))
+            _resolve(
+                submission.future,
+                error=_sink_error(exc, f"warehouse cannot be written: {exc}"),
+            )
             return
-        except WarehouseError as exc:
-            _resolve(submission.future, error=exc)
+        except WarehouseError as exc:  # unavailable (restarting), or rows it cannot convert
+            _resolve(submission.future, error=_sink_error(exc))
             return
         if outcome.dead_lettered:
             metrics.DEAD_LETTERS.labels("loader", ReasonCode.LOAD_ERROR).inc(
@@ -256,6 +256,8 @@ class WarehouseSink:
                 metrics.SINK_ROWS_WRITTEN.labels(table).inc(written)
 
     def _checkpoint(self) -> None:
+        if not self.warehouse.capabilities.checkpoints:
+            return
         try:
             self.warehouse.checkpoint()
         except Exception as exc:  # a failed checkpoint loses nothing: the WAL still holds it
@@ -339,6 +341,14 @@ class _Isolation:
         self.letters = []
 
 
+def _sink_error(exc: Exception, message: str | None = None) -> SinkError:
+    """The warehouse's failure as the sink's error type (callers catch that, whatever the
+    destination), with the warehouse's error as its cause."""
+    error = SinkError(message or str(exc))
+    error.__cause__ = exc
+    return error
+
+
 def _resolve(
     future: Future[Outcome], outcome: Outcome | None = None, *, error: Exception | None = None
 ) -> None:
@@ -381,3 +391,15 @@ def _to_arrow(groups: list[Rows]) -> dict[str, pa.Table]:
         table: parts[0] if len(parts) == 1 else pa.concat_tables(parts)
         for table, parts in pieces.items()
     }
+
+
+def _open(url: str, settings: Settings, warehouse: Warehouse) -> WarehouseSink:
+    return WarehouseSink(
+        warehouse,
+        flush_rows=settings.sink.flush_rows,
+        linger_ms=settings.sink.linger_ms,
+        max_queue_rows=settings.sink.max_queue_rows,
+    )
+
+
+BACKEND = SinkBackend("warehouse", _open)

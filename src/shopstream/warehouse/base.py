@@ -1,6 +1,8 @@
-"""The Warehouse protocol: what every warehouse backend provides (today DuckDB).
+"""The Warehouse protocol: what every warehouse backend provides (today DuckDB), the
+capabilities a backend declares, and the errors callers may catch.
 
-Adding a backend is adding a module that implements these few methods.
+Adding a backend is one module implementing these methods plus one line in the registry
+(:data:`shopstream.warehouse.WAREHOUSES`); see the README's "Adding a backend".
 """
 
 from __future__ import annotations
@@ -23,12 +25,33 @@ class QueryError(WarehouseError):
     statement that is not a read, a file it may not read."""
 
 
+class WarehouseInUse(WarehouseError):
+    """Another process holds a warehouse that allows one writer process
+    (``capabilities.single_writer_process``): that process must answer for it."""
+
+
 class WarehouseUnavailable(WarehouseError):
     """The warehouse cannot be reached right now (its writer process is restarting, say).
 
     Nothing was refused: the same rows may be sent again later. Callers must not treat the
     rows as bad (no dead letters for them) and must not acknowledge them.
     """
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do; callers ask these instead of checking a backend's type."""
+
+    #: One process at a time may open the warehouse (DuckDB's file lock): the running
+    #: platform answers queries for other processes (``shopstream sql``) on a local socket.
+    single_writer_process: bool
+    #: ``append`` of several raw tables lands all or nothing (the sink groups tables in one
+    #: commit and relies on it).
+    atomic_multi_table_append: bool
+    #: ``checkpoint`` does useful work (the sink calls it when idle).
+    checkpoints: bool
+    #: A query's cost can be estimated before it runs (a dry run, as BigQuery offers).
+    dry_run_cost: bool
 
 
 @dataclass(frozen=True)
@@ -41,6 +64,9 @@ class WarehouseHealth:
 
 
 class Warehouse(Protocol):
+    #: What this backend can do (the same for every instance of it).
+    capabilities: Capabilities
+
     def ensure_layers(self) -> None:
         """Create the schemas raw, staging, mart, monitoring and the fixed raw tables."""
 

@@ -18,9 +18,21 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from shopstream.warehouse.base import LAYERS, QueryError, WarehouseError, WarehouseHealth
-from shopstream.warehouse.files import private_directory, private_umask, tighten, warehouse_files
-from shopstream.warehouse.raw import json_columns, schema_for
+from shopstream.events.raw import json_columns, schema_for
+from shopstream.warehouse.base import (
+    LAYERS,
+    QueryError,
+    WarehouseError,
+    WarehouseHealth,
+    WarehouseInUse,
+)
+from shopstream.warehouse.duckdb import CAPABILITIES
+from shopstream.warehouse.duckdb.files import (
+    private_directory,
+    private_umask,
+    tighten,
+    warehouse_files,
+)
 
 _SQL_TYPES = {
     pa.string(): "VARCHAR",
@@ -207,6 +219,8 @@ def _as_text_where_lossy(relation: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRe
 
 
 class DuckDBWarehouse:
+    capabilities = CAPABILITIES
+
     def __init__(
         self,
         path: Path,
@@ -217,7 +231,7 @@ class DuckDBWarehouse:
         check_modes: bool = True,
     ):
         """``check_modes``: make the directory and files private (see
-        :mod:`shopstream.warehouse.files`); a writer process's parent has done it already."""
+        :mod:`shopstream.warehouse.duckdb.files`); a writer process's parent has done it already."""
         self.path = path
         self.read_only = read_only
         temp_directory = path.with_name(path.name + ".tmp")
@@ -392,7 +406,7 @@ class DuckDBWarehouse:
             self._con.close()
 
 
-class WarehouseLocked(WarehouseError):
+class WarehouseLocked(WarehouseInUse):
     """Another process (a running platform) holds the DuckDB file."""
 
     def __init__(self, path: Path, detail: str = "", *, message: str | None = None) -> None:

@@ -38,7 +38,8 @@ from shopstream.warehouse.base import (
     WarehouseHealth,
     WarehouseUnavailable,
 )
-from shopstream.warehouse.files import private_directory, tighten, warehouse_files
+from shopstream.warehouse.duckdb import CAPABILITIES
+from shopstream.warehouse.duckdb.files import private_directory, tighten, warehouse_files
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def _serve(
     # platform's end of the pipe closes.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    from shopstream.warehouse.duckdb import DuckDBWarehouse
+    from shopstream.warehouse.duckdb.database import DuckDBWarehouse
 
     try:
         warehouse = DuckDBWarehouse(
@@ -143,6 +144,8 @@ class WarehouseProcess:
     writers that did not live ``STABLE_SECONDS`` it gives up: health() reports ``failed`` and
     the process must be restarted (the collector's /healthz says so to the orchestrator).
     """
+
+    capabilities = CAPABILITIES
 
     #: A writer that lived this long was fine: its death starts the count of restarts afresh.
     STABLE_SECONDS = 60.0
@@ -348,7 +351,7 @@ class WarehouseProcess:
 
 
 def _raise(kind: str | None, message: str | None, path: Path) -> NoReturn:
-    from shopstream.warehouse.duckdb import WarehouseLocked
+    from shopstream.warehouse.duckdb.database import WarehouseLocked
 
     if kind == "WarehouseLocked":
         raise WarehouseLocked(path, message=message)

@@ -20,7 +20,7 @@ import pytest
 from shopstream.collector.app import IntakeFastPath, create_app
 from shopstream.collector.handlers import IntakeHandlers
 from shopstream.sinks.warehouse import WarehouseSink
-from shopstream.warehouse.duckdb import DuckDBWarehouse
+from shopstream.warehouse.duckdb.database import DuckDBWarehouse
 
 ENTRY_POINTS = ("fast_path", "fastapi")
 #: Where the in-process requests come from (raw.events records it).

@@ -157,7 +157,7 @@ def _serve(
 ) -> None:
     """Run the platform in this process until it is told to stop; print the summary."""
     from shopstream.devtools.shop_database import local_shop_database
-    from shopstream.runtime import Companion, Platform, cdc_companion, order_workload_companion
+    from shopstream.platform import Companion, Platform, cdc_companion, order_workload_companion
     from shopstream.warehouse import WarehouseError
 
     dsn = settings.postgres_dsn
@@ -507,7 +507,7 @@ def cdc(
         start_http_server(
             settings.cdc.metrics_port, addr=settings.collector.host, registry=REGISTRY
         )
-        from shopstream.runtime import http_url
+        from shopstream.platform import http_url
 
         console.print(
             f"metrics on {http_url(settings.collector.host, settings.cdc.metrics_port)}/metrics"
@@ -567,7 +567,7 @@ def cdc(
 
 
 def _query_running(settings: Settings, sql: str, limit: int) -> dict[str, Any]:
-    from shopstream.runtime import query_running
+    from shopstream.platform import query_running
 
     try:
         answer = query_running(settings.data_dir, sql, limit=limit)

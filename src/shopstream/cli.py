@@ -6,8 +6,9 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import httpx
 import orjson
@@ -19,6 +20,14 @@ from rich.text import Text
 
 from shopstream.config import Settings, load_settings
 from shopstream.observability.logging import setup_logging
+
+if TYPE_CHECKING:  # the platform is imported when a command runs it (uvicorn, FastAPI...)
+    from shopstream.cdc.stats import ReaderStatus
+    from shopstream.generators.clickstream import SendStats
+    from shopstream.generators.shop import WorkloadStats
+    from shopstream.platform import Parts, Platform, PlatformStatus, Summary, Traffic
+
+T = TypeVar("T")
 
 app = typer.Typer(
     help="shopstream: real-time data platform for e-commerce.",
@@ -60,8 +69,6 @@ class StatusLine:
         self.last_changes = 0
         self.rate = 0.0
         self.cdc_rate = 0.0
-        self.generator: Any = None
-        self.companions: dict[str, Any] = {}
 
     def tick(self, accepted: int, changes: int) -> None:
         """Update the events/s and changes/s rates (at most every half second)."""
@@ -72,26 +79,32 @@ class StatusLine:
             self.cdc_rate = (changes - self.last_changes) / elapsed
             self.last, self.last_accepted, self.last_changes = now, accepted, changes
 
-    def render(self, platform: Any) -> Group:
-        stats = platform.stats
-        reader = self.companions.get("reader")
+    def render(self, status: PlatformStatus) -> Group:
+        collector, reader = status.collector, status.cdc
         self.tick(
-            stats.accepted, reader.stats.changes + reader.stats.snapshot_rows if reader else 0
+            collector.accepted if collector else 0,
+            reader.changes + reader.snapshot_rows if reader else 0,
         )
-        up = int(time.monotonic() - platform.started_at)
-        head = Text.assemble(
-            ("shopstream ", "bold"),
-            ("● ", "green"),
-            f"collector {platform.url}   up {up // 60:02d}:{up % 60:02d}",
-        )
-        events = Text(
-            f"events    accepted {stats.accepted:,} ({self.rate:,.0f}/s)   "
-            f"rejected {stats.rejected:,}   sink queue {platform.sink.pending_rows():,} rows   "
-            f"commits {platform.sink.commits:,}"
-        )
-        lines = [head, events]
-        if self.generator is not None:
-            g = self.generator
+        lines: list[Text] = []
+        if collector is not None:
+            up = int(collector.up_seconds)
+            lines.append(
+                Text.assemble(
+                    ("shopstream ", "bold"),
+                    ("● ", "green"),
+                    f"collector {collector.url}   up {up // 60:02d}:{up % 60:02d}",
+                )
+            )
+            lines.append(
+                Text(
+                    f"events    accepted {collector.accepted:,} ({self.rate:,.0f}/s)   "
+                    f"rejected {collector.rejected:,}   "
+                    f"sink queue {collector.sink_pending_rows:,} rows   "
+                    f"commits {collector.sink_commits:,}"
+                )
+            )
+        if status.generator is not None:
+            g = status.generator
             lines.append(
                 Text(
                     f"generator sent {g.sent:,}   acknowledged {g.accepted:,}   "
@@ -99,8 +112,8 @@ class StatusLine:
                 )
             )
         if reader is not None:
-            lines.append(cdc_line(reader.stats, self.cdc_rate))
-        orders = self.companions.get("orders")
+            lines.append(cdc_line(reader, self.cdc_rate))
+        orders = status.orders
         if orders is not None:
             lines.append(
                 Text(
@@ -115,14 +128,15 @@ class StatusLine:
 def _size(value: int | None) -> str:
     if value is None:
         return "?"
+    size = float(value)
     for unit in ("B", "kB", "MB", "GB"):
-        if abs(value) < 1024 or unit == "GB":
-            return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.1f} {unit}"
-        value = value / 1024  # type: ignore[assignment]
-    return str(value)
+        if abs(size) < 1024 or unit == "GB":
+            return f"{size:,.0f} {unit}" if unit == "B" else f"{size:,.1f} {unit}"
+        size = size / 1024
+    return str(size)
 
 
-def cdc_line(stats: Any, rate: float) -> Text:
+def cdc_line(stats: ReaderStatus, rate: float) -> Text:
     lag = stats.lag_seconds
     lag_text = "-" if lag is None else f"{lag:,.1f} s"
     return Text(
@@ -133,7 +147,7 @@ def cdc_line(stats: Any, rate: float) -> Text:
     )
 
 
-def _summary_table(summary: Any) -> Table:
+def _summary_table(summary: Summary) -> Table:
     table = Table(title=f"shopstream stopped after {summary.seconds:,.1f} s", title_justify="left")
     table.add_column("table")
     table.add_column("rows", justify="right")
@@ -142,23 +156,62 @@ def _summary_table(summary: Any) -> Table:
     return table
 
 
+def _build(settings: Settings, parts: Parts) -> Platform:
+    """The platform, or a clear error (the warehouse held by another process, say)."""
+    from shopstream.platform import Platform
+    from shopstream.warehouse import WarehouseError
+
+    try:
+        return Platform(settings, parts)
+    except WarehouseError as exc:  # the message says what to do
+        raise _fail(str(exc)) from exc
+
+
+def _run_platform(platform: Platform, duration: float | None) -> tuple[Summary, StatusLine]:
+    """Run it with the live status line on a terminal; tune the process first."""
+    from shopstream.platform import tune_process
+
+    tune_process()
+    status = StatusLine()
+    live = Live(console=console, refresh_per_second=4) if console.is_terminal else None
+
+    def tick(p: Platform) -> None:
+        if live is not None:
+            live.update(status.render(p.status()))
+
+    async def main() -> Summary:
+        if live is not None:
+            with live:
+                return await platform.run(duration=duration, on_tick=tick)
+        return await platform.run(duration=duration)
+
+    try:
+        summary: Summary = _run_async(main())
+    except OSError as exc:
+        collector = platform.collector
+        where = f"{collector.host}:{collector.port}" if collector else "the collector's address"
+        raise _fail(
+            f"cannot listen on {where}: {exc}. "
+            "Pick another with --port or SHOPSTREAM_COLLECTOR__PORT."
+        ) from exc
+    finally:
+        platform.close()
+    return summary, status
+
+
 def _serve(
     settings: Settings,
     *,
     host: str | None,
     port: int | None,
     duration: float | None,
-    generate: bool,
-    rate: float,
-    truth: Path | None,
-    bad_fraction: float,
+    traffic: Traffic | None,
     local_postgres: bool = False,
     orders_tps: float = 0.0,
 ) -> None:
     """Run the platform in this process until it is told to stop; print the summary."""
     from shopstream.devtools.shop_database import local_shop_database
-    from shopstream.platform import Companion, Platform, cdc_companion, order_workload_companion
-    from shopstream.warehouse import WarehouseError
+    from shopstream.platform import Parts
 
     dsn = settings.postgres_dsn
     server = None
@@ -172,93 +225,42 @@ def _serve(
                 "your shop database instead, or run without --local-postgres."
             ) from exc
         console.print(f"shop database ready: {dsn}")
+    parts = Parts(
+        host=host,
+        port=port,
+        cdc_dsn=dsn,
+        traffic=traffic,
+        orders_tps=orders_tps if traffic is not None else 0.0,
+        duration=duration,
+    )
     try:
-        platform = Platform(settings, host=host, port=port)
-    except WarehouseError as exc:  # held by another process, say: the message says what to do
-        if server is not None:
-            server.stop()
-        raise _fail(str(exc)) from exc
-    status = StatusLine()
-    companions: list[Companion] = []
-    if dsn is not None:
-        companions.append(cdc_companion(platform, dsn, status.companions))
-        if generate and orders_tps > 0:
-            companions.append(
-                order_workload_companion(
-                    dsn, tps=orders_tps, duration=duration, holder=status.companions
-                )
-            )
-    if generate:
-        from shopstream.generators.clickstream import send_events
-
-        async def traffic(url: str, stop: asyncio.Event) -> dict[str, Any]:
-            def progress(stats: Any) -> None:
-                status.generator = stats
-
-            truth_data = await send_events(
-                url,
-                rate=rate,
-                duration=duration if duration is not None else float("inf"),
-                write_key=settings.write_keys[0].get_secret_value()
-                if settings.write_keys
-                else None,
-                bad_fraction=bad_fraction,
-                on_progress=progress,
-                stop=stop,
-            )
-            if truth is not None:
-                truth_data.write_json(truth)
-            return {"generator": truth_data}
-
-        companions.append(traffic)
-
-    interactive = console.is_terminal
-    live = Live(console=console, refresh_per_second=4, transient=False) if interactive else None
-
-    def tick(p: Any) -> None:
-        if live is not None:
-            live.update(status.render(p))
-
-    async def main() -> Any:
-        if live is not None:
-            with live:
-                return await platform.run(duration=duration, companions=companions, on_tick=tick)
-        return await platform.run(duration=duration, companions=companions)
-
-    try:
-        summary = _run_async(main())
-    except OSError as exc:
-        raise _fail(
-            f"cannot listen on {platform.host}:{platform.port}: {exc}. "
-            "Pick another with --port or SHOPSTREAM_COLLECTOR__PORT."
-        ) from exc
+        platform = _build(settings, parts)
+        summary, status = _run_platform(platform, duration)
     finally:
-        platform.close()
         if server is not None:
             server.stop()
-    if not interactive:
-        console.print(status.render(platform))
+    if not console.is_terminal:
+        console.print(status.render(platform.status()))
     console.print(_summary_table(summary))
     console.print(
         f"accepted {summary.accepted:,} events, rejected {summary.rejected:,} "
         f'(reasons in raw.dead_letter).  Query: {_command_name()} sql "SELECT ..."'
     )
-    generator = summary.extra.get("generator")
+    generator = summary.generator
     if generator is not None:
         console.print(
             f"generator: sent {generator.sent:,}, acknowledged {generator.accepted:,}, "
             f"rejected {generator.rejected:,}"
         )
-    cdc = summary.extra.get("cdc")
+    cdc = summary.cdc
     if cdc is not None:
         console.print(
             f"cdc: {cdc.changes:,} changes in {cdc.transactions:,} transactions, "
             f"{cdc.snapshot_rows:,} snapshot rows, {cdc.dead_letters:,} dead letters"
         )
-    errors = summary.extra.get("errors", [])
-    for error in errors:
-        console.print(f"[red]error:[/red] {error}")
-    if errors:
+    for failure in summary.failures:
+        console.print(f"[red]error:[/red] {failure}")
+    if summary.failures:
         raise typer.Exit(1)
 
 
@@ -269,7 +271,7 @@ def _command_name() -> str:
     return sys.argv[0]
 
 
-def _run_async(coro: Any) -> Any:
+def _run_async(coro: Coroutine[Any, Any, T]) -> T:
     try:
         import uvloop
 
@@ -308,16 +310,15 @@ def run(
 ) -> None:
     """Run the platform on one machine: collector, CDC (when a shop database is configured)
     and the sink into the DuckDB warehouse."""
+    from shopstream.platform import Traffic
+
     settings = _settings()
     _serve(
         settings,
         host=host,
         port=port,
         duration=duration,
-        generate=generate,
-        rate=rate,
-        truth=truth,
-        bad_fraction=bad_fraction,
+        traffic=Traffic(rate=rate, bad_fraction=bad_fraction, truth=truth) if generate else None,
         local_postgres=local_postgres,
         orders_tps=orders_tps,
     )
@@ -330,16 +331,7 @@ def collector(
 ) -> None:
     """Run the collector alone (events → raw.events), until Ctrl-C or SIGTERM."""
     settings = _settings()
-    _serve(
-        settings,
-        host=host,
-        port=port,
-        duration=None,
-        generate=False,
-        rate=0,
-        truth=None,
-        bad_fraction=0,
-    )
+    _serve(settings, host=host, port=port, duration=None, traffic=None)
 
 
 # -- generators -----------------------------------------------------------------------------
@@ -375,7 +367,7 @@ def generate_events(
         task = progress.add_task("send", total=duration, detail="")
         started = time.monotonic()
 
-        def on_progress(stats: Any) -> None:
+        def on_progress(stats: SendStats) -> None:
             progress.update(
                 task,
                 completed=min(time.monotonic() - started, duration),
@@ -438,7 +430,7 @@ def generate_orders(
     ) as progress:
         task = progress.add_task("orders", total=duration, detail="")
 
-        def on_progress(stats: Any) -> None:
+        def on_progress(stats: WorkloadStats) -> None:
             progress.update(
                 task,
                 completed=min(stats.elapsed, duration),
@@ -480,94 +472,45 @@ def cdc(
     ] = False,
 ) -> None:
     """Capture the shop database's changes into raw.cdc_<table> (runs the reader alone)."""
-    import signal
-    import threading
-
     from shopstream.cdc.catalog import CdcSetupError
-    from shopstream.cdc.reader import ChangeReader
-    from shopstream.sinks import open_sink
-    from shopstream.warehouse import WarehouseError, open_warehouse
+    from shopstream.platform import Parts
 
     settings = _settings()
     dsn = dsn or settings.postgres_dsn
     if not dsn:
         raise _fail("no shop database: pass --dsn or set SHOPSTREAM_POSTGRES_DSN")
-    try:
-        warehouse = open_warehouse(settings)
-    except WarehouseError as exc:  # held by another process, say: the message says what to do
-        raise _fail(str(exc)) from exc
-    warehouse.ensure_layers()
-    sink = open_sink(settings, warehouse)
-    sink.start()
-    if settings.cdc.metrics_port is not None:
-        from prometheus_client import start_http_server
-
-        from shopstream.observability.metrics import REGISTRY
-
-        start_http_server(
-            settings.cdc.metrics_port, addr=settings.collector.host, registry=REGISTRY
-        )
-        from shopstream.platform import http_url
-
-        console.print(
-            f"metrics on {http_url(settings.collector.host, settings.cdc.metrics_port)}/metrics"
-        )
-    stop = threading.Event()
-    reader = ChangeReader(
-        dsn,
-        settings.cdc,
-        sink,
-        state_dir=settings.data_dir,
-        idle_exit=0.0 if setup_only else idle_exit,
+    parts = Parts(
+        collector=False,
+        cdc_dsn=dsn,
+        cdc_idle_exit=0.0 if setup_only else idle_exit,
+        metrics_port=settings.cdc.metrics_port,
     )
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    failures: list[Exception] = []
-
-    def read() -> None:
-        try:
-            reader.run(stop)
-        except Exception as exc:  # reported below, after the sink has flushed
-            failures.append(exc)
-
-    worker = threading.Thread(target=read, name="cdc-reader", daemon=True)
-    worker.start()
-    status = StatusLine()
-    try:
-        if console.is_terminal:
-            with Live(console=console, refresh_per_second=4) as live:
-                while worker.is_alive():
-                    status.tick(0, reader.stats.changes + reader.stats.snapshot_rows)
-                    live.update(cdc_line(reader.stats, status.cdc_rate))
-                    worker.join(0.25)
-        else:
-            worker.join()
-    finally:
-        stop.set()
-        worker.join(60)
-        sink.close()
-        counts = {k: v for k, v in warehouse.table_counts().items() if k.startswith("raw.cdc_")}
-        warehouse.close()
-    if failures:
-        failure = failures[0]
+    platform = _build(settings, parts)
+    if platform.metrics_url is not None:
+        console.print(f"metrics on {platform.metrics_url}")
+    summary, _ = _run_platform(platform, None)
+    if summary.failures:
+        failure = summary.failures[0]
         if isinstance(failure, CdcSetupError):
             raise _fail(str(failure))
         raise _fail(f"CDC reader failed: {failure}")
-    stats = reader.stats
+    stats = summary.cdc
+    assert stats is not None  # the reader finished without a failure
     console.print(cdc_line(stats, 0.0))
     console.print(
         f"captured {stats.changes:,} changes in {stats.transactions:,} transactions "
         f"and {stats.snapshot_rows:,} snapshot rows; confirmed LSN {stats.confirmed_lsn:X}"
     )
-    for table, rows in counts.items():
-        console.print(f"  {table}: {rows:,} rows")
+    for table, rows in summary.table_counts.items():
+        if table.startswith("raw.cdc_"):
+            console.print(f"  {table}: {rows:,} rows")
 
 
 # -- sql -------------------------------------------------------------------------------------
 
 
 def _query_running(settings: Settings, sql: str, limit: int) -> dict[str, Any]:
-    from shopstream.platform import query_running
+    from shopstream.runtime import query_running
 
     try:
         answer = query_running(settings.data_dir, sql, limit=limit)

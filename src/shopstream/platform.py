@@ -1,10 +1,14 @@
-"""The embedded shape: collector, sink and (optionally) generated traffic in one process.
+"""The composition root: builds the parts a command needs from settings, and runs them.
 
-``shopstream run`` and ``shopstream collector`` both come here. The process owns the DuckDB
-file (DuckDB allows one writer process), so it also answers ``shopstream sql`` for other
-processes, on a Unix socket of its own (:mod:`shopstream.warehouse.duckdb.query_endpoint`), never on
-the collector's port. The collector's URL, the socket's path and a per-run token are written
-to ``<data_dir>/runtime.json`` (mode 0600) while it runs.
+``shopstream run``, ``shopstream collector`` and ``shopstream cdc`` are one build with
+different :class:`Parts` switched on: the warehouse and the sink always; the collector (with
+the local query socket when the warehouse allows one writer process only, see
+:mod:`shopstream.runtime`); the CDC reader; generated clickstream and order traffic; a
+metrics endpoint. This is the only module that wires components together.
+
+Every component has ``start`` / ``stop`` / ``status()``; ``status()`` returns a frozen
+snapshot the CLI renders. Process-wide tuning is :func:`tune_process`, called once by the
+CLI for serving commands.
 """
 
 from __future__ import annotations
@@ -12,173 +16,208 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import json
 import logging
-import os
 import secrets
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Generic, Protocol, TypeVar
 
 import uvicorn
-from fastapi import FastAPI
 
+from shopstream.cdc.stats import ReaderStatus
 from shopstream.collector.app import IntakeFastPath, create_app
 from shopstream.collector.connection import bounded_http
 from shopstream.collector.handlers import IntakeHandlers
 from shopstream.config import Settings
-from shopstream.sinks import open_sink
+from shopstream.generators.clickstream import GroundTruth, SendStats
+from shopstream.generators.shop import ShopTruth, WorkloadStats
+from shopstream.runtime import (
+    QueryService,
+    QuietServer,
+    http_url,
+    remove_runtime,
+    start_server,
+    write_runtime,
+)
+from shopstream.sinks import Sink, open_sink
 from shopstream.warehouse import WarehouseError, open_warehouse
 
 log = logging.getLogger(__name__)
 
-RUNTIME_FILE = "runtime.json"
+__all__ = [
+    "Parts",
+    "Platform",
+    "PlatformStatus",
+    "Summary",
+    "tune_process",
+]
 
 
-class _Server(uvicorn.Server):
-    """uvicorn, minus its signal handling: the platform decides how to shut down."""
+def tune_process() -> None:
+    """Process-wide tuning for a serving process; call once, after the imports."""
+    # Everything loaded so far lives for the whole run: keep the collector from scanning
+    # it again and again, and collect young objects less often (GC took 6-16% of a core
+    # under load).
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
+    # The sink thread is on the commit's critical path but needs the GIL for a few short
+    # steps per commit; at the default 5 ms switch interval each step can wait that long
+    # behind the busy event loop.
+    sys.setswitchinterval(0.0005)
 
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
+
+# -- what to build ---------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True)
+class Traffic:
+    """Generated clickstream sent to the collector."""
+
+    rate: float
+    bad_fraction: float
+    truth: Path | None = None
+
+
+@dataclass(frozen=True)
+class Parts:
+    """Which parts a command switches on (the warehouse and sink are always there)."""
+
+    collector: bool = True
+    host: str | None = None
+    port: int | None = None
+    #: The shop database to capture changes from (None: no CDC reader).
+    cdc_dsn: str | None = None
+    #: The reader stops once no change has arrived for this many seconds (0: after setup).
+    cdc_idle_exit: float | None = None
+    traffic: Traffic | None = None
+    #: Order-workload transactions/s against ``cdc_dsn`` (0: none).
+    orders_tps: float = 0.0
+    #: Serve Prometheus metrics on their own port (for processes without the collector).
+    metrics_port: int | None = None
+    #: How long generators run (None: until stopped).
+    duration: float | None = None
+
+
+# -- status snapshots ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CollectorStatus:
+    url: str
+    up_seconds: float
+    accepted: int
+    rejected: int
+    sink_pending_rows: int
+    sink_commits: int
+
+
+@dataclass(frozen=True)
+class PlatformStatus:
+    """What each running part reports; None for parts that are switched off."""
+
+    collector: CollectorStatus | None
+    generator: SendStats | None
+    cdc: ReaderStatus | None
+    orders: WorkloadStats | None
+
+
+@dataclass(frozen=True)
 class Summary:
     seconds: float
     table_counts: dict[str, int]
     accepted: int
     rejected: int
-    extra: dict[str, Any] = field(default_factory=dict)
+    generator: GroundTruth | None = None
+    cdc: ReaderStatus | None = None
+    orders: ShopTruth | None = None
+    #: What failed (a part, the row counts), in order; the command exits non-zero.
+    failures: tuple[Exception, ...] = ()
 
 
-#: A companion task run beside the collector (generator, CDC reader): gets the collector's
-#: URL and a stop event; returns facts for the summary.
-Companion = Callable[[str, asyncio.Event], Coroutine[Any, Any, dict[str, Any]]]
+# -- components ------------------------------------------------------------------------------
+
+S = TypeVar("S")
+R = TypeVar("R")
 
 
-def read_runtime(data_dir: Path) -> dict[str, Any] | None:
-    """The running platform's address, token and pid, if one left them in ``data_dir``."""
-    try:
-        data: dict[str, Any] = json.loads((data_dir / RUNTIME_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return data
+class Part(Protocol):
+    """A part that runs beside the collector: started, told to stop, asked for status."""
 
+    name: str
 
-def http_url(host: str, port: int) -> str:
-    """``http://host:port``, with an IPv6 literal in brackets (``http://[::1]:8080``)."""
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    return f"http://{host}:{port}"
+    async def start(self) -> None: ...
 
+    async def stop(self) -> None: ...
 
-@dataclass
-class QueryAnswer:
-    columns: list[str]
-    rows: list[list[Any]]
-    truncated: bool
-    limit: int
-
-
-def query_running(
-    data_dir: Path, sql: str, *, limit: int | None = None, timeout: float = 120
-) -> QueryAnswer:
-    """Ask the platform running on ``data_dir`` (it owns a single-writer warehouse, such as
-    DuckDB's file) to run a read query,
-    over its local socket. ``limit``: rows at most (default: the platform's query.max_rows).
-
-    Raises LookupError when none left its address, RuntimeError with the platform's answer
-    when the query fails, and httpx's errors when it does not answer.
-    """
-    import httpx
-
-    from shopstream.warehouse.duckdb.query_endpoint import ROUTE
-
-    runtime = read_runtime(data_dir)
-    if runtime is None or "socket" not in runtime:
-        raise LookupError(f"no running shopstream left its address in {data_dir}")
-    request: dict[str, Any] = {"sql": sql}
-    if limit is not None:
-        request["limit"] = limit
-    transport = httpx.HTTPTransport(uds=runtime["socket"])
-    with httpx.Client(transport=transport, timeout=timeout) as client:
-        response = client.post(
-            f"http://shopstream{ROUTE}",
-            json=request,
-            headers={"Authorization": f"Bearer {runtime['token']}"},
-        )
-    try:
-        data = response.json()
-    except ValueError:
-        data = {"error": f"HTTP {response.status_code}: {response.text[:500]}"}
-    if response.status_code != 200:
-        raise RuntimeError(data.get("error", response.text))
-    return QueryAnswer(data["columns"], data["rows"], data["truncated"], data["limit"])
-
-
-class Platform:
-    def __init__(self, settings: Settings, *, host: str | None = None, port: int | None = None):
-        self.settings = settings
-        self.host = host or settings.collector.host
-        self.port = settings.collector.port if port is None else port
-        self.warehouse = open_warehouse(settings)
-        self.warehouse.ensure_layers()
-        self.sink = open_sink(settings, self.warehouse)
-        self.query_token = secrets.token_urlsafe(32)
-        self.intake = IntakeHandlers(settings, self.sink)
-        self.app = create_app(self.intake)
-        self.query_app: FastAPI | None = None
-        if self.warehouse.capabilities.single_writer_process:
-            # No other process can open the warehouse while this one runs: answer their
-            # queries (`shopstream sql`) here.
-            from shopstream.warehouse.duckdb.query_endpoint import create_query_app
-
-            self.query_app = create_query_app(self.warehouse, self.query_token, settings.query)
-        self.url = ""
-        self.query_socket: Path | None = None
-        self.started_at = time.monotonic()
+    def status(self) -> object: ...
 
     @property
-    def stats(self) -> Any:
-        return self.intake.stats
+    def done(self) -> bool: ...
 
-    def _write_runtime(self) -> None:
-        path = self.settings.data_dir / RUNTIME_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        runtime: dict[str, Any] = {"url": self.url, "pid": os.getpid()}
-        if self.query_socket is not None:
-            runtime.update(socket=str(self.query_socket), token=self.query_token)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(runtime, handle)
+    @property
+    def failed(self) -> bool: ...
 
-    def _remove_runtime(self) -> None:
-        data = read_runtime(self.settings.data_dir)
-        if data and data.get("pid") == os.getpid():
-            (self.settings.data_dir / RUNTIME_FILE).unlink(missing_ok=True)
 
-    async def run(
-        self,
-        *,
-        duration: float | None = None,
-        companions: list[Companion] | None = None,
-        on_tick: Callable[[Platform], None] | None = None,
-        stop: asyncio.Event | None = None,
-    ) -> Summary:
-        """Serve until ``duration`` passes, ``stop`` is set, SIGTERM/SIGINT, or the
-        companions are all done (when there are any and a duration was not given)."""
-        stop = stop or asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(signum, stop.set)
-        self.sink.start()
+class _Task(Generic[S, R]):
+    """A part that runs as one task until it is done or told to stop; its result goes
+    into the summary. Subclasses implement ``_run`` and ``status``."""
+
+    name = "task"
+
+    def __init__(self) -> None:
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[R] | None = None
+        self.result: R | None = None
+
+    async def _run(self, stop: asyncio.Event) -> R:
+        raise NotImplementedError
+
+    def status(self) -> S:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(self._stop))
+
+    @property
+    def done(self) -> bool:
+        return self._task is not None and self._task.done()
+
+    @property
+    def failed(self) -> bool:
+        task = self._task
+        return task is not None and task.done() and not task.cancelled() and bool(task.exception())
+
+    async def stop(self) -> None:
+        """Tell it to stop and wait (a minute at most); raises what it failed with."""
+        self._stop.set()
+        if self._task is not None:
+            self.result = await asyncio.wait_for(self._task, timeout=60)
+
+
+class Collector:
+    """The HTTP collector: events in, through the sink, into the warehouse."""
+
+    name = "collector"
+
+    def __init__(self, settings: Settings, sink: Sink, host: str | None, port: int | None):
+        self.settings = settings
+        self.sink = sink
+        self.host = host or settings.collector.host
+        self.port = settings.collector.port if port is None else port
+        self.intake = IntakeHandlers(settings, sink)
+        self.app = create_app(self.intake)
+        self.url = ""
+        self.started_at = time.monotonic()
+        self._server: uvicorn.Server | None = None
+        self._serving: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
         config = uvicorn.Config(
             IntakeFastPath(self.intake, self.app),
             http=bounded_http(
@@ -193,51 +232,250 @@ class Platform:
             timeout_graceful_shutdown=30,
             backlog=4096,
         )
-        server = _Server(config)
-        serving = asyncio.create_task(server.serve())
-        while not server.started:
-            if serving.done():
-                serving.result()  # raises the bind error, say
-                raise RuntimeError("the collector stopped while starting")
-            await asyncio.sleep(0.01)
-        # Everything loaded so far lives for the whole run: keep the collector from scanning
-        # it again and again, and collect young objects less often (GC took 6-16% of a core
-        # under load).
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(20_000, 20, 20)
-        # The sink thread is on the commit's critical path but needs the GIL for a few short
-        # steps per commit; at the default 5 ms switch interval each step can wait that long
-        # behind the busy event loop.
-        sys.setswitchinterval(0.0005)
-        sockname = server.servers[0].sockets[0].getsockname()
+        self._server = QuietServer(config)
+        self._serving = asyncio.create_task(self._server.serve())
+        await start_server(self._server, self._serving, "collector")
+        sockname = self._server.servers[0].sockets[0].getsockname()
         self.url = http_url(sockname[0], sockname[1])
-        queries: tuple[uvicorn.Server, asyncio.Task[None]] | None = None
-        if self.query_app is not None:
-            try:
-                queries = await self._serve_queries(self.query_app)
-            except BaseException:
-                server.should_exit = True
-                await serving
-                raise
-        self._write_runtime()
         self.started_at = time.monotonic()
         log.info("collector listening on %s", self.url)
 
-        tasks = [asyncio.create_task(c(self.url, stop)) for c in (companions or [])]
-        extra: dict[str, Any] = {}
+    @property
+    def done(self) -> bool:
+        return self._serving is not None and self._serving.done()
+
+    def begin_stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+
+    async def stop(self) -> None:
+        """Requests in flight finish (each waits for its commit); the sink stays open."""
+        if self._server is None or self._serving is None:
+            return
+        if self._serving.done() and not self._server.started:
+            return  # it never listened: start() raised why
+        self._server.should_exit = True
+        await self._serving
+
+    def status(self) -> CollectorStatus:
+        stats = self.intake.stats
+        return CollectorStatus(
+            url=self.url,
+            up_seconds=time.monotonic() - self.started_at,
+            accepted=stats.accepted,
+            rejected=stats.rejected,
+            sink_pending_rows=self.sink.pending_rows(),
+            sink_commits=self.sink.commits,
+        )
+
+
+class ChangeCapture(_Task[ReaderStatus, ReaderStatus]):
+    """The CDC reader, in a thread, writing through the platform's sink."""
+
+    name = "cdc"
+
+    def __init__(
+        self, dsn: str, settings: Settings, sink: Sink, *, idle_exit: float | None
+    ) -> None:
+        from shopstream.cdc.reader import ChangeReader
+
+        super().__init__()
+        self.reader = ChangeReader(
+            dsn, settings.cdc, sink, state_dir=settings.data_dir, idle_exit=idle_exit
+        )
+
+    async def _run(self, stop: asyncio.Event) -> ReaderStatus:
+        halt = threading.Event()
+        worker = asyncio.create_task(asyncio.to_thread(self.reader.run, halt))
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait({worker, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        halt.set()
+        stopper.cancel()
+        await worker  # re-raises a reader failure
+        return self.reader.stats.snapshot()
+
+    def status(self) -> ReaderStatus:
+        return self.reader.stats.snapshot()
+
+
+class ClickstreamTraffic(_Task[SendStats, GroundTruth]):
+    """Generated shop clickstream, sent to the collector over HTTP."""
+
+    name = "generator"
+
+    def __init__(
+        self, settings: Settings, collector: Collector, traffic: Traffic, duration: float | None
+    ) -> None:
+        super().__init__()
+        self.settings = settings
+        self.collector = collector
+        self.traffic = traffic
+        self.duration = duration
+        self._progress = SendStats(0, 0, 0, 0, 0, 0.0)
+
+    def _on_progress(self, stats: SendStats) -> None:
+        self._progress = stats
+
+    async def _run(self, stop: asyncio.Event) -> GroundTruth:
+        from shopstream.generators.clickstream import send_events
+
+        keys = self.settings.write_keys
+        truth = await send_events(
+            self.collector.url,
+            rate=self.traffic.rate,
+            duration=self.duration if self.duration is not None else float("inf"),
+            write_key=keys[0].get_secret_value() if keys else None,
+            bad_fraction=self.traffic.bad_fraction,
+            on_progress=self._on_progress,
+            stop=stop,
+        )
+        if self.traffic.truth is not None:
+            truth.write_json(self.traffic.truth)
+        return truth
+
+    def status(self) -> SendStats:
+        return self._progress
+
+
+class OrderWorkload(_Task[WorkloadStats, ShopTruth]):
+    """The shop's order workload against its PostgreSQL (what the CDC reader captures)."""
+
+    name = "orders"
+
+    def __init__(self, dsn: str, *, tps: float, duration: float | None, seed: int = 1) -> None:
+        super().__init__()
+        self.dsn = dsn
+        self.tps = tps
+        self.duration = duration
+        self.seed = seed
+        self._progress = WorkloadStats(0, 0, 0, 0.0, 0.0)
+
+    def _on_progress(self, stats: WorkloadStats) -> None:
+        self._progress = stats
+
+    async def _run(self, stop: asyncio.Event) -> ShopTruth:
+        from shopstream.generators.shop import run_order_workload
+
+        return await run_order_workload(
+            self.dsn,
+            tps=self.tps,
+            duration=self.duration if self.duration is not None else float("inf"),
+            seed=self.seed,
+            on_progress=self._on_progress,
+            stop=stop,
+        )
+
+    def status(self) -> WorkloadStats:
+        return self._progress
+
+
+# -- the platform ----------------------------------------------------------------------------
+
+
+class Platform:
+    """The parts a command switched on, over one warehouse and one sink."""
+
+    def __init__(self, settings: Settings, parts: Parts) -> None:
+        self.settings = settings
+        self.parts = parts
+        self.warehouse = open_warehouse(settings)
         try:
+            self.warehouse.ensure_layers()
+            self.sink = open_sink(settings, self.warehouse)
+            self.collector: Collector | None = None
+            self.queries: QueryService | None = None
+            self.query_token = secrets.token_urlsafe(32)
+            if parts.collector:
+                self.collector = Collector(settings, self.sink, parts.host, parts.port)
+                if self.warehouse.capabilities.single_writer_process:
+                    # No other process can open the warehouse while this one runs: answer
+                    # their queries (`shopstream sql`) here.
+                    from shopstream.warehouse.duckdb.query_endpoint import create_query_app
+
+                    query_app = create_query_app(self.warehouse, self.query_token, settings.query)
+                    self.queries = QueryService(query_app, settings.data_dir)
+            self.cdc: ChangeCapture | None = None
+            self.orders: OrderWorkload | None = None
+            self.generator: ClickstreamTraffic | None = None
+            if parts.cdc_dsn is not None:
+                self.cdc = ChangeCapture(
+                    parts.cdc_dsn, settings, self.sink, idle_exit=parts.cdc_idle_exit
+                )
+                if parts.orders_tps > 0:
+                    self.orders = OrderWorkload(
+                        parts.cdc_dsn, tps=parts.orders_tps, duration=parts.duration
+                    )
+            if parts.traffic is not None:
+                if self.collector is None:
+                    raise ValueError("generated traffic needs the collector switched on")
+                self.generator = ClickstreamTraffic(
+                    settings, self.collector, parts.traffic, parts.duration
+                )
+            self.metrics_url: str | None = None
+            if parts.metrics_port is not None:
+                self._serve_metrics(parts.metrics_port)
+        except BaseException:
+            self.warehouse.close()
+            raise
+        self.started_at = time.monotonic()
+
+    @property
+    def tasks(self) -> list[Part]:
+        """The parts that run beside the collector, in the order they start."""
+        parts: list[Part | None] = [self.cdc, self.orders, self.generator]
+        return [p for p in parts if p is not None]
+
+    def _serve_metrics(self, port: int) -> None:
+        from prometheus_client import start_http_server
+
+        from shopstream.observability.metrics import REGISTRY
+
+        host = self.settings.collector.host
+        start_http_server(port, addr=host, registry=REGISTRY)
+        self.metrics_url = f"{http_url(host, port)}/metrics"
+
+    def status(self) -> PlatformStatus:
+        return PlatformStatus(
+            collector=self.collector.status() if self.collector else None,
+            generator=self.generator.status() if self.generator else None,
+            cdc=self.cdc.status() if self.cdc else None,
+            orders=self.orders.status() if self.orders else None,
+        )
+
+    async def run(
+        self,
+        *,
+        duration: float | None = None,
+        on_tick: Callable[[Platform], None] | None = None,
+        stop: asyncio.Event | None = None,
+    ) -> Summary:
+        """Serve until ``duration`` passes, ``stop`` is set, SIGTERM/SIGINT, or the
+        parts beside the collector are all done (when there are any and a duration was
+        not given)."""
+        stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(signum, stop.set)
+        self.sink.start()
+        failures: list[Exception] = []
+        tasks = self.tasks
+        try:
+            await self._start_serving()
+            self.started_at = time.monotonic()
+            for task in tasks:
+                await task.start()
             deadline = None if duration is None else self.started_at + duration
             while not stop.is_set():
                 if deadline is not None and time.monotonic() >= deadline:
                     break
-                if tasks and duration is None and all(t.done() for t in tasks):
+                if tasks and duration is None and all(t.done for t in tasks):
                     break
-                if any(t.done() and not t.cancelled() and t.exception() for t in tasks):
-                    # A companion failed for good (the reader retries what can be retried):
+                if any(t.failed for t in tasks):
+                    # A part failed for good (the reader retries what can be retried):
                     # stop rather than run on without it.
                     break
-                if serving.done():
+                if self.collector is not None and self.collector.done:
                     break
                 if on_tick:
                     on_tick(self)
@@ -247,19 +485,12 @@ class Platform:
             stop.set()
             for task in tasks:
                 try:
-                    extra.update(await asyncio.wait_for(task, timeout=60))
+                    await task.stop()
                 except Exception as exc:
-                    log.error("companion task failed: %s", exc)
-                    extra.setdefault("errors", []).append(str(exc))
-            # Requests in flight finish (each waits for its commit) before the sink closes.
-            server.should_exit = True
-            if queries is not None:
-                queries[0].should_exit = True
-            await serving
-            if queries is not None:
-                await self._stop_queries(*queries)
+                    log.error("%s failed: %s", task.name, exc)
+                    failures.append(exc)
+            await self._stop_serving()
             await asyncio.to_thread(self.sink.close)
-            self._remove_runtime()
             for signum in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                     loop.remove_signal_handler(signum)
@@ -267,87 +498,45 @@ class Platform:
             counts = self.warehouse.table_counts()
         except WarehouseError as exc:  # the writer died for good: say so, without a traceback
             log.error("row counts unavailable: %s", exc)
-            extra.setdefault("errors", []).append(str(exc))
+            failures.append(exc)
             counts = {}
-        seconds = time.monotonic() - self.started_at
-        return Summary(seconds, counts, self.stats.accepted, self.stats.rejected, extra)
-
-    async def _serve_queries(self, app: FastAPI) -> tuple[uvicorn.Server, asyncio.Task[None]]:
-        """The local query endpoint, on a 0600 Unix socket in the data directory."""
-        from shopstream.warehouse.duckdb.query_endpoint import bind_socket
-
-        sock, self.query_socket = bind_socket(self.settings.data_dir)
-        config = uvicorn.Config(
-            app,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            timeout_graceful_shutdown=5,
+        intake = self.collector.intake.stats if self.collector else None
+        return Summary(
+            seconds=time.monotonic() - self.started_at,
+            table_counts=counts,
+            accepted=intake.accepted if intake else 0,
+            rejected=intake.rejected if intake else 0,
+            generator=self.generator.result if self.generator else None,
+            cdc=self.cdc.result if self.cdc else None,
+            orders=self.orders.result if self.orders else None,
+            failures=tuple(failures),
         )
-        server = _Server(config)
-        serving = asyncio.create_task(server.serve(sockets=[sock]))
-        while not server.started:
-            if serving.done():
-                serving.result()
-                raise RuntimeError("the query endpoint stopped while starting")
-            await asyncio.sleep(0.01)
-        return server, serving
 
-    async def _stop_queries(self, server: uvicorn.Server, serving: asyncio.Task[None]) -> None:
-        from shopstream.warehouse.duckdb.query_endpoint import remove_socket
+    async def _start_serving(self) -> None:
+        """The collector, then the query socket, then runtime.json that names both."""
+        if self.collector is None:
+            return
+        await self.collector.start()
+        if self.queries is not None:
+            await self.queries.start()  # on failure, run's cleanup stops the collector
+        write_runtime(
+            self.settings.data_dir,
+            url=self.collector.url,
+            socket=self.queries.socket if self.queries else None,
+            token=self.query_token,
+        )
 
-        server.should_exit = True
-        await serving
-        if self.query_app is not None:
-            self.query_app.state.workers.shutdown(wait=False, cancel_futures=True)
-        if self.query_socket is not None:
-            remove_socket(self.query_socket, self.settings.data_dir)
+    async def _stop_serving(self) -> None:
+        if self.collector is None:
+            return
+        # Requests in flight finish (each waits for its commit) before the sink closes.
+        self.collector.begin_stop()
+        if self.queries is not None:
+            self.queries.begin_stop()
+        await self.collector.stop()
+        if self.queries is not None:
+            await self.queries.stop()
+        remove_runtime(self.settings.data_dir)
 
     def close(self) -> None:
         self.warehouse.close()
-
-
-# -- companions: CDC reader, order workload, a local shop database ---------------------------
-
-
-def cdc_companion(platform: Platform, dsn: str, holder: dict[str, Any]) -> Companion:
-    """Run the CDC reader in a thread, writing through the platform's sink."""
-    from shopstream.cdc.reader import ChangeReader
-
-    async def cdc(_url: str, stop: asyncio.Event) -> dict[str, Any]:
-        halt = threading.Event()
-        reader = ChangeReader(
-            dsn, platform.settings.cdc, platform.sink, state_dir=platform.settings.data_dir
-        )
-        holder["reader"] = reader
-        worker = asyncio.create_task(asyncio.to_thread(reader.run, halt))
-        stopper = asyncio.create_task(stop.wait())
-        await asyncio.wait({worker, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        halt.set()
-        stopper.cancel()
-        await worker  # re-raises a reader failure
-        return {"cdc": reader.stats}
-
-    return cdc
-
-
-def order_workload_companion(
-    dsn: str, *, tps: float, duration: float | None, holder: dict[str, Any], seed: int = 1
-) -> Companion:
-    from shopstream.generators.shop import run_order_workload
-
-    async def orders(_url: str, stop: asyncio.Event) -> dict[str, Any]:
-        def progress(stats: Any) -> None:
-            holder["orders"] = stats
-
-        truth = await run_order_workload(
-            dsn,
-            tps=tps,
-            duration=duration if duration is not None else float("inf"),
-            seed=seed,
-            on_progress=progress,
-            stop=stop,
-        )
-        return {"orders": truth}
-
-    return orders

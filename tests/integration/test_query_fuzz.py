@@ -27,7 +27,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from shopstream.config import QuerySettings
-from shopstream.platform import read_runtime
+from shopstream.runtime import read_runtime
 from shopstream.warehouse.duckdb.query_endpoint import ROUTE, create_query_app
 from shopstream.warehouse.duckdb.writer_process import WarehouseProcess
 from tests.support.collector import CollectorProcess

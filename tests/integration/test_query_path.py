@@ -21,7 +21,7 @@ import orjson
 import psutil
 import pytest
 
-from shopstream.platform import read_runtime
+from shopstream.runtime import read_runtime
 from shopstream.warehouse.duckdb.query_endpoint import ROUTE
 from tests.support.collector import CollectorProcess, free_port
 

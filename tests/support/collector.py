@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from shopstream.platform import query_running, read_runtime
+from shopstream.runtime import query_running, read_runtime
 from shopstream.warehouse.duckdb.query_endpoint import MAX_LIMIT
 
 

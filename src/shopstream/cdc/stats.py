@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
-__all__ = ["ReaderStats"]
+__all__ = ["ReaderStats", "ReaderStatus"]
 
 
 @dataclass
@@ -30,3 +30,26 @@ class ReaderStats:
         if self.last_commit_us is None:
             return None
         return max(0.0, time.time() - self.last_commit_us / 1_000_000)
+
+    def snapshot(self) -> ReaderStatus:
+        """The figures as they are now, frozen (the reader thread keeps counting)."""
+        return ReaderStatus(
+            **{f.name: getattr(self, f.name) for f in fields(self)}, lag_seconds=self.lag_seconds
+        )
+
+
+@dataclass(frozen=True)
+class ReaderStatus:
+    """A frozen copy of :class:`ReaderStats`, what the CLI renders."""
+
+    changes: int
+    transactions: int
+    snapshot_rows: int
+    dead_letters: int
+    confirmed_lsn: int
+    last_commit_us: int | None
+    lag_bytes: int | None
+    retained_bytes: int | None
+    state: str
+    last_change_at: float
+    lag_seconds: float | None

@@ -1,7 +1,7 @@
 """The embedded warehouse: one DuckDB file.
 
 DuckDB allows one writer process per file, so a running platform owns the file and answers
-queries for others (see :mod:`shopstream.platform`). Within the process, each thread uses its
+queries for others (see :mod:`shopstream.runtime`). Within the process, each thread uses its
 own cursor: the writer thread appends, request handlers read.
 """
 

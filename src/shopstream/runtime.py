@@ -1,0 +1,165 @@
+"""How other processes find and talk to a running platform.
+
+The platform owns the warehouse; when the backend allows one writer process only (DuckDB's
+file), it answers ``shopstream sql`` for other processes on a Unix socket of its own
+(:mod:`shopstream.warehouse.duckdb.query_endpoint`), never on the collector's port. The
+collector's URL, the socket's path and a per-run token are written to
+``<data_dir>/runtime.json`` (mode 0600) while it runs. The platform itself is built in
+:mod:`shopstream.platform`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+
+RUNTIME_FILE = "runtime.json"
+
+
+class QuietServer(uvicorn.Server):
+    """uvicorn, minus its signal handling: the platform decides how to shut down."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def start_server(server: uvicorn.Server, serving: asyncio.Task[None], what: str) -> None:
+    """Wait until ``server`` listens; raise its start-up error (a bind error, say)."""
+    while not server.started:
+        if serving.done():
+            serving.result()
+            raise RuntimeError(f"the {what} stopped while starting")
+        await asyncio.sleep(0.01)
+
+
+def read_runtime(data_dir: Path) -> dict[str, Any] | None:
+    """The running platform's address, token and pid, if one left them in ``data_dir``."""
+    try:
+        data: dict[str, Any] = json.loads((data_dir / RUNTIME_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return data
+
+
+def write_runtime(
+    data_dir: Path, *, url: str, socket: Path | None = None, token: str | None = None
+) -> None:
+    """Leave this process's address (and query socket and token) for others, mode 0600."""
+    path = data_dir / RUNTIME_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    runtime: dict[str, Any] = {"url": url, "pid": os.getpid()}
+    if socket is not None:
+        runtime.update(socket=str(socket), token=token)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(runtime, handle)
+
+
+def remove_runtime(data_dir: Path) -> None:
+    """Remove ``runtime.json`` if this process wrote it (not a later platform's)."""
+    data = read_runtime(data_dir)
+    if data and data.get("pid") == os.getpid():
+        (data_dir / RUNTIME_FILE).unlink(missing_ok=True)
+
+
+def http_url(host: str, port: int) -> str:
+    """``http://host:port``, with an IPv6 literal in brackets (``http://[::1]:8080``)."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+class QueryService:
+    """The local query endpoint, on a 0600 Unix socket in the data directory."""
+
+    def __init__(self, app: FastAPI, data_dir: Path) -> None:
+        self.app = app
+        self.data_dir = data_dir
+        self.socket: Path | None = None
+        self._server: uvicorn.Server | None = None
+        self._serving: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        from shopstream.warehouse.duckdb.query_endpoint import bind_socket
+
+        sock, self.socket = bind_socket(self.data_dir)
+        config = uvicorn.Config(
+            self.app,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=5,
+        )
+        self._server = QuietServer(config)
+        self._serving = asyncio.create_task(self._server.serve(sockets=[sock]))
+        await start_server(self._server, self._serving, "query endpoint")
+
+    def begin_stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+
+    async def stop(self) -> None:
+        from shopstream.warehouse.duckdb.query_endpoint import remove_socket
+
+        if self._server is None or self._serving is None:
+            return
+        if not (self._serving.done() and not self._server.started):  # else: start() raised
+            self._server.should_exit = True
+            await self._serving
+        self.app.state.workers.shutdown(wait=False, cancel_futures=True)
+        if self.socket is not None:
+            remove_socket(self.socket, self.data_dir)
+
+
+@dataclass
+class QueryAnswer:
+    columns: list[str]
+    rows: list[list[Any]]
+    truncated: bool
+    limit: int
+
+
+def query_running(
+    data_dir: Path, sql: str, *, limit: int | None = None, timeout: float = 120
+) -> QueryAnswer:
+    """Ask the platform running on ``data_dir`` (it owns a single-writer warehouse, such as
+    DuckDB's file) to run a read query,
+    over its local socket. ``limit``: rows at most (default: the platform's query.max_rows).
+
+    Raises LookupError when none left its address, RuntimeError with the platform's answer
+    when the query fails, and httpx's errors when it does not answer.
+    """
+    import httpx
+
+    from shopstream.warehouse.duckdb.query_endpoint import ROUTE
+
+    runtime = read_runtime(data_dir)
+    if runtime is None or "socket" not in runtime:
+        raise LookupError(f"no running shopstream left its address in {data_dir}")
+    request: dict[str, Any] = {"sql": sql}
+    if limit is not None:
+        request["limit"] = limit
+    transport = httpx.HTTPTransport(uds=runtime["socket"])
+    with httpx.Client(transport=transport, timeout=timeout) as client:
+        response = client.post(
+            f"http://shopstream{ROUTE}",
+            json=request,
+            headers={"Authorization": f"Bearer {runtime['token']}"},
+        )
+    try:
+        data = response.json()
+    except ValueError:
+        data = {"error": f"HTTP {response.status_code}: {response.text[:500]}"}
+    if response.status_code != 200:
+        raise RuntimeError(data.get("error", response.text))
+    return QueryAnswer(data["columns"], data["rows"], data["truncated"], data["limit"])

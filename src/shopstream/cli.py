@@ -158,12 +158,12 @@ def _summary_table(summary: Summary) -> Table:
 
 def _build(settings: Settings, parts: Parts) -> Platform:
     """The platform, or a clear error (the warehouse held by another process, say)."""
-    from shopstream.platform import Platform
+    from shopstream.platform import LocalDatabaseError, Platform
     from shopstream.warehouse import WarehouseError
 
     try:
-        return Platform(settings, parts)
-    except WarehouseError as exc:  # the message says what to do
+        return Platform(settings, parts, announce=console.print)
+    except (WarehouseError, LocalDatabaseError) as exc:  # the message says what to do
         raise _fail(str(exc)) from exc
 
 
@@ -210,35 +210,19 @@ def _serve(
     orders_tps: float = 0.0,
 ) -> None:
     """Run the platform in this process until it is told to stop; print the summary."""
-    from shopstream.devtools.shop_database import local_shop_database
     from shopstream.platform import Parts
 
-    dsn = settings.postgres_dsn
-    server = None
-    if dsn is None and local_postgres:
-        console.print("starting a local PostgreSQL (wal_level=logical) for the shop database...")
-        try:
-            server, dsn = local_shop_database(settings)
-        except Exception as exc:
-            raise _fail(
-                f"could not start a local PostgreSQL: {exc}. Set SHOPSTREAM_POSTGRES_DSN to "
-                "your shop database instead, or run without --local-postgres."
-            ) from exc
-        console.print(f"shop database ready: {dsn}")
     parts = Parts(
         host=host,
         port=port,
-        cdc_dsn=dsn,
+        cdc_dsn=settings.postgres_dsn,
+        local_postgres=local_postgres,
         traffic=traffic,
         orders_tps=orders_tps if traffic is not None else 0.0,
         duration=duration,
     )
-    try:
-        platform = _build(settings, parts)
-        summary, status = _run_platform(platform, duration)
-    finally:
-        if server is not None:
-            server.stop()
+    platform = _build(settings, parts)
+    summary, status = _run_platform(platform, duration)
     if not console.is_terminal:
         console.print(status.render(platform.status()))
     console.print(_summary_table(summary))
@@ -509,23 +493,6 @@ def cdc(
 # -- sql -------------------------------------------------------------------------------------
 
 
-def _query_running(settings: Settings, sql: str, limit: int) -> dict[str, Any]:
-    from shopstream.runtime import query_running
-
-    try:
-        answer = query_running(settings.data_dir, sql, limit=limit)
-    except LookupError as exc:
-        raise _fail(
-            f"{settings.warehouse} is held by another process, but no running shopstream "
-            f"left its address in {settings.data_dir}/runtime.json. Stop that process and retry."
-        ) from exc
-    except httpx.HTTPError as exc:
-        raise _fail(f"the running platform did not answer: {exc}") from exc
-    except RuntimeError as exc:
-        raise _fail(str(exc)) from exc
-    return {"columns": answer.columns, "rows": answer.rows, "truncated": answer.truncated}
-
-
 @app.command()
 def sql(
     query: Annotated[str, typer.Argument(help="A read-only SQL query.")],
@@ -540,35 +507,15 @@ def sql(
     ] = None,
 ) -> None:
     """Query the warehouse (reads only); works while the platform runs (it answers for you)."""
-    from shopstream.warehouse import (
-        WarehouseError,
-        WarehouseInUse,
-        open_warehouse,
-        warehouse_backend,
-    )
-    from shopstream.warehouse.duckdb.query_endpoint import answer_of
+    from shopstream.runtime import QueryError, query_warehouse
 
     settings = _settings()
     limit = limit or settings.query.max_rows
-    single_writer = warehouse_backend(settings.warehouse).capabilities.single_writer_process
     try:
-        warehouse = open_warehouse(settings, read_only=True)
-    except WarehouseInUse as exc:
-        if not single_writer:
-            raise _fail(str(exc)) from exc
-        # Only one process may open it, and one has: the running platform answers for us.
-        answer = _query_running(settings, query, limit)
-    except WarehouseError as exc:
+        answer = query_warehouse(settings, query, limit=limit)
+    except QueryError as exc:
         raise _fail(str(exc)) from exc
-    else:
-        try:
-            # The same allow-list and locks as the running platform's endpoint.
-            answer = answer_of(warehouse.query(query, max_rows=limit), limit)
-        except WarehouseError as exc:
-            raise _fail(str(exc)) from exc
-        finally:
-            warehouse.close()
-    columns, rows = answer["columns"], answer["rows"]
+    columns, rows = answer.columns, answer.rows
     if as_json:
         sys.stdout.write(
             orjson.dumps([dict(zip(columns, r, strict=True)) for r in rows], default=str).decode()
@@ -580,7 +527,7 @@ def sql(
             table.add_row(*("NULL" if v is None else str(v) for v in row))
         out.print(table)
         console.print(f"{len(rows):,} rows")
-    if answer["truncated"]:
+    if answer.truncated:
         console.print(
             f"[yellow]truncated at {limit:,} rows[/yellow]; use --limit N to see more "
             f"(up to 1,000,000), or narrow the query"

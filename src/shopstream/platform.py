@@ -23,9 +23,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 import uvicorn
 
@@ -47,9 +47,13 @@ from shopstream.runtime import (
 from shopstream.sinks import Sink, open_sink
 from shopstream.warehouse import WarehouseError, open_warehouse
 
+if TYPE_CHECKING:
+    from shopstream.devtools.local_postgres import LocalPostgres
+
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "LocalDatabaseError",
     "Parts",
     "Platform",
     "PlatformStatus",
@@ -93,6 +97,8 @@ class Parts:
     port: int | None = None
     #: The shop database to capture changes from (None: no CDC reader).
     cdc_dsn: str | None = None
+    #: Without ``cdc_dsn``: start a local PostgreSQL for the shop database and capture it.
+    local_postgres: bool = False
     #: The reader stops once no change has arrived for this many seconds (0: after setup).
     cdc_idle_exit: float | None = None
     traffic: Traffic | None = None
@@ -372,13 +378,33 @@ class OrderWorkload(_Task[WorkloadStats, ShopTruth]):
 # -- the platform ----------------------------------------------------------------------------
 
 
-class Platform:
-    """The parts a command switched on, over one warehouse and one sink."""
+class LocalDatabaseError(Exception):
+    """The local shop database (``Parts.local_postgres``) did not start; says what to do."""
 
-    def __init__(self, settings: Settings, parts: Parts) -> None:
+
+class Platform:
+    """The parts a command switched on, over one warehouse and one sink.
+
+    ``announce`` receives the steps a user waits for (a local database starting).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        parts: Parts,
+        *,
+        announce: Callable[[str], None] = log.info,
+    ) -> None:
         self.settings = settings
+        self.shop_server: LocalPostgres | None = None
+        if parts.cdc_dsn is None and parts.local_postgres:
+            parts = replace(parts, cdc_dsn=self._start_local_database(announce))
         self.parts = parts
-        self.warehouse = open_warehouse(settings)
+        try:
+            self.warehouse = open_warehouse(settings)
+        except BaseException:
+            self._stop_local_database()
+            raise
         try:
             self.warehouse.ensure_layers()
             self.sink = open_sink(settings, self.warehouse)
@@ -415,9 +441,28 @@ class Platform:
             if parts.metrics_port is not None:
                 self._serve_metrics(parts.metrics_port)
         except BaseException:
-            self.warehouse.close()
+            self.close()
             raise
         self.started_at = time.monotonic()
+
+    def _start_local_database(self, announce: Callable[[str], None]) -> str:
+        from shopstream.devtools.shop_database import local_shop_database
+
+        announce("starting a local PostgreSQL (wal_level=logical) for the shop database...")
+        try:
+            self.shop_server, dsn = local_shop_database(self.settings)
+        except Exception as exc:
+            raise LocalDatabaseError(
+                f"could not start a local PostgreSQL: {exc}. Set SHOPSTREAM_POSTGRES_DSN to "
+                "your shop database instead, or run without --local-postgres."
+            ) from exc
+        announce(f"shop database ready: {dsn}")
+        return dsn
+
+    def _stop_local_database(self) -> None:
+        if self.shop_server is not None:
+            self.shop_server.stop()
+            self.shop_server = None
 
     @property
     def tasks(self) -> list[Part]:
@@ -539,4 +584,7 @@ class Platform:
         remove_runtime(self.settings.data_dir)
 
     def close(self) -> None:
-        self.warehouse.close()
+        try:
+            self.warehouse.close()
+        finally:
+            self._stop_local_database()

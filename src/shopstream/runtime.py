@@ -17,10 +17,13 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from fastapi import FastAPI
+
+if TYPE_CHECKING:
+    from shopstream.config import Settings
 
 RUNTIME_FILE = "runtime.json"
 
@@ -163,3 +166,55 @@ def query_running(
     if response.status_code != 200:
         raise RuntimeError(data.get("error", response.text))
     return QueryAnswer(data["columns"], data["rows"], data["truncated"], data["limit"])
+
+
+class QueryError(Exception):
+    """A query that could not run; the message says why (and what to do)."""
+
+
+def query_warehouse(settings: Settings, sql: str, *, limit: int) -> QueryAnswer:
+    """Run a read query (``shopstream sql``) on the warehouse ``settings`` name.
+
+    The warehouse is opened read-only; when a running platform holds it and the backend allows
+    one writer process only (DuckDB's file), that platform answers over its socket instead.
+    Raises QueryError naming what went wrong.
+    """
+    import httpx
+
+    from shopstream.warehouse import (
+        WarehouseError,
+        WarehouseInUse,
+        open_warehouse,
+        warehouse_backend,
+    )
+    from shopstream.warehouse.duckdb.query_endpoint import answer_of
+
+    single_writer = warehouse_backend(settings.warehouse).capabilities.single_writer_process
+    try:
+        warehouse = open_warehouse(settings, read_only=True)
+    except WarehouseInUse as exc:
+        if not single_writer:
+            raise QueryError(str(exc)) from exc
+        # Only one process may open it, and one has: the running platform answers for us.
+        try:
+            return query_running(settings.data_dir, sql, limit=limit)
+        except LookupError as exc:
+            raise QueryError(
+                f"{settings.warehouse} is held by another process, but no running shopstream "
+                f"left its address in {settings.data_dir}/{RUNTIME_FILE}. "
+                "Stop that process and retry."
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise QueryError(f"the running platform did not answer: {exc}") from exc
+        except RuntimeError as exc:
+            raise QueryError(str(exc)) from exc
+    except WarehouseError as exc:
+        raise QueryError(str(exc)) from exc
+    try:
+        # The same allow-list and locks as the running platform's endpoint.
+        answer = answer_of(warehouse.query(sql, max_rows=limit), limit)
+    except WarehouseError as exc:
+        raise QueryError(str(exc)) from exc
+    finally:
+        warehouse.close()
+    return QueryAnswer(answer["columns"], answer["rows"], answer["truncated"], answer["limit"])

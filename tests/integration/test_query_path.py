@@ -344,6 +344,35 @@ def test_shopstream_sql_with_nothing_running_has_the_same_rules(tmp_path: Path) 
     ]
 
 
+def test_shopstream_sql_names_the_holder_it_cannot_ask(tmp_path: Path) -> None:
+    """Another process holds the DuckDB file but left no address: a clear error, exit 1."""
+    process = CollectorProcess(tmp_path)
+    process.start()
+    process.stop()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('held', flush=True); "
+            "sys.stdin.read()",
+            str(process.warehouse_path),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        answer = shopstream_sql(process, "SELECT 1")
+    finally:
+        holder.communicate(timeout=30)
+    assert answer.returncode == 1, answer.stdout
+    message = " ".join(answer.stderr.split())  # the console wraps long lines
+    assert "is held by another process, but no running shopstream left its address" in message
+    assert "Stop that process and retry." in message
+    assert "Traceback" not in answer.stderr
+
+
 def _ipv6_loopback() -> bool:
     try:
         with socket.socket(socket.AF_INET6) as sock:

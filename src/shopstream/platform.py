@@ -36,14 +36,7 @@ from shopstream.collector.handlers import IntakeHandlers
 from shopstream.config import Settings
 from shopstream.generators.clickstream import GroundTruth, SendStats
 from shopstream.generators.shop import ShopTruth, WorkloadStats
-from shopstream.runtime import (
-    QueryService,
-    QuietServer,
-    http_url,
-    remove_runtime,
-    start_server,
-    write_runtime,
-)
+from shopstream.runtime import QueryService, Served, http_url, remove_runtime, write_runtime
 from shopstream.sinks import Sink, open_sink
 from shopstream.warehouse import WarehouseError, open_warehouse
 
@@ -220,8 +213,7 @@ class Collector:
         self.app = create_app(self.intake)
         self.url = ""
         self.started_at = time.monotonic()
-        self._server: uvicorn.Server | None = None
-        self._serving: asyncio.Task[None] | None = None
+        self._served: Served | None = None
 
     async def start(self) -> None:
         config = uvicorn.Config(
@@ -238,30 +230,25 @@ class Collector:
             timeout_graceful_shutdown=30,
             backlog=4096,
         )
-        self._server = QuietServer(config)
-        self._serving = asyncio.create_task(self._server.serve())
-        await start_server(self._server, self._serving, "collector")
-        sockname = self._server.servers[0].sockets[0].getsockname()
+        self._served = Served(config, "collector")
+        await self._served.start()
+        sockname = self._served.server.servers[0].sockets[0].getsockname()
         self.url = http_url(sockname[0], sockname[1])
         self.started_at = time.monotonic()
         log.info("collector listening on %s", self.url)
 
     @property
     def done(self) -> bool:
-        return self._serving is not None and self._serving.done()
+        return self._served is not None and self._served.done
 
     def begin_stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
+        if self._served is not None:
+            self._served.begin_stop()
 
     async def stop(self) -> None:
         """Requests in flight finish (each waits for its commit); the sink stays open."""
-        if self._server is None or self._serving is None:
-            return
-        if self._serving.done() and not self._server.started:
-            return  # it never listened: start() raised why
-        self._server.should_exit = True
-        await self._serving
+        if self._served is not None:
+            await self._served.stop()
 
     def status(self) -> CollectorStatus:
         stats = self.intake.stats

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import os
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,13 +37,44 @@ class QuietServer(uvicorn.Server):
         yield
 
 
-async def start_server(server: uvicorn.Server, serving: asyncio.Task[None], what: str) -> None:
-    """Wait until ``server`` listens; raise its start-up error (a bind error, say)."""
-    while not server.started:
-        if serving.done():
-            serving.result()
-            raise RuntimeError(f"the {what} stopped while starting")
-        await asyncio.sleep(0.01)
+class Served:
+    """One uvicorn server, run as a task: started, told to stop, awaited."""
+
+    def __init__(self, config: uvicorn.Config, what: str) -> None:
+        self.server = QuietServer(config)
+        self.what = what
+        self._serving: asyncio.Task[None] | None = None
+
+    async def start(self, sockets: list[socket.socket] | None = None) -> None:
+        """Wait until it listens; raise its start-up error (a bind error, say)."""
+        self._serving = asyncio.create_task(self._serve(sockets))
+        while not self.server.started:
+            if self._serving.done():
+                self._serving.result()
+                raise RuntimeError(f"the {self.what} stopped while starting")
+            await asyncio.sleep(0.01)
+
+    async def _serve(self, sockets: list[socket.socket] | None) -> None:
+        try:
+            await self.server.serve(sockets=sockets)
+        except SystemExit as exc:
+            # uvicorn logs why it could not start (address in use, say), then exits the
+            # process from inside the task: make that an error the caller can name.
+            raise OSError(f"the {self.what} could not start (see above)") from exc
+
+    @property
+    def done(self) -> bool:
+        return self._serving is not None and self._serving.done()
+
+    def begin_stop(self) -> None:
+        self.server.should_exit = True
+
+    async def stop(self) -> None:
+        """Stop it and wait for requests in flight; nothing to do if it never listened."""
+        if self._serving is None or (self._serving.done() and not self.server.started):
+            return  # start() raised why
+        self.server.should_exit = True
+        await self._serving
 
 
 def read_runtime(data_dir: Path) -> dict[str, Any] | None:
@@ -89,8 +121,7 @@ class QueryService:
         self.app = app
         self.data_dir = data_dir
         self.socket: Path | None = None
-        self._server: uvicorn.Server | None = None
-        self._serving: asyncio.Task[None] | None = None
+        self._served: Served | None = None
 
     async def start(self) -> None:
         from shopstream.warehouse.duckdb.query_endpoint import bind_socket
@@ -103,22 +134,19 @@ class QueryService:
             lifespan="off",
             timeout_graceful_shutdown=5,
         )
-        self._server = QuietServer(config)
-        self._serving = asyncio.create_task(self._server.serve(sockets=[sock]))
-        await start_server(self._server, self._serving, "query endpoint")
+        self._served = Served(config, "query endpoint")
+        await self._served.start(sockets=[sock])
 
     def begin_stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
+        if self._served is not None:
+            self._served.begin_stop()
 
     async def stop(self) -> None:
         from shopstream.warehouse.duckdb.query_endpoint import remove_socket
 
-        if self._server is None or self._serving is None:
+        if self._served is None:
             return
-        if not (self._serving.done() and not self._server.started):  # else: start() raised
-            self._server.should_exit = True
-            await self._serving
+        await self._served.stop()
         self.app.state.workers.shutdown(wait=False, cancel_futures=True)
         if self.socket is not None:
             remove_socket(self.socket, self.data_dir)

@@ -7,6 +7,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
+import os
+import socket
+import subprocess
 import sys
 import uuid
 from datetime import UTC, datetime
@@ -98,3 +101,24 @@ def test_generated_traffic_needs_the_collector(tmp_path: Path) -> None:
             _settings(tmp_path),
             Parts(collector=False, traffic=Traffic(rate=1.0, bad_fraction=0.0)),
         )
+
+
+def test_a_busy_port_is_a_clear_error_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "shopstream", "collector", "--port", str(port)],
+            env={**os.environ, "SHOPSTREAM_DATA_DIR": str(tmp_path), "COLUMNS": "200"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert result.returncode == 1, result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "--port" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert read_runtime(tmp_path) is None
+    assert not (tmp_path / "query.sock").exists()

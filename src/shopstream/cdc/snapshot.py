@@ -54,7 +54,7 @@ def plan_slot(mode: SnapshotMode, slot: str, info: SlotInfo, saved: SavedState) 
     if lost:
         reason = "the slot lost its WAL"
     elif not exists:
-        reason = "no slot"
+        reason = "there was no slot yet"
     elif needs and saved.snapshot_started:
         reason = "the snapshot was interrupted"  # its exported snapshot is gone: start over
     elif needs:

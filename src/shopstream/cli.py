@@ -507,13 +507,14 @@ def sql(
     ] = None,
 ) -> None:
     """Query the warehouse (reads only); works while the platform runs (it answers for you)."""
-    from shopstream.runtime import QueryError, query_warehouse
+    from shopstream.runtime import query_warehouse
+    from shopstream.warehouse import WarehouseError
 
     settings = _settings()
     limit = limit or settings.query.max_rows
     try:
         answer = query_warehouse(settings, query, limit=limit)
-    except QueryError as exc:
+    except WarehouseError as exc:
         raise _fail(str(exc)) from exc
     columns, rows = answer.columns, answer.rows
     if as_json:

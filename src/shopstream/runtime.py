@@ -196,16 +196,12 @@ def query_running(
     return QueryAnswer(data["columns"], data["rows"], data["truncated"], data["limit"])
 
 
-class QueryError(Exception):
-    """A query that could not run; the message says why (and what to do)."""
-
-
 def query_warehouse(settings: Settings, sql: str, *, limit: int) -> QueryAnswer:
     """Run a read query (``shopstream sql``) on the warehouse ``settings`` name.
 
     The warehouse is opened read-only; when a running platform holds it and the backend allows
     one writer process only (DuckDB's file), that platform answers over its socket instead.
-    Raises QueryError naming what went wrong.
+    Raises WarehouseError naming what went wrong.
     """
     import httpx
 
@@ -220,29 +216,25 @@ def query_warehouse(settings: Settings, sql: str, *, limit: int) -> QueryAnswer:
     single_writer = warehouse_backend(settings.warehouse).capabilities.single_writer_process
     try:
         warehouse = open_warehouse(settings, read_only=True)
-    except WarehouseInUse as exc:
+    except WarehouseInUse:
         if not single_writer:
-            raise QueryError(str(exc)) from exc
+            raise
         # Only one process may open it, and one has: the running platform answers for us.
         try:
             return query_running(settings.data_dir, sql, limit=limit)
         except LookupError as exc:
-            raise QueryError(
+            raise WarehouseError(
                 f"{settings.warehouse} is held by another process, but no running shopstream "
                 f"left its address in {settings.data_dir}/{RUNTIME_FILE}. "
                 "Stop that process and retry."
             ) from exc
         except httpx.HTTPError as exc:
-            raise QueryError(f"the running platform did not answer: {exc}") from exc
+            raise WarehouseError(f"the running platform did not answer: {exc}") from exc
         except RuntimeError as exc:
-            raise QueryError(str(exc)) from exc
-    except WarehouseError as exc:
-        raise QueryError(str(exc)) from exc
+            raise WarehouseError(str(exc)) from exc
     try:
         # The same allow-list and locks as the running platform's endpoint.
         answer = answer_of(warehouse.query(sql, max_rows=limit), limit)
-    except WarehouseError as exc:
-        raise QueryError(str(exc)) from exc
     finally:
         warehouse.close()
     return QueryAnswer(answer["columns"], answer["rows"], answer["truncated"], answer["limit"])

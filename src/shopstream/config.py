@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -153,6 +154,39 @@ class QuerySettings(BaseModel):
     )
 
 
+class TransformSettings(BaseModel):
+    schedule_minutes: float = Field(
+        default=5.0,
+        ge=0,
+        description="How often the running platform rebuilds staging and marts (0: never on its "
+        "own; `shopstream transform` still asks it).",
+    )
+    lookback_days: int = Field(
+        default=3,
+        ge=0,
+        description="Incremental models re-read this many days before their newest row, so "
+        "late data lands in the right day.",
+    )
+    session_timeout_minutes: int = Field(
+        default=30, gt=0, description="Inactivity that ends a visitor's session."
+    )
+    email_salt: SecretStr | None = Field(
+        default=None,
+        description="Salt for hashing e-mail-like values in staging. Unset: a random salt kept "
+        "in <data_dir>/email_salt (0600), made on first use.",
+    )
+
+
+class GenerateSettings(BaseModel):
+    purchase_event_loss: float = Field(
+        default=0.02,
+        ge=0,
+        le=1,
+        description="Share of purchase events the generator drops after placing the order, as "
+        "ad blockers and closed tabs do in a real shop.",
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SHOPSTREAM_",
@@ -179,17 +213,34 @@ class Settings(BaseSettings):
     postgres_dsn: str | None = Field(
         default=None, description="The shop's PostgreSQL; none means make run starts a local one."
     )
+    timezone: str = Field(
+        default="UTC",
+        description="The shop's business time zone (IANA name): marts count days in it.",
+    )
     log_level: str = "INFO"
     collector: CollectorSettings = Field(default_factory=CollectorSettings)
     sink: SinkSettings = Field(default_factory=SinkSettings)
     cdc: CdcSettings = Field(default_factory=CdcSettings)
     query: QuerySettings = Field(default_factory=QuerySettings)
+    transform: TransformSettings = Field(default_factory=TransformSettings)
+    generate: GenerateSettings = Field(default_factory=GenerateSettings)
 
     @field_validator("write_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}: give an IANA name such as 'UTC' or 'Asia/Seoul'"
+            ) from None
         return value
 
     @field_validator("warehouse_url")

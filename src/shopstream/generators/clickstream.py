@@ -38,10 +38,11 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
+from zoneinfo import ZoneInfo
 
 import httpx
 import orjson
@@ -118,7 +119,7 @@ _ADD_TO_CART_MEMBER = 0.09  # per product view, logged-in member
 _WISHLIST = 0.04
 _BEGIN_CHECKOUT = 0.50  # of sessions that still have a cart at the end
 _PURCHASE = 0.65  # of checkouts
-_LOGIN_AT_CHECKOUT = 0.5  # anonymous visitors who log in rather than buy as guests
+_LOGIN_AT_CHECKOUT = 0.7  # anonymous visitors who log in to pay (the others leave)
 _REVIEW = 0.1  # of logged-in members who open their order history
 _APP_CLOSE = 0.65  # apps are often swiped away without a clean close
 
@@ -128,6 +129,63 @@ MEAN_EVENT_GAP = 6.5
 
 BadKind = Literal["unknown_event_type", "missing_property", "wrong_type"]
 BAD_KINDS: tuple[BadKind, ...] = ("unknown_event_type", "missing_property", "wrong_type")
+
+#: The steps of the conversion funnel, in order (the funnel truth and mart count these).
+FUNNEL_STEPS = ("page_view", "product_view", "add_to_cart", "begin_checkout", "purchase")
+#: Inactivity that ends a visitor's session, unless a stream is given another.
+SESSION_TIMEOUT = 30 * 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Checkout:
+    """A shopper pressing "pay": the shop places the order, then the page reports it.
+
+    Handed out by :meth:`Clickstream.next_item` (with ``checkouts=True``) instead of the
+    purchase event, which only :meth:`Clickstream.settle` makes, from the order placed.
+    """
+
+    ts: float  # event time of the purchase, epoch seconds
+    user_id: str  # a buyer is always logged in: orders.user_id is NOT NULL
+    lines: tuple[tuple[str, int], ...]  # product_id, quantity, in cart order
+    session_id: str
+
+    @property
+    def ms(self) -> int:
+        """The purchase event's ``event_ts`` in epoch milliseconds (it is cut to the ms)."""
+        return _ms_of(self.ts)
+
+    @property
+    def at(self) -> datetime:
+        """The purchase event's ``event_ts`` to the millisecond: the order's created_at."""
+        return _EPOCH + self.ms * _MS
+
+
+@dataclass(frozen=True, slots=True)
+class PlacedOrder:
+    """An order the shop committed for a :class:`Checkout`: its id and lines as written."""
+
+    order_id: str
+    lines: tuple[tuple[str, int, Decimal], ...]  # product_id, quantity, unit_price
+
+    @property
+    def total(self) -> Decimal:
+        return sum((price * quantity for _, quantity, price in self.lines), Decimal(0))
+
+
+def _ms_of(ts: float) -> int:
+    """Epoch seconds -> the milliseconds event_ts shows (cut, not rounded, like _format_ts)."""
+    second = int(ts)
+    return second * 1000 + int((ts - second) * 1000)
+
+
+class OrderPlacer(Protocol):
+    """Who turns a checkout into an order (the shop database); None when it cannot."""
+
+    async def place(self, checkout: Checkout) -> PlacedOrder | None: ...
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
 
 
 def _uuid_from(bits: int) -> str:
@@ -141,16 +199,35 @@ _DEVICE_NAMESPACE = uuid.UUID("5d1f3c52-8a3e-4d0a-9a57-2f2b1c0e7d11")
 
 
 class _Session:
-    __slots__ = ("base", "cart", "device", "page", "referrer", "script", "user")
+    __slots__ = (
+        "base",
+        "cart",
+        "device",
+        "page",
+        "referrer",
+        "returning",
+        "root",
+        "script",
+        "user",
+        "visitor",
+    )
 
     def __init__(self, base: Event, device: str, user: User | None, referrer: str | None) -> None:
         self.base = base  # the fields every event of the session carries
         self.device = device
         self.user = user
+        self.visitor = base["anonymous_id"]  # whom the warehouse sessionizes by
+        self.returning = user is not None  # a member's device id, used again later
+        self.root = _APP if device in _APPS else _WEB
         self.page: str | None = None  # the page being looked at
         self.referrer = referrer  # the page before it (external on landing)
         self.cart: dict[str, list[Any]] = {}  # product_id -> [product, quantity]
         self.script: Iterator[_Step] = iter(())
+
+
+# A heap entry: (time, tie-breaker, step, session); step and session are None for a shopper
+# who is yet to arrive (arrivals mode).
+_Entry = tuple[float, int, _Step | None, _Session | None]
 
 
 class Clickstream:
@@ -161,6 +238,23 @@ class Clickstream:
     (about ``sessions / (MEAN_EVENT_GAP * time_scale)``). ``start`` is when the stream's clock
     begins (now when omitted). ``bad_fraction`` of the events are deliberately broken in one of
     :data:`BAD_KINDS` ways, for demos and tests of the rejection paths.
+
+    ``arrivals=(first, last)`` plays ``sessions`` shoppers in all instead, arriving at random
+    times between those two instants (epoch seconds), and the stream ends when the last one
+    leaves (:meth:`next_item` then answers None): a finite story over a chosen window.
+
+    Sessions agree with the warehouse's rule (a visitor's session ends after
+    ``session_timeout`` seconds without events; the visitor is the ``anonymous_id``, which
+    every event carries): no think time inside a session reaches a third of the timeout, and
+    a member's device (one ``anonymous_id``) starts a new session only once its previous one
+    has been over for at least the timeout. So each ``session_id`` is one warehouse session,
+    also when one or two of its events go missing.
+
+    With ``checkouts=True`` a purchase is not made up: :meth:`next_item` hands out a
+    :class:`Checkout`, the caller has the shop place the order and passes the result to
+    :meth:`settle`, which makes the purchase event from the order (or none when the order
+    failed). ``purchase_event_loss`` of the purchase events of placed orders are then lost,
+    as ad blockers and closed tabs lose them. Without it the stream invents order ids.
     """
 
     def __init__(
@@ -173,48 +267,166 @@ class Clickstream:
         sessions: int = 1_000,
         time_scale: float = 1.0,
         bad_fraction: float = 0.0,
+        arrivals: tuple[float, float] | None = None,
+        session_timeout: float = SESSION_TIMEOUT,
+        checkouts: bool = False,
+        purchase_event_loss: float = 0.0,
     ) -> None:
         if sessions < 1:
             raise ValueError("sessions must be at least 1")
         if not 0.0 <= bad_fraction <= 1.0:
             raise ValueError("bad_fraction must be between 0 and 1")
+        if not 0.0 <= purchase_event_loss <= 1.0:
+            raise ValueError("purchase_event_loss must be between 0 and 1")
+        if session_timeout <= 0:
+            raise ValueError("session_timeout must be positive")
+        if arrivals is not None and not arrivals[0] <= arrivals[1]:
+            raise ValueError("arrivals must be (first, last) with first <= last")
         self.catalogue = catalogue or build_catalogue(seed)
         self.run_id = run_id or os.urandom(4).hex()
         self.time_scale = time_scale
         self._paced_scale = time_scale  # what keep_pace corrects around
         self.bad_fraction = bad_fraction
+        self.session_timeout = session_timeout
+        self.checkouts = checkouts
+        self.purchase_event_loss = purchase_event_loss
         # Simulation, not secrets: seeded generators are what make a run reproducible.
         self._rng = random.Random(f"clickstream/{seed}")  # noqa: S311
         self._ids = random.Random(f"clickstream-ids/{seed}/{self.run_id}")  # noqa: S311
         self._bad = random.Random(f"clickstream-bad/{seed}")  # noqa: S311
+        self._loss = random.Random(f"clickstream-loss/{seed}")  # noqa: S311
         self._devices = tuple(DEVICE_SHARES)
         self._device_cum = tuple(_cumulative(DEVICE_SHARES.values()))
         self._source_cum = tuple(_cumulative(s.weight for s in _SOURCES))
         self._search_index = _search_index(self.catalogue)
+        self._max_gap = session_timeout / 3
+        self._busy: set[str] = set()  # visitors (anonymous ids) in a session now
+        self._free_at: dict[str, float] = {}  # member device -> when it may start again
+        self._finite = arrivals is not None
         self._orders = 0
         self._seq = 0
         self._ts_second = -1
         self._ts_prefix = ""
-        begin = (start or datetime.now(UTC)).timestamp()
+        self._pending: tuple[float, _Step, _Session, Checkout] | None = None
+        begin = arrivals[0] if arrivals is not None else (start or datetime.now(UTC)).timestamp()
         self.clock = begin  # event time of the latest event handed out
-        # (time of the session's next event, tie-breaker, that event, the session)
-        self._heap: list[tuple[float, int, _Step, _Session]] = []
-        # Spread the first events over one think time so the stream starts at its steady rate.
-        for _ in range(sessions):
-            self._start_session(begin + self._rng.random() * MEAN_EVENT_GAP * time_scale)
+        self._heap: list[_Entry] = []
+        if arrivals is not None:
+            first, last = arrivals
+            for _ in range(sessions):
+                self._seq += 1
+                self._heap.append((first + self._rng.random() * (last - first), self._seq, None, None))
+            heapq.heapify(self._heap)
+        else:
+            # Spread the first events over one think time so the stream starts at its
+            # steady rate.
+            for _ in range(sessions):
+                self._start_session(begin + self._rng.random() * MEAN_EVENT_GAP * time_scale)
 
     # -- the public surface -------------------------------------------------------------
 
     def __iter__(self) -> Iterator[Event]:
-        while True:
-            yield self.next_event()
+        while (event := self._next_resolved()) is not None:
+            yield event
 
     def take(self, count: int) -> list[Event]:
-        next_event = self.next_event
-        return [next_event() for _ in range(count)]
+        """The next ``count`` events (fewer when a finite stream ends)."""
+        events: list[Event] = []
+        while len(events) < count and (event := self._next_resolved()) is not None:
+            events.append(event)
+        return events
 
     def next_event(self) -> Event:
-        ts, _, step, session = heapq.heappop(self._heap)
+        event = self._next_resolved()
+        if event is None:
+            raise EOFError("the stream has ended: every shopper has left")
+        return event
+
+    def next_item(self) -> Event | Checkout | None:
+        """The next event, or a :class:`Checkout` to :meth:`settle` first (``checkouts=True``),
+        or None when a finite stream has ended."""
+        if self._pending is not None:
+            raise RuntimeError("settle the pending checkout before taking the next event")
+        while self._heap:
+            ts, _, step, session = heapq.heappop(self._heap)
+            if session is None or step is None:
+                self._start_session(ts)  # a shopper arrives
+                continue
+            if step[1] == "purchase":
+                user = session.user
+                assert user is not None, "only logged-in shoppers reach the purchase"
+                lines = tuple((pid, int(q)) for pid, (_, q) in step[3]["cart"].items())
+                checkout = Checkout(ts, user.user_id, lines, session.base["session_id"])
+                self._pending = (ts, step, session, checkout)
+                return checkout
+            return self._emit(ts, step, session)
+        return None
+
+    def settle(self, placed: PlacedOrder | None) -> tuple[Event | None, bool]:
+        """Finish the pending checkout with the order the shop placed (None: it failed).
+
+        Returns the purchase event and whether it is lost: a failed order makes no event (the
+        session goes on without a purchase); a lost event was made (the shopper saw the
+        page, the clock moved) but must not be sent.
+        """
+        if self._pending is None:
+            raise RuntimeError("no checkout is pending")
+        ts, step, session, _ = self._pending
+        self._pending = None
+        if placed is None:
+            self._advance(ts, session)
+            return None, False
+        items = [
+            {
+                "product_id": product_id,
+                "quantity": quantity,
+                "price": int(price),
+                "category": self.catalogue.product(product_id).category,
+            }
+            for product_id, quantity, price in placed.lines
+        ]
+        value = int(placed.total)
+        purchase = {
+            "order_id": placed.order_id,
+            "revenue": value,
+            "currency": _CURRENCY,
+            "items": items,
+            "shipping": 0 if value >= _FREE_SHIPPING_FROM else _SHIPPING_FEE,
+        }
+        url = f"{session.root}/orders/{placed.order_id}/complete"
+        event = self._emit(ts, (step[0], "purchase", url, purchase), session)
+        lost = bool(self.purchase_event_loss) and self._loss.random() < self.purchase_event_loss
+        return event, lost
+
+    def keep_pace(self, now: float) -> None:
+        """Bend think times so event time tracks the wall clock ``now`` (epoch seconds).
+
+        A real-time sender calls this before each batch: when the stream's clock runs ahead,
+        shoppers think longer, when it lags, shorter. The correction is proportional to the
+        lead and bounded, so the clock settles a few seconds from ``now`` without swinging.
+        """
+        lead = self.clock - now
+        self.time_scale = self._paced_scale * min(2.0, max(0.5, 1.0 - lead / 30.0))
+
+    # -- the stream's machinery ---------------------------------------------------------
+
+    def _next_resolved(self) -> Event | None:
+        """The next event, inventing the order of a checkout when no shop takes part."""
+        item = self.next_item()
+        while isinstance(item, Checkout):
+            self._orders += 1
+            # Not an order of a shop database: order ids of their own, catalogue prices.
+            order_id = f"o-{self.run_id}-{self._orders:07d}"
+            lines = tuple(
+                (pid, quantity, self.catalogue.product(pid).price) for pid, quantity in item.lines
+            )
+            event, lost = self.settle(PlacedOrder(order_id, lines))
+            if event is not None and not lost:
+                return event
+            item = self.next_item()
+        return item
+
+    def _emit(self, ts: float, step: _Step, session: _Session) -> Event:
         _, event_type, page, properties = step
         if page != session.page:
             session.referrer, session.page = session.page or session.referrer, page
@@ -228,29 +440,44 @@ class Clickstream:
             "properties": properties,
         }
         self.clock = ts
-        following = next(session.script, None)
-        if following is None:
-            # Someone else arrives as this shopper leaves, so the crowd keeps its size.
-            self._start_session(ts + self._rng.expovariate(1 / MEAN_EVENT_GAP) * self.time_scale)
-        else:
-            self._seq += 1
-            when = ts + following[0] * self.time_scale
-            heapq.heappush(self._heap, (when, self._seq, following, session))
+        self._advance(ts, session)
         if self.bad_fraction and self._bad.random() < self.bad_fraction:
             return self._spoil(event)
         return event
 
-    def keep_pace(self, now: float) -> None:
-        """Bend think times so event time tracks the wall clock ``now`` (epoch seconds).
-
-        A real-time sender calls this before each batch: when the stream's clock runs ahead,
-        shoppers think longer, when it lags, shorter. The correction is proportional to the
-        lead and bounded, so the clock settles a few seconds from ``now`` without swinging.
-        """
-        lead = self.clock - now
-        self.time_scale = self._paced_scale * min(2.0, max(0.5, 1.0 - lead / 30.0))
+    def _advance(self, ts: float, session: _Session) -> None:
+        """Schedule the session's next step, or let the shopper go."""
+        following = next(session.script, None)
+        if following is None:
+            visitor = session.visitor
+            self._busy.discard(visitor)
+            if session.returning:
+                self._free_at[visitor] = ts + self.session_timeout
+            if not self._finite:
+                # Someone else arrives as this shopper leaves, so the crowd keeps its size.
+                gap = self._rng.expovariate(1 / MEAN_EVENT_GAP) * self.time_scale
+                self._start_session(ts + gap)
+            return
+        self._seq += 1
+        # Capped well below the session timeout: a session never falls apart in two.
+        when = ts + min(following[0] * self.time_scale, self._max_gap)
+        heapq.heappush(self._heap, (when, self._seq, following, session))
 
     # -- sessions -----------------------------------------------------------------------
+
+    def _member(self, device: str, ts: float) -> tuple[User, str] | None:
+        """A logged-in member whose device is free at ``ts``, and that device's id.
+
+        A member keeps one device id per device; a session of theirs that started on it
+        before the previous one was over by the timeout would be one warehouse session.
+        """
+        for _ in range(3):
+            user = self.catalogue.active_user(self._rng)
+            # The app (or browser) of a member keeps one device id across sessions and runs.
+            visitor = str(uuid.uuid5(_DEVICE_NAMESPACE, f"{user.user_id}/{device}"))
+            if visitor not in self._busy and self._free_at.get(visitor, -math.inf) <= ts:
+                return user, visitor
+        return None  # all busy: this one browses as a guest
 
     def _start_session(self, ts: float) -> None:
         rng = self._rng
@@ -258,12 +485,13 @@ class Clickstream:
         source = _SOURCES[_pick(self._source_cum, rng.random())]
         if source.app_only and device not in _APPS:
             source = _SOURCES[0]
-        user = self.catalogue.active_user(rng) if rng.random() < _LOGGED_IN[device] else None
+        member = self._member(device, ts) if rng.random() < _LOGGED_IN[device] else None
         ids = self._ids
-        if user is not None:
-            # The app (or browser) of a member keeps one device id across sessions and runs.
-            anonymous_id = str(uuid.uuid5(_DEVICE_NAMESPACE, f"{user.user_id}/{device}"))
+        if member is not None:
+            user: User | None = member[0]
+            anonymous_id = member[1]
         else:
+            user = None
             anonymous_id = _uuid_from(ids.getrandbits(128))
         base: Event = {
             "user_id": user.user_id if user else None,
@@ -277,6 +505,7 @@ class Clickstream:
             base["utm_campaign"] = rng.choice(source.campaigns)
         referrer = source.referrer if device not in _APPS else None
         session = _Session(base, device, user, referrer)
+        self._busy.add(anonymous_id)
         session.script = self._script(session, source)
         first = next(session.script)
         self._seq += 1
@@ -439,29 +668,13 @@ class Clickstream:
             "currency": _CURRENCY,
         }
         yield _gap(rng, 10), "begin_checkout", root + "/checkout", checkout
-        if rng.random() < _PURCHASE:
-            self._orders += 1
-            # Not an order of the shop database: the two generators run independently.
-            order_id = f"o-{self.run_id}-{self._orders:07d}"
-            items = [
-                {
-                    "product_id": p.product_id,
-                    "quantity": q,
-                    "price": int(p.price),
-                    "category": p.category,
-                }
-                for p, q in lines
-            ]
-            purchase = {
-                "order_id": order_id,
-                "revenue": value,
-                "currency": _CURRENCY,
-                "items": items,
-                "shipping": 0 if value >= _FREE_SHIPPING_FROM else _SHIPPING_FEE,
-            }
-            url = f"{root}/orders/{order_id}/complete"
+        # Paying needs an account (orders.user_id is NOT NULL): guests stop at the login wall.
+        if s.user is not None and rng.random() < _PURCHASE:
+            # The stream turns this step into the purchase event once the order exists
+            # (see next_item and settle): what is in the cart is what is ordered.
+            cart = {p.product_id: [p, q] for p, q in lines}
             s.cart.clear()
-            yield _gap(rng, 45), "purchase", url, purchase
+            yield _gap(rng, 45), "purchase", root + "/checkout", {"cart": cart}
 
     # -- output details -----------------------------------------------------------------
 
@@ -590,6 +803,76 @@ def _query_for(product: Product, rng: random.Random) -> str:
 
 
 @dataclass
+class SessionFigures:
+    """One business day x device type of the warehouse's sessions (accepted events only)."""
+
+    sessions: int = 0
+    events: int = 0
+    purchases: int = 0  # purchase events
+    revenue: Decimal = Decimal(0)  # their properties.revenue (whole won)
+
+
+@dataclass
+class TrackingDay:
+    """One business day of orders placed from sessions against their purchase events."""
+
+    orders: int = 0  # orders the shop placed for checkouts (the order's day)
+    order_revenue: Decimal = Decimal(0)  # their lines total
+    purchase_events: int = 0  # purchase events the collector accepted (the event's day)
+    matched: int = 0  # of those, naming an order placed for a checkout
+    lost_on_purpose: int = 0  # events of placed orders dropped (purchase_event_loss)
+    failed_checkouts: int = 0  # checkouts whose order failed (out of stock): no event
+
+    @property
+    def unmatched_orders(self) -> int:
+        return self.orders - self.matched
+
+    def as_dict(self, lost_revenue: Decimal) -> dict[str, Any]:
+        return {
+            "orders": self.orders,
+            "order_revenue": str(self.order_revenue),
+            "purchase_events": self.purchase_events,
+            "matched": self.matched,
+            "unmatched_orders": self.unmatched_orders,
+            "lost_revenue": str(lost_revenue),
+            "lost_on_purpose": self.lost_on_purpose,
+            "failed_checkouts": self.failed_checkouts,
+        }
+
+
+class _BusinessDays:
+    """Epoch milliseconds -> the date in a time zone, cached per quarter hour (zone offsets
+    and their changes fall on quarter hours)."""
+
+    def __init__(self, timezone: str) -> None:
+        self.zone = ZoneInfo(timezone)
+        self._cache: dict[int, str] = {}
+
+    def __call__(self, ms: int) -> str:
+        quarter = ms // 900_000
+        day = self._cache.get(quarter)
+        if day is None:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            day = datetime.fromtimestamp(quarter * 900, self.zone).date().isoformat()
+            self._cache[quarter] = day
+        return day
+
+
+def _epoch_ms(event_ts: object) -> int | None:
+    """``2026-11-27T09:00:00.123Z`` (or any ISO 8601 with an offset) -> epoch ms."""
+    if not isinstance(event_ts, str):
+        return None
+    try:
+        ts = datetime.fromisoformat(event_ts)
+    except ValueError:
+        return None
+    if ts.tzinfo is None:
+        return None
+    return (ts - _EPOCH) // _MS
+
+
+@dataclass
 class GroundTruth:
     """What the collector acknowledged: the figures the warehouse must reconcile with.
 
@@ -597,6 +880,14 @@ class GroundTruth:
     its batch was re-sent. ``failed`` events were given up after retries: the collector may
     or may not hold them (a lost answer can hide a stored batch), so they are in no count
     here, and raw may hold events this truth does not.
+
+    Sessions, funnel and tracking are by business day: the date in ``timezone``. They apply
+    the warehouse's own rule to the accepted events, in the order the stream made them
+    (batches are recorded in that order): a visitor is ``coalesce(anonymous_id, user_id)``;
+    a visitor's session ends after ``session_timeout`` seconds without events; a session
+    belongs to the day and device of its first event. ``funnel`` counts, per session day x
+    device, the sessions reaching each of :data:`FUNNEL_STEPS`, a step counting only when it
+    comes strictly after (later ``event_ts``) the previous step reached in the same session.
     """
 
     sent: int = 0  # events the collector answered for: accepted + rejected
@@ -604,7 +895,7 @@ class GroundTruth:
     rejected: int = 0
     failed: int = 0
     by_event_type: Counter[str] = field(default_factory=Counter)
-    by_event_date: Counter[str] = field(default_factory=Counter)
+    by_event_date: Counter[str] = field(default_factory=Counter)  # UTC date of event_ts
     purchases: int = 0
     purchase_revenue: Decimal = Decimal(0)
     rejected_reasons: Counter[str] = field(default_factory=Counter)
@@ -612,9 +903,27 @@ class GroundTruth:
     # answer that acknowledged it); stated separately because staging's dedup is held to it.
     distinct_event_ids: int = 0
     event_ids: set[str] | None = None  # kept only when asked for: it grows with the run
+    timezone: str = "UTC"
+    session_timeout: float = SESSION_TIMEOUT  # seconds
+    sessions: dict[tuple[str, str], SessionFigures] = field(default_factory=dict)
+    funnel: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    tracking: dict[str, TrackingDay] = field(default_factory=dict)
+    # order_id -> (business day, lines total) of orders placed for checkouts, and the ids of
+    # those whose purchase event was accepted: what the lost revenue is worked out from.
+    session_orders: dict[str, tuple[str, Decimal]] = field(default_factory=dict)
+    matched_order_ids: set[str] = field(default_factory=set)
+    # Accepted events whose event_ts could not be read: in no session (should stay 0).
+    unsessioned: int = 0
+
+    def __post_init__(self) -> None:
+        self._day = _BusinessDays(self.timezone)
+        # visitor -> [last event ms, (day, device), funnel steps reached, last step ms]
+        self._open: dict[str, list[Any]] = {}
+        self._newest = 0
+        self._since_prune = 0
 
     def record(self, batch: list[Event], rejected_indexes: dict[int, str]) -> None:
-        """Count one acknowledged batch."""
+        """Count one acknowledged batch (batches must come in the order they were made)."""
         self.sent += len(batch)
         self.rejected += len(rejected_indexes)
         for reason in rejected_indexes.values():
@@ -628,15 +937,85 @@ class GroundTruth:
             event_type = str(event.get("event_type"))
             self.by_event_type[event_type] += 1
             self.by_event_date[str(event.get("event_ts"))[:10]] += 1
+            revenue: Decimal | None = None
             if event_type == "purchase":
                 self.purchases += 1
-                revenue = event["properties"].get("revenue")
-                if isinstance(revenue, int | str):
-                    self.purchase_revenue += Decimal(revenue)
+                value = event["properties"].get("revenue")
+                if isinstance(value, int | str):
+                    revenue = Decimal(value)
+                    self.purchase_revenue += revenue
             if self.event_ids is not None:
                 self.event_ids.add(event["event_id"])
+            self._sessionize(event, event_type, revenue)
+
+    def _sessionize(self, event: Event, event_type: str, revenue: Decimal | None) -> None:
+        ms = _epoch_ms(event.get("event_ts"))
+        visitor = event.get("anonymous_id") or event.get("user_id")
+        if ms is None or not visitor:
+            self.unsessioned += 1
+            return
+        state = self._open.get(visitor)
+        if state is None or ms - state[0] >= self.session_timeout * 1000:
+            key = (self._day(ms), str(event.get("device_type")))
+            state = [ms, key, 0, None]
+            self._open[visitor] = state
+            self.sessions.setdefault(key, SessionFigures()).sessions += 1
+        state[0] = ms
+        key = state[1]
+        figures = self.sessions[key]
+        figures.events += 1
+        reached = state[2]
+        if (
+            reached < len(FUNNEL_STEPS)
+            and event_type == FUNNEL_STEPS[reached]
+            and (state[3] is None or ms > state[3])
+        ):
+            state[2] = reached + 1
+            state[3] = ms
+            self.funnel.setdefault(key, [0] * len(FUNNEL_STEPS))[reached] += 1
+        if event_type == "purchase":
+            figures.purchases += 1
+            if revenue is not None:
+                figures.revenue += revenue
+            day = self._day(ms)
+            tracking = self.tracking.setdefault(day, TrackingDay())
+            tracking.purchase_events += 1
+            order_id = event["properties"].get("order_id")
+            if order_id in self.session_orders and order_id not in self.matched_order_ids:
+                self.matched_order_ids.add(order_id)
+                tracking.matched += 1
+        self._newest = max(self._newest, ms)
+        self._since_prune += 1
+        if self._since_prune >= 50_000:
+            # Visitors quiet for longer than the timeout start a new session anyway.
+            self._since_prune = 0
+            horizon = self._newest - self.session_timeout * 1000
+            self._open = {v: s for v, s in self._open.items() if s[0] > horizon}
+
+    def order_placed(self, checkout: Checkout, placed: PlacedOrder | None, *, lost: bool) -> None:
+        """Note what the shop did with a checkout (before its event can be acknowledged)."""
+        day = self._day(checkout.ms)
+        tracking = self.tracking.setdefault(day, TrackingDay())
+        if placed is None:
+            tracking.failed_checkouts += 1
+            return
+        total = placed.total
+        self.session_orders[placed.order_id] = (day, total)
+        tracking.orders += 1
+        tracking.order_revenue += total
+        tracking.lost_on_purpose += int(lost)
+
+    def lost_revenue(self) -> dict[str, Decimal]:
+        """Per business day: the lines total of orders placed for checkouts whose purchase
+        event the collector never accepted (lost on purpose, spoiled, or undelivered)."""
+        lost: dict[str, Decimal] = {day: Decimal(0) for day in self.tracking}
+        for order_id, (day, total) in self.session_orders.items():
+            if order_id not in self.matched_order_ids:
+                lost[day] += total
+        return lost
 
     def as_dict(self) -> dict[str, Any]:
+        lost = self.lost_revenue()
         data: dict[str, Any] = {
             "sent": self.sent,
             "accepted": self.accepted,
@@ -648,6 +1027,31 @@ class GroundTruth:
             "by_event_type": dict(sorted(self.by_event_type.items())),
             "by_event_date": dict(sorted(self.by_event_date.items())),
             "rejected_reasons": dict(self.rejected_reasons.most_common()),
+            "timezone": self.timezone,
+            "session_timeout": self.session_timeout,
+            "unsessioned": self.unsessioned,
+            "sessions": [
+                {
+                    "day": day,
+                    "device_type": device,
+                    "sessions": f.sessions,
+                    "events": f.events,
+                    "purchases": f.purchases,
+                    "revenue": str(f.revenue),
+                }
+                for (day, device), f in sorted(self.sessions.items())
+            ],
+            "funnel": [
+                {"day": day, "device_type": device, **dict(zip(FUNNEL_STEPS, steps, strict=True))}
+                for (day, device), steps in sorted(self.funnel.items())
+            ],
+            "tracking": {
+                day: t.as_dict(lost[day]) for day, t in sorted(self.tracking.items())
+            },
+            "session_orders": {
+                order_id: [day, str(total)] for order_id, (day, total) in self.session_orders.items()
+            },
+            "matched_order_ids": sorted(self.matched_order_ids),
         }
         if self.event_ids is not None:
             data["event_ids"] = sorted(self.event_ids)
@@ -660,7 +1064,7 @@ class GroundTruth:
     def read_json(cls, path: Path | str) -> GroundTruth:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
         ids = data.get("event_ids")
-        return cls(
+        truth = cls(
             sent=data["sent"],
             accepted=data["accepted"],
             rejected=data["rejected"],
@@ -672,7 +1076,31 @@ class GroundTruth:
             rejected_reasons=Counter(data["rejected_reasons"]),
             distinct_event_ids=data["distinct_event_ids"],
             event_ids=set(ids) if ids is not None else None,
+            timezone=data.get("timezone", "UTC"),
+            session_timeout=data.get("session_timeout", SESSION_TIMEOUT),
+            unsessioned=data.get("unsessioned", 0),
         )
+        for row in data.get("sessions", []):
+            truth.sessions[(row["day"], row["device_type"])] = SessionFigures(
+                row["sessions"], row["events"], row["purchases"], Decimal(row["revenue"])
+            )
+        for row in data.get("funnel", []):
+            truth.funnel[(row["day"], row["device_type"])] = [row[s] for s in FUNNEL_STEPS]
+        for day, row in data.get("tracking", {}).items():
+            truth.tracking[day] = TrackingDay(
+                orders=row["orders"],
+                order_revenue=Decimal(row["order_revenue"]),
+                purchase_events=row["purchase_events"],
+                matched=row["matched"],
+                lost_on_purpose=row["lost_on_purpose"],
+                failed_checkouts=row["failed_checkouts"],
+            )
+        truth.session_orders = {
+            order_id: (day, Decimal(total))
+            for order_id, (day, total) in data.get("session_orders", {}).items()
+        }
+        truth.matched_order_ids = set(data.get("matched_order_ids", []))
+        return truth
 
 
 @dataclass(frozen=True)
@@ -715,6 +1143,10 @@ async def send_events(
     keep_event_ids: bool = False,
     max_attempts: int = _MAX_ATTEMPTS,
     timeout: float = 30.0,
+    shop: OrderPlacer | None = None,
+    purchase_event_loss: float = 0.0,
+    timezone: str = "UTC",
+    session_timeout: float = SESSION_TIMEOUT,
 ) -> GroundTruth:
     """POST the clickstream to ``{url}/v1/events`` at ``rate`` events/s for ``duration`` s.
 
@@ -726,6 +1158,10 @@ async def send_events(
     (same ``event_id``), so delivery is at-least-once; after ``max_attempts`` a batch is
     given up and counted as ``failed``.
     ``write_key`` goes as the basic-auth user name with an empty password.
+
+    With a ``shop``, a purchase is an order the shop places first (see
+    :class:`Clickstream`'s ``checkouts``); ``purchase_event_loss`` of those orders' events are
+    then not sent. The truth's days are in ``timezone``.
     """
     if rate <= 0:
         raise ValueError("rate must be positive")
@@ -742,21 +1178,29 @@ async def send_events(
         sessions=sessions,
         time_scale=sessions / wanted,
         bad_fraction=bad_fraction,
+        session_timeout=session_timeout,
+        checkouts=shop is not None,
+        purchase_event_loss=purchase_event_loss,
     )
-    truth = GroundTruth(event_ids=set() if keep_event_ids else None)
+    truth = GroundTruth(
+        event_ids=set() if keep_event_ids else None,
+        timezone=timezone,
+        session_timeout=session_timeout,
+    )
     progress = _Progress(truth, on_progress)
-    queue: asyncio.Queue[list[Event] | None] = asyncio.Queue(maxsize=concurrency * 2)
+    ordered = _InOrder(truth)
+    queue: asyncio.Queue[tuple[int, list[Event]] | None] = asyncio.Queue(maxsize=concurrency * 2)
     auth = httpx.BasicAuth(write_key, "") if write_key is not None else None
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(
         base_url=url.rstrip("/"), auth=auth, timeout=timeout, limits=limits
     ) as client:
         workers = [
-            asyncio.create_task(_deliver(client, queue, truth, progress, max_attempts))
+            asyncio.create_task(_deliver(client, queue, ordered, progress, max_attempts))
             for _ in range(concurrency)
         ]
         producer = asyncio.create_task(
-            _produce(stream, queue, rate, total, duration, batch_size, stop, concurrency)
+            _produce(stream, shop, truth, queue, rate, total, duration, batch_size, stop, concurrency)
         )
         tasks = [producer, *workers]
         try:
@@ -774,9 +1218,32 @@ async def send_events(
     return truth
 
 
+async def take_events(
+    stream: Clickstream, count: int, shop: OrderPlacer | None, truth: GroundTruth
+) -> list[Event]:
+    """The next ``count`` events of ``stream`` (fewer at the end of a finite one); the
+    checkouts on the way are placed as orders by ``shop`` first, and noted in ``truth``."""
+    batch: list[Event] = []
+    while len(batch) < count:
+        item = stream.next_item()
+        if item is None:
+            break
+        if isinstance(item, Checkout):
+            placed = await shop.place(item) if shop is not None else None
+            event, lost = stream.settle(placed)
+            truth.order_placed(item, placed, lost=lost)
+            if event is None or lost:
+                continue
+            item = event
+        batch.append(item)
+    return batch
+
+
 async def _produce(
     stream: Clickstream,
-    queue: asyncio.Queue[list[Event] | None],
+    shop: OrderPlacer | None,
+    truth: GroundTruth,
+    queue: asyncio.Queue[tuple[int, list[Event]] | None],
     rate: float,
     total: float,
     duration: float,
@@ -789,6 +1256,7 @@ async def _produce(
     started = loop.time()
     ends = started + duration
     produced = 0
+    sequence = 0
     while produced < total and loop.time() < ends and not (stop is not None and stop.is_set()):
         size = int(min(batch_size, total - produced))
         delay = started + produced / rate - loop.time()
@@ -805,9 +1273,12 @@ async def _produce(
             # flooding it with a backlog the moment it recovers.
             started -= delay + 1.0
         stream.keep_pace(time.time())
-        batch = stream.take(size)
+        batch = await take_events(stream, size, shop, truth)
+        if not batch:
+            break  # a finite stream has ended
         produced += size
-        await queue.put(batch)
+        await queue.put((sequence, batch))
+        sequence += 1
     for _ in range(consumers):
         await queue.put(None)  # one end-of-stream mark per worker
 
@@ -848,20 +1319,38 @@ class _Progress:
         )
 
 
+class _InOrder:
+    """Records answered batches in the order they were made, whichever answer came first:
+    the truth sessionizes events in stream order, as the warehouse does by event time."""
+
+    def __init__(self, truth: GroundTruth) -> None:
+        self.truth = truth
+        self.next = 0
+        self.waiting: dict[int, tuple[list[Event], dict[int, str] | None]] = {}
+
+    def answered(self, sequence: int, batch: list[Event], rejected: dict[int, str] | None) -> None:
+        self.waiting[sequence] = (batch, rejected)
+        while (ready := self.waiting.pop(self.next, None)) is not None:
+            self.next += 1
+            done, refused = ready
+            if refused is None:
+                self.truth.failed += len(done)
+            else:
+                self.truth.record(done, refused)
+
+
 async def _deliver(
     client: httpx.AsyncClient,
-    queue: asyncio.Queue[list[Event] | None],
-    truth: GroundTruth,
+    queue: asyncio.Queue[tuple[int, list[Event]] | None],
+    ordered: _InOrder,
     progress: _Progress,
     max_attempts: int,
 ) -> None:
-    while (batch := await queue.get()) is not None:
+    while (item := await queue.get()) is not None:
+        sequence, batch = item
         body = orjson.dumps(batch)  # once: every attempt re-sends the same bytes
         rejected = await _post(client, body, len(batch), progress, max_attempts)
-        if rejected is None:
-            truth.failed += len(batch)
-        else:
-            truth.record(batch, rejected)
+        ordered.answered(sequence, batch, rejected)
         progress.report()
 
 

@@ -315,7 +315,8 @@ class Clickstream:
             first, last = arrivals
             for _ in range(sessions):
                 self._seq += 1
-                self._heap.append((first + self._rng.random() * (last - first), self._seq, None, None))
+                when = first + self._rng.random() * (last - first)
+                self._heap.append((when, self._seq, None, None))
             heapq.heapify(self._heap)
         else:
             # Spread the first events over one think time so the stream starts at its
@@ -1045,11 +1046,10 @@ class GroundTruth:
                 {"day": day, "device_type": device, **dict(zip(FUNNEL_STEPS, steps, strict=True))}
                 for (day, device), steps in sorted(self.funnel.items())
             ],
-            "tracking": {
-                day: t.as_dict(lost[day]) for day, t in sorted(self.tracking.items())
-            },
+            "tracking": {day: t.as_dict(lost[day]) for day, t in sorted(self.tracking.items())},
             "session_orders": {
-                order_id: [day, str(total)] for order_id, (day, total) in self.session_orders.items()
+                order_id: [day, str(total)]
+                for order_id, (day, total) in self.session_orders.items()
             },
             "matched_order_ids": sorted(self.matched_order_ids),
         }
@@ -1200,7 +1200,9 @@ async def send_events(
             for _ in range(concurrency)
         ]
         producer = asyncio.create_task(
-            _produce(stream, shop, truth, queue, rate, total, duration, batch_size, stop, concurrency)
+            _produce(
+                stream, shop, truth, queue, rate, total, duration, batch_size, stop, concurrency
+            )
         )
         tasks = [producer, *workers]
         try:

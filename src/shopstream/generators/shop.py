@@ -30,10 +30,12 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 import psycopg
 from faker import Faker
 
+from shopstream.generators.clickstream import Checkout, PlacedOrder
 from shopstream.generators.products import (
     CATALOGUE_AS_OF,
     GRADES,
@@ -196,6 +198,12 @@ class ShopTruth:
     are neither cancelled nor refunded; ``*_by_date`` use the UTC date of ``created_at``.
     Stock moves: ``units_ordered`` left the shelves when orders were placed,
     ``units_returned`` came back when orders were cancelled, ``units_restocked`` arrived.
+
+    Orders placed for the clickstream's checkouts (:meth:`Shop.place`) are orders of the run
+    like the others, and also counted in ``session_orders``; ``session_orders_failed``
+    checkouts found a product out of stock (or their member gone) and placed nothing.
+    ``orders_by_business_day`` / ``gross_by_business_day`` count every order of the run, any
+    status, by the date of ``created_at`` in ``timezone`` (gross: the lines total).
     """
 
     transactions: int = 0
@@ -214,6 +222,11 @@ class ShopTruth:
     price_changes: int = 0
     grade_upgrades: int = 0
     payments_failed: int = 0
+    timezone: str = "UTC"
+    session_orders: int = 0
+    session_orders_failed: int = 0
+    orders_by_business_day: Counter[str] = field(default_factory=Counter)
+    gross_by_business_day: dict[str, Decimal] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -237,6 +250,13 @@ class ShopTruth:
             "price_changes": self.price_changes,
             "grade_upgrades": self.grade_upgrades,
             "payments_failed": self.payments_failed,
+            "timezone": self.timezone,
+            "session_orders": self.session_orders,
+            "session_orders_failed": self.session_orders_failed,
+            "orders_by_business_day": dict(sorted(self.orders_by_business_day.items())),
+            "gross_by_business_day": {
+                d: str(v) for d, v in sorted(self.gross_by_business_day.items())
+            },
         }
 
     def write_json(self, path: Path | str) -> None:
@@ -260,6 +280,13 @@ class ShopTruth:
             price_changes=data["price_changes"],
             grade_upgrades=data["grade_upgrades"],
             payments_failed=data["payments_failed"],
+            timezone=data.get("timezone", "UTC"),
+            session_orders=data.get("session_orders", 0),
+            session_orders_failed=data.get("session_orders_failed", 0),
+            orders_by_business_day=Counter(data.get("orders_by_business_day", {})),
+            gross_by_business_day={
+                d: Decimal(v) for d, v in data.get("gross_by_business_day", {}).items()
+            },
         )
 
 
@@ -282,9 +309,11 @@ class _Order:
     order_id: str
     lines: list[tuple[str, int]]  # product_id, quantity
     total: Decimal
-    day: str
+    day: str  # UTC date of created_at
+    business_day: str  # date of created_at in the shop's time zone
     status: OrderStatus = "PENDING"
     payment_id: str | None = None  # the successful payment
+    prices: list[Decimal] = field(default_factory=list)  # unit prices, per line
 
 
 @dataclass(slots=True)
@@ -292,6 +321,10 @@ class _Shelf:
     price: Decimal
     stock: int
     storage_type: str
+
+
+# Storage types from the least to the most demanding shipment.
+_STORAGE_ORDER = ("ROOM", "COLD", "FROZEN")
 
 
 class _Conflict(Exception):
@@ -320,13 +353,27 @@ _PAYMENT_WEIGHTS = (0.45, 0.20, 0.15, 0.10, 0.10)
 class _Shop:
     """The workload's picture of the shop, kept in step with what it commits."""
 
-    def __init__(self, conn: psycopg.AsyncConnection[Any], catalogue: Catalogue, seed: int):
+    def __init__(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        catalogue: Catalogue,
+        seed: int,
+        *,
+        own_orders: bool = True,
+        timezone: str = "UTC",
+    ):
         self.conn = conn
         self.catalogue = catalogue
         self.rng = random.Random(f"shop/{seed}")  # noqa: S311 - reproducible, not secret
         self.fake = Faker("ko_KR")
         self.fake.seed_instance(seed)
-        self.truth = ShopTruth()
+        self.truth = ShopTruth(timezone=timezone)
+        self.zone = ZoneInfo(timezone)
+        # Without orders of its own, only the clickstream's checkouts place orders.
+        self.own_orders = own_orders
+        # One connection, so one transaction at a time: the workload's steps and the
+        # clickstream's checkouts take turns.
+        self.lock = asyncio.Lock()
         self.shelves: dict[str, _Shelf] = {}
         self.by_storage: dict[str, list[str]] = {}
         self.grades: dict[str, str] = {}
@@ -355,14 +402,38 @@ class _Shop:
     async def step(self) -> None:
         """Run one transaction of a randomly chosen kind."""
         name = self.rng.choices(self.action_names, self.action_weights)[0]
+        if name == "place_order" and not self.own_orders:
+            name = "pay_order"  # orders come from the clickstream's checkouts only
         action = getattr(self, name)
-        try:
-            done = await action()
-            if not done:  # nothing to do for that kind right now: customers keep buying
-                await self.place_order()
-        except _Conflict:
-            self.truth.rolled_back += 1
-            await self.load_shelves()
+        async with self.lock:
+            try:
+                done = await action()
+                if not done and self.own_orders:
+                    await self.place_order()  # nothing to do for that kind: customers buy
+            except _Conflict:
+                self.truth.rolled_back += 1
+                await self.load_shelves()
+
+    async def place_checkout(self, checkout: Checkout) -> PlacedOrder | None:
+        """Place the order of a clickstream checkout, at the shelf prices, created at the
+        purchase's time; None (and nothing written) when it cannot be placed."""
+        async with self.lock:
+            lines = list(checkout.lines)
+            if checkout.user_id not in self.grades or any(p not in self.shelves for p, _ in lines):
+                self.truth.session_orders_failed += 1  # a member who left, an unknown product
+                return None
+            try:
+                order = await self._place(checkout.user_id, lines, checkout.at)
+            except _Conflict:  # out of stock: the database said so
+                self.truth.rolled_back += 1
+                self.truth.session_orders_failed += 1
+                await self.load_shelves()
+                return None
+            self.truth.session_orders += 1
+            return PlacedOrder(
+                order.order_id,
+                tuple((p, q, price) for (p, q), price in zip(lines, order.prices, strict=True)),
+            )
 
     async def load_shelves(self) -> None:
         async with self.conn.cursor() as cur:
@@ -428,11 +499,18 @@ class _Shop:
         lines = self._basket()
         if not lines:
             return await self.restock()  # sold out: the merchandiser reorders instead
-        user_id = self._customer()
-        now = datetime.now(UTC)
+        await self._place(self._customer(), lines, datetime.now(UTC))
+        return True
+
+    async def _place(self, user_id: str, lines: list[tuple[str, int]], now: datetime) -> _Order:
+        """Write one order (PENDING) with its lines at the shelf prices and take the stock,
+        in one transaction; raises _Conflict (nothing written) when stock is short."""
         prices = [self.shelves[p].price for p, _ in lines]
         total = sum((price * q for price, (_, q) in zip(prices, lines, strict=True)), Decimal(0))
-        storage_type = self.shelves[lines[0][0]].storage_type
+        # The coldest line decides how the order ships.
+        storage_type = max(
+            (self.shelves[p].storage_type for p, _ in lines), key=_STORAGE_ORDER.index
+        )
         async with self.conn.transaction(), self.conn.cursor() as cur:
             await cur.execute(
                 f"""WITH placed AS (
@@ -462,8 +540,14 @@ class _Shop:
                 raise _Conflict("order lines were not all written")
             order_id = rows[0][0]
             await self._take_stock(cur, lines, now)
-        day = now.date().isoformat()
-        order = _Order(order_id, lines, total, day)
+        order = _Order(
+            order_id,
+            lines,
+            total,
+            now.astimezone(UTC).date().isoformat(),
+            now.astimezone(self.zone).date().isoformat(),
+            prices=prices,
+        )
         self.orders[order_id] = order
         self.open["PENDING"][order_id] = order
         self.with_orders.add(user_id)
@@ -471,7 +555,7 @@ class _Shop:
             self.shelves[product_id].stock -= quantity
         self.truth.units_ordered += sum(q for _, q in lines)
         self._committed(orders_insert=1, order_items_insert=len(lines), products_update=len(lines))
-        return True
+        return order
 
     async def _take_stock(
         self, cur: psycopg.AsyncCursor[Any], lines: list[tuple[str, int]], now: datetime
@@ -705,7 +789,13 @@ class _Shop:
         truth.orders_by_date = Counter()
         truth.revenue_by_date = {}
         truth.revenue = Decimal(0)
+        truth.orders_by_business_day = Counter()
+        truth.gross_by_business_day = {}
         for order in self.orders.values():
+            truth.orders_by_business_day[order.business_day] += 1
+            truth.gross_by_business_day[order.business_day] = (
+                truth.gross_by_business_day.get(order.business_day, Decimal(0)) + order.total
+            )
             truth.orders_by_status[order.status] += 1
             truth.revenue_by_status[order.status] = (
                 truth.revenue_by_status.get(order.status, Decimal(0)) + order.total
@@ -719,6 +809,87 @@ class _Shop:
         return truth
 
 
+class Shop:
+    """The shop as the generators share it: one connection, one picture of the shop, one
+    truth, used by the order workload (:meth:`step`) and by the clickstream's checkouts
+    (:meth:`place`, an :class:`~shopstream.generators.clickstream.OrderPlacer`), so orders
+    placed for checkouts are paid, moved, cancelled and refunded like the workload's own.
+
+    Users :meth:`open` it and :meth:`close` it; the last to close ends the connection and
+    closes the books (``truth`` is then final: the same object throughout). With
+    ``own_orders=False`` the workload places no orders itself, only moves them.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        seed: int = 1,
+        own_orders: bool = True,
+        timezone: str = "UTC",
+        catalogue: Catalogue | None = None,
+    ) -> None:
+        self.dsn = dsn
+        self.seed = seed
+        self.own_orders = own_orders
+        self.timezone = timezone
+        self.catalogue = catalogue
+        self.truth = ShopTruth(timezone=timezone)
+        self._shop: _Shop | None = None
+        self._users = 0
+        self._opening = asyncio.Lock()
+
+    async def open(self) -> None:
+        async with self._opening:
+            self._users += 1
+            if self._shop is not None:
+                return
+            conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
+            shop = _Shop(
+                conn,
+                self.catalogue or build_catalogue(self.seed),
+                self.seed,
+                own_orders=self.own_orders,
+                timezone=self.timezone,
+            )
+            shop.truth = self.truth
+            try:
+                await shop.load()
+            except BaseException:
+                self._users -= 1
+                await conn.close()
+                raise
+            self._shop = shop
+
+    async def close(self) -> ShopTruth:
+        async with self._opening:
+            self._users -= 1
+            shop = self._shop
+            if self._users <= 0 and shop is not None:
+                self._shop = None
+                await shop.conn.close()
+            if shop is not None:
+                shop.close_books()
+        return self.truth
+
+    def _open(self) -> _Shop:
+        if self._shop is None:
+            raise RuntimeError("the shop is not open")
+        return self._shop
+
+    @property
+    def orders_placed(self) -> int:
+        return len(self._shop.orders) if self._shop is not None else 0
+
+    async def step(self) -> None:
+        """One transaction of the order workload."""
+        await self._open().step()
+
+    async def place(self, checkout: Checkout) -> PlacedOrder | None:
+        """The order of a checkout, placed and committed, or None when it failed."""
+        return await self._open().place_checkout(checkout)
+
+
 async def run_order_workload(
     dsn: str,
     *,
@@ -728,6 +899,7 @@ async def run_order_workload(
     truth_path: Path | None = None,
     on_progress: Callable[[WorkloadStats], None] | None = None,
     stop: asyncio.Event | None = None,
+    shop: Shop | None = None,
 ) -> ShopTruth:
     """Run the shop at ``tps`` transactions/s for ``duration`` s (or until ``stop`` is set).
 
@@ -739,15 +911,17 @@ async def run_order_workload(
     transaction the database refuses (stock or state changed behind the workload's back)
     rolls back, is counted in ``rolled_back`` and in nothing else. ``orders_by_date`` and
     ``revenue_by_date`` count the sold orders (neither cancelled nor refunded).
+
+    With ``shop`` the workload runs on that shared :class:`Shop` (whose checkouts it then
+    moves too); the truth returned is the shop's, final once its last user closed it.
     """
     if tps <= 0:
         raise ValueError("tps must be positive")
     total = math.inf if math.isinf(duration) else int(tps * duration)
     loop = asyncio.get_running_loop()
-    conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
-    shop = _Shop(conn, build_catalogue(seed), seed)
+    shop = shop or Shop(dsn, seed=seed)
+    await shop.open()
     try:
-        await shop.load()
         began = started = last_report = loop.time()
         done = 0
         ends = began + duration
@@ -763,12 +937,11 @@ async def run_order_workload(
             now = loop.time()
             if on_progress is not None and now - last_report >= 0.1:
                 last_report = now
-                on_progress(_stats(shop.truth, len(shop.orders), now - began))
+                on_progress(_stats(shop.truth, shop.orders_placed, now - began))
         if on_progress is not None:
-            on_progress(_stats(shop.truth, len(shop.orders), loop.time() - began))
+            on_progress(_stats(shop.truth, shop.orders_placed, loop.time() - began))
     finally:
-        await conn.close()
-        truth = shop.close_books()
+        truth = await shop.close()
         if truth_path is not None:
             truth.write_json(truth_path)
     return truth

@@ -35,7 +35,7 @@ from shopstream.collector.connection import bounded_http
 from shopstream.collector.handlers import IntakeHandlers
 from shopstream.config import Settings
 from shopstream.generators.clickstream import GroundTruth, SendStats
-from shopstream.generators.shop import ShopTruth, WorkloadStats
+from shopstream.generators.shop import Shop, ShopTruth, WorkloadStats
 from shopstream.runtime import QueryService, Served, http_url, remove_runtime, write_runtime
 from shopstream.sinks import Sink, open_sink
 from shopstream.warehouse import WarehouseError, open_warehouse
@@ -79,6 +79,9 @@ class Traffic:
     rate: float
     bad_fraction: float
     truth: Path | None = None
+    #: Shoppers think this much faster (< 1) or slower; tests use it to reach purchases in
+    #: seconds rather than minutes.
+    think_scale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -292,18 +295,29 @@ class ChangeCapture(_Task[ReaderStatus, ReaderStatus]):
 
 
 class ClickstreamTraffic(_Task[SendStats, GroundTruth]):
-    """Generated shop clickstream, sent to the collector over HTTP."""
+    """Generated shop clickstream, sent to the collector over HTTP.
+
+    With the shop database (``shop``), a purchase is an order placed there first, and
+    ``generate.purchase_event_loss`` of those purchase events are lost; without it, the
+    purchases' order ids are made up.
+    """
 
     name = "generator"
 
     def __init__(
-        self, settings: Settings, collector: Collector, traffic: Traffic, duration: float | None
+        self,
+        settings: Settings,
+        collector: Collector,
+        traffic: Traffic,
+        duration: float | None,
+        shop: Shop | None = None,
     ) -> None:
         super().__init__()
         self.settings = settings
         self.collector = collector
         self.traffic = traffic
         self.duration = duration
+        self.shop = shop
         self._progress = SendStats(0, 0, 0, 0, 0, 0.0)
 
     def _on_progress(self, stats: SendStats) -> None:
@@ -312,16 +326,28 @@ class ClickstreamTraffic(_Task[SendStats, GroundTruth]):
     async def _run(self, stop: asyncio.Event) -> GroundTruth:
         from shopstream.generators.clickstream import send_events
 
-        keys = self.settings.write_keys
-        truth = await send_events(
-            self.collector.url,
-            rate=self.traffic.rate,
-            duration=self.duration if self.duration is not None else float("inf"),
-            write_key=keys[0].get_secret_value() if keys else None,
-            bad_fraction=self.traffic.bad_fraction,
-            on_progress=self._on_progress,
-            stop=stop,
-        )
+        settings = self.settings
+        keys = settings.write_keys
+        if self.shop is not None:
+            await self.shop.open()
+        try:
+            truth = await send_events(
+                self.collector.url,
+                rate=self.traffic.rate,
+                duration=self.duration if self.duration is not None else float("inf"),
+                write_key=keys[0].get_secret_value() if keys else None,
+                bad_fraction=self.traffic.bad_fraction,
+                on_progress=self._on_progress,
+                stop=stop,
+                think_scale=self.traffic.think_scale,
+                shop=self.shop,
+                purchase_event_loss=settings.generate.purchase_event_loss,
+                timezone=settings.timezone,
+                session_timeout=settings.transform.session_timeout_minutes * 60,
+            )
+        finally:
+            if self.shop is not None:
+                await self.shop.close()
         if self.traffic.truth is not None:
             truth.write_json(self.traffic.truth)
         return truth
@@ -335,12 +361,21 @@ class OrderWorkload(_Task[WorkloadStats, ShopTruth]):
 
     name = "orders"
 
-    def __init__(self, dsn: str, *, tps: float, duration: float | None, seed: int = 1) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        tps: float,
+        duration: float | None,
+        seed: int = 1,
+        shop: Shop | None = None,
+    ) -> None:
         super().__init__()
         self.dsn = dsn
         self.tps = tps
         self.duration = duration
         self.seed = seed
+        self.shop = shop  # shared with the clickstream's checkouts
         self._progress = WorkloadStats(0, 0, 0, 0.0, 0.0)
 
     def _on_progress(self, stats: WorkloadStats) -> None:
@@ -356,6 +391,7 @@ class OrderWorkload(_Task[WorkloadStats, ShopTruth]):
             seed=self.seed,
             on_progress=self._on_progress,
             stop=stop,
+            shop=self.shop,
         )
 
     def status(self) -> WorkloadStats:
@@ -410,19 +446,27 @@ class Platform:
             self.cdc: ChangeCapture | None = None
             self.orders: OrderWorkload | None = None
             self.generator: ClickstreamTraffic | None = None
+            # One shop for the order workload and the clickstream's checkouts, so that the
+            # orders behind purchase events are moved (paid, shipped, ...) like the others.
+            self.shop: Shop | None = None
             if parts.cdc_dsn is not None:
                 self.cdc = ChangeCapture(
                     parts.cdc_dsn, settings, self.sink, idle_exit=parts.cdc_idle_exit
                 )
+                if parts.orders_tps > 0 or parts.traffic is not None:
+                    self.shop = Shop(parts.cdc_dsn, timezone=settings.timezone)
                 if parts.orders_tps > 0:
                     self.orders = OrderWorkload(
-                        parts.cdc_dsn, tps=parts.orders_tps, duration=parts.duration
+                        parts.cdc_dsn,
+                        tps=parts.orders_tps,
+                        duration=parts.duration,
+                        shop=self.shop,
                     )
             if parts.traffic is not None:
                 if self.collector is None:
                     raise ValueError("generated traffic needs the collector switched on")
                 self.generator = ClickstreamTraffic(
-                    settings, self.collector, parts.traffic, parts.duration
+                    settings, self.collector, parts.traffic, parts.duration, shop=self.shop
                 )
             self.metrics_url: str | None = None
             if parts.metrics_port is not None:

@@ -1147,6 +1147,7 @@ async def send_events(
     purchase_event_loss: float = 0.0,
     timezone: str = "UTC",
     session_timeout: float = SESSION_TIMEOUT,
+    think_scale: float = 1.0,
 ) -> GroundTruth:
     """POST the clickstream to ``{url}/v1/events`` at ``rate`` events/s for ``duration`` s.
 
@@ -1161,7 +1162,9 @@ async def send_events(
 
     With a ``shop``, a purchase is an order the shop places first (see
     :class:`Clickstream`'s ``checkouts``); ``purchase_event_loss`` of those orders' events are
-    then not sent. The truth's days are in ``timezone``.
+    then not sent. The truth's days are in ``timezone``. ``think_scale`` < 1 makes shoppers
+    think faster than real ones, and fewer of them make the rate (tests reach purchases in
+    seconds).
     """
     if rate <= 0:
         raise ValueError("rate must be positive")
@@ -1170,13 +1173,14 @@ async def send_events(
     total = math.inf if math.isinf(duration) else int(rate * duration)
     # Enough shoppers that a second of event time holds about `rate` events; beyond the cap,
     # shoppers think faster instead, so event time still keeps up with the wall clock.
-    wanted = rate * MEAN_EVENT_GAP
+    # Thinking faster, fewer shoppers make the same rate (and reach their purchases sooner).
+    wanted = rate * MEAN_EVENT_GAP * think_scale
     sessions = max(1, min(_MAX_SESSIONS, round(wanted)))
     stream = Clickstream(
         seed=seed,
         run_id=run_id,
         sessions=sessions,
-        time_scale=sessions / wanted,
+        time_scale=sessions / wanted * think_scale,
         bad_fraction=bad_fraction,
         session_timeout=session_timeout,
         checkouts=shop is not None,

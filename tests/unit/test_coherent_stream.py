@@ -9,6 +9,7 @@ against PostgreSQL and the collector.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -199,7 +200,7 @@ def test_slow_thinkers_still_keep_a_session_together() -> None:
     by_session: dict[str, list[int]] = defaultdict(list)
     for event in events:
         by_session[event["session_id"]].append(ms(event))
-    gaps = [b - a for times in by_session.values() for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for times in by_session.values() for a, b in itertools.pairwise(times)]
     assert max(gaps) <= TIMEOUT / 3 * 1000 + 1
     assert len(sessionize(events, TIMEOUT)) == len(by_session)
 

@@ -339,7 +339,7 @@ def generate_events(
 
     from shopstream.generators.clickstream import send_events
 
-    _settings()
+    settings = _settings()
     with Progress(
         TextColumn("[bold]sending"),
         BarColumn(),
@@ -370,6 +370,9 @@ def generate_events(
                     seed=seed,
                     bad_fraction=bad_fraction,
                     on_progress=on_progress,
+                    # No shop database here: purchases carry made-up order ids.
+                    timezone=settings.timezone,
+                    session_timeout=settings.transform.session_timeout_minutes * 60,
                 )
             )
         except httpx.HTTPError as exc:

@@ -11,12 +11,14 @@ sessions at once and yields their events in time order as plain dicts, each one 
     [True, True, True]
 
 Two random streams keep things reproducible without making runs collide: the *behaviour*
-(who does what, in which order, how fast) depends only on ``seed``; the *identifiers*
-(event ids, session ids, anonymous ids, order ids) depend on ``seed`` and ``run_id``, and
-``run_id`` is random unless given. Two runs with one seed therefore tell the same story
-with different ids, so the warehouse's de-duplication by ``event_id`` never swallows the
-second run. Money is whole won (see :mod:`.products`), sent as JSON integers, so purchase
-revenue is exactly the sum of ``price * quantity`` over the items.
+(who does what, in which order, how fast, which purchase events are lost) depends only on
+``seed``; the *identifiers* (event ids, session ids, anonymous ids of guests) depend on
+``seed`` and ``run_id``, and ``run_id`` is random unless given. Two runs with one seed
+therefore tell the same story with different ids, so the warehouse's de-duplication by
+``event_id`` never swallows the second run. Order ids come from the shop database when a
+shop places the orders (``checkouts=True``, see :mod:`.coherent`), else they are made up
+from ``run_id``. Money is whole won (see :mod:`.products`), sent as JSON integers, so
+purchase revenue is exactly the sum of ``price * quantity`` over the items.
 
 :func:`send_events` posts the stream in batches to ``{url}/v1/events`` at a steady rate and
 returns a :class:`GroundTruth` of what the collector acknowledged, which later stages of the
@@ -333,8 +335,12 @@ class Clickstream:
     def take(self, count: int) -> list[Event]:
         """The next ``count`` events (fewer when a finite stream ends)."""
         events: list[Event] = []
-        while len(events) < count and (event := self._next_resolved()) is not None:
-            events.append(event)
+        append, resolved = events.append, self._next_resolved
+        for _ in range(count):
+            event = resolved()
+            if event is None:
+                break
+            append(event)
         return events
 
     def next_event(self) -> Event:
@@ -922,6 +928,7 @@ class GroundTruth:
         self._open: dict[str, list[Any]] = {}
         self._newest = 0
         self._since_prune = 0
+        self._seconds: dict[str, int | None] = {}  # "YYYY-MM-DDTHH:MM:SS" -> epoch ms
 
     def record(self, batch: list[Event], rejected_indexes: dict[int, str]) -> None:
         """Count one acknowledged batch (batches must come in the order they were made)."""
@@ -950,7 +957,18 @@ class GroundTruth:
             self._sessionize(event, event_type, revenue)
 
     def _sessionize(self, event: Event, event_type: str, revenue: Decimal | None) -> None:
-        ms = _epoch_ms(event.get("event_ts"))
+        ts = event.get("event_ts")
+        if isinstance(ts, str) and len(ts) == 24 and ts[19] == "." and ts[23] == "Z":
+            # The stream's own format: the second is parsed once for all its events.
+            second = self._seconds.get(ts[:19])
+            if second is None:
+                if len(self._seconds) > 10_000:
+                    self._seconds.clear()
+                second = _epoch_ms(ts[:19] + "Z")
+                self._seconds[ts[:19]] = second
+            ms = None if second is None or not ts[20:23].isdigit() else second + int(ts[20:23])
+        else:
+            ms = _epoch_ms(ts)
         visitor = event.get("anonymous_id") or event.get("user_id")
         if ms is None or not visitor:
             self.unsessioned += 1

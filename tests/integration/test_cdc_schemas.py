@@ -23,7 +23,7 @@ from shopstream.events.raw import cdc_table_name
 from shopstream.observability.metrics import REGISTRY
 from shopstream.sinks.warehouse import WarehouseSink
 from shopstream.warehouse.duckdb.writer_process import WarehouseProcess
-from tests.support.cdc import ReaderThread, wait_for
+from tests.support.cdc import ReaderThread, assert_matches_history, wait_for
 
 
 def execute(dsn: str, *statements: str) -> None:
@@ -222,8 +222,8 @@ def _reconnects() -> float:
 
 
 def test_a_schema_record_the_sink_lost_is_written_again(postgres: Any, tmp_path: Path) -> None:
-    """The writer dies as a table's first change (and so its new schema record) is handed
-    over: the batch fails, nothing is confirmed, the server resends it, and the record is
+    """The writer dies while a table's first change (and so its new schema record) waits on
+    it: the batch fails, nothing is confirmed, the server resends it, and the record is
     written then, with the change's LSN: no change is durable without its schema record."""
     dsn = postgres.dsn
     execute(dsn, "CREATE TABLE orders (order_id bigint PRIMARY KEY, status text)")
@@ -255,9 +255,12 @@ def test_a_schema_record_the_sink_lost_is_written_again(postgres: Any, tmp_path:
         reconnects = _reconnects()
         pid = warehouse.pid
         assert pid is not None
-        os.kill(pid, signal.SIGKILL)
-        wait_for(lambda: warehouse.health().state != "ok", "the writer's death noticed")
+        # The writer stops, the change (and its record) is handed over and waits on it, and
+        # the writer dies: that batch fails whatever the timing.
+        os.kill(pid, signal.SIGSTOP)
         execute(dsn, "INSERT INTO orders VALUES (1, 'new')")
+        wait_for(lambda: sink.pending_rows() >= 2, "the change and its record handed over")
+        os.kill(pid, signal.SIGKILL)
         wait_for(lambda: _reconnects() > reconnects or bool(failures), "a retry")
         wait_for(
             lambda: bool(query("SELECT 1 FROM raw.cdc_orders")) or bool(failures),
@@ -267,6 +270,8 @@ def test_a_schema_record_the_sink_lost_is_written_again(postgres: Any, tmp_path:
         assert not failures, failures
         change = query("SELECT lsn FROM raw.cdc_orders")
         wait_for(lambda: bool(query("SELECT 1 FROM raw.source_schemas")), "the record")
+        # Remembered once the batch settles (after it is durable), not before.
+        wait_for(lambda: "cdc_orders" in reader.schema_store.load(), "the version saved")
         saved = reader.schema_store.load()
         got = query("SELECT raw_table, version, first_lsn FROM raw.source_schemas")
     finally:
@@ -294,6 +299,8 @@ def test_same_named_tables_in_two_schemas_have_their_own_records(
     reader = ReaderThread(
         dsn, tmp_path, snapshot_mode="initial", tables=["public.orders", "sales.orders"]
     ).start()
+    # The server's own account of the changes, to hold raw against (schema and table).
+    execute(dsn, "SELECT pg_create_logical_replication_slot('truth', 'test_decoding')")
     try:
         execute(
             dsn,
@@ -314,6 +321,7 @@ def test_same_named_tables_in_two_schemas_have_their_own_records(
         }
     finally:
         reader.stop()
+    assert_matches_history(dsn, tmp_path, "truth", at_least=3)
     assert cdc_table_name("orders", "sales") == "cdc_sales__orders"
     assert sources == {("sales", "orders")}
     summary = [

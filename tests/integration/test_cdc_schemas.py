@@ -163,8 +163,9 @@ def test_schema_drift_makes_versions_from_the_first_change_under_them(
     assert "added storage_type text" in logged[0]
     assert "retyped price numeric(10,2) -> numeric(12,2)" in logged[1]
     assert "removed storage_type" in logged[2]
-    assert "added sku text" in logged[3] and "primary key (product_id) -> (product_id, sku)" in (
-        logged[3]
+    assert (
+        "added sku text" in logged[3]
+        and "primary key (product_id) -> (product_id, sku)" in (logged[3])
     )
 
 
@@ -325,8 +326,7 @@ def test_same_named_tables_in_two_schemas_have_their_own_records(
     assert cdc_table_name("orders", "sales") == "cdc_sales__orders"
     assert sources == {("sales", "orders")}
     summary = [
-        (r["raw_table"], r["source_schema"], r["source_table"], r["version"], shape(r))
-        for r in got
+        (r["raw_table"], r["source_schema"], r["source_table"], r["version"], shape(r)) for r in got
     ]
     assert summary == [
         ("cdc_orders", "public", "orders", 1, [("id", "integer"), ("note", "text")]),

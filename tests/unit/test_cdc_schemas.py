@@ -14,11 +14,15 @@ import pyarrow as pa
 import pytest
 
 from shopstream.cdc.acks import AckTracker
+from shopstream.cdc.handler import ChangeHandler
+from shopstream.cdc.pgoutput import Relation
 from shopstream.cdc.schemas import ColumnSchema, SchemaVersion, SchemaVersions, TableSchema, diff
 from shopstream.cdc.state import SchemaStore
 from shopstream.events.raw import json_columns, schema_for
+from tests.support.pgoutput import begin_msg, commit_msg, insert_msg, relation_msg, truncate_msg
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
+INT4, TEXT = 23, 25
 
 
 def col(name: str, type_: str = "integer", oid: int = 23, **kw: object) -> ColumnSchema:
@@ -155,3 +159,54 @@ def test_on_durable_runs_in_submission_order_and_not_for_a_failed_batch() -> Non
     with pytest.raises(RuntimeError):
         acks.settle(block=False)
     assert told == ["first", "second"]
+
+
+def _describe(relation: Relation) -> TableSchema:
+    """What the catalogue would add, made up from the Relation alone (the catalogue's own
+    part is tested against PostgreSQL in tests/integration/test_cdc_schemas.py)."""
+    key = tuple(c.name for c in relation.columns if c.is_key)
+    names = {INT4: "integer", TEXT: "text"}
+    columns = tuple(
+        col(c.name, names[c.type_oid], c.type_oid, key=c.name in key) for c in relation.columns
+    )
+    return TableSchema(
+        f"cdc_{relation.name}", relation.namespace, relation.name, columns, key, "default"
+    )
+
+
+def test_the_handler_records_at_the_first_change_and_not_for_resent_relations() -> None:
+    stock = relation_msg(7, "public", "stock", [(1, "id", INT4, -1), (0, "qty", INT4, -1)])
+    wider = relation_msg(
+        7, "public", "stock", [(1, "id", INT4, -1), (0, "qty", INT4, -1), (0, "note", TEXT, -1)]
+    )
+    handler = ChangeHandler("shop", dict, describe=_describe)
+    messages = [
+        (0, begin_msg(0x5000, 901)),
+        (0, stock),  # pgoutput sends a Relation with no LSN of its own
+        (0x4100, insert_msg(7, ["1", "10"])),
+        (0x4200, insert_msg(7, ["2", "10"])),
+        (0, stock),  # the same shape again (as after a reconnect): no version
+        (0x4300, insert_msg(7, ["3", "10"])),
+        (0, wider),
+        (0x4400, truncate_msg(7)),  # a truncate is a change under the new shape too
+        (0x4500, commit_msg(0x4400, 0x4500)),
+    ]
+    for lsn, payload in messages:
+        handler.handle(payload, lsn)
+    batch = handler.take()
+    assert batch is not None
+    rows = batch.rows["source_schemas"]
+    assert [(r["raw_table"], r["version"], r["first_lsn"]) for r in rows] == [
+        ("cdc_stock", 1, 0x4100),
+        ("cdc_stock", 2, 0x4400),
+    ]
+    assert batch.schemas == {"cdc_stock": SchemaVersion(2, rows[1]["fingerprint"])}
+    assert batch.count == 4 + 2  # changes and records: nothing is pending after the take
+    assert handler.pending == 0 and handler.take() is None
+    # A new session starting from the recorded versions makes none for the same shape.
+    again = ChangeHandler("shop", dict, describe=_describe, recorded=batch.schemas)
+    for lsn, payload in [(0, begin_msg(0x6000, 902)), (0, wider), (0x5100, truncate_msg(7))]:
+        again.handle(payload, lsn)
+    taken = again.take()
+    assert taken is not None and "source_schemas" not in taken.rows
+    assert taken.rows["cdc_stock"].column("op").to_pylist() == ["t"]

@@ -466,10 +466,10 @@ def describe_relation(conn: psycopg2.extensions.connection, relation: Relation) 
                 nullable=not not_null,
             )
         )
-    schema = relation.namespace or "pg_catalog"
     return TableSchema(
-        raw_table=cdc_table_name(relation.name, schema),
-        source_schema=schema,
+        # Named exactly as the change table (shopstream.cdc.changes): schema included.
+        raw_table=cdc_table_name(relation.name, relation.namespace),
+        source_schema=relation.namespace or "pg_catalog",
         source_table=relation.name,
         columns=tuple(columns),
         primary_key=key,

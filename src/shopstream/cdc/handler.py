@@ -114,7 +114,7 @@ class ChangeHandler:
 
     @property
     def pending(self) -> int:
-        """Changes and dead letters gathered and not yet taken."""
+        """Changes, dead letters and schema records gathered and not yet taken."""
         return self.columns.count + len(self.dead_letters) + len(self.schema_rows)
 
     # -- the stream ---------------------------------------------------------------------------
@@ -205,6 +205,7 @@ class ChangeHandler:
         return self.row_decoders.get(relation)
 
     def _record_first(self, relation: Relation, lsn: int) -> None:
+        """The first change after ``relation``'s Relation message: record its schema now."""
         if self._unrecorded.pop(relation.id, None) is not None:
             self.record_schema(relation, lsn)
 

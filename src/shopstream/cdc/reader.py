@@ -11,6 +11,10 @@ its commit LSN up front in Begin. That gives change ids at once and keeps our me
 however large the transaction (we flush mid-transaction; the LSN is confirmed only after its
 Commit). Streaming (v2) would make us hold or spill in-progress transactions ourselves.
 
+Each captured table's schema goes to ``raw.source_schemas`` (a row per version, see
+:mod:`shopstream.cdc.schemas`) in the same batches as the changes, ahead of the first change
+under it, so the confirmed LSN never passes a change whose schema record is not durable.
+
 The stream runs on libpq directly (:mod:`shopstream.cdc.stream`), so that no library reports
 an LSN on our behalf: every status update carries the LSN this reader made durable, and the
 server's own position (a keepalive's WAL end) only when nothing is pending here.

@@ -19,6 +19,7 @@ import psycopg
 
 from shopstream.cdc.reader import ChangeReader
 from shopstream.config import CdcSettings
+from shopstream.events.raw import cdc_table_name
 from shopstream.sinks.warehouse import WarehouseSink
 from shopstream.warehouse.duckdb.database import DuckDBWarehouse
 
@@ -97,7 +98,8 @@ _OPS = {"INSERT": "c", "UPDATE": "u", "DELETE": "d"}
 
 def server_history(dsn: str, slot: str) -> list[tuple[int, int, str, str]]:
     """Every row change the server decoded for ``slot`` (test_decoding): the independent
-    record of what happened, as (xid, position in transaction, table, op)."""
+    record of what happened, as (xid, position in transaction, raw table, op); the raw table
+    is named from the schema and the table (public.orders and sales.orders are two)."""
     changes = []
     with psycopg.connect(dsn, autocommit=True) as conn:
         rows = conn.execute(
@@ -112,8 +114,16 @@ def server_history(dsn: str, slot: str) -> list[tuple[int, int, str, str]]:
         match = _CHANGE.match(data)
         if match:
             position += 1
-            changes.append((int(xid), position, match["table"], _OPS[match["op"]]))
+            raw = cdc_table_name(_unquote(match["table"]), _unquote(match["schema"]))
+            changes.append((int(xid), position, raw, _OPS[match["op"]]))
     return changes
+
+
+def _unquote(name: str) -> str:
+    """An identifier as test_decoding prints it (quoted when it must be), as it is named."""
+    if len(name) > 1 and name.startswith('"') and name.endswith('"'):
+        return name[1:-1].replace('""', '"')
+    return name
 
 
 # -- durability checks: a stalled sink, the slot's confirmed LSN, the server's history ------
@@ -298,7 +308,7 @@ def captured_changes(data_dir: Path) -> dict[tuple[int, int, str, str], set[str]
                 f"SELECT change_id, tx_id, op FROM raw.{table} WHERE op <> 'r'"
             ).fetchall():
                 position = int(change_id.rsplit("-", 1)[1])
-                key = (tx_id, position, table.removeprefix("cdc_"), op)
+                key = (tx_id, position, table, op)
                 captured.setdefault(key, set()).add(change_id)
     finally:
         con.close()

@@ -36,7 +36,7 @@ class AckTracker:
         self.max_in_flight = max_in_flight
         #: Everything before it is durable (and may be, or has been, told to the server).
         self.confirmed_lsn = confirmed_lsn
-        self._in_flight: deque[tuple[Future[Any], int | None]] = deque()
+        self._in_flight: deque[tuple[Future[Any], int | None, Callable[[], None] | None]] = deque()
 
     @property
     def in_flight(self) -> int:
@@ -52,9 +52,16 @@ class AckTracker:
         that much is durable (and a lower LSN could move the slot backwards)."""
         self.confirmed_lsn = max(self.confirmed_lsn, lsn)
 
-    def submitted(self, future: Future[Any], safe_lsn: int | None) -> None:
-        """A batch was handed to the sink; ``future`` completes once it is durable."""
-        self._in_flight.append((future, safe_lsn))
+    def submitted(
+        self,
+        future: Future[Any],
+        safe_lsn: int | None,
+        on_durable: Callable[[], None] | None = None,
+    ) -> None:
+        """A batch was handed to the sink; ``future`` completes once it is durable.
+        ``on_durable`` is called when it settles: in submission order, after every earlier
+        batch did (so a later batch landing first tells nothing before they have)."""
+        self._in_flight.append((future, safe_lsn, on_durable))
 
     def settle(
         self,
@@ -72,13 +79,15 @@ class AckTracker:
         """
         confirmed = None
         while self._in_flight:
-            future, safe_lsn = self._in_flight[0]
+            future, safe_lsn, on_durable = self._in_flight[0]
             if not future.done():
                 if not block:
                     break
                 wait(future)
             future.result()  # a failed batch: raised here, nothing after it settles
             self._in_flight.popleft()
+            if on_durable is not None:
+                on_durable()
             if safe_lsn is not None:
                 confirmed = safe_lsn
             if block and not drain:

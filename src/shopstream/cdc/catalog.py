@@ -17,7 +17,9 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from shopstream.cdc.pgoutput import Column, Relation, UserType
+from shopstream.cdc.schemas import REPLICA_IDENTITY, ColumnSchema, TableSchema
 from shopstream.cdc.values import FIRST_NON_BUILTIN_OID, RowValues
+from shopstream.events.raw import cdc_table_name
 
 log = logging.getLogger(__name__)
 
@@ -407,3 +409,130 @@ def snapshot_rows(
         cur.itersize = chunk_rows
         cur.execute(query)
         yield iter(cur)
+
+
+def describe_relation(conn: psycopg2.extensions.connection, relation: Relation) -> TableSchema:
+    """The schema record of a table as a Relation message (or :func:`table_relation`)
+    describes it: its columns and their types as sent, named by ``format_type`` and resolved
+    to base types here; nullability and the primary key from the catalogue.
+
+    Called once per Relation message (after DDL, and once per table per session), never per
+    change. The Relation is the truth for columns and types (it is the shape the changes
+    after it have); the catalogue is read now and may be ahead of a stream that lags behind
+    later DDL: a column it no longer has (or has with another type) is recorded nullable, and
+    under the default replica identity the key comes from the Relation's own key flags.
+    """
+    pairs = [(c.type_oid, c.type_modifier) for c in relation.columns]
+    with conn.cursor() as cur:
+        cur.execute(
+            """
+            SELECT a.attname, a.atttypid, a.attnotnull FROM pg_attribute a
+            WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
+            """,
+            (relation.id,),
+        )
+        now = {name: (int(oid), bool(not_null)) for name, oid, not_null in cur.fetchall()}
+        cur.execute(
+            """
+            SELECT a.attname FROM pg_index i
+            JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) ON true
+            JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+            WHERE i.indrelid = %s AND i.indisprimary ORDER BY k.ord
+            """,
+            (relation.id,),
+        )
+        catalog_key = tuple(r[0] for r in cur.fetchall())
+    names = type_names(conn, pairs)
+    conn.commit()
+    column_names = [c.name for c in relation.columns]
+    flagged = tuple(c.name for c in relation.columns if c.is_key)
+    if relation.replica_identity == "d" and set(flagged) != set(catalog_key):
+        key = flagged  # the catalogue is ahead of the stream: the Relation's flags are the key
+    else:
+        key = tuple(name for name in catalog_key if name in column_names)
+    columns = []
+    for column in relation.columns:
+        type_name, base = names[(column.type_oid, column.type_modifier)]
+        found = now.get(column.name)
+        not_null = found is not None and found[0] == column.type_oid and found[1]
+        columns.append(
+            ColumnSchema(
+                name=column.name,
+                type=type_name,
+                base_type=base,
+                type_oid=column.type_oid,
+                type_modifier=column.type_modifier,
+                key=column.name in key,
+                nullable=not not_null,
+            )
+        )
+    return TableSchema(
+        # Named exactly as the change table (shopstream.cdc.changes): schema included.
+        raw_table=cdc_table_name(relation.name, relation.namespace),
+        source_schema=relation.namespace or "pg_catalog",
+        source_table=relation.name,
+        columns=tuple(columns),
+        primary_key=key,
+        replica_identity=REPLICA_IDENTITY.get(relation.replica_identity),
+    )
+
+
+def type_names(
+    conn: psycopg2.extensions.connection, pairs: Collection[tuple[int, int]]
+) -> dict[tuple[int, int], tuple[str, str]]:
+    """Per (type oid, typmod): ``format_type`` of it, and of what staging types it by: through
+    domains to their base type (with the domain's typmod, as PostgreSQL's
+    getBaseTypeAndTypmod), an enum as ``text``, an array as its element's base + ``[]``."""
+    if not pairs:
+        return {}
+    with conn.cursor() as cur:
+        # Every type the pairs lead to: domains to their base, arrays to their element.
+        cur.execute(
+            """
+            WITH RECURSIVE t(oid) AS (
+                SELECT unnest(%s::oid[])
+                UNION
+                SELECT x FROM pg_type p JOIN t ON p.oid = t.oid,
+                LATERAL unnest(ARRAY[p.typbasetype,
+                    CASE WHEN p.typcategory = 'A' THEN p.typelem ELSE 0 END]) AS x
+                WHERE x <> 0
+            )
+            SELECT p.oid, p.typtype, p.typbasetype, p.typtypmod,
+                   CASE WHEN p.typcategory = 'A' THEN p.typelem ELSE 0 END
+            FROM pg_type p JOIN t ON p.oid = t.oid
+            """,
+            (sorted({oid for oid, _ in pairs}),),
+        )
+        info = {int(r[0]): (r[1], int(r[2]), int(r[3]), int(r[4])) for r in cur.fetchall()}
+
+        def base(oid: int, typmod: int) -> tuple[int, int, bool]:
+            """(oid, typmod) under every domain; True when it is an enum (staged as text)."""
+            for _ in range(len(info) + 1):
+                kind = info.get(oid)
+                if kind is None or kind[0] != "d":
+                    return oid, typmod, kind is not None and kind[0] == "e"
+                oid, typmod = kind[1], kind[2]
+            return oid, typmod, False
+
+        wanted: dict[tuple[int, int], tuple[int, int, bool, bool]] = {}
+        for oid, typmod in pairs:
+            b_oid, b_mod, enum = base(oid, typmod)
+            element = info.get(b_oid, ("", 0, 0, 0))[3]
+            if element:  # an array: its element's base, typed with the array's typmod
+                e_oid, e_mod, e_enum = base(element, b_mod)
+                wanted[(oid, typmod)] = (e_oid, e_mod, e_enum, True)
+            else:
+                wanted[(oid, typmod)] = (b_oid, b_mod, enum, False)
+        asked = sorted(
+            {(oid, mod) for oid, mod in pairs} | {(o, m) for o, m, _, _ in wanted.values()}
+        )
+        cur.execute(
+            "SELECT o, m, format_type(o, m) FROM unnest(%s::oid[], %s::int[]) AS x(o, m)",
+            ([o for o, _ in asked], [m for _, m in asked]),
+        )
+        formatted = {(int(o), int(m)): str(name) for o, m, name in cur.fetchall()}
+    result = {}
+    for pair, (b_oid, b_mod, enum, array) in wanted.items():
+        base_name = "text" if enum else formatted[(b_oid, b_mod)]
+        result[pair] = (formatted[pair], base_name + "[]" if array else base_name)
+    return result

@@ -5,6 +5,13 @@ reader asks the catalogue), as do the base types of domains (``base_types``, opt
 it gathers is taken as a :class:`Batch`, with the LSN that is safe once the batch is durable:
 the end of the last transaction it completes (or of a heartbeat of ours).
 
+Each Relation (and each table a snapshot reads) is described (``describe``, the reader asks
+the catalogue) and, when its shape is not the last recorded one, a row of
+``raw.source_schemas`` joins the batch before the changes under it, in the same
+batch or an earlier one, so it is durable no later than they are (the LSN is confirmed only
+after them). The row is made at the first change after the Relation (pgoutput sends a
+Relation with no LSN of its own): that change's LSN is the version's ``first_lsn``.
+
 A change that cannot be converted goes to ``raw.dead_letter`` with its reason and keeps its
 place (its position in the transaction, so its neighbours' change ids do not move); the
 transaction goes on.
@@ -34,11 +41,13 @@ from shopstream.cdc.pgoutput import (
     Update,
     UserType,
 )
+from shopstream.cdc.schemas import SchemaVersion, SchemaVersions, TableSchema
 from shopstream.cdc.stats import ReaderStats
 from shopstream.cdc.values import RowDecoder, RowDecoders, RowValues
 from shopstream.events.change import UNAVAILABLE
 from shopstream.events.codes import ReasonCode
 from shopstream.events.dead_letter import dead_letter_row
+from shopstream.events.raw import SOURCE_SCHEMAS
 from shopstream.observability import metrics
 
 __all__ = ["HEARTBEAT_PREFIX", "Batch", "ChangeHandler", "KeyLookup"]
@@ -49,16 +58,20 @@ HEARTBEAT_PREFIX = "shopstream.heartbeat"
 #: Returns the key columns per (schema, table) of the captured tables (see
 #: :func:`shopstream.cdc.catalog.primary_keys`).
 KeyLookup = Callable[[], Mapping[tuple[str, str], Sequence[str]]]
+#: Describes a relation for its schema record (:func:`shopstream.cdc.catalog.describe_relation`).
+Describe = Callable[[Relation], TableSchema]
 
 
 @dataclass(frozen=True)
 class Batch:
     """What was gathered since the last take: rows per raw table (and ``dead_letter``), how
-    many, and the LSN that is safe once they are durable (None: none is yet)."""
+    many, and the LSN that is safe once they are durable (None: none is yet).
+    ``schemas``: the versions its ``raw.source_schemas`` rows record (durable with it)."""
 
     rows: dict[str, Any]
     count: int
     safe_lsn: int | None
+    schemas: dict[str, SchemaVersion] | None = None
 
 
 class ChangeHandler:
@@ -70,8 +83,12 @@ class ChangeHandler:
         primary_keys: KeyLookup,
         *,
         base_types: Callable[[Collection[int]], Mapping[int, int]] | None = None,
+        describe: Describe | None = None,
+        recorded: Mapping[str, SchemaVersion] | None = None,
         stats: ReaderStats | None = None,
     ) -> None:
+        """``describe``: how to describe a relation for ``raw.source_schemas`` (None: no
+        schema records); ``recorded``: the last durable version per raw table."""
         self.stats = stats if stats is not None else ReaderStats()
         self.decoder = Decoder()
         self.keys: dict[tuple[str, str], Sequence[str]] = {}
@@ -84,14 +101,21 @@ class ChangeHandler:
         #: When the current batch started (the last take): batches wait at most batch_max_ms.
         self.started = time.monotonic()
         self._primary_keys = primary_keys
+        self._describe = describe
+        self.versions = SchemaVersions(recorded)
+        #: Rows of raw.source_schemas gathered for the current batch, and their versions.
+        self.schema_rows: list[dict[str, Any]] = []
+        self._schema_versions: dict[str, SchemaVersion] = {}
+        #: Relations received whose schema is still to be recorded, at their next change.
+        self._unrecorded: dict[int, Relation] = {}
 
     def refresh_keys(self) -> None:
         self.keys.update(self._primary_keys())
 
     @property
     def pending(self) -> int:
-        """Changes and dead letters gathered and not yet taken."""
-        return self.columns.count + len(self.dead_letters)
+        """Changes, dead letters and schema records gathered and not yet taken."""
+        return self.columns.count + len(self.dead_letters) + len(self.schema_rows)
 
     # -- the stream ---------------------------------------------------------------------------
 
@@ -121,10 +145,15 @@ class ChangeHandler:
             self.columns.forget(message)
             if (message.namespace, message.name) not in self.keys:
                 self.refresh_keys()  # a table added to the publication meanwhile
+            if self._describe is not None:
+                # Recorded at the change it precedes, whose LSN is the version's first_lsn.
+                self._unrecorded[message.id] = message
         elif isinstance(message, Truncate):
             if tx is None:
                 raise ProtocolError("Truncate outside a transaction")
             for relation in message.relations:
+                if self._unrecorded:
+                    self._record_first(relation, lsn)
                 self.columns.add(relation, None, tx, "t", lsn, None, None)
         elif isinstance(message, LogicalMessage) and message.prefix == HEARTBEAT_PREFIX and not tx:
             # Our own heartbeat: nothing before it is pending, so its LSN is safe.
@@ -135,6 +164,8 @@ class ChangeHandler:
         self, message: Insert | Update | Delete, tx: Transaction, lsn: int, payload: bytes
     ) -> None:
         relation = message.relation
+        if self._unrecorded:
+            self._record_first(relation, lsn)
         decoder = self.row_decoders.get(relation)
         before: dict[str, Any] | None
         after: dict[str, Any] | None
@@ -163,11 +194,30 @@ class ChangeHandler:
 
     # -- the snapshot -------------------------------------------------------------------------
 
-    def snapshot_table(self, relation: Relation, types: Mapping[int, UserType]) -> RowDecoder:
+    def snapshot_table(
+        self, relation: Relation, types: Mapping[int, UserType], lsn: int | None = None
+    ) -> RowDecoder:
         """Get ready for a table's snapshot rows (its Relation and Type, read from the
-        catalogue as pgoutput would send them): the decoder for them."""
+        catalogue as pgoutput would send them): the decoder for them. Its schema is recorded
+        as of ``lsn`` (the snapshot's), even when the table has no rows."""
         self.decoder.types.update(types)
+        self.record_schema(relation, lsn)
         return self.row_decoders.get(relation)
+
+    def _record_first(self, relation: Relation, lsn: int) -> None:
+        """The first change after ``relation``'s Relation message: record its schema now."""
+        if self._unrecorded.pop(relation.id, None) is not None:
+            self.record_schema(relation, lsn)
+
+    def record_schema(self, relation: Relation, lsn: int | None) -> None:
+        """A row of raw.source_schemas when ``relation``'s shape is new (see the module)."""
+        if self._describe is None:
+            return
+        schema = self._describe(relation)
+        row = self.versions.observe(schema, lsn, datetime.now(UTC))
+        if row is not None:
+            self.schema_rows.append(row)
+            self._schema_versions[schema.raw_table] = self.versions.last[schema.raw_table]
 
     def snapshot_row(
         self, relation: Relation, decoder: RowDecoder, values: RowValues, tx: Transaction
@@ -214,9 +264,14 @@ class ChangeHandler:
         if self.dead_letters:
             rows["dead_letter"] = self.dead_letters
             self.dead_letters = []
+        schemas = None
+        if self.schema_rows:
+            rows[SOURCE_SCHEMAS] = self.schema_rows
+            schemas = self._schema_versions
+            self.schema_rows, self._schema_versions = [], {}
         self.safe_lsn = None
         self.started = time.monotonic()
-        return Batch(rows, count, safe_lsn)
+        return Batch(rows, count, safe_lsn, schemas)
 
     def _publish_counts(self) -> None:
         """Count a batch's changes per table and op once, here: per change, even a dict

@@ -11,6 +11,10 @@ its commit LSN up front in Begin. That gives change ids at once and keeps our me
 however large the transaction (we flush mid-transaction; the LSN is confirmed only after its
 Commit). Streaming (v2) would make us hold or spill in-progress transactions ourselves.
 
+Each captured table's schema goes to ``raw.source_schemas`` (a row per version, see
+:mod:`shopstream.cdc.schemas`) in the same batches as the changes, ahead of the first change
+under it, so the confirmed LSN never passes a change whose schema record is not durable.
+
 The stream runs on libpq directly (:mod:`shopstream.cdc.stream`), so that no library reports
 an LSN on our behalf: every status update carries the LSN this reader made durable, and the
 server's own position (a keepalive's WAL end) only when nothing is pending here.
@@ -37,8 +41,9 @@ import psycopg2.extensions
 from shopstream.cdc import catalog
 from shopstream.cdc.acks import AckTracker
 from shopstream.cdc.handler import HEARTBEAT_PREFIX, ChangeHandler
+from shopstream.cdc.schemas import SchemaVersion
 from shopstream.cdc.snapshot import SnapshotPlan, plan_slot, plan_snapshot, select_rows
-from shopstream.cdc.state import SavedState, StateStore
+from shopstream.cdc.state import SavedState, SchemaStore, StateStore
 from shopstream.cdc.stats import ReaderStats
 from shopstream.cdc.stream import ReplicationStream
 from shopstream.config import CdcSettings
@@ -77,6 +82,13 @@ class ChangeReader:
         self.settings = settings
         self.sink = sink
         self.state = StateStore(state_dir, settings.slot_name)
+        #: The last schema version per raw table known durable in raw.source_schemas: each
+        #: session starts from it, so Relations re-sent after a restart or a reconnect make
+        #: no new versions. Kept in the data directory rather than read back from the
+        #: warehouse: the reader writes through a Sink, which cannot be read (and need not be
+        #: DuckDB); the file is written only after the rows are durable (see _schemas_durable).
+        self.schema_store = SchemaStore(state_dir, settings.slot_name)
+        self._recorded: dict[str, SchemaVersion] = self.schema_store.load()
         self.idle_exit = idle_exit
         self.stats = ReaderStats()
         self._acks = AckTracker(max_in_flight=_MAX_IN_FLIGHT)
@@ -134,6 +146,8 @@ class ChangeReader:
                 functools.partial(self._primary_keys, admin),
                 # The catalogue resolves domains and arrays of them, for stream and snapshot.
                 base_types=functools.partial(catalog.base_types, admin),
+                describe=functools.partial(catalog.describe_relation, admin),
+                recorded=self._recorded,
                 stats=self.stats,
             )
             self._handler.refresh_keys()
@@ -213,7 +227,7 @@ class ChangeReader:
                 # Catalogue reads on the admin connection: the reader keeps one transaction, the
                 # exported snapshot, for every table.
                 relation, types = catalog.table_relation(admin, schema, table)
-                decoder = handler.snapshot_table(relation, types)
+                decoder = handler.snapshot_table(relation, types, plan.consistent_lsn)
                 # Each value as its type's output function prints it, as pgoutput sends it.
                 query, name = select_rows(relation), f"snapshot_{relation.id}"
                 with catalog.snapshot_rows(reader, query, name, plan.chunk_rows) as cur:
@@ -316,9 +330,18 @@ class ChangeReader:
         else:
             future = Future()
             future.set_result(None)
-        self._acks.submitted(future, batch.safe_lsn)
+        on_durable = None
+        if batch.schemas:
+            on_durable = functools.partial(self._schemas_durable, batch.schemas)
+        self._acks.submitted(future, batch.safe_lsn, on_durable)
         if wait:
             self._settle(block=True, drain=True)
+
+    def _schemas_durable(self, versions: dict[str, SchemaVersion]) -> None:
+        """A batch's raw.source_schemas rows are durable: remember their versions (only now,
+        so that a batch the sink lost is recorded again when the server resends it)."""
+        self._recorded.update(versions)
+        self.schema_store.save(self._recorded)
 
     def _submit(self, rows: dict[str, Any]) -> Future[Any]:
         """Hand a batch to the sink, waiting while it is full (back-pressure on reading).

@@ -71,6 +71,26 @@ RAW_CDC = pa.schema(
 )
 CDC_JSON_COLUMNS = frozenset({"key", "before", "after", "source"})
 
+#: One row per version of a captured table's schema (written by the CDC reader, see
+#: shopstream.cdc.schemas): columns, their PostgreSQL and base types, the key. No ``cdc_``
+#: prefix on purpose: that prefix names change tables.
+SOURCE_SCHEMAS = "source_schemas"
+RAW_SOURCE_SCHEMAS = pa.schema(
+    [
+        pa.field("raw_table", pa.string(), nullable=False),
+        pa.field("source_schema", pa.string(), nullable=False),
+        pa.field("source_table", pa.string(), nullable=False),
+        pa.field("version", pa.int64(), nullable=False),
+        pa.field("fingerprint", pa.string(), nullable=False),
+        pa.field("columns", JSON, nullable=False),
+        pa.field("primary_key", JSON, nullable=False),
+        pa.field("replica_identity", pa.string()),
+        pa.field("first_lsn", pa.int64()),
+        pa.field("recorded_at", TS, nullable=False),
+    ]
+)
+JSON_COLUMNS[SOURCE_SCHEMAS] = frozenset({"columns", "primary_key"})
+
 _TABLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 #: Lower-case words joined by single underscores: kept as they are in a raw table's name.
 _PLAIN = re.compile(r"[a-z0-9]+(?:_[a-z0-9]+)*")
@@ -114,6 +134,8 @@ def schema_for(table: str) -> pa.Schema:
         return RAW_EVENTS
     if table == "dead_letter":
         return RAW_DEAD_LETTER
+    if table == SOURCE_SCHEMAS:
+        return RAW_SOURCE_SCHEMAS
     if table.startswith("cdc_"):
         return RAW_CDC
     raise KeyError(f"no raw table named {table!r}")

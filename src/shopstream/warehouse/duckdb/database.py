@@ -18,7 +18,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from shopstream.events.raw import json_columns, schema_for
+from shopstream.events.raw import SOURCE_SCHEMAS, json_columns, schema_for
 from shopstream.warehouse.base import (
     LAYERS,
     QueryError,
@@ -296,7 +296,7 @@ class DuckDBWarehouse:
         cursor = self._cursor()
         for layer in LAYERS:
             cursor.execute(f"CREATE SCHEMA IF NOT EXISTS {layer}")
-        for table in ("events", "dead_letter"):
+        for table in ("events", "dead_letter", SOURCE_SCHEMAS):
             self.ensure_raw_table(table)
         # A first staging view so re-sent events count once (staging proper is still to come).
         cursor.execute(

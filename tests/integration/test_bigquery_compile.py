@@ -168,7 +168,7 @@ def test_a_duckdb_only_construct_fails_the_check(workspace: tuple[Path, list[str
         check_bigquery(compiled["duckdb_division"])
     with pytest.raises(ValueError, match="not a BigQuery type"):
         check_bigquery(compiled["duckdb_type"])
-    with pytest.raises(ValueError, match="json_extract_string.*not a BigQuery function"):
+    with pytest.raises(ValueError, match=r"json_extract_string.*not a BigQuery function"):
         check_bigquery(compiled["duckdb_json"])
     with pytest.raises(ValueError, match="not a BigQuery function"):
         check_bigquery(compiled["duckdb_decimal"])

@@ -119,7 +119,8 @@ def test_written_models_and_their_yml(tmp_path: Path) -> None:
     sql = (tmp_path / "stg_order_items.sql").read_text()
     assert "cdc_current(source('cdc', 'cdc_order_items')" in sql
     assert 'primary_key=["order_id", "line_no"]' in sql
-    assert "cdc_history(source('cdc', 'cdc_audit')" in (tmp_path / "stg_audit_history.sql").read_text()
+    history = (tmp_path / "stg_audit_history.sql").read_text()
+    assert "cdc_history(source('cdc', 'cdc_audit')" in history
 
     document = yaml.safe_load((tmp_path / "cdc_staging.yml").read_text())
     assert document["sources"][0]["name"] == "cdc" and document["sources"][0]["schema"] == "raw"

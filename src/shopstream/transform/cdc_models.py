@@ -222,7 +222,8 @@ def _model_sql(table: CapturedTable, macro: str) -> str:
     return (
         _HEADER.format(raw_table=table.raw_table, version=table.version)
         + "{{ config(**cdc_model_config("
-        + f"{macro!r}, {_jinja_literal(list(table.primary_key))}, {_columns_literal(table)}))"
+        + f"{macro!r}, {_jinja_literal(list(table.primary_key))}, {_columns_literal(table)}, "
+        + f"{table.raw_table!r}))"
         + " }}\n\n"
         + "{{ "
         + f"{macro}(source({SOURCE_NAME!r}, {table.raw_table!r}), "

@@ -22,10 +22,21 @@
 {% macro _cdc_k(i) -%}_cdc_k{{ i }}{%- endmacro %}
 {% macro _cdc_v(i) -%}_cdc_v{{ i }}{%- endmacro %}
 
-{#- dbt configs of a generated model: staging schema, tables; BigQuery partitions and
-    clusters (ignored by DuckDB). -#}
-{% macro cdc_model_config(macro_name, primary_key, columns) -%}
+{#- dbt configs of a generated model: staging schema; the history a table, the current state
+    incremental (merged by key, see cdc_current); on BigQuery partitions and clusters. -#}
+{% macro cdc_model_config(macro_name, primary_key, columns, raw_table) -%}
     {%- set config = {'materialized': 'table', 'schema': 'staging'} -%}
+    {%- if macro_name == 'cdc_current' -%}
+        {%- set quoted_key = [] -%}
+        {%- for name in primary_key -%}{%- do quoted_key.append(adapter.quote(name)) -%}{%- endfor -%}
+        {%- do config.update({
+            'materialized': 'incremental',
+            'incremental_strategy': 'merge',
+            'unique_key': quoted_key,
+            'on_schema_change': 'sync_all_columns',
+            'post_hook': "{{ cdc_current_cleanup('" ~ raw_table ~ "') }}",
+        }) -%}
+    {%- endif -%}
     {%- if target.type == 'bigquery' -%}
         {%- set clusterable = [] -%}
         {%- for column in columns -%}
@@ -41,19 +52,43 @@
     {{ return(config) }}
 {%- endmacro %}
 
+{#- After every build of stg_<table> (a post-hook): an incremental merge leaves the rows of
+    deleted keys behind as tombstones (their _cdc_change_id is the delete's), and rows older
+    than a truncate; both go. Narrow scans of raw (change_id, op). -#}
+{% macro cdc_current_cleanup(raw_table) -%}
+    {%- set changes = source('cdc', raw_table) -%}
+delete from {{ this }}
+where _cdc_change_id in (select change_id from {{ changes }} where op = 'd')
+   or _cdc_change_id < (select coalesce(max(change_id), '') from {{ changes }} where op = 't')
+{%- endmacro %}
+
+{#- Incremental runs read the raw changes committed since the newest change in stg_<table>,
+    less var('lookback_days') (late rows); commit_date is raw's partition column. -#}
+{% macro cdc_window(target_relation) -%}
+    (commit_date is null or commit_date >= coalesce(
+        cast({{ dbt.dateadd('day', -1 * (var('lookback_days') | int), 'cast((select max(_cdc_changed_at) from ' ~ target_relation ~ ') as date)') }} as date),
+        cast('1900-01-01' as date)))
+{%- endmacro %}
+
 {#- The CTEs shared by both models (to be put after WITH): deduped changes, truncates, and
     `resolved`: one row per insert/update/snapshot read/delete with the key's text values
     (_cdc_k<i>) and every column's JSON fragment with TOAST placeholders resolved (_cdc_v<i>). -#}
-{% macro cdc_resolved_changes(relation, columns, primary_key) -%}
+{% macro cdc_resolved_changes(relation, columns, primary_key, where=none) -%}
     {%- set keyed = primary_key | length > 0 -%}
     {%- set key_parts = [] -%}
     {%- for name in primary_key -%}{%- do key_parts.append(_cdc_k(loop.index0)) -%}{%- endfor -%}
 cdc_landed as (
     select
         change_id as _cdc_id, op as _cdc_kind, coalesce(commit_ts, ingested_at) as _cdc_at,
-        {{ adapter.quote('key') }} as change_key, {{ adapter.quote('after') }} as change_after,
+        {{ adapter.quote('key') }} as change_key,
+        {#- a delete's row image is its `before` (the key, or all of it with REPLICA IDENTITY
+            FULL): it keys the tombstones of incremental runs -#}
+        coalesce({{ adapter.quote('after') }}, {{ adapter.quote('before') }}) as change_after,
         row_number() over (partition by change_id order by ingested_at) as _cdc_copy
     from {{ relation }}
+    {%- if where %}
+    where {{ where }}
+    {%- endif %}
 ),
 cdc_once as (
     select _cdc_id, _cdc_kind, _cdc_at, change_key, change_after
@@ -148,15 +183,22 @@ cdc_typed as (
     ], ','), '')
 {%- endmacro %}
 
-{#- stg_<table>: the current state per primary key. -#}
+{#- stg_<table>: the current state per primary key.
+    Full build: the latest change of every key, unless it is a delete or older than the last
+    truncate. Incremental (merge by key): the raw changes in cdc_window; per key its latest
+    one, applied only if newer than the row already there (so re-reading the window, or
+    duplicates, change nothing); a delete is merged as a tombstone that cdc_current_cleanup
+    removes; an unchanged TOAST value with no earlier value in the window keeps the value of
+    the row already there. -#}
 {% macro cdc_current(relation, columns, primary_key) -%}
     {%- if primary_key | length == 0 -%}
         {{ exceptions.raise_compiler_error(relation ~ " has no primary key: it has a history model only") }}
     {%- endif -%}
     {%- set key_parts = [] -%}
     {%- for name in primary_key -%}{%- do key_parts.append(_cdc_k(loop.index0)) -%}{%- endfor -%}
+    {%- set incremental = is_incremental() -%}
 with
-{{ cdc_resolved_changes(relation, columns, primary_key) }},
+{{ cdc_resolved_changes(relation, columns, primary_key, where=(cdc_window(this) if incremental else none)) }},
 cdc_latest as (
     select
         *,
@@ -167,10 +209,45 @@ cdc_live as (
     select *
     from cdc_latest
     where _cdc_rank = 1
+      {%- if not incremental %}
       and _cdc_kind <> 'd'
+      {%- endif %}
       and _cdc_id > coalesce((select max(_cdc_truncate_id) from cdc_truncates), '')
 ),
 {{ cdc_typing_cte(columns, 'cdc_live') }}
+{%- if incremental %},
+cdc_merged as (
+    select
+        t.*,
+        d._cdc_change_id as _cdc_target_id
+        {%- for column in columns %}{%- if cdc_toastable(column['base_type']) %},
+        d.{{ adapter.quote(column['name']) }} as _cdc_old{{ loop.index0 }}
+        {%- endif %}{%- endfor %}
+    from cdc_typed as t
+    left join {{ this }} as d
+        on {% for name in primary_key %}{{ 'and ' if not loop.first }}d.{{ adapter.quote(name) }} = t.{{ adapter.quote(name) }} {% endfor %}
+    where d._cdc_change_id is null or d._cdc_change_id < t._cdc_id
+),
+cdc_filled as (
+    select
+        _cdc_id, _cdc_at, _cdc_target_id
+        {%- for column in columns %},
+        {%- if cdc_toastable(column['base_type']) %}
+        case when {{ cdc_json_text(_cdc_v(loop.index0)) }} = {{ cdc_placeholder() }} and _cdc_target_id is not null
+            then _cdc_old{{ loop.index0 }} else {{ adapter.quote(column['name']) }} end as {{ adapter.quote(column['name']) }},
+        {%- else %}
+        {{ adapter.quote(column['name']) }},
+        {%- endif %}
+        {%- if cdc_toastable(column['base_type']) %}
+        case when {{ cdc_json_text(_cdc_v(loop.index0)) }} = {{ cdc_placeholder() }} and _cdc_target_id is not null
+            then null else {{ _cdc_v(loop.index0) }} end as {{ _cdc_v(loop.index0) }}
+        {%- else %}
+        {{ _cdc_v(loop.index0) }}
+        {%- endif %}
+        {%- endfor %}
+    from cdc_merged
+)
+{%- endif %}
 select
     {%- for column in columns %}
     {{ adapter.quote(column['name']) }},
@@ -178,7 +255,7 @@ select
     _cdc_id as _cdc_change_id,
     _cdc_at as _cdc_changed_at,
     {{ cdc_join_names(columns) }} as _cdc_untyped_columns
-from cdc_typed
+from {{ 'cdc_filled' if incremental else 'cdc_typed' }}
 {%- endmacro %}
 
 {#- stg_<table>_history: one row per version (insert, update, snapshot read), valid from its

@@ -138,6 +138,8 @@ def test_every_model_compiles_to_bigquery_sql(
             check_bigquery(sql)
         except Exception as exc:
             raise AssertionError(f"model {name} is not BigQuery SQL: {exc}\n{sql}") from exc
+    # Incremental runs read a window of raw and merge against the staged rows.
+    assert ("cdc_merged" in compiled["stg_orders"]) == (compile_as == "incremental")
     ledger = compiled["stg_sales__ledger"]
     # The typing picked BigQuery's types (and not DuckDB's) for the odd table.
     for fragment in ("AS BIGNUMERIC(40, 10)", "AS NUMERIC)", "SAFE.FROM_BASE64", "INT64",

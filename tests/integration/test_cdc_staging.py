@@ -66,6 +66,9 @@ CREATE TABLE type_zoo (
 -- Out of line and uncompressed: a long value is TOASTed, so an update that leaves it alone
 -- sends the unchanged-TOAST placeholder instead.
 ALTER TABLE type_zoo ALTER COLUMN big SET STORAGE EXTERNAL;
+-- No primary key: staging keeps its history only.
+CREATE TABLE notes (body text, n integer);
+ALTER TABLE notes REPLICA IDENTITY FULL;
 """
 BIG = "lorem ipsum " * 2000  # ~24 kB, far over the TOAST threshold
 
@@ -167,10 +170,15 @@ def built(postgres_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Ite
                 "DELETE FROM type_zoo WHERE id = 9",
                 "INSERT INTO zz_marker VALUES (1)",
             )
-            reader.wait_until(lambda: reader.count("cdc_zz_marker") == 1, "the marker")
+            execute(
+                dsn,
+                "INSERT INTO notes VALUES ('same', 1), ('same', 1), ('other', NULL)",
+                "INSERT INTO zz_marker VALUES (0)",
+            )
+            reader.wait_until(lambda: reader.count("cdc_zz_marker") == 2, "the marker")
         finally:
             reader.stop()
-        tables_of = [("public", t) for t in (*SHOP_TABLES, "type_zoo")]
+        tables_of = [("public", t) for t in (*SHOP_TABLES, "type_zoo", "notes")]
         with duckdb.connect(str(data / "shopstream.duckdb")) as con:
             # STAND-IN: the CDC reader will write raw.source_schemas itself (issue 8).
             record_source_schemas(dsn, con, tables_of)
@@ -354,6 +362,15 @@ def test_history_of_a_key(built: Built) -> None:
     assert open_keys == [(5, "x"), (5, "y"), (6, "x"), (7, "x"), (8, "x")]
 
 
+def test_a_table_without_primary_key_has_its_history_only(built: Built) -> None:
+    assert "stg_notes" not in built.names and "stg_notes_history" in built.names
+    rows = built.query(
+        "SELECT body, n, _cdc_op FROM staging.stg_notes_history WHERE valid_to IS NULL ORDER BY ALL"
+    )
+    expected = pg_rows(built.dsn, "SELECT body, n, 'c' FROM notes ORDER BY 1, 2")
+    assert rows == expected and len(rows) == 3  # equal rows are not merged
+
+
 # -- the marts -----------------------------------------------------------------------------------
 
 DAILY_SALES = f"""
@@ -529,7 +546,7 @@ def test_incremental_run_applies_new_changes(built: Built) -> None:
             zoo_row(10, "z"),
             "INSERT INTO zz_marker VALUES (2)",
         )
-        reader.wait_until(lambda: reader.count("cdc_zz_marker") == 2, "the second marker")
+        reader.wait_until(lambda: reader.count("cdc_zz_marker") == 3, "the second marker")
     finally:
         reader.stop()
     built.build()

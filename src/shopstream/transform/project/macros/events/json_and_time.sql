@@ -1,0 +1,64 @@
+{#- What DuckDB and BigQuery spell differently, for the events models. -#}
+
+{#- A scalar of a JSON text column as a string (null when absent or JSON null). -#}
+{% macro json_text(column, path) %}{{ return(adapter.dispatch('json_text', 'shopstream')(column, path)) }}{% endmacro %}
+{% macro default__json_text(column, path) %}json_extract_string({{ column }}, '{{ path }}'){% endmacro %}
+{% macro bigquery__json_text(column, path) %}json_value({{ column }}, '{{ path }}'){% endmacro %}
+
+{#- The JSON type of a value: 'number'/'string'/'null'/'object'/'array'/'boolean', null when absent. -#}
+{% macro json_kind(column, path) %}{{ return(adapter.dispatch('json_kind', 'shopstream')(column, path)) }}{% endmacro %}
+{% macro default__json_kind(column, path) -%}
+    case lower(json_type({{ column }}, '{{ path }}'))
+        when 'bigint' then 'number' when 'ubigint' then 'number' when 'double' then 'number'
+        when 'varchar' then 'string' when 'null' then 'null' when 'object' then 'object'
+        when 'array' then 'array' when 'boolean' then 'boolean'
+    end
+{%- endmacro %}
+{% macro bigquery__json_kind(column, path) -%}
+    json_type(json_query(safe.parse_json({{ column }}), '{{ path }}'))
+{%- endmacro %}
+
+{#- A JSON array's elements become rows: a join clause, and the element / its 0-based index.
+    `alias` names the join; use json_element(alias) and json_element_index(alias). -#}
+{% macro json_elements_join(column, path, alias) %}{{ return(adapter.dispatch('json_elements_join', 'shopstream')(column, path, alias)) }}{% endmacro %}
+{% macro default__json_elements_join(column, path, alias) -%}
+    cross join unnest(json_extract({{ column }}, '{{ path }}[*]')) with ordinality as {{ alias }}(element, position)
+{%- endmacro %}
+{% macro bigquery__json_elements_join(column, path, alias) -%}
+    cross join unnest(json_query_array({{ column }}, '{{ path }}')) as {{ alias }}_element with offset as {{ alias }}_index
+{%- endmacro %}
+{% macro json_element(alias) %}{{ return(adapter.dispatch('json_element', 'shopstream')(alias)) }}{% endmacro %}
+{% macro default__json_element(alias) %}cast({{ alias }}.element as varchar){% endmacro %}
+{% macro bigquery__json_element(alias) %}{{ alias }}_element{% endmacro %}
+{% macro json_element_index(alias) %}{{ return(adapter.dispatch('json_element_index', 'shopstream')(alias)) }}{% endmacro %}
+{% macro default__json_element_index(alias) %}cast({{ alias }}.position - 1 as bigint){% endmacro %}
+{% macro bigquery__json_element_index(alias) %}{{ alias }}_index{% endmacro %}
+
+{#- The calendar day of a UTC timestamp in the shop's time zone, var('timezone'). -#}
+{% macro local_date(ts) %}{{ return(adapter.dispatch('local_date', 'shopstream')(ts)) }}{% endmacro %}
+{% macro default__local_date(ts) %}cast(timezone('{{ var("timezone") }}', {{ ts }}) as date){% endmacro %}
+{% macro bigquery__local_date(ts) %}date({{ ts }}, '{{ var("timezone") }}'){% endmacro %}
+
+{#- Microseconds since the epoch: a time as a stable number (text forms differ per warehouse
+    and, in DuckDB, with the session's time zone). -#}
+{% macro epoch_us(ts) %}{{ return(adapter.dispatch('epoch_us', 'shopstream')(ts)) }}{% endmacro %}
+{% macro default__epoch_us(ts) %}epoch_us({{ ts }}){% endmacro %}
+{% macro bigquery__epoch_us(ts) %}unix_micros({{ ts }}){% endmacro %}
+
+{#- Exact money: every amount in the events marts has this type. -#}
+{% macro money_type() %}{{ return(adapter.dispatch('money_type', 'shopstream')()) }}{% endmacro %}
+{% macro default__money_type() %}decimal(18, 4){% endmacro %}
+{% macro bigquery__money_type() %}numeric{% endmacro %}
+
+{#- The text cast to a type, null if it does not parse (dbt.safe_cast takes a type expression). -#}
+{% macro try_number(expr, type) %}{{ dbt.safe_cast(expr, type) }}{% endmacro %}
+
+{#- The text when it is a valid JSON document, else null (JSON functions fail on bad text). -#}
+{% macro json_if_valid(column) %}{{ return(adapter.dispatch('json_if_valid', 'shopstream')(column)) }}{% endmacro %}
+{% macro default__json_if_valid(column) %}case when json_valid({{ column }}) then {{ column }} end{% endmacro %}
+{% macro bigquery__json_if_valid(column) %}case when safe.parse_json({{ column }}) is not null then {{ column }} end{% endmacro %}
+
+{#- numerator / denominator as a floating-point rate, null when the denominator is 0. -#}
+{% macro ratio(numerator, denominator) %}{{ return(adapter.dispatch('ratio', 'shopstream')(numerator, denominator)) }}{% endmacro %}
+{% macro default__ratio(numerator, denominator) %}(cast({{ numerator }} as double) / nullif({{ denominator }}, 0)){% endmacro %}
+{% macro bigquery__ratio(numerator, denominator) %}safe_divide({{ numerator }}, {{ denominator }}){% endmacro %}

@@ -73,7 +73,14 @@ class DbtProject:
             str(self.directory / "logs"),
             "--quiet",
         ]
-        outcome = dbtRunner().invoke(argv)
+        try:
+            outcome = dbtRunner().invoke(argv)
+        finally:
+            # dbt-duckdb keeps its DuckDB instance open in the process after the run; release
+            # the file, as a separate `shopstream transform` process would.
+            from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+            DuckDBConnectionManager.close_all_connections()
         failures: list[str] = []
         if outcome.exception is not None:
             failures.append(f"dbt: {outcome.exception}")

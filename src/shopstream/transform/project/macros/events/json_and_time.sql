@@ -50,8 +50,11 @@
 {% macro default__money_type() %}decimal(18, 4){% endmacro %}
 {% macro bigquery__money_type() %}numeric{% endmacro %}
 
-{#- The text cast to a type, null if it does not parse (dbt.safe_cast takes a type expression). -#}
-{% macro try_number(expr, type) %}{{ dbt.safe_cast(expr, type) }}{% endmacro %}
+{#- The text cast to a type, null if it does not parse. Not dbt.safe_cast: on DuckDB that is a
+    plain cast, which fails the whole build on one bad value. -#}
+{% macro try_number(expr, type) %}{{ return(adapter.dispatch('try_number', 'shopstream')(expr, type)) }}{% endmacro %}
+{% macro default__try_number(expr, type) %}try_cast({{ expr }} as {{ type }}){% endmacro %}
+{% macro bigquery__try_number(expr, type) %}safe_cast({{ expr }} as {{ type }}){% endmacro %}
 
 {#- The text when it is a valid JSON document, else null (JSON functions fail on bad text). -#}
 {% macro json_if_valid(column) %}{{ return(adapter.dispatch('json_if_valid', 'shopstream')(column)) }}{% endmacro %}

@@ -210,9 +210,9 @@ class Story:
     first_build_failures: list[str]
 
 
-def run(project: DbtProject, *extra: str) -> None:
+def run(project: DbtProject, *extra: str, **variables: Any) -> None:
     """dbt run: the later runs need the models, not the ~90 data tests the first build ran."""
-    result = project.invoke("run", *extra)
+    result = project.invoke("run", *extra, variables=variables)
     assert result.success, "\n".join(result.failures)
 
 
@@ -331,11 +331,13 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Story:
     run(project)
     snapshots["again"] = snapshot(path)
 
-    collector = Collector(path)  # duplicates: whole batches again, later
-    for batch in (sent.batches[0], sent.batches[7]):
+    # Duplicates: a whole batch again, within the lookback; then another one when its first
+    # copy is older than the lookback (lookback 0 for that run: the window holds only it).
+    for batch, lookback in ((sent.batches[0], 3), (sent.batches[7], 0)):
+        collector = Collector(path)
         collector.send(batch)
-    collector.close()
-    run(project)
+        collector.close()
+        run(project, lookback_days=lookback)
     snapshots["duplicates"] = snapshot(path)
 
     late_ts = now - timedelta(days=2)

@@ -58,7 +58,8 @@ class DbtProject:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(sql, encoding="utf-8")
 
-    def invoke(self, *args: str) -> BuildResult:
+    def invoke(self, *args: str, variables: dict[str, Any] | None = None) -> BuildResult:
+        """``variables`` are laid over the project's for this run only."""
         from dbt.cli.main import dbtRunner
 
         argv = [
@@ -68,7 +69,7 @@ class DbtProject:
             "--profiles-dir",
             str(self.directory),
             "--vars",
-            json.dumps(self.variables),
+            json.dumps({**self.variables, **(variables or {})}),
             "--log-path",
             str(self.directory / "logs"),
             "--quiet",

@@ -47,7 +47,7 @@ first_received as (
             window_rows.*,
             row_number() over (
                 partition by event_id
-                order by received_at, ip, user_agent, payload
+                order by received_at, ip, user_agent, {{ json_as_text('payload') }}
             ) as copy_number
         from window_rows
     ) as numbered

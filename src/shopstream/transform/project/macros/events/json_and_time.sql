@@ -5,19 +5,6 @@
 {% macro default__json_text(column, path) %}json_extract_string({{ column }}, '{{ path }}'){% endmacro %}
 {% macro bigquery__json_text(column, path) %}json_value({{ column }}, '{{ path }}'){% endmacro %}
 
-{#- The JSON type of a value: 'number'/'string'/'null'/'object'/'array'/'boolean', null when absent. -#}
-{% macro json_kind(column, path) %}{{ return(adapter.dispatch('json_kind', 'shopstream')(column, path)) }}{% endmacro %}
-{% macro default__json_kind(column, path) -%}
-    case lower(json_type({{ column }}, '{{ path }}'))
-        when 'bigint' then 'number' when 'ubigint' then 'number' when 'double' then 'number'
-        when 'varchar' then 'string' when 'null' then 'null' when 'object' then 'object'
-        when 'array' then 'array' when 'boolean' then 'boolean'
-    end
-{%- endmacro %}
-{% macro bigquery__json_kind(column, path) -%}
-    json_type(json_query(safe.parse_json({{ column }}), '{{ path }}'))
-{%- endmacro %}
-
 {#- A JSON array's elements become rows: a join clause, and the element / its 0-based index.
     `alias` names the join; use json_element(alias) and json_element_index(alias). -#}
 {% macro json_elements_join(column, path, alias) %}{{ return(adapter.dispatch('json_elements_join', 'shopstream')(column, path, alias)) }}{% endmacro %}
@@ -65,3 +52,8 @@
 {% macro ratio(numerator, denominator) %}{{ return(adapter.dispatch('ratio', 'shopstream')(numerator, denominator)) }}{% endmacro %}
 {% macro default__ratio(numerator, denominator) %}(cast({{ numerator }} as double) / nullif({{ denominator }}, 0)){% endmacro %}
 {% macro bigquery__ratio(numerator, denominator) %}safe_divide({{ numerator }}, {{ denominator }}){% endmacro %}
+
+{#- A JSON column as text with a total order (to break ties deterministically). -#}
+{% macro json_as_text(column) %}{{ return(adapter.dispatch('json_as_text', 'shopstream')(column)) }}{% endmacro %}
+{% macro default__json_as_text(column) %}cast({{ column }} as varchar){% endmacro %}
+{% macro bigquery__json_as_text(column) %}to_json_string({{ column }}){% endmacro %}

@@ -1,7 +1,7 @@
 {#- Privacy in staging: no full IP address and no readable e-mail address leaves raw.
 
     truncate_ip: IPv4 keeps its /24 (203.0.113.7 -> 203.0.113.0), IPv6 its /48 (the first three
-    groups, written 2001:db8:85a3::). Anything else (not an address) becomes null rather than
+    groups, in canonical form: 2001:db8:85a3::). Anything else (not an address) becomes null rather than
     being kept as it came. Known limit: an IPv6 address ending in an embedded IPv4 part
     (::ffff:1.2.3.4) counts that part as one group; its /48 is all zeros either way.
 
@@ -59,11 +59,13 @@
                         case when tail = '' then []::varchar[] else string_split(tail, ':') end as t
                     from parts
                 )
-                select array_to_string(
+                -- canonical form, as BigQuery's NET.IP_TO_STRING writes it: trailing zero
+                -- groups fold into the '::' (2001:db8:0:: -> 2001:db8::, 0:0:0:: -> ::)
+                select regexp_replace(array_to_string(
                     list_transform(
                         (h || list_transform(range(greatest(0, 8 - len(h) - len(t))), lambda x: '0') || t)[1:3],
                         lambda g: coalesce(nullif(ltrim(lower(g), '0'), ''), '0')
-                    ), ':') || '::'
+                    ), ':'), '(^|:)0(:0)*$', '') || '::'
                 from groups
             )
     end

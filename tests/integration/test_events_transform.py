@@ -354,6 +354,8 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Story:
         for s, event_type, props in (
             (0, "page_view", {}),
             (10, "product_view", {"product_id": "P-LATE", "price": 2500}),
+            # a cart left two days ago: abandoned by now
+            (20, "add_to_cart", {"product_id": "P-LATE", "price": 2500, "quantity": 2}),
         )
     ]
     collector = Collector(path)
@@ -683,7 +685,7 @@ def test_a_late_event_within_the_lookback_lands_in_its_day(story: Story) -> None
     }
     late_row = funnel_rows[(late_day, "android")]
     reached = ("sessions", "page_view_sessions", "product_view_sessions", "add_to_cart_sessions")
-    assert [late_row[column] for column in reached] == [1, 1, 1, 0]
+    assert [late_row[column] for column in reached] == [1, 1, 1, 1]
     # the other days' rows are as they were
     assert set(before["mart.daily_funnel"]) <= set(after["mart.daily_funnel"])
     assert len(after["mart.sessions"]) == len(before["mart.sessions"]) + 1
@@ -697,3 +699,100 @@ def test_the_incremental_tables_equal_a_full_rebuild(story: Story) -> None:
             assert incremental[table] == story.full_rebuild[table], table
     # staging differs only where it should: a full rebuild re-reads raw, the first copy wins
     assert incremental["staging.stg_events"] == story.full_rebuild["staging.stg_events"]
+
+
+def test_cart_abandonment_equals_the_carts_followed_in_python(story: Story) -> None:
+    events = [*story.sent.events, *story.sent.late]
+    everything = [*events, *story.sent.bots]
+    now = max(ts_of(e) for e in everything)
+    carts: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for e in events:
+        if e["event_type"] in ("add_to_cart", "remove_from_cart"):
+            visitor = e.get("anonymous_id") or e["user_id"]
+            key = e["properties"].get("cart_id") or (
+                f"session:{e['session_id']}"
+                if e.get("session_id")
+                else f"visitor:{visitor}:{local_day(ts_of(e))}"
+            )
+            carts[key].append(e)
+    purchases = [e for e in events if e["event_type"] == "purchase"]
+    expected: dict[tuple[date, str], list[Any]] = defaultdict(lambda: [0, 0, 0, 0, Decimal(0)])
+    for cart in carts.values():
+        adds = sorted((e for e in cart if e["event_type"] == "add_to_cart"), key=ts_of)
+        if not adds:
+            continue
+        visitor = min(e.get("anonymous_id") or e["user_id"] for e in cart)
+        first, last = ts_of(adds[0]), max(ts_of(e) for e in cart)
+        value = sum(
+            (
+                Decimal(e["properties"].get("price", 0))
+                * e["properties"].get("quantity", 1)
+                * (1 if e["event_type"] == "add_to_cart" else -1)
+                for e in cart
+            ),
+            Decimal(0),
+        )
+        bought = any(
+            (p.get("anonymous_id") or p["user_id"]) == visitor
+            and first <= ts_of(p) <= last + timedelta(hours=24)
+            for p in purchases
+        )
+        row = expected[(local_day(first), adds[0]["device_type"])]
+        row[0] += 1
+        if bought:
+            row[1] += 1
+        elif last + timedelta(hours=24) < now:
+            row[2] += 1
+            row[4] += max(value, Decimal(0))
+        else:
+            row[3] += 1
+    actual = {
+        (r["cart_date"], r["device_type"]): [
+            r["carts"],
+            r["purchased_carts"],
+            r["abandoned_carts"],
+            r["open_carts"],
+            r["abandoned_value"],
+        ]
+        for r in rows_as_dicts(story.warehouse, "mart.cart_abandonment")
+    }
+    assert actual == dict(expected)
+    assert sum(row[1] for row in actual.values()) > 0  # some carts were bought
+    assert sum(row[4] for row in actual.values()) == 5000  # the late cart was left behind
+
+
+def test_session_id_agreement_equals_python(story: Story) -> None:
+    trackers: dict[str, set[tuple[str, datetime]]] = defaultdict(set)
+    first_event: dict[str, dict[str, Any]] = {}
+    for session in sessionize([*story.sent.events, *story.sent.late]):
+        for e in session.events:
+            if tracker := e.get("session_id"):
+                trackers[tracker].add((session.visitor, session.start))
+                if tracker not in first_event or ts_of(e) < ts_of(first_event[tracker]):
+                    first_event[tracker] = e
+    per_derived: Counter[tuple[str, datetime]] = Counter(
+        derived for derived_set in trackers.values() for derived in derived_set
+    )
+    expected: dict[tuple[date, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    for tracker, derived_set in trackers.items():
+        split = len(derived_set) > 1
+        merged = any(per_derived[d] > 1 for d in derived_set)
+        row = expected[
+            (local_day(ts_of(first_event[tracker])), first_event[tracker]["device_type"])
+        ]
+        row[0] += 1
+        row[1] += not split and not merged
+        row[2] += split
+        row[3] += merged
+    actual = {
+        (r["session_date"], r["device_type"]): [
+            r["tracker_sessions"],
+            r["agreeing_sessions"],
+            r["split_sessions"],
+            r["merged_sessions"],
+        ]
+        for r in rows_as_dicts(story.warehouse, "mart.session_id_agreement")
+    }
+    assert actual == dict(expected)
+    # members return within the timeout and start a new tracker session: some are merged
+    assert 0 < sum(row[1] for row in actual.values()) < sum(row[0] for row in actual.values())

@@ -208,6 +208,7 @@ class Story:
     snapshots: dict[str, dict[str, list[tuple[Any, ...]]]]
     full_rebuild: dict[str, list[tuple[Any, ...]]]
     first_build_failures: list[str]
+    manifest: dict[str, Any]
 
 
 def run(project: DbtProject, *extra: str, **variables: Any) -> None:
@@ -373,7 +374,8 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Story:
             f"{{{{ config(materialized='table') }}}}\nselect * from shop_fixture.{name}\n",
         )
     run(rebuild, "--full-refresh")
-    return Story(sent, path, snapshots, snapshot(copy), first.failures)
+    manifest = orjson.loads((project.directory / "target" / "manifest.json").read_bytes())
+    return Story(sent, path, snapshots, snapshot(copy), first.failures, manifest)
 
 
 # -- what Python says the tables must hold ----------------------------------------------------
@@ -796,3 +798,18 @@ def test_session_id_agreement_equals_python(story: Story) -> None:
     assert actual == dict(expected)
     # members return within the timeout and start a new tracker session: some are merged
     assert 0 < sum(row[1] for row in actual.values()) < sum(row[0] for row in actual.values())
+
+
+def test_every_column_of_every_events_model_is_documented(story: Story) -> None:
+    nodes = {
+        f"{node['schema']}.{node['name']}": node
+        for node in story.manifest["nodes"].values()
+        if node["resource_type"] == "model"
+    }
+    for table in TABLES:
+        node = nodes[table]
+        assert node["description"].strip(), table
+        documented = {name for name, c in node["columns"].items() if c["description"].strip()}
+        with duckdb.connect(str(story.warehouse), read_only=True) as con:
+            actual = {row[0] for row in con.execute(f"describe {table}").fetchall()}
+        assert documented == actual, table

@@ -391,16 +391,19 @@ class TruthSession:
         return ts_of(self.events[0])
 
     def step_times(self) -> dict[str, datetime | None]:
+        """When each funnel step was first reached at or after the step before it."""
         reached: dict[str, datetime | None] = {}
-        previous: datetime | None = None
+        after: datetime | None = None  # the previous step's time (no bound for the first)
         for index, step in enumerate(STEPS):
+            if index and after is None:  # the previous step was never reached
+                reached[step] = None
+                continue
             times = [
                 ts_of(e)
                 for e in self.events
-                if e["event_type"] == step and (index == 0 or (previous and ts_of(e) >= previous))
+                if e["event_type"] == step and (after is None or ts_of(e) >= after)
             ]
-            reached[step] = min(times) if times and (index == 0 or previous) else None
-            previous = reached[step]
+            reached[step] = after = min(times, default=None)
         return reached
 
     @property

@@ -359,6 +359,18 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Story:
             (20, "add_to_cart", {"product_id": "P-LATE", "price": 2500, "quantity": 2}),
         )
     ]
+    # ... and, sent with it, a page view a minute before the first session of the stream began:
+    # that session now starts earlier (a new session_id), its old row must go.
+    earliest = events[0]
+    sent.late.append(
+        {
+            **{k: earliest[k] for k in ("anonymous_id", "session_id", "device_type")},
+            "event_id": str(uuid.uuid4()),
+            "event_type": "page_view",
+            "event_ts": (ts_of(earliest) - timedelta(minutes=1)).isoformat().replace("+00:00", "Z"),
+            "properties": {},
+        }
+    )
     collector = Collector(path)
     collector.send(sent.late)
     collector.close()
@@ -693,8 +705,22 @@ def test_a_late_event_within_the_lookback_lands_in_its_day(story: Story) -> None
     assert [late_row[column] for column in reached] == [1, 1, 1, 1]
     # the other days' rows are as they were
     assert set(before["mart.daily_funnel"]) <= set(after["mart.daily_funnel"])
+    # one session more (the late visitor's); the stream's first session starts a minute earlier
     assert len(after["mart.sessions"]) == len(before["mart.sessions"]) + 1
-    assert set(before["mart.sessions"]) <= set(after["mart.sessions"])
+    moved = story.sent.late[-1]
+    visitor, start = 1, 5  # positions of visitor_id and session_start in a sessions row
+    was = ts_of(moved) + timedelta(minutes=1)
+    [old] = [
+        r
+        for r in before["mart.sessions"]
+        if r[visitor] == moved["anonymous_id"] and r[start] == was
+    ]
+    assert old not in after["mart.sessions"]
+    assert set(before["mart.sessions"]) - {old} <= set(after["mart.sessions"])
+    assert any(
+        r[visitor] == moved["anonymous_id"] and r[start] == ts_of(moved)
+        for r in after["mart.sessions"]
+    )
 
 
 def test_the_incremental_tables_equal_a_full_rebuild(story: Story) -> None:

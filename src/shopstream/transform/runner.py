@@ -246,7 +246,10 @@ def run_dbt(
     if request.select:
         args += ["--select", *request.select]
     callback = _ProgressCallback(emit)
-    outcome = dbtRunner(callbacks=[callback]).invoke(args)
+    try:
+        outcome = dbtRunner(callbacks=[callback]).invoke(args)
+    finally:
+        _release_duckdb()
     seconds = time.monotonic() - started
     run = outcome.result
     results = getattr(run, "results", None)
@@ -292,6 +295,20 @@ def run_dbt(
     if not outcome.success and outcome.exception is not None:
         error = _masked(f"dbt failed: {outcome.exception}", secrets)
     return TransformResult(outcome.success, tuple(models), tuple(tests), seconds, error)
+
+
+def _release_duckdb() -> None:
+    """Close the DuckDB connection dbt-duckdb keeps between invocations: while it is open the
+    DuckDB instance stays alive, and with it the lock on the file after the owner closed it."""
+    try:
+        from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+    except ImportError:  # pragma: no cover - dbt-duckdb is a base dependency
+        return
+    with DuckDBConnectionManager._LOCK:
+        environment = DuckDBConnectionManager._ENV
+        DuckDBConnectionManager._ENV = None
+        if environment is not None:
+            environment.close()
 
 
 def _count(count_rows: Callable[[str], pa.Table], schema: str, name: str) -> int | None:

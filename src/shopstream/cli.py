@@ -300,6 +300,8 @@ def _serve(
         _print_transform(result)
         for title, table in marts:
             out.print(_arrow_table(table, title))
+        if result.success and not marts:
+            console.print("no headline marts (daily_sales, daily_funnel, tracking_coverage) yet")
         transform_failed = not result.success
     for failure in summary.failures:
         console.print(f"[red]error:[/red] {failure}")

@@ -173,8 +173,13 @@ def test_with_nothing_running_the_command_runs_it_itself(tmp_path: Path) -> None
 
 
 def test_the_running_platform_transforms_on_its_schedule(tmp_path: Path) -> None:
+    """Without a writer process (sink.writer_process=false) the platform's own process holds
+    the file, and the transform runs in a thread of it."""
     process = CollectorProcess(
-        tmp_path, env=platform_env(SHOPSTREAM_TRANSFORM__SCHEDULE_MINUTES="0.02")
+        tmp_path,
+        env=platform_env(
+            SHOPSTREAM_TRANSFORM__SCHEDULE_MINUTES="0.02", SHOPSTREAM_SINK__WRITER_PROCESS="false"
+        ),
     )
     process.start()
     try:
@@ -192,3 +197,5 @@ def test_the_running_platform_transforms_on_its_schedule(tmp_path: Path) -> None
         ]
     finally:
         assert process.stop() == 0, process.log()
+    # The closing status shows the last transform.
+    assert "transform last" in process.log() and " ok: 4/4 models built" in process.log()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 
 from shopstream.runtime import read_runtime, transform_running
@@ -133,6 +134,41 @@ def test_ingest_keeps_committing_while_the_writer_process_builds(running: Collec
     again = transform_running(running.data_dir, TransformRequest(select=("stg_test_events+",)))
     assert again.success, again.failures()
     assert scalar(running, "SELECT events FROM mart.event_total") == raw
+
+
+def test_a_writer_dying_mid_build_fails_the_transform_not_the_platform(
+    running: CollectorProcess,
+) -> None:
+    assert running.process is not None
+    # The writer, not multiprocessing's resource tracker.
+    [writer] = [
+        child
+        for child in psutil.Process(running.process.pid).children()
+        if "spawn_main" in " ".join(child.cmdline())
+    ]
+    killed = threading.Event()
+
+    def kill_in_slow_copy(step: Progress) -> None:
+        if step.node == "slow_copy" and step.kind == "started" and not killed.is_set():
+            time.sleep(0.3)
+            writer.kill()
+            killed.set()
+
+    result = transform_running(running.data_dir, TransformRequest(), kill_in_slow_copy)
+    assert killed.is_set()
+    assert not result.success and result.error is not None
+    assert "writer process" in result.error, result.error
+    # Ingest comes back with the restarted writer, and so do transforms.
+    deadline = time.monotonic() + 60
+    while httpx.post(f"{running.url}/v1/events", json=event(), timeout=30).status_code != 200:
+        assert time.monotonic() < deadline, running.log()
+        time.sleep(0.2)
+    again = transform_running(running.data_dir, TransformRequest())
+    assert again.success, again.failures()
+    assert scalar(running, "SELECT events FROM mart.event_total") == scalar(
+        running, "SELECT count(*) FROM raw.events"
+    )
+    assert "transform (request) failed" in running.log()
 
 
 def test_the_transform_route_wants_the_token_and_a_valid_body(running: CollectorProcess) -> None:

@@ -93,6 +93,8 @@ def test_shopstream_transform_asks_the_running_platform(running: CollectorProces
     assert "4 of 4 models built; tests: 5 passed, 0 failed" in done.stderr
     assert scalar(running, "SELECT events FROM mart.event_total") == raw
     assert "transform (request) done" in running.log()
+    salt = (running.data_dir / "email_salt").read_text().strip()
+    assert salt not in done.stdout + done.stderr and salt not in running.log()
 
 
 def test_ingest_keeps_committing_while_the_writer_process_builds(running: CollectorProcess) -> None:
@@ -195,6 +197,9 @@ def test_with_nothing_running_the_command_runs_it_itself(tmp_path: Path) -> None
     warehouse.close()
     done = cli(tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
+    # dbt ran in this command's process: none of its console output came through.
+    assert "Running with dbt" not in done.stdout + done.stderr
+    assert (tmp_path / "email_salt").read_text().strip() not in done.stdout + done.stderr
     warehouse = DuckDBWarehouse(tmp_path / "shopstream.duckdb", read_only=True)
     try:
         assert warehouse.query("SELECT * FROM mart.events_by_type").to_pylist() == [

@@ -6,7 +6,7 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -26,6 +26,8 @@ if TYPE_CHECKING:  # the platform is imported when a command runs it (uvicorn, F
     from shopstream.generators.clickstream import SendStats
     from shopstream.generators.shop import WorkloadStats
     from shopstream.platform import Parts, Platform, PlatformStatus, Summary, Traffic
+    from shopstream.transform.runner import Progress, TransformResult
+    from shopstream.transform.runs import TransformStatus
 
 T = TypeVar("T")
 
@@ -122,7 +124,25 @@ class StatusLine:
                     f"   rolled back {orders.rolled_back:,}"
                 )
             )
+        if status.transform is not None:
+            lines.append(transform_line(status.transform))
         return Group(*lines)
+
+
+def transform_line(status: TransformStatus) -> Text:
+    parts = []
+    if status.running:
+        parts.append(f"running ({status.reason})")
+    if status.last_finished is not None:
+        when = time.strftime("%H:%M:%S", time.localtime(status.last_finished))
+        outcome = "ok" if status.last_ok else "FAILED"
+        parts.append(f"last {when} {outcome}: {status.last_summary}")
+    if status.next_in_seconds is not None and not status.running:
+        parts.append(
+            f"next in {int(status.next_in_seconds) // 60}:{int(status.next_in_seconds) % 60:02d}"
+        )
+    style = "red" if status.last_ok is False else ""
+    return Text("transform " + "   ".join(parts or ["scheduled"]), style=style)
 
 
 def _size(value: int | None) -> str:
@@ -167,8 +187,13 @@ def _build(settings: Settings, parts: Parts) -> Platform:
         raise _fail(str(exc)) from exc
 
 
-def _run_platform(platform: Platform, duration: float | None) -> tuple[Summary, StatusLine]:
-    """Run it with the live status line on a terminal; tune the process first."""
+def _run_platform(
+    platform: Platform,
+    duration: float | None,
+    finish: Callable[[Platform, Summary], Summary] | None = None,
+) -> tuple[Summary, StatusLine]:
+    """Run it with the live status line on a terminal; tune the process first. ``finish``
+    runs after ingest has stopped and drained, before the warehouse closes."""
     from shopstream.platform import tune_process
 
     tune_process()
@@ -187,6 +212,8 @@ def _run_platform(platform: Platform, duration: float | None) -> tuple[Summary, 
 
     try:
         summary: Summary = _run_async(main())
+        if finish is not None:
+            summary = finish(platform, summary)
     except OSError as exc:
         collector = platform.collector
         where = f"{collector.host}:{collector.port}" if collector else "the collector's address"
@@ -208,8 +235,10 @@ def _serve(
     traffic: Traffic | None,
     local_postgres: bool = False,
     orders_tps: float = 0.0,
+    transform_at_end: bool = False,
 ) -> None:
-    """Run the platform in this process until it is told to stop; print the summary."""
+    """Run the platform in this process until it is told to stop; print the summary (with
+    ``transform_at_end``: then build staging and marts once and print the headline marts)."""
     from shopstream.platform import Parts
 
     parts = Parts(
@@ -220,9 +249,33 @@ def _serve(
         traffic=traffic,
         orders_tps=orders_tps if traffic is not None else 0.0,
         duration=duration,
+        schedule_transforms=True,
     )
     platform = _build(settings, parts)
-    summary, status = _run_platform(platform, duration)
+    final: list[tuple[TransformResult, list[tuple[str, Any]]]] = []
+
+    def transform_once(p: Platform, summary: Summary) -> Summary:
+        from dataclasses import replace
+
+        from shopstream.transform.headline import headline_marts
+        from shopstream.warehouse import WarehouseError
+
+        console.print("building staging and marts (dbt build)...")
+        result = _with_progress(
+            lambda on_progress: p.transform(None, on_progress, reason="end of run")
+        )
+        try:
+            marts = headline_marts(p.warehouse) if result.success else []
+            summary = replace(summary, table_counts=p.warehouse.table_counts())
+        except WarehouseError as exc:
+            console.print(f"[red]error:[/red] cannot read the marts: {exc}")
+            marts = []
+        final.append((result, marts))
+        return summary
+
+    summary, status = _run_platform(
+        platform, duration, transform_once if transform_at_end else None
+    )
     if not console.is_terminal:
         console.print(status.render(platform.status()))
     console.print(_summary_table(summary))
@@ -242,9 +295,17 @@ def _serve(
             f"cdc: {cdc.changes:,} changes in {cdc.transactions:,} transactions, "
             f"{cdc.snapshot_rows:,} snapshot rows, {cdc.dead_letters:,} dead letters"
         )
+    transform_failed = False
+    for result, marts in final:
+        _print_transform(result)
+        for title, table in marts:
+            out.print(_arrow_table(table, title))
+        if result.success and not marts:
+            console.print("no headline marts (daily_sales, daily_funnel, tracking_coverage) yet")
+        transform_failed = not result.success
     for failure in summary.failures:
         console.print(f"[red]error:[/red] {failure}")
-    if summary.failures:
+    if summary.failures or transform_failed:
         raise typer.Exit(1)
 
 
@@ -291,6 +352,12 @@ def run(
     orders_tps: Annotated[
         float, typer.Option(help="Order-workload transactions/s with --generate (0: none).")
     ] = 50.0,
+    transform: Annotated[
+        bool,
+        typer.Option(
+            help="At the end, build staging and marts once (dbt) and print the headline marts."
+        ),
+    ] = True,
 ) -> None:
     """Run the platform on one machine: collector, CDC (when a shop database is configured)
     and the sink into the DuckDB warehouse."""
@@ -305,6 +372,7 @@ def run(
         traffic=Traffic(rate=rate, bad_fraction=bad_fraction, truth=truth) if generate else None,
         local_postgres=local_postgres,
         orders_tps=orders_tps,
+        transform_at_end=transform,
     )
 
 
@@ -491,6 +559,104 @@ def cdc(
     for table, rows in summary.table_counts.items():
         if table.startswith("raw.cdc_"):
             console.print(f"  {table}: {rows:,} rows")
+
+
+# -- transform -------------------------------------------------------------------------------
+
+
+def _with_progress(
+    run: Callable[[Callable[[Progress], None]], TransformResult],
+) -> TransformResult:
+    """Run a transform with a Rich progress bar fed by its progress events."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]transform"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=console.is_terminal,
+    ) as bar:
+        task = bar.add_task("transform", total=None, detail="starting dbt...")
+
+        def on_progress(step: Any) -> None:
+            if step.kind == "waiting":
+                bar.update(task, detail="waiting for the transform already running")
+            elif step.kind == "started":
+                bar.update(task, total=step.total, detail=f"{step.resource_type} {step.node}")
+            elif step.kind == "finished":
+                bar.update(task, completed=step.index, total=step.total or None)
+                if step.status not in ("success", "pass"):
+                    console.print(f"  {step.resource_type} {step.node}: {step.status}")
+
+        return run(on_progress)
+
+
+def _print_transform(result: TransformResult) -> None:
+    if result.models:
+        table = Table(title="transform", title_justify="left")
+        table.add_column("model")
+        table.add_column("status")
+        table.add_column("rows", justify="right")
+        table.add_column("seconds", justify="right")
+        for model in result.models:
+            style = "red" if model.status == "error" else ""
+            rows = "-" if model.rows is None else f"{model.rows:,}"
+            table.add_row(model.name, model.status, rows, f"{model.seconds:,.2f}", style=style)
+        out.print(table)
+    built = sum(1 for m in result.models if m.status == "success")
+    console.print(
+        f"{built} of {len(result.models)} models built; tests: {result.tests_passed} passed, "
+        f"{result.tests_failed} failed, {result.tests_warned} warned ({result.seconds:,.1f} s)"
+    )
+    for line in result.failures():
+        console.print(f"[red]failed:[/red] {line}")
+
+
+def _arrow_table(table: Any, title: str) -> Table:
+    shown = Table(*table.column_names, title=title, title_justify="left")
+    for row in zip(*(column.to_pylist() for column in table.columns), strict=True):
+        shown.add_row(*("NULL" if v is None else str(v) for v in row))
+    return shown
+
+
+@app.command()
+def transform(
+    full_refresh: Annotated[
+        bool, typer.Option("--full-refresh", help="Rebuild incremental models from scratch.")
+    ] = False,
+    select: Annotated[
+        list[str] | None,
+        typer.Option("--select", "-s", help="dbt node selection (repeatable), e.g. stg_orders+."),
+    ] = None,
+) -> None:
+    """Build staging and marts (dbt build). A running platform runs it where it holds the
+    warehouse; with nothing running, it runs here."""
+    from shopstream.transform.runner import TransformRequest
+    from shopstream.transform.runs import transform_warehouse
+    from shopstream.warehouse import WarehouseError
+
+    settings = _settings()
+    request = TransformRequest(full_refresh=full_refresh, select=tuple(select or ()))
+    try:
+        result = _with_progress(
+            lambda on_progress: transform_warehouse(settings, request, on_progress)
+        )
+    except WarehouseError as exc:
+        raise _fail(str(exc)) from exc
+    _print_transform(result)
+    if not result.success:
+        raise typer.Exit(1)
 
 
 # -- sql -------------------------------------------------------------------------------------

@@ -175,6 +175,12 @@ class TransformSettings(BaseModel):
         description="Salt for hashing e-mail-like values in staging. Unset: a random salt kept "
         "in <data_dir>/email_salt (0600), made on first use.",
     )
+    project_dir: Path | None = Field(
+        default=None,
+        description="A dbt project to run instead of the one shipped in the package (it gets the "
+        "same generated profile, vars and captured-table models; its profile must be named "
+        "'shopstream').",
+    )
 
 
 class GenerateSettings(BaseModel):

@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
@@ -38,6 +38,8 @@ from shopstream.generators.clickstream import GroundTruth, SendStats
 from shopstream.generators.shop import Shop, ShopTruth, WorkloadStats
 from shopstream.runtime import QueryService, Served, http_url, remove_runtime, write_runtime
 from shopstream.sinks import Sink, open_sink
+from shopstream.transform.runner import Progress, TransformRequest, TransformResult
+from shopstream.transform.runs import Transforms, TransformStatus
 from shopstream.warehouse import WarehouseError, open_warehouse
 
 if TYPE_CHECKING:
@@ -104,6 +106,8 @@ class Parts:
     metrics_port: int | None = None
     #: How long generators run (None: until stopped).
     duration: float | None = None
+    #: Run the transform every ``transform.schedule_minutes`` while serving.
+    schedule_transforms: bool = False
 
 
 # -- status snapshots ------------------------------------------------------------------------
@@ -127,6 +131,7 @@ class PlatformStatus:
     generator: SendStats | None
     cdc: ReaderStatus | None
     orders: WorkloadStats | None
+    transform: TransformStatus | None = None
 
 
 @dataclass(frozen=True)
@@ -431,6 +436,8 @@ class Platform:
         try:
             self.warehouse.ensure_layers()
             self.sink = open_sink(settings, self.warehouse)
+            # Transforms run where the warehouse is held: see shopstream.transform.runs.
+            self.transforms = Transforms(settings, self.warehouse)
             self.collector: Collector | None = None
             self.queries: QueryService | None = None
             self.query_token = secrets.token_urlsafe(32)
@@ -441,7 +448,12 @@ class Platform:
                     # their queries (`shopstream sql`) here.
                     from shopstream.warehouse.duckdb.query_endpoint import create_query_app
 
-                    query_app = create_query_app(self.warehouse, self.query_token, settings.query)
+                    query_app = create_query_app(
+                        self.warehouse,
+                        self.query_token,
+                        settings.query,
+                        transform=self._transform_for_socket,
+                    )
                     self.queries = QueryService(query_app, settings.data_dir)
             self.cdc: ChangeCapture | None = None
             self.orders: OrderWorkload | None = None
@@ -511,12 +523,40 @@ class Platform:
         self.metrics_url = f"{http_url(host, port)}/metrics"
 
     def status(self) -> PlatformStatus:
+        transforms = self.transforms.status()
         return PlatformStatus(
             collector=self.collector.status() if self.collector else None,
             generator=self.generator.status() if self.generator else None,
             cdc=self.cdc.status() if self.cdc else None,
             orders=self.orders.status() if self.orders else None,
+            transform=transforms
+            if transforms.runs or transforms.running or transforms.next_in_seconds is not None
+            else None,
         )
+
+    def transform(
+        self,
+        request: TransformRequest | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+        *,
+        reason: str = "request",
+    ) -> TransformResult:
+        """Run the transform now, where the warehouse is held (after one already running).
+        A failure is a failed result (logged), never an exception: ingest goes on."""
+        result = self.transforms.run(request, on_progress, reason=reason)
+        assert result is not None  # it waited its turn
+        return result
+
+    def _transform_for_socket(
+        self, body: dict[str, object], emit: Callable[[dict[str, object]], None]
+    ) -> dict[str, object]:
+        """``shopstream transform`` asking over the query socket (plain dicts there)."""
+        select = body.get("select") or []
+        request = TransformRequest(
+            full_refresh=bool(body.get("full_refresh")),
+            select=tuple(str(s) for s in select) if isinstance(select, list) else (),
+        )
+        return self.transform(request, lambda p: emit(asdict(p)), reason="request").to_dict()
 
     async def run(
         self,
@@ -536,11 +576,14 @@ class Platform:
         self.sink.start()
         failures: list[Exception] = []
         tasks = self.tasks
+        schedule: asyncio.Task[None] | None = None
         try:
             await self._start_serving()
             self.started_at = time.monotonic()
             for task in tasks:
                 await task.start()
+            if self.parts.schedule_transforms:
+                schedule = asyncio.create_task(self.transforms.schedule(stop))
             deadline = None if duration is None else self.started_at + duration
             while not stop.is_set():
                 if deadline is not None and time.monotonic() >= deadline:
@@ -559,6 +602,10 @@ class Platform:
                     await asyncio.wait_for(stop.wait(), timeout=0.5)
         finally:
             stop.set()
+            if schedule is not None:
+                # A scheduled transform in progress is not waited for: it ends with the
+                # warehouse (its open work dropped, as after a crash; the next run completes).
+                schedule.cancel()
             for task in tasks:
                 try:
                     await task.stop()

@@ -24,7 +24,10 @@ import uvicorn
 from fastapi import FastAPI
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from shopstream.config import Settings
+    from shopstream.transform.runner import Progress, TransformRequest, TransformResult
 
 RUNTIME_FILE = "runtime.json"
 
@@ -238,3 +241,62 @@ def query_warehouse(settings: Settings, sql: str, *, limit: int) -> QueryAnswer:
     finally:
         warehouse.close()
     return QueryAnswer(answer["columns"], answer["rows"], answer["truncated"], answer["limit"])
+
+
+def transform_running(
+    data_dir: Path,
+    request: TransformRequest,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> TransformResult:
+    """Ask the platform running on ``data_dir`` to run a transform where it holds the
+    warehouse, over its local socket; its progress arrives as it happens.
+
+    Raises LookupError when none left its address, WarehouseError with the platform's answer
+    when it refuses or stops without a result, and httpx's errors when it does not answer.
+    """
+    import httpx
+    import orjson
+
+    from shopstream.transform.runner import Progress, TransformResult
+    from shopstream.warehouse import WarehouseError
+    from shopstream.warehouse.duckdb.query_endpoint import TRANSFORM_ROUTE
+
+    runtime = read_runtime(data_dir)
+    if runtime is None or "socket" not in runtime:
+        raise LookupError(f"no running shopstream left its address in {data_dir}")
+    body = {"full_refresh": request.full_refresh, "select": list(request.select)}
+    transport = httpx.HTTPTransport(uds=runtime["socket"])
+    result: TransformResult | None = None
+    # No read timeout: a build takes as long as it takes, and progress lines keep coming.
+    with (
+        httpx.Client(transport=transport, timeout=httpx.Timeout(30.0, read=None)) as client,
+        client.stream(
+            "POST",
+            f"http://shopstream{TRANSFORM_ROUTE}",
+            json=body,
+            headers={"Authorization": f"Bearer {runtime['token']}"},
+        ) as response,
+    ):
+        if response.status_code != 200:
+            response.read()
+            try:
+                reason = response.json().get("error", response.text)
+            except ValueError:
+                reason = f"HTTP {response.status_code}: {response.text[:500]}"
+            raise WarehouseError(f"the running platform refused the transform: {reason}")
+        for line in response.iter_lines():
+            if not line.strip():
+                continue
+            data = orjson.loads(line)
+            if "progress" in data:
+                if on_progress is not None:
+                    on_progress(Progress(**data["progress"]))
+            elif "result" in data:
+                result = TransformResult.from_dict(data["result"])
+            elif "error" in data:
+                raise WarehouseError(f"the running platform's transform failed: {data['error']}")
+    if result is None:
+        raise WarehouseError(
+            "the running platform ended the transform without a result (did it stop?)"
+        )
+    return result

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from itertools import count, pairwise
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from shopstream.warehouse.duckdb.files import (
     tighten,
     warehouse_files,
 )
+from shopstream.warehouse.duckdb.owner_jobs import owner_job
 
 _SQL_TYPES = {
     pa.string(): "VARCHAR",
@@ -250,6 +251,9 @@ class DuckDBWarehouse:
             # keeps the blocks it wrote cached up to that: the writer's memory would follow
             # the size of the file. Given at connect, so even opening a large WAL obeys it.
             config["memory_limit"] = f"{int(memory_limit_mb)}MB"
+        #: What duckdb.connect was given: a second connect in this process (dbt's) gets this
+        #: same DuckDB instance only when its config equals it exactly.
+        self.connect_config: dict[str, Any] = dict(config)
         try:
             with private_umask():
                 self._con = duckdb.connect(str(path), read_only=read_only, config=config)
@@ -397,6 +401,11 @@ class DuckDBWarehouse:
         if not self.read_only:
             with private_umask():
                 self._cursor().execute("CHECKPOINT")
+
+    def run_in_owner(self, target: str, argument: Any, on_message: Callable[[Any], None]) -> Any:
+        """Run ``target`` (``"module:function"``, called as ``function(warehouse, argument,
+        emit)``) here, in the process that holds the file (see :mod:`.owner_jobs`)."""
+        return owner_job(target)(self, argument, on_message)
 
     def health(self) -> WarehouseHealth:
         return WarehouseHealth()  # in this process: if it is down, so is the caller

@@ -10,6 +10,13 @@ their own, off the event loop that serves intake.
 
     POST /v1/sql  {"sql": "SELECT ...", "limit": 100}
     200 {"columns": [...], "rows": [[...]], "row_count": 100, "truncated": true, "limit": 100}
+
+The platform that owns the file also runs transforms (dbt) for others, on the same socket with
+the same token (``shopstream transform``); the answer streams as lines of JSON while it runs,
+the last one the result:
+
+    POST /v1/transform  {"full_refresh": false, "select": ["stg_orders+"]}
+    200 {"progress": {...}}\n ... {"result": {...}}\n   (or a last line {"error": "..."})
 """
 
 from __future__ import annotations
@@ -22,13 +29,16 @@ import os
 import secrets
 import socket
 import tempfile
+import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import pyarrow as pa
 from fastapi import FastAPI, Request, Response
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import ClientDisconnect
 
@@ -40,6 +50,7 @@ log = logging.getLogger(__name__)
 
 SOCKET_FILE = "query.sock"
 ROUTE = "/v1/sql"
+TRANSFORM_ROUTE = "/v1/transform"
 #: The most rows one answer may carry, whatever ``limit`` asks for (memory of the platform).
 MAX_LIMIT = 1_000_000
 #: sun_path holds 108 bytes, the terminating NUL included.
@@ -59,6 +70,20 @@ class SqlRequest(BaseModel):
         le=MAX_LIMIT,
         description="Rows to answer with at most (default: the query.max_rows setting).",
     )
+
+
+class TransformBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    full_refresh: bool = Field(default=False, description="Rebuild incremental models whole.")
+    select: list[str] = Field(
+        default_factory=list, max_length=200, description="dbt --select; empty: everything."
+    )
+
+
+#: Runs a transform for a request (a TransformBody as a dict), calling ``emit`` with progress
+#: (dicts); returns the result (a dict). Blocks: called on a thread of its own.
+TransformCall = Callable[[dict[str, Any], Callable[[dict[str, Any]], None]], dict[str, Any]]
 
 
 class SqlAnswer(BaseModel):
@@ -82,6 +107,8 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     503: {"model": SqlError, "description": "The warehouse cannot answer now; retry."},
 }
 
+M = TypeVar("M", bound=BaseModel)
+
 _BODY_DOC = {
     "required": True,
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SqlRequest"}}},
@@ -102,8 +129,14 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     )
 
 
-def create_query_app(warehouse: Warehouse, token: str, settings: QuerySettings) -> FastAPI:
-    """The query endpoint's app: one route, ``POST /v1/sql`` (and its OpenAPI document)."""
+def create_query_app(
+    warehouse: Warehouse,
+    token: str,
+    settings: QuerySettings,
+    transform: TransformCall | None = None,
+) -> FastAPI:
+    """The query endpoint's app: ``POST /v1/sql`` (and its OpenAPI document), and
+    ``POST /v1/transform`` when ``transform`` is given."""
     app = FastAPI(
         title="shopstream query endpoint",
         version=__version__,
@@ -141,8 +174,9 @@ def create_query_app(warehouse: Warehouse, token: str, settings: QuerySettings) 
                 return too_large
         return bytes(body)
 
-    async def answer(request: Request) -> Response:
-        # The token first: nothing of a stranger's request is read, let alone kept.
+    async def admitted(request: Request, model: type[M]) -> M | Response:
+        """The request's body as ``model``, or the refusal: the token first (nothing of a
+        stranger's request is read, let alone kept), then the content type and the size."""
         scheme, _, credential = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(
             credential.strip().encode(), expected
@@ -160,12 +194,17 @@ def create_query_app(warehouse: Warehouse, token: str, settings: QuerySettings) 
         if isinstance(body, Response):
             return body
         try:
-            asked = SqlRequest.model_validate_json(body)
+            return model.model_validate_json(body)
         except ValidationError as exc:
             reasons = "; ".join(
                 f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
             )
             return _error(400, f"invalid request: {reasons}")
+
+    async def answer(request: Request) -> Response:
+        asked = await admitted(request, SqlRequest)
+        if isinstance(asked, Response):
+            return asked
         limit = asked.limit or settings.max_rows
         try:
             payload = await asyncio.get_running_loop().run_in_executor(
@@ -192,6 +231,26 @@ def create_query_app(warehouse: Warehouse, token: str, settings: QuerySettings) 
             log.exception("query endpoint failed")
             return _error(500, f"internal error: {type(exc).__name__}: {exc}")
 
+    if transform is not None:
+        run_transform = transform
+
+        @app.post(
+            TRANSFORM_ROUTE,
+            summary="Run the transform (dbt build) in the platform that owns the warehouse",
+            responses={k: v for k, v in _RESPONSES.items() if k != 200},
+        )
+        async def transform_route(request: Request) -> Response:
+            try:
+                asked = await admitted(request, TransformBody)
+            except ClientDisconnect:
+                return Response(status_code=400)
+            if isinstance(asked, Response):
+                return asked
+            return StreamingResponse(
+                _transform_lines(run_transform, asked.model_dump()),
+                media_type="application/x-ndjson",
+            )
+
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
             return app.openapi_schema
@@ -209,6 +268,35 @@ def create_query_app(warehouse: Warehouse, token: str, settings: QuerySettings) 
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def _transform_lines(run: TransformCall, body: dict[str, Any]) -> Any:
+    """The transform's progress and result as lines of JSON, while it runs on a thread of its
+    own (it goes on if the caller hangs up: a build is not left half-way by a closed socket)."""
+    loop = asyncio.get_running_loop()
+    lines: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+    def put(item: bytes | None) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is gone: the platform stopped
+            loop.call_soon_threadsafe(lines.put_nowait, item)
+
+    def work() -> None:
+        try:
+            result = run(body, lambda progress: put(orjson.dumps({"progress": progress}) + b"\n"))
+            put(orjson.dumps({"result": result}, default=str) + b"\n")
+        except Exception as exc:
+            log.exception("transform failed")
+            put(orjson.dumps({"error": f"{type(exc).__name__}: {exc}"}) + b"\n")
+        finally:
+            put(None)
+
+    threading.Thread(target=work, name="shopstream-transform", daemon=True).start()
+
+    async def stream() -> Any:
+        while (line := await lines.get()) is not None:
+            yield line
+
+    return stream()
 
 
 def answer_of(table: pa.Table, limit: int) -> dict[str, Any]:
@@ -298,7 +386,10 @@ __all__ = [
     "MAX_LIMIT",
     "ROUTE",
     "SOCKET_FILE",
+    "TRANSFORM_ROUTE",
     "SqlRequest",
+    "TransformBody",
+    "TransformCall",
     "answer_of",
     "bind_socket",
     "create_query_app",

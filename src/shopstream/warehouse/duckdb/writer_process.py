@@ -23,9 +23,10 @@ import multiprocessing.connection
 import multiprocessing.process
 import os
 import signal
+import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -60,13 +61,15 @@ def _from_ipc(data: bytes) -> pa.Table:
 def _serve(
     conn: multiprocessing.connection.Connection,
     queries: multiprocessing.connection.Connection,
+    jobs: multiprocessing.connection.Connection,
     path: str,
     read_only: bool,
     checkpoint_wal_mb: int,
     memory_limit_mb: int | None,
 ) -> None:
     """The writer process: appends on one connection, queries on another (a thread of their
-    own with their own DuckDB cursor, so a long query never holds back a commit)."""
+    own with their own DuckDB cursor, so a long query never holds back a commit), and jobs
+    that must run where the file is held (a dbt transform) on a third, in a thread too."""
     # The database, its WAL and DuckDB's spill files hold IPs and user ids: everything this
     # process creates is private to its user (0600 files, 0700 directories).
     os.umask(0o077)
@@ -88,12 +91,49 @@ def _serve(
     except WarehouseError as exc:
         conn.send(("error", type(exc).__name__, str(exc)))
         return
+    # A job (dbt) holds the GIL for stretches of Python work; the append thread needs it for
+    # a few short steps per commit, and at the default 5 ms switch interval waits that long.
+    sys.setswitchinterval(0.0005)
     threading.Thread(target=_answer, args=(queries, warehouse), daemon=True).start()
+    job_thread = threading.Thread(target=_run_jobs, args=(jobs, warehouse), daemon=True)
+    job_thread.start()
     conn.send(("ready", None, None))
     try:
         _answer(conn, warehouse)
     finally:
+        # A job still running (the platform died under it) is a daemon thread: it ends with
+        # this process, its open transaction dropped as after a crash (tested).
         warehouse.close()
+
+
+def _run_jobs(conn: multiprocessing.connection.Connection, warehouse: Any) -> None:
+    """One job at a time: its progress messages, then its answer."""
+    from shopstream.warehouse.duckdb.owner_jobs import owner_job
+
+    sending = threading.Lock()  # a job may emit from several threads (dbt's workers)
+
+    def emit(message: Any) -> None:
+        with sending:
+            conn.send(("progress", message, None))
+
+    while True:
+        try:
+            _, target, argument = conn.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            answer: tuple[str, Any, Any] = (
+                "ok",
+                owner_job(target)(warehouse, argument, emit),
+                None,
+            )
+        except Exception as exc:
+            answer = ("error", type(exc).__name__, str(exc))
+        try:
+            with sending:
+                conn.send(answer)
+        except (EOFError, OSError):
+            return
 
 
 def _answer(conn: multiprocessing.connection.Connection, warehouse: Any) -> None:
@@ -128,11 +168,13 @@ class _Child:
     process: multiprocessing.process.BaseProcess
     conn: multiprocessing.connection.Connection
     queries: multiprocessing.connection.Connection
+    jobs: multiprocessing.connection.Connection
     started: float = field(default_factory=time.monotonic)
 
     def close_pipes(self) -> None:
         self.conn.close()
         self.queries.close()
+        self.jobs.close()
 
 
 class WarehouseProcess:
@@ -172,6 +214,7 @@ class WarehouseProcess:
                 tighten(existing)
         self._lock = threading.Lock()
         self._query_lock = threading.Lock()
+        self._job_lock = threading.Lock()
         self._closing = threading.Event()
         self._health = WarehouseHealth()
         self._restarts = 0
@@ -183,16 +226,18 @@ class WarehouseProcess:
         context = multiprocessing.get_context("spawn")
         conn, child_conn = context.Pipe(duplex=True)
         queries, child_queries = context.Pipe(duplex=True)
+        jobs, child_jobs = context.Pipe(duplex=True)
         process = context.Process(
             target=_serve,
-            args=(child_conn, child_queries, *self._args),
+            args=(child_conn, child_queries, child_jobs, *self._args),
             name="shopstream-warehouse",
             daemon=True,
         )
         process.start()
         child_conn.close()
         child_queries.close()
-        child = _Child(process, conn, queries)
+        child_jobs.close()
+        child = _Child(process, conn, queries, jobs)
         try:
             if not conn.poll(_START_TIMEOUT):
                 raise WarehouseError(
@@ -232,7 +277,8 @@ class WarehouseProcess:
                 f"(exit code {child.process.exitcode}); restarting it",
             )
             log.error("%s (it ran %.0f s)", self._health.reason, lived)
-            with self._lock, self._query_lock:  # callers in flight have seen the pipe break
+            # Callers in flight have seen the pipe break (a job's too: its answer never comes).
+            with self._lock, self._query_lock, self._job_lock:
                 child.close_pipes()
             if lived >= self.STABLE_SECONDS:
                 self._restarts = 0
@@ -261,7 +307,7 @@ class WarehouseProcess:
             except WarehouseError as exc:
                 log.error("restarting the warehouse writer process failed: %s", exc)
                 continue
-            with self._lock, self._query_lock:
+            with self._lock, self._query_lock, self._job_lock:
                 self._child = child
             self._health = WarehouseHealth()
             log.warning("warehouse writer process restarted (pid %s)", child.process.pid)
@@ -328,6 +374,37 @@ class WarehouseProcess:
     def table_counts(self) -> dict[str, int]:
         counts: dict[str, int] = self._call("table_counts", query=True)
         return counts
+
+    def run_in_owner(self, target: str, argument: Any, on_message: Callable[[Any], None]) -> Any:
+        """Run ``target`` (``"module:function"``, see :mod:`.owner_jobs`) in the writer
+        process, in a thread beside the appends; ``on_message`` gets its progress here.
+
+        One job at a time (a second caller waits). Appends and queries go on meanwhile, on
+        their own pipes. If the writer dies during the job: WarehouseUnavailable.
+        """
+        health = self._health
+        if health.state != "ok":
+            raise WarehouseUnavailable(health.reason)
+        with self._job_lock:
+            child = self._child
+            try:
+                child.jobs.send(("run", target, argument))
+                while True:
+                    status, value, message = child.jobs.recv()
+                    if status != "progress":
+                        break
+                    try:
+                        on_message(value)
+                    except Exception:  # a display's failure must not desynchronise the pipe
+                        log.exception("progress callback failed")
+            except (EOFError, OSError) as exc:
+                raise WarehouseUnavailable(
+                    f"the warehouse writer process (pid {child.process.pid}) ended during the "
+                    f"job ({exc}); committed data is safe, the job's open work was dropped"
+                ) from exc
+        if status == "error":
+            _raise(value, message, self.path)
+        return value
 
     def checkpoint(self) -> None:
         self._call("checkpoint")

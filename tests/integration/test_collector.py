@@ -182,6 +182,7 @@ def test_resent_events_count_once_after_staging(collector: CollectorProcess) -> 
     raw = collector.query(
         f"SELECT count(*) AS n FROM raw.events WHERE event_id = '{again['event_id']}'"
     )
+    collector.stage_events()
     staged = collector.query(
         f"SELECT count(*) AS n FROM staging.stg_events WHERE event_id = '{again['event_id']}'"
     )

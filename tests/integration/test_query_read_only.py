@@ -136,6 +136,8 @@ def _prepare(path: Path) -> None:
     warehouse.append({"events": events_table("a", "b")})
     warehouse.close()
     con = duckdb.connect(str(path))
+    # What a transform leaves: a staging view over raw.
+    con.execute("CREATE VIEW staging.stg_events AS SELECT DISTINCT event_id FROM raw.events")
     con.execute("CREATE SEQUENCE raw.ids")
     con.execute("SELECT nextval('raw.ids')")
     con.execute("CREATE TABLE mart.notes (note VARCHAR)")

@@ -105,6 +105,7 @@ def batching_client(
 
 
 def staged_counts(collector: CollectorProcess, user: str) -> dict[str, int]:
+    collector.stage_events()
     rows = collector.query(
         f"SELECT event_id, count(*) AS n FROM staging.stg_events WHERE user_id = '{user}' "
         "GROUP BY event_id"

@@ -13,7 +13,8 @@ from typing import Any
 
 import httpx
 
-from shopstream.runtime import query_running, read_runtime
+from shopstream.runtime import query_running, read_runtime, transform_running
+from shopstream.transform.runner import TransformRequest
 from shopstream.warehouse.duckdb.query_endpoint import MAX_LIMIT
 
 
@@ -81,6 +82,12 @@ class CollectorProcess:
         answer = query_running(self.data_dir, sql, limit=MAX_LIMIT)
         assert not answer.truncated, f"{sql!r} has more than {MAX_LIMIT} rows"
         return [dict(zip(answer.columns, row, strict=True)) for row in answer.rows]
+
+    def stage_events(self) -> None:
+        """Build staging.stg_events (and what it needs) in the running process, as
+        `shopstream transform --select stg_events` would."""
+        result = transform_running(self.data_dir, TransformRequest(select=("+stg_events",)))
+        assert result.success, result.failures()
 
     def stop(self, timeout: float = 60.0) -> int:
         if self.process is None:

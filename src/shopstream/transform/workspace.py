@@ -118,9 +118,18 @@ def generate_captured_models(warehouse: QueryableWarehouse, project: Path) -> li
         shutil.rmtree(directory)
     directory.mkdir(parents=True)
     rows = warehouse.query(cdc_models.LATEST_SCHEMAS_SQL).to_pylist()
-    tables = cdc_models.captured_tables(rows)
+    # A table the snapshot found empty has its schema recorded but no change table until its
+    # first row: a model over it could not build, so it waits for that row.
+    landed = {
+        row["table_name"]
+        for row in warehouse.query(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'raw'"
+        ).to_pylist()
+    }
+    tables = [t for t in cdc_models.captured_tables(rows) if t.raw_table in landed]
     cdc_models.write_models(tables, directory)
-    return sorted(table.model_name for table in tables)
+    # Only current-state models: the marts ask for these (a keyless table has history only).
+    return sorted(table.model_name for table in tables if table.has_current_state)
 
 
 def duckdb_output(

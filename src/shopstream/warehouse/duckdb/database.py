@@ -302,11 +302,6 @@ class DuckDBWarehouse:
             cursor.execute(f"CREATE SCHEMA IF NOT EXISTS {layer}")
         for table in ("events", "dead_letter", SOURCE_SCHEMAS):
             self.ensure_raw_table(table)
-        # A first staging view so re-sent events count once (staging proper is still to come).
-        cursor.execute(
-            "CREATE VIEW IF NOT EXISTS staging.stg_events AS SELECT * FROM raw.events "
-            "QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY received_at) = 1"
-        )
 
     def ensure_raw_table(self, table: str) -> None:
         if table in self._known_tables:

@@ -90,7 +90,8 @@ def test_shopstream_transform_asks_the_running_platform(running: CollectorProces
     done = cli(running.data_dir)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "events_by_type" in done.stdout and "slow_copy" in done.stdout
-    assert "4 of 4 models built; tests: 5 passed, 0 failed" in done.stderr
+    # The test project's four models, and the pipeline_freshness every project gets.
+    assert "5 of 5 models built; tests: 8 passed, 0 failed" in done.stderr
     assert scalar(running, "SELECT events FROM mart.event_total") == raw
     assert "transform (request) done" in running.log()
     salt = (running.data_dir / "email_salt").read_text().strip()
@@ -239,4 +240,4 @@ def test_the_running_platform_transforms_on_its_schedule(tmp_path: Path) -> None
     finally:
         assert process.stop() == 0, process.log()
     # The closing status shows the last transform.
-    assert "transform last" in process.log() and " ok: 4/4 models built" in process.log()
+    assert "transform last" in process.log() and " ok: 5/5 models built" in process.log()

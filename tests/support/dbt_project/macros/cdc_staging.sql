@@ -1,0 +1,1 @@
+../../../../src/shopstream/transform/project/macros/cdc_staging.sql

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ from tests.support.dbt_project import (
     write_profile,
 )
 from tests.support.pg_fixtures import drop_database
+from tests.support.shop_figures import DAILY_SALES_COLUMNS, daily_sales, normalise, pg_rows
 
 TIMEZONE = "Asia/Seoul"  # business days differ from UTC days: the marts must convert
 ZOO_DDL = """
@@ -203,27 +202,6 @@ def built(postgres_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Ite
 # -- equality with the source -------------------------------------------------------------------
 
 
-def normalise(value: Any) -> Any:
-    """One comparable form for a value from PostgreSQL (psycopg) or DuckDB; exact, never rounded."""
-    if isinstance(value, float) and math.isnan(value):
-        return "NaN"
-    if isinstance(value, datetime) and value.tzinfo is not None:
-        return value.astimezone(UTC)
-    if isinstance(value, memoryview):
-        return bytes(value)
-    if isinstance(value, Decimal):
-        return value.normalize() if value == value else "NaN"
-    if isinstance(value, list):
-        return [normalise(v) for v in value]
-    return value
-
-
-def pg_rows(dsn: str, sql: str) -> list[tuple[Any, ...]]:
-    with psycopg.connect(dsn) as conn:
-        conn.execute("SET intervalstyle = iso_8601")
-        return [tuple(normalise(v) for v in row) for row in conn.execute(sql).fetchall()]
-
-
 def shop_table(built: Built, table: str) -> tuple[list[Any], list[Any]]:
     """(PostgreSQL's rows, stg_<table>'s rows) of a shop table, in key order."""
     captured = next(t for t in built.tables if t.source_table == table)
@@ -374,39 +352,13 @@ def test_a_table_without_primary_key_has_its_history_only(built: Built) -> None:
 
 # -- the marts -----------------------------------------------------------------------------------
 
-DAILY_SALES = f"""
-WITH lines AS (
-    SELECT (o.created_at AT TIME ZONE '{TIMEZONE}')::date AS order_date, p.category,
-           o.delivery_type, o.order_id, o.user_id, o.status, i.quantity,
-           i.quantity * i.unit_price AS revenue
-    FROM orders o JOIN order_items i USING (order_id) JOIN products p USING (product_id))
-SELECT order_date, category, delivery_type, count(DISTINCT order_id), count(DISTINCT user_id),
-       sum(quantity), sum(revenue),
-       count(DISTINCT order_id) FILTER (WHERE status = 'CANCELLED'),
-       coalesce(sum(revenue) FILTER (WHERE status = 'CANCELLED'), 0),
-       count(DISTINCT order_id) FILTER (WHERE status = 'REFUNDED'),
-       coalesce(sum(revenue) FILTER (WHERE status = 'REFUNDED'), 0)
-FROM lines GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"""
-
 
 def test_daily_sales_equals_postgres(built: Built) -> None:
-    expected = []
-    for row in pg_rows(built.dsn, DAILY_SALES):
-        *counts, cancelled, cancelled_revenue, refunded, refunded_revenue = row
-        gross = counts[-1]
-        net = gross - cancelled_revenue - refunded_revenue
-        kept = counts[3] - cancelled - refunded
-        aov = (net / kept).quantize(Decimal("0.01"), ROUND_HALF_UP) if kept else None
-        expected.append(
-            (*counts, cancelled, cancelled_revenue, refunded, refunded_revenue,
-             normalise(net), normalise(aov))
-        )  # fmt: skip
+    expected = daily_sales(built.dsn, TIMEZONE)
     actual = [
         tuple(normalise(v) for v in row)
         for row in built.query(
-            "SELECT order_date, category, delivery_type, orders, customers, items, gross_revenue, "
-            "cancelled_orders, cancelled_revenue, refunded_orders, refunded_revenue, "
-            "net_revenue, aov FROM mart.daily_sales ORDER BY 1, 2, 3"
+            f"SELECT {DAILY_SALES_COLUMNS} FROM mart.daily_sales ORDER BY 1, 2, 3"
         )
     ]
     assert len(expected) > 3

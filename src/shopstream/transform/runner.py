@@ -244,7 +244,9 @@ def run_dbt(
     if request.full_refresh:
         args.append("--full-refresh")
     if request.select:
-        args += ["--select", *request.select]
+        # A test runs only when every model it reads is selected: by default dbt also runs a
+        # relationships test from a selected model to one it did not build, which then fails.
+        args += ["--select", *request.select, "--indirect-selection", "cautious"]
     callback = _ProgressCallback(emit)
     try:
         outcome = dbtRunner(callbacks=[callback]).invoke(args)

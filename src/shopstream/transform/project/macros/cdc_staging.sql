@@ -321,7 +321,7 @@ select
     max({{ event_column }}) as newest_event_at,
     max({{ ingest_column }}) as newest_ingested_at,
     {{ dbt.datediff('max(' ~ event_column ~ ')', dbt.current_timestamp(), 'minute') }} as lag_minutes,
-    count(case when {{ ingest_column }} >= {{ dbt.dateadd('hour', -1, dbt.current_timestamp()) }} then 1 end) as rows_last_hour
+    count(case when {{ ingest_column }} >= {{ shift_timestamp('hour', -1, dbt.current_timestamp()) }} then 1 end) as rows_last_hour
 from {{ relation }}
 {%- endmacro %}
 

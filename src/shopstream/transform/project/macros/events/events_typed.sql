@@ -34,7 +34,7 @@ with window_rows as (
     from {{ source('raw', 'events') }}
     {% if is_incremental() %}
     where received_at > (
-        select {{ dbt.dateadd('day', -1 * var('lookback_days'), 'max(received_at)') }}
+        select {{ shift_timestamp('day', -1 * var('lookback_days'), 'max(received_at)') }}
         from {{ watermark }}
     )
     {% endif %}

@@ -9,10 +9,10 @@
     (the embedded schedule runs every few minutes). -#}
 {% macro recompute_from() -%}
     (
-        select {{ dbt.dateadd('day', -1, 'min(event_day)') }}
+        select {{ shift_date(-1, 'min(event_day)') }}
         from {{ ref('stg_events') }}
         where received_at > (
-            select {{ dbt.dateadd('day', -1 * var('lookback_days'), 'max(received_at)') }}
+            select {{ shift_timestamp('day', -1 * var('lookback_days'), 'max(received_at)') }}
             from {{ ref('stg_events') }}
         )
     )
@@ -20,7 +20,7 @@
 
 {#- The non-bot events of stg_events with their derived session: a visitor is
     coalesce(anonymous_id, user_id); a new session starts at a visitor's first event and after
-    every gap longer than var('session_timeout_minutes') minutes without events. Events are
+    every gap of var('session_timeout_minutes') minutes or more without events. Events are
     ordered by (event_ts, event_id). session_id = md5(visitor_id || '|' || session start in
     epoch microseconds): the same events always give the same id, on any warehouse.
     `from_day` (a SQL date expression, optional) limits the events to event_day >= from_day. -#}
@@ -42,9 +42,9 @@ gaps as (
         case
             when lag(event_ts) over (partition by visitor_id order by event_ts, event_id) is null
                 then 1
-            when {{ dbt.dateadd('minute', var('session_timeout_minutes'),
+            when {{ shift_timestamp('minute', var('session_timeout_minutes'),
                                 'lag(event_ts) over (partition by visitor_id order by event_ts, event_id)') }}
-                 < event_ts
+                 <= event_ts
                 then 1
             else 0
         end as starts_session

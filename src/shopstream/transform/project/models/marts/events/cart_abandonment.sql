@@ -60,7 +60,7 @@ purchased as (
        and purchase.event_type = 'purchase'
        and not purchase.is_bot
        and purchase.event_ts >= carts.first_added_at
-       and purchase.event_ts <= {{ dbt.dateadd('hour', window_hours, 'carts.last_activity_at') }}
+       and purchase.event_ts <= {{ shift_timestamp('hour', window_hours, 'carts.last_activity_at') }}
 ),
 
 now_ as (
@@ -75,7 +75,7 @@ outcomes as (
         case when carts.net_value > 0 then carts.net_value else cast(0 as {{ money }}) end as cart_value,
         case
             when purchased.cart_key is not null then 'purchased'
-            when {{ dbt.dateadd('hour', window_hours, 'carts.last_activity_at') }} < now_.data_now then 'abandoned'
+            when {{ shift_timestamp('hour', window_hours, 'carts.last_activity_at') }} < now_.data_now then 'abandoned'
             else 'open'
         end as outcome
     from carts

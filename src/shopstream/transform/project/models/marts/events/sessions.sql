@@ -21,7 +21,7 @@
 
 with events as (
     {% if is_incremental() %}
-    {{ sessionized_events(dbt.dateadd('day', -1, recompute_from())) }}
+    {{ sessionized_events(shift_date(-1, recompute_from())) }}
     {% else %}
     {{ sessionized_events() }}
     {% endif %}
@@ -73,7 +73,7 @@ totals as (
     group by derived_session_id
 ),
 
-{#- The funnel, each step at or after the one before it in the same session. -#}
+{#- The funnel, each step strictly after the one before it in the same session. -#}
 {%- set steps = ['page_view', 'product_view', 'add_to_cart', 'begin_checkout', 'purchase'] %}
 {%- for step in steps %}
 step_{{ step }} as (
@@ -82,7 +82,7 @@ step_{{ step }} as (
     {%- if not loop.first %}
     inner join step_{{ steps[loop.index0 - 1] }} as previous
         on previous.derived_session_id = events.derived_session_id
-       and events.event_ts >= previous.reached_at
+       and events.event_ts > previous.reached_at
     {%- endif %}
     where events.event_type = '{{ step }}'
     group by events.derived_session_id

@@ -16,7 +16,7 @@ with purchases as (
     where event_type = 'purchase'
     {% if is_incremental() %}
       and received_at > (
-          select {{ dbt.dateadd('day', -1 * var('lookback_days'), 'max(received_at)') }}
+          select {{ shift_timestamp('day', -1 * var('lookback_days'), 'max(received_at)') }}
           from {{ this }}
       )
       and event_id not in (select event_id from {{ this }})

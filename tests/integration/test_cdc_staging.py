@@ -30,7 +30,13 @@ from tests.support.dbt_project import (
     write_profile,
 )
 from tests.support.pg_fixtures import drop_database
-from tests.support.shop_figures import DAILY_SALES_COLUMNS, daily_sales, normalise, pg_rows
+from tests.support.shop_figures import (
+    DAILY_SALES_COLUMNS,
+    customer_rfm,
+    daily_sales,
+    normalise,
+    pg_rows,
+)
 
 TIMEZONE = "Asia/Seoul"  # business days differ from UTC days: the marts must convert
 ZOO_DDL = """
@@ -367,13 +373,7 @@ def test_daily_sales_equals_postgres(built: Built) -> None:
 
 
 def test_customer_rfm_equals_postgres(built: Built) -> None:
-    expected = pg_rows(
-        built.dsn,
-        f"""SELECT user_id, count(*), sum(total_amount),
-                   max((created_at AT TIME ZONE '{TIMEZONE}')::date)
-            FROM orders WHERE status NOT IN ('CANCELLED', 'REFUNDED')
-            GROUP BY user_id ORDER BY user_id""",
-    )
+    expected = customer_rfm(built.dsn, TIMEZONE)
     actual = [
         tuple(normalise(v) for v in row)
         for row in built.query(

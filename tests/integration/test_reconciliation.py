@@ -33,7 +33,13 @@ from shopstream.platform import Parts, Platform
 from shopstream.transform.runner import TransformRequest, TransformResult
 from shopstream.transform.runs import transform_warehouse
 from tests.support.pg_fixtures import drop_database
-from tests.support.shop_figures import DAILY_SALES_COLUMNS, daily_sales, normalise, pg_rows
+from tests.support.shop_figures import (
+    DAILY_SALES_COLUMNS,
+    customer_rfm,
+    daily_sales,
+    normalise,
+    pg_rows,
+)
 
 ZONE = "Asia/Seoul"  # business days differ from UTC days
 LOSS = 0.1  # high enough that a few hundred sessions lose some purchase events
@@ -212,13 +218,7 @@ def test_daily_sales_equals_the_shop_database(pipeline: Pipeline) -> None:
 
 
 def test_rfm_of_sampled_customers_equals_the_shop_database(pipeline: Pipeline) -> None:
-    expected = pg_rows(
-        pipeline.dsn,
-        f"""SELECT user_id, count(*), sum(total_amount),
-                   max((created_at AT TIME ZONE '{ZONE}')::date)
-            FROM orders WHERE status NOT IN ('CANCELLED', 'REFUNDED')
-            GROUP BY user_id ORDER BY user_id""",
-    )
+    expected = customer_rfm(pipeline.dsn, ZONE)
     sample = expected[:: max(1, len(expected) // 25)]
     listed = ", ".join(f"'{row[0]}'" for row in sample)
     actual = [

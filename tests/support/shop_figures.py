@@ -66,3 +66,15 @@ def daily_sales(dsn: str, timezone: str) -> list[tuple[Any, ...]]:
              normalise(net), normalise(aov))
         )  # fmt: skip
     return expected
+
+
+def customer_rfm(dsn: str, timezone: str) -> list[tuple[Any, ...]]:
+    """Per customer with orders kept (not cancelled or refunded), by user_id: (user_id,
+    frequency, monetary, last order's business day) — mart.customer_rfm's raw figures."""
+    return pg_rows(
+        dsn,
+        f"""SELECT user_id, count(*), sum(total_amount),
+                   max((created_at AT TIME ZONE '{timezone}')::date)
+            FROM orders WHERE status NOT IN ('CANCELLED', 'REFUNDED')
+            GROUP BY user_id ORDER BY user_id""",
+    )

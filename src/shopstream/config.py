@@ -9,11 +9,12 @@ e.g. ``SHOPSTREAM_COLLECTOR__PORT=9000``), a YAML file (``SHOPSTREAM_CONFIG`` or
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -21,6 +22,9 @@ from pydantic_settings import (
     SettingsConfigDict,
     YamlConfigSettingsSource,
 )
+
+#: What an e-mail salt may hold: it is written into SQL as a string literal.
+SALT_PATTERN = re.compile(r"[A-Za-z0-9_.+/=-]{16,}")
 
 
 class CollectorSettings(BaseModel):
@@ -155,6 +159,9 @@ class QuerySettings(BaseModel):
 
 
 class TransformSettings(BaseModel):
+    # Errors must not echo what was given: the salt is a secret.
+    model_config = ConfigDict(hide_input_in_errors=True)
+
     schedule_minutes: float = Field(
         default=5.0,
         ge=0,
@@ -172,9 +179,22 @@ class TransformSettings(BaseModel):
     )
     email_salt: SecretStr | None = Field(
         default=None,
-        description="Salt for hashing e-mail-like values in staging. Unset: a random salt kept "
-        "in <data_dir>/email_salt (0600), made on first use.",
+        description="Salt for hashing e-mail-like values in staging: 16 or more letters, digits "
+        "or _.+/=- (it goes into SQL as a literal). Unset: a random salt kept in "
+        "<data_dir>/email_salt (0600), made on first use.",
     )
+
+    @field_validator("email_salt")
+    @classmethod
+    def _plain_salt(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not SALT_PATTERN.fullmatch(value.get_secret_value()):
+            # The value itself is never echoed: it is a secret.
+            raise ValueError(
+                "transform.email_salt must be 16 or more letters, digits or _.+/=- "
+                "(e.g. the output of `openssl rand -hex 32`)"
+            )
+        return value
+
     project_dir: Path | None = Field(
         default=None,
         description="A dbt project to run instead of the one shipped in the package (it gets the "
@@ -198,6 +218,8 @@ class Settings(BaseSettings):
         env_prefix="SHOPSTREAM_",
         env_nested_delimiter="__",
         extra="ignore",
+        # Settings hold secrets (write keys, the e-mail salt): errors never echo what was given.
+        hide_input_in_errors=True,
     )
 
     data_dir: Path = Field(default=Path("data"), description="Where local state lives.")

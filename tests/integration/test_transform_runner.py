@@ -236,13 +236,23 @@ def test_the_email_salt_is_made_once_private_and_kept(tmp_path: Path) -> None:
     os.chmod(path, 0o644)
     assert workspace.email_salt(settings) == salt
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert (
-        workspace.email_salt(Settings(data_dir=tmp_path, transform={"email_salt": "given"}))
-        == "given"
+    given = "given-salt-0123456789"
+    assert workspace.email_salt(Settings(data_dir=tmp_path, transform={"email_salt": given})) == (
+        given
     )
+    assert not list(tmp_path.glob(".email_salt*")), "a draft of the salt file was left behind"
     path.write_text("")
-    with pytest.raises(ValueError, match="email_salt is empty"):
+    with pytest.raises(ValueError, match="email_salt does not hold a salt"):
         workspace.email_salt(settings)
+
+
+@pytest.mark.parametrize("salt", ["it's-a-salt-0123456", "back\\slash-0123456789", "short"])
+def test_a_salt_that_cannot_be_a_sql_literal_is_refused_without_echoing_it(salt: str) -> None:
+    # It is pasted into SQL as a string literal: a quote would break (or inject into) the SQL,
+    # a backslash would hash differently on BigQuery than on DuckDB.
+    with pytest.raises(ValueError, match="email_salt must be 16 or more") as refused:
+        Settings(transform={"email_salt": salt})
+    assert salt not in str(refused.value)
 
 
 def test_a_bigquery_warehouse_gets_a_bigquery_profile(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ DuckDB instance instead of failing on the file lock.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import secrets
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import yaml
 
+from shopstream.config import SALT_PATTERN
 from shopstream.transform import cdc_models
 from shopstream.transform.bigquery import bigquery_output
 
@@ -186,21 +188,29 @@ def email_salt(settings: Settings) -> str:
         return configured.get_secret_value()
     path = settings.data_dir / SALT_FILE
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        if stat.S_IMODE(path.stat().st_mode) & 0o077:
-            path.chmod(0o600)
-        salt = path.read_text().strip()
-        if not salt:
-            raise ValueError(
-                f"{path} is empty: delete it (a new salt is made; e-mail hashes change) or set "
-                "SHOPSTREAM_TRANSFORM__EMAIL_SALT"
-            ) from None
-        return salt
-    salt = secrets.token_hex(32)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(salt + "\n")
+    if not path.exists():
+        # Made whole under a private name, then linked into place: another process never
+        # reads a half-written salt, and if two make one at once the first link wins.
+        salt = secrets.token_hex(32)
+        draft = path.with_name(f".{SALT_FILE}.{os.getpid()}")
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(salt + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            with contextlib.suppress(FileExistsError):
+                os.link(draft, path)
+        finally:
+            draft.unlink(missing_ok=True)
+    if stat.S_IMODE(path.stat().st_mode) & 0o077:
+        path.chmod(0o600)
+    salt = path.read_text().strip()
+    if not SALT_PATTERN.fullmatch(salt):
+        raise ValueError(
+            f"{path} does not hold a salt (16 or more letters, digits or _.+/=-): delete it "
+            "(a new salt is made; e-mail hashes change) or set SHOPSTREAM_TRANSFORM__EMAIL_SALT"
+        )
     return salt
 
 

@@ -1,0 +1,1 @@
+../../../../src/shopstream/transform/project/macros/time_shift.sql

@@ -33,9 +33,9 @@ HEADLINES = (
         "sales by day",
         "daily_sales",
         (
-            "SELECT order_date, sum(items) AS items, sum(gross_revenue) AS gross_revenue, "
-            "sum(cancelled_revenue) AS cancelled_revenue, "
-            "sum(refunded_revenue) AS refunded_revenue, sum(net_revenue) AS net_revenue "
+            "SELECT order_date, sum(items) AS items, sum(gross_revenue) AS gross, "
+            "sum(cancelled_revenue) AS cancelled, sum(refunded_revenue) AS refunded, "
+            "sum(net_revenue) AS net "
             "FROM mart.daily_sales GROUP BY order_date ORDER BY order_date DESC",
             "SELECT * FROM mart.daily_sales ORDER BY 1 DESC",
         ),
@@ -43,13 +43,26 @@ HEADLINES = (
     Headline(
         "funnel",
         "daily_funnel",
-        ("SELECT * FROM mart.daily_funnel ORDER BY 1 DESC, 2",),
+        (
+            # The steps as counts and the overall rate: what fits on a screen.
+            "SELECT session_date AS day, device_type AS device, sessions, "
+            "product_view_sessions AS product_view, add_to_cart_sessions AS add_to_cart, "
+            "begin_checkout_sessions AS checkout, purchase_sessions AS purchase, "
+            "round(overall_conversion_rate, 4) AS conversion "
+            "FROM mart.daily_funnel ORDER BY 1 DESC, 2",
+            "SELECT * FROM mart.daily_funnel ORDER BY 1 DESC, 2",
+        ),
         rows=DAYS * 4,  # a row per device type
     ),
     Headline(
         "tracking coverage",
         "tracking_coverage",
-        ("SELECT * FROM mart.tracking_coverage ORDER BY 1 DESC",),
+        (
+            "SELECT coverage_date AS day, orders_in_db, orders_in_events, matched_orders AS "
+            "matched, orders_without_event AS without_event, revenue_difference, "
+            "round(coverage_rate, 4) AS coverage FROM mart.tracking_coverage ORDER BY 1 DESC",
+            "SELECT * FROM mart.tracking_coverage ORDER BY 1 DESC",
+        ),
     ),
 )
 

@@ -4,8 +4,11 @@
     stg_events_rejected the others, so nothing is dropped without being counted.
 
     The window (incremental runs): raw rows received after max(received_at) of `watermark`
-    minus var('lookback_days') days. Ids already in any of `known` are left out, so an event_id
-    already in staging is never replaced by a later duplicate. -#}
+    minus var('lookback_days') days (from the far past when `watermark` is empty). The first
+    received copy of an event_id decides its fate once: ids already in any of `known` are left
+    out, and so are ids with a copy received before the window (decided by an earlier run,
+    maybe into the other table), so a later duplicate never replaces nor moves it, whatever
+    the lookback. -#}
 
 {% macro event_types() %}
     {{ return(['page_view', 'product_view', 'product_click', 'search', 'search_click',
@@ -33,12 +36,21 @@ with window_rows as (
     select *
     from {{ source('raw', 'events') }}
     {% if is_incremental() %}
-    where received_at > (
-        select {{ shift_timestamp('day', -1 * var('lookback_days'), 'max(received_at)') }}
-        from {{ watermark }}
-    )
+    where received_at > {{ received_window_start(watermark) }}
     {% endif %}
 ),
+
+{% if is_incremental() %}
+{#- Ids of the window whose first copy was received before it: that copy was decided on by an
+    earlier run (staged or rejected, by stg_events or stg_events_rejected), so no later copy
+    may decide again. Looked up for the window's ids only. -#}
+decided_before as (
+    select distinct event_id
+    from {{ source('raw', 'events') }}
+    where received_at <= {{ received_window_start(watermark) }}
+      and event_id in (select event_id from window_rows)
+),
+{% endif %}
 
 first_received as (
     select *
@@ -52,6 +64,9 @@ first_received as (
         from window_rows
     ) as numbered
     where copy_number = 1
+    {%- if is_incremental() %}
+      and event_id not in (select event_id from decided_before)
+    {%- endif %}
     {%- for relation in known %}
       and event_id not in (select event_id from {{ relation }})
     {%- endfor %}

@@ -4,17 +4,22 @@
     before the earliest event_day among the events received within var('lookback_days') days
     of the newest one in stg_events (the days late or new events touched). The day before,
     because an event just after midnight can extend a session that started the evening before.
-    It depends on stg_events only, so a pre-hook that deletes those days and the model that
-    rebuilds them agree on it. Assumes the marts are built at least once per lookback period
-    (the embedded schedule runs every few minutes). -#}
+    When the mart ({{ this }}) is empty (first built before any event arrived, or emptied by
+    the pre-hook's delete) every day is recomputed: events older than the lookback would
+    otherwise never reach it. The pre-hook that deletes those days and the model that rebuilds
+    them agree (if the delete empties the mart, the model rebuilds everything, a superset).
+    Assumes a non-empty mart is built at least once per lookback period (the embedded
+    schedule runs every few minutes). -#}
 {% macro recompute_from() -%}
     (
-        select {{ shift_date(-1, 'min(event_day)') }}
-        from {{ ref('stg_events') }}
-        where received_at > (
-            select {{ shift_timestamp('day', -1 * var('lookback_days'), 'max(received_at)') }}
-            from {{ ref('stg_events') }}
-        )
+        select case
+            when not exists (select 1 from {{ this }}) then cast('1900-01-01' as date)
+            else (
+                select {{ shift_date(-1, 'min(event_day)') }}
+                from {{ ref('stg_events') }}
+                where received_at > {{ received_window_start(ref('stg_events')) }}
+            )
+        end
     )
 {%- endmacro %}
 

@@ -15,10 +15,7 @@ with purchases as (
     from {{ ref('stg_events') }}
     where event_type = 'purchase'
     {% if is_incremental() %}
-      and received_at > (
-          select {{ shift_timestamp('day', -1 * var('lookback_days'), 'max(received_at)') }}
-          from {{ this }}
-      )
+      and received_at > {{ received_window_start(this) }}
       and event_id not in (select event_id from {{ this }})
     {% endif %}
 )

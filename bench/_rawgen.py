@@ -488,7 +488,7 @@ def _events(con: duckdb.DuckDBPyConnection, s: Scale, t: Timeline) -> None:
     products = s.products
     product_props = (
         "json_object('product_id', p.product_id, 'name', p.name, 'category', p.category, "
-        "'price', p.price::BIGINT"
+        "'price', p.price::BIGINT::VARCHAR"
     )
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE w_events AS
@@ -508,7 +508,7 @@ def _events(con: duckdb.DuckDBPyConnection, s: Scale, t: Timeline) -> None:
                     THEN 'https://shop.example/search?q=' || p.category
                     ELSE 'https://shop.example/' END AS page_url,
                CASE e.event_type
-                   WHEN 'page_view' THEN '{{"page_type":"home","page_title":"shopstream"}}'::JSON
+                   WHEN 'page_view' THEN '{{"page_title":"shopstream","page_type":"home"}}'::JSON
                    WHEN 'product_view' THEN {product_props})
                    WHEN 'product_click' THEN {product_props},
                        'list_name', p.category, 'position', (h('pos', i) % 20)::BIGINT)
@@ -523,7 +523,7 @@ def _events(con: duckdb.DuckDBPyConnection, s: Scale, t: Timeline) -> None:
                        'product_id', p.product_id, 'position', (h('pos', i) % 5)::BIGINT)
                    WHEN 'begin_checkout' THEN json_object('cart_id',
                        'cart-' || substr(ss.session_id, 1, 8),
-                       'cart_value', p.price::BIGINT * 2, 'items_count', 2::BIGINT,
+                       'cart_value', (p.price::BIGINT * 2)::VARCHAR, 'items_count', 2::BIGINT,
                        'currency', 'KRW')
                END AS properties,
                ss.user_id
@@ -534,13 +534,13 @@ def _events(con: duckdb.DuckDBPyConnection, s: Scale, t: Timeline) -> None:
                least({sessions - 1}, (o.t_us + 2 * {US} - {t.start_us}) // {step}
                    // {len(SESSION_STEPS)}),
                'https://shop.example/orders/' || o.order_id || '/complete',
-               json_object('order_id', o.order_id, 'revenue', o.total_amount::BIGINT,
+               json_object('order_id', o.order_id, 'revenue', o.total_amount::BIGINT::VARCHAR,
                    'currency', 'KRW', 'items', items,
-                   'shipping', CASE WHEN o.total_amount >= 30000 THEN 0 ELSE 3000 END),
+                   'shipping', CASE WHEN o.total_amount >= 30000 THEN '0' ELSE '3000' END),
                o.user_id
         FROM w_orders o JOIN (
             SELECT o, list(json_object('product_id', product_id, 'quantity', quantity::BIGINT,
-                       'price', unit_price::BIGINT, 'category', category) ORDER BY line_no)
+                       'price', unit_price::BIGINT::VARCHAR, 'category', category) ORDER BY line_no)
                        AS items
             FROM w_lines GROUP BY o
         ) l USING (o)
@@ -570,7 +570,7 @@ def _split(con: duckdb.DuckDBPyConnection, t: Timeline) -> dict[str, int]:
         )
     # Events: received 0.1-3 s after they happened. In the increment one in twenty is late
     # (sent two days after it happened, still inside the lookback), and events received in
-    # the last hour before ``end`` are re-sent once in a thousand (at-least-once retries).
+    # the newest ones before ``end`` are re-sent (at-least-once retries), 1% of the increment.
     received = "w.ts_us + 100000 + (h('rx', w.id_tag) % 2900000)::BIGINT"
     late = (
         f"CASE WHEN {received} > {t.end_us} AND h('late', w.id_tag) % 20 = 0 "
@@ -588,7 +588,8 @@ def _split(con: duckdb.DuckDBPyConnection, t: Timeline) -> dict[str, int]:
                    'event_ts', pg_ts(w.ts_us - {late}), 'user_id', w.user_id,
                    'anonymous_id', ss.anonymous_id, 'session_id', ss.session_id,
                    'device_type', ss.device_type, 'page_url', w.page_url,
-                   'properties', w.properties) AS payload
+                   'utm_source', ss.utm_source, 'utm_medium', ss.utm_medium,
+                   'utm_campaign', ss.utm_campaign, 'properties', w.properties) AS payload
         FROM w_events w JOIN w_sessions ss USING (s)"""
     con.execute(f"CREATE OR REPLACE TEMP TABLE w_raw_events AS {select}")
     con.execute(
@@ -598,13 +599,14 @@ def _split(con: duckdb.DuckDBPyConnection, t: Timeline) -> dict[str, int]:
     con.execute(f"""
         INSERT INTO pending.main.events
         SELECT * FROM w_raw_events
-        WHERE received_at > make_timestamp({t.end_us})::TIMESTAMPTZ
-        UNION ALL
+        WHERE received_at > make_timestamp({t.end_us})::TIMESTAMPTZ""")
+    fresh = int(con.execute("SELECT count(*) FROM pending.main.events").fetchone()[0])  # type: ignore[index]
+    con.execute(f"""
+        INSERT INTO pending.main.events
         SELECT * REPLACE (received_at + INTERVAL '{inc // 2} microseconds' AS received_at)
-        FROM w_raw_events
-        WHERE received_at BETWEEN make_timestamp({t.end_us - 3600 * US})::TIMESTAMPTZ
-                              AND make_timestamp({t.end_us})::TIMESTAMPTZ
-          AND h('dup', event_id) % 1000 = 0""")
+        FROM (SELECT * FROM w_raw_events
+              WHERE received_at <= make_timestamp({t.end_us})::TIMESTAMPTZ
+              ORDER BY received_at DESC LIMIT {max(3, fresh // 100)})""")
     pending["events"] = int(
         con.execute("SELECT count(*) FROM pending.main.events").fetchone()[0]  # type: ignore[index]
     )

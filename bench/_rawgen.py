@@ -216,6 +216,7 @@ def create_raw(con: duckdb.DuckDBPyConnection, schema: str = "raw") -> None:
 
 def _macros(con: duckdb.DuckDBPyConnection, seed: int) -> None:
     con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET enable_progress_bar = false")
     # timestamptz as the reader encodes it: UTC, PostgreSQL's fraction digits, trailing Z.
     con.execute(
         "CREATE OR REPLACE TEMP MACRO pg_ts(us) AS "
@@ -225,9 +226,9 @@ def _macros(con: duckdb.DuckDBPyConnection, seed: int) -> None:
     con.execute(f"CREATE OR REPLACE TEMP MACRO h(tag, n) AS (hash({seed}, tag, n) >> 1)::BIGINT")
     # A uuid-looking id from a hash: deterministic, distinct per (tag, n).
     con.execute(
-        "CREATE OR REPLACE TEMP MACRO uid(tag, n) AS (SELECT substr(m, 1, 8) || '-' || "
-        "substr(m, 9, 4) || '-4' || substr(m, 14, 3) || '-a' || substr(m, 18, 3) || '-' || "
-        f"substr(m, 21, 12) FROM (SELECT md5({seed}::VARCHAR || tag || n::VARCHAR) AS m))"
+        "CREATE OR REPLACE TEMP MACRO uid(tag, n) AS regexp_replace("
+        f"md5({seed}::VARCHAR || tag || n::VARCHAR), "
+        r"'^(.{8})(.{4}).(.{3}).(.{3})(.{12})$', '\1-\2-4\3-a\4-\5')"
     )
 
 

@@ -217,6 +217,8 @@ def create_raw(con: duckdb.DuckDBPyConnection, schema: str = "raw") -> None:
 def _macros(con: duckdb.DuckDBPyConnection, seed: int) -> None:
     con.execute("SET TimeZone = 'UTC'")
     con.execute("SET enable_progress_bar = false")
+    # Bounded, so a 10M-event world spills to disk instead of crowding the machine out.
+    con.execute("SET memory_limit = '4GB'")
     # timestamptz as the reader encodes it: UTC, PostgreSQL's fraction digits, trailing Z.
     con.execute(
         "CREATE OR REPLACE TEMP MACRO pg_ts(us) AS "
@@ -450,6 +452,7 @@ def _changes(con: duckdb.DuckDBPyConnection, s: Scale, t: Timeline) -> int:
                {consistent_lsn} + txn * 4096 - 2048 + pos * 8, 1000 + txn, v_ts, key,
                before, after, 'false'
         FROM stream""")
+    con.execute("DROP TABLE w_versions")
     return consistent_lsn
 
 
@@ -592,10 +595,12 @@ def _split(con: duckdb.DuckDBPyConnection, t: Timeline) -> dict[str, int]:
                    'utm_source', ss.utm_source, 'utm_medium', ss.utm_medium,
                    'utm_campaign', ss.utm_campaign, 'properties', w.properties) AS payload
         FROM w_events w JOIN w_sessions ss USING (s)"""
-    con.execute(f"CREATE OR REPLACE TEMP TABLE w_raw_events AS {select}")
+    # A view: the rows are built as they are inserted (10M payloads would not fit in memory
+    # twice); filters on received_at reach the timestamps before any JSON is built.
+    con.execute(f"CREATE OR REPLACE TEMP VIEW w_raw_events AS {select}")
     con.execute(
         f"INSERT INTO raw.events SELECT * FROM w_raw_events WHERE received_at <= "
-        f"make_timestamp({t.end_us})::TIMESTAMPTZ ORDER BY received_at"
+        f"make_timestamp({t.end_us})::TIMESTAMPTZ"
     )
     con.execute(f"""
         INSERT INTO pending.main.events
@@ -607,11 +612,12 @@ def _split(con: duckdb.DuckDBPyConnection, t: Timeline) -> dict[str, int]:
         SELECT * REPLACE (received_at + INTERVAL '{inc // 2} microseconds' AS received_at)
         FROM (SELECT * FROM w_raw_events
               WHERE received_at <= make_timestamp({t.end_us})::TIMESTAMPTZ
+                AND received_at > make_timestamp({t.end_us - DAY_US})::TIMESTAMPTZ
               ORDER BY received_at DESC LIMIT {max(3, fresh // 100)})""")
     pending["events"] = int(
         con.execute("SELECT count(*) FROM pending.main.events").fetchone()[0]  # type: ignore[index]
     )
-    con.execute("DROP TABLE w_raw_events")
+    con.execute("DROP VIEW w_raw_events")
     return pending
 
 

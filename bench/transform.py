@@ -31,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -281,11 +282,12 @@ def _dbt_build(data_dir: Path, full_refresh: bool, project: Path) -> Build:
 class Window:
     name: str
     result: PhaseResult
+    cores: dict[str, float] = field(default_factory=dict)  # averaged over the window
     transform_seconds: float | None = None
     transform_note: str = ""
 
-    def p(self, q: float) -> float:
-        data = sorted(self.result.latencies)
+    def p(self, q: float, values: list[float] | None = None) -> float:
+        data = sorted(self.result.latencies if values is None else values)
         if not data:
             return float("nan")
         return data[min(len(data) - 1, int(q * len(data)))] * 1000
@@ -293,6 +295,35 @@ class Window:
     @property
     def achieved(self) -> float:
         return self.result.requests / self.result.window if self.result.window else 0.0
+
+    def details(self) -> str:
+        if not self.result.latencies:
+            return f"{self.name}: {self.transform_note}"
+        ps = ", ".join(f"p{k} {self.p(q):.1f}" for k, q in (("50", 0.5), ("90", 0.9), ("99", 0.99)))
+        cores = ", ".join(f"{k} {v:.2f}" for k, v in self.cores.items())
+        text = (
+            f"{self.name}: {ps} ms, max {max(self.result.latencies) * 1000:.0f} ms, "
+            f"{self.result.shed:,} shed; client send lag p99 "
+            f"{self.p(0.99, self.result.send_lag):.1f} ms; cores: {cores}"
+        )
+        return text + (f"; {self.transform_note}" if self.transform_note else "")
+
+
+LATENCY_WARMUP = 2.0
+
+
+def busy_cores(pid: int) -> tuple[float, float, float]:
+    """(now, machine busy seconds, the collector's and its children's CPU seconds)."""
+    machine = psutil.cpu_times()
+    idle = machine.idle + getattr(machine, "iowait", 0.0)
+    busy = sum(machine) - idle - getattr(machine, "guest", 0.0)
+    try:
+        process = psutil.Process(pid)
+        own = sum(process.cpu_times()[:2])
+        own += sum(sum(c.cpu_times()[:2]) for c in process.children(recursive=True))
+    except psutil.Error:
+        own = 0.0
+    return time.monotonic(), busy, own
 
 
 def latency_window(
@@ -302,21 +333,40 @@ def latency_window(
     name: str,
     rate: float,
     seconds: float,
-) -> cf.Future[PhaseResult]:
+) -> Window:
+    """One open-loop window of single-event requests; CPU read over the measured part."""
+    assert collector.process is not None
+    start_at = time.time() + 0.3
     spec = PhaseSpec(
         name=name,
         kind="single",
         host="127.0.0.1",
         port=collector.port,
         connections=64,
-        warmup=1.0,
+        warmup=LATENCY_WARMUP,
         seconds=seconds,
-        start_at=time.time() + 0.3,
+        start_at=start_at,
         templates=templates,
         rate=rate,
         id_prefix=f"tb-{name}-{os.urandom(2).hex()}",
     )
-    return pool.submit(run_phase, spec)
+    future = pool.submit(run_phase, spec)
+    time.sleep(max(0.0, start_at + LATENCY_WARMUP - time.time()))
+    t0, busy0, own0 = busy_cores(collector.process.pid)
+    time.sleep(seconds)
+    t1, busy1, own1 = busy_cores(collector.process.pid)
+    result = future.result(timeout=seconds + 120)
+    span = t1 - t0
+    machine = (busy1 - busy0) / span
+    collector_cores = (own1 - own0) / span
+    return Window(
+        name,
+        result,
+        {
+            "collector (+ writer)": collector_cores,
+            "rest of the machine": max(0.0, machine - collector_cores),
+        },
+    )
 
 
 def measure_ingest(
@@ -332,39 +382,65 @@ def measure_ingest(
         with console.status("starting the collector on the generated warehouse..."):
             collector.start(timeout=300)
         with cf.ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+            pool.submit(os.getpid).result()  # the client process is up before anything is timed
             with console.status(f"ingest p99 without a transform ({seconds:.0f} s)..."):
-                result = latency_window(pool, collector, templates, "idle", rate, seconds)
-                windows.append(Window("no transform", result.result()))
-            if not transform_command_exists():
                 windows.append(
-                    Window(
-                        "during a transform",
-                        PhaseResult(),
-                        transform_note="not measured: `shopstream transform` does not exist "
-                        "yet (the runner is being written)",
-                    )
+                    latency_window(pool, collector, templates, "no transform", rate, seconds)
                 )
+            if not transform_command_exists():
+                note = (
+                    "not measured: `shopstream transform` does not exist yet (the runner that "
+                    "asks the running platform is being written)"
+                )
+                windows.append(Window("during a transform", PhaseResult(), transform_note=note))
                 return windows, origin
             with console.status("ingest p99 while the platform runs a transform..."):
-                future = latency_window(pool, collector, templates, "transform", rate, seconds)
-                time.sleep(1.3)  # the warm-up: the transform starts with the measured window
-                began = time.perf_counter()
-                answer = run_transform_command(data_dir, full_refresh=full_refresh)
-                took = time.perf_counter() - began
-                window = Window("during a transform", future.result(), took)
-                if answer.returncode != 0:
-                    window.transform_note = (
-                        f"transform failed (exit {answer.returncode}): "
-                        f"{(answer.stderr or answer.stdout).strip()[-300:]}"
-                    )
-                elif took < seconds:
-                    window.transform_note = (
-                        f"the transform took {took:.1f} s of the {seconds:.0f} s window"
-                    )
-                windows.append(window)
+                windows.append(
+                    window_during_transform(pool, collector, templates, rate, seconds, full_refresh)
+                )
     finally:
         collector.stop()
     return windows, origin
+
+
+def window_during_transform(
+    pool: cf.ProcessPoolExecutor,
+    collector: CollectorProcess,
+    templates: tuple[bytes, ...],
+    rate: float,
+    seconds: float,
+    full_refresh: bool,
+) -> Window:
+    """``shopstream transform`` asks the platform; the window opens once the command has
+    started (its imports take a few seconds) and says how much of it the transform covered."""
+    answer: list[subprocess.CompletedProcess[str]] = []
+    span: dict[str, float] = {}
+
+    def transform() -> None:
+        span["start"] = time.monotonic()
+        answer.append(run_transform_command(collector.data_dir, full_refresh=full_refresh))
+        span["end"] = time.monotonic()
+
+    thread = threading.Thread(target=transform, name="transform", daemon=True)
+    thread.start()
+    time.sleep(3.0)
+    opened = time.monotonic() + 0.3 + LATENCY_WARMUP
+    window = latency_window(pool, collector, templates, "during a transform", rate, seconds)
+    thread.join()
+    took = span["end"] - span["start"]
+    window.transform_seconds = took
+    covered = max(0.0, min(span["end"], opened + seconds) - opened) / seconds
+    reply = answer[0]
+    if reply.returncode != 0:
+        window.transform_note = (
+            f"the transform FAILED (exit {reply.returncode}): "
+            f"{(reply.stderr or reply.stdout).strip()[-300:]}"
+        )
+    else:
+        window.transform_note = (
+            f"`shopstream transform` ran {took:.1f} s and covered {covered:.0%} of the window"
+        )
+    return window
 
 
 # -- output -----------------------------------------------------------------------------------
@@ -547,8 +623,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         )
         for w in windows:
-            if w.transform_note:
-                console.print(f"{w.name}: {w.transform_note}")
+            console.print(w.details(), highlight=False, markup=False)
         console.print(f"transform: {full.how}")
     finally:
         if args.keep:

@@ -90,7 +90,11 @@ def build(data_dir: Path, *, full_refresh: bool, project: Path = PROJECT) -> Bui
         outcome.how = "`shopstream transform` (the runner), a process per run"
         if answer.returncode != 0:
             outcome.failures.append((answer.stderr or answer.stdout).strip()[-500:])
-        read_run_results(data_dir / "transform" / "target" / "run_results.json", outcome)
+        # The runner's working copy (transform/workspace.py): <data_dir>/transform/project/.
+        for project_copy in (data_dir / "transform" / "project", data_dir / "transform"):
+            if (project_copy / "target" / "run_results.json").exists():
+                read_run_results(project_copy / "target" / "run_results.json", outcome)
+                break
         return outcome
     # In a process of its own that ends with the build: DuckDB (and dbt-duckdb's cached
     # connection) must let go of the file before the collector opens it.

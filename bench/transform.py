@@ -80,7 +80,7 @@ def build(data_dir: Path, *, full_refresh: bool, project: Path = PROJECT) -> Bui
     """One transform of the warehouse in ``data_dir`` with nothing else running, timed.
 
     ``shopstream transform`` once it exists (the runner: it opens the file itself, writes the
-    working copy into ``<data_dir>/transform`` and the models of every captured table);
+    working copy into ``<data_dir>/transform/project`` and the models of every captured table);
     until then dbt's own runner on a working copy of ``project`` plus stand-in models.
     """
     if transform_command_exists():

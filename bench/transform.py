@@ -237,12 +237,18 @@ def _workspace(data_dir: Path, project: Path) -> tuple[Path, str]:
     if not work.exists():
         shutil.copytree(project, work, ignore=shutil.ignore_patterns("target", "logs"))
         existing = {p.stem for p in (work / "models").rglob("*.sql")}
+        # Stand-ins come in two groups: the events' (when the project has no stg_events) and
+        # the shop's (when it has no daily_sales, whose CDC staging is generated per table).
+        wanted = set()
+        if "stg_events" not in existing:
+            wanted |= {"stg_events", "daily_events"}
+        if "daily_sales" not in existing:
+            wanted |= {"stg_orders", "stg_order_items", "stg_products", "daily_sales"}
+            wanted |= {"standin_sources"}
         added = []
         for name, sql in STANDIN_MODELS.items():
             path = work / "models" / name
-            if path.suffix == ".sql" and path.stem in existing:
-                continue
-            if name == "standin_sources.yml" and "stg_orders" in existing:
+            if path.stem not in wanted:
                 continue
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(sql.lstrip())

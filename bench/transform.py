@@ -37,6 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import duckdb
 import orjson
 import psutil
 from rich.console import Console
@@ -515,6 +516,11 @@ def summary_table(
             f"{models_ratio:.3f}",
             "",
         )
+    add_latency_rows(table, windows, rate)
+    return table
+
+
+def add_latency_rows(table: Table, windows: list[Window], rate: float) -> None:
     base = next((w for w in windows if w.name == "no transform"), None)
     for w in windows:
         if not w.result.latencies:
@@ -532,7 +538,6 @@ def summary_table(
             ratio_text,
             mark(p99 <= TARGET_P99_MS and not w.result.shed),
         )
-    return table
 
 
 def build_table(full: Build, incremental: Build) -> Table:
@@ -580,6 +585,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=PROJECT,
         help="dbt project for the stand-in path (while `shopstream transform` does not exist)",
     )
+    parser.add_argument(
+        "--ingest-only",
+        type=Path,
+        metavar="DATA_DIR",
+        help="only the latency windows, on the warehouse a --keep run left in DATA_DIR",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the data directory")
     args = parser.parse_args(argv)
     if args.quick:
@@ -587,11 +598,32 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def ingest_only(data_dir: Path, args: argparse.Namespace) -> int:
+    warehouse = duckdb.connect(str(data_dir / "shopstream.duckdb"), read_only=True)
+    events = warehouse.execute("SELECT count(*) FROM raw.events").fetchone()
+    warehouse.close()
+    console.print(f"{data_dir}: {events[0] if events else 0:,} rows in raw.events")
+    windows, origin = measure_ingest(
+        data_dir, args.rate, args.seconds, not args.incremental_during_ingest
+    )
+    console.print(f"ingest load: single events from {origin}; {machine_load()}")
+    table = Table(title="shopstream ingest with and without a transform — measured in this run")
+    for name in ("metric", "measured", "target", "ratio", ""):
+        table.add_column(name, justify="left" if name == "metric" else "right")
+    add_latency_rows(table, windows, args.rate)
+    console.print(table)
+    for w in windows:
+        console.print(w.details(), highlight=False, markup=False)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     scale = _rawgen.Scale(events=args.events, orders=args.orders, days=args.days)
     console.rule("[bold]shopstream transform benchmark")
     console.print(f"machine at the start: {machine_load()}")
+    if args.ingest_only:
+        return ingest_only(args.ingest_only, args)
     work = Path(tempfile.mkdtemp(prefix="shopstream-bench-transform-"))
     data_dir = work / "data"
     data_dir.mkdir(mode=0o700)  # the warehouse holds personal data: private, as the platform wants

@@ -466,7 +466,14 @@ class Platform:
                     parts.cdc_dsn, settings, self.sink, idle_exit=parts.cdc_idle_exit
                 )
                 if parts.orders_tps > 0 or parts.traffic is not None:
-                    self.shop = Shop(parts.cdc_dsn, timezone=settings.timezone)
+                    # With shoppers on the site every order comes from a checkout, as in a
+                    # real shop (tracking coverage then measures only what trackers lose);
+                    # the workload moves the orders on.
+                    self.shop = Shop(
+                        parts.cdc_dsn,
+                        timezone=settings.timezone,
+                        own_orders=parts.traffic is None,
+                    )
                 if parts.orders_tps > 0:
                     self.orders = OrderWorkload(
                         parts.cdc_dsn,

@@ -39,8 +39,7 @@ def test_only_existing_marts_are_shown_sales_summed_per_day(tmp_path: Path) -> N
     ]
     sales = shown[0][1].to_pylist()
     assert [
-        (r["order_date"].isoformat(), str(r["gross_revenue"]), str(r["net_revenue"]), r["items"])
-        for r in sales
+        (r["order_date"].isoformat(), str(r["gross"]), str(r["net"]), r["items"]) for r in sales
     ] == [
         ("2026-11-02", "20.25", "15.25", 4),
         ("2026-11-01", "40.50", "30.50", 6),

@@ -172,6 +172,9 @@ def built(postgres_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Ite
                 "UPDATE type_zoo SET small = 2 WHERE id = 5 AND part = 'x'",  # and again
                 "UPDATE type_zoo SET big = 'replaced' WHERE id = 5 AND part = 'y'",
                 "DELETE FROM type_zoo WHERE id = 9",
+                # A key change: the reader makes it a delete of (8, x) and a create of (8, z)
+                # that carries the placeholder for big, whose value is the old key's.
+                "UPDATE type_zoo SET part = 'z' WHERE id = 8 AND part = 'x'",
                 "INSERT INTO zz_marker VALUES (1)",
             )
             execute(
@@ -281,7 +284,7 @@ def zoo_table(built: Built) -> tuple[list[Any], list[Any]]:
 
 def test_every_type_equals_postgres(built: Built) -> None:
     expected, actual = zoo_table(built)
-    assert [r[:2] for r in actual] == [(5, "x"), (5, "y"), (6, "x"), (7, "x"), (8, "x")]
+    assert [r[:2] for r in actual] == [(5, "x"), (5, "y"), (6, "x"), (7, "x"), (8, "z")]
     assert actual == expected
 
 
@@ -297,7 +300,7 @@ def test_values_that_cannot_be_typed_are_named(built: Built) -> None:
         "5y": None,
         "6x": None,
         "7x": "n_free,day,at_utc,at_wall",
-        "8x": "n_free,day",
+        "8z": "n_free,day",
     }
 
 
@@ -344,7 +347,21 @@ def test_history_of_a_key(built: Built) -> None:
     open_keys = built.query(
         "SELECT id, part FROM staging.stg_type_zoo_history WHERE valid_to IS NULL ORDER BY 1, 2"
     )
-    assert open_keys == [(5, "x"), (5, "y"), (6, "x"), (7, "x"), (8, "x")]
+    assert open_keys == [(5, "x"), (5, "y"), (6, "x"), (7, "x"), (8, "z")]
+
+
+def test_a_key_change_keeps_the_unchanged_toasted_value(built: Built) -> None:
+    # (8, x) became (8, z): a delete and a create whose big was the unchanged-TOAST
+    # placeholder; both versions have the old key's value, and nothing is left untyped there.
+    history = built.query(
+        f"SELECT part, _cdc_op, big = '{BIG}', _cdc_untyped_columns, valid_from, valid_to "
+        "FROM staging.stg_type_zoo_history WHERE id = 8 ORDER BY _cdc_change_id"
+    )
+    assert [r[:4] for r in history] == [
+        ("x", "c", True, "n_free,day"),
+        ("z", "c", True, "n_free,day"),
+    ]
+    assert history[0][5] == history[1][4] and history[1][5] is None
 
 
 def test_a_table_without_primary_key_has_its_history_only(built: Built) -> None:
@@ -508,7 +525,7 @@ def test_incremental_run_applies_new_changes(built: Built) -> None:
         expected, actual = shop_table(built, table)
         assert actual == expected, table
     expected, actual = zoo_table(built)
-    assert [r[:2] for r in actual] == [(5, "x"), (5, "y"), (7, "x"), (8, "x"), (10, "z")]
+    assert [r[:2] for r in actual] == [(5, "x"), (5, "y"), (7, "x"), (8, "z"), (10, "z")]
     assert actual == expected
     # Only the window was read: the old changes are not in this run's source rows.
     window = built.query(

@@ -110,6 +110,7 @@ cdc_rows as (
         {{ cdc_json_fragment('change_after', column['name']) }} as {{ _cdc_v(loop.index0) }}
         {%- if keyed and cdc_toastable(column['base_type']) %},
         case when {{ cdc_json_text(cdc_json_fragment('change_after', column['name'])) }} = {{ cdc_placeholder() }}
+                or (_cdc_kind = 'd' and {{ cdc_json_text(cdc_json_fragment('change_after', column['name'])) }} is null)
             then 0 else 1 end as _cdc_has{{ loop.index0 }}
         {%- endif %}
         {%- endfor %}
@@ -117,9 +118,49 @@ cdc_rows as (
     where _cdc_kind in ('c', 'u', 'r', 'd')
 ),
 {%- if keyed %}
-cdc_groups as (
-    {#- Per toastable column: a counter that moves on at every change that carries the value;
-        the placeholders after it share its number, and so its value. -#}
+{{ _cdc_carry('cdc_rows', 'cdc_carried', columns, key_parts) }},
+cdc_bridged as (
+    {#- A key change is a delete of the old key and, next in the same transaction (the
+        change_id one position on), a create of the new key whose unchanged TOASTed values
+        are placeholders: they take the old key's values (its delete carried them forward
+        above: with the default replica identity its row image holds the key only). -#}
+    select
+        r._cdc_id, r._cdc_kind, r._cdc_at
+        {%- for part in key_parts %}, r.{{ part }}{%- endfor %}
+        {%- for column in columns %},
+        {%- if cdc_toastable(column['base_type']) %}
+        case when r._cdc_kind = 'c' and p._cdc_kind = 'd' and {{ cdc_json_text('r.' ~ _cdc_v(loop.index0)) }} = {{ cdc_placeholder() }}
+            then p.{{ _cdc_v(loop.index0) }} else r.{{ _cdc_v(loop.index0) }} end as {{ _cdc_v(loop.index0) }}
+        {%- else %}
+        r.{{ _cdc_v(loop.index0) }}
+        {%- endif %}
+        {%- endfor %}
+    from cdc_carried as r
+    left join cdc_carried as p
+        on r._cdc_kind = 'c' and p._cdc_id = {{ cdc_previous_change_id('r._cdc_id') }}
+),
+cdc_bridged_has as (
+    select
+        *
+        {%- for column in columns %}{%- if cdc_toastable(column['base_type']) %},
+        case when {{ cdc_json_text(_cdc_v(loop.index0)) }} = {{ cdc_placeholder() }} then 0 else 1 end as _cdc_has{{ loop.index0 }}
+        {%- endif %}{%- endfor %}
+    from cdc_bridged
+),
+{#- A second carry-forward: the new key's later placeholders take the bridged value. -#}
+{{ _cdc_carry('cdc_bridged_has', 'cdc_resolved', columns, key_parts) }}
+{%- else %}
+cdc_resolved as (
+    select * from cdc_rows
+)
+{%- endif %}
+{%- endmacro %}
+
+{#- Per toastable column of `source` (with _cdc_has<i>: 1 where the row carries a value): a
+    counter that moves on at every row that carries the value; the rows after it share its
+    number, and so its value. -> CTEs <source>_groups and `name`. -#}
+{% macro _cdc_carry(source, name, columns, key_parts) -%}
+{{ source }}_groups as (
     select
         *
         {%- for column in columns %}{%- if cdc_toastable(column['base_type']) %},
@@ -127,9 +168,9 @@ cdc_groups as (
             partition by {{ key_parts | join(', ') }} order by _cdc_id
             rows between unbounded preceding and current row) as _cdc_group{{ loop.index0 }}
         {%- endif %}{%- endfor %}
-    from cdc_rows
+    from {{ source }}
 ),
-cdc_resolved as (
+{{ name }} as (
     select
         _cdc_id, _cdc_kind, _cdc_at
         {%- for part in key_parts %}, {{ part }}{%- endfor %}
@@ -142,13 +183,15 @@ cdc_resolved as (
         {{ _cdc_v(loop.index0) }}
         {%- endif %}
         {%- endfor %}
-    from cdc_groups
+    from {{ source }}_groups
 )
-{%- else %}
-cdc_resolved as (
-    select * from cdc_rows
-)
-{%- endif %}
+{%- endmacro %}
+
+{#- The change_id one position before `id` in the same transaction (change_id = commit LSN
+    prefix + an 8-digit position, see shopstream.cdc.changes). -#}
+{% macro cdc_previous_change_id(id) -%}
+    concat(substr({{ id }}, 1, length({{ id }}) - 8),
+        lpad(cast(cast(substr({{ id }}, length({{ id }}) - 7) as {{ dbt.type_bigint() }}) - 1 as {{ dbt.type_string() }}), 8, '0'))
 {%- endmacro %}
 
 {% macro cdc_typing_cte(columns, source) -%}

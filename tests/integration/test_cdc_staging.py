@@ -567,3 +567,27 @@ def is_incremental_run(built: Built, model: str) -> bool:
     """Whether dbt's last run of ``model`` merged (its run SQL is a MERGE)."""
     run = built.workspace / "target" / "run" / "shopstream" / "models" / "cdc" / f"{model}.sql"
     return "merge into" in run.read_text().lower()
+
+
+def test_a_value_that_cannot_be_found_is_named_not_nulled(built: Built) -> None:
+    """(8, x) -> (8, z) with (8, x)'s create (the only full value of big) lost from raw: no
+    value to carry, so both models leave big NULL and name it in _cdc_untyped_columns."""
+    with duckdb.connect(str(built.database)) as con:
+        con.execute(
+            'DELETE FROM raw.cdc_type_zoo WHERE op = \'c\' AND key = \'{"id":8,"part":"x"}\''
+        )
+    run_dbt(
+        built.workspace,
+        "run",
+        "--full-refresh",
+        "--select",
+        "stg_type_zoo",
+        "stg_type_zoo_history",
+        variables=built.variables,
+    )
+    for model in ("stg_type_zoo", "stg_type_zoo_history"):
+        rows = built.query(
+            f"SELECT big IS NULL, _cdc_untyped_columns FROM staging.{model} "
+            "WHERE id = 8 AND part = 'z'"
+        )
+        assert rows == [(True, "n_free,day,big")], model

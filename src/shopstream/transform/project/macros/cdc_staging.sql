@@ -13,7 +13,10 @@
       the old key and an insert of the new one;
     - a truncate ('t') removes every row whose change came before it;
     - an unchanged TOASTed value ("__debezium_unavailable_value") takes the value of the
-      latest earlier change of the same key that carried one.
+      latest earlier change of the same key that carried one; after a key change (the
+      create of the new key right after the delete of the old one, in one transaction) the
+      old key's value (see cdc_bridged; an incremental run also looks in stg_<table>);
+      a value found nowhere stays the placeholder: NULL, named in _cdc_untyped_columns.
 -#}
 
 {% macro cdc_placeholder() -%}'__debezium_unavailable_value'{%- endmacro %}

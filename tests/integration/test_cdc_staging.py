@@ -70,6 +70,10 @@ CREATE TABLE type_zoo (
 -- Out of line and uncompressed: a long value is TOASTed, so an update that leaves it alone
 -- sends the unchanged-TOAST placeholder instead.
 ALTER TABLE type_zoo ALTER COLUMN big SET STORAGE EXTERNAL;
+-- Named like other models: stg_events is the behaviour events' hand-written model and
+-- stg_orders_history the shop's orders' history, so these get other names.
+CREATE TABLE events (id integer PRIMARY KEY, name text);
+CREATE TABLE orders_history (order_id text PRIMARY KEY, note text);
 -- No primary key: staging keeps its history only.
 CREATE TABLE notes (body text, n integer);
 ALTER TABLE notes REPLICA IDENTITY FULL;
@@ -148,6 +152,8 @@ def built(postgres_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Ite
             zoo_row(1, "a"),
             zoo_row(1, "b", tags=None, doc="[]"),
             zoo_row(2, "a", big="short"),
+            "INSERT INTO events VALUES (1, 'clash')",
+            "INSERT INTO orders_history VALUES ('o-1', 'clash')",
             "CREATE TABLE zz_marker (id int PRIMARY KEY)",
         )
         reader = ReaderThread(dsn, data, snapshot_mode="initial").start()
@@ -172,6 +178,9 @@ def built(postgres_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Ite
                 "UPDATE type_zoo SET small = 2 WHERE id = 5 AND part = 'x'",  # and again
                 "UPDATE type_zoo SET big = 'replaced' WHERE id = 5 AND part = 'y'",
                 "DELETE FROM type_zoo WHERE id = 9",
+                # A key change: the reader makes it a delete of (8, x) and a create of (8, z)
+                # that carries the placeholder for big, whose value is the old key's.
+                "UPDATE type_zoo SET part = 'z' WHERE id = 8 AND part = 'x'",
                 "INSERT INTO zz_marker VALUES (1)",
             )
             execute(
@@ -281,7 +290,7 @@ def zoo_table(built: Built) -> tuple[list[Any], list[Any]]:
 
 def test_every_type_equals_postgres(built: Built) -> None:
     expected, actual = zoo_table(built)
-    assert [r[:2] for r in actual] == [(5, "x"), (5, "y"), (6, "x"), (7, "x"), (8, "x")]
+    assert [r[:2] for r in actual] == [(5, "x"), (5, "y"), (6, "x"), (7, "x"), (8, "z")]
     assert actual == expected
 
 
@@ -297,7 +306,7 @@ def test_values_that_cannot_be_typed_are_named(built: Built) -> None:
         "5y": None,
         "6x": None,
         "7x": "n_free,day,at_utc,at_wall",
-        "8x": "n_free,day",
+        "8z": "n_free,day",
     }
 
 
@@ -344,7 +353,38 @@ def test_history_of_a_key(built: Built) -> None:
     open_keys = built.query(
         "SELECT id, part FROM staging.stg_type_zoo_history WHERE valid_to IS NULL ORDER BY 1, 2"
     )
-    assert open_keys == [(5, "x"), (5, "y"), (6, "x"), (7, "x"), (8, "x")]
+    assert open_keys == [(5, "x"), (5, "y"), (6, "x"), (7, "x"), (8, "z")]
+
+
+def test_a_key_change_keeps_the_unchanged_toasted_value(built: Built) -> None:
+    # (8, x) became (8, z): a delete and a create whose big was the unchanged-TOAST
+    # placeholder; both versions have the old key's value, and nothing is left untyped there.
+    history = built.query(
+        f"SELECT part, _cdc_op, big = '{BIG}', _cdc_untyped_columns, valid_from, valid_to "
+        "FROM staging.stg_type_zoo_history WHERE id = 8 ORDER BY _cdc_change_id"
+    )
+    assert [r[:4] for r in history] == [
+        ("x", "c", True, "n_free,day"),
+        ("z", "c", True, "n_free,day"),
+    ]
+    assert history[0][5] == history[1][4] and history[1][5] is None
+
+
+def test_tables_named_like_other_models_get_their_own_names(built: Built) -> None:
+    names = {t.raw_table: (t.model_name, t.history_model_name) for t in built.tables}
+    assert names["cdc_events"] == ("stg_events_cdc", "stg_events_cdc_history")
+    assert names["cdc_orders_history"] == (
+        "stg_orders_history_cdc",
+        "stg_orders_history_cdc_history",
+    )
+    assert names["cdc_orders"] == ("stg_orders", "stg_orders_history")
+    assert built.query("SELECT id, name FROM staging.stg_events_cdc") == [(1, "clash")]
+    assert built.query("SELECT order_id, note FROM staging.stg_orders_history_cdc_history") == [
+        ("o-1", "clash")
+    ]
+    # The names they would have had are still the hand-written model's and orders' history.
+    assert "total_amount" in built.columns("staging.stg_orders_history")
+    assert "name" not in built.columns("staging.stg_events")
 
 
 def test_a_table_without_primary_key_has_its_history_only(built: Built) -> None:
@@ -496,6 +536,9 @@ def test_incremental_run_applies_new_changes(built: Built) -> None:
             built.dsn,
             "UPDATE type_zoo SET small = 3 WHERE id = 5 AND part = 'x'",  # big: placeholder
             "DELETE FROM type_zoo WHERE id = 6",
+            # A key change whose old key's values are all before the window: big, unchanged
+            # TOAST, comes from the old key's row in stg_type_zoo.
+            "UPDATE type_zoo SET part = 'q' WHERE id = 7 AND part = 'x'",
             zoo_row(10, "z"),
             "INSERT INTO zz_marker VALUES (2)",
         )
@@ -508,8 +551,11 @@ def test_incremental_run_applies_new_changes(built: Built) -> None:
         expected, actual = shop_table(built, table)
         assert actual == expected, table
     expected, actual = zoo_table(built)
-    assert [r[:2] for r in actual] == [(5, "x"), (5, "y"), (7, "x"), (8, "x"), (10, "z")]
+    assert [r[:2] for r in actual] == [(5, "x"), (5, "y"), (7, "q"), (8, "z"), (10, "z")]
     assert actual == expected
+    assert built.query(
+        "SELECT _cdc_untyped_columns FROM staging.stg_type_zoo WHERE id = 7 AND part = 'q'"
+    ) == [("n_free,day,at_utc,at_wall",)]
     # Only the window was read: the old changes are not in this run's source rows.
     window = built.query(
         "SELECT count(*) FROM raw.cdc_type_zoo WHERE commit_date >= current_date - 3"
@@ -521,3 +567,27 @@ def is_incremental_run(built: Built, model: str) -> bool:
     """Whether dbt's last run of ``model`` merged (its run SQL is a MERGE)."""
     run = built.workspace / "target" / "run" / "shopstream" / "models" / "cdc" / f"{model}.sql"
     return "merge into" in run.read_text().lower()
+
+
+def test_a_value_that_cannot_be_found_is_named_not_nulled(built: Built) -> None:
+    """(8, x) -> (8, z) with (8, x)'s create (the only full value of big) lost from raw: no
+    value to carry, so both models leave big NULL and name it in _cdc_untyped_columns."""
+    with duckdb.connect(str(built.database)) as con:
+        con.execute(
+            'DELETE FROM raw.cdc_type_zoo WHERE op = \'c\' AND key = \'{"id":8,"part":"x"}\''
+        )
+    run_dbt(
+        built.workspace,
+        "run",
+        "--full-refresh",
+        "--select",
+        "stg_type_zoo",
+        "stg_type_zoo_history",
+        variables=built.variables,
+    )
+    for model in ("stg_type_zoo", "stg_type_zoo_history"):
+        rows = built.query(
+            f"SELECT big IS NULL, _cdc_untyped_columns FROM staging.{model} "
+            "WHERE id = 8 AND part = 'z'"
+        )
+        assert rows == [(True, "n_free,day,big")], model

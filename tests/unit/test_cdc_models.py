@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,9 @@ import yaml
 from shopstream.transform.cdc_models import (
     CapturedTable,
     SchemaRecordError,
+    assign_model_names,
     captured_tables,
+    hand_written_models,
     write_models,
 )
 
@@ -141,3 +144,61 @@ def test_written_models_and_their_yml(tmp_path: Path) -> None:
         {"cdc_unique_key": {"arguments": {"columns": ["order_id", "line_no"]}}}
     ]
     assert all(c.get("description") for m in models.values() for c in m["columns"])
+
+
+# -- model names that would clash ---------------------------------------------------------------
+
+KEYED = [column("id", "integer", key=True), column("note")]
+
+
+def names_of(rows: list[dict[str, Any]]) -> dict[str, tuple[str, str]]:
+    return {t.raw_table: (t.model_name, t.history_model_name) for t in captured_tables(rows)}
+
+
+def test_a_table_named_like_another_ones_history_gets_another_name(tmp_path: Path) -> None:
+    expected = {
+        "cdc_orders": ("stg_orders", "stg_orders_history"),
+        "cdc_orders_history": ("stg_orders_history_cdc", "stg_orders_history_cdc_history"),
+    }
+    rows = [record("cdc_orders_history", 1, KEYED, ["id"]), record("cdc_orders", 1, KEYED, ["id"])]
+    assert names_of(rows) == expected
+    assert names_of(rows[::-1]) == expected  # the order they come in changes nothing
+    # Written, the four models are four files, each its own table's.
+    written = write_models(captured_tables(rows), tmp_path)
+    assert sorted(written) == sorted([*(n for pair in expected.values() for n in pair),
+                                      "pipeline_freshness"])  # fmt: skip
+    assert "cdc_orders_history" in (tmp_path / "stg_orders_history_cdc.sql").read_text()
+    assert "'cdc_orders'" in (tmp_path / "stg_orders_history.sql").read_text()
+
+
+def test_hand_written_model_names_are_not_taken(tmp_path: Path) -> None:
+    handwritten = {"stg_events", "stg_identities", "stg_event_items", "stg_events_rejected"}
+    assert handwritten <= hand_written_models()
+    assert {"daily_sales", "customer_rfm", "pipeline_freshness"} <= hand_written_models()
+    rows = [
+        record("cdc_events", 1, KEYED, ["id"]),
+        record("cdc_identities", 1, KEYED, []),
+        record("cdc_events_cdc", 1, KEYED, ["id"]),  # the first rename's own name: kept
+        record("cdc_daily_sales", 1, KEYED, ["id"]),  # no stg_ prefix: no clash
+    ]
+    assert names_of(rows) == {
+        "cdc_daily_sales": ("stg_daily_sales", "stg_daily_sales_history"),
+        "cdc_events": ("stg_events_cdc2", "stg_events_cdc2_history"),
+        "cdc_events_cdc": ("stg_events_cdc", "stg_events_cdc_history"),
+        "cdc_identities": ("stg_identities_cdc", "stg_identities_cdc_history"),
+    }
+    names = write_models(captured_tables(rows), tmp_path)
+    assert not set(names) & (hand_written_models() - {"pipeline_freshness"})
+    assert len(names) == len(set(names)) == len(list(tmp_path.glob("*.sql")))
+
+
+def test_no_free_name_is_an_error_naming_both_tables() -> None:
+    reserved = frozenset({"stg_x"} | {f"stg_x_cdc{n if n > 1 else ''}" for n in range(1, 10)})
+    table = captured_tables([record("cdc_x", 1, KEYED, ["id"])])[0]
+    with pytest.raises(SchemaRecordError, match=r"cdc_x: stg_x is a hand-written model"):
+        assign_model_names([table], reserved)
+    other = captured_tables([record("cdc_y", 1, KEYED, ["id"])])[0]
+    history = replace(other, raw_table="cdc_x_history")
+    renames = frozenset(f"stg_x_history_cdc{n if n > 1 else ''}" for n in range(1, 10))
+    with pytest.raises(SchemaRecordError, match="for cdc_x_history: stg_x_history is cdc_x's"):
+        assign_model_names([table, history], renames)

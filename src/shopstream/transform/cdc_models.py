@@ -13,7 +13,11 @@ table's staging compiles without asking the warehouse anything::
     >>> orders.model_name, orders.history_model_name
     ('stg_orders', 'stg_orders_history')
 
-- ``stg_<x>``: the current state per primary key (see the macro ``cdc_current``);
+- ``stg_<x>``: the current state per primary key (see the macro ``cdc_current``), ``<x>``
+  being the raw table's name without ``cdc_``, unless that name is taken (see
+  :func:`assign_model_names`: another captured table's model, e.g. ``orders`` and
+  ``orders_history``, or a hand-written model such as ``stg_events``), then ``<x>_cdc``
+  (``_cdc2``, ``_cdc3``, ... if that is taken too);
 - ``stg_<x>_history``: one row per version with ``valid_from`` / ``valid_to``;
 - a table without a primary key gets only its history: without a key, PostgreSQL sends no
   way to tell two equal rows apart, so a "current state" would be a guess (see
@@ -29,7 +33,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -42,7 +46,9 @@ __all__ = [
     "CapturedTable",
     "SchemaRecordError",
     "SourceColumn",
+    "assign_model_names",
     "captured_tables",
+    "hand_written_models",
     "write_models",
 ]
 
@@ -64,6 +70,12 @@ SOURCE_NAME = "cdc"
 YAML_FILE = "cdc_staging.yml"
 FRESHNESS_MODEL = "pipeline_freshness"
 _RAW_TABLE = re.compile(r"^cdc_[a-z0-9_]{1,59}$")
+#: The hand-written models of the packaged project (generated ones go to models/cdc in the
+#: working copy, never here).
+_PROJECT_MODELS = Path(__file__).parent / "project" / "models"
+#: The suffix a generated model's stem takes when its own name is taken, then _cdc2, ...
+_RENAME_SUFFIX = "_cdc"
+_MAX_RENAMES = 9
 
 
 class SchemaRecordError(ValueError):
@@ -91,10 +103,17 @@ class CapturedTable:
     version: int
     columns: tuple[SourceColumn, ...]
     primary_key: tuple[str, ...]
+    #: What follows stg_ in the model names; "" = the raw name without cdc_ (see
+    #: assign_model_names, which sets it when that name is taken).
+    stem: str = ""
+
+    @property
+    def default_stem(self) -> str:
+        return self.raw_table.removeprefix("cdc_")
 
     @property
     def model_name(self) -> str:
-        return "stg_" + self.raw_table.removeprefix("cdc_")
+        return "stg_" + (self.stem or self.default_stem)
 
     @property
     def history_model_name(self) -> str:
@@ -181,7 +200,70 @@ def captured_tables(rows: Iterable[Mapping[str, Any]]) -> list[CapturedTable]:
                 f"raw.source_schemas: {table.raw_table} version {table.version} is recorded "
                 "twice with different columns or key"
             )
-    return [newest[name] for name in sorted(newest)]
+    return assign_model_names([newest[name] for name in sorted(newest)])
+
+
+def hand_written_models(models: Path = _PROJECT_MODELS) -> frozenset[str]:
+    """Names of the project's own models (its .sql and .py files under ``models``) and of
+    the generated monitoring model: no generated staging model may take one."""
+    names = {p.stem for p in models.rglob("*") if p.suffix in (".sql", ".py")}
+    return frozenset(names | {FRESHNESS_MODEL})
+
+
+def assign_model_names(
+    tables: Sequence[CapturedTable], reserved: frozenset[str] | None = None
+) -> list[CapturedTable]:
+    """``tables`` (same order) with model names that clash neither with each other nor with
+    ``reserved`` (default: :func:`hand_written_models`).
+
+    Each table wants ``stg_<x>`` and ``stg_<x>_history`` (<x> = raw name without cdc_).
+    Tables choose in order of (length of <x>, raw name), so the result depends only on the
+    set of tables, not on the order they were captured: ``orders`` keeps its names and
+    ``orders_history`` (whose ``stg_orders_history`` is ``orders``' history) becomes
+    ``stg_orders_history_cdc``. A taken name moves <x> to ``<x>_cdc``, then ``<x>_cdc2``, ...,
+    skipping names other tables want for themselves; after that a SchemaRecordError names
+    both tables.
+    """
+    reserved = hand_written_models() if reserved is None else reserved
+    wants: dict[str, str] = {}  # a model name -> the raw table whose own name it is
+    for table in tables:
+        for name in _names_of(table.default_stem):
+            wants.setdefault(name, table.raw_table)
+    owner: dict[str, str] = dict.fromkeys(reserved, "a hand-written model")
+    stems: dict[str, str] = {}
+    for table in sorted(tables, key=lambda t: (len(t.default_stem), t.raw_table)):
+        base = table.default_stem
+        candidates = [base] + [
+            f"{base}{_RENAME_SUFFIX}{n if n > 1 else ''}" for n in range(1, _MAX_RENAMES + 1)
+        ]
+        for stem in candidates:
+            names = _names_of(stem)
+            free = all(name not in owner for name in names)
+            if stem != base:  # a new name must not take another table's own name
+                free = free and all(
+                    wants.get(name, table.raw_table) == table.raw_table for name in names
+                )
+            if free:
+                break
+        else:
+            clash = next(owner[n] for n in _names_of(base) if n in owner)
+            raise SchemaRecordError(
+                f"raw.source_schemas: no free model name for {table.raw_table}: "
+                f"stg_{base} is {clash}'s and so are {', '.join(candidates[1:])}"
+            )
+        for name in names:
+            owner[name] = table.raw_table
+        stems[table.raw_table] = stem
+    return [
+        t if stems[t.raw_table] == t.default_stem else replace(t, stem=stems[t.raw_table])
+        for t in tables
+    ]
+
+
+def _names_of(stem: str) -> tuple[str, str]:
+    # Both names are taken even for a table without a key (history only): a key added later
+    # must not rename its history.
+    return f"stg_{stem}", f"stg_{stem}_history"
 
 
 # -- writing the models -------------------------------------------------------------------------

@@ -13,7 +13,10 @@
       the old key and an insert of the new one;
     - a truncate ('t') removes every row whose change came before it;
     - an unchanged TOASTed value ("__debezium_unavailable_value") takes the value of the
-      latest earlier change of the same key that carried one.
+      latest earlier change of the same key that carried one; after a key change (the
+      create of the new key right after the delete of the old one, in one transaction) the
+      old key's value (see cdc_bridged; an incremental run also looks in stg_<table>);
+      a value found nowhere stays the placeholder: NULL, named in _cdc_untyped_columns.
 -#}
 
 {% macro cdc_placeholder() -%}'__debezium_unavailable_value'{%- endmacro %}
@@ -110,6 +113,7 @@ cdc_rows as (
         {{ cdc_json_fragment('change_after', column['name']) }} as {{ _cdc_v(loop.index0) }}
         {%- if keyed and cdc_toastable(column['base_type']) %},
         case when {{ cdc_json_text(cdc_json_fragment('change_after', column['name'])) }} = {{ cdc_placeholder() }}
+                or (_cdc_kind = 'd' and {{ cdc_json_text(cdc_json_fragment('change_after', column['name'])) }} is null)
             then 0 else 1 end as _cdc_has{{ loop.index0 }}
         {%- endif %}
         {%- endfor %}
@@ -117,9 +121,57 @@ cdc_rows as (
     where _cdc_kind in ('c', 'u', 'r', 'd')
 ),
 {%- if keyed %}
-cdc_groups as (
-    {#- Per toastable column: a counter that moves on at every change that carries the value;
-        the placeholders after it share its number, and so its value. -#}
+{{ _cdc_carry('cdc_rows', 'cdc_carried', columns, key_parts) }},
+cdc_bridged as (
+    {#- A key change is a delete of the old key and, next in the same transaction (the
+        change_id one position on), a create of the new key whose unchanged TOASTed values
+        are placeholders: they take the old key's values (its delete carried them forward
+        above: with the default replica identity its row image holds the key only). -#}
+    select
+        r._cdc_id, r._cdc_kind, r._cdc_at
+        {%- for part in key_parts %}, r.{{ part }}{%- endfor %}
+        {%- for column in columns %},
+        {%- if cdc_toastable(column['base_type']) %}
+        {#- the old key's value may be unknown here too (its versions are before raw's
+            window, or it came by a key change itself): then the placeholder stays -#}
+        case when r._cdc_kind = 'c' and p._cdc_kind = 'd' and {{ cdc_json_text('r.' ~ _cdc_v(loop.index0)) }} = {{ cdc_placeholder() }}
+                and {{ cdc_json_text('p.' ~ _cdc_v(loop.index0)) }} is not null
+            then p.{{ _cdc_v(loop.index0) }} else r.{{ _cdc_v(loop.index0) }} end as {{ _cdc_v(loop.index0) }}
+        {%- else %}
+        r.{{ _cdc_v(loop.index0) }}
+        {%- endif %}
+        {%- endfor %}
+        {#- the old key (its JSON fragments) of a key change's create: an incremental run
+            may find the old key's values in stg_<table> when raw's window has none -#}
+        {%- for column in columns %}{%- if column['name'] in primary_key %},
+        case when r._cdc_kind = 'c' and p._cdc_kind = 'd' then p.{{ _cdc_v(loop.index0) }} end as _cdc_from{{ loop.index0 }}
+        {%- endif %}{%- endfor %}
+    from cdc_carried as r
+    left join cdc_carried as p
+        on r._cdc_kind = 'c' and p._cdc_id = {{ cdc_previous_change_id('r._cdc_id') }}
+),
+cdc_bridged_has as (
+    select
+        *
+        {%- for column in columns %}{%- if cdc_toastable(column['base_type']) %},
+        case when {{ cdc_json_text(_cdc_v(loop.index0)) }} = {{ cdc_placeholder() }} then 0 else 1 end as _cdc_has{{ loop.index0 }}
+        {%- endif %}{%- endfor %}
+    from cdc_bridged
+),
+{#- A second carry-forward: the new key's later placeholders take the bridged value. -#}
+{{ _cdc_carry('cdc_bridged_has', 'cdc_resolved', columns, key_parts, from_key=primary_key) }}
+{%- else %}
+cdc_resolved as (
+    select * from cdc_rows
+)
+{%- endif %}
+{%- endmacro %}
+
+{#- Per toastable column of `source` (with _cdc_has<i>: 1 where the row carries a value): a
+    counter that moves on at every row that carries the value; the rows after it share its
+    number, and so its value. -> CTEs <source>_groups and `name`. -#}
+{% macro _cdc_carry(source, name, columns, key_parts, from_key=none) -%}
+{{ source }}_groups as (
     select
         *
         {%- for column in columns %}{%- if cdc_toastable(column['base_type']) %},
@@ -127,9 +179,9 @@ cdc_groups as (
             partition by {{ key_parts | join(', ') }} order by _cdc_id
             rows between unbounded preceding and current row) as _cdc_group{{ loop.index0 }}
         {%- endif %}{%- endfor %}
-    from cdc_rows
+    from {{ source }}
 ),
-cdc_resolved as (
+{{ name }} as (
     select
         _cdc_id, _cdc_kind, _cdc_at
         {%- for part in key_parts %}, {{ part }}{%- endfor %}
@@ -142,13 +194,22 @@ cdc_resolved as (
         {{ _cdc_v(loop.index0) }}
         {%- endif %}
         {%- endfor %}
-    from cdc_groups
+        {#- from_key: a key's rows know the old key of the key change that created it (when
+            that is its first row in raw's window: only then can a placeholder be left) -#}
+        {%- if from_key %}{%- for column in columns %}{%- if column['name'] in from_key %},
+        first_value(_cdc_from{{ loop.index0 }}) over (
+            partition by {{ key_parts | join(', ') }} order by _cdc_id
+            rows between unbounded preceding and current row) as _cdc_from{{ loop.index0 }}
+        {%- endif %}{%- endfor %}{%- endif %}
+    from {{ source }}_groups
 )
-{%- else %}
-cdc_resolved as (
-    select * from cdc_rows
-)
-{%- endif %}
+{%- endmacro %}
+
+{#- The change_id one position before `id` in the same transaction (change_id = commit LSN
+    prefix + an 8-digit position, see shopstream.cdc.changes). -#}
+{% macro cdc_previous_change_id(id) -%}
+    concat(substr({{ id }}, 1, length({{ id }}) - 8),
+        lpad(cast(cast(substr({{ id }}, length({{ id }}) - 7) as {{ dbt.type_bigint() }}) - 1 as {{ dbt.type_string() }}), 8, '0'))
 {%- endmacro %}
 
 {% macro cdc_typing_cte(columns, source) -%}
@@ -197,6 +258,10 @@ cdc_typed as (
     {%- set key_parts = [] -%}
     {%- for name in primary_key -%}{%- do key_parts.append(_cdc_k(loop.index0)) -%}{%- endfor -%}
     {%- set incremental = is_incremental() -%}
+    {%- set from_join = [] -%}
+    {%- for column in columns -%}{%- if column['name'] in primary_key -%}
+        {%- do from_join.append('o.' ~ adapter.quote(column['name']) ~ ' = ' ~ cdc_typed('t._cdc_from' ~ loop.index0, column['base_type'])) -%}
+    {%- endif -%}{%- endfor -%}
 with
 {{ cdc_resolved_changes(relation, columns, primary_key, where=(cdc_window(this) if incremental else none)) }},
 cdc_latest as (
@@ -221,11 +286,17 @@ cdc_merged as (
         t.*,
         d._cdc_change_id as _cdc_target_id
         {%- for column in columns %}{%- if cdc_toastable(column['base_type']) %},
-        d.{{ adapter.quote(column['name']) }} as _cdc_old{{ loop.index0 }}
-        {%- endif %}{%- endfor %}
+        d.{{ adapter.quote(column['name']) }} as _cdc_old{{ loop.index0 }},
+        o.{{ adapter.quote(column['name']) }} as _cdc_was{{ loop.index0 }}
+        {%- endif %}{%- endfor %},
+        o._cdc_change_id as _cdc_from_id
     from cdc_typed as t
     left join {{ this }} as d
         on {% for name in primary_key %}{{ 'and ' if not loop.first }}d.{{ adapter.quote(name) }} = t.{{ adapter.quote(name) }} {% endfor %}
+    {#- a key change's old key, still in stg_<table> (its delete's tombstone is merged and
+        cleaned up after this query) -#}
+    left join {{ this }} as o
+        on {{ from_join | join(' and ') }}
     where d._cdc_change_id is null or d._cdc_change_id < t._cdc_id
 ),
 cdc_filled as (
@@ -234,12 +305,15 @@ cdc_filled as (
         {%- for column in columns %},
         {%- if cdc_toastable(column['base_type']) %}
         case when {{ cdc_json_text(_cdc_v(loop.index0)) }} = {{ cdc_placeholder() }} and _cdc_target_id is not null
-            then _cdc_old{{ loop.index0 }} else {{ adapter.quote(column['name']) }} end as {{ adapter.quote(column['name']) }},
+                then _cdc_old{{ loop.index0 }}
+            when {{ cdc_json_text(_cdc_v(loop.index0)) }} = {{ cdc_placeholder() }} and _cdc_from_id is not null
+                then _cdc_was{{ loop.index0 }}
+            else {{ adapter.quote(column['name']) }} end as {{ adapter.quote(column['name']) }},
         {%- else %}
         {{ adapter.quote(column['name']) }},
         {%- endif %}
         {%- if cdc_toastable(column['base_type']) %}
-        case when {{ cdc_json_text(_cdc_v(loop.index0)) }} = {{ cdc_placeholder() }} and _cdc_target_id is not null
+        case when {{ cdc_json_text(_cdc_v(loop.index0)) }} = {{ cdc_placeholder() }} and (_cdc_target_id is not null or _cdc_from_id is not null)
             then null else {{ _cdc_v(loop.index0) }} end as {{ _cdc_v(loop.index0) }}
         {%- else %}
         {{ _cdc_v(loop.index0) }}

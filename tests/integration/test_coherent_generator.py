@@ -33,6 +33,15 @@ ZONE = "Asia/Seoul"
 LOSS = 0.3  # high, so that a few hundred sessions lose some events
 NOW = datetime.now(UTC).replace(microsecond=0)
 WINDOW = (NOW - timedelta(hours=30), NOW - timedelta(hours=1))
+#: The story both runs of one seed tell (only the run id differs).
+STORY: dict[str, Any] = {
+    "seed": 5,
+    "sessions": 1_500,
+    "timezone": ZONE,
+    "purchase_event_loss": LOSS,
+    "window": WINDOW,
+    "bad_fraction": 0.01,
+}
 
 
 @dataclass
@@ -76,17 +85,7 @@ def fresh_database(postgres_server: LocalPostgres) -> Iterator[Any]:
 def played(fresh_database: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Played]:
     dsn = fresh_database()
     raw = RawTables(tmp_path_factory.mktemp("coherent") / "warehouse.duckdb")
-    truth = play(
-        dsn,
-        raw,
-        seed=5,
-        sessions=1_500,
-        timezone=ZONE,
-        purchase_event_loss=LOSS,
-        window=WINDOW,
-        run_id="first",
-        bad_fraction=0.01,
-    )
+    truth = play(dsn, raw, **STORY, run_id="first")
     yield Played(truth, dsn, raw)
     raw.warehouse.close()
 
@@ -283,17 +282,7 @@ def test_the_same_seed_tells_the_same_story(
 ) -> None:
     raw = RawTables(tmp_path / "again.duckdb")
     try:
-        again = play(
-            fresh_database(),
-            raw,
-            seed=5,
-            sessions=1_500,
-            timezone=ZONE,
-            purchase_event_loss=LOSS,
-            window=WINDOW,
-            run_id="second",
-            bad_fraction=0.01,
-        )
+        again = play(fresh_database(), raw, **STORY, run_id="second")
     finally:
         raw.warehouse.close()
     first, second = played.truth, again

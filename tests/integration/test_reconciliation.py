@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -289,8 +290,6 @@ def test_tracking_coverage_equals_the_configured_loss(pipeline: Pipeline) -> Non
 
 
 def test_every_column_of_every_model_is_documented(pipeline: Pipeline) -> None:
-    import json
-
     manifest = json.loads(
         (
             pipeline.settings.data_dir / "transform" / "project" / "target" / "manifest.json"

@@ -213,6 +213,52 @@ class GenerateSettings(BaseModel):
     )
 
 
+class QualitySettings(BaseModel):
+    schedule_minutes: float = Field(
+        default=30.0,
+        ge=0,
+        description="How often the running platform runs the quality checks (0: never on its "
+        "own; `shopstream quality run` still asks it).",
+    )
+    checks_file: Path | None = Field(
+        default=None,
+        description="Your checks, in the YAML format the README documents: its tables are added "
+        "to shopstream's defaults (a table named in both takes yours), and its `disable` list "
+        "turns default checks off by name.",
+    )
+    evidence_rows: int = Field(
+        default=5, ge=0, le=100, description="Offending keys or rows kept per check (redacted)."
+    )
+
+
+class GenAISettings(BaseModel):
+    # Errors must not echo what was given: the API key is a secret.
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    base_url: str | None = Field(
+        default=None,
+        description="For openai:<model>: the OpenAI-compatible server (Ollama, vLLM, llama.cpp: "
+        "e.g. http://127.0.0.1:11434/v1). Unset: OpenAI's own API.",
+    )
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="The provider's API key. Unset: the provider's own variable "
+        "(GOOGLE_API_KEY for Gemini, OPENAI_API_KEY for OpenAI).",
+    )
+    timeout_seconds: float = Field(
+        default=60.0, gt=0, description="Longest wait for one answer before the fallback."
+    )
+    max_retries: int = Field(default=2, ge=0, description="Retries of a failed model call.")
+    max_output_tokens: int = Field(default=2_048, gt=0)
+    temperature: float = Field(default=0.0, ge=0, le=2)
+    input_cost_per_million_tokens: float = Field(
+        default=0.0, ge=0, description="Price of a million prompt tokens (cost accounting)."
+    )
+    output_cost_per_million_tokens: float = Field(
+        default=0.0, ge=0, description="Price of a million answer tokens (cost accounting)."
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SHOPSTREAM_",
@@ -252,6 +298,14 @@ class Settings(BaseSettings):
     query: QuerySettings = Field(default_factory=QuerySettings)
     transform: TransformSettings = Field(default_factory=TransformSettings)
     generate: GenerateSettings = Field(default_factory=GenerateSettings)
+    quality: QualitySettings = Field(default_factory=QualitySettings)
+    llm: str = Field(
+        default="",
+        description="The chat model that writes quality reports, as provider:model "
+        "(google_genai:gemini-2.5-flash, or openai:<model> with genai.base_url for Ollama, "
+        "vLLM or llama.cpp). Empty: no LLM; the deterministic analyst writes them.",
+    )
+    genai: GenAISettings = Field(default_factory=GenAISettings)
 
     @field_validator("write_keys", mode="before")
     @classmethod

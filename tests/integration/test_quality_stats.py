@@ -212,6 +212,20 @@ def test_a_distribution_shift_over_a_day_is_caught(
     found = run(path, cfg, now)["mix"]
     assert found.status == "fail", found.message
     assert found.evidence and found.evidence[0]["share"] != found.evidence[0]["baseline_share"]
+    # The baseline is the four Tuesdays before, never the Tuesday judged.
+    con = duckdb.connect(str(path), read_only=True)
+    value = check.get("expression") or check["column"]
+    days = [datetime(2026, 10, 27, tzinfo=TZ) - timedelta(weeks=k) for k in range(5)]
+    counts = [
+        con.execute(
+            f"SELECT count({value}) FROM raw.events WHERE event_ts >= ? AND event_ts < ?",
+            [d, d + timedelta(days=1)],
+        ).fetchone()[0]  # type: ignore[index]
+        for d in days
+    ]
+    con.close()
+    assert found.details["rows"] == counts[0]
+    assert found.details["baseline_rows"] == sum(counts[1:])
 
 
 def test_a_freshness_stall_fails_and_fresh_data_passes(

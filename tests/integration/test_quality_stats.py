@@ -27,6 +27,7 @@ from shopstream.quality.checks import CheckContext
 from shopstream.quality.engine import run_checks
 from shopstream.quality.results import CheckResult
 from shopstream.quality.spec import QualityConfig
+from shopstream.warehouse.duckdb.database import check_read_only
 
 TZ = ZoneInfo("Europe/Berlin")
 # The last week holds Berlin's autumn clock change (Sun 25 Oct 2026, a 25-hour day).
@@ -56,6 +57,7 @@ def judge(
     con: duckdb.DuckDBPyConnection, cfg: QualityConfig, now: datetime
 ) -> dict[str, CheckResult]:
     def query(sql: str, params: list[Any] | None = None) -> Any:
+        check_read_only(sql)  # what the warehouse's query path lets through
         return con.sql(sql, params=params or None).to_arrow_table()
 
     ctx = CheckContext(query=query, now=now, timezone=TZ)
@@ -354,3 +356,55 @@ def test_a_unique_key_fails_on_any_duplicate_and_an_empty_table_is_stale(tmp_pat
     con.close()
     found = run(path, cfg, END)["dups"]
     assert found.status == "fail" and found.evidence == [{"order_id": "O7", "copies": 2}]
+
+
+def test_whole_table_rules_and_redacted_evidence(tmp_path: Path) -> None:
+    path = tmp_path / "warehouse.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE SCHEMA staging")
+    con.execute("CREATE TABLE staging.stg_users (user_id VARCHAR, email VARCHAR, grade VARCHAR)")
+    con.execute(
+        "INSERT INTO staging.stg_users VALUES ('U1', 'kim@shop.example', 'GOLD'), "
+        "('U2', NULL, 'SILVER'), ('U3', 'lee@shop.example', 'lee@shop.example')"
+    )
+    con.close()
+    users = {"key": ["user_id"]}
+    cfg = QualityConfig.model_validate(
+        {
+            "tables": {
+                "staging.stg_users": {
+                    **users,
+                    "checks": [
+                        {
+                            "kind": "null_rate",
+                            "name": "emails",
+                            "column": "email",
+                            "window": "all",
+                            "max_rate": 0.1,
+                        },
+                        {
+                            "kind": "null_rate",
+                            "name": "no_ceiling",
+                            "column": "email",
+                            "window": "all",
+                        },
+                        {
+                            "kind": "accepted_values",
+                            "name": "grades",
+                            "column": "grade",
+                            "window": "all",
+                            "values": ["GOLD", "SILVER", "BRONZE"],
+                        },
+                    ],
+                }
+            }
+        }
+    )
+    results = run(path, cfg, END)
+    emails = results["emails"]
+    assert emails.status == "fail" and emails.observed == pytest.approx(1 / 3)
+    assert emails.evidence == [{"user_id": "U2"}]
+    assert results["no_ceiling"].status == "error" and "max_rate" in results["no_ceiling"].message
+    grades = results["grades"]
+    assert grades.status == "fail"
+    assert grades.evidence == [{"grade": "<email>", "rows": 1}]  # never the address itself

@@ -408,3 +408,38 @@ def test_whole_table_rules_and_redacted_evidence(tmp_path: Path) -> None:
     grades = results["grades"]
     assert grades.status == "fail"
     assert grades.evidence == [{"grade": "<email>", "rows": 1}]  # never the address itself
+
+
+def test_freshness_tells_a_quiet_night_from_a_stall(tmp_path: Path) -> None:
+    """Orders every 10 minutes from 08:00 to 22:00 Berlin time, none at night, for five weeks."""
+    path = tmp_path / "warehouse.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("SET TimeZone = 'Europe/Berlin'")
+    con.execute("CREATE SCHEMA raw")
+    con.execute(
+        "CREATE TABLE raw.orders AS SELECT ts AS ingested_at FROM generate_series("
+        "TIMESTAMPTZ '2026-09-24 00:00:00+02', TIMESTAMPTZ '2026-10-29 12:00:00+01', "
+        "INTERVAL 10 MINUTE) t(ts) WHERE hour(ts) BETWEEN 8 AND 21"
+    )
+    con.close()
+    orders = {"landed_column": "ingested_at"}
+    sla = {"kind": "freshness", "name": "fresh", "warn_after_minutes": 15, "fail_after_minutes": 30}
+    cfg = QualityConfig.model_validate(
+        {
+            "tables": {
+                "raw.orders": {
+                    **orders,
+                    "checks": [sla, {**sla, "name": "sla_only", "min_expected_rows": 0}],
+                }
+            }
+        }
+    )
+    night = datetime(2026, 10, 29, 3, 0, tzinfo=TZ).astimezone(UTC)
+    quiet = run(path, cfg, night)
+    assert quiet["fresh"].status == "pass", quiet["fresh"].message
+    assert "quiet" in quiet["fresh"].message and quiet["fresh"].details["usual_rows_in_gap"] == 0
+    assert quiet["sla_only"].status == "fail"  # the SLA alone alarms every night
+    # Mid-morning, 40 minutes without an order when 4 or more usually land: a stall.
+    stalled = run(path, cfg, datetime(2026, 10, 29, 12, 40, tzinfo=TZ).astimezone(UTC))
+    assert stalled["fresh"].status == "fail", stalled["fresh"].message
+    assert stalled["fresh"].details["usual_rows_in_gap"] >= 4

@@ -429,7 +429,7 @@ def test_freshness_tells_a_quiet_night_from_a_stall(tmp_path: Path) -> None:
             "tables": {
                 "raw.orders": {
                     **orders,
-                    "checks": [sla, {**sla, "name": "sla_only", "min_expected_rows": 0}],
+                    "checks": [sla, {**sla, "name": "sla_only", "min_expected_arrivals": 0}],
                 }
             }
         }
@@ -437,9 +437,10 @@ def test_freshness_tells_a_quiet_night_from_a_stall(tmp_path: Path) -> None:
     night = datetime(2026, 10, 29, 3, 0, tzinfo=TZ).astimezone(UTC)
     quiet = run(path, cfg, night)
     assert quiet["fresh"].status == "pass", quiet["fresh"].message
-    assert "quiet" in quiet["fresh"].message and quiet["fresh"].details["usual_rows_in_gap"] == 0
+    assert "quiet" in quiet["fresh"].message
+    assert quiet["fresh"].details["usual_arrivals_in_gap"] == 0
     assert quiet["sla_only"].status == "fail"  # the SLA alone alarms every night
     # Mid-morning, 40 minutes without an order when 4 or more usually land: a stall.
     stalled = run(path, cfg, datetime(2026, 10, 29, 12, 40, tzinfo=TZ).astimezone(UTC))
     assert stalled["fresh"].status == "fail", stalled["fresh"].message
-    assert stalled["fresh"].details["usual_rows_in_gap"] >= 4
+    assert stalled["fresh"].details["usual_arrivals_in_gap"] >= 4

@@ -6,12 +6,13 @@ nothing has landed at all. A newest row a little in the future (a clock ahead) c
 landed; one more than 5 minutes ahead is not counted.
 
 A quiet hour is not a stall: a small shop takes no order at 04:00 for an hour, and an SLA alone
-would alarm every night. So when the SLA is broken the check counts the rows that landed in the
-same stretch of time (newest row -> now) in each of the previous ``baseline_weeks`` weeks (only
-weeks the table already had rows); when their median is below ``min_expected_rows`` the silence
-is what those weeks had too, and it passes, saying so.
+would alarm every night. So when the SLA is broken the check counts the arrivals (minutes in
+which rows landed: an order's rows land together and count once) in the same stretch of time
+(newest row -> now) in each of the previous ``baseline_weeks`` weeks (only weeks the table
+already had rows); when their median is below ``min_expected_arrivals`` the silence is what
+those weeks had too, and it passes, saying so.
 
-Options: warn_after_minutes, fail_after_minutes, baseline_weeks, min_expected_rows (0 = the
+Options: warn_after_minutes, fail_after_minutes, baseline_weeks, min_expected_arrivals (0 = the
 SLA alone), time_column, where.
 """
 
@@ -48,7 +49,7 @@ class Params(BaseModel):
     warn_after_minutes: float = Field(30.0, gt=0)
     fail_after_minutes: float = Field(60.0, gt=0)
     baseline_weeks: int = Field(4, ge=1, le=12)
-    min_expected_rows: float = Field(3.0, ge=0)
+    min_expected_arrivals: float = Field(3.0, ge=0)
     time_column: str | None = None
     where: str | None = None
 
@@ -72,8 +73,9 @@ def _usual_rows(
     newest: datetime,
     oldest: datetime,
 ) -> float | None:
-    """The median count of rows that landed in (newest, now] shifted back 1..baseline_weeks
-    weeks (wall clock), over the weeks after the table's first row; None when there are none."""
+    """The median count of arrivals (minutes with rows landing) in (newest, now] shifted back
+    1..baseline_weeks weeks (wall clock), over the weeks after the table's first row; None when
+    there are none."""
     spans = []
     for k in range(1, params.baseline_weeks + 1):
         start = to_utc(to_wall(newest, ctx.timezone) - timedelta(weeks=k), ctx.timezone)
@@ -83,8 +85,10 @@ def _usual_rows(
     if not spans:
         return None
     col = ident(column)
+    minute = f"epoch_us({col}) // 60000000"
     counts = ", ".join(
-        f"count(*) FILTER (WHERE {col} > ? AND {col} <= ?) AS w{i}" for i in range(len(spans))
+        f"count(DISTINCT {minute}) FILTER (WHERE {col} > ? AND {col} <= ?) AS w{i}"
+        for i in range(len(spans))
     )
     values: list[Any] = [bound(t, sql_type) for span in spans for t in span]
     values += [bound(spans[-1][0], sql_type), bound(spans[0][1], sql_type)]
@@ -144,15 +148,16 @@ def run(ctx: CheckContext, check: PlannedCheck, params: Params) -> list[CheckRes
         f"({column} {newest.astimezone(ctx.timezone):%a %d %b %H:%M %Z}); {threshold}"
     )
     details: dict[str, Any] = {"newest": newest.isoformat(), "lag_minutes": round(lag, 2)}
-    if status != "pass" and params.min_expected_rows > 0 and newest < ctx.now:
+    if status != "pass" and params.min_expected_arrivals > 0 and newest < ctx.now:
         usual = _usual_rows(ctx, check, params, column, sql_type, newest, oldest)
         if usual is not None:
-            details["usual_rows_in_gap"] = usual
-            if usual < params.min_expected_rows:
+            details["usual_arrivals_in_gap"] = usual
+            if usual < params.min_expected_arrivals:
                 status = "pass"
                 message += (
                     f"; but a quiet time: the same stretch of the previous weeks had "
-                    f"~{usual:g} rows (below min_expected_rows {params.min_expected_rows:g})"
+                    f"~{usual:g} arrivals (below min_expected_arrivals "
+                    f"{params.min_expected_arrivals:g})"
                 )
     return [
         result(

@@ -444,3 +444,47 @@ def test_freshness_tells_a_quiet_night_from_a_stall(tmp_path: Path) -> None:
     stalled = run(path, cfg, datetime(2026, 10, 29, 12, 40, tzinfo=TZ).astimezone(UTC))
     assert stalled["fresh"].status == "fail", stalled["fresh"].message
     assert stalled["fresh"].details["usual_arrivals_in_gap"] >= 4
+
+
+def test_hours_are_local_hours_in_a_half_hour_time_zone(tmp_path: Path) -> None:
+    """Asia/Kolkata is UTC+05:30: its hours start at half past UTC hours."""
+    path = tmp_path / "warehouse.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE SCHEMA raw")
+    con.execute(
+        "CREATE TABLE raw.ticks AS SELECT ts FROM generate_series(TIMESTAMPTZ '2026-09-20 00:00Z',"
+        " TIMESTAMPTZ '2026-10-29 00:00Z', INTERVAL 1 MINUTE) t(ts)"
+    )
+    # 14:00-15:00 in Kolkata on 28 Oct (08:30-09:30 UTC) loses its first 45 minutes.
+    con.execute(
+        "DELETE FROM raw.ticks WHERE ts >= TIMESTAMPTZ '2026-10-28 08:30Z' "
+        "AND ts < TIMESTAMPTZ '2026-10-28 09:15Z'"
+    )
+    con.close()
+    cfg = QualityConfig.model_validate(
+        {
+            "tables": {
+                "raw.ticks": {"time_column": "ts", "checks": [{"kind": "volume", "name": "ticks"}]}
+            }
+        }
+    )
+    kolkata = ZoneInfo("Asia/Kolkata")
+
+    def at(hour: int, minute: int) -> dict[str, CheckResult]:
+        con = duckdb.connect(str(path), read_only=True)
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+
+            def query(sql: str, params: list[Any] | None = None) -> Any:
+                return con.sql(sql, params=params or None).to_arrow_table()
+
+            now = datetime(2026, 10, 28, hour, minute, tzinfo=kolkata).astimezone(UTC)
+            return {r.check: r for r in run_checks(cfg, CheckContext(query, now, kolkata)).results}
+        finally:
+            con.close()
+
+    before = at(14, 50)["ticks"]  # judges 13:00-14:00: whole
+    assert before.status == "pass" and before.observed == 60, before.message
+    hit = at(15, 5)["ticks"]  # judges 14:00-15:00: 15 of 60 minutes
+    assert hit.status == "fail" and hit.observed == 15 and hit.expected == 60, hit.message
+    assert "14:00-15:00 Wed 28 Oct" in hit.message and "75% fewer" in hit.message

@@ -73,7 +73,7 @@ class Params(BaseModel):
     type: Literal["categorical", "numeric", "auto"] = "auto"
     window: Literal["day", "hour"] = "day"
     baseline_weeks: int = Field(4, ge=1, le=12)
-    min_history_weeks: int = Field(2, ge=1, le=12)
+    min_history_weeks: float = Field(2.0, ge=1, le=12)
     warn_psi: float = Field(0.1, gt=0)
     fail_psi: float = Field(0.25, gt=0)
     min_rows: int = Field(500, ge=1)
@@ -273,7 +273,7 @@ def run(ctx: CheckContext, check: PlannedCheck, params: Params) -> list[CheckRes
         status = "learning"
         message = (
             f"learning: {weeks_with_data} earlier {same}s with {words} values "
-            f"({count_words(rows_before)} rows), needs {params.min_history_weeks} "
+            f"({count_words(rows_before)} rows), needs {params.min_history_weeks:g} "
             f"(min_history_weeks) and {params.min_rows} rows (min_rows)"
         )
         evidence = []

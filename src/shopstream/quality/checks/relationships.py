@@ -21,7 +21,6 @@ from shopstream.quality.checks.judging import (
     evidence,
     grade,
     ident,
-    plural,
     relation,
     time_column,
     window_filter,
@@ -106,8 +105,8 @@ def run(ctx: CheckContext, check: PlannedCheck, params: Params) -> list[CheckRes
     what = params.expression or column
     if orphans:
         message = (
-            f"{plural(orphans, 'row')} of {keyed} in {check.table} name a {what} that "
-            f"{params.to} does not have ({rate:.2%})"
+            f"{orphans} of {keyed} rows of {check.table} have a {what} missing from "
+            f"{params.to} ({rate:.2%})"
         )
     else:
         message = f"every {what} of {check.table} ({keyed} rows) is in {params.to}"

@@ -40,6 +40,9 @@ _TYPES = {
     "BOOLEAN": "boolean",
     "OBJECT": "object",
     "ARRAY": "array",
+    # A key that always had a value and now comes as null has changed type as far as its
+    # readers are concerned (a tracker that stopped filling it).
+    "NULL": "null",
 }
 _SAMPLE_WINDOW_ROWS = 20_000
 _SAMPLE_BASELINE_ROWS = 50_000
@@ -61,6 +64,9 @@ class Params(BaseModel):
     #: json: a key carried by at least this share of a group's baseline rows is "common":
     #: its disappearance fails.
     common_share: float = Field(default=0.95, gt=0, le=1)
+    #: json: a common key missing from this much more of the window's rows than usual has
+    #: disappeared (0.2: from a fifth of them), whether from all rows or from one client's.
+    max_share_drop: float = Field(default=0.2, gt=0, le=1)
     #: json: groups with fewer rows in the window are not judged for disappearing keys.
     min_rows: int = Field(default=20, ge=1)
     time_column: str | None = None
@@ -323,6 +329,17 @@ def _json(ctx: CheckContext, check: PlannedCheck, params: Params) -> list[CheckR
         ).to_pylist()
         return bool(found)
 
+    def exact_share(first: datetime, last: datetime, grp: str, key: str) -> float:
+        """The share of ``grp``'s rows of [first, last) that carry ``key``, on every row."""
+        sql, args = rows_in(first, last)
+        path = _path(key).replace("'", "''")
+        row = ctx.query(
+            f"SELECT count(*) AS n, count(*) FILTER (WHERE json_exists(j, '{path}')) AS k "
+            f"FROM ({sql}) WHERE grp = ?",
+            [*args, grp],
+        ).to_pylist()[0]
+        return int(row["k"]) / int(row["n"]) if row["n"] else 1.0
+
     findings: list[dict[str, Any]] = []
     for (grp, key), n in sorted(w_keys.items()):
         if (
@@ -341,25 +358,28 @@ def _json(ctx: CheckContext, check: PlannedCheck, params: Params) -> list[CheckR
             )
     for (grp, key), n in sorted(b_keys.items()):
         rows = w_totals.get(grp, 0)
+        usual = n / b_totals[grp]
+        sampled_share = w_keys.get((grp, key), 0) / rows if rows else 1.0
         if (
             rows >= params.min_rows
-            and n >= params.common_share * b_totals[grp]
-            and (grp, key) not in w_keys
-            and not seen(start, end, grp, key, None)
+            and usual >= params.common_share
+            and sampled_share < usual - params.max_share_drop
         ):
-            findings.append(
-                {
-                    "group": grp,
-                    "key": key,
-                    "change": "disappeared",
-                    "window_rows": 0,
-                    "baseline_share": round(n / b_totals[grp], 3),
-                }
-            )
+            share = exact_share(start, end, grp, key)
+            if share < usual - params.max_share_drop:
+                findings.append(
+                    {
+                        "group": grp,
+                        "key": key,
+                        "change": "disappeared",
+                        "window_share": round(share, 3),
+                        "baseline_share": round(usual, 3),
+                    }
+                )
     for grp, key, type_ in sorted(w_types - b_types):
-        # Only a key that had a type before: one that was always null has not changed type.
+        # Only a key that had a value before: one that was always null has not changed type.
         before = sorted(t for g, k, t in b_types if (g, k) == (grp, key))
-        if before and not seen(base_start, start, grp, key, type_):
+        if before and before != ["null"] and not seen(base_start, start, grp, key, type_):
             findings.append(
                 {
                     "group": grp,

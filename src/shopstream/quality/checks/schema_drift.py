@@ -44,8 +44,6 @@ _TYPES = {
     # readers are concerned (a tracker that stopped filling it).
     "NULL": "null",
 }
-_SAMPLE_WINDOW_ROWS = 20_000
-_SAMPLE_BASELINE_ROWS = 50_000
 _CHANGE_SAMPLE_ROWS = 20_000
 
 
@@ -69,6 +67,9 @@ class Params(BaseModel):
     max_share_drop: float = Field(default=0.2, gt=0, le=1)
     #: json: groups with fewer rows in the window are not judged for disappearing keys.
     min_rows: int = Field(default=20, ge=1)
+    #: json: rows sampled from the window and from the baseline to list keys and types
+    #: (what a sample suggests is confirmed on all rows before it is reported).
+    sample_rows: int = Field(default=50_000, ge=100)
     time_column: str | None = None
     where: str | None = None
 
@@ -310,11 +311,14 @@ def _json(ctx: CheckContext, check: PlannedCheck, params: Params) -> list[CheckR
                 types.add((r["grp"], r["key"], _TYPES[r["t"]]))
         return totals, keys, types
 
-    w_totals, w_keys, w_types = profile(start, end, _SAMPLE_WINDOW_ROWS)
-    b_totals, b_keys, b_types = profile(base_start, start, _SAMPLE_BASELINE_ROWS)
+    w_totals, w_keys, w_types = profile(start, end, params.sample_rows)
+    b_totals, b_keys, b_types = profile(base_start, start, params.sample_rows)
+    confirmed = 0  # questions the sample raised, answered on every row
 
     def seen(first: datetime, last: datetime, grp: str, key: str, type_: str | None) -> bool:
         """Whether any row of [first, last) in ``grp`` carries ``key`` (of ``type_``)."""
+        nonlocal confirmed
+        confirmed += 1
         sql, args = rows_in(first, last)
         path = _path(key)
         test = (
@@ -331,6 +335,8 @@ def _json(ctx: CheckContext, check: PlannedCheck, params: Params) -> list[CheckR
 
     def exact_share(first: datetime, last: datetime, grp: str, key: str) -> float:
         """The share of ``grp``'s rows of [first, last) that carry ``key``, on every row."""
+        nonlocal confirmed
+        confirmed += 1
         sql, args = rows_in(first, last)
         path = _path(key).replace("'", "''")
         row = ctx.query(
@@ -439,6 +445,7 @@ def _json(ctx: CheckContext, check: PlannedCheck, params: Params) -> list[CheckR
                 "type_changed": sum(f["change"] == "type changed" for f in findings),
                 "window_rows_sampled": sum(w_totals.values()),
                 "baseline_rows_sampled": sum(b_totals.values()),
+                "confirmed_on_all_rows": confirmed,
             },
             window_start=start,
             window_end=end,

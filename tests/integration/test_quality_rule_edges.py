@@ -111,8 +111,10 @@ def test_repeated_schema_records_are_one_version(history: Path, tmp_path: Path) 
             "FROM raw.source_schemas",
             [END - timedelta(hours=1)],
         )
-    results = check(database, {"tables": {"raw.source_schemas": {"checks": [
-        {"kind": "schema_drift", "source": "cdc"}]}}})  # fmt: skip
+    results = check(
+        database,
+        {"tables": {"raw.source_schemas": {"checks": [{"kind": "schema_drift", "source": "cdc"}]}}},
+    )
     assert len(results) == 5
     assert {r.status for r in results} == {"pass"}, [r.message for r in results]
 
@@ -137,7 +139,7 @@ def test_change_rows_with_keys_no_schema_has_fail(history: Path, tmp_path: Path)
                     }
                 }
             },
-        )  # fmt: skip
+        )
     }
     result = results["drift.cdc_payments"]
     assert result.status == "fail", result.message
@@ -157,8 +159,9 @@ JSON_DRIFT = {
 }
 
 
-def add_key(con: duckdb.DuckDBPyConnection, key: str, since: datetime, until: datetime,
-            per_mille: int) -> int:  # fmt: skip
+def add_key(
+    con: duckdb.DuckDBPyConnection, key: str, since: datetime, until: datetime, per_mille: int
+) -> int:
     row = con.execute(
         f"""UPDATE raw.events SET properties = json_merge_patch(properties, '{{"{key}": true}}')
             WHERE event_type = 'purchase' AND event_ts >= ? AND event_ts < ?
@@ -200,8 +203,7 @@ def test_clean_event_properties_pass(history: Path) -> None:
         ("raw.events", {"kind": "relationships", "column": "user_id"}, "set `to:`"),
         (
             "raw.events",
-            {"kind": "relationships", "column": "user_id", "to": "raw.events",
-             "field": "no_such"},
+            {"kind": "relationships", "column": "user_id", "to": "raw.events", "field": "no_such"},
             "has no column 'no_such'",
         ),
         ("raw.dead_letter", {"kind": "dead_letters", "windw": "hour"}, "windw"),
@@ -210,10 +212,13 @@ def test_clean_event_properties_pass(history: Path) -> None:
             {"kind": "relationships", "column": "source", "to": "raw.events", "field": "source"},
             "needs a time column",
         ),
-        ("raw.events", {"kind": "tracking_coverage", "warn_below": 0.5, "fail_below": 0.9},
-         "fail_below must not be above warn_below"),
+        (
+            "raw.events",
+            {"kind": "tracking_coverage", "warn_below": 0.5, "fail_below": 0.9},
+            "fail_below must not be above warn_below",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_options_are_errors_that_say_what_to_fix(
     history: Path, table: str, spec: dict[str, Any], says: str
 ) -> None:
@@ -224,9 +229,24 @@ def test_bad_options_are_errors_that_say_what_to_fix(
 
 def test_a_missing_referenced_table_means_no_result(history: Path) -> None:
     """No CDC here: events cannot be checked against products, and that is no alarm."""
-    results = check(history, {"tables": {"raw.events": {"time_column": "event_ts", "checks": [
-        {"kind": "relationships", "expression": "properties->>'product_id'",
-         "to": "staging.stg_products", "field": "product_id"}]}}})  # fmt: skip
+    results = check(
+        history,
+        {
+            "tables": {
+                "raw.events": {
+                    "time_column": "event_ts",
+                    "checks": [
+                        {
+                            "kind": "relationships",
+                            "expression": "properties->>'product_id'",
+                            "to": "staging.stg_products",
+                            "field": "product_id",
+                        }
+                    ],
+                }
+            }
+        },
+    )
     assert results == []
 
 

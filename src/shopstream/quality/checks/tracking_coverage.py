@@ -97,11 +97,15 @@ def run(ctx: CheckContext, check: PlannedCheck, params: Params) -> list[CheckRes
             f"""SELECT o.order_id, o.created_at, o.status, o.total_amount
                 FROM {ORDERS} AS o
                 WHERE o.created_at >= ? AND o.created_at < ?
-                  AND NOT EXISTS (SELECT 1 FROM {EVENTS} AS e
-                                  WHERE e.event_type = 'purchase' AND NOT e.is_bot
-                                    AND e.order_id = o.order_id)
+                  AND o.order_id NOT IN (
+                      -- A purchase is tracked within seconds of its order: a day either
+                      -- side keeps this scan to the days in question.
+                      SELECT e.order_id FROM {EVENTS} AS e
+                      WHERE e.event_type = 'purchase' AND NOT e.is_bot
+                        AND e.order_id IS NOT NULL
+                        AND e.event_ts >= ? AND e.event_ts < ?)
                 ORDER BY o.created_at LIMIT ?""",
-            [start, end, ctx.evidence_rows],
+            [start, end, start - timedelta(days=1), end + timedelta(days=1), ctx.evidence_rows],
         ).to_pylist()
     message = (
         f"{coverage:.1%} of {orders} orders on {days} have a purchase event "

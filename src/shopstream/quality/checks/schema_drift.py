@@ -282,7 +282,9 @@ def _json(ctx: CheckContext, check: PlannedCheck, params: Params) -> list[CheckR
 
     def rows_in(first: datetime, last: datetime, sample: str = "") -> tuple[str, list[Any]]:
         return (
-            f"SELECT CAST({group} AS VARCHAR) AS grp, {json_column} AS j FROM {table} {sample} "
+            # A group without a value is a group too ('' : NULL would match no comparison).
+            f"SELECT coalesce(CAST({group} AS VARCHAR), '') AS grp, {json_column} AS j "
+            f"FROM {table} {sample} "
             f"WHERE {ident(column)} >= ? AND {ident(column)} < ? AND {json_column} IS NOT NULL"
             f"{extra}",
             [first, last],

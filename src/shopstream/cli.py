@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -286,12 +287,18 @@ def _serve(
         if transform_at_end:
             summary = transform_once(p, summary)
         if quality_at_end:
+            from dataclasses import replace
+
+            from shopstream.warehouse import WarehouseError
+
             console.print("running the quality checks...")
             checked.append(
                 _with_quality_progress(
                     lambda on_progress: p.check_quality(None, on_progress, reason="end of run")
                 )
             )
+            with contextlib.suppress(WarehouseError):  # the counts stay those from before
+                summary = replace(summary, table_counts=p.warehouse.table_counts())
         return summary
 
     def transform_once(p: Platform, summary: Summary) -> Summary:

@@ -340,9 +340,9 @@ def test_the_command_asks_the_running_platform(running: CollectorProcess) -> Non
         f"SELECT check_name, status FROM monitoring.data_quality_checks WHERE run_id = '{run_id}' "
         "ORDER BY check_name"
     ) == [
-        {"check_name": WARNING, "status": "warn"},
-        {"check_name": FAILING, "status": "fail"},
-        {"check_name": PASSING, "status": "pass"},
+        {"check_name": WARNING, "status": "warn"},  # few_app_opens
+        {"check_name": PASSING, "status": "pass"},  # no_purchases
+        {"check_name": FAILING, "status": "fail"},  # no_search
     ]
     # While events keep arriving: the checks only read.
     response = httpx.post(
@@ -369,7 +369,7 @@ def test_metrics_per_check(running: CollectorProcess) -> None:
         time.sleep(0.2)
     time.sleep(1)
     text = httpx.get(f"{running.url}/metrics", timeout=30).text
-    labels = f'check="{FAILING}",kind="rule",table="raw.events"'
+    labels = f'check="{FAILING}",table="raw.events",kind="rule"'
     assert f'shopstream_quality_check_status{{{labels},status="fail"}} 1.0' in text
     assert f'shopstream_quality_check_status{{{labels},status="pass"}} 0.0' in text
     assert f"shopstream_quality_check_observed{{{labels}}} " in text
@@ -379,7 +379,7 @@ def test_metrics_per_check(running: CollectorProcess) -> None:
         if line.startswith("shopstream_quality_check_observed") and FAILING in line
     )
     assert float(observed.rsplit(" ", 1)[1]) >= 3.0
-    warned = f'check="{WARNING}",kind="rule",table="raw.events"'
+    warned = f'check="{WARNING}",table="raw.events",kind="rule"'
     assert f'shopstream_quality_check_status{{{warned},status="warn"}} 1.0' in text
     assert 'shopstream_quality_runs_total{outcome="alarm"}' in text
 

@@ -59,7 +59,7 @@ def counts_line(run: QualityRun) -> str:
 def results_table(run: QualityRun) -> Table:
     table = Table(title="data quality", title_justify="left")
     table.add_column("status")
-    table.add_column("check")
+    table.add_column("check", overflow="fold")
     table.add_column("observed vs expected", justify="right")
     table.add_column("message")
     for result in ordered(run):

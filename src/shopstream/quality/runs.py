@@ -245,11 +245,12 @@ def _report(
     facts: Mapping[str, Any],
 ) -> tuple[QualityReport | None, str | None]:
     """The analyst's report, stored; or why there is none (the results are kept anyway)."""
-    from shopstream.genai.data_quality_agent import write_report
-    from shopstream.quality.evidence import gather_evidence
     from shopstream.quality.store import store_report
 
     try:
+        from shopstream.genai.data_quality_agent import write_report
+        from shopstream.quality.evidence import gather_evidence
+
         evidence = gather_evidence(
             warehouse.query, results, run_id=run_id, checked_at=now, pipeline=facts
         )

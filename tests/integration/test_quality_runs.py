@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -318,12 +319,17 @@ def test_the_platform_runs_the_checks_on_its_schedule(running: CollectorProcess)
         assert time.monotonic() < deadline, running.log()
         time.sleep(0.3)
     time.sleep(1)  # the second one's rows and report are stored
-    runs = running.query("SELECT DISTINCT run_id FROM monitoring.data_quality_checks")
-    assert len(runs) >= 2
-    # Every run had a failing check, so every run has its report beside its rows.
-    reports = running.query("SELECT DISTINCT run_id FROM monitoring.data_quality_reports")
-    assert {r["run_id"] for r in reports} <= {r["run_id"] for r in runs}
-    assert len(reports) >= 2
+    # Every run had a failing check, so every run has its report beside its rows (the rows
+    # are stored first: a run may be between the two).
+    [counts] = running.query(
+        "SELECT (SELECT count(DISTINCT run_id) FROM monitoring.data_quality_checks) AS runs, "
+        "(SELECT count(*) FROM monitoring.data_quality_reports) AS reports, "
+        "(SELECT count(*) FROM monitoring.data_quality_reports WHERE run_id NOT IN "
+        " (SELECT run_id FROM monitoring.data_quality_checks)) AS orphans"
+    )
+    assert counts["runs"] >= 2 and counts["reports"] >= 2, counts
+    assert counts["reports"] in (counts["runs"], counts["runs"] - 1), counts
+    assert counts["orphans"] == 0
 
 
 def test_the_command_asks_the_running_platform(running: CollectorProcess) -> None:
@@ -347,41 +353,58 @@ def test_the_command_asks_the_running_platform(running: CollectorProcess) -> Non
     # While events keep arriving: the checks only read.
     response = httpx.post(
         f"{running.url}/v1/events",
-        json=event_json("search"),
+        json=event_json("page_view"),
         timeout=30,
     )
-    assert response.status_code == 200
+    assert response.status_code == 200, response.text
 
 
 def event_json(event_type: str) -> dict[str, Any]:
     return {
-        "event_id": f"e-{time.monotonic_ns()}",
+        "event_id": str(uuid.uuid4()),
         "event_type": event_type,
         "anonymous_id": "a-1",
+        "session_id": "s-1",
         "event_ts": datetime.now(UTC).isoformat(),
+        "device_type": "web_desktop",
     }
 
 
 def test_metrics_per_check(running: CollectorProcess) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
     deadline = time.monotonic() + 60
     while "quality run started" not in running.log():
         assert time.monotonic() < deadline, running.log()
         time.sleep(0.2)
     time.sleep(1)
     text = httpx.get(f"{running.url}/metrics", timeout=30).text
-    labels = f'check="{FAILING}",table="raw.events",kind="rule"'
-    assert f'shopstream_quality_check_status{{{labels},status="fail"}} 1.0' in text
-    assert f'shopstream_quality_check_status{{{labels},status="pass"}} 0.0' in text
-    assert f"shopstream_quality_check_observed{{{labels}}} " in text
-    observed = next(
-        line
-        for line in text.splitlines()
-        if line.startswith("shopstream_quality_check_observed") and FAILING in line
-    )
-    assert float(observed.rsplit(" ", 1)[1]) >= 3.0
-    warned = f'check="{WARNING}",table="raw.events",kind="rule"'
-    assert f'shopstream_quality_check_status{{{warned},status="warn"}} 1.0' in text
-    assert 'shopstream_quality_runs_total{outcome="alarm"}' in text
+    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+    def value(name: str, **labels: str) -> float:
+        return samples[(name, tuple(sorted(labels.items())))]
+
+    failing = {"check": FAILING, "table": "raw.events", "kind": "rule"}
+    # One-hot: 1 for the latest status, 0 for every other.
+    assert value("shopstream_quality_check_status", **failing, status="fail") == 1.0
+    for other in ("pass", "warn", "error", "learning"):
+        assert value("shopstream_quality_check_status", **failing, status=other) == 0.0
+    assert value("shopstream_quality_check_observed", **failing) >= 3.0  # rows break the rule
+    warning = {"check": WARNING, "table": "raw.events", "kind": "rule"}
+    assert value("shopstream_quality_check_status", **warning, status="warn") == 1.0
+    assert value("shopstream_quality_check_observed", **warning) == 2.0
+    assert value("shopstream_quality_runs_total", outcome="alarm") >= 1
+    # Labels come from the configuration only: these three checks, nothing else.
+    checks = {
+        dict(labels)["check"]
+        for name, labels in samples
+        if name.startswith("shopstream_quality_check_")
+    }
+    assert checks == {FAILING, WARNING, PASSING}
 
 
 def test_the_quality_route_refuses_without_the_token_before_reading_the_body(

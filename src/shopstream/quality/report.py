@@ -28,7 +28,9 @@ _STYLE = {"fail": "bold red", "error": "red", "warn": "yellow", "learning": "cya
 def _number(value: float | None, unit: str = "") -> str:
     if value is None:
         return "-"
-    text = f"{value:,.0f}" if float(value).is_integer() else f"{value:,.4g}"
+    # Whole numbers and anything above a thousand as whole numbers; small ones to 4 digits.
+    large = float(value).is_integer() or abs(value) >= 1_000
+    text = f"{value:,.0f}" if large else f"{value:,.4g}"
     return f"{text} {unit}".strip()
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -131,12 +131,28 @@ def run_job(
     outcomes: list[CheckOutcome] = []
 
     def on_check(check: PlannedCheck, results: list[CheckResult]) -> None:
-        outcome = CheckOutcome(check.name, check.table, check.spec.kind, tuple(results))
+        plain = tuple(_as_floats(r) for r in results)
+        outcome = CheckOutcome(check.name, check.table, check.spec.kind, plain)
         outcomes.append(outcome)
         emit(QualityProgress("checked", check.name, outcome.status, len(outcomes), len(planned)))
 
     engine = run_checks(config, ctx, select=job.select, on_check=on_check)
     return CheckRun(tuple(outcomes), tuple(engine.absent), time.monotonic() - started)
+
+
+def _as_floats(result: CheckResult) -> CheckResult:
+    """Observed and expected as floats, as the results table stores them: a kind may hand over
+    DuckDB's DECIMAL or HUGEINT as they came (a sum, a count)."""
+    observed, expected = result.observed, result.expected
+    if (observed is None or type(observed) is float) and (
+        expected is None or type(expected) is float
+    ):
+        return result
+    return replace(
+        result,
+        observed=None if observed is None else float(observed),
+        expected=None if expected is None else float(expected),
+    )
 
 
 def _selected(check: PlannedCheck, select: Sequence[str]) -> bool:

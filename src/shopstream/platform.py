@@ -450,7 +450,9 @@ class Platform:
             # Transforms and quality checks run where the warehouse is held: see
             # shopstream.transform.runs and shopstream.quality.runs.
             self.transforms = Transforms(settings, self.warehouse)
-            self.quality = Quality(settings, self.warehouse, self.pipeline_facts)
+            self.quality = Quality(
+                settings, self.warehouse, self.pipeline_facts, source_dsn=parts.cdc_dsn
+            )
             self.collector: Collector | None = None
             self.queries: QueryService | None = None
             self.query_token = secrets.token_urlsafe(32)

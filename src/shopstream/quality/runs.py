@@ -152,7 +152,11 @@ def new_run_id(now: datetime) -> str:
 
 
 def make_job(
-    settings: Settings, request: QualityRequest, now: datetime, pipeline: Mapping[str, Any]
+    settings: Settings,
+    request: QualityRequest,
+    now: datetime,
+    pipeline: Mapping[str, Any],
+    source_dsn: str | None = None,
 ) -> QualityJob:
     return QualityJob(
         checks_file=settings.quality.checks_file,
@@ -160,7 +164,7 @@ def make_job(
         timezone=settings.timezone,
         select=request.select,
         evidence_rows=settings.quality.evidence_rows,
-        source_dsn=settings.postgres_dsn,
+        source_dsn=source_dsn or settings.postgres_dsn,
         slot_name=settings.cdc.slot_name,
         pipeline=dict(pipeline),
     )
@@ -173,9 +177,13 @@ def run_on(
     on_progress: ProgressCallback | None = None,
     *,
     pipeline: Mapping[str, Any] | None = None,
+    source_dsn: str | None = None,
 ) -> QualityRun:
     """Run the checks where ``warehouse`` is held, then store the results, set the metrics and
-    write the report here. Every failure comes back in the run, never as an exception."""
+    write the report here. Every failure comes back in the run, never as an exception.
+
+    ``source_dsn``: the shop database the CDC reader captures (default:
+    ``settings.postgres_dsn``; a platform with a local PostgreSQL has its own)."""
     from shopstream.warehouse import WarehouseError
 
     started = time.monotonic()
@@ -195,7 +203,7 @@ def run_on(
     if run_in_owner is None or append_monitoring is None:
         return failed(f"{settings.warehouse}: this warehouse cannot run quality checks here")
     try:
-        job = make_job(settings, request, now, facts)
+        job = make_job(settings, request, now, facts, source_dsn)
         checked = run_in_owner(JOB, job, emit)
     except (WarehouseError, OSError, ValueError) as exc:
         return failed(f"quality run failed: {exc}")
@@ -309,12 +317,14 @@ class Quality:
     """The quality runs of one running platform: one at a time, the last outcome kept.
 
     ``pipeline`` gives the platform's facts for the checks and the analyst (transform status,
-    CDC reader state, collector counts) at the start of each run.
+    CDC reader state, collector counts) at the start of each run; ``source_dsn`` is the shop
+    database the platform captures (replication checks).
     """
 
     settings: Settings
     warehouse: object
     pipeline: PipelineFacts = field(default=lambda: {})
+    source_dsn: str | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _running: bool = field(default=False, init=False)
     _reason: str | None = field(default=None, init=False)
@@ -348,7 +358,14 @@ class Quality:
             except Exception:  # facts are a help to the analyst, never a reason to stop
                 log.exception("pipeline facts for the quality run unavailable")
                 facts = {}
-            run = run_on(self.warehouse, self.settings, request, on_progress, pipeline=facts)
+            run = run_on(
+                self.warehouse,
+                self.settings,
+                request,
+                on_progress,
+                pipeline=facts,
+                source_dsn=self.source_dsn,
+            )
             self._runs += 1
             self._last, self._last_finished = run, time.time()
         finally:

@@ -3,9 +3,11 @@ query socket (to_dict / from_dict) and its rendering."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import orjson
+import pyarrow as pa
 import pytest
 
 from shopstream.quality.report import as_json, as_markdown, observed_vs_expected
@@ -93,3 +95,19 @@ def test_renderings() -> None:
         "r2", NOW, (CheckOutcome("x", "raw.events", "rule", (result("x|y", "warn"),)),)
     )
     assert "| warn | x\\|y |" in as_markdown(odd)
+
+
+def test_numbers_a_kind_hands_over_as_decimals_become_floats() -> None:
+    from decimal import Decimal
+
+    from shopstream.quality.results import results_table
+    from shopstream.quality.runner import _as_floats
+
+    raw = replace(result("d", "pass"), observed=Decimal("0.0125"), expected=3)  # type: ignore[arg-type]
+    plain = _as_floats(raw)
+    assert plain.observed == 0.0125 and type(plain.observed) is float
+    assert plain.expected == 3.0 and type(plain.expected) is float
+    # What the results table takes (it refuses a Decimal in its float column).
+    assert results_table([plain], "r1", NOW).column("observed").to_pylist() == [0.0125]
+    with pytest.raises(pa.ArrowInvalid):
+        results_table([raw], "r1", NOW)

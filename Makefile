@@ -5,11 +5,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 DEMO_SECONDS ?= 120
 DEMO_RATE ?= 2000
+HISTORY_DAYS ?= 35
+HISTORY_EVENTS_PER_DAY ?= 5000
+HISTORY_ORDERS_PER_DAY ?= 200
 
 .PHONY: help install run test test-unit test-slow lint format bench bench-transform generate-events constraints clean
 
 help:
-	@echo "make run              set up, then run the platform on generated traffic ($(DEMO_SECONDS) s)"
+	@echo "make run              set up, write $(HISTORY_DAYS) days of history, then run the platform on generated traffic ($(DEMO_SECONDS) s)"
 	@echo "make test             set up, then run the whole test suite (docstring examples included)"
 	@echo "make test-unit        the fast part: unit tests and docstring examples (no PostgreSQL, no servers)"
 	@echo "make test-slow        the long opt-in suites (soaks)"
@@ -29,7 +32,11 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 
 install: $(STAMP)
 
+# History first (written once: nothing is written when raw already holds it), so that the
+# quality checks' baselines exist; small, so that it adds seconds, not minutes.
 run: install
+	$(BIN)/shopstream generate-history --days $(HISTORY_DAYS) \
+		--events-per-day $(HISTORY_EVENTS_PER_DAY) --orders-per-day $(HISTORY_ORDERS_PER_DAY)
 	$(BIN)/shopstream run --generate --local-postgres --duration $(DEMO_SECONDS) --rate $(DEMO_RATE)
 
 # pytest exits 5 when it collected nothing (a path, -k or -m that selects no test): that fails,

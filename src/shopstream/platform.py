@@ -605,10 +605,12 @@ class Platform:
         on_progress: Callable[[QualityProgress], None] | None = None,
         *,
         reason: str = "request",
+        replication: bool = True,
     ) -> QualityRun:
         """Run the quality checks now, where the warehouse is held (after a run in progress).
-        A failure is in the run (logged), never an exception: ingest goes on."""
-        run = self.quality.run(request, on_progress, reason=reason)
+        A failure is in the run (logged), never an exception: ingest goes on.
+        ``replication=False``: skip the replication slot's checks (after the reader stopped)."""
+        run = self.quality.run(request, on_progress, reason=reason, replication=replication)
         assert run is not None  # it waited its turn
         return run
 

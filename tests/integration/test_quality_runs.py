@@ -473,6 +473,8 @@ def test_shopstream_run_ends_with_the_quality_report(tmp_path: Path) -> None:
     assert output.index("events_by_type") < output.index("data quality")
     assert output.index("data quality") < output.index("Data quality report")
     assert FAILING in output[output.index("Data quality report") :]
+    # What needs a person is listed; the passing checks are counted.
+    assert PASSING not in output and "1 pass, 1 warn, 1 fail" in output
     assert "quality run" in done.stderr and "running the quality checks" in done.stderr
     [stored] = rows(
         tmp_path, "SELECT count(DISTINCT run_id) AS n FROM monitoring.data_quality_checks"

@@ -58,13 +58,16 @@ def counts_line(run: QualityRun) -> str:
     return line
 
 
-def results_table(run: QualityRun) -> Table:
+def results_table(run: QualityRun, *, passing: bool = True) -> Table:
+    """One row per result, worst first (``passing=False``: without the passing ones)."""
     table = Table(title="data quality", title_justify="left")
     table.add_column("status")
     table.add_column("check", overflow="fold")
     table.add_column("observed vs expected", justify="right")
     table.add_column("message")
     for result in ordered(run):
+        if not passing and result.status == "pass":
+            continue
         table.add_row(
             Text(result.status, style=_STYLE.get(result.status, "")),
             result.check,
@@ -88,12 +91,17 @@ def report_markdown(run: QualityRun) -> str:
     return ""
 
 
-def as_table(run: QualityRun) -> RenderableType:
-    """For a terminal: the results, the counts, the report."""
+def as_table(run: QualityRun, *, passing: bool = True) -> RenderableType:
+    """For a terminal: the results, the counts, the report (``passing=False``: the passing
+    checks only counted, for the end of ``shopstream run``)."""
     parts: list[RenderableType] = []
-    if run.results:
-        parts.append(results_table(run))
-    parts.append(Text(counts_line(run), style="red" if run.failed else ""))
+    shown = run.results if passing else [r for r in run.results if r.status != "pass"]
+    if shown:
+        parts.append(results_table(run, passing=passing))
+    line = counts_line(run)
+    if not passing and len(shown) < len(run.results):
+        line += " (`shopstream quality run` lists every check)"
+    parts.append(Text(line, style="red" if run.failed else ""))
     report = report_markdown(run)
     if report:
         parts.append(Markdown(report))

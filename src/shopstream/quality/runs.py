@@ -164,7 +164,7 @@ def make_job(
         timezone=settings.timezone,
         select=request.select,
         evidence_rows=settings.quality.evidence_rows,
-        source_dsn=source_dsn or settings.postgres_dsn,
+        source_dsn=source_dsn,
         slot_name=settings.cdc.slot_name,
         pipeline=dict(pipeline),
     )
@@ -182,8 +182,8 @@ def run_on(
     """Run the checks where ``warehouse`` is held, then store the results, set the metrics and
     write the report here. Every failure comes back in the run, never as an exception.
 
-    ``source_dsn``: the shop database the CDC reader captures (default:
-    ``settings.postgres_dsn``; a platform with a local PostgreSQL has its own)."""
+    ``source_dsn``: the shop database the CDC reader captures, for the replication checks
+    (None: none to watch; a platform with a local PostgreSQL has its own DSN)."""
     from shopstream.warehouse import WarehouseError
 
     started = time.monotonic()
@@ -340,9 +340,11 @@ class Quality:
         *,
         reason: str = "request",
         wait: bool = True,
+        replication: bool = True,
     ) -> QualityRun | None:
         """Run the checks now (after the run in progress, if any; with ``wait=False``, none
-        then: None)."""
+        then: None). ``replication=False``: leave the replication slot alone (the reader was
+        stopped on purpose, so its slot is idle by design)."""
         request = request or QualityRequest()
         if not self._lock.acquire(blocking=False):
             if not wait:
@@ -364,7 +366,7 @@ class Quality:
                 request,
                 on_progress,
                 pipeline=facts,
-                source_dsn=self.source_dsn,
+                source_dsn=self.source_dsn if replication else None,
             )
             self._runs += 1
             self._last, self._last_finished = run, time.time()
@@ -449,7 +451,12 @@ def quality_warehouse(
     try:
         warehouse.ensure_layers()
         return run_on(
-            warehouse, settings, request, on_progress, pipeline={"platform": "not running"}
+            warehouse,
+            settings,
+            request,
+            on_progress,
+            pipeline={"platform": "not running"},
+            source_dsn=settings.postgres_dsn,
         )
     finally:
         warehouse.close()

@@ -308,8 +308,9 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CollectorProce
     yield process
     assert process.stop() == 0, process.log()
     assert "Traceback" not in process.log(), process.log()
-    # The closing status line shows the last quality run.
-    assert "quality   last" in process.log() and "1 fail" in process.log()
+    if "quality run started" in process.log():  # (a run of -k route alone stops before)
+        # The closing status line shows the last quality run.
+        assert "quality   last" in process.log() and "1 fail" in process.log()
 
 
 def test_the_platform_runs_the_checks_on_its_schedule(running: CollectorProcess) -> None:

@@ -413,14 +413,15 @@ def test_the_quality_route_refuses_without_the_token_before_reading_the_body(
 ) -> None:
     runtime = read_runtime(running.data_dir)
     assert runtime is not None
-    # A stranger announces 50 MB and sends none of it: the refusal comes without waiting.
+    # A stranger announces a body (within the size cap, so only the token can refuse it) and
+    # sends none of it: the refusal comes without waiting for the body.
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(10)
     sock.connect(runtime["socket"])
     sock.sendall(
         f"POST {QUALITY_ROUTE} HTTP/1.1\r\nhost: shopstream\r\n"
         "content-type: application/json\r\nauthorization: Bearer wrong\r\n"
-        f"content-length: {50 * 2**20}\r\n\r\n".encode()
+        f"content-length: {100 * 2**10}\r\n\r\n".encode()
     )
     answer = sock.recv(65536)
     sock.close()

@@ -280,3 +280,27 @@ def test_relationships_on_a_raw_json_field(history: Path, tmp_path: Path) -> Non
     broken = one(database, "raw.events", spec, time_column="event_ts")
     assert broken.status == "fail", broken.message
     assert broken.details["orphans"] == 3
+
+
+def test_a_rules_evidence_is_redacted_and_counted_in_full(history: Path) -> None:
+    result = one(
+        history,
+        "raw.events",
+        {
+            "kind": "rule",
+            "name": "members_in_events",
+            "warn_rows": 0,
+            "fail_rows": 1000,
+            "sql": "SELECT user_id, 'kim@shop.example' AS email, ip, "
+            "'write to kim@shop.example' AS note FROM raw.events "
+            "WHERE event_ts >= {window_start} AND user_id IS NOT NULL",
+            "window": "hour",
+        },
+    )
+    assert result.status == "warn"  # some rows, fewer than fail_rows
+    assert result.observed is not None and 5 < result.observed <= 1000
+    assert len(result.evidence) == 5
+    for row in result.evidence:
+        assert row["email"] == "<redacted>" and row["note"] == "write to <email>"
+        assert row["user_id"].startswith("UH")
+        assert row["ip"] in (None, "<redacted>")

@@ -77,11 +77,11 @@ def our_checks() -> QualityConfig:
     )
 
 
-def run_quality(database: Path) -> dict[str, CheckResult]:
+def run_quality(database: Path, config: QualityConfig | None = None) -> dict[str, CheckResult]:
     warehouse = DuckDBWarehouse(database, read_only=True)
     try:
         ctx = CheckContext(query=warehouse.query, now=NOW, timezone=ZoneInfo(TIMEZONE))
-        results = run_checks(our_checks(), ctx).results
+        results = run_checks(config or our_checks(), ctx).results
     finally:
         warehouse.close()
     return {r.check: r for r in results}
@@ -90,6 +90,8 @@ def run_quality(database: Path) -> dict[str, CheckResult]:
 @dataclass
 class Shop:
     clean: dict[str, CheckResult]
+    #: The whole of default_checks.yml, every kind, on the clean history.
+    every_default: dict[str, CheckResult]
     broken: dict[str, CheckResult]
     injected: dict[str, Any]
 
@@ -170,6 +172,7 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
     write_profile(workspace, {"duckdb": duckdb_output(database)}, "duckdb")
     build(workspace, models)
     clean = run_quality(database)
+    every_default = run_quality(database, load_config())
 
     injected: dict[str, Any] = {}
     with duckdb.connect(str(database)) as con:
@@ -186,7 +189,7 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
         injected["lost_purchases"] = lose_purchase_events(con, 300)
     build(workspace, models, "--full-refresh")
     broken = run_quality(database)
-    yield Shop(clean, broken, injected)
+    yield Shop(clean, every_default, broken, injected)
     shutil.rmtree(directory, ignore_errors=True)
 
 
@@ -216,6 +219,19 @@ def test_clean_history_raises_no_alarm(shop: Shop) -> None:
     assert set(shop.clean) >= EXPECTED_CHECKS, EXPECTED_CHECKS - set(shop.clean)
     alarms = {name: r.message for name, r in shop.clean.items() if r.status != "pass"}
     assert not alarms
+
+
+def test_every_default_check_runs_on_shopstreams_tables(shop: Shop) -> None:
+    """Each default check's options, columns and SQL fit the tables the pipeline builds: no
+    check of default_checks.yml errs on them (the statistical kinds say "learning" over two
+    weeks of history instead of judging), and none alarms on clean data."""
+    config = load_config()
+    errors = {n: r.message for n, r in shop.every_default.items() if r.status == "error"}
+    assert not errors
+    alarms = {n: r.message for n, r in shop.every_default.items() if r.alarming}
+    assert not alarms
+    ran = {r.check.split(".")[0] + "." + r.check.split(".")[1] for r in shop.every_default.values()}
+    assert {c.table for c in config.checks() if c.table != "pipeline"} <= ran
 
 
 def test_clean_history_is_really_judged(shop: Shop) -> None:

@@ -76,13 +76,16 @@ def run(ctx: CheckContext, check: PlannedCheck, params: Params) -> list[CheckRes
     where, args, start, end = window_filter(
         check, ctx, params.window, time_column(check, params.time_column), params.where
     )
+    # The window's keys are few, the referenced table may be big: look up only the keys the
+    # window has (a semi-join probing the big table), then count those not found.
     children = f"SELECT {key} AS k FROM {relation(check.table)} WHERE {where}"
-    parents = f"SELECT DISTINCT {parent_key} AS k FROM {relation(params.to)}"
+    lookup = f"""WITH children AS MATERIALIZED ({children}),
+        found AS (SELECT DISTINCT {parent_key} AS k FROM {relation(params.to)}
+                  WHERE {parent_key} IN (SELECT k FROM children))"""
     counts = ctx.query(
-        f"""WITH children AS ({children}), parents AS ({parents})
+        f"""{lookup}
             SELECT count(*) AS keyed,
-                   count(*) FILTER (WHERE NOT EXISTS (
-                       SELECT 1 FROM parents WHERE parents.k = children.k)) AS orphans
+                   count(*) FILTER (WHERE k NOT IN (SELECT k FROM found)) AS orphans
             FROM children WHERE k IS NOT NULL""",
         args,
     ).to_pylist()[0]
@@ -93,10 +96,9 @@ def run(ctx: CheckContext, check: PlannedCheck, params: Params) -> list[CheckRes
     if orphans:
         target = f"{params.to}.{field}"
         sample = ctx.query(
-            f"""WITH children AS ({children}), parents AS ({parents})
+            f"""{lookup}
                 SELECT k AS orphan_key, count(*) AS referring_rows
-                FROM children WHERE k IS NOT NULL AND k NOT IN (SELECT k FROM parents WHERE
-                    k IS NOT NULL)
+                FROM children WHERE k IS NOT NULL AND k NOT IN (SELECT k FROM found)
                 GROUP BY k ORDER BY referring_rows DESC, orphan_key LIMIT ?""",
             [*args, ctx.evidence_rows],
         ).to_pylist()

@@ -45,6 +45,10 @@ _TYPES = {
     "NULL": "null",
 }
 _CHANGE_SAMPLE_ROWS = 20_000
+#: DuckDB's rows per vector: what a block sample keeps or skips at once.
+_BLOCK_ROWS = 2048
+#: Fewer blocks than this in a block sample would say little about the range's rows.
+_MIN_BLOCKS = 10
 
 
 class Params(BaseModel):
@@ -276,36 +280,50 @@ def _json(ctx: CheckContext, check: PlannedCheck, params: Params) -> list[CheckR
     extra = f" AND ({params.where})" if params.where else ""
     table = relation(check.table)
 
-    def rows_in(first: datetime, last: datetime) -> tuple[str, list[Any]]:
+    def rows_in(first: datetime, last: datetime, sample: str = "") -> tuple[str, list[Any]]:
         return (
-            f"SELECT CAST({group} AS VARCHAR) AS grp, {json_column} AS j FROM {table} "
+            # A group without a value is a group too ('' : NULL would match no comparison).
+            f"SELECT coalesce(CAST({group} AS VARCHAR), '') AS grp, {json_column} AS j "
+            f"FROM {table} {sample} "
             f"WHERE {ident(column)} >= ? AND {ident(column)} < ? AND {json_column} IS NOT NULL"
             f"{extra}",
             [first, last],
         )
 
+    def sampled(first: datetime, last: datetime, sample: int) -> tuple[str, list[Any]]:
+        """About ``sample`` rows of [first, last). A big range is sampled by blocks of rows
+        (DuckDB then skips reading the others: parsing JSON is what costs); a range too
+        small for that to give enough blocks by reservoir, or not at all."""
+        sql, args = rows_in(first, last)
+        rows = int(ctx.query(f"SELECT count(*) AS n FROM ({sql})", args).to_pylist()[0]["n"])
+        if rows <= sample:
+            return sql, args
+        percent = 100.0 * sample / rows
+        if rows / _BLOCK_ROWS * percent / 100 >= _MIN_BLOCKS:
+            return rows_in(first, last, f"TABLESAMPLE {percent:.6f}% (system, 7)")
+        return f"SELECT * FROM ({sql}) USING SAMPLE reservoir({sample} ROWS) REPEATABLE (7)", args
+
     def profile(
         first: datetime, last: datetime, sample: int
     ) -> tuple[dict[str, int], dict[tuple[str, str], int], set[tuple[str, str, str]]]:
-        sql, args = rows_in(first, last)
-        sampled = f"SELECT * FROM ({sql}) USING SAMPLE reservoir({sample} ROWS) REPEATABLE (7)"
-        totals = {
-            r["grp"]: int(r["n"])
-            for r in ctx.query(
-                f"SELECT grp, count(*) AS n FROM ({sampled}) GROUP BY grp", args
-            ).to_pylist()
-        }
-        keyed = ctx.query(
-            f"""WITH s AS ({sampled}),
+        sql, args = sampled(first, last, sample)
+        found = ctx.query(
+            f"""WITH s AS MATERIALIZED ({sql}),
                 k AS (SELECT grp, j, unnest(json_keys(j)) AS key FROM s)
+                SELECT grp, NULL AS key, NULL AS t, count(*) AS n FROM s GROUP BY grp
+                UNION ALL
                 SELECT grp, key, json_type(j, '$."' || replace(key, '"', '\\"') || '"') AS t,
                        count(*) AS n
                 FROM k GROUP BY ALL""",
             args,
         ).to_pylist()
+        totals: dict[str, int] = {}
         keys: dict[tuple[str, str], int] = defaultdict(int)
         types: set[tuple[str, str, str]] = set()
-        for r in keyed:
+        for r in found:
+            if r["key"] is None:
+                totals[r["grp"]] = int(r["n"])
+                continue
             keys[(r["grp"], r["key"])] += int(r["n"])
             if r["t"] in _TYPES:
                 types.add((r["grp"], r["key"], _TYPES[r["t"]]))

@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.support.pg_fixtures",
     "tests.support.inprocess",
     "tests.support.llm_server",
+    "tests.support.llama_server",
 ]

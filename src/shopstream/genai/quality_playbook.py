@@ -260,7 +260,8 @@ def _freshness(s: Signature) -> Finding:
             "PostgreSQL are not committed to raw.",
         ]
         actions = [
-            "Check the CDC reader process and its log (`shopstream status`), and the slot: "
+            "Check that the CDC reader runs (`shopstream run` or `shopstream cdc`, its log), "
+            "and the slot: "
             "`SELECT slot_name, active, confirmed_flush_lsn FROM pg_replication_slots`.",
             f"Compare with the source: `SELECT max(updated_at) FROM {s.source_table}` in the "
             "shop database.",
@@ -273,7 +274,7 @@ def _freshness(s: Signature) -> Finding:
             "A model of this table fails its dbt tests, so the build stopped before it.",
         ]
         actions = [
-            "Read the last transform run's status and error (`shopstream status`, the "
+            "Read the last transform run's status and error (the platform's output, the "
             "transform log).",
             "Run the transform once by hand (`shopstream transform`) and watch whether it "
             "completes.",
@@ -319,6 +320,13 @@ def _freshness(s: Signature) -> Finding:
     )
 
 
+def _period(r: CheckResult) -> str:
+    """What a seasonal baseline compares: the same hour or the same day of the week."""
+    if r.window_start and r.window_end and (r.window_end - r.window_start).days >= 1:
+        return "day"
+    return "hour"
+
+
 def _volume(s: Signature) -> Finding:
     r = s.r
     delta = change(r)
@@ -327,7 +335,7 @@ def _volume(s: Signature) -> Finding:
     size = f"{pct(abs(delta))} {'below' if drop else 'above'}" if delta is not None else "off"
     seen = (
         f"{num(r.observed)} rows{s.in_window} against a seasonal baseline of "
-        f"{num(r.expected)} ({size} the usual for this hour of the week)"
+        f"{num(r.expected)} ({size} the usual for this {_period(r)} of the week)"
     )
     score = _detail(r, "score", "z", "robust_z")
     if score is not None:
@@ -725,7 +733,7 @@ def _replication(s: Signature) -> Finding:
         business_impact="Changes reach raw late; worse, the shop's PostgreSQL keeps WAL for "
         "the slot: unchecked, retained WAL fills its disk and stops the shop itself.",
         immediate_actions=[
-            "Check the reader: `shopstream status`, its log; "
+            "Check the reader (its process and log), then the slot: "
             "`SELECT slot_name, active, pg_size_pretty(pg_wal_lsn_diff(pg_current_wal_lsn(), "
             "restart_lsn)) FROM pg_replication_slots`.",
             "If the reader is gone for good and the disk is at risk, drop the slot "

@@ -132,3 +132,14 @@ def test_no_alarming_check_makes_a_short_report() -> None:
     report = deterministic_report(evidence_of())
     assert report.findings == []
     assert report.summary == "No check warned, failed or errored in run run-20261202-0510."
+
+
+def test_evidence_that_is_not_a_check_result_is_refused_with_the_fields_missing() -> None:
+    from pydantic import ValidationError
+
+    from shopstream.genai.data_quality_agent import CheckEvidence
+
+    with pytest.raises(ValidationError) as caught:
+        CheckEvidence(result={"check": "raw.events.freshness", "status": "fail"})
+    assert "result must be CheckResult.to_dict()" in str(caught.value)
+    assert "'kind'" in str(caught.value)

@@ -313,7 +313,7 @@ def _freshness(s: Signature) -> Finding:
             "the dashboard.",
         ],
         monitor=[
-            f"{r.check} back under its threshold ({r.threshold}).",
+            f"{r.check} passing again (threshold: {r.threshold}).",
             "The volume check of the same table for the stalled hours (a backlog should land "
             "once it resumes).",
         ],
@@ -418,7 +418,8 @@ def _volume(s: Signature) -> Finding:
             "retries so repeats are recognised.",
         ],
         monitor=[
-            f"{r.check} in the next complete hour back within {r.threshold}.",
+            f"{r.check} passing again for the next complete {_period(r)} (threshold: "
+            f"{r.threshold}).",
             "The matching orders/payments counts (a real dip shows in both).",
         ],
     )
@@ -522,7 +523,10 @@ def _duplicates(s: Signature) -> Finding:
             "Keep client retries idempotent (stable ids) and watch collector latency, the "
             "usual trigger of retry storms."
         ],
-        monitor=[f"{r.check} back under {r.threshold}.", "Collector p99 latency in the window."],
+        monitor=[
+            f"{r.check} passing again (threshold: {r.threshold}).",
+            "Collector latency and timeouts in the window.",
+        ],
     )
 
 
@@ -794,7 +798,10 @@ def _dead_letters(s: Signature) -> Finding:
         long_term_fixes=[
             "Validate tracker payloads in the client's CI against the published JSON Schema."
         ],
-        monitor=[f"{r.check} back under {r.threshold}.", "The volume check of raw.events."],
+        monitor=[
+            f"{r.check} passing again (threshold: {r.threshold}).",
+            "The volume check of raw.events.",
+        ],
     )
 
 

@@ -12,13 +12,29 @@ from tests.support.quality_evidence import SIGNATURES, evidence_of
 EXPECTED: dict[str, tuple[str, str, list[str]]] = {
     "freshness": ("raw.events: no new rows for 95 minutes", "collector is not receiving", ["95"]),
     "freshness_cdc": ("raw.cdc_orders", "CDC reader stopped", ["22"]),
-    "volume_drop": ("volume drop", "Tracking broke", ["16,492", "41,230", "60%", "-7.8"]),
+    "volume_drop": (
+        "volume drop",
+        "Tracking broke",
+        ["16,492", "41,230", "60%", "-7.8", "usual range 37,004 to 45,456"],
+    ),
     "volume_spike": ("volume spike", "Bot or crawler traffic", ["88,120", "41,230", "114%"]),
     "null_spike": ("null rate 41.35%", "stopped sending session_id", ["0.21%", "6,819"]),
     "duplicates": ("duplicate event_id burst", "Clients retried batches", ["7.31%", "3,013"]),
-    "schema_drift": ("schema changed", "migration altered the shop's orders", ["coupon_code"]),
-    "distribution": ("distribution shifted (PSI 0.37", "mislabels device_type", ["0.81"]),
-    "orphans": ("without staging.stg_orders", "Late-arriving parents", ["57", "O0000031337"]),
+    "schema_drift": (
+        "schema changed",
+        "migration altered the shop's orders",
+        ["added 1, type changed 1", "column=coupon_code, change=added"],
+    ),
+    "distribution": (
+        "distribution shifted (PSI 0.37",
+        "mislabels device_type",
+        ["most moved: ios 81% (was 32%)"],
+    ),
+    "orphans": (
+        "without staging.stg_orders",
+        "Late-arriving parents",
+        ["1.14%", "(57 rows)", "O0000031337"],
+    ),
     "order_totals": ("order totals differ", "different transactions", ["12", "O0000040001"]),
     "status_transition": ("invalid order status transitions", "skips a step", ["3"]),
     "replication": ("CDC replication behind", "fills its disk", ["700 MiB", "1,260"]),
@@ -132,3 +148,22 @@ def test_no_alarming_check_makes_a_short_report() -> None:
     report = deterministic_report(evidence_of())
     assert report.findings == []
     assert report.summary == "No check warned, failed or errored in run run-20261202-0510."
+
+
+def test_evidence_that_is_not_a_check_result_is_refused_with_the_fields_missing() -> None:
+    from pydantic import ValidationError
+
+    from shopstream.genai.data_quality_agent import CheckEvidence
+
+    with pytest.raises(ValidationError) as caught:
+        CheckEvidence(result={"check": "raw.events.freshness", "status": "fail"})
+    assert "result must be CheckResult.to_dict()" in str(caught.value)
+    assert "'kind'" in str(caught.value)
+
+
+def test_the_state_of_the_stage_that_feeds_the_table_is_quoted() -> None:
+    events = "\n".join(deterministic_report(evidence_of("freshness")).findings[0].root_causes)
+    assert "collector={accepted=16,492, rejected=1,863, sink_pending_rows=0}" in events
+    assert "cdc=" not in events and "transform=" not in events
+    slot = "\n".join(deterministic_report(evidence_of("replication")).findings[0].root_causes)
+    assert "lag_bytes=734,003,200" in slot and "collector=" not in slot

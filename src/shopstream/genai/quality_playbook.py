@@ -63,7 +63,7 @@ def pct(rate: float | None) -> str:
 
 def amount(value: float | None, unit: str) -> str:
     """A measured value with its unit, rates as percentages."""
-    if unit.lower() in _RATE_UNITS:
+    if unit.lower() in _RATE_UNITS or unit.lower().startswith("share"):
         return pct(value)
     if unit in ("%", "percent"):
         return f"{num(value)}%"
@@ -178,6 +178,17 @@ class Signature:
         a check's name is ``<table>.<kind>[.<column>]`` unless configured otherwise."""
         return {part for a in self.related_alarms() for part in str(a.get("check", "")).split(".")}
 
+    def stage_facts(self) -> str | None:
+        """The platform's facts about the stage that feeds this table (the collector for events,
+        the CDC reader for raw.cdc_*, the transform for staging and marts)."""
+        words = {
+            "events": ("collector",),
+            "cdc": ("cdc", "replication"),
+            "transform": ("transform",),
+            "pipeline": ("cdc", "replication"),
+        }.get(self.source, ())
+        return self.pipeline_facts(*words) if words else None
+
     def pipeline_facts(self, *words: str) -> str | None:
         """Pipeline facts whose names contain one of ``words`` ('k=v, k=v'), or None."""
         facts = [
@@ -249,7 +260,7 @@ _IMPACT = {
 def _freshness(s: Signature) -> Finding:
     r = s.r
     minutes = r.observed
-    facts = s.pipeline_facts("collector", "writer", "sink", "cdc", "replication", "transform")
+    facts = s.stage_facts()
     if s.source == "cdc":
         causes = [
             f"The CDC reader stopped or lost its replication slot: no change of the shop's "
@@ -260,7 +271,8 @@ def _freshness(s: Signature) -> Finding:
             "PostgreSQL are not committed to raw.",
         ]
         actions = [
-            "Check the CDC reader process and its log (`shopstream status`), and the slot: "
+            "Check that the CDC reader runs (`shopstream run` or `shopstream cdc`, its log), "
+            "and the slot: "
             "`SELECT slot_name, active, confirmed_flush_lsn FROM pg_replication_slots`.",
             f"Compare with the source: `SELECT max(updated_at) FROM {s.source_table}` in the "
             "shop database.",
@@ -273,7 +285,7 @@ def _freshness(s: Signature) -> Finding:
             "A model of this table fails its dbt tests, so the build stopped before it.",
         ]
         actions = [
-            "Read the last transform run's status and error (`shopstream status`, the "
+            "Read the last transform run's status and error (the platform's output, the "
             "transform log).",
             "Run the transform once by hand (`shopstream transform`) and watch whether it "
             "completes.",
@@ -312,11 +324,20 @@ def _freshness(s: Signature) -> Finding:
             "the dashboard.",
         ],
         monitor=[
-            f"{r.check} back under its threshold ({r.threshold}).",
+            f"{r.check} passing again (threshold: {r.threshold}).",
             "The volume check of the same table for the stalled hours (a backlog should land "
             "once it resumes).",
         ],
     )
+
+
+def _period(r: CheckResult) -> str:
+    """What a seasonal baseline compares: the same hour or the same day of the week."""
+    if r.details.get("granularity") in ("hour", "day"):
+        return str(r.details["granularity"])
+    if r.window_start and r.window_end and (r.window_end - r.window_start).days >= 1:
+        return "day"
+    return "hour"
 
 
 def _volume(s: Signature) -> Finding:
@@ -327,8 +348,11 @@ def _volume(s: Signature) -> Finding:
     size = f"{pct(abs(delta))} {'below' if drop else 'above'}" if delta is not None else "off"
     seen = (
         f"{num(r.observed)} rows{s.in_window} against a seasonal baseline of "
-        f"{num(r.expected)} ({size} the usual for this hour of the week)"
+        f"{num(r.expected)} ({size} the usual for this {_period(r)} of the week)"
     )
+    low, high = _detail(r, "low"), _detail(r, "high")
+    if low is not None and high is not None:
+        seen += f", usual range {num(low)} to {num(high)}"
     score = _detail(r, "score", "z", "robust_z")
     if score is not None:
         seen += f", score {num(score)} ({r.threshold})"
@@ -372,6 +396,9 @@ def _volume(s: Signature) -> Finding:
             ]
         if "duplicates" in s.related_kinds():
             causes.insert(0, "Re-sent events: the duplicate check is alarming in the same run.")
+    facts = s.stage_facts()
+    if facts:
+        causes.append(f"Pipeline state at the time of the check: {facts}.")
     return Finding(
         check=r.check,
         severity=r.severity,
@@ -410,7 +437,8 @@ def _volume(s: Signature) -> Finding:
             "retries so repeats are recognised.",
         ],
         monitor=[
-            f"{r.check} in the next complete hour back within {r.threshold}.",
+            f"{r.check} passing again for the next complete {_period(r)} (threshold: "
+            f"{r.threshold}).",
             "The matching orders/payments counts (a real dip shows in both).",
         ],
     )
@@ -514,20 +542,33 @@ def _duplicates(s: Signature) -> Finding:
             "Keep client retries idempotent (stable ids) and watch collector latency, the "
             "usual trigger of retry storms."
         ],
-        monitor=[f"{r.check} back under {r.threshold}.", "Collector p99 latency in the window."],
+        monitor=[
+            f"{r.check} passing again (threshold: {r.threshold}).",
+            "Collector latency and timeouts in the window.",
+        ],
     )
 
 
 def _schema_drift(s: Signature) -> Finding:
     r = s.r
-    details = r.details
-    parts = []
-    for label, key in (("added", "added"), ("removed", "removed"), ("type changed", "changed")):
-        value = details.get(key) or details.get(f"{key}_columns")
-        if value:
-            shown = ", ".join(map(str, value)) if isinstance(value, list) else _fact(value)
-            parts.append(f"{label}: {shown}")
-    what = "; ".join(parts) or r.message
+    # The kinds count the changes in details and list them as evidence rows.
+    counts = [
+        f"{label} {num(_float(r.details.get(key)))}"
+        for label, key in (
+            ("added", "added"),
+            ("appeared", "appeared"),
+            ("removed", "removed"),
+            ("disappeared", "disappeared"),
+            ("type changed", "type_changed"),
+            ("undeclared", "undeclared_keys"),
+        )
+        if _float(r.details.get(key))
+    ]
+    what = r.message + (f" ({', '.join(counts)})" if counts else "")
+    if r.evidence:
+        what += "; changes: " + "; ".join(
+            ", ".join(f"{k}={_fact(v)}" for k, v in row.items()) for row in r.evidence[:5]
+        )
     if s.source == "cdc" or "source_schemas" in r.table:
         causes = [
             f"A migration altered the shop's {s.source_table} table (ALTER TABLE ... ADD/DROP/"
@@ -571,11 +612,15 @@ def _distribution(s: Signature) -> Finding:
     target = r.column or str(r.details.get("expression") or "the column")
     psi = r.observed
     seen = f"PSI {num(psi)} on {target}{s.in_window} ({r.threshold})"
-    top = r.details.get("top_changes") or r.details.get("changes") or r.details.get("shifts")
-    if isinstance(top, list) and top:
-        seen += ": " + "; ".join(_fact(t) for t in top[:3])
-    elif r.expected is not None and r.details.get("type") == "numeric":
-        seen += f", mean {num(r.details.get('mean'))} vs baseline {num(r.expected)}"
+    # The kind's evidence rows: the values (or bins) that moved most, with their shares.
+    moved = [
+        f"{_fact(row.get(target, row.get('bin', row.get('value'))))} {pct(_float(row['share']))}"
+        f" (was {pct(_float(row['baseline_share']))})"
+        for row in r.evidence[:3]
+        if "share" in row and "baseline_share" in row
+    ]
+    if moved:
+        seen += "; most moved: " + "; ".join(moved)
     return Finding(
         check=r.check,
         severity=r.severity,
@@ -710,7 +755,11 @@ def _replication(s: Signature) -> Finding:
     return Finding(
         check=r.check,
         severity=r.severity,
-        title=f"CDC replication behind: {amount(r.observed, r.unit)} ({r.status})",
+        title=(
+            f"CDC replication behind: {amount(r.observed, r.unit)} ({r.status})"
+            if r.observed is not None
+            else f"CDC replication: {r.message} ({r.status})"
+        ),
         root_causes=_drop_none(
             [
                 f"Seen: {seen}. {r.message}",
@@ -725,7 +774,7 @@ def _replication(s: Signature) -> Finding:
         business_impact="Changes reach raw late; worse, the shop's PostgreSQL keeps WAL for "
         "the slot: unchecked, retained WAL fills its disk and stops the shop itself.",
         immediate_actions=[
-            "Check the reader: `shopstream status`, its log; "
+            "Check the reader (its process and log), then the slot: "
             "`SELECT slot_name, active, pg_size_pretty(pg_wal_lsn_diff(pg_current_wal_lsn(), "
             "restart_lsn)) FROM pg_replication_slots`.",
             "If the reader is gone for good and the disk is at risk, drop the slot "
@@ -786,7 +835,10 @@ def _dead_letters(s: Signature) -> Finding:
         long_term_fixes=[
             "Validate tracker payloads in the client's CI against the published JSON Schema."
         ],
-        monitor=[f"{r.check} back under {r.threshold}.", "The volume check of raw.events."],
+        monitor=[
+            f"{r.check} passing again (threshold: {r.threshold}).",
+            "The volume check of raw.events.",
+        ],
     )
 
 

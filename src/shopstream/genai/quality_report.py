@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from shopstream.genai.llm import Usage
 from shopstream.quality.results import CheckResult, Severity
@@ -34,6 +34,16 @@ class CheckEvidence(BaseModel):
     #: Other checks on the same table or pipeline stage in this run: {check, status, observed,
     #: message}.
     related: list[dict[str, Any]] = Field(default_factory=list)
+
+    @field_validator("result")
+    @classmethod
+    def _a_check_result(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # The analysts read every field of it: say now, not in the middle of a report.
+        try:
+            CheckResult.from_dict(value)
+        except TypeError as exc:
+            raise ValueError(f"result must be CheckResult.to_dict(): {exc}") from None
+        return value
 
     @classmethod
     def of(

@@ -30,6 +30,7 @@ from shopstream.generators.history import (
     HISTORY_LSN_LIMIT,
     HistoryRequest,
     create_raw,
+    history_job,
     plan_for,
     write_history,
 )
@@ -229,6 +230,21 @@ def test_ids_are_history_s_own_and_lsns_sort_before_any_real_change(
     }
     assert product_ids and product_ids <= products
     assert one(con, "SELECT count(*) FROM raw.events WHERE user_id NOT LIKE 'UH%'") == 0
+    # A transaction's changes: positions 1..n in LSN order, and its change ids carry its commit
+    # LSN, the LSN of its last change.
+    all_changes = " UNION ALL ".join(
+        f"SELECT tx_id, lsn, change_id FROM raw.cdc_{t}" for t in patterns
+    )
+    wrong = one(
+        con,
+        f"""SELECT count(*) FROM (
+            SELECT *, max(lsn) OVER t AS last, min(lsn) OVER t AS first FROM ({all_changes})
+            WINDOW t AS (PARTITION BY tx_id))
+        WHERE ('0x' || change_id[:16])::BIGINT <> last
+           OR change_id[18:]::INT <> lsn - first + 1""",
+    )
+    assert wrong == 0
+    assert one(con, f"SELECT count(DISTINCT lsn) - count(*) FROM ({all_changes})") == 0
 
 
 def invalid_moves(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, str]]:
@@ -425,3 +441,8 @@ def test_the_transform_builds_over_history_and_its_tests_pass(generated: Generat
         assert one(con, "SELECT count(*) FROM staging.stg_events") == DAYS * EVENTS_PER_DAY
     finally:
         con.close()
+
+
+def test_only_a_duckdb_warehouse_takes_history() -> None:
+    with pytest.raises(ValueError, match="DuckDB warehouse only"):
+        history_job(object(), HistoryRequest(days=1), lambda _: None)

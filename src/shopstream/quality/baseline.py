@@ -15,8 +15,10 @@ patterns):
   recent bucket is predicted exactly as the window is (from its own previous weeks) and the
   prediction errors of all of them (hundreds for hours) give the spread. Counting noise (Poisson
   for counts, binomial for rates) is part of each error's expected size, so quiet night hours get a
-  wide band and busy hours a narrow one; the noise beyond it (``extra``) is solved so that the
-  median standardised error is that of a normal distribution.
+  wide band and busy hours a narrow one. Real data varies more than counting noise in two ways,
+  both fitted robustly (median standardised error = a normal's): ``dispersion`` scales the
+  counting noise (events come in sessions: an hour of five sessions swings far more than its
+  rows suggest) and ``extra`` adds noise of its own (a busy hour's drift from week to week).
 
 Counts are judged on a log scale (changes are relative); rates on their own scale.
 
@@ -30,7 +32,7 @@ Counts are judged on a log scale (changes are relative); rates on their own scal
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from statistics import median
 
@@ -64,6 +66,8 @@ class Verdict:
     levels: list[float] = field(default_factory=list)
     #: The spread beyond counting noise (log scale for counts, rate for rates).
     extra: float = 0.0
+    #: How many times counting noise's variance the buckets really vary by (sessions).
+    dispersion: float = 1.0
     #: The window's total expected spread (same scale).
     sigma: float = 0.0
     #: How many spreads away the window is (signed: negative = fewer / lower).
@@ -135,25 +139,52 @@ def _predict(
     return baseline, levels
 
 
-def _solve_extra(errors: list[float], noise: list[float]) -> float:
-    """The spread beyond counting noise: the smallest ``s`` with
-    median(|error| / sqrt(s^2 + noise)) <= NORMAL_MAD."""
-    if not errors:
-        return 0.0
+def _standardised_mad(errors: list[float], noise: list[float], phi: float, extra: float) -> float:
+    return median(
+        abs(e) / math.sqrt(extra * extra + phi * n) for e, n in zip(errors, noise, strict=True)
+    )
 
-    def spread_of(s: float) -> float:
-        return median(abs(e) / math.sqrt(s * s + n) for e, n in zip(errors, noise, strict=True))
 
-    if spread_of(0.0) <= NORMAL_MAD:
-        return 0.0
-    lo, hi = 0.0, 10 * max(abs(e) for e in errors) + 1.0
-    for _ in range(30):
+def _bisect(spread_of: Callable[[float], float], lo: float, hi: float) -> float:
+    """The smallest x in [lo, hi] with spread_of(x) <= NORMAL_MAD (spread_of decreasing)."""
+    if spread_of(lo) <= NORMAL_MAD:
+        return lo
+    for _ in range(25):
         mid = (lo + hi) / 2
         if spread_of(mid) > NORMAL_MAD:
             lo = mid
         else:
             hi = mid
     return hi
+
+
+def _solve_spread(errors: list[float], noise: list[float]) -> tuple[float, float]:
+    """How much wider than counting noise the errors are: ``dispersion`` (a factor on the
+    counting noise: events come in sessions, so a quiet hour of five sessions swings far more
+    than Poisson says) and ``extra`` (noise of its own, as a busy hour's drift). Each is fitted
+    where it dominates: the dispersion on the noisier half of the buckets, the extra on the
+    quieter half, alternately, so the median standardised error of each half is a normal's."""
+    if len(errors) < 4:
+        return 1.0, 0.0
+    cut = median(noise)
+    loud = [i for i, n in enumerate(noise) if n >= cut]
+    calm = [i for i, n in enumerate(noise) if n < cut] or loud
+    loud_e, loud_n = [errors[i] for i in loud], [noise[i] for i in loud]
+    calm_e, calm_n = [errors[i] for i in calm], [noise[i] for i in calm]
+    top = 10 * max(abs(e) for e in errors) + 1.0
+    phi, extra = 1.0, 0.0
+    for _ in range(3):
+        phi = _bisect(
+            lambda f, x=extra: _standardised_mad(loud_e, loud_n, f, x),  # type: ignore[misc]
+            1.0,
+            10_000.0,
+        )
+        extra = _bisect(
+            lambda x, f=phi: _standardised_mad(calm_e, calm_n, f, x),  # type: ignore[misc]
+            0.0,
+            top,
+        )
+    return phi, extra
 
 
 def judge_counts(
@@ -187,8 +218,11 @@ def judge_counts(
         guess = median(past)
         errors.append(math.log(value + PSEUDO) - math.log(guess + PSEUDO))
         noise.append((1 + math.pi / (2 * len(past))) / (guess + PSEUDO))
-    extra = max(_solve_extra(errors, noise), min_extra)
-    sigma = math.sqrt(extra**2 + (1 + math.pi / (2 * len(baseline))) / (expected + PSEUDO))
+    dispersion, extra = _solve_spread(errors, noise)
+    extra = max(extra, min_extra)
+    sigma = math.sqrt(
+        extra**2 + dispersion * (1 + math.pi / (2 * len(baseline))) / (expected + PSEUDO)
+    )
     score = (math.log(observed + PSEUDO) - math.log(expected + PSEUDO)) / sigma
     return Verdict(
         observed=observed,
@@ -196,6 +230,7 @@ def judge_counts(
         baseline=baseline,
         levels=levels,
         extra=extra,
+        dispersion=dispersion,
         sigma=sigma,
         score=score,
         training=len(errors),
@@ -279,18 +314,21 @@ def judge_rates(
         guess = shrunk(guess, found_rows)
         errors.append(value - guess)
         noise.append(_rate_noise(guess, rows[target] or 0.0) + _rate_noise(guess, found_rows))
-    extra = max(_solve_extra(errors, noise), min_extra)
+    dispersion, extra = _solve_spread(errors, noise)
+    extra = max(extra, min_extra)
     # The window's counting noise at the larger of the expected and the seen rate: a rise is
     # judged against the noise it would have if it were real (never narrower than expected).
     at = max(expected, observed)
     sigma = math.sqrt(
-        extra**2 + _rate_noise(at, rows[0] or 0.0) + _rate_noise(expected, baseline_rows)
+        extra**2
+        + dispersion * (_rate_noise(at, rows[0] or 0.0) + _rate_noise(expected, baseline_rows))
     )
     return Verdict(
         observed=observed,
         expected=expected,
         baseline=baseline,
         extra=extra,
+        dispersion=dispersion,
         sigma=sigma,
         score=(observed - expected) / sigma,
         training=len(errors),

@@ -107,6 +107,7 @@ def run(ctx: CheckContext, check: PlannedCheck, params: Params) -> list[CheckRes
         "baseline": [round(v, 5) for v in verdict.baseline],
         "spread": round(verdict.sigma, 5),
         "extra_spread": round(verdict.extra, 5),
+        "dispersion": round(verdict.dispersion, 3),
         "score": round(verdict.score, 2),
         "history_weeks": round(verdict.history_weeks, 2),
         "training_buckets": verdict.training,

@@ -80,6 +80,7 @@ def run(ctx: CheckContext, check: PlannedCheck, params: Params) -> list[CheckRes
         "levels": [round(v, 4) for v in verdict.levels],
         "spread": round(verdict.sigma, 4),
         "extra_spread": round(verdict.extra, 4),
+        "dispersion": round(verdict.dispersion, 3),
         "score": round(verdict.score, 2),
         "history_weeks": round(verdict.history_weeks, 2),
         "training_buckets": verdict.training,

@@ -225,6 +225,7 @@ def test_usage_errors_exit_2(idle: Path, tmp_path: Path) -> None:
 
 
 def test_the_evidence_has_the_trend_related_checks_and_dead_letter_reasons(idle: Path) -> None:
+    quality(idle, "--select", FAILING, "--now", NOW)  # an earlier run, at the pinned time
     first = json.loads(quality(idle, "--select", FAILING, "--format", "json").stdout)["run"]
     second = json.loads(quality(idle, "--select", "raw.events.", "--format", "json").stdout)
     warehouse = DuckDBWarehouse(idle / "shopstream.duckdb")
@@ -255,7 +256,7 @@ def test_the_evidence_has_the_trend_related_checks_and_dead_letter_reasons(idle:
     assert trend[0]["checked_at"] == first["checked_at"]
     assert all(t["status"] == "fail" and t["observed"] == 3.0 for t in trend)
     assert run.run_id not in json.dumps(trend)
-    assert len(trend) >= 2  # the earlier tests' runs too, at their pinned time
+    assert len(trend) >= 2 and trend[-1]["checked_at"] == NOW  # the older run last
     related = {r["check"]: r["status"] for r in by_check[FAILING].related}
     assert related == {WARNING: "warn", PASSING: "pass"}
     assert evidence.dead_letter_reasons[0] == {

@@ -853,7 +853,12 @@ def _pinned_now(value: str | None) -> datetime | None:
     return now
 
 
-@quality_app.command("run")
+@quality_app.command(
+    "run",
+    epilog="Exit status: 0 when no check failed or errored (warn and learning do not fail), "
+    "1 when one did (or the run itself could not run), 2 on a usage error (an option, the "
+    "checks file).",
+)
 def quality_run(
     output: Annotated[
         str,
@@ -874,12 +879,7 @@ def quality_run(
 ) -> None:
     """Run the data quality checks, store their results in monitoring.data_quality_checks and
     print them with the analyst's report. A running platform runs them where it holds the
-    warehouse; with nothing running, they run here.
-
-    Exit status: 0 when no check failed or errored (warn and learning do not fail), 1 when
-    one did (or the run itself could not run), 2 on a usage error (an option, the checks
-    file).
-    """
+    warehouse; with nothing running, they run here."""
     from shopstream.quality.report import FORMATS, as_json, as_markdown, as_table
     from shopstream.quality.runs import QualityRequest, quality_warehouse
     from shopstream.quality.spec import QualityConfigError, load_config

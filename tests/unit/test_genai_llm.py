@@ -188,3 +188,21 @@ def test_langchain_is_not_imported_without_a_model() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+def test_a_model_that_cannot_be_built_falls_back_saying_why(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("GOOGLE_API_KEY", "GEMINI_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    settings = Settings(llm="google_genai:gemini-2.5-flash")
+    with pytest.raises(LLMConfigError) as caught:
+        build_chat_model(settings)
+    assert "cannot build google_genai:gemini-2.5-flash: " in str(caught.value)
+    assert "SHOPSTREAM_GENAI__API_KEY" in str(caught.value)
+
+    report = write_report(evidence_of("freshness"), settings)
+    assert report.analyst == "deterministic"
+    assert (report.fallback_reason or "").startswith(
+        "no usable LLM: cannot build google_genai:gemini-2.5-flash: "
+    )

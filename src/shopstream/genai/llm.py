@@ -118,8 +118,32 @@ def build_chat_model(settings: Settings) -> ChatModel | None:
         return None
     provider, model = parsed
     g = settings.genai
-    chat = _gemini(model, g) if provider == "google_genai" else _openai(model, g)
+    try:
+        chat = _gemini(model, g) if provider == "google_genai" else _openai(model, g)
+    except LLMConfigError:
+        raise
+    except Exception as exc:  # the SDKs refuse at construction (no API key, bad option)
+        raise LLMConfigError(
+            f"cannot build {provider}:{model}: {_construction_error(exc, g)}"
+        ) from None
     return ChatModel(provider, model, chat, g)
+
+
+def _construction_error(exc: Exception, g: GenAISettings) -> str:
+    # A ValidationError's text echoes its input (the key among it): its messages only.
+    if isinstance(exc, ValidationError):
+        text = "; ".join(str(e["msg"]) for e in exc.errors())
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    text = _without_key(text, g)
+    if "api key" in text.lower() or "api_key" in text.lower():
+        text += " (set SHOPSTREAM_GENAI__API_KEY, or the provider's own variable)"
+    return text
+
+
+def _without_key(text: str, g: GenAISettings) -> str:
+    key = g.api_key.get_secret_value() if g.api_key is not None else ""
+    return text.replace(key, "***") if key else text
 
 
 def _gemini(model: str, g: GenAISettings) -> BaseChatModel:
@@ -260,10 +284,7 @@ def _failure(exc: BaseException, model: ChatModel) -> str:
         seen = seen.__cause__ or seen.__context__
     if any(isinstance(e, TimeoutError) or "timeout" in type(e).__name__.lower() for e in chain):
         return f"the model did not answer within {model.genai.timeout_seconds:g} s (timeout)"
-    message = f"{type(exc).__name__}: {exc}"
-    key = model.genai.api_key
-    if key is not None and key.get_secret_value():
-        message = message.replace(key.get_secret_value(), "***")
+    message = _without_key(f"{type(exc).__name__}: {exc}", model.genai)
     if len(message) > 300:
         message = message[:297] + "..."
     return f"the model call failed: {message}"

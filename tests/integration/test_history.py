@@ -28,6 +28,7 @@ from shopstream.config import Settings
 from shopstream.events.codes import ReasonCode
 from shopstream.generators.history import (
     HISTORY_LSN_LIMIT,
+    HistoryPlan,
     HistoryRequest,
     create_raw,
     history_job,
@@ -410,6 +411,11 @@ def test_history_ends_where_raw_data_begins(tmp_path: Path) -> None:
             "? + INTERVAL 1 HOUR, ?::DATE, ?, '{}', ? + INTERVAL 1 HOUR)",
             [live, live, '{"order_id": "O0000000001"}', live],
         )
+        # never over what raw holds
+        over = HistoryPlan(days=1, end=live + timedelta(days=1), events_per_day=100)
+        with pytest.raises(ValueError, match="never over it"):
+            write_history(con, over)
+        assert one(con, "SELECT count(*) FROM raw.events") == 1
         planned = plan_for(con, HistoryRequest(days=2, events_per_day=500, orders_per_day=20))
         assert planned.end == live
         summary = write_history(con, planned)

@@ -36,6 +36,7 @@ with the live id prefixes, flat time and a CDC snapshot.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import random
 import re
@@ -425,11 +426,19 @@ TEMP_TABLES = (
     "w_orders",
     "w_lines",
     "w_num",
+    "w_num_slice",
     "w_event_times",
     "w_sessions",
     "w_session_start",
 )
-TEMP_VIEWS = ("w_raw_events", "w_dead_letters", "w_events", "w_changes", "w_versions")
+TEMP_VIEWS = (
+    "w_raw_events",
+    "w_dead_letters",
+    "w_events",
+    "w_changes",
+    "w_numbered",
+    "w_versions",
+)
 
 
 def cleanup(con: duckdb.DuckDBPyConnection) -> None:
@@ -703,16 +712,18 @@ def _changes(con: duckdb.DuckDBPyConnection, w: World) -> None:
     # lines, then its payment), so its transaction's first and last change need no window
     # either. A transaction's changes are numbered from 1; its commit LSN is its last one's.
     order = "v_ts, tx_kind, tx_ent, tbl_rank, sub"
+    # (In two steps: sorting straight from the view's many branches runs out of memory.)
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE w_num AS
         SELECT tbl, {order}, tx_size FROM w_versions
-        WHERE v_ts > {snapshot} AND v_ts < {world_end}
-        ORDER BY {order}""")
+        WHERE v_ts > {snapshot} AND v_ts < {world_end}""")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE w_num AS SELECT * FROM w_num ORDER BY {order}")
     numbered = """
         SELECT *, g - (CASE tbl_rank WHEN 2 THEN 1 + sub WHEN 3 THEN 2 ELSE 1 END) + 1
                    AS first_g
         FROM (SELECT tbl, v_ts, tx_kind, tx_ent, tbl_rank, sub, tx_size AS n_changes,
                      rowid + 1 AS g FROM w_num)"""
+    con.execute(f"CREATE OR REPLACE TEMP VIEW w_numbered AS {numbered}")
     stream = f"""
         SELECT tbl, printf('%016X-%08d', {base} + first_g + n_changes - 1, g - first_g + 1)
                    AS change_id,
@@ -829,16 +840,17 @@ def _events(con: duckdb.DuckDBPyConnection, w: World) -> None:
                    'currency', 'KRW', 'items', items,
                    'shipping', CASE WHEN o.total_amount >= 30000 THEN '0' ELSE '3000' END),
                o.user_id
-        FROM (SELECT * FROM w_orders
-              WHERE h('lost', o) % 1000 >= {PURCHASE_LOSS_PER_MILLE}
-                AND t_us + {2 * US} < {w.end_us}) o
-        ASOF LEFT JOIN w_session_start st ON o.t_us + {2 * US} >= st.ts_us
-        JOIN (
-            SELECT o, list(json_object('product_id', product_id, 'quantity', quantity::BIGINT,
-                       'price', unit_price::BIGINT::VARCHAR, 'category', category) ORDER BY line_no)
-                       AS items
-            FROM w_lines GROUP BY o
-        ) l USING (o)""")
+        FROM (
+            -- lines aggregated after the join: a slice of time aggregates only its orders
+            SELECT o.o, o.order_id, o.t_us, o.total_amount, o.user_id,
+                   list(json_object('product_id', l.product_id, 'quantity', l.quantity::BIGINT,
+                       'price', l.unit_price::BIGINT::VARCHAR, 'category', l.category)
+                       ORDER BY l.line_no) AS items
+            FROM w_orders o JOIN w_lines l USING (o)
+            WHERE h('lost', o.o) % 1000 >= {PURCHASE_LOSS_PER_MILLE}
+              AND o.t_us + {2 * US} < {w.end_us}
+            GROUP BY o.o, o.order_id, o.t_us, o.total_amount, o.user_id) o
+        ASOF LEFT JOIN w_session_start st ON o.t_us + {2 * US} >= st.ts_us""")
     # Received 0.1-3 s after they happened. A view: the rows are built as they are inserted
     # (millions of payloads would not fit in memory twice); filters on received_us reach the
     # timestamps before any JSON is built.
@@ -864,7 +876,7 @@ def _events(con: duckdb.DuckDBPyConnection, w: World) -> None:
                    'device_type', ss.device_type, 'page_url', w.page_url,
                    'utm_source', ss.utm_source, 'utm_medium', ss.utm_medium,
                    'utm_campaign', ss.utm_campaign, 'properties', w.properties) AS payload,
-               received_us, w.id_tag
+               received_us, w.id_tag, w.ts_us
         FROM (SELECT *, {late} AS late_us FROM (
                   SELECT *, ts_us + 100000 + (h('rx', id_tag) % 2900000)::BIGINT AS received_us
                   FROM w_events)) w
@@ -913,8 +925,8 @@ def _dead_letters(con: duckdb.DuckDBPyConnection, w: World) -> None:
 # -- writing into raw ---------------------------------------------------------------------------
 
 
-def cdc_select(table: str, where: str = "true") -> str:
-    """SELECT of ``w_changes`` rows of ``table`` as raw.cdc_<table> rows (the reader's
+def cdc_select(table: str, where: str = "true", changes: str = "w_changes") -> str:
+    """SELECT of ``changes`` rows of ``table`` as raw.cdc_<table> rows (the reader's
     ``source`` block and its commit-to-durable delay), where ``where`` (on commit_us)."""
     return f"""
         SELECT change_id, op, lsn, tx_id, tstz(commit_us), make_timestamp(commit_us)::DATE,
@@ -924,7 +936,7 @@ def cdc_select(table: str, where: str = "true") -> str:
                || (commit_us // 1000) || ',"snapshot":"' || snapshot || '","txId":'
                || coalesce(tx_id::VARCHAR, 'null') || ',"lsn":' || lsn || '}}',
                tstz(commit_us + 40000 + h('ing', lsn) % 200000)
-        FROM w_changes WHERE tbl = '{table}' AND {where}"""
+        FROM {changes} WHERE tbl = '{table}' AND {where}"""
 
 
 #: Columns of w_raw_events that are raw.events' (the rest help the generator).
@@ -1011,6 +1023,13 @@ def write_history(
         return HistorySummary(
             {}, plan.start, plan.end, 0.0, "raw already holds history (UH/OH rows); nothing written"
         )
+    oldest = oldest_raw(con)
+    if oldest is not None and oldest < plan.end:
+        raise ValueError(
+            f"raw already holds data from {oldest.isoformat()}, before the history's end "
+            f"{plan.end.isoformat()}: history goes before what raw holds, never over it "
+            "(give an earlier end, or none to end where raw begins)"
+        )
     world = world_for_plan(plan)
     try:
         build(con, world, say)
@@ -1020,18 +1039,46 @@ def write_history(
                 f"{rows:,} change rows would not fit below LSN 0x1000000; plan fewer orders or days"
             )
         written: dict[str, int] = {}
-        con.execute("BEGIN TRANSACTION")
+        # Statement by statement, not one transaction: a transaction keeps what it appended
+        # in memory until its commit, more than a 512MB warehouse has for millions of rows.
+        # Should a statement fail, everything before the end goes again (raw held nothing
+        # there, checked above).
         try:
-            for table in SHOP_TABLES:
-                say(f"cdc_{table}")
-                written[f"cdc_{table}"] = _insert(
-                    con, f"raw.cdc_{table}", cdc_select(table, f"commit_us < {world.end_us}")
+            # In slices of time, each a few hundred thousand rows: one statement over millions
+            # of wide rows would not stay inside the warehouse's memory limit.
+            # The numbering of a slice is copied into a small table first, so that joining
+            # it to the versions builds its hash table on it, not on the wide versions.
+            base = world.lsn_base
+            sliced = f"""
+                SELECT tbl, printf('%016X-%08d', {base} + first_g + n_changes - 1,
+                                   g - first_g + 1) AS change_id,
+                       CASE WHEN is_delete THEN 'd' WHEN is_first THEN 'c' ELSE 'u' END AS op,
+                       {base} + g AS lsn, 700 + first_g AS tx_id, v_ts AS commit_us, key,
+                       before, after, 'false' AS snapshot
+                FROM w_versions
+                JOIN w_num_slice USING (tbl, v_ts, tx_kind, tx_ent, tbl_rank, sub)"""
+            say("changes")
+            for lo, hi in _slices(con, "w_num", "v_ts", world.end_us):
+                con.execute(
+                    "CREATE OR REPLACE TEMP TABLE w_num_slice AS SELECT * FROM w_numbered "
+                    f"WHERE v_ts >= {lo} AND v_ts < {hi}"
                 )
+                for table in SHOP_TABLES:
+                    rows = _insert(
+                        con,
+                        f"raw.cdc_{table}",
+                        cdc_select(table, f"commit_us >= {lo} AND commit_us < {hi}", f"({sliced})"),
+                    )
+                    written[f"cdc_{table}"] = written.get(f"cdc_{table}", 0) + rows
             say("events")
-            written["events"] = _insert(
-                con,
-                "raw.events",
-                f"SELECT {events_columns()} FROM w_raw_events WHERE received_us < {world.end_us}",
+            written["events"] = sum(
+                _insert(
+                    con,
+                    "raw.events",
+                    f"SELECT {events_columns()} FROM w_raw_events WHERE ts_us >= {lo} "
+                    f"AND ts_us < {hi} AND received_us < {world.end_us}",
+                )
+                for lo, hi in _slices(con, "w_event_times", "ts_us", world.end_us)
             )
             say("dead_letter")
             written["dead_letter"] = _insert(
@@ -1054,9 +1101,8 @@ def write_history(
                     schema_rows,
                 )
             written["source_schemas"] = len(schema_rows)
-            con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            _remove_before(con, world.end_us)
             raise
     finally:
         cleanup(con)
@@ -1148,6 +1194,37 @@ def generate_history(
     if not isinstance(answer, HistorySummary):  # pragma: no cover - a wrong job answer
         raise WarehouseError(f"history job answered {type(answer).__name__}, not a summary")
     return answer
+
+
+def _remove_before(con: duckdb.DuckDBPyConnection, end_us: int) -> None:
+    """Remove what a failed write_history wrote (everything before its end)."""
+    end = f"tstz({end_us})"
+    con.execute(f"DELETE FROM raw.events WHERE received_at < {end}")
+    con.execute(f"DELETE FROM raw.dead_letter WHERE received_at < {end}")
+    for table in SHOP_TABLES:
+        con.execute(f"DELETE FROM raw.cdc_{table} WHERE commit_ts < {end}")
+
+
+#: Rows per slice of a write (see write_history).
+SLICE_ROWS = 250_000
+
+
+def _slices(
+    con: duckdb.DuckDBPyConnection, table: str, column: str, end_us: int
+) -> list[tuple[int, int]]:
+    """``[lo, hi)`` ranges of ``column`` holding about :data:`SLICE_ROWS` rows each of
+    ``table`` (sorted by ``column``, so its row ids are in time order); the first starts at
+    the beginning of time, the last ends at ``end_us`` (one transaction's changes share their
+    time, so no transaction is split)."""
+    bounds = [
+        int(r[0])
+        for r in con.execute(
+            f"SELECT {column} FROM {table} WHERE rowid % {SLICE_ROWS} = 0 AND rowid > 0 "
+            f"ORDER BY rowid"
+        ).fetchall()
+    ]
+    edges = [-(2**62), *bounds, end_us + 1]
+    return [(lo, hi) for lo, hi in itertools.pairwise(edges) if lo < hi]
 
 
 def _estimated_changes(con: duckdb.DuckDBPyConnection) -> int:

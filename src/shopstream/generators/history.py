@@ -29,6 +29,12 @@ orders ``OH`` + 10, payments ``PAYH`` + 10 (live: U / P / O / PAY), and CDC LSNs
 below ``0x1000000`` (a real cluster's WAL starts at 0/1000000), so every real change sorts after
 history.
 
+History goes before what raw holds, never over it: :func:`write_history` refuses an end later
+than the oldest row in raw, and writes nothing when raw already holds history (its UH / OH
+rows). It runs on the warehouse's own connection (no SET: the warehouse locks its settings)
+and stays inside its memory limit: the world is built as views over narrow tables, and rows
+are written in slices of time.
+
 The benchmark of the transform (``bench/_rawgen.py``) uses the same generator (:class:`World`)
 with the live id prefixes, flat time and a CDC snapshot.
 """
@@ -309,10 +315,6 @@ def flat_weights(start_us: int, end_us: int) -> tuple[float, ...]:
 def _us(at: datetime) -> int:
     delta = at - datetime(1970, 1, 1, tzinfo=UTC)
     return (delta.days * 86_400 + delta.seconds) * US + delta.microseconds
-
-
-def _at(us: int) -> datetime:
-    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)
 
 
 # -- the shop's schema, as the CDC reader records it --------------------------------------------

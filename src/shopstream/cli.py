@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import time
 from collections.abc import Callable, Coroutine
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -26,6 +28,8 @@ if TYPE_CHECKING:  # the platform is imported when a command runs it (uvicorn, F
     from shopstream.generators.clickstream import SendStats
     from shopstream.generators.shop import WorkloadStats
     from shopstream.platform import Parts, Platform, PlatformStatus, Summary, Traffic
+    from shopstream.quality.runner import QualityProgress
+    from shopstream.quality.runs import QualityRun, QualityStatus
     from shopstream.transform.runner import Progress, TransformResult
     from shopstream.transform.runs import TransformStatus
 
@@ -39,6 +43,8 @@ app = typer.Typer(
 )
 schema_app = typer.Typer(help="Print the contracts' JSON Schema.", no_args_is_help=True)
 app.add_typer(schema_app, name="schema")
+quality_app = typer.Typer(help="The data quality agent's checks.", no_args_is_help=True)
+app.add_typer(quality_app, name="quality")
 
 console = Console(stderr=True)
 out = Console()
@@ -126,6 +132,8 @@ class StatusLine:
             )
         if status.transform is not None:
             lines.append(transform_line(status.transform))
+        if status.quality is not None:
+            lines.append(quality_line(status.quality))
         return Group(*lines)
 
 
@@ -143,6 +151,22 @@ def transform_line(status: TransformStatus) -> Text:
         )
     style = "red" if status.last_ok is False else ""
     return Text("transform " + "   ".join(parts or ["scheduled"]), style=style)
+
+
+def quality_line(status: QualityStatus) -> Text:
+    parts = []
+    if status.running:
+        parts.append(f"running ({status.reason})")
+    if status.last_finished is not None:
+        when = time.strftime("%H:%M:%S", time.localtime(status.last_finished))
+        outcome = "ok" if status.last_ok else "ALARM"
+        parts.append(f"last {when} {outcome}: {status.last_summary}")
+    if status.next_in_seconds is not None and not status.running:
+        parts.append(
+            f"next in {int(status.next_in_seconds) // 60}:{int(status.next_in_seconds) % 60:02d}"
+        )
+    style = "red" if status.last_ok is False else ""
+    return Text("quality   " + "   ".join(parts or ["scheduled"]), style=style)
 
 
 def _size(value: int | None) -> str:
@@ -236,9 +260,11 @@ def _serve(
     local_postgres: bool = False,
     orders_tps: float = 0.0,
     transform_at_end: bool = False,
+    quality_at_end: bool = False,
 ) -> None:
     """Run the platform in this process until it is told to stop; print the summary (with
-    ``transform_at_end``: then build staging and marts once and print the headline marts)."""
+    ``transform_at_end``: then build staging and marts once and print the headline marts;
+    with ``quality_at_end``: then run the quality checks and print their report)."""
     from shopstream.platform import Parts
 
     parts = Parts(
@@ -250,9 +276,34 @@ def _serve(
         orders_tps=orders_tps if traffic is not None else 0.0,
         duration=duration,
         schedule_transforms=True,
+        schedule_quality=True,
     )
     platform = _build(settings, parts)
     final: list[tuple[TransformResult, list[tuple[str, Any]]]] = []
+    checked: list[QualityRun] = []
+
+    def finish(p: Platform, summary: Summary) -> Summary:
+        # Ingest has drained: build staging and marts, then check them.
+        if transform_at_end:
+            summary = transform_once(p, summary)
+        if quality_at_end:
+            from dataclasses import replace
+
+            from shopstream.warehouse import WarehouseError
+
+            console.print("running the quality checks...")
+            # The CDC reader has stopped on purpose: its slot is idle by design, not lagging
+            # (the checks while the platform serves watch replication).
+            checked.append(
+                _with_quality_progress(
+                    lambda on_progress: p.check_quality(
+                        None, on_progress, reason="end of run", replication=False
+                    )
+                )
+            )
+            with contextlib.suppress(WarehouseError):  # the counts stay those from before
+                summary = replace(summary, table_counts=p.warehouse.table_counts())
+        return summary
 
     def transform_once(p: Platform, summary: Summary) -> Summary:
         from dataclasses import replace
@@ -274,7 +325,7 @@ def _serve(
         return summary
 
     summary, status = _run_platform(
-        platform, duration, transform_once if transform_at_end else None
+        platform, duration, finish if transform_at_end or quality_at_end else None
     )
     if not console.is_terminal:
         console.print(status.render(platform.status()))
@@ -303,9 +354,17 @@ def _serve(
         if result.success and not marts:
             console.print("no headline marts (daily_sales, daily_funnel, tracking_coverage) yet")
         transform_failed = not result.success
+    quality_failed = False
+    for run in checked:
+        from shopstream.quality.report import as_table
+
+        # The checks' verdict is the report's to tell (`shopstream quality run` exits 1 on a
+        # failed check, for CI); a run that could not run at all fails this command.
+        out.print(as_table(run, passing=False))  # what needs a person; the rest counted
+        quality_failed = run.error is not None
     for failure in summary.failures:
         console.print(f"[red]error:[/red] {failure}")
-    if summary.failures or transform_failed:
+    if summary.failures or transform_failed or quality_failed:
         raise typer.Exit(1)
 
 
@@ -358,6 +417,10 @@ def run(
             help="At the end, build staging and marts once (dbt) and print the headline marts."
         ),
     ] = True,
+    quality: Annotated[
+        bool,
+        typer.Option(help="At the end, run the quality checks and print their report."),
+    ] = True,
 ) -> None:
     """Run the platform on one machine: collector, CDC (when a shop database is configured)
     and the sink into the DuckDB warehouse."""
@@ -373,6 +436,7 @@ def run(
         local_postgres=local_postgres,
         orders_tps=orders_tps,
         transform_at_end=transform,
+        quality_at_end=quality,
     )
 
 
@@ -509,6 +573,77 @@ def generate_orders(
     console.print(
         f"committed {result.transactions:,} transactions ({result.rolled_back:,} rolled back); "
         f"orders: {statuses or 'none'}; revenue {result.revenue:,}"
+    )
+
+
+@app.command("generate-history")
+def generate_history(
+    days: Annotated[int, typer.Option(help="Days of history, ending at --end.")] = 35,
+    events_per_day: Annotated[int, typer.Option(help="Events per day, on average.")] = 20_000,
+    orders_per_day: Annotated[int, typer.Option(help="Orders per day, on average.")] = 600,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same history).")] = 9,
+    end: Annotated[
+        str | None,
+        typer.Option(
+            help="ISO-8601 instant history ends at (default: the oldest row in raw, or now).",
+        ),
+    ] = None,
+) -> None:
+    """Write weeks of realistic history straight into raw (DuckDB), before what raw holds:
+    events, dead letters and the shop's changes, with daily and weekly rhythm in the shop's
+    time zone. Writes nothing when raw already holds history. Stop a running platform first."""
+    from datetime import datetime
+
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from shopstream.generators.history import HistoryRequest
+    from shopstream.generators.history import generate_history as write
+    from shopstream.warehouse import WarehouseError
+
+    settings = _settings()
+    end_at = None
+    if end is not None:
+        try:
+            end_at = datetime.fromisoformat(end.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise _fail(f"--end {end!r} is not ISO-8601 (e.g. 2026-03-01T00:00:00Z)", 2) from exc
+        if end_at.tzinfo is None:
+            raise _fail(f"--end {end!r} has no time zone: add Z or an offset (+09:00)", 2)
+    request = HistoryRequest(
+        days=days,
+        end=end_at,
+        events_per_day=events_per_day,
+        orders_per_day=orders_per_day,
+        seed=seed,
+        timezone=settings.timezone,
+    )
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]history"),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=console.is_terminal,
+    ) as bar:
+        task = bar.add_task("history", total=None, detail="opening the warehouse...")
+        try:
+            summary = write(
+                settings, request, lambda step: bar.update(task, detail=f"writing {step}")
+            )
+        except (WarehouseError, ValueError) as exc:
+            raise _fail(str(exc)) from exc
+    if summary.skipped:
+        console.print(f"[yellow]{summary.skipped}[/yellow]")
+        return
+    table = Table(title="history written", title_justify="left")
+    table.add_column("raw table")
+    table.add_column("rows", justify="right")
+    for name, rows in summary.rows.items():
+        table.add_row(f"raw.{name}", f"{rows:,}")
+    out.print(table)
+    console.print(
+        f"{days} days of history, {summary.start.isoformat()} to {summary.end.isoformat()} "
+        f"({settings.timezone}), in {summary.seconds:,.1f} s"
     )
 
 
@@ -656,6 +791,126 @@ def transform(
         raise _fail(str(exc)) from exc
     _print_transform(result)
     if not result.success:
+        raise typer.Exit(1)
+
+
+# -- quality ---------------------------------------------------------------------------------
+
+
+def _with_quality_progress(
+    run: Callable[[Callable[[QualityProgress], None]], QualityRun],
+) -> QualityRun:
+    """Run the quality checks with a Rich progress bar fed by their progress, check by check."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]quality"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=console.is_terminal,
+    ) as bar:
+        task = bar.add_task("quality", total=None, detail="starting...")
+
+        def on_progress(step: QualityProgress) -> None:
+            if step.kind == "waiting":
+                bar.update(task, detail="waiting for the quality run already running")
+            elif step.kind == "planned":
+                bar.update(task, total=step.total, detail="")
+            elif step.kind == "checked":
+                bar.update(task, completed=step.index, total=step.total, detail=f"{step.check}")
+                if step.status in ("warn", "fail", "error"):
+                    console.print(f"  {step.check}: {step.status}")
+            elif step.kind == "report":
+                bar.update(task, detail="writing the report")
+
+        return run(on_progress)
+
+
+def _pinned_now(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        now = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise typer.BadParameter(
+            f"{value!r} is not an ISO 8601 time (e.g. 2026-12-01T10:00:00Z)", param_hint="--now"
+        ) from exc
+    if now.tzinfo is None:
+        raise typer.BadParameter(
+            f"{value!r} has no time zone: add one (2026-12-01T10:00:00Z)", param_hint="--now"
+        )
+    return now
+
+
+@quality_app.command(
+    "run",
+    epilog="Exit status: 0 when no check failed or errored (warn and learning do not fail), "
+    "1 when one did (or the run itself could not run), 2 on a usage error (an option, the "
+    "checks file).",
+)
+def quality_run(
+    output: Annotated[
+        str,
+        typer.Option("--format", "-f", help="table (a person), json (a program) or markdown."),
+    ] = "table",
+    select: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--select", "-s", help="Only checks whose name starts with this (repeatable)."
+        ),
+    ] = None,
+    now: Annotated[
+        str | None,
+        typer.Option(
+            help="Judge as if it were this time (ISO 8601 with a time zone; tests, what-if)."
+        ),
+    ] = None,
+) -> None:
+    """Run the data quality checks, store their results in monitoring.data_quality_checks and
+    print them with the analyst's report. A running platform runs them where it holds the
+    warehouse; with nothing running, they run here."""
+    from shopstream.quality.report import FORMATS, as_json, as_markdown, as_table
+    from shopstream.quality.runs import QualityRequest, quality_warehouse
+    from shopstream.quality.spec import QualityConfigError, load_config
+    from shopstream.warehouse import WarehouseError
+
+    if output not in FORMATS:
+        raise typer.BadParameter(
+            f"{output!r}: use one of {', '.join(FORMATS)}", param_hint="--format"
+        )
+    request = QualityRequest(select=tuple(select or ()), now=_pinned_now(now))
+    settings = _settings()
+    try:
+        load_config(settings.quality.checks_file)  # a broken file is the user's to fix first
+    except QualityConfigError as exc:
+        raise _fail(str(exc), 2) from exc
+    try:
+        result = _with_quality_progress(
+            lambda on_progress: quality_warehouse(settings, request, on_progress)
+        )
+    except WarehouseError as exc:
+        raise _fail(str(exc)) from exc
+    if result.config_error:
+        assert result.error is not None
+        raise _fail(result.error, 2)
+    if output == "json":
+        sys.stdout.write(as_json(result) + "\n")
+    elif output == "markdown":
+        sys.stdout.write(as_markdown(result) + "\n")
+    else:
+        out.print(as_table(result))
+    if result.failed:
         raise typer.Exit(1)
 
 

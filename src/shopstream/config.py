@@ -325,6 +325,15 @@ class Settings(BaseSettings):
             ) from None
         return value
 
+    @field_validator("llm")
+    @classmethod
+    def _known_llm(cls, value: str) -> str:
+        # Imported here: no LangChain import happens for this (llm.py loads it lazily).
+        from shopstream.genai.llm import parse_llm
+
+        parse_llm(value)  # LLMConfigError (a ValueError) names the accepted forms
+        return value.strip()
+
     @field_validator("warehouse_url")
     @classmethod
     def _known_warehouse(cls, value: str) -> str:

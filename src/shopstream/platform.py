@@ -36,6 +36,8 @@ from shopstream.collector.handlers import IntakeHandlers
 from shopstream.config import Settings
 from shopstream.generators.clickstream import GroundTruth, SendStats
 from shopstream.generators.shop import Shop, ShopTruth, WorkloadStats
+from shopstream.quality.runner import QualityProgress
+from shopstream.quality.runs import Quality, QualityRequest, QualityRun, QualityStatus
 from shopstream.runtime import QueryService, Served, http_url, remove_runtime, write_runtime
 from shopstream.sinks import Sink, open_sink
 from shopstream.transform.runner import Progress, TransformRequest, TransformResult
@@ -108,6 +110,8 @@ class Parts:
     duration: float | None = None
     #: Run the transform every ``transform.schedule_minutes`` while serving.
     schedule_transforms: bool = False
+    #: Run the quality checks every ``quality.schedule_minutes`` while serving.
+    schedule_quality: bool = False
 
 
 # -- status snapshots ------------------------------------------------------------------------
@@ -132,6 +136,7 @@ class PlatformStatus:
     cdc: ReaderStatus | None
     orders: WorkloadStats | None
     transform: TransformStatus | None = None
+    quality: QualityStatus | None = None
 
 
 @dataclass(frozen=True)
@@ -145,6 +150,12 @@ class Summary:
     orders: ShopTruth | None = None
     #: What failed (a part, the row counts), in order; the command exits non-zero.
     failures: tuple[Exception, ...] = ()
+
+
+def _iso(timestamp: float | None) -> str | None:
+    from datetime import UTC, datetime
+
+    return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC).isoformat()
 
 
 # -- components ------------------------------------------------------------------------------
@@ -436,8 +447,12 @@ class Platform:
         try:
             self.warehouse.ensure_layers()
             self.sink = open_sink(settings, self.warehouse)
-            # Transforms run where the warehouse is held: see shopstream.transform.runs.
+            # Transforms and quality checks run where the warehouse is held: see
+            # shopstream.transform.runs and shopstream.quality.runs.
             self.transforms = Transforms(settings, self.warehouse)
+            self.quality = Quality(
+                settings, self.warehouse, self.pipeline_facts, source_dsn=parts.cdc_dsn
+            )
             self.collector: Collector | None = None
             self.queries: QueryService | None = None
             self.query_token = secrets.token_urlsafe(32)
@@ -453,6 +468,7 @@ class Platform:
                         self.query_token,
                         settings.query,
                         transform=self._transform_for_socket,
+                        quality=self._quality_for_socket,
                     )
                     self.queries = QueryService(query_app, settings.data_dir)
             self.cdc: ChangeCapture | None = None
@@ -531,6 +547,7 @@ class Platform:
 
     def status(self) -> PlatformStatus:
         transforms = self.transforms.status()
+        quality = self.quality.status()
         return PlatformStatus(
             collector=self.collector.status() if self.collector else None,
             generator=self.generator.status() if self.generator else None,
@@ -539,7 +556,77 @@ class Platform:
             transform=transforms
             if transforms.runs or transforms.running or transforms.next_in_seconds is not None
             else None,
+            quality=quality
+            if quality.runs or quality.running or quality.next_in_seconds is not None
+            else None,
         )
+
+    def pipeline_facts(self) -> dict[str, object]:
+        """What the platform knows that the warehouse does not, for the quality checks and
+        the analyst: the transform's last run, the CDC reader's state, the collector's
+        counts (plain JSON values)."""
+        facts: dict[str, object] = {}
+        transform = self.transforms.status()
+        facts["transform"] = {
+            "running": transform.running,
+            "runs": transform.runs,
+            "last_ok": transform.last_ok,
+            "last_finished": _iso(transform.last_finished),
+            "last_summary": transform.last_summary,
+        }
+        if self.cdc is not None:
+            cdc = self.cdc.status()
+            facts["cdc"] = {
+                "state": cdc.state,
+                "changes": cdc.changes,
+                "transactions": cdc.transactions,
+                "snapshot_rows": cdc.snapshot_rows,
+                "dead_letters": cdc.dead_letters,
+                "lag_bytes": cdc.lag_bytes,
+                "lag_seconds": None if cdc.lag_seconds is None else round(cdc.lag_seconds, 1),
+                "retained_bytes": cdc.retained_bytes,
+            }
+        else:
+            facts["cdc"] = {"state": "not configured"}
+        if self.collector is not None:
+            collector = self.collector.status()
+            facts["collector"] = {
+                "accepted": collector.accepted,
+                "rejected": collector.rejected,
+                "sink_pending_rows": collector.sink_pending_rows,
+                "sink_commits": collector.sink_commits,
+                "up_seconds": round(collector.up_seconds, 1),
+            }
+        return facts
+
+    def check_quality(
+        self,
+        request: QualityRequest | None = None,
+        on_progress: Callable[[QualityProgress], None] | None = None,
+        *,
+        reason: str = "request",
+        replication: bool = True,
+    ) -> QualityRun:
+        """Run the quality checks now, where the warehouse is held (after a run in progress).
+        A failure is in the run (logged), never an exception: ingest goes on.
+        ``replication=False``: skip the replication slot's checks (after the reader stopped)."""
+        run = self.quality.run(request, on_progress, reason=reason, replication=replication)
+        assert run is not None  # it waited its turn
+        return run
+
+    def _quality_for_socket(
+        self, body: dict[str, object], emit: Callable[[dict[str, object]], None]
+    ) -> dict[str, object]:
+        """``shopstream quality run`` asking over the query socket (plain dicts there)."""
+        from datetime import datetime
+
+        select = body.get("select") or []
+        now = body.get("now")
+        request = QualityRequest(
+            select=tuple(str(s) for s in select) if isinstance(select, list) else (),
+            now=datetime.fromisoformat(now) if isinstance(now, str) else None,
+        )
+        return self.check_quality(request, lambda p: emit(asdict(p))).to_dict()
 
     def transform(
         self,
@@ -584,6 +671,7 @@ class Platform:
         failures: list[Exception] = []
         tasks = self.tasks
         schedule: asyncio.Task[None] | None = None
+        quality_schedule: asyncio.Task[None] | None = None
         try:
             await self._start_serving()
             self.started_at = time.monotonic()
@@ -591,6 +679,8 @@ class Platform:
                 await task.start()
             if self.parts.schedule_transforms:
                 schedule = asyncio.create_task(self.transforms.schedule(stop))
+            if self.parts.schedule_quality:
+                quality_schedule = asyncio.create_task(self.quality.schedule(stop))
             deadline = None if duration is None else self.started_at + duration
             while not stop.is_set():
                 if deadline is not None and time.monotonic() >= deadline:
@@ -613,6 +703,8 @@ class Platform:
                 # A scheduled transform in progress is not waited for: it ends with the
                 # warehouse (its open work dropped, as after a crash; the next run completes).
                 schedule.cancel()
+            if quality_schedule is not None:
+                quality_schedule.cancel()  # likewise: checks only read until they store
             for task in tasks:
                 try:
                     await task.stop()

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from shopstream.config import Settings
+    from shopstream.quality.runner import QualityProgress
+    from shopstream.quality.runs import QualityRequest, QualityRun
     from shopstream.transform.runner import Progress, TransformRequest, TransformResult
 
 RUNTIME_FILE = "runtime.json"
@@ -243,6 +245,56 @@ def query_warehouse(settings: Settings, sql: str, *, limit: int) -> QueryAnswer:
     return QueryAnswer(answer["columns"], answer["rows"], answer["truncated"], answer["limit"])
 
 
+def _stream_job(
+    data_dir: Path, route: str, body: dict[str, Any], what: str
+) -> Iterator[dict[str, Any]]:
+    """Ask the platform running on ``data_dir`` to run a job (``route``) where it holds the
+    warehouse; yields its lines (``{"progress": ...}``, then ``{"result": ...}``) as they come.
+
+    Raises LookupError when none left its address, WarehouseError with the platform's answer
+    when it refuses or stops without a result, and httpx's errors when it does not answer.
+    """
+    import httpx
+    import orjson
+
+    from shopstream.warehouse import WarehouseError
+
+    runtime = read_runtime(data_dir)
+    if runtime is None or "socket" not in runtime:
+        raise LookupError(f"no running shopstream left its address in {data_dir}")
+    transport = httpx.HTTPTransport(uds=runtime["socket"])
+    answered = False
+    # No read timeout: a job takes as long as it takes, and progress lines keep coming.
+    with (
+        httpx.Client(transport=transport, timeout=httpx.Timeout(30.0, read=None)) as client,
+        client.stream(
+            "POST",
+            f"http://shopstream{route}",
+            json=body,
+            headers={"Authorization": f"Bearer {runtime['token']}"},
+        ) as response,
+    ):
+        if response.status_code != 200:
+            response.read()
+            try:
+                reason = response.json().get("error", response.text)
+            except ValueError:
+                reason = f"HTTP {response.status_code}: {response.text[:500]}"
+            raise WarehouseError(f"the running platform refused the {what}: {reason}")
+        for line in response.iter_lines():
+            if not line.strip():
+                continue
+            data = orjson.loads(line)
+            if "error" in data:
+                raise WarehouseError(f"the running platform's {what} failed: {data['error']}")
+            answered = answered or "result" in data
+            yield data
+    if not answered:
+        raise WarehouseError(
+            f"the running platform ended the {what} without a result (did it stop?)"
+        )
+
+
 def transform_running(
     data_dir: Path,
     request: TransformRequest,
@@ -254,49 +306,44 @@ def transform_running(
     Raises LookupError when none left its address, WarehouseError with the platform's answer
     when it refuses or stops without a result, and httpx's errors when it does not answer.
     """
-    import httpx
-    import orjson
-
     from shopstream.transform.runner import Progress, TransformResult
-    from shopstream.warehouse import WarehouseError
     from shopstream.warehouse.duckdb.query_endpoint import TRANSFORM_ROUTE
 
-    runtime = read_runtime(data_dir)
-    if runtime is None or "socket" not in runtime:
-        raise LookupError(f"no running shopstream left its address in {data_dir}")
     body = {"full_refresh": request.full_refresh, "select": list(request.select)}
-    transport = httpx.HTTPTransport(uds=runtime["socket"])
     result: TransformResult | None = None
-    # No read timeout: a build takes as long as it takes, and progress lines keep coming.
-    with (
-        httpx.Client(transport=transport, timeout=httpx.Timeout(30.0, read=None)) as client,
-        client.stream(
-            "POST",
-            f"http://shopstream{TRANSFORM_ROUTE}",
-            json=body,
-            headers={"Authorization": f"Bearer {runtime['token']}"},
-        ) as response,
-    ):
-        if response.status_code != 200:
-            response.read()
-            try:
-                reason = response.json().get("error", response.text)
-            except ValueError:
-                reason = f"HTTP {response.status_code}: {response.text[:500]}"
-            raise WarehouseError(f"the running platform refused the transform: {reason}")
-        for line in response.iter_lines():
-            if not line.strip():
-                continue
-            data = orjson.loads(line)
-            if "progress" in data:
-                if on_progress is not None:
-                    on_progress(Progress(**data["progress"]))
-            elif "result" in data:
-                result = TransformResult.from_dict(data["result"])
-            elif "error" in data:
-                raise WarehouseError(f"the running platform's transform failed: {data['error']}")
-    if result is None:
-        raise WarehouseError(
-            "the running platform ended the transform without a result (did it stop?)"
-        )
+    for data in _stream_job(data_dir, TRANSFORM_ROUTE, body, "transform"):
+        if "progress" in data:
+            if on_progress is not None:
+                on_progress(Progress(**data["progress"]))
+        elif "result" in data:
+            result = TransformResult.from_dict(data["result"])
+    assert result is not None  # _stream_job raised otherwise
     return result
+
+
+def quality_running(
+    data_dir: Path,
+    request: QualityRequest,
+    on_progress: Callable[[QualityProgress], None] | None = None,
+) -> QualityRun:
+    """Ask the platform running on ``data_dir`` to run the quality checks where it holds the
+    warehouse (it stores the results and writes the report), over its local socket.
+
+    Raises as :func:`transform_running` does.
+    """
+    from shopstream.quality.runner import QualityProgress
+    from shopstream.quality.runs import QualityRun
+    from shopstream.warehouse.duckdb.query_endpoint import QUALITY_ROUTE
+
+    body: dict[str, Any] = {"select": list(request.select)}
+    if request.now is not None:
+        body["now"] = request.now.isoformat()
+    run: QualityRun | None = None
+    for data in _stream_job(data_dir, QUALITY_ROUTE, body, "quality run"):
+        if "progress" in data:
+            if on_progress is not None:
+                on_progress(QualityProgress(**data["progress"]))
+        elif "result" in data:
+            run = QualityRun.from_dict(data["result"])
+    assert run is not None  # _stream_job raised otherwise
+    return run

@@ -29,6 +29,12 @@ orders ``OH`` + 10, payments ``PAYH`` + 10 (live: U / P / O / PAY), and CDC LSNs
 below ``0x1000000`` (a real cluster's WAL starts at 0/1000000), so every real change sorts after
 history.
 
+History goes before what raw holds, never over it: :func:`write_history` refuses an end later
+than the oldest row in raw, and writes nothing when raw already holds history (its UH / OH
+rows). It runs on the warehouse's own connection (no SET: the warehouse locks its settings)
+and stays inside its memory limit: the world is built as views over narrow tables, and rows
+are written in slices of time.
+
 The benchmark of the transform (``bench/_rawgen.py``) uses the same generator (:class:`World`)
 with the live id prefixes, flat time and a CDC snapshot.
 """
@@ -36,6 +42,7 @@ with the live id prefixes, flat time and a CDC snapshot.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import random
 import re
@@ -310,10 +317,6 @@ def _us(at: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * US + delta.microseconds
 
 
-def _at(us: int) -> datetime:
-    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)
-
-
 # -- the shop's schema, as the CDC reader records it --------------------------------------------
 
 
@@ -405,11 +408,15 @@ def _macros(con: duckdb.DuckDBPyConnection, seed: int) -> None:
     # An instant whatever the session's TimeZone (epoch + microseconds is exact).
     con.execute("CREATE OR REPLACE TEMP MACRO tstz(us) AS to_timestamp(0) + to_microseconds(us)")
     con.execute(f"CREATE OR REPLACE TEMP MACRO h(tag, n) AS (hash({seed}, tag, n) >> 1)::BIGINT")
-    # A uuid-looking id from a hash: deterministic, distinct per (tag, n).
+    # A uuid-looking id from a hash: deterministic, distinct per (tag, n); version nibble 4,
+    # variant a (substrings: far cheaper than a regular expression on millions of rows).
     con.execute(
-        "CREATE OR REPLACE TEMP MACRO uid(tag, n) AS regexp_replace("
-        f"md5({seed}::VARCHAR || tag || n::VARCHAR), "
-        r"'^(.{8})(.{4}).(.{3}).(.{3})(.{12})$', '\1-\2-4\3-a\4-\5')"
+        "CREATE OR REPLACE TEMP MACRO uuid_of(m) AS substr(m, 1, 8) || '-' || substr(m, 9, 4) "
+        "|| '-4' || substr(m, 14, 3) || '-a' || substr(m, 18, 3) || '-' || substr(m, 21, 12)"
+    )
+    con.execute(
+        f"CREATE OR REPLACE TEMP MACRO uid(tag, n) AS uuid_of(md5({seed}::VARCHAR || tag "
+        "|| n::VARCHAR))"
     )
 
 
@@ -420,12 +427,20 @@ TEMP_TABLES = (
     "w_products",
     "w_orders",
     "w_lines",
-    "w_changes",
+    "w_num",
+    "w_num_slice",
+    "w_event_times",
     "w_sessions",
     "w_session_start",
-    "w_events",
 )
-TEMP_VIEWS = ("w_raw_events", "w_dead_letters")
+TEMP_VIEWS = (
+    "w_raw_events",
+    "w_dead_letters",
+    "w_events",
+    "w_changes",
+    "w_numbered",
+    "w_versions",
+)
 
 
 def cleanup(con: duckdb.DuckDBPyConnection) -> None:
@@ -587,38 +602,49 @@ def _changes(con: duckdb.DuckDBPyConnection, w: World) -> None:
     failed_id = f"printf('{ids.payment}%010d', 2 * o + 2)"
     # One status step of an order: (status, the column holding its time, which orders).
     steps = [
-        ("PAID", "paid_us", "outcome <> 'CANCELLED_PENDING'"),
-        ("PREPARING", "preparing_us", "outcome NOT IN ('CANCELLED_PENDING', 'CANCELLED_PAID')"),
-        ("SHIPPING", "shipping_us", "outcome IN ('DELIVERED', 'REFUNDED')"),
-        ("DELIVERED", "delivered_us", "outcome IN ('DELIVERED', 'REFUNDED')"),
-        ("CANCELLED", "cancelled_us", "outcome LIKE 'CANCELLED%'"),
-        ("REFUNDED", "refunded_us", "outcome = 'REFUNDED'"),
+        ("PAID", "paid_us", "outcome <> 'CANCELLED_PENDING'", "2"),
+        (
+            "PREPARING",
+            "preparing_us",
+            "outcome NOT IN ('CANCELLED_PENDING', 'CANCELLED_PAID')",
+            "1",
+        ),
+        ("SHIPPING", "shipping_us", "outcome IN ('DELIVERED', 'REFUNDED')", "1"),
+        ("DELIVERED", "delivered_us", "outcome IN ('DELIVERED', 'REFUNDED')", "1"),
+        (
+            "CANCELLED",
+            "cancelled_us",
+            "outcome LIKE 'CANCELLED%'",
+            "CASE WHEN outcome = 'CANCELLED_PENDING' THEN 1 ELSE 2 END",  # + the payment
+        ),
+        ("REFUNDED", "refunded_us", "outcome = 'REFUNDED'", "2"),
     ]
     order_steps = "\n".join(
         f"""UNION ALL
-        SELECT 'orders', order_id, {ts}, {2 if status == "PAID" else 3}, o, 1, 0, false, false,
+        SELECT 'orders', order_id, {ts}, {2 if status == "PAID" else 3}, o, 1, 0, {size},
+               false, false,
                json_object('order_id', order_id), NULL,
                {order_row.format(status=f"'{status}'", ts=ts)}
         FROM w_orders WHERE {where}"""
-        for status, ts, where in steps
+        for status, ts, where, size in steps
     )
     con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE w_versions AS
+        CREATE OR REPLACE TEMP VIEW w_versions AS
         -- users: sign-up, a grade change for one in ten, and some members without orders leave
         SELECT 'users' AS tbl, user_id AS key_str, created_us AS v_ts, 4 AS tx_kind, u AS tx_ent,
-               1 AS tbl_rank, 0 AS sub, true AS is_first, false AS is_delete,
+               1 AS tbl_rank, 0 AS sub, 1 AS tx_size, true AS is_first, false AS is_delete,
                json_object('user_id', user_id) AS key, NULL::JSON AS before,
                json_object('user_id', user_id, 'email', email, 'name', name, 'grade', grade,
                    'created_at', pg_ts(created_us), 'updated_at', pg_ts(created_us)) AS after
         FROM w_users
         UNION ALL
-        SELECT 'users', user_id, v_ts, 4, u, 1, 0, false, false, json_object('user_id', user_id),
+        SELECT 'users', user_id, v_ts, 4, u, 1, 1, 1, false, false, json_object('user_id', user_id),
                NULL, json_object('user_id', user_id, 'email', email, 'name', name,
                    'grade', grade_later, 'created_at', pg_ts(created_us), 'updated_at', pg_ts(v_ts))
         FROM (SELECT *, created_us + (({world_end} - created_us) * (h('gu', u) % 600)
                   // 1000)::BIGINT AS v_ts FROM w_users WHERE u % 10 = 3)
         UNION ALL
-        SELECT 'users', user_id, created_us + ({world_end} - created_us) * 7 // 10, 4, u, 1, 0,
+        SELECT 'users', user_id, created_us + ({world_end} - created_us) * 7 // 10, 4, u, 1, 2, 1,
                false, true, json_object('user_id', user_id),
                -- replica identity default: a delete's before holds the key, the rest null
                json_object('user_id', user_id, 'email', NULL, 'name', NULL, 'grade', NULL,
@@ -626,7 +652,7 @@ def _changes(con: duckdb.DuckDBPyConnection, w: World) -> None:
         FROM w_users WHERE u >= {buyers} AND u % 20 = 0
         UNION ALL
         -- products: in the catalogue before the start, then restocked four times
-        SELECT 'products', product_id, v_ts, 5, p, 1, 0, k = 0, false,
+        SELECT 'products', product_id, v_ts, 5, p, 1, k, 1, k = 0, false,
                json_object('product_id', product_id), NULL,
                json_object('product_id', product_id, 'name', name, 'category', category,
                    'storage_type', storage_type, 'price', price::VARCHAR,
@@ -639,20 +665,21 @@ def _changes(con: duckdb.DuckDBPyConnection, w: World) -> None:
               FROM w_products, range(5) r(k))
         UNION ALL
         -- orders: placed (PENDING) with their lines, then each status step
-        SELECT 'orders', order_id, t_us, 1, o, 1, 0, true, false,
+        SELECT 'orders', order_id, t_us, 1, o, 1, 0, 1 + n_lines, true, false,
                json_object('order_id', order_id), NULL,
                {order_row.format(status="'PENDING'", ts="t_us")}
         FROM w_orders
         {order_steps}
         UNION ALL
-        SELECT 'order_items', order_id || '/' || line_no, o.t_us, 1, l.o, 2, line_no, true, false,
+        SELECT 'order_items', order_id || '/' || line_no, o.t_us, 1, l.o, 2, line_no,
+               1 + o.n_lines, true, false,
                json_object('order_id', order_id, 'line_no', line_no), NULL,
                json_object('order_id', order_id, 'line_no', line_no, 'product_id', product_id,
                    'quantity', quantity, 'unit_price', unit_price::VARCHAR)
         FROM w_lines l JOIN w_orders o USING (o, order_id)
         UNION ALL
         -- a declined try (its own transaction, between the order and the good try)
-        SELECT 'payments', {failed_id}, t_us + (paid_us - t_us) // 2, 6, o, 3, 0, true, false,
+        SELECT 'payments', {failed_id}, t_us + (paid_us - t_us) // 2, 6, o, 1, 0, 1, true, false,
                json_object('payment_id', {failed_id}), NULL,
                json_object('payment_id', {failed_id}, 'order_id', order_id, 'method', method,
                    'amount', total_amount::VARCHAR, 'status', 'FAILED', 'paid_at', NULL,
@@ -660,13 +687,13 @@ def _changes(con: duckdb.DuckDBPyConnection, w: World) -> None:
         FROM w_orders WHERE declined_first AND outcome <> 'CANCELLED_PENDING'
         UNION ALL
         -- paid with the order's move to PAID (one transaction)
-        SELECT 'payments', {payment_id}, paid_us, 2, o, 3, 0, true, false,
+        SELECT 'payments', {payment_id}, paid_us, 2, o, 3, 0, 2, true, false,
                json_object('payment_id', {payment_id}), NULL,
                {payment_row.format(status="'PAID'", refunded="NULL")}
         FROM w_orders WHERE outcome <> 'CANCELLED_PENDING'
         UNION ALL
         -- settled with the cancellation or the refund (one transaction with the order's move)
-        SELECT 'payments', {payment_id}, coalesce(cancelled_us, refunded_us), 3, o, 3, 0, false,
+        SELECT 'payments', {payment_id}, coalesce(cancelled_us, refunded_us), 3, o, 3, 0, 2, false,
                false, json_object('payment_id', {payment_id}), NULL,
                {
         payment_row.format(
@@ -679,33 +706,45 @@ def _changes(con: duckdb.DuckDBPyConnection, w: World) -> None:
     # one 'r' row per live key; later ones become transactions with increasing commit LSNs.
     base = w.lsn_base
     snapshot = w.snapshot_us if w.snapshot_us is not None else w.start_us - 400 * DAY_US
+    # Versions are a view (their JSON is built only when written); the numbering sorts only
+    # the narrow columns that place a change (time, transaction, position in it), with an
+    # ORDER BY, which spills to disk, into a table whose row ids then count the changes (a
+    # window over millions of rows would not stay inside the warehouse's memory limit).
+    # A change's place in its transaction follows from its table's rank (an order, then its
+    # lines, then its payment), so its transaction's first and last change need no window
+    # either. A transaction's changes are numbered from 1; its commit LSN is its last one's.
+    order = "v_ts, tx_kind, tx_ent, tbl_rank, sub"
+    # (In two steps: sorting straight from the view's many branches runs out of memory.)
     con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE w_changes AS
-        WITH v AS (SELECT * FROM w_versions WHERE v_ts < {world_end}),
-        snap AS (
-            SELECT * FROM v WHERE v_ts <= {snapshot}
-            QUALIFY row_number() OVER (
-                PARTITION BY tbl, key_str ORDER BY v_ts DESC, is_delete DESC) = 1
-        ), numbered AS (
-            SELECT *, row_number() OVER (ORDER BY v_ts, tx_kind, tx_ent, tbl_rank, sub) AS g
-            FROM v WHERE v_ts > {snapshot}
-        ), stream AS (
-            SELECT *, max(g) OVER txn AS last_g, min(g) OVER txn AS first_g FROM numbered
-            WINDOW txn AS (PARTITION BY v_ts, tx_kind, tx_ent)
-        )
+        CREATE OR REPLACE TEMP TABLE w_num AS
+        SELECT tbl, {order}, tx_size FROM w_versions
+        WHERE v_ts > {snapshot} AND v_ts < {world_end}""")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE w_num AS SELECT * FROM w_num ORDER BY {order}")
+    numbered = """
+        SELECT *, g - (CASE tbl_rank WHEN 2 THEN 1 + sub WHEN 3 THEN 2 ELSE 1 END) + 1
+                   AS first_g
+        FROM (SELECT tbl, v_ts, tx_kind, tx_ent, tbl_rank, sub, tx_size AS n_changes,
+                     rowid + 1 AS g FROM w_num)"""
+    con.execute(f"CREATE OR REPLACE TEMP VIEW w_numbered AS {numbered}")
+    stream = f"""
+        SELECT tbl, printf('%016X-%08d', {base} + first_g + n_changes - 1, g - first_g + 1)
+                   AS change_id,
+               CASE WHEN is_delete THEN 'd' WHEN is_first THEN 'c' ELSE 'u' END AS op,
+               {base} + g AS lsn, 700 + first_g AS tx_id, v_ts AS commit_us, key, before,
+               after, 'false' AS snapshot
+        FROM w_versions JOIN ({numbered}) USING (tbl, {order})"""
+    snap = f"""
         SELECT tbl, printf('%016X-r%08d', {base}::BIGINT,
-                   row_number() OVER (PARTITION BY tbl ORDER BY key_str)) AS change_id,
-               'r' AS op, {base}::BIGINT AS lsn, NULL::BIGINT AS tx_id,
-               {snapshot}::BIGINT AS commit_us, key, NULL::JSON AS before, after,
-               'true' AS snapshot
-        FROM snap WHERE NOT is_delete
-        UNION ALL
-        -- a transaction's changes are numbered from 1; its commit LSN is its last change's
-        SELECT tbl, printf('%016X-%08d', {base} + last_g, g - first_g + 1),
-               CASE WHEN is_delete THEN 'd' WHEN is_first THEN 'c' ELSE 'u' END,
-               {base} + g, 700 + first_g, v_ts, key, before, after, 'false'
-        FROM stream""")
-    con.execute("DROP TABLE w_versions")
+                   row_number() OVER (PARTITION BY tbl ORDER BY key_str)),
+               'r', {base}::BIGINT, NULL::BIGINT, {snapshot}::BIGINT, key, NULL::JSON, after,
+               'true'
+        FROM (SELECT * FROM w_versions WHERE v_ts <= {snapshot}
+              QUALIFY row_number() OVER (
+                  PARTITION BY tbl, key_str ORDER BY v_ts DESC, is_delete DESC) = 1)
+        WHERE NOT is_delete"""
+    # History has no snapshot: every change is streamed.
+    parts = [stream] if w.snapshot_us is None else [stream, snap]  # names: the first
+    con.execute(f"CREATE OR REPLACE TEMP VIEW w_changes AS {' UNION ALL '.join(parts)}")
 
 
 def _events(con: duckdb.DuckDBPyConnection, w: World) -> None:
@@ -720,27 +759,10 @@ def _events(con: duckdb.DuckDBPyConnection, w: World) -> None:
     )
     others = max(len(SESSION_STEPS), w.events - purchases)
     users = max(1, int(w.users * 0.9))
+    u_start, u_end = w.user_span
+    u_step = max(1, (u_end - u_start) // w.users)
     steps = _sql_list(SESSION_STEPS)
     n_steps = len(SESSION_STEPS)
-    sessions = others // n_steps + 1
-    # Session-level fields, computed once per session.
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE w_sessions AS
-        SELECT s, uid('a', s) AS anonymous_id, uid('s', s) AS session_id,
-               {_sql_list(DEVICES)}[1 + (h('dev', s) % 4)::INT] AS device_type,
-               CASE WHEN h('login', s) % 3 <> 0
-                    THEN printf('{ids.user}%06d', 1 + h('su', s) % {users}) END AS user_id,
-               CASE WHEN s % 5 = 0 THEN 'naver' END AS utm_source,
-               CASE WHEN s % 5 = 0 THEN 'cpc' END AS utm_medium,
-               CASE WHEN s % 5 = 0 THEN 'spring_sale' END AS utm_campaign,
-               '203.0.' || (s % 200) || '.' || (h('ip', s) % 250) AS ip,
-               CASE WHEN h('bot', s) % 100 = 0
-                    THEN 'Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)'
-                    WHEN h('dev', s) % 4 < 2 THEN 'shopstream-app/4.2 (mobile)'
-                    ELSE 'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 '
-                         || 'Chrome/126.0 Safari/537.36'
-               END AS user_agent
-        FROM range({sessions}) r(s)""")
     # Events in time order by row number, so a session's steps stay together in time.
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE w_event_times AS
@@ -751,12 +773,32 @@ def _events(con: duckdb.DuckDBPyConnection, w: World) -> None:
         CREATE OR REPLACE TEMP TABLE w_session_start AS
         SELECT i // {n_steps} AS s, ts_us FROM w_event_times WHERE i % {n_steps} = 0
         ORDER BY ts_us""")
+    # Session-level fields, once per session; its member had signed up by its start.
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE w_sessions AS
+        SELECT s, ts_us, uid('a', s) AS anonymous_id, uid('s', s) AS session_id,
+               {_sql_list(DEVICES)}[1 + (h('dev', s) % 4)::INT] AS device_type,
+               CASE WHEN h('login', s) % 3 <> 0
+                    THEN printf('{ids.user}%06d', 1 + h('su', s) % greatest(1, least({users},
+                        (ts_us - {u_start}) // {u_step}))) -- signed up by then
+               END AS user_id,
+               CASE WHEN s % 5 = 0 THEN 'naver' END AS utm_source,
+               CASE WHEN s % 5 = 0 THEN 'cpc' END AS utm_medium,
+               CASE WHEN s % 5 = 0 THEN 'spring_sale' END AS utm_campaign,
+               '203.0.' || (s % 200) || '.' || (h('ip', s) % 250) AS ip,
+               CASE WHEN h('bot', s) % 100 = 0
+                    THEN 'Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)'
+                    WHEN h('dev', s) % 4 < 2 THEN 'shopstream-app/4.2 (mobile)'
+                    ELSE 'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 '
+                         || 'Chrome/126.0 Safari/537.36'
+               END AS user_agent
+        FROM w_session_start""")
     product_props = (
         "json_object('product_id', p.product_id, 'name', p.name, 'category', p.category, "
         "'price', p.price::BIGINT::VARCHAR"
     )
     con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE w_events AS
+        CREATE OR REPLACE TEMP VIEW w_events AS
         WITH e AS (
             SELECT t.i, t.i // {n_steps} AS s, {steps}[1 + t.i % {n_steps}] AS event_type,
                    t.ts_us, (h('ep', t.i) % {w.products})::BIGINT AS p
@@ -800,17 +842,17 @@ def _events(con: duckdb.DuckDBPyConnection, w: World) -> None:
                    'currency', 'KRW', 'items', items,
                    'shipping', CASE WHEN o.total_amount >= 30000 THEN '0' ELSE '3000' END),
                o.user_id
-        FROM (SELECT * FROM w_orders
-              WHERE h('lost', o) % 1000 >= {PURCHASE_LOSS_PER_MILLE}
-                AND t_us + {2 * US} < {w.end_us}) o
-        ASOF LEFT JOIN w_session_start st ON o.t_us + {2 * US} >= st.ts_us
-        JOIN (
-            SELECT o, list(json_object('product_id', product_id, 'quantity', quantity::BIGINT,
-                       'price', unit_price::BIGINT::VARCHAR, 'category', category) ORDER BY line_no)
-                       AS items
-            FROM w_lines GROUP BY o
-        ) l USING (o)""")
-    con.execute("DROP TABLE w_event_times")
+        FROM (
+            -- lines aggregated after the join: a slice of time aggregates only its orders
+            SELECT o.o, o.order_id, o.t_us, o.total_amount, o.user_id,
+                   list(json_object('product_id', l.product_id, 'quantity', l.quantity::BIGINT,
+                       'price', l.unit_price::BIGINT::VARCHAR, 'category', l.category)
+                       ORDER BY l.line_no) AS items
+            FROM w_orders o JOIN w_lines l USING (o)
+            WHERE h('lost', o.o) % 1000 >= {PURCHASE_LOSS_PER_MILLE}
+              AND o.t_us + {2 * US} < {w.end_us}
+            GROUP BY o.o, o.order_id, o.t_us, o.total_amount, o.user_id) o
+        ASOF LEFT JOIN w_session_start st ON o.t_us + {2 * US} >= st.ts_us""")
     # Received 0.1-3 s after they happened. A view: the rows are built as they are inserted
     # (millions of payloads would not fit in memory twice); filters on received_us reach the
     # timestamps before any JSON is built.
@@ -836,7 +878,7 @@ def _events(con: duckdb.DuckDBPyConnection, w: World) -> None:
                    'device_type', ss.device_type, 'page_url', w.page_url,
                    'utm_source', ss.utm_source, 'utm_medium', ss.utm_medium,
                    'utm_campaign', ss.utm_campaign, 'properties', w.properties) AS payload,
-               received_us, w.id_tag
+               received_us, w.id_tag, w.ts_us
         FROM (SELECT *, {late} AS late_us FROM (
                   SELECT *, ts_us + 100000 + (h('rx', id_tag) % 2900000)::BIGINT AS received_us
                   FROM w_events)) w
@@ -885,8 +927,8 @@ def _dead_letters(con: duckdb.DuckDBPyConnection, w: World) -> None:
 # -- writing into raw ---------------------------------------------------------------------------
 
 
-def cdc_select(table: str, where: str = "true") -> str:
-    """SELECT of ``w_changes`` rows of ``table`` as raw.cdc_<table> rows (the reader's
+def cdc_select(table: str, where: str = "true", changes: str = "w_changes") -> str:
+    """SELECT of ``changes`` rows of ``table`` as raw.cdc_<table> rows (the reader's
     ``source`` block and its commit-to-durable delay), where ``where`` (on commit_us)."""
     return f"""
         SELECT change_id, op, lsn, tx_id, tstz(commit_us), make_timestamp(commit_us)::DATE,
@@ -896,8 +938,7 @@ def cdc_select(table: str, where: str = "true") -> str:
                || (commit_us // 1000) || ',"snapshot":"' || snapshot || '","txId":'
                || coalesce(tx_id::VARCHAR, 'null') || ',"lsn":' || lsn || '}}',
                tstz(commit_us + 40000 + h('ing', lsn) % 200000)
-        FROM w_changes WHERE tbl = '{table}' AND {where}
-        ORDER BY change_id"""
+        FROM {changes} WHERE tbl = '{table}' AND {where}"""
 
 
 #: Columns of w_raw_events that are raw.events' (the rest help the generator).
@@ -984,6 +1025,13 @@ def write_history(
         return HistorySummary(
             {}, plan.start, plan.end, 0.0, "raw already holds history (UH/OH rows); nothing written"
         )
+    oldest = oldest_raw(con)
+    if oldest is not None and oldest < plan.end:
+        raise ValueError(
+            f"raw already holds data from {oldest.isoformat()}, before the history's end "
+            f"{plan.end.isoformat()}: history goes before what raw holds, never over it "
+            "(give an earlier end, or none to end where raw begins)"
+        )
     world = world_for_plan(plan)
     try:
         build(con, world, say)
@@ -993,18 +1041,46 @@ def write_history(
                 f"{rows:,} change rows would not fit below LSN 0x1000000; plan fewer orders or days"
             )
         written: dict[str, int] = {}
-        con.execute("BEGIN TRANSACTION")
+        # Statement by statement, not one transaction: a transaction keeps what it appended
+        # in memory until its commit, more than a 512MB warehouse has for millions of rows.
+        # Should a statement fail, everything before the end goes again (raw held nothing
+        # there, checked above).
         try:
-            for table in SHOP_TABLES:
-                say(f"cdc_{table}")
-                written[f"cdc_{table}"] = _insert(
-                    con, f"raw.cdc_{table}", cdc_select(table, f"commit_us < {world.end_us}")
+            # In slices of time, each a few hundred thousand rows: one statement over millions
+            # of wide rows would not stay inside the warehouse's memory limit.
+            # The numbering of a slice is copied into a small table first, so that joining
+            # it to the versions builds its hash table on it, not on the wide versions.
+            base = world.lsn_base
+            sliced = f"""
+                SELECT tbl, printf('%016X-%08d', {base} + first_g + n_changes - 1,
+                                   g - first_g + 1) AS change_id,
+                       CASE WHEN is_delete THEN 'd' WHEN is_first THEN 'c' ELSE 'u' END AS op,
+                       {base} + g AS lsn, 700 + first_g AS tx_id, v_ts AS commit_us, key,
+                       before, after, 'false' AS snapshot
+                FROM w_versions
+                JOIN w_num_slice USING (tbl, v_ts, tx_kind, tx_ent, tbl_rank, sub)"""
+            say("changes")
+            for lo, hi in _slices(con, "w_num", "v_ts", world.end_us):
+                con.execute(
+                    "CREATE OR REPLACE TEMP TABLE w_num_slice AS SELECT * FROM w_numbered "
+                    f"WHERE v_ts >= {lo} AND v_ts < {hi}"
                 )
+                for table in SHOP_TABLES:
+                    rows = _insert(
+                        con,
+                        f"raw.cdc_{table}",
+                        cdc_select(table, f"commit_us >= {lo} AND commit_us < {hi}", f"({sliced})"),
+                    )
+                    written[f"cdc_{table}"] = written.get(f"cdc_{table}", 0) + rows
             say("events")
-            written["events"] = _insert(
-                con,
-                "raw.events",
-                f"SELECT {events_columns()} FROM w_raw_events WHERE received_us < {world.end_us}",
+            written["events"] = sum(
+                _insert(
+                    con,
+                    "raw.events",
+                    f"SELECT {events_columns()} FROM w_raw_events WHERE ts_us >= {lo} "
+                    f"AND ts_us < {hi} AND received_us < {world.end_us}",
+                )
+                for lo, hi in _slices(con, "w_event_times", "ts_us", world.end_us)
             )
             say("dead_letter")
             written["dead_letter"] = _insert(
@@ -1027,9 +1103,8 @@ def write_history(
                     schema_rows,
                 )
             written["source_schemas"] = len(schema_rows)
-            con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            _remove_before(con, world.end_us)
             raise
     finally:
         cleanup(con)
@@ -1123,8 +1198,39 @@ def generate_history(
     return answer
 
 
+def _remove_before(con: duckdb.DuckDBPyConnection, end_us: int) -> None:
+    """Remove what a failed write_history wrote (everything before its end)."""
+    end = f"tstz({end_us})"
+    con.execute(f"DELETE FROM raw.events WHERE received_at < {end}")
+    con.execute(f"DELETE FROM raw.dead_letter WHERE received_at < {end}")
+    for table in SHOP_TABLES:
+        con.execute(f"DELETE FROM raw.cdc_{table} WHERE commit_ts < {end}")
+
+
+#: Rows per slice of a write (see write_history).
+SLICE_ROWS = 250_000
+
+
+def _slices(
+    con: duckdb.DuckDBPyConnection, table: str, column: str, end_us: int
+) -> list[tuple[int, int]]:
+    """``[lo, hi)`` ranges of ``column`` holding about :data:`SLICE_ROWS` rows each of
+    ``table`` (sorted by ``column``, so its row ids are in time order); the first starts at
+    the beginning of time, the last ends at ``end_us`` (one transaction's changes share their
+    time, so no transaction is split)."""
+    bounds = [
+        int(r[0])
+        for r in con.execute(
+            f"SELECT {column} FROM {table} WHERE rowid % {SLICE_ROWS} = 0 AND rowid > 0 "
+            f"ORDER BY rowid"
+        ).fetchall()
+    ]
+    edges = [-(2**62), *bounds, end_us + 1]
+    return [(lo, hi) for lo, hi in itertools.pairwise(edges) if lo < hi]
+
+
 def _estimated_changes(con: duckdb.DuckDBPyConnection) -> int:
-    row = con.execute("SELECT count(*) FROM w_changes").fetchone()
+    row = con.execute("SELECT count(*) FROM w_num").fetchone()
     return int(row[0]) if row else 0
 
 

@@ -117,3 +117,34 @@ CDC_RECONNECTS = Counter(
     "Times the reader lost PostgreSQL and reconnected.",
     registry=REGISTRY,
 )
+
+# -- data quality ---------------------------------------------------------------------------
+# Labels come from the checks' configuration (check name, table, kind): a closed set that
+# only the operator's YAML grows.
+
+QUALITY_CHECK_STATUS = Gauge(
+    "shopstream_quality_check_status",
+    "1 for a check's status in its latest run, 0 for the other statuses (pass, warn, fail, "
+    "error, learning); a check in parts shows its worst.",
+    ["check", "table", "kind", "status"],
+    registry=REGISTRY,
+)
+QUALITY_CHECK_OBSERVED = Gauge(
+    "shopstream_quality_check_observed",
+    "The value a check observed in its latest run (its worst part's; NaN when none), in the "
+    "check's unit (monitoring.data_quality_checks.unit).",
+    ["check", "table", "kind"],
+    registry=REGISTRY,
+)
+QUALITY_RUNS = Counter(
+    "shopstream_quality_runs",
+    "Quality runs, by outcome: ok (every check judged), alarm (a check failed or errored), "
+    "failed (the run itself could not run).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+QUALITY_LAST_RUN = Gauge(
+    "shopstream_quality_last_run_timestamp_seconds",
+    "When the latest quality run ended (Unix time).",
+    registry=REGISTRY,
+)

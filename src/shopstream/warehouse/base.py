@@ -7,7 +7,7 @@ Adding a backend is one module implementing these methods plus one line in the r
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -75,6 +75,13 @@ class Warehouse(Protocol):
 
     def append(self, batches: Mapping[str, pa.Table]) -> None:
         """Append Arrow batches to raw tables, all in one transaction: all land or none."""
+
+    def append_monitoring(
+        self, table: str, batch: pa.Table, *, json_columns: Collection[str] = ()
+    ) -> None:
+        """Append ``batch`` to ``monitoring.<table>`` (the quality agent's results and
+        reports), creating the table from the batch's Arrow schema when it does not exist;
+        ``json_columns`` (strings of JSON) become the warehouse's JSON type."""
 
     def query(
         self, sql: str, parameters: list[Any] | None = None, *, max_rows: int | None = None

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from itertools import count, pairwise
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,15 @@ _SQL_TYPES = {
     pa.date32(): "DATE",
     pa.timestamp("us", tz="UTC"): "TIMESTAMPTZ",
 }
+#: Monitoring tables are made from their rows' Arrow schema: these types and the raw ones.
+_MONITORING_TYPES = {
+    **_SQL_TYPES,
+    pa.float64(): "DOUBLE",
+    pa.bool_(): "BOOLEAN",
+    pa.int32(): "INTEGER",
+}
+#: Names a monitoring table or column may have (they are written into DDL).
+_PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 #: What a query may be: one statement DuckDB's parser calls SELECT (which covers WITH,
 #: FROM-first, VALUES, TABLE, DESCRIBE, SHOW and SUMMARIZE) or an EXPLAIN of one.
@@ -65,6 +75,37 @@ def raw_table_ddl(table: str) -> str:
         columns.append(f"    {field.name} {sql_type}{null}")
     body = ",\n".join(columns)
     return f"CREATE TABLE IF NOT EXISTS raw.{table} (\n{body}\n)"
+
+
+def monitoring_table_ddl(table: str, schema: pa.Schema, json_columns: Collection[str] = ()) -> str:
+    """``CREATE TABLE IF NOT EXISTS monitoring.<table>`` with ``schema``'s columns.
+
+    >>> print(monitoring_table_ddl("checks", pa.schema([pa.field("run_id", pa.string(),
+    ...     nullable=False), pa.field("observed", pa.float64()), pa.field("details", pa.string())]),
+    ...     json_columns={"details"}))
+    CREATE TABLE IF NOT EXISTS monitoring.checks (
+        run_id VARCHAR NOT NULL,
+        observed DOUBLE,
+        details JSON
+    )
+    """
+    names = [table, *schema.names]
+    bad = [name for name in names if not _PLAIN_NAME.fullmatch(name)]
+    if bad:
+        raise WarehouseError(
+            f"monitoring.{table}: {bad[0]!r} is not a plain name (lower-case letters, digits, _)"
+        )
+    columns = []
+    for field in schema:
+        sql_type = "JSON" if field.name in json_columns else _MONITORING_TYPES.get(field.type)
+        if sql_type is None:
+            raise WarehouseError(
+                f"monitoring.{table}.{field.name}: no warehouse type for Arrow type {field.type}"
+            )
+        null = "" if field.nullable else " NOT NULL"
+        columns.append(f"    {field.name} {sql_type}{null}")
+    body = ",\n".join(columns)
+    return f"CREATE TABLE IF NOT EXISTS monitoring.{table} (\n{body}\n)"
 
 
 def check_read_only(sql: str) -> None:
@@ -338,6 +379,33 @@ class DuckDBWarehouse:
             for name in registered:
                 cursor.unregister(name)
 
+    def append_monitoring(
+        self, table: str, batch: pa.Table, *, json_columns: Collection[str] = ()
+    ) -> None:
+        """Append ``batch`` to ``monitoring.<table>`` (made from its schema if missing), in
+        one transaction with the DDL: the rows land whole or not at all."""
+        ddl = monitoring_table_ddl(table, batch.schema, json_columns)
+        if not batch.num_rows:
+            return
+        cursor = self._cursor()
+        name = f"_monitoring_{next(self._names)}"
+        try:
+            with self._lock, private_umask():  # the commit may create the WAL
+                cursor.execute("BEGIN TRANSACTION")
+                cursor.execute("CREATE SCHEMA IF NOT EXISTS monitoring")
+                cursor.execute(ddl)
+                cursor.register(name, batch)
+                # By name: the table's column order is its own once it exists.
+                cursor.execute(f"INSERT INTO monitoring.{table} BY NAME SELECT * FROM {name}")
+                cursor.execute("COMMIT")
+        except duckdb.Error as exc:
+            with contextlib.suppress(duckdb.Error):
+                cursor.execute("ROLLBACK")
+            raise WarehouseError(f"append to monitoring.{table} failed: {exc}") from exc
+        finally:
+            with contextlib.suppress(duckdb.Error):
+                cursor.unregister(name)
+
     def query(
         self, sql: str, parameters: list[Any] | None = None, *, max_rows: int | None = None
     ) -> pa.Table:
@@ -422,4 +490,4 @@ class WarehouseLocked(WarehouseInUse):
         self.path = path
 
 
-__all__ = ["DuckDBWarehouse", "WarehouseLocked", "check_read_only"]
+__all__ = ["DuckDBWarehouse", "WarehouseLocked", "check_read_only", "monitoring_table_ddl"]

@@ -17,6 +17,11 @@ the last one the result:
 
     POST /v1/transform  {"full_refresh": false, "select": ["stg_orders+"]}
     200 {"progress": {...}}\n ... {"result": {...}}\n   (or a last line {"error": "..."})
+
+And the quality checks (``shopstream quality run``), the same way:
+
+    POST /v1/quality  {"select": ["raw.events."], "now": "2026-12-01T10:00:00Z"}
+    200 {"progress": {...}}\n ... {"result": {...}}\n   (or a last line {"error": "..."})
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import tempfile
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,7 +45,7 @@ import orjson
 import pyarrow as pa
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.requests import ClientDisconnect
 
 from shopstream import __version__
@@ -51,6 +57,7 @@ log = logging.getLogger(__name__)
 SOCKET_FILE = "query.sock"
 ROUTE = "/v1/sql"
 TRANSFORM_ROUTE = "/v1/transform"
+QUALITY_ROUTE = "/v1/quality"
 #: The most rows one answer may carry, whatever ``limit`` asks for (memory of the platform).
 MAX_LIMIT = 1_000_000
 #: sun_path holds 108 bytes, the terminating NUL included.
@@ -81,9 +88,32 @@ class TransformBody(BaseModel):
     )
 
 
-#: Runs a transform for a request (a TransformBody as a dict), calling ``emit`` with progress
-#: (dicts); returns the result (a dict). Blocks: called on a thread of its own.
-TransformCall = Callable[[dict[str, Any], Callable[[dict[str, Any]], None]], dict[str, Any]]
+class QualityBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    select: list[str] = Field(
+        default_factory=list,
+        max_length=200,
+        description="Run only the checks whose names start with one of these; empty: all.",
+    )
+    now: datetime | None = Field(
+        default=None,
+        description="The run's now (ISO 8601 with a time zone): windows end at it. "
+        "Default: the clock.",
+    )
+
+    @field_validator("now")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("give a time zone (2026-12-01T10:00:00Z)")
+        return value
+
+
+#: Runs a job for a request (its body as a dict: TransformBody, QualityBody), calling ``emit``
+#: with progress (dicts); returns the result (a dict). Blocks: called on a thread of its own.
+JobCall = Callable[[dict[str, Any], Callable[[dict[str, Any]], None]], dict[str, Any]]
+TransformCall = JobCall
 
 
 class SqlAnswer(BaseModel):
@@ -133,10 +163,11 @@ def create_query_app(
     warehouse: Warehouse,
     token: str,
     settings: QuerySettings,
-    transform: TransformCall | None = None,
+    transform: JobCall | None = None,
+    quality: JobCall | None = None,
 ) -> FastAPI:
     """The query endpoint's app: ``POST /v1/sql`` (and its OpenAPI document), and
-    ``POST /v1/transform`` when ``transform`` is given."""
+    ``POST /v1/transform`` / ``POST /v1/quality`` when ``transform`` / ``quality`` is given."""
     app = FastAPI(
         title="shopstream query endpoint",
         version=__version__,
@@ -247,7 +278,27 @@ def create_query_app(
             if isinstance(asked, Response):
                 return asked
             return StreamingResponse(
-                _transform_lines(run_transform, asked.model_dump()),
+                _job_lines(run_transform, asked.model_dump(), "transform"),
+                media_type="application/x-ndjson",
+            )
+
+    if quality is not None:
+        run_quality = quality
+
+        @app.post(
+            QUALITY_ROUTE,
+            summary="Run the quality checks in the platform that owns the warehouse",
+            responses={k: v for k, v in _RESPONSES.items() if k != 200},
+        )
+        async def quality_route(request: Request) -> Response:
+            try:
+                asked = await admitted(request, QualityBody)
+            except ClientDisconnect:
+                return Response(status_code=400)
+            if isinstance(asked, Response):
+                return asked
+            return StreamingResponse(
+                _job_lines(run_quality, asked.model_dump(mode="json"), "quality run"),
                 media_type="application/x-ndjson",
             )
 
@@ -270,9 +321,9 @@ def create_query_app(
     return app
 
 
-def _transform_lines(run: TransformCall, body: dict[str, Any]) -> Any:
-    """The transform's progress and result as lines of JSON, while it runs on a thread of its
-    own (it goes on if the caller hangs up: a build is not left half-way by a closed socket)."""
+def _job_lines(run: JobCall, body: dict[str, Any], what: str) -> Any:
+    """A job's progress and result as lines of JSON, while it runs on a thread of its own (it
+    goes on if the caller hangs up: a build is not left half-way by a closed socket)."""
     loop = asyncio.get_running_loop()
     lines: asyncio.Queue[bytes | None] = asyncio.Queue()
 
@@ -285,12 +336,13 @@ def _transform_lines(run: TransformCall, body: dict[str, Any]) -> Any:
             result = run(body, lambda progress: put(orjson.dumps({"progress": progress}) + b"\n"))
             put(orjson.dumps({"result": result}, default=str) + b"\n")
         except Exception as exc:
-            log.exception("transform failed")
+            log.exception("%s failed", what)
             put(orjson.dumps({"error": f"{type(exc).__name__}: {exc}"}) + b"\n")
         finally:
             put(None)
 
-    threading.Thread(target=work, name="shopstream-transform", daemon=True).start()
+    name = "shopstream-" + what.replace(" ", "-")
+    threading.Thread(target=work, name=name, daemon=True).start()
 
     async def stream() -> Any:
         while (line := await lines.get()) is not None:
@@ -384,9 +436,12 @@ def remove_socket(path: Path, data_dir: Path) -> None:
 
 __all__ = [
     "MAX_LIMIT",
+    "QUALITY_ROUTE",
     "ROUTE",
     "SOCKET_FILE",
     "TRANSFORM_ROUTE",
+    "JobCall",
+    "QualityBody",
     "SqlRequest",
     "TransformBody",
     "TransformCall",

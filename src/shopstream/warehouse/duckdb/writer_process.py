@@ -26,7 +26,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -148,6 +148,10 @@ def _answer(conn: multiprocessing.connection.Connection, warehouse: Any) -> None
             if op == "append":
                 tables = {name: _from_ipc(conn.recv_bytes()) for name in request[1]}
                 warehouse.append(tables)
+                conn.send(("ok", None, None))
+            elif op == "append_monitoring":
+                batch = _from_ipc(conn.recv_bytes())
+                warehouse.append_monitoring(request[1], batch, json_columns=request[2])
                 conn.send(("ok", None, None))
             elif op == "query":
                 result = warehouse.query(request[1], request[2], max_rows=request[3])
@@ -365,6 +369,13 @@ class WarehouseProcess:
             self._call(
                 "append", [table for table, _ in parts], payload=[_to_ipc(b) for _, b in parts]
             )
+
+    def append_monitoring(
+        self, table: str, batch: pa.Table, *, json_columns: Collection[str] = ()
+    ) -> None:
+        """Append to ``monitoring.<table>`` in the writer process (on the appends' pipe: it
+        is a write)."""
+        self._call("append_monitoring", table, sorted(json_columns), payload=[_to_ipc(batch)])
 
     def query(
         self, sql: str, parameters: list[Any] | None = None, *, max_rows: int | None = None

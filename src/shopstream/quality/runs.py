@@ -1,0 +1,476 @@
+"""When and where quality runs happen, and what becomes of their results.
+
+- The checks run where the warehouse is held, through its ``run_in_owner`` (in the DuckDB
+  writer process when there is one, in a thread beside the appends), like transforms:
+  :func:`shopstream.quality.runner.run_job`.
+- Then, in the caller's process (:func:`run_on`): the results are appended to
+  ``monitoring.data_quality_checks``, the Prometheus gauges are set, and when a check warned,
+  failed or errored the analyst writes a report from the evidence
+  (:mod:`shopstream.quality.evidence`, :func:`shopstream.genai.data_quality_agent.write_report`),
+  kept in ``monitoring.data_quality_reports``.
+- A running platform runs them one at a time (:class:`Quality`): on its schedule
+  (``quality.schedule_minutes``), when ``shopstream quality run`` asks over the local query
+  socket, and once at the end of ``shopstream run``. A failure is logged and shown in the
+  status line; ingest goes on.
+- With nothing running, :func:`quality_warehouse` (``shopstream quality run``) opens the
+  warehouse itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import secrets
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from shopstream.quality.results import STATUSES, CheckResult
+from shopstream.quality.runner import CheckOutcome, CheckRun, QualityJob, QualityProgress
+
+if TYPE_CHECKING:
+    from shopstream.config import Settings
+    from shopstream.genai.data_quality_agent import QualityReport
+
+log = logging.getLogger(__name__)
+
+JOB = "shopstream.quality.runner:run_job"
+
+ProgressCallback = Callable[[QualityProgress], None]
+PipelineFacts = Callable[[], Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class QualityRequest:
+    """Which checks (``select``: names starting with one of these; empty: all) and the run's
+    "now" (None: the clock; a pinned one for tests and what-if runs)."""
+
+    select: tuple[str, ...] = ()
+    now: datetime | None = None
+
+
+@dataclass(frozen=True)
+class QualityRun:
+    """One quality run as its caller sees it: the checks, the report, what went wrong."""
+
+    run_id: str
+    #: The run's "now" (windows end at it); ``checked_at`` of its rows.
+    checked_at: datetime
+    checks: tuple[CheckOutcome, ...] = ()
+    absent: tuple[str, ...] = ()
+    #: The analyst's report (None when nothing warned, failed or errored).
+    report: QualityReport | None = None
+    seconds: float = 0.0
+    #: The run could not run, or its results could not be stored: what and what to do.
+    error: str | None = None
+    #: ``error`` is the checks file's (a usage error: exit 2).
+    config_error: bool = False
+    #: The report could not be written or stored (the results were).
+    report_error: str | None = None
+
+    @property
+    def results(self) -> list[CheckResult]:
+        return [r for outcome in self.checks for r in outcome.results]
+
+    def counts(self) -> dict[str, int]:
+        """Results per status (every status named, zeros included)."""
+        counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
+        for result in self.results:
+            counts[result.status] += 1
+        return counts
+
+    @property
+    def failed(self) -> bool:
+        """A check failed or could not run, or the run itself failed: what exits 1 (warn and
+        learning do not)."""
+        return self.error is not None or any(r.status in ("fail", "error") for r in self.results)
+
+    def summary(self) -> str:
+        if self.error is not None:
+            return f"failed: {self.error}"
+        counts = self.counts()
+        line = ", ".join(f"{n} {status}" for status, n in counts.items() if n) or "no checks"
+        return f"{line} in {self.seconds:,.1f} s"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "checked_at": self.checked_at.isoformat(),
+            "checks": [
+                {
+                    "name": c.name,
+                    "table": c.table,
+                    "kind": c.kind,
+                    "status": c.status,
+                    "results": [r.to_dict() for r in c.results],
+                }
+                for c in self.checks
+            ],
+            "absent": list(self.absent),
+            "report": None if self.report is None else self.report.model_dump(mode="json"),
+            "seconds": self.seconds,
+            "error": self.error,
+            "config_error": self.config_error,
+            "report_error": self.report_error,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> QualityRun:
+        report = None
+        if data.get("report") is not None:
+            from shopstream.genai.data_quality_agent import QualityReport
+
+            report = QualityReport.model_validate(data["report"])
+        return cls(
+            run_id=str(data["run_id"]),
+            checked_at=datetime.fromisoformat(data["checked_at"]),
+            checks=tuple(
+                CheckOutcome(
+                    c["name"],
+                    c["table"],
+                    c["kind"],
+                    tuple(CheckResult.from_dict(r) for r in c["results"]),
+                )
+                for c in data.get("checks", ())
+            ),
+            absent=tuple(data.get("absent", ())),
+            report=report,
+            seconds=float(data.get("seconds", 0.0)),
+            error=data.get("error"),
+            config_error=bool(data.get("config_error")),
+            report_error=data.get("report_error"),
+        )
+
+
+def new_run_id(now: datetime) -> str:
+    """Readable and unique: ``20261202T0530Z-1a2b3c``."""
+    return f"{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def make_job(
+    settings: Settings,
+    request: QualityRequest,
+    now: datetime,
+    pipeline: Mapping[str, Any],
+    source_dsn: str | None = None,
+) -> QualityJob:
+    return QualityJob(
+        checks_file=settings.quality.checks_file,
+        now=now,
+        timezone=settings.timezone,
+        select=request.select,
+        evidence_rows=settings.quality.evidence_rows,
+        source_dsn=source_dsn,
+        slot_name=settings.cdc.slot_name,
+        pipeline=dict(pipeline),
+    )
+
+
+def run_on(
+    warehouse: object,
+    settings: Settings,
+    request: QualityRequest,
+    on_progress: ProgressCallback | None = None,
+    *,
+    pipeline: Mapping[str, Any] | None = None,
+    source_dsn: str | None = None,
+) -> QualityRun:
+    """Run the checks where ``warehouse`` is held, then store the results, set the metrics and
+    write the report here. Every failure comes back in the run, never as an exception.
+
+    ``source_dsn``: the shop database the CDC reader captures, for the replication checks
+    (None: none to watch; a platform with a local PostgreSQL has its own DSN)."""
+    from shopstream.warehouse import WarehouseError
+
+    started = time.monotonic()
+    emit = on_progress or (lambda _: None)
+    now = (request.now or datetime.now(UTC)).astimezone(UTC)
+    run_id = new_run_id(now)
+    facts = dict(pipeline or {})
+
+    def failed(reason: str, *, config: bool = False) -> QualityRun:
+        _count_run("failed")
+        return QualityRun(
+            run_id, now, seconds=time.monotonic() - started, error=reason, config_error=config
+        )
+
+    run_in_owner = getattr(warehouse, "run_in_owner", None)
+    append_monitoring = getattr(warehouse, "append_monitoring", None)
+    if run_in_owner is None or append_monitoring is None:
+        return failed(f"{settings.warehouse}: this warehouse cannot run quality checks here")
+    try:
+        job = make_job(settings, request, now, facts, source_dsn)
+        checked = run_in_owner(JOB, job, emit)
+    except (WarehouseError, OSError, ValueError) as exc:
+        return failed(f"quality run failed: {exc}")
+    if not isinstance(checked, CheckRun):  # pragma: no cover - a wrong job answer
+        return failed(f"the quality job answered {type(checked).__name__}, not a run")
+    if checked.config_error is not None:
+        return failed(checked.config_error, config=True)
+
+    from shopstream.quality.store import store_results
+
+    results = checked.results
+    try:
+        store_results(warehouse, results, run_id, now)  # type: ignore[arg-type]
+    except WarehouseError as exc:
+        return QualityRun(
+            run_id,
+            now,
+            checked.checks,
+            checked.absent,
+            seconds=time.monotonic() - started,
+            error=f"results not stored in monitoring.data_quality_checks: {exc}",
+        )
+    set_metrics(checked.checks)
+    report, report_error = None, None
+    if any(r.alarming for r in results):
+        emit(QualityProgress("report"))
+        report, report_error = _report(warehouse, settings, results, run_id, now, facts)
+    outcome = "alarm" if any(r.status in ("fail", "error") for r in results) else "ok"
+    _count_run(outcome)
+    return QualityRun(
+        run_id,
+        now,
+        checked.checks,
+        checked.absent,
+        report,
+        time.monotonic() - started,
+        report_error=report_error,
+    )
+
+
+def _report(
+    warehouse: Any,
+    settings: Settings,
+    results: list[CheckResult],
+    run_id: str,
+    now: datetime,
+    facts: Mapping[str, Any],
+) -> tuple[QualityReport | None, str | None]:
+    """The analyst's report, stored; or why there is none (the results are kept anyway)."""
+    from shopstream.quality.store import store_report
+
+    try:
+        from shopstream.genai.data_quality_agent import write_report
+        from shopstream.quality.evidence import gather_evidence
+
+        evidence = gather_evidence(
+            warehouse.query, results, run_id=run_id, checked_at=now, pipeline=facts
+        )
+        report = write_report(evidence, settings)
+    except Exception as exc:  # the agent falls back by itself; this is anything else
+        log.exception("quality report for run %s could not be written", run_id)
+        return None, f"the report could not be written: {type(exc).__name__}: {exc}"
+    try:
+        store_report(warehouse, report, datetime.now(UTC))
+    except Exception as exc:
+        log.error("quality report for run %s not stored: %s", run_id, exc)
+        return report, f"the report was not stored in monitoring.data_quality_reports: {exc}"
+    return report, None
+
+
+def set_metrics(checks: tuple[CheckOutcome, ...]) -> None:
+    """Each check's status (one-hot) and observed value, labelled from the configuration."""
+    from shopstream.observability import metrics
+
+    for outcome in checks:
+        status = outcome.status
+        for each in STATUSES:
+            metrics.QUALITY_CHECK_STATUS.labels(
+                outcome.name, outcome.table, outcome.kind, each
+            ).set(1.0 if each == status else 0.0)
+        observed = outcome.observed
+        metrics.QUALITY_CHECK_OBSERVED.labels(outcome.name, outcome.table, outcome.kind).set(
+            math.nan if observed is None else observed
+        )
+
+
+def _count_run(outcome: str) -> None:
+    from shopstream.observability import metrics
+
+    metrics.QUALITY_RUNS.labels(outcome).inc()
+    metrics.QUALITY_LAST_RUN.set(time.time())
+
+
+@dataclass(frozen=True)
+class QualityStatus:
+    """What the status line shows about quality runs."""
+
+    running: bool
+    #: Who started the one running, or the last one: schedule, request, end of run.
+    reason: str | None
+    runs: int
+    #: The last run's outcome: no failed or errored check, and it ran (None: none yet).
+    last_ok: bool | None
+    last_finished: float | None
+    last_summary: str
+    next_in_seconds: float | None
+
+
+@dataclass
+class Quality:
+    """The quality runs of one running platform: one at a time, the last outcome kept.
+
+    ``pipeline`` gives the platform's facts for the checks and the analyst (transform status,
+    CDC reader state, collector counts) at the start of each run; ``source_dsn`` is the shop
+    database the platform captures (replication checks).
+    """
+
+    settings: Settings
+    warehouse: object
+    pipeline: PipelineFacts = field(default=lambda: {})
+    source_dsn: str | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _running: bool = field(default=False, init=False)
+    _reason: str | None = field(default=None, init=False)
+    _runs: int = field(default=0, init=False)
+    _last: QualityRun | None = field(default=None, init=False)
+    _last_finished: float | None = field(default=None, init=False)
+    _next_at: float | None = field(default=None, init=False)
+
+    def run(
+        self,
+        request: QualityRequest | None = None,
+        on_progress: ProgressCallback | None = None,
+        *,
+        reason: str = "request",
+        wait: bool = True,
+        replication: bool = True,
+    ) -> QualityRun | None:
+        """Run the checks now (after the run in progress, if any; with ``wait=False``, none
+        then: None). ``replication=False``: leave the replication slot alone (the reader was
+        stopped on purpose, so its slot is idle by design)."""
+        request = request or QualityRequest()
+        if not self._lock.acquire(blocking=False):
+            if not wait:
+                return None
+            if on_progress is not None:
+                on_progress(QualityProgress("waiting"))
+            self._lock.acquire()
+        try:
+            self._running, self._reason = True, reason
+            log.info("quality run started (%s)", reason)
+            try:
+                facts = dict(self.pipeline())
+            except Exception:  # facts are a help to the analyst, never a reason to stop
+                log.exception("pipeline facts for the quality run unavailable")
+                facts = {}
+            run = run_on(
+                self.warehouse,
+                self.settings,
+                request,
+                on_progress,
+                pipeline=facts,
+                source_dsn=self.source_dsn if replication else None,
+            )
+            self._runs += 1
+            self._last, self._last_finished = run, time.time()
+        finally:
+            self._running = False
+            self._lock.release()
+        if run.error is not None:
+            log.error("quality run (%s) failed: %s", reason, run.error)
+        elif run.failed:
+            log.warning("quality run %s (%s): %s", run.run_id, reason, run.summary())
+        else:
+            log.info("quality run %s (%s): %s", run.run_id, reason, run.summary())
+        if run.report_error is not None:
+            log.error("quality run %s: %s", run.run_id, run.report_error)
+        return run
+
+    def status(self) -> QualityStatus:
+        last = self._last
+        next_at = self._next_at
+        return QualityStatus(
+            running=self._running,
+            reason=self._reason,
+            runs=self._runs,
+            last_ok=None if last is None else not last.failed,
+            last_finished=self._last_finished,
+            last_summary="" if last is None else last.summary(),
+            next_in_seconds=None if next_at is None else max(0.0, next_at - time.monotonic()),
+        )
+
+    async def schedule(self, stop: asyncio.Event) -> None:
+        """Every ``quality.schedule_minutes`` until ``stop`` (0: never). A scheduled run is
+        skipped while another runs."""
+        interval = self.settings.quality.schedule_minutes * 60
+        if interval <= 0:
+            return
+        while not stop.is_set():
+            self._next_at = time.monotonic() + interval
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+                break
+            except TimeoutError:
+                pass
+            self._next_at = None
+            try:
+                await asyncio.to_thread(self.run, reason="schedule", wait=False)
+            except Exception:  # never let the schedule take the platform down
+                log.exception("scheduled quality run failed")
+        self._next_at = None
+
+
+def quality_warehouse(
+    settings: Settings,
+    request: QualityRequest,
+    on_progress: ProgressCallback | None = None,
+) -> QualityRun:
+    """``shopstream quality run``: run it here when the warehouse can be opened; when a running
+    platform holds a single-writer warehouse (DuckDB's file), ask that platform over its local
+    socket. Raises WarehouseError when neither works."""
+    import httpx
+
+    from shopstream.config import SinkSettings
+    from shopstream.runtime import RUNTIME_FILE, quality_running
+    from shopstream.warehouse import WarehouseError, WarehouseInUse, open_warehouse
+
+    # In this process: no writer process of its own for a one-off run.
+    here = settings.model_copy(
+        update={"sink": SinkSettings(**{**settings.sink.model_dump(), "writer_process": False})}
+    )
+    try:
+        warehouse = open_warehouse(here)
+    except WarehouseInUse:
+        try:
+            return quality_running(settings.data_dir, request, on_progress)
+        except LookupError as exc:
+            raise WarehouseError(
+                f"{settings.warehouse} is held by another process, but no running shopstream "
+                f"with a query socket left its address in {settings.data_dir}/{RUNTIME_FILE}. "
+                "Stop that process and retry."
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise WarehouseError(f"the running platform did not answer: {exc}") from exc
+    try:
+        warehouse.ensure_layers()
+        return run_on(
+            warehouse,
+            settings,
+            request,
+            on_progress,
+            pipeline={"platform": "not running"},
+            source_dsn=settings.postgres_dsn,
+        )
+    finally:
+        warehouse.close()
+
+
+__all__ = [
+    "JOB",
+    "Quality",
+    "QualityRequest",
+    "QualityRun",
+    "QualityStatus",
+    "make_job",
+    "new_run_id",
+    "quality_warehouse",
+    "run_on",
+    "set_metrics",
+]

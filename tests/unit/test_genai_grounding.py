@@ -1,0 +1,89 @@
+"""Numbers in a report must come from the evidence, however they are written."""
+
+from __future__ import annotations
+
+import pytest
+
+from shopstream.genai.data_quality_agent import AgentAnswer, grounded_report
+from shopstream.genai.grounding import NumberPool, claim_numbers, evidence_numbers
+from shopstream.genai.quality_playbook import evidence_pool
+from tests.support.quality_evidence import SIGNATURES, evidence_of
+
+POOL = NumberPool([41230, 0.1234, 734003200, 95])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "41,230 events",
+        "41230 events",
+        "about 41,000 events",  # rounded to two figures
+        "41.2k events",
+        "12.3% of rows",  # the rate 0.1234
+        "12% of rows",
+        "a rate of 0.123",
+        "0.1234",
+        "95 minutes",
+    ],
+)
+def test_the_same_number_written_differently_is_grounded(text: str) -> None:
+    assert POOL.invented(text) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "invented"),
+    [
+        ("42,230 events", ["42,230"]),
+        ("about 40,000 events", ["40,000"]),  # not 41,230 rounded
+        ("13.3% of rows", ["13.3%"]),
+        ("95 minutes, 17 orders lost", ["17"]),
+        ("1.2345 rate", ["1.2345"]),
+    ],
+)
+def test_other_numbers_are_invented(text: str, invented: list[str]) -> None:
+    assert POOL.invented(text) == invented
+
+
+def test_identifiers_code_and_list_markers_are_not_claims() -> None:
+    text = "1. Check raw.cdc_orders, order O0000000042 and p99 with `LIMIT 20` (see stg_v2)."
+    assert claim_numbers(text) == []
+
+
+def test_times_in_the_evidence_ground_the_times_in_a_claim() -> None:
+    pool = NumberPool(evidence_numbers({"window_start": "2026-12-02T04:00:00+00:00"}))
+    assert pool.invented("Between 2026-12-02 04:00 and 04:00 UTC") == []
+    assert pool.invented("since 03:15") == ["03", "15"]
+
+
+def test_derived_numbers_of_a_check_are_grounded() -> None:
+    pool = evidence_pool(evidence_of("volume_drop", "replication"))
+    # 16,492 vs 41,230: 60% below; 24,738 fewer; 734,003,200 bytes: 700 MiB, 734 MB.
+    assert pool.invented("60% below, 24,738 fewer, 700 MiB, 734 MB retained") == []
+    assert pool.invented("65% below") == ["65%"]
+
+
+def test_grounded_report_drops_exactly_the_sentences_with_invented_numbers() -> None:
+    evidence = evidence_of("duplicates")
+    check = SIGNATURES["duplicates"].check
+    answer = AgentAnswer.model_validate(
+        {
+            "summary": "7.31% of event ids repeat. That is 9 times the usual rate.",
+            "findings": [
+                {
+                    "check": check,
+                    "title": "raw.events: 3,013 duplicated events",
+                    "root_causes": ["Client retries (7.31%).", "A replay of 5,000 events."],
+                    "business_impact": "Raw double counts. Staging is fine.",
+                    "immediate_actions": ["List the repeated event_id values."],
+                }
+            ],
+        }
+    )
+    report = grounded_report(answer, evidence, "llm:openai:m")
+    assert report.summary == "7.31% of event ids repeat."
+    assert report.findings[0].root_causes == ["Client retries (7.31%)."]
+    assert report.findings[0].title == "raw.events: 3,013 duplicated events"
+    assert set(report.dropped_claims) == {
+        "That is 9 times the usual rate.",
+        "A replay of 5,000 events.",
+    }

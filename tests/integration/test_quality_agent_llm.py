@@ -227,6 +227,14 @@ def test_checks_the_model_left_out_are_written_by_the_deterministic_analyst(
     assert by_check[FRESHNESS] == next(f for f in fallback.findings if f.check == FRESHNESS)
 
 
+def test_json_mode_can_be_turned_off_for_servers_without_it(chat_server: ChatServer) -> None:
+    chat_server.script(Reply(content=answer(finding(VOLUME))))
+    report = write_report(evidence_of("volume_drop"), settings(chat_server, json_mode=False))
+    [request] = chat_server.received
+    assert "response_format" not in request.body
+    assert report.analyst == "llm:openai:test-model"
+
+
 def test_no_model_configured_means_no_request(chat_server: ChatServer) -> None:
     chat_server.script()
     report = write_report(evidence_of("volume_drop"), Settings(llm=""))

@@ -223,7 +223,7 @@ def ask_json(model: ChatModel, system: str, user: str, schema: type[Answer]) -> 
     from langchain_core.messages import HumanMessage, SystemMessage
 
     chat: Any = model.chat
-    if model.provider == "openai":
+    if model.provider == "openai" and model.genai.json_mode:
         # JSON mode: servers that have it (OpenAI, vLLM, Ollama, llama.cpp) constrain the answer
         # to JSON; the schema itself is in the prompt and checked here.
         chat = chat.bind(response_format={"type": "json_object"})

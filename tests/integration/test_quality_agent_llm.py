@@ -190,6 +190,18 @@ def test_a_malformed_answer_falls_back(chat_server: ChatServer) -> None:
     assert report.usage.input_tokens == 1_200
 
 
+def test_an_answer_cut_off_at_the_output_limit_falls_back_with_its_tokens(
+    chat_server: ChatServer,
+) -> None:
+    chat_server.script(
+        Reply(content='{"summary": "Events fell', finish_reason="length", completion_tokens=900)
+    )
+    report = write_report(evidence_of("volume_drop"), settings(chat_server))
+    _assert_fallback(report, ("volume_drop",))
+    assert report.fallback_reason == "malformed answer: cut off at the output limit (900 tokens)"
+    assert (report.usage.input_tokens, report.usage.output_tokens) == (1_200, 900)
+
+
 def test_an_off_schema_answer_falls_back(chat_server: ChatServer) -> None:
     chat_server.script(Reply(content=json.dumps({"summary": "fine", "findings": [{"x": 1}]})))
     report = write_report(evidence_of("volume_drop"), settings(chat_server))

@@ -250,6 +250,12 @@ class GenAISettings(BaseModel):
     )
     max_retries: int = Field(default=2, ge=0, description="Retries of a failed model call.")
     max_output_tokens: int = Field(default=2_048, gt=0)
+    json_mode: bool = Field(
+        default=True,
+        description="For openai:<model>: ask the server for JSON mode (response_format "
+        "json_object). Turn off for servers that refuse it or are slow with it (llama.cpp's "
+        "grammar-constrained sampling on a busy CPU); answers are parsed and validated anyway.",
+    )
     temperature: float = Field(default=0.0, ge=0, le=2)
     input_cost_per_million_tokens: float = Field(
         default=0.0, ge=0, description="Price of a million prompt tokens (cost accounting)."

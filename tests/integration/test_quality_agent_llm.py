@@ -89,7 +89,9 @@ def test_the_prompt_carries_the_evidence_and_a_good_answer_becomes_the_report(
     assert "properties.price missing" in told
     assert request.body["model"] == "test-model"
     assert request.body["temperature"] == pytest.approx(0.1)
-    assert request.body.get("max_tokens", request.body.get("max_completion_tokens")) == 900
+    # Both names of the limit: OpenAI reads one, llama.cpp / older vLLM and Ollama the other.
+    assert request.body["max_completion_tokens"] == 900
+    assert request.body["max_tokens"] == 900
     assert request.body["response_format"] == {"type": "json_object"}
     assert request.authorization == f"Bearer {API_KEY}"
 
@@ -188,6 +190,18 @@ def test_a_malformed_answer_falls_back(chat_server: ChatServer) -> None:
     assert report.usage.input_tokens == 1_200
 
 
+def test_an_answer_cut_off_at_the_output_limit_falls_back_with_its_tokens(
+    chat_server: ChatServer,
+) -> None:
+    chat_server.script(
+        Reply(content='{"summary": "Events fell', finish_reason="length", completion_tokens=900)
+    )
+    report = write_report(evidence_of("volume_drop"), settings(chat_server))
+    _assert_fallback(report, ("volume_drop",))
+    assert report.fallback_reason == "malformed answer: cut off at the output limit (900 tokens)"
+    assert (report.usage.input_tokens, report.usage.output_tokens) == (1_200, 900)
+
+
 def test_an_off_schema_answer_falls_back(chat_server: ChatServer) -> None:
     chat_server.script(Reply(content=json.dumps({"summary": "fine", "findings": [{"x": 1}]})))
     report = write_report(evidence_of("volume_drop"), settings(chat_server))
@@ -225,6 +239,14 @@ def test_checks_the_model_left_out_are_written_by_the_deterministic_analyst(
     assert by_check[VOLUME].title == f"{VOLUME}: explained by the model"
     fallback = deterministic_report(evidence)
     assert by_check[FRESHNESS] == next(f for f in fallback.findings if f.check == FRESHNESS)
+
+
+def test_json_mode_can_be_turned_off_for_servers_without_it(chat_server: ChatServer) -> None:
+    chat_server.script(Reply(content=answer(finding(VOLUME))))
+    report = write_report(evidence_of("volume_drop"), settings(chat_server, json_mode=False))
+    [request] = chat_server.received
+    assert "response_format" not in request.body
+    assert report.analyst == "llm:openai:test-model"
 
 
 def test_no_model_configured_means_no_request(chat_server: ChatServer) -> None:

@@ -62,7 +62,8 @@ class LlamaServer:
                 "--host", "127.0.0.1",
                 "--port", str(self.port),
                 "--n_ctx", str(CONTEXT_TOKENS),
-                "--n_threads", "2",
+                # One thread: two threads' busy-wait barriers on two shared cores crawl.
+                "--n_threads", "1",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -37,6 +37,8 @@ class Reply:
     error: str = "scripted failure"
     prompt_tokens: int = 1_200
     completion_tokens: int = 300
+    #: "length": the answer was cut off at the client's output limit.
+    finish_reason: str = "stop"
 
 
 @dataclass
@@ -118,7 +120,7 @@ class ChatServer:
                         {
                             "index": 0,
                             "message": {"role": "assistant", "content": reply.content},
-                            "finish_reason": "stop",
+                            "finish_reason": reply.finish_reason,
                         }
                     ],
                     "usage": {

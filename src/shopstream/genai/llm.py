@@ -181,6 +181,9 @@ def _openai(model: str, g: GenAISettings) -> BaseChatModel:
     }
     if g.base_url:
         options["base_url"] = g.base_url
+        # ChatOpenAI sends the limit as max_completion_tokens, which llama.cpp's server (and
+        # older vLLM and Ollama) ignore: a small model then writes until its context is full.
+        options["extra_body"] = {"max_tokens": g.max_output_tokens}
     if g.api_key is not None:
         options["api_key"] = g.api_key
     elif g.base_url:
@@ -223,7 +226,7 @@ def ask_json(model: ChatModel, system: str, user: str, schema: type[Answer]) -> 
     from langchain_core.messages import HumanMessage, SystemMessage
 
     chat: Any = model.chat
-    if model.provider == "openai":
+    if model.provider == "openai" and model.genai.json_mode:
         # JSON mode: servers that have it (OpenAI, vLLM, Ollama, llama.cpp) constrain the answer
         # to JSON; the schema itself is in the prompt and checked here.
         chat = chat.bind(response_format={"type": "json_object"})
@@ -231,7 +234,20 @@ def ask_json(model: ChatModel, system: str, user: str, schema: type[Answer]) -> 
     try:
         message = chat.invoke([SystemMessage(content=system), HumanMessage(content=user)])
     except Exception as exc:  # any provider error: the caller falls back
-        usage = Usage(seconds=round(time.monotonic() - started, 3))
+        seconds = time.monotonic() - started
+        cut = _cut_off(exc)
+        if cut is not None:
+            # The SDK refuses a JSON-mode answer that hit the output limit; it was paid for.
+            usage = Usage(
+                input_tokens=cut[0],
+                output_tokens=cut[1],
+                cost=model.cost(*cut),
+                seconds=round(seconds, 3),
+            )
+            limit = model.genai.max_output_tokens
+            reason = f"malformed answer: cut off at the output limit ({limit} tokens)"
+            raise LLMFailure(reason, usage) from exc
+        usage = Usage(seconds=round(seconds, 3))
         raise LLMFailure(_failure(exc, model), usage) from exc
     seconds = time.monotonic() - started
     usage = _usage(model, message, seconds)
@@ -260,6 +276,16 @@ def _usage(model: ChatModel, message: Any, seconds: float) -> Usage:
         cost=model.cost(tokens_in, tokens_out),
         seconds=round(seconds, 3),
     )
+
+
+def _cut_off(exc: BaseException) -> tuple[int, int] | None:
+    """(input, output) tokens of an answer the openai SDK refused for hitting the length limit."""
+    if type(exc).__name__ != "LengthFinishReasonError":
+        return None
+    usage = getattr(getattr(exc, "completion", None), "usage", None)
+    tokens_in = int(getattr(usage, "prompt_tokens", 0) or 0)
+    tokens_out = int(getattr(usage, "completion_tokens", 0) or 0)
+    return tokens_in, tokens_out
 
 
 def _text(content: Any) -> str:

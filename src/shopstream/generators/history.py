@@ -1253,7 +1253,8 @@ def _slices(
             f"SELECT {column} FROM {table} WHERE rowid % {rows} = 0 AND rowid > 0 ORDER BY rowid"
         ).fetchall()
     ]
-    edges = [-(2**62), *bounds, end_us + 1]
+    # (sorted: a table's row ids need not follow its column, e.g. after an ASOF join)
+    edges = [-(2**62), *sorted(set(bounds)), end_us + 1]
     return [(lo, hi) for lo, hi in itertools.pairwise(edges) if lo < hi]
 
 

@@ -747,6 +747,24 @@ def _changes(con: duckdb.DuckDBPyConnection, w: World) -> None:
     con.execute(f"CREATE OR REPLACE TEMP VIEW w_changes AS {' UNION ALL '.join(parts)}")
 
 
+def session_fields(s: str) -> dict[str, str]:
+    """SQL of a session's fields from its number ``s`` (an SQL expression)."""
+    return {
+        "anonymous_id": f"uid('a', {s})",
+        "session_id": f"uid('s', {s})",
+        "device_type": f"{_sql_list(DEVICES)}[1 + (h('dev', {s}) % 4)::INT]",
+        "utm_source": f"CASE WHEN {s} % 5 = 0 THEN 'naver' END",
+        "utm_medium": f"CASE WHEN {s} % 5 = 0 THEN 'cpc' END",
+        "utm_campaign": f"CASE WHEN {s} % 5 = 0 THEN 'spring_sale' END",
+        "ip": f"'203.0.' || ({s} % 200) || '.' || (h('ip', {s}) % 250)",
+        "user_agent": f"""CASE WHEN h('bot', {s}) % 100 = 0
+                    THEN 'Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)'
+                    WHEN h('dev', {s}) % 4 < 2 THEN 'shopstream-app/4.2 (mobile)'
+                    ELSE 'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 '
+                         || 'Chrome/126.0 Safari/537.36' END""",
+    }
+
+
 def _events(con: duckdb.DuckDBPyConnection, w: World) -> None:
     """Clickstream rows: sessions of :data:`SESSION_STEPS`, and a purchase event for each
     order the tracker did not lose (``w_events``; ``w_raw_events`` makes raw rows of them)."""
@@ -773,25 +791,15 @@ def _events(con: duckdb.DuckDBPyConnection, w: World) -> None:
         CREATE OR REPLACE TEMP TABLE w_session_start AS
         SELECT i // {n_steps} AS s, ts_us FROM w_event_times WHERE i % {n_steps} = 0
         ORDER BY ts_us""")
-    # Session-level fields, once per session; its member had signed up by its start.
+    # A session's member (signed up by its start) is kept in a narrow table; its other
+    # fields are computed from its number where they are needed (see session_fields): a
+    # join of millions of events to wide session rows would not fit a 512MB warehouse.
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE w_sessions AS
-        SELECT s, ts_us, uid('a', s) AS anonymous_id, uid('s', s) AS session_id,
-               {_sql_list(DEVICES)}[1 + (h('dev', s) % 4)::INT] AS device_type,
-               CASE WHEN h('login', s) % 3 <> 0
-                    THEN printf('{ids.user}%06d', 1 + h('su', s) % greatest(1, least({users},
-                        (ts_us - {u_start}) // {u_step}))) -- signed up by then
-               END AS user_id,
-               CASE WHEN s % 5 = 0 THEN 'naver' END AS utm_source,
-               CASE WHEN s % 5 = 0 THEN 'cpc' END AS utm_medium,
-               CASE WHEN s % 5 = 0 THEN 'spring_sale' END AS utm_campaign,
-               '203.0.' || (s % 200) || '.' || (h('ip', s) % 250) AS ip,
-               CASE WHEN h('bot', s) % 100 = 0
-                    THEN 'Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)'
-                    WHEN h('dev', s) % 4 < 2 THEN 'shopstream-app/4.2 (mobile)'
-                    ELSE 'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 '
-                         || 'Chrome/126.0 Safari/537.36'
-               END AS user_agent
+        SELECT s, CASE WHEN h('login', s) % 3 <> 0
+                       THEN printf('{ids.user}%06d', 1 + h('su', s) % greatest(1, least({users},
+                           (ts_us - {u_start}) // {u_step})))
+                  END AS user_id
         FROM w_session_start""")
     product_props = (
         "json_object('product_id', p.product_id, 'name', p.name, 'category', p.category, "
@@ -819,15 +827,15 @@ def _events(con: duckdb.DuckDBPyConnection, w: World) -> None:
                        'list_name', p.category, 'position', (h('pos', i) % 20)::BIGINT)
                    WHEN 'add_to_cart' THEN {product_props},
                        'quantity', 1 + (h('q', i) % 3)::BIGINT,
-                       'cart_id', 'cart-' || substr(ss.session_id, 1, 8))
+                       'cart_id', 'cart-' || substr(uid('s', e.s), 1, 8))
                    WHEN 'remove_from_cart' THEN {product_props},
-                       'quantity', 1::BIGINT, 'cart_id', 'cart-' || substr(ss.session_id, 1, 8))
+                       'quantity', 1::BIGINT, 'cart_id', 'cart-' || substr(uid('s', e.s), 1, 8))
                    WHEN 'search' THEN json_object('query', p.category,
                        'results_count', (h('rc', i) % 40)::BIGINT)
                    WHEN 'search_click' THEN json_object('query', p.category,
                        'product_id', p.product_id, 'position', (h('pos', i) % 5)::BIGINT)
                    WHEN 'begin_checkout' THEN json_object('cart_id',
-                       'cart-' || substr(ss.session_id, 1, 8),
+                       'cart-' || substr(uid('s', e.s), 1, 8),
                        'cart_value', (p.price::BIGINT * 2)::VARCHAR, 'items_count', 2::BIGINT,
                        'currency', 'KRW')
                END AS properties,
@@ -864,25 +872,27 @@ def _events(con: duckdb.DuckDBPyConnection, w: World) -> None:
         else f"CASE WHEN received_us > {w.late_after_us} AND h('late', id_tag) % 20 = 0 "
         f"THEN {2 * DAY_US} ELSE 0 END"
     )
+    ss = session_fields("w.s")
     con.execute(f"""
         CREATE OR REPLACE TEMP VIEW w_raw_events AS
         SELECT uid(w.id_tag, 0) AS event_id, w.event_type, NULL AS event_name,
                tstz(w.ts_us - late_us) AS event_ts, tstz(received_us) AS received_at,
                make_timestamp(w.ts_us - late_us)::DATE AS event_date,
-               w.user_id, ss.anonymous_id, ss.session_id, ss.device_type, w.page_url,
-               NULL AS referrer, ss.utm_source, ss.utm_medium, ss.utm_campaign, ss.ip,
-               ss.user_agent, 'native' AS source, w.properties,
+               w.user_id, {ss["anonymous_id"]} AS anonymous_id, {ss["session_id"]} AS session_id,
+               {ss["device_type"]} AS device_type, w.page_url, NULL AS referrer,
+               {ss["utm_source"]} AS utm_source, {ss["utm_medium"]} AS utm_medium,
+               {ss["utm_campaign"]} AS utm_campaign, {ss["ip"]} AS ip,
+               {ss["user_agent"]} AS user_agent, 'native' AS source, w.properties,
                json_object('event_id', uid(w.id_tag, 0), 'event_type', w.event_type,
                    'event_ts', pg_ts(w.ts_us - late_us), 'user_id', w.user_id,
-                   'anonymous_id', ss.anonymous_id, 'session_id', ss.session_id,
-                   'device_type', ss.device_type, 'page_url', w.page_url,
-                   'utm_source', ss.utm_source, 'utm_medium', ss.utm_medium,
-                   'utm_campaign', ss.utm_campaign, 'properties', w.properties) AS payload,
+                   'anonymous_id', {ss["anonymous_id"]}, 'session_id', {ss["session_id"]},
+                   'device_type', {ss["device_type"]}, 'page_url', w.page_url,
+                   'utm_source', {ss["utm_source"]}, 'utm_medium', {ss["utm_medium"]},
+                   'utm_campaign', {ss["utm_campaign"]}, 'properties', w.properties) AS payload,
                received_us, w.id_tag, w.ts_us
         FROM (SELECT *, {late} AS late_us FROM (
                   SELECT *, ts_us + 100000 + (h('rx', id_tag) % 2900000)::BIGINT AS received_us
-                  FROM w_events)) w
-        JOIN w_sessions ss USING (s)""")
+                  FROM w_events)) w""")
 
 
 def _dead_letters(con: duckdb.DuckDBPyConnection, w: World) -> None:
@@ -1072,6 +1082,9 @@ def write_history(
                         cdc_select(table, f"commit_us >= {lo} AND commit_us < {hi}", f"({sliced})"),
                     )
                     written[f"cdc_{table}"] = written.get(f"cdc_{table}", 0) + rows
+            # The numbering is done with: its memory goes to the events.
+            con.execute("DROP TABLE IF EXISTS w_num_slice")
+            con.execute("DROP TABLE IF EXISTS w_num")
             say("events")
             written["events"] = sum(
                 _insert(
@@ -1207,25 +1220,41 @@ def _remove_before(con: duckdb.DuckDBPyConnection, end_us: int) -> None:
         con.execute(f"DELETE FROM raw.cdc_{table} WHERE commit_ts < {end}")
 
 
-#: Rows per slice of a write (see write_history).
-SLICE_ROWS = 250_000
+#: Rows per slice of a write (see write_history): None sizes slices by the connection's
+#: memory limit (about 4 KB of it per row: a 512MB warehouse writes ~130k rows at a time).
+SLICE_ROWS: int | None = None
+_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+_UNITS |= {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def slice_rows(con: duckdb.DuckDBPyConnection) -> int:
+    """Rows per slice of a write on ``con`` (read from its memory limit, not set)."""
+    if SLICE_ROWS is not None:
+        return SLICE_ROWS
+    row = con.execute("SELECT current_setting('memory_limit')").fetchone()
+    match = re.fullmatch(r"\s*([\d.]+)\s*([A-Za-z]+)\s*", str(row[0] if row else ""))
+    limit = 512 * 10**6
+    if match and match.group(2).upper() in _UNITS:
+        limit = int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+    return max(10_000, min(250_000, limit // 4_000))
 
 
 def _slices(
     con: duckdb.DuckDBPyConnection, table: str, column: str, end_us: int
 ) -> list[tuple[int, int]]:
-    """``[lo, hi)`` ranges of ``column`` holding about :data:`SLICE_ROWS` rows each of
+    """``[lo, hi)`` ranges of ``column`` holding about :func:`slice_rows` rows each of
     ``table`` (sorted by ``column``, so its row ids are in time order); the first starts at
     the beginning of time, the last ends at ``end_us`` (one transaction's changes share their
     time, so no transaction is split)."""
+    rows = slice_rows(con)
     bounds = [
         int(r[0])
         for r in con.execute(
-            f"SELECT {column} FROM {table} WHERE rowid % {SLICE_ROWS} = 0 AND rowid > 0 "
-            f"ORDER BY rowid"
+            f"SELECT {column} FROM {table} WHERE rowid % {rows} = 0 AND rowid > 0 ORDER BY rowid"
         ).fetchall()
     ]
-    edges = [-(2**62), *bounds, end_us + 1]
+    # (sorted: a table's row ids need not follow its column, e.g. after an ASOF join)
+    edges = [-(2**62), *sorted(set(bounds)), end_us + 1]
     return [(lo, hi) for lo, hi in itertools.pairwise(edges) if lo < hi]
 
 

@@ -1,0 +1,128 @@
+"""Kind ``tracking_coverage``: how many of the shop database's orders the behaviour tracking saw.
+
+Reads ``mart.tracking_coverage`` (per business day: orders in the database, those a purchase
+event names). The last ``days`` COMPLETE business days (in ``ctx.timezone``) are judged: their
+matched orders over their orders, against ``warn_below`` / ``fail_below``. A drop means lost
+purchase events (an ad blocker, a tracking release that broke the purchase call, a collector
+outage). Evidence: orders of those days no purchase event names (from staging).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from shopstream.quality.checks import CheckContext
+from shopstream.quality.checks.judging import evidence, plural
+from shopstream.quality.results import CheckResult, Severity, Status
+from shopstream.quality.spec import PlannedCheck
+
+SEVERITY: Severity = "medium"
+ORDERS = "staging.stg_orders"
+EVENTS = "staging.stg_events"
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    warn_below: float = Field(default=0.95, ge=0, le=1)
+    fail_below: float = Field(default=0.80, ge=0, le=1)
+    #: Complete business days judged together (the latest ones).
+    days: int = Field(default=1, ge=1, le=366)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Params:
+        if self.fail_below > self.warn_below:
+            raise ValueError("fail_below must not be above warn_below")
+        return self
+
+
+def business_days(ctx: CheckContext, days: int) -> tuple[datetime, datetime, list[str]]:
+    """The last ``days`` complete local days: (start, end) as aware instants, and the dates."""
+    today = ctx.now.astimezone(ctx.timezone).date()
+    first = today - timedelta(days=days)
+    start = datetime.combine(first, time(), tzinfo=ctx.timezone)
+    end = datetime.combine(today, time(), tzinfo=ctx.timezone)
+    return start, end, [(first + timedelta(days=i)).isoformat() for i in range(days)]
+
+
+def run(ctx: CheckContext, check: PlannedCheck, params: Params) -> list[CheckResult]:
+    start, end, dates = business_days(ctx, params.days)
+    totals = ctx.query(
+        f"""SELECT coalesce(sum(orders_in_db), 0) AS orders,
+                   coalesce(sum(matched_orders), 0) AS matched,
+                   coalesce(sum(orders_without_event), 0) AS without_event
+            FROM mart.tracking_coverage
+            WHERE CAST(coverage_date AS DATE) IN ({", ".join("?" for _ in dates)})""",
+        [datetime.fromisoformat(d).date() for d in dates],
+    ).to_pylist()[0]
+    orders, matched = int(totals["orders"]), int(totals["matched"])
+    missing = int(totals["without_event"])
+    days = dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}"
+    threshold = f"warn below {params.warn_below:.0%}, fail below {params.fail_below:.0%}"
+    common = {
+        "check": check.name,
+        "kind": check.spec.kind,
+        "table": check.table,
+        "column": "coverage_rate",
+        "threshold": threshold,
+        "severity": check.spec.severity or SEVERITY,
+        "window_start": start,
+        "window_end": end,
+        "unit": "rate",
+    }
+    if not orders:
+        return [
+            CheckResult(
+                status="pass",
+                observed=None,
+                expected=params.warn_below,
+                message=f"no orders in the shop database on {days}: nothing to cover",
+                details={"orders_in_db": 0, "days": dates},
+                **common,  # type: ignore[arg-type]
+            )
+        ]
+    coverage = matched / orders
+    status: Status
+    if coverage < params.fail_below:
+        status = "fail"
+    elif coverage < params.warn_below:
+        status = "warn"
+    else:
+        status = "pass"
+    sample = []
+    if missing and ctx.exists(ORDERS) and ctx.exists(EVENTS):
+        sample = ctx.query(
+            f"""SELECT o.order_id, o.created_at, o.status, o.total_amount
+                FROM {ORDERS} AS o
+                WHERE o.created_at >= ? AND o.created_at < ?
+                  AND NOT EXISTS (SELECT 1 FROM {EVENTS} AS e
+                                  WHERE e.event_type = 'purchase' AND NOT e.is_bot
+                                    AND e.order_id = o.order_id)
+                ORDER BY o.created_at LIMIT ?""",
+            [start, end, ctx.evidence_rows],
+        ).to_pylist()
+    message = (
+        f"{coverage:.1%} of {orders} orders on {days} have a purchase event "
+        f"({plural(missing, 'order')} without one)"
+    )
+    return [
+        CheckResult(
+            status=status,
+            observed=coverage,
+            expected=params.warn_below,
+            message=message,
+            evidence=evidence(ctx, sample),
+            details={
+                "orders_in_db": orders,
+                "matched_orders": matched,
+                "orders_without_event": missing,
+                "days": dates,
+            },
+            **common,  # type: ignore[arg-type]
+        )
+    ]
+
+
+__all__ = ["SEVERITY", "Params", "run"]

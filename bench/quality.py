@@ -275,9 +275,16 @@ def detection_table(detections: list[qw.Detection], week: CleanWeek) -> Table:
             if best is not None
             else (d.error or "no result of the right check")
         )
+        catching = [
+            r.check
+            for e in d.injection.expects
+            for r in d.matching(e)
+            if r.status in qw.ALARM
+        ]
+        expected = " + ".join(str(e) for e in d.injection.expects)
         table.add_row(
             d.injection.anomaly,
-            best.check if best is not None else f"({d.injection.expects})",
+            "\n".join(catching) if catching else f"(expected: {expected})",
             "1",
             "1" if d.caught else "0",
             seen,

@@ -70,20 +70,46 @@ def warehouse(world: qw.World) -> Iterator[qw.DuckDBWarehouse]:
 def test_clean_history_raises_no_volume_or_distribution_alarm_at_any_hour_of_its_last_week(
     world: qw.World, config: QualityConfig, warehouse: qw.DuckDBWarehouse
 ) -> None:
-    names = qw.names_of_kinds(config, qw.NO_FALSE_ALARM_KINDS)
-    kinds = {c.spec.kind for c in config.checks() if c.name in names}
+    """Hour checks run at every hour of the last week; day checks at every local midnight (a
+    run at any other hour judges the same complete day: the next test holds them to it)."""
+    checks = [c for c in config.checks() if c.spec.kind in qw.NO_FALSE_ALARM_KINDS]
+    kinds = {c.spec.kind for c in checks}
     assert kinds == set(qw.NO_FALSE_ALARM_KINDS), f"the default checks have only {kinds}"
+    hourly = [c.name for c in checks if qw.judges_hours(c)]
+    daily = [c.name for c in checks if not qw.judges_hours(c)]
+    runs = [(now, hourly) for now in qw.last_week_hours(world)]
+    runs += [(now, daily) for now in qw.last_week_days(world)]
     wrong: list[str] = []
     judged = 0
-    for now in qw.last_week_hours(world):
+    for now, names in runs:
         for result in qw.run_config(config, warehouse, now, world.timezone, select=names):
             # Five weeks of history is enough to judge: "learning" here would make this test
             # pass without judging anything.
             if result.status != "pass":
                 wrong.append(f"{now:%a %d %H:%M}Z {qw.describe(result)}")
             judged += 1
-    assert judged >= 168 * len(names), f"{judged} results for {len(names)} checks x 168 hours"
+    assert judged >= 168 * len(hourly) + 7 * len(daily), f"only {judged} results"
     assert not wrong, f"{len(wrong)} of {judged} judgements are not pass:\n" + "\n".join(wrong)
+
+
+def test_a_day_check_judges_the_same_day_at_any_hour_of_the_next(
+    world: qw.World, config: QualityConfig, warehouse: qw.DuckDBWarehouse
+) -> None:
+    daily = [
+        c.name
+        for c in config.checks()
+        if c.spec.kind in qw.NO_FALSE_ALARM_KINDS and not qw.judges_hours(c)
+    ]
+    midnight = qw.last_week_days(world)[-2]
+
+    def verdicts(now: qw.datetime) -> list[tuple[object, ...]]:
+        results = qw.run_config(config, warehouse, now, world.timezone, select=daily)
+        return [(r.check, r.status, r.observed, r.expected, r.window_start) for r in results]
+
+    at_midnight = verdicts(midnight)
+    assert len(at_midnight) >= len(daily)
+    for hours in (5, 17, 23):
+        assert verdicts(midnight + hours * qw.HOUR) == at_midnight, f"{hours} h after midnight"
 
 
 def test_clean_history_raises_no_alarm_of_any_default_check(

@@ -31,7 +31,7 @@ import duckdb
 from shopstream.config import Settings
 from shopstream.generators import anomalies
 from shopstream.generators.history import HistoryPlan, write_history
-from shopstream.quality.checks import CheckContext
+from shopstream.quality.checks import CheckContext, kind
 from shopstream.quality.engine import run_checks
 from shopstream.quality.results import CheckResult
 from shopstream.quality.spec import PlannedCheck, QualityConfig
@@ -240,8 +240,25 @@ def describe(result: CheckResult) -> str:
 
 
 def last_week_hours(world: World) -> list[datetime]:
-    """ "now" at five past every hour of the history's last week (168 runs, oldest first)."""
+    """The runs at five past every hour of the history's last week (168, oldest first)."""
     return [world.now - k * HOUR for k in range(167, -1, -1)]
+
+
+def last_week_days(world: World) -> list[datetime]:
+    """The runs at five past each local midnight of the last week (7, oldest first): a run at
+    any hour of a day judges the same complete day as the one at its midnight."""
+    tz = ZoneInfo(world.timezone)
+    last = world.end.astimezone(tz).date()
+    midnights = [
+        datetime.combine(last - timedelta(days=k), datetime.min.time(), tz) for k in range(6, -1, -1)
+    ]
+    return [m.astimezone(UTC) + timedelta(minutes=5) for m in midnights]
+
+
+def judges_hours(check: PlannedCheck) -> bool:
+    """Whether the check judges the last complete hour (else the last complete day)."""
+    params = kind(check.spec.kind).params.model_validate(check.spec.options)
+    return "hour" in (getattr(params, "granularity", None), getattr(params, "window", None))
 
 
 # -- anomalies and the checks that must catch them -------------------------------------------------

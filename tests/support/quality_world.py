@@ -249,9 +249,8 @@ def last_week_days(world: World) -> list[datetime]:
     any hour of a day judges the same complete day as the one at its midnight."""
     tz = ZoneInfo(world.timezone)
     last = world.end.astimezone(tz).date()
-    midnights = [
-        datetime.combine(last - timedelta(days=k), datetime.min.time(), tz) for k in range(6, -1, -1)
-    ]
+    days = [last - timedelta(days=k) for k in range(6, -1, -1)]
+    midnights = [datetime.combine(day, datetime.min.time(), tz) for day in days]
     return [m.astimezone(UTC) + timedelta(minutes=5) for m in midnights]
 
 

@@ -276,10 +276,7 @@ def detection_table(detections: list[qw.Detection], week: CleanWeek) -> Table:
             else (d.error or "no result of the right check")
         )
         catching = [
-            r.check
-            for e in d.injection.expects
-            for r in d.matching(e)
-            if r.status in qw.ALARM
+            r.check for e in d.injection.expects for r in d.matching(e) if r.status in qw.ALARM
         ]
         expected = " + ".join(str(e) for e in d.injection.expects)
         table.add_row(

@@ -12,12 +12,14 @@
    on that warehouse, opened as the platform opens it (``DuckDBWarehouse`` with the default
    ``sink.memory_limit_mb``): wall clock of the first run after opening (the figure judged
    against the target, ≤ 10 s) and of a second one, with the slowest checks.
-3. False alarms: the volume and distribution checks at every hour of the clean last week
-   (168 runs, "now" five minutes past each hour): warn/fail judgements out of all.
-4. Detection: each anomaly of ``shopstream.generators.anomalies`` injected into raw of a copy
+3. Detection: each anomaly of ``shopstream.generators.anomalies`` injected into raw of a copy
    of the world (those whose catching check reads staging share one copy, brought up to date
    by one incremental transform), then the default suite: caught when the right check (kind and
    table) warns or fails.
+4. False alarms over the clean last week: the volume and distribution checks that judge hours
+   at every hour ("now" five minutes past it, 168 runs), those that judge days at every local
+   midnight, and every other default check but freshness at every local midnight: warn/fail
+   judgements out of all.
 
 A target not reached is printed as measured. The machine's load is printed at the start and
 after each step: other work on the machine lowers every figure.
@@ -214,28 +216,51 @@ def slowest_table(run: SuiteRun) -> Table:
 
 @dataclass
 class CleanWeek:
-    judgements: Counter[str] = field(default_factory=Counter)  # per kind: results judged
-    statuses: Counter[tuple[str, str]] = field(default_factory=Counter)  # (kind, status)
+    #: per group of checks: results judged, and their statuses
+    judgements: Counter[str] = field(default_factory=Counter)
+    statuses: Counter[tuple[str, str]] = field(default_factory=Counter)
     alarms: list[tuple[datetime, CheckResult]] = field(default_factory=list)
     seconds: float = 0.0
 
 
+#: The two groups of clean-week judgements in the table.
+VOLUME_DISTRIBUTION = "volume and distribution: hour checks every hour, day checks every midnight"
+OTHERS = "every other default check but freshness, every local midnight"
+
+
 def clean_week(world: qw.World, config: QualityConfig) -> CleanWeek:
-    names = qw.names_of_kinds(config, qw.NO_FALSE_ALARM_KINDS)
+    """No alarm on clean days: volume and distribution checks judging hours at every hour of
+    the last week, those judging days at every local midnight (the acceptance test holds a
+    day check to the same verdict at any hour of the next day); every other default check but
+    freshness (it reads the newest row, which inside history lies after such a "now") at every
+    local midnight."""
+    checks = [c for c in config.checks() if c.spec.kind in qw.NO_FALSE_ALARM_KINDS]
+    hourly = [c.name for c in checks if qw.judges_hours(c)]
+    daily = [c.name for c in checks if not qw.judges_hours(c)]
+    others = [
+        c.name
+        for c in config.checks()
+        if c.spec.kind not in (*qw.NO_FALSE_ALARM_KINDS, "freshness")
+    ]
+    runs: list[tuple[datetime, list[str], str]] = []
+    if hourly:
+        runs += [(now, hourly, VOLUME_DISTRIBUTION) for now in qw.last_week_hours(world)]
+    for now in qw.last_week_days(world):
+        if daily:
+            runs.append((now, daily, VOLUME_DISTRIBUTION))
+        if others:
+            runs.append((now, others, OTHERS))
     week = CleanWeek()
-    if not names:
-        return week
-    hours = qw.last_week_hours(world)
     warehouse = qw.open_for_checks(world.warehouse)
     began = time.perf_counter()
     try:
         with progress() as bar:
-            task = bar.add_task("volume and distribution checks, every hour", total=len(hours))
-            for now in hours:
+            task = bar.add_task("clean last week", total=len(runs))
+            for now, names, group in runs:
                 for r in qw.run_config(config, warehouse, now, world.timezone, select=names):
-                    week.judgements[r.kind] += 1
-                    week.statuses[(r.kind, r.status)] += 1
-                    if r.status in ("warn", "fail", "error"):
+                    week.judgements[group] += 1
+                    week.statuses[(group, r.status)] += 1
+                    if r.alarming:
                         week.alarms.append((now, r))
                 bar.advance(task)
     finally:
@@ -290,19 +315,21 @@ def detection_table(detections: list[qw.Detection], week: CleanWeek) -> Table:
     caught = sum(d.caught for d in detections)
     everything = mark(caught == len(detections))
     table.add_row("all kinds", "", f"{len(detections)}", f"{caught}", "", everything)
-    for kind in qw.NO_FALSE_ALARM_KINDS:
-        judged = week.judgements.get(kind, 0)
-        alarms = sum(n for (k, s), n in week.statuses.items() if k == kind and s in qw.ALARM)
-        learning = week.statuses.get((kind, "learning"), 0)
-        errors = week.statuses.get((kind, "error"), 0)
+    for group in (VOLUME_DISTRIBUTION, OTHERS):
+        judged = week.judgements.get(group, 0)
+        if not judged:
+            continue
+        alarms = sum(n for (g, s), n in week.statuses.items() if g == group and s in qw.ALARM)
+        learning = week.statuses.get((group, "learning"), 0)
+        errors = week.statuses.get((group, "error"), 0)
         note = f"{learning} learning, {errors} errors" if learning or errors else ""
         table.add_row(
-            f"false alarms: {kind}, every hour of the clean last week",
+            f"false alarms over the clean last week: {group}",
             "",
             f"{judged}",
             f"{alarms} warn/fail",
             note,
-            mark(judged > 0 and alarms == 0 and not errors),
+            mark(alarms == 0 and not errors),
         )
     return table
 
@@ -352,11 +379,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     world = world_for(args)
     runs = time_suite(world, config, max(1, args.runs))
     console.print(f"suite timed; {machine_load()}")
+    console.print(slowest_table(runs[0]))
     alarming = [r for r in runs[0].results if r.alarming]
-    week = CleanWeek()
-    if not args.skip_clean_week:
-        week = clean_week(world, config)
-        console.print(f"clean week judged in {week.seconds:,.0f} s; {machine_load()}")
+    if alarming:
+        console.print(f"[yellow]alarms of the default suite on the clean world ({world.now}):")
+        for r in alarming:
+            console.print("  " + qw.describe(r), markup=False, highlight=False)
+    console.print(suite_table(world, config, runs))
     detections: list[qw.Detection] = []
     if not args.skip_detection:
         scratch = world.data_dir.parent / "scratch"
@@ -366,24 +395,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         console.print(f"anomalies injected and judged; {machine_load()}")
-    console.print(slowest_table(runs[0]))
-    if alarming:
-        console.print(f"[yellow]alarms of the default suite on the clean world ({world.now}):")
-        for r in alarming:
-            console.print("  " + qw.describe(r), markup=False, highlight=False)
-    if week.alarms:
-        console.print("[yellow]alarms of volume/distribution checks over the clean last week:")
-        for now, r in week.alarms[:30]:
-            console.print(f"  {now:%a %m-%d %H:%M}Z {qw.describe(r)}", markup=False)
-        if len(week.alarms) > 30:
-            console.print(f"  ... {len(week.alarms) - 30} more")
-    for d in detections:
-        if not d.caught:
-            console.print(f"[yellow]{d.injection.anomaly} missed:", highlight=False)
-            console.print(d.explain(), markup=False, highlight=False)
+        for d in detections:
+            if not d.caught:
+                console.print(f"[yellow]{d.injection.anomaly} missed:", highlight=False)
+                console.print(d.explain(), markup=False, highlight=False)
+    week = CleanWeek()
+    if not args.skip_clean_week:
+        week = clean_week(world, config)
+        console.print(f"clean week judged in {week.seconds:,.0f} s; {machine_load()}")
+        if week.alarms:
+            console.print("[yellow]alarms over the clean last week:")
+            for now, r in week.alarms[:30]:
+                console.print(f"  {now:%a %m-%d %H:%M}Z {qw.describe(r)}", markup=False)
+            if len(week.alarms) > 30:
+                console.print(f"  ... {len(week.alarms) - 30} more")
     if detections or week.judgements:
         console.print(detection_table(detections, week))
-    console.print(suite_table(world, config, runs))
+    console.print(
+        f"suite: first run {runs[0].seconds:.2f} s against ≤ {TARGET_SUITE_SECONDS:.0f} s "
+        f"({runs[0].seconds / TARGET_SUITE_SECONDS:.2f}× budget)"
+    )
     console.print(f"total {time.monotonic() - started:,.0f} s")
     return 0
 

@@ -512,6 +512,77 @@ def generate_orders(
     )
 
 
+@app.command("generate-history")
+def generate_history(
+    days: Annotated[int, typer.Option(help="Days of history, ending at --end.")] = 35,
+    events_per_day: Annotated[int, typer.Option(help="Events per day, on average.")] = 20_000,
+    orders_per_day: Annotated[int, typer.Option(help="Orders per day, on average.")] = 600,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same history).")] = 9,
+    end: Annotated[
+        str | None,
+        typer.Option(
+            help="ISO-8601 instant history ends at (default: the oldest row in raw, or now).",
+        ),
+    ] = None,
+) -> None:
+    """Write weeks of realistic history straight into raw (DuckDB), before what raw holds:
+    events, dead letters and the shop's changes, with daily and weekly rhythm in the shop's
+    time zone. Writes nothing when raw already holds history. Stop a running platform first."""
+    from datetime import datetime
+
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from shopstream.generators.history import HistoryRequest
+    from shopstream.generators.history import generate_history as write
+    from shopstream.warehouse import WarehouseError
+
+    settings = _settings()
+    end_at = None
+    if end is not None:
+        try:
+            end_at = datetime.fromisoformat(end.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise _fail(f"--end {end!r} is not ISO-8601 (e.g. 2026-03-01T00:00:00Z)", 2) from exc
+        if end_at.tzinfo is None:
+            raise _fail(f"--end {end!r} has no time zone: add Z or an offset (+09:00)", 2)
+    request = HistoryRequest(
+        days=days,
+        end=end_at,
+        events_per_day=events_per_day,
+        orders_per_day=orders_per_day,
+        seed=seed,
+        timezone=settings.timezone,
+    )
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]history"),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=console.is_terminal,
+    ) as bar:
+        task = bar.add_task("history", total=None, detail="opening the warehouse...")
+        try:
+            summary = write(
+                settings, request, lambda step: bar.update(task, detail=f"writing {step}")
+            )
+        except (WarehouseError, ValueError) as exc:
+            raise _fail(str(exc)) from exc
+    if summary.skipped:
+        console.print(f"[yellow]{summary.skipped}[/yellow]")
+        return
+    table = Table(title="history written", title_justify="left")
+    table.add_column("raw table")
+    table.add_column("rows", justify="right")
+    for name, rows in summary.rows.items():
+        table.add_row(f"raw.{name}", f"{rows:,}")
+    out.print(table)
+    console.print(
+        f"{days} days of history, {summary.start.isoformat()} to {summary.end.isoformat()} "
+        f"({settings.timezone}), in {summary.seconds:,.1f} s"
+    )
+
+
 @app.command()
 def cdc(
     dsn: Annotated[

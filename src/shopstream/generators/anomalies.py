@@ -304,15 +304,16 @@ def inject_freshness_stall(con: duckdb.DuckDBPyConnection, *, at: datetime) -> I
 
 
 def _latest_orders(con: duckdb.DuckDBPyConnection, at: datetime, where: str, limit: int) -> str:
-    """SQL of the latest version (JSON ``after``) of up to ``limit`` orders committed before
-    ``at`` whose latest version satisfies ``where`` (on ``after``)."""
+    """SQL of the latest version (JSON ``after``) of up to ``limit`` orders whose latest
+    version of all was committed before ``at`` and satisfies ``where`` (on ``after``): an
+    injected change is then the order's newest by commit time as well as by LSN."""
     return f"""
-        SELECT key->>'order_id' AS order_id, after FROM raw.cdc_orders
-        WHERE commit_ts < '{at.isoformat()}'::TIMESTAMPTZ
-        QUALIFY row_number() OVER (PARTITION BY key->>'order_id' ORDER BY lsn DESC,
-                                   change_id DESC) = 1
-        AND op <> 'd' AND ({where})
-        ORDER BY hash(order_id) LIMIT {int(limit)}"""
+        SELECT order_id, after FROM (
+            SELECT key->>'order_id' AS order_id, after, op, commit_ts FROM raw.cdc_orders
+            QUALIFY row_number() OVER (PARTITION BY key->>'order_id'
+                                       ORDER BY lsn DESC, change_id DESC) = 1)
+        WHERE commit_ts < '{at.isoformat()}'::TIMESTAMPTZ AND op <> 'd' AND ({where})
+        ORDER BY hash(order_id), order_id LIMIT {int(limit)}"""
 
 
 def _append_changes(

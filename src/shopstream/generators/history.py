@@ -405,11 +405,15 @@ def _macros(con: duckdb.DuckDBPyConnection, seed: int) -> None:
     # An instant whatever the session's TimeZone (epoch + microseconds is exact).
     con.execute("CREATE OR REPLACE TEMP MACRO tstz(us) AS to_timestamp(0) + to_microseconds(us)")
     con.execute(f"CREATE OR REPLACE TEMP MACRO h(tag, n) AS (hash({seed}, tag, n) >> 1)::BIGINT")
-    # A uuid-looking id from a hash: deterministic, distinct per (tag, n).
+    # A uuid-looking id from a hash: deterministic, distinct per (tag, n); version nibble 4,
+    # variant a (substrings: far cheaper than a regular expression on millions of rows).
     con.execute(
-        "CREATE OR REPLACE TEMP MACRO uid(tag, n) AS regexp_replace("
-        f"md5({seed}::VARCHAR || tag || n::VARCHAR), "
-        r"'^(.{8})(.{4}).(.{3}).(.{3})(.{12})$', '\1-\2-4\3-a\4-\5')"
+        "CREATE OR REPLACE TEMP MACRO uuid_of(m) AS substr(m, 1, 8) || '-' || substr(m, 9, 4) "
+        "|| '-4' || substr(m, 14, 3) || '-a' || substr(m, 18, 3) || '-' || substr(m, 21, 12)"
+    )
+    con.execute(
+        f"CREATE OR REPLACE TEMP MACRO uid(tag, n) AS uuid_of(md5({seed}::VARCHAR || tag "
+        "|| n::VARCHAR))"
     )
 
 
@@ -420,12 +424,12 @@ TEMP_TABLES = (
     "w_products",
     "w_orders",
     "w_lines",
-    "w_changes",
+    "w_num",
+    "w_event_times",
     "w_sessions",
     "w_session_start",
-    "w_events",
 )
-TEMP_VIEWS = ("w_raw_events", "w_dead_letters")
+TEMP_VIEWS = ("w_raw_events", "w_dead_letters", "w_events", "w_changes", "w_versions")
 
 
 def cleanup(con: duckdb.DuckDBPyConnection) -> None:
@@ -587,38 +591,49 @@ def _changes(con: duckdb.DuckDBPyConnection, w: World) -> None:
     failed_id = f"printf('{ids.payment}%010d', 2 * o + 2)"
     # One status step of an order: (status, the column holding its time, which orders).
     steps = [
-        ("PAID", "paid_us", "outcome <> 'CANCELLED_PENDING'"),
-        ("PREPARING", "preparing_us", "outcome NOT IN ('CANCELLED_PENDING', 'CANCELLED_PAID')"),
-        ("SHIPPING", "shipping_us", "outcome IN ('DELIVERED', 'REFUNDED')"),
-        ("DELIVERED", "delivered_us", "outcome IN ('DELIVERED', 'REFUNDED')"),
-        ("CANCELLED", "cancelled_us", "outcome LIKE 'CANCELLED%'"),
-        ("REFUNDED", "refunded_us", "outcome = 'REFUNDED'"),
+        ("PAID", "paid_us", "outcome <> 'CANCELLED_PENDING'", "2"),
+        (
+            "PREPARING",
+            "preparing_us",
+            "outcome NOT IN ('CANCELLED_PENDING', 'CANCELLED_PAID')",
+            "1",
+        ),
+        ("SHIPPING", "shipping_us", "outcome IN ('DELIVERED', 'REFUNDED')", "1"),
+        ("DELIVERED", "delivered_us", "outcome IN ('DELIVERED', 'REFUNDED')", "1"),
+        (
+            "CANCELLED",
+            "cancelled_us",
+            "outcome LIKE 'CANCELLED%'",
+            "CASE WHEN outcome = 'CANCELLED_PENDING' THEN 1 ELSE 2 END",  # + the payment
+        ),
+        ("REFUNDED", "refunded_us", "outcome = 'REFUNDED'", "2"),
     ]
     order_steps = "\n".join(
         f"""UNION ALL
-        SELECT 'orders', order_id, {ts}, {2 if status == "PAID" else 3}, o, 1, 0, false, false,
+        SELECT 'orders', order_id, {ts}, {2 if status == "PAID" else 3}, o, 1, 0, {size},
+               false, false,
                json_object('order_id', order_id), NULL,
                {order_row.format(status=f"'{status}'", ts=ts)}
         FROM w_orders WHERE {where}"""
-        for status, ts, where in steps
+        for status, ts, where, size in steps
     )
     con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE w_versions AS
+        CREATE OR REPLACE TEMP VIEW w_versions AS
         -- users: sign-up, a grade change for one in ten, and some members without orders leave
         SELECT 'users' AS tbl, user_id AS key_str, created_us AS v_ts, 4 AS tx_kind, u AS tx_ent,
-               1 AS tbl_rank, 0 AS sub, true AS is_first, false AS is_delete,
+               1 AS tbl_rank, 0 AS sub, 1 AS tx_size, true AS is_first, false AS is_delete,
                json_object('user_id', user_id) AS key, NULL::JSON AS before,
                json_object('user_id', user_id, 'email', email, 'name', name, 'grade', grade,
                    'created_at', pg_ts(created_us), 'updated_at', pg_ts(created_us)) AS after
         FROM w_users
         UNION ALL
-        SELECT 'users', user_id, v_ts, 4, u, 1, 0, false, false, json_object('user_id', user_id),
+        SELECT 'users', user_id, v_ts, 4, u, 1, 1, 1, false, false, json_object('user_id', user_id),
                NULL, json_object('user_id', user_id, 'email', email, 'name', name,
                    'grade', grade_later, 'created_at', pg_ts(created_us), 'updated_at', pg_ts(v_ts))
         FROM (SELECT *, created_us + (({world_end} - created_us) * (h('gu', u) % 600)
                   // 1000)::BIGINT AS v_ts FROM w_users WHERE u % 10 = 3)
         UNION ALL
-        SELECT 'users', user_id, created_us + ({world_end} - created_us) * 7 // 10, 4, u, 1, 0,
+        SELECT 'users', user_id, created_us + ({world_end} - created_us) * 7 // 10, 4, u, 1, 2, 1,
                false, true, json_object('user_id', user_id),
                -- replica identity default: a delete's before holds the key, the rest null
                json_object('user_id', user_id, 'email', NULL, 'name', NULL, 'grade', NULL,
@@ -626,7 +641,7 @@ def _changes(con: duckdb.DuckDBPyConnection, w: World) -> None:
         FROM w_users WHERE u >= {buyers} AND u % 20 = 0
         UNION ALL
         -- products: in the catalogue before the start, then restocked four times
-        SELECT 'products', product_id, v_ts, 5, p, 1, 0, k = 0, false,
+        SELECT 'products', product_id, v_ts, 5, p, 1, k, 1, k = 0, false,
                json_object('product_id', product_id), NULL,
                json_object('product_id', product_id, 'name', name, 'category', category,
                    'storage_type', storage_type, 'price', price::VARCHAR,
@@ -639,20 +654,21 @@ def _changes(con: duckdb.DuckDBPyConnection, w: World) -> None:
               FROM w_products, range(5) r(k))
         UNION ALL
         -- orders: placed (PENDING) with their lines, then each status step
-        SELECT 'orders', order_id, t_us, 1, o, 1, 0, true, false,
+        SELECT 'orders', order_id, t_us, 1, o, 1, 0, 1 + n_lines, true, false,
                json_object('order_id', order_id), NULL,
                {order_row.format(status="'PENDING'", ts="t_us")}
         FROM w_orders
         {order_steps}
         UNION ALL
-        SELECT 'order_items', order_id || '/' || line_no, o.t_us, 1, l.o, 2, line_no, true, false,
+        SELECT 'order_items', order_id || '/' || line_no, o.t_us, 1, l.o, 2, line_no,
+               1 + o.n_lines, true, false,
                json_object('order_id', order_id, 'line_no', line_no), NULL,
                json_object('order_id', order_id, 'line_no', line_no, 'product_id', product_id,
                    'quantity', quantity, 'unit_price', unit_price::VARCHAR)
         FROM w_lines l JOIN w_orders o USING (o, order_id)
         UNION ALL
         -- a declined try (its own transaction, between the order and the good try)
-        SELECT 'payments', {failed_id}, t_us + (paid_us - t_us) // 2, 6, o, 3, 0, true, false,
+        SELECT 'payments', {failed_id}, t_us + (paid_us - t_us) // 2, 6, o, 1, 0, 1, true, false,
                json_object('payment_id', {failed_id}), NULL,
                json_object('payment_id', {failed_id}, 'order_id', order_id, 'method', method,
                    'amount', total_amount::VARCHAR, 'status', 'FAILED', 'paid_at', NULL,
@@ -660,13 +676,13 @@ def _changes(con: duckdb.DuckDBPyConnection, w: World) -> None:
         FROM w_orders WHERE declined_first AND outcome <> 'CANCELLED_PENDING'
         UNION ALL
         -- paid with the order's move to PAID (one transaction)
-        SELECT 'payments', {payment_id}, paid_us, 2, o, 3, 0, true, false,
+        SELECT 'payments', {payment_id}, paid_us, 2, o, 3, 0, 2, true, false,
                json_object('payment_id', {payment_id}), NULL,
                {payment_row.format(status="'PAID'", refunded="NULL")}
         FROM w_orders WHERE outcome <> 'CANCELLED_PENDING'
         UNION ALL
         -- settled with the cancellation or the refund (one transaction with the order's move)
-        SELECT 'payments', {payment_id}, coalesce(cancelled_us, refunded_us), 3, o, 3, 0, false,
+        SELECT 'payments', {payment_id}, coalesce(cancelled_us, refunded_us), 3, o, 3, 0, 2, false,
                false, json_object('payment_id', {payment_id}), NULL,
                {
         payment_row.format(
@@ -679,33 +695,43 @@ def _changes(con: duckdb.DuckDBPyConnection, w: World) -> None:
     # one 'r' row per live key; later ones become transactions with increasing commit LSNs.
     base = w.lsn_base
     snapshot = w.snapshot_us if w.snapshot_us is not None else w.start_us - 400 * DAY_US
+    # Versions are a view (their JSON is built only when written); the numbering sorts only
+    # the narrow columns that place a change (time, transaction, position in it), with an
+    # ORDER BY, which spills to disk, into a table whose row ids then count the changes (a
+    # window over millions of rows would not stay inside the warehouse's memory limit).
+    # A change's place in its transaction follows from its table's rank (an order, then its
+    # lines, then its payment), so its transaction's first and last change need no window
+    # either. A transaction's changes are numbered from 1; its commit LSN is its last one's.
+    order = "v_ts, tx_kind, tx_ent, tbl_rank, sub"
     con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE w_changes AS
-        WITH v AS (SELECT * FROM w_versions WHERE v_ts < {world_end}),
-        snap AS (
-            SELECT * FROM v WHERE v_ts <= {snapshot}
-            QUALIFY row_number() OVER (
-                PARTITION BY tbl, key_str ORDER BY v_ts DESC, is_delete DESC) = 1
-        ), numbered AS (
-            SELECT *, row_number() OVER (ORDER BY v_ts, tx_kind, tx_ent, tbl_rank, sub) AS g
-            FROM v WHERE v_ts > {snapshot}
-        ), stream AS (
-            SELECT *, max(g) OVER txn AS last_g, min(g) OVER txn AS first_g FROM numbered
-            WINDOW txn AS (PARTITION BY v_ts, tx_kind, tx_ent)
-        )
+        CREATE OR REPLACE TEMP TABLE w_num AS
+        SELECT tbl, {order}, tx_size FROM w_versions
+        WHERE v_ts > {snapshot} AND v_ts < {world_end}
+        ORDER BY {order}""")
+    numbered = """
+        SELECT *, g - (CASE tbl_rank WHEN 2 THEN 1 + sub WHEN 3 THEN 2 ELSE 1 END) + 1
+                   AS first_g
+        FROM (SELECT tbl, v_ts, tx_kind, tx_ent, tbl_rank, sub, tx_size AS n_changes,
+                     rowid + 1 AS g FROM w_num)"""
+    stream = f"""
+        SELECT tbl, printf('%016X-%08d', {base} + first_g + n_changes - 1, g - first_g + 1)
+                   AS change_id,
+               CASE WHEN is_delete THEN 'd' WHEN is_first THEN 'c' ELSE 'u' END AS op,
+               {base} + g AS lsn, 700 + first_g AS tx_id, v_ts AS commit_us, key, before,
+               after, 'false' AS snapshot
+        FROM w_versions JOIN ({numbered}) USING (tbl, {order})"""
+    snap = f"""
         SELECT tbl, printf('%016X-r%08d', {base}::BIGINT,
-                   row_number() OVER (PARTITION BY tbl ORDER BY key_str)) AS change_id,
-               'r' AS op, {base}::BIGINT AS lsn, NULL::BIGINT AS tx_id,
-               {snapshot}::BIGINT AS commit_us, key, NULL::JSON AS before, after,
-               'true' AS snapshot
-        FROM snap WHERE NOT is_delete
-        UNION ALL
-        -- a transaction's changes are numbered from 1; its commit LSN is its last change's
-        SELECT tbl, printf('%016X-%08d', {base} + last_g, g - first_g + 1),
-               CASE WHEN is_delete THEN 'd' WHEN is_first THEN 'c' ELSE 'u' END,
-               {base} + g, 700 + first_g, v_ts, key, before, after, 'false'
-        FROM stream""")
-    con.execute("DROP TABLE w_versions")
+                   row_number() OVER (PARTITION BY tbl ORDER BY key_str)),
+               'r', {base}::BIGINT, NULL::BIGINT, {snapshot}::BIGINT, key, NULL::JSON, after,
+               'true'
+        FROM (SELECT * FROM w_versions WHERE v_ts <= {snapshot}
+              QUALIFY row_number() OVER (
+                  PARTITION BY tbl, key_str ORDER BY v_ts DESC, is_delete DESC) = 1)
+        WHERE NOT is_delete"""
+    # History has no snapshot: every change is streamed.
+    parts = [stream] if w.snapshot_us is None else [stream, snap]  # names: the first
+    con.execute(f"CREATE OR REPLACE TEMP VIEW w_changes AS {' UNION ALL '.join(parts)}")
 
 
 def _events(con: duckdb.DuckDBPyConnection, w: World) -> None:
@@ -720,27 +746,10 @@ def _events(con: duckdb.DuckDBPyConnection, w: World) -> None:
     )
     others = max(len(SESSION_STEPS), w.events - purchases)
     users = max(1, int(w.users * 0.9))
+    u_start, u_end = w.user_span
+    u_step = max(1, (u_end - u_start) // w.users)
     steps = _sql_list(SESSION_STEPS)
     n_steps = len(SESSION_STEPS)
-    sessions = others // n_steps + 1
-    # Session-level fields, computed once per session.
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE w_sessions AS
-        SELECT s, uid('a', s) AS anonymous_id, uid('s', s) AS session_id,
-               {_sql_list(DEVICES)}[1 + (h('dev', s) % 4)::INT] AS device_type,
-               CASE WHEN h('login', s) % 3 <> 0
-                    THEN printf('{ids.user}%06d', 1 + h('su', s) % {users}) END AS user_id,
-               CASE WHEN s % 5 = 0 THEN 'naver' END AS utm_source,
-               CASE WHEN s % 5 = 0 THEN 'cpc' END AS utm_medium,
-               CASE WHEN s % 5 = 0 THEN 'spring_sale' END AS utm_campaign,
-               '203.0.' || (s % 200) || '.' || (h('ip', s) % 250) AS ip,
-               CASE WHEN h('bot', s) % 100 = 0
-                    THEN 'Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)'
-                    WHEN h('dev', s) % 4 < 2 THEN 'shopstream-app/4.2 (mobile)'
-                    ELSE 'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 '
-                         || 'Chrome/126.0 Safari/537.36'
-               END AS user_agent
-        FROM range({sessions}) r(s)""")
     # Events in time order by row number, so a session's steps stay together in time.
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE w_event_times AS
@@ -751,12 +760,32 @@ def _events(con: duckdb.DuckDBPyConnection, w: World) -> None:
         CREATE OR REPLACE TEMP TABLE w_session_start AS
         SELECT i // {n_steps} AS s, ts_us FROM w_event_times WHERE i % {n_steps} = 0
         ORDER BY ts_us""")
+    # Session-level fields, once per session; its member had signed up by its start.
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE w_sessions AS
+        SELECT s, ts_us, uid('a', s) AS anonymous_id, uid('s', s) AS session_id,
+               {_sql_list(DEVICES)}[1 + (h('dev', s) % 4)::INT] AS device_type,
+               CASE WHEN h('login', s) % 3 <> 0
+                    THEN printf('{ids.user}%06d', 1 + h('su', s) % greatest(1, least({users},
+                        (ts_us - {u_start}) // {u_step}))) -- signed up by then
+               END AS user_id,
+               CASE WHEN s % 5 = 0 THEN 'naver' END AS utm_source,
+               CASE WHEN s % 5 = 0 THEN 'cpc' END AS utm_medium,
+               CASE WHEN s % 5 = 0 THEN 'spring_sale' END AS utm_campaign,
+               '203.0.' || (s % 200) || '.' || (h('ip', s) % 250) AS ip,
+               CASE WHEN h('bot', s) % 100 = 0
+                    THEN 'Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)'
+                    WHEN h('dev', s) % 4 < 2 THEN 'shopstream-app/4.2 (mobile)'
+                    ELSE 'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 '
+                         || 'Chrome/126.0 Safari/537.36'
+               END AS user_agent
+        FROM w_session_start""")
     product_props = (
         "json_object('product_id', p.product_id, 'name', p.name, 'category', p.category, "
         "'price', p.price::BIGINT::VARCHAR"
     )
     con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE w_events AS
+        CREATE OR REPLACE TEMP VIEW w_events AS
         WITH e AS (
             SELECT t.i, t.i // {n_steps} AS s, {steps}[1 + t.i % {n_steps}] AS event_type,
                    t.ts_us, (h('ep', t.i) % {w.products})::BIGINT AS p
@@ -810,7 +839,6 @@ def _events(con: duckdb.DuckDBPyConnection, w: World) -> None:
                        AS items
             FROM w_lines GROUP BY o
         ) l USING (o)""")
-    con.execute("DROP TABLE w_event_times")
     # Received 0.1-3 s after they happened. A view: the rows are built as they are inserted
     # (millions of payloads would not fit in memory twice); filters on received_us reach the
     # timestamps before any JSON is built.
@@ -896,8 +924,7 @@ def cdc_select(table: str, where: str = "true") -> str:
                || (commit_us // 1000) || ',"snapshot":"' || snapshot || '","txId":'
                || coalesce(tx_id::VARCHAR, 'null') || ',"lsn":' || lsn || '}}',
                tstz(commit_us + 40000 + h('ing', lsn) % 200000)
-        FROM w_changes WHERE tbl = '{table}' AND {where}
-        ORDER BY change_id"""
+        FROM w_changes WHERE tbl = '{table}' AND {where}"""
 
 
 #: Columns of w_raw_events that are raw.events' (the rest help the generator).
@@ -1124,7 +1151,7 @@ def generate_history(
 
 
 def _estimated_changes(con: duckdb.DuckDBPyConnection) -> int:
-    row = con.execute("SELECT count(*) FROM w_changes").fetchone()
+    row = con.execute("SELECT count(*) FROM w_num").fetchone()
     return int(row[0]) if row else 0
 
 

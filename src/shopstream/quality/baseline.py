@@ -147,7 +147,7 @@ def _solve_extra(errors: list[float], noise: list[float]) -> float:
     if spread_of(0.0) <= NORMAL_MAD:
         return 0.0
     lo, hi = 0.0, 10 * max(abs(e) for e in errors) + 1.0
-    for _ in range(40):
+    for _ in range(30):
         mid = (lo + hi) / 2
         if spread_of(mid) > NORMAL_MAD:
             lo = mid

@@ -5,10 +5,10 @@ Baseline checks judge the last COMPLETE hour or day in ``ctx.timezone`` (the par
 is never judged: it would always look like a drop). Hour-of-week and day-of-week are counted on
 the wall clock, so "Tuesday 14:00" stays Tuesday 14:00 across a daylight-saving change.
 
-Queries group rows by quarter-hour of UTC time (:func:`quarter_sql`) and Python folds the few
-thousand quarters into local hours or days (:func:`wall_start`): every time zone's offset is a
-multiple of 15 minutes, so this is exact without the database knowing time zones, and the
-per-row work stays in the database.
+Queries group rows by UTC hour (quarter-hour in zones whose offset is not whole hours) and
+Python folds the few thousand slots into local hours or days (:func:`seasonal_buckets`): every
+time zone's offset is a multiple of 15 minutes, so this is exact without the database knowing
+time zones, and the per-row work stays in the database.
 
 >>> from zoneinfo import ZoneInfo
 >>> w = last_complete(datetime(2026, 12, 1, 14, 20, tzinfo=UTC), ZoneInfo("Asia/Seoul"), "hour")
@@ -34,6 +34,7 @@ from shopstream.quality.spec import PlannedCheck
 Granularity = Literal["hour", "day"]
 #: Microseconds in a quarter of an hour: the unit queries group time by.
 QUARTER_US = 900_000_000
+HOUR_US = 4 * QUARTER_US
 #: Buckets in a week: hour-of-week and day-of-week seasonality.
 PERIOD = {"hour": 168, "day": 7}
 _STEP = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
@@ -125,15 +126,8 @@ def _epoch_us(instant: datetime) -> int:
     return round(instant.timestamp() * 1_000_000)
 
 
-def quarter_sql(column: str) -> str:
-    """The UTC quarter-hour a row falls in, as an integer (see :func:`wall_start`)."""
-    return f"(epoch_us({column}) // {QUARTER_US})"
-
-
-def wall_start(quarter: int, tz: ZoneInfo, granularity: Granularity) -> datetime:
-    """The local hour (day) a UTC quarter-hour belongs to, as a naive wall-clock time."""
-    instant = datetime.fromtimestamp(quarter * QUARTER_US / 1_000_000, UTC)
-    return floor_wall(to_wall(instant, tz), granularity)
+def _at(epoch_us: int) -> datetime:
+    return datetime.fromtimestamp(epoch_us / 1_000_000, UTC)
 
 
 # --- time columns ---------------------------------------------------------------------------
@@ -231,29 +225,32 @@ def seasonal_buckets(
     window = last_complete(ctx.now, ctx.timezone, granularity)
     unit = _STEP[granularity]
     size = (weeks + 1) * PERIOD[granularity]
-    col = ident(column)
-    extra = "".join(f", CAST(sum({expr}) AS DOUBLE) AS s{i}" for i, expr in enumerate(sums_sql))
-    sql = (
-        f"SELECT {quarter_sql(col)} AS quarter, count(*) AS n{extra} "
-        f"FROM {ident(check.table)} WHERE {col} >= ? AND {col} < ?{where_sql(where)} GROUP BY 1"
-    )
-    start = to_utc(window.wall - (size - 1) * unit, ctx.timezone)
-    found = ctx.query(sql, [bound(start, sql_type), bound(window.end, sql_type)]).to_pylist()
-    # Each local bucket's first instant, oldest first (microseconds since the epoch); a quarter
+    # Each local bucket's first instant, oldest first (microseconds since the epoch); a slot
     # belongs to the last bucket that starts at or before it. Buckets the clock skipped (the
     # spring change) start where the next one does and stay empty.
     walls = [window.wall - i * unit for i in range(size - 1, -1, -1)]
     starts = [_epoch_us(to_utc(wall, ctx.timezone)) for wall in walls]
     starts.append(_epoch_us(window.end))
-    width = 1 + len(sums_sql)
+    # Whole UTC hours when every bucket starts on one (most zones), else quarters (India, ...).
+    slot = HOUR_US if all(start % HOUR_US == 0 for start in starts) else QUARTER_US
+    col = ident(column)
+    extra = "".join(f", CAST(sum({expr}) AS DOUBLE) AS s{i}" for i, expr in enumerate(sums_sql))
+    sql = (
+        f"SELECT epoch_us({col}) // {slot} AS slot, count(*) AS n{extra} "
+        f"FROM {ident(check.table)} WHERE {col} >= ? AND {col} < ?{where_sql(where)} GROUP BY 1"
+    )
+    found = ctx.query(sql, [bound(_at(starts[0]), sql_type), bound(window.end, sql_type)])
+    slots = found.column("slot").to_pylist()
+    columns = [found.column("n").to_pylist()]
+    columns += [found.column(f"s{k}").to_pylist() for k in range(len(sums_sql))]
+    width = len(columns)
     totals: dict[int, list[float]] = {}
-    for row in found:
-        j = bisect_right(starts, int(row["quarter"]) * QUARTER_US) - 1
+    for r, at in enumerate(slots):
+        j = bisect_right(starts, at * slot) - 1
         if 0 <= j < size:
             acc = totals.setdefault(size - 1 - j, [0.0] * width)
-            acc[0] += row["n"]
-            for k in range(len(sums_sql)):
-                acc[k + 1] += row[f"s{k}"] or 0
+            for k in range(width):
+                acc[k] += columns[k][r] or 0
     oldest = max(totals, default=-1)
     rows: list[float | None] = []
     sums: list[list[float]] = []
@@ -347,7 +344,6 @@ __all__ = [
     "last_complete",
     "minutes_words",
     "pct",
-    "quarter_sql",
     "require_column",
     "result",
     "seasonal_buckets",
@@ -356,7 +352,6 @@ __all__ = [
     "to_utc",
     "to_wall",
     "trailing",
-    "wall_start",
     "where_sql",
     "window_at",
 ]

@@ -73,7 +73,7 @@ class Params(BaseModel):
     type: Literal["categorical", "numeric", "auto"] = "auto"
     window: Literal["day", "hour"] = "day"
     baseline_weeks: int = Field(4, ge=1, le=12)
-    min_history_weeks: int = Field(2, ge=1, le=12)
+    min_history_weeks: float = Field(2.0, ge=1, le=12)
     warn_psi: float = Field(0.1, gt=0)
     fail_psi: float = Field(0.25, gt=0)
     min_rows: int = Field(500, ge=1)
@@ -105,10 +105,17 @@ class _Query:
             + " ".join(f"WHEN {t} >= ? AND {t} < ? THEN {k}" for k in range(len(self.windows)))
             + " END"
         )
-        self.ranges = " OR ".join(f"({t} >= ? AND {t} < ?)" for _ in self.windows)
+        # The whole span first (AND: the scan skips what is outside it), then the windows.
+        self.ranges = (
+            f"{t} >= ? AND {t} < ? AND ("
+            + " OR ".join(f"({t} >= ? AND {t} < ?)" for _ in self.windows)
+            + ")"
+        )
         self.bounds: list[Any] = [
             b for w in self.windows for b in (bound(w.start, sql_type), bound(w.end, sql_type))
         ]
+        span = [bound(self.windows[-1].start, sql_type), bound(self.window.end, sql_type)]
+        self.range_bounds = span + self.bounds
         self.table = ident(check.table)
         self.where = where_sql(params.where)
 
@@ -119,8 +126,9 @@ class _Query:
             f"WHERE ({self.ranges}){self.where}"
         )
 
-    def params(self, times: int = 2) -> list[Any]:
-        return self.bounds * times
+    def params(self) -> list[Any]:
+        """The parameters of :meth:`rows`: the groups' bounds, then the filter's."""
+        return self.bounds + self.range_bounds
 
 
 def _value_sql(ctx: CheckContext, check: PlannedCheck, params: Params) -> tuple[str, str]:
@@ -138,19 +146,14 @@ def _value_sql(ctx: CheckContext, check: PlannedCheck, params: Params) -> tuple[
     return ident(column), column
 
 
-def _is_numeric(ctx: CheckContext, check: PlannedCheck, params: Params, q: _Query) -> bool:
+def _declared_numeric(ctx: CheckContext, check: PlannedCheck, params: Params) -> bool | None:
+    """Numeric or not from the options and the column's type; None: ask the data."""
     if params.type != "auto":
         return params.type == "numeric"
     if not params.expression and check.spec.column:
         sql_type = ctx.columns(check.table)[check.spec.column].upper()
         return sql_type.startswith(_NUMERIC_TYPES)
-    # An expression (a JSON field, say) is text: numeric when its values read as numbers.
-    probe = ctx.query(
-        f"SELECT count(_v) AS n, count(TRY_CAST(_v AS DOUBLE)) AS m FROM "
-        f"(SELECT _v FROM ({q.rows(f'({params.expression})')}) WHERE _v IS NOT NULL LIMIT 2000)",
-        q.params(2),
-    ).to_pylist()[0]
-    return bool(probe["n"]) and probe["m"] >= 0.95 * probe["n"]
+    return None
 
 
 def _categorical(
@@ -165,23 +168,30 @@ def _categorical(
         "sum(_n) AS _n FROM g GROUP BY ALL"
     )
     counts: dict[int, dict[str, int]] = {}
-    for row in ctx.query(sql, q.params(2)).to_pylist():
+    for row in ctx.query(sql, q.params()).to_pylist():
         counts.setdefault(row["_grp"], {})[row["_v"]] = int(row["_n"])
     labels = sorted({v for c in counts.values() for v in c})
     return labels, counts
 
 
-def _numeric(
-    ctx: CheckContext, q: _Query, value: str, params: Params
-) -> tuple[list[str], dict[int, dict[str, int]]]:
-    number = f"TRY_CAST({value} AS DOUBLE)"
+def _edges(ctx: CheckContext, q: _Query, value: str, params: Params) -> tuple[bool, list[float]]:
+    """Whether the values read as numbers (95% of them), and the baseline's quantile edges."""
+    number = "TRY_CAST(_v AS DOUBLE)"
     cuts = [i / params.bins for i in range(1, params.bins)]
     found = ctx.query(
-        f"SELECT approx_quantile(_v, {cuts}) AS q FROM ({q.rows(number)}) "
-        "WHERE _grp > 0 AND _v IS NOT NULL",
-        q.params(2),
-    ).to_pylist()[0]["q"]
-    edges = sorted({float(e) for e in (found or []) if e is not None})
+        f"SELECT count(_v) AS n, count({number}) AS m, "
+        f"approx_quantile({number}, {cuts}) FILTER (WHERE _grp > 0) AS q "
+        f"FROM ({q.rows(value)}) WHERE _v IS NOT NULL",
+        q.params(),
+    ).to_pylist()[0]
+    numeric = bool(found["n"]) and found["m"] >= 0.95 * found["n"]
+    return numeric, sorted({float(e) for e in (found["q"] or []) if e is not None})
+
+
+def _numeric(
+    ctx: CheckContext, q: _Query, value: str, edges: list[float]
+) -> tuple[list[str], dict[int, dict[str, int]]]:
+    number = f"TRY_CAST({value} AS DOUBLE)"
     labels = _bin_labels(edges)
     case = (
         "CASE "
@@ -192,7 +202,7 @@ def _numeric(
     rows = ctx.query(
         f"SELECT _grp, {case} AS _bin, count(*) AS _n FROM ({q.rows(number)}) "
         "WHERE _v IS NOT NULL GROUP BY ALL",
-        q.params(2),
+        q.params(),
     ).to_pylist()
     for row in rows:
         counts.setdefault(row["_grp"], {})[labels[row["_bin"]]] = int(row["_n"])
@@ -211,8 +221,16 @@ def _bin_labels(edges: list[float]) -> list[str]:
 def run(ctx: CheckContext, check: PlannedCheck, params: Params) -> list[CheckResult]:
     value, words = _value_sql(ctx, check, params)
     q = _Query(ctx, check, params)
-    numeric = _is_numeric(ctx, check, params, q)
-    labels, counts = (_numeric if numeric else _categorical)(ctx, q, value, params)
+    declared = _declared_numeric(ctx, check, params)
+    numeric = declared is not False
+    if numeric:
+        # An expression of type auto is text (a JSON field): numeric when it reads as numbers.
+        read_as_numbers, edges = _edges(ctx, q, value, params)
+        numeric = declared is True or read_as_numbers
+    if numeric:
+        labels, counts = _numeric(ctx, q, value, edges)
+    else:
+        labels, counts = _categorical(ctx, q, value, params)
     window = q.window
     current = counts.get(0, {})
     pooled: dict[str, int] = {}
@@ -255,7 +273,7 @@ def run(ctx: CheckContext, check: PlannedCheck, params: Params) -> list[CheckRes
         status = "learning"
         message = (
             f"learning: {weeks_with_data} earlier {same}s with {words} values "
-            f"({count_words(rows_before)} rows), needs {params.min_history_weeks} "
+            f"({count_words(rows_before)} rows), needs {params.min_history_weeks:g} "
             f"(min_history_weeks) and {params.min_rows} rows (min_rows)"
         )
         evidence = []

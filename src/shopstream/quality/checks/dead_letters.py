@@ -100,9 +100,14 @@ def run(ctx: CheckContext, check: PlannedCheck, params: Params) -> list[CheckRes
     else:
         status = "pass"
     reasons = _reasons(ctx, check.table, start, end) if dead else []
-    period = f"the hour from {start:%Y-%m-%d %H:%M}" if unit == "hour" else f"{start:%Y-%m-%d}"
+    local = start.astimezone(ctx.timezone)
+    period = (
+        f"the hour from {local:%Y-%m-%d %H:%M} {ctx.timezone.key}"
+        if unit == "hour"
+        else f"{local:%Y-%m-%d}"
+    )
     shown_rate = "no accepted events" if rate is None else f"{rate:.2%} of accepted events"
-    usual_text = "no usual rate yet" if usual is None else f"usually {usual:.2%}"
+    usual_text = "no usual rate yet" if usual is None else f"usually {usual:.3%}"
     message = f"{plural(dead, 'dead letter')} in {period} ({shown_rate}; {usual_text})"
     if reasons:
         top = reasons[0]

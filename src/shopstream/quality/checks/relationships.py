@@ -21,7 +21,6 @@ from shopstream.quality.checks.judging import (
     evidence,
     grade,
     ident,
-    plural,
     relation,
     time_column,
     window_filter,
@@ -77,13 +76,16 @@ def run(ctx: CheckContext, check: PlannedCheck, params: Params) -> list[CheckRes
     where, args, start, end = window_filter(
         check, ctx, params.window, time_column(check, params.time_column), params.where
     )
+    # The window's keys are few, the referenced table may be big: look up only the keys the
+    # window has (a semi-join probing the big table), then count those not found.
     children = f"SELECT {key} AS k FROM {relation(check.table)} WHERE {where}"
-    parents = f"SELECT DISTINCT {parent_key} AS k FROM {relation(params.to)}"
+    lookup = f"""WITH children AS MATERIALIZED ({children}),
+        found AS (SELECT DISTINCT {parent_key} AS k FROM {relation(params.to)}
+                  WHERE {parent_key} IN (SELECT k FROM children))"""
     counts = ctx.query(
-        f"""WITH children AS ({children}), parents AS ({parents})
+        f"""{lookup}
             SELECT count(*) AS keyed,
-                   count(*) FILTER (WHERE NOT EXISTS (
-                       SELECT 1 FROM parents WHERE parents.k = children.k)) AS orphans
+                   count(*) FILTER (WHERE k NOT IN (SELECT k FROM found)) AS orphans
             FROM children WHERE k IS NOT NULL""",
         args,
     ).to_pylist()[0]
@@ -94,10 +96,9 @@ def run(ctx: CheckContext, check: PlannedCheck, params: Params) -> list[CheckRes
     if orphans:
         target = f"{params.to}.{field}"
         sample = ctx.query(
-            f"""WITH children AS ({children}), parents AS ({parents})
+            f"""{lookup}
                 SELECT k AS orphan_key, count(*) AS referring_rows
-                FROM children WHERE k IS NOT NULL AND k NOT IN (SELECT k FROM parents WHERE
-                    k IS NOT NULL)
+                FROM children WHERE k IS NOT NULL AND k NOT IN (SELECT k FROM found)
                 GROUP BY k ORDER BY referring_rows DESC, orphan_key LIMIT ?""",
             [*args, ctx.evidence_rows],
         ).to_pylist()
@@ -106,8 +107,8 @@ def run(ctx: CheckContext, check: PlannedCheck, params: Params) -> list[CheckRes
     what = params.expression or column
     if orphans:
         message = (
-            f"{plural(orphans, 'row')} of {keyed} in {check.table} name a {what} that "
-            f"{params.to} does not have ({rate:.2%})"
+            f"{orphans} of {keyed} rows of {check.table} have a {what} missing from "
+            f"{params.to} ({rate:.2%})"
         )
     else:
         message = f"every {what} of {check.table} ({keyed} rows) is in {params.to}"

@@ -40,10 +40,15 @@ _TYPES = {
     "BOOLEAN": "boolean",
     "OBJECT": "object",
     "ARRAY": "array",
+    # A key that always had a value and now comes as null has changed type as far as its
+    # readers are concerned (a tracker that stopped filling it).
+    "NULL": "null",
 }
-_SAMPLE_WINDOW_ROWS = 20_000
-_SAMPLE_BASELINE_ROWS = 50_000
 _CHANGE_SAMPLE_ROWS = 20_000
+#: DuckDB's rows per vector: what a block sample keeps or skips at once.
+_BLOCK_ROWS = 2048
+#: Fewer blocks than this in a block sample would say little about the range's rows.
+_MIN_BLOCKS = 10
 
 
 class Params(BaseModel):
@@ -61,8 +66,14 @@ class Params(BaseModel):
     #: json: a key carried by at least this share of a group's baseline rows is "common":
     #: its disappearance fails.
     common_share: float = Field(default=0.95, gt=0, le=1)
+    #: json: a common key missing from this much more of the window's rows than usual has
+    #: disappeared (0.2: from a fifth of them), whether from all rows or from one client's.
+    max_share_drop: float = Field(default=0.2, gt=0, le=1)
     #: json: groups with fewer rows in the window are not judged for disappearing keys.
     min_rows: int = Field(default=20, ge=1)
+    #: json: rows sampled from the window and from the baseline to list keys and types
+    #: (what a sample suggests is confirmed on all rows before it is reported).
+    sample_rows: int = Field(default=50_000, ge=100)
     time_column: str | None = None
     where: str | None = None
 
@@ -269,46 +280,63 @@ def _json(ctx: CheckContext, check: PlannedCheck, params: Params) -> list[CheckR
     extra = f" AND ({params.where})" if params.where else ""
     table = relation(check.table)
 
-    def rows_in(first: datetime, last: datetime) -> tuple[str, list[Any]]:
+    def rows_in(first: datetime, last: datetime, sample: str = "") -> tuple[str, list[Any]]:
         return (
-            f"SELECT CAST({group} AS VARCHAR) AS grp, {json_column} AS j FROM {table} "
+            # A group without a value is a group too ('' : NULL would match no comparison).
+            f"SELECT coalesce(CAST({group} AS VARCHAR), '') AS grp, {json_column} AS j "
+            f"FROM {table} {sample} "
             f"WHERE {ident(column)} >= ? AND {ident(column)} < ? AND {json_column} IS NOT NULL"
             f"{extra}",
             [first, last],
         )
 
+    def sampled(first: datetime, last: datetime, sample: int) -> tuple[str, list[Any]]:
+        """About ``sample`` rows of [first, last). A big range is sampled by blocks of rows
+        (DuckDB then skips reading the others: parsing JSON is what costs); a range too
+        small for that to give enough blocks by reservoir, or not at all."""
+        sql, args = rows_in(first, last)
+        rows = int(ctx.query(f"SELECT count(*) AS n FROM ({sql})", args).to_pylist()[0]["n"])
+        if rows <= sample:
+            return sql, args
+        percent = 100.0 * sample / rows
+        if rows / _BLOCK_ROWS * percent / 100 >= _MIN_BLOCKS:
+            return rows_in(first, last, f"TABLESAMPLE {percent:.6f}% (system, 7)")
+        return f"SELECT * FROM ({sql}) USING SAMPLE reservoir({sample} ROWS) REPEATABLE (7)", args
+
     def profile(
         first: datetime, last: datetime, sample: int
     ) -> tuple[dict[str, int], dict[tuple[str, str], int], set[tuple[str, str, str]]]:
-        sql, args = rows_in(first, last)
-        sampled = f"SELECT * FROM ({sql}) USING SAMPLE reservoir({sample} ROWS) REPEATABLE (7)"
-        totals = {
-            r["grp"]: int(r["n"])
-            for r in ctx.query(
-                f"SELECT grp, count(*) AS n FROM ({sampled}) GROUP BY grp", args
-            ).to_pylist()
-        }
-        keyed = ctx.query(
-            f"""WITH s AS ({sampled}),
+        sql, args = sampled(first, last, sample)
+        found = ctx.query(
+            f"""WITH s AS MATERIALIZED ({sql}),
                 k AS (SELECT grp, j, unnest(json_keys(j)) AS key FROM s)
+                SELECT grp, NULL AS key, NULL AS t, count(*) AS n FROM s GROUP BY grp
+                UNION ALL
                 SELECT grp, key, json_type(j, '$."' || replace(key, '"', '\\"') || '"') AS t,
                        count(*) AS n
                 FROM k GROUP BY ALL""",
             args,
         ).to_pylist()
+        totals: dict[str, int] = {}
         keys: dict[tuple[str, str], int] = defaultdict(int)
         types: set[tuple[str, str, str]] = set()
-        for r in keyed:
+        for r in found:
+            if r["key"] is None:
+                totals[r["grp"]] = int(r["n"])
+                continue
             keys[(r["grp"], r["key"])] += int(r["n"])
             if r["t"] in _TYPES:
                 types.add((r["grp"], r["key"], _TYPES[r["t"]]))
         return totals, keys, types
 
-    w_totals, w_keys, w_types = profile(start, end, _SAMPLE_WINDOW_ROWS)
-    b_totals, b_keys, b_types = profile(base_start, start, _SAMPLE_BASELINE_ROWS)
+    w_totals, w_keys, w_types = profile(start, end, params.sample_rows)
+    b_totals, b_keys, b_types = profile(base_start, start, params.sample_rows)
+    confirmed = 0  # questions the sample raised, answered on every row
 
     def seen(first: datetime, last: datetime, grp: str, key: str, type_: str | None) -> bool:
         """Whether any row of [first, last) in ``grp`` carries ``key`` (of ``type_``)."""
+        nonlocal confirmed
+        confirmed += 1
         sql, args = rows_in(first, last)
         path = _path(key)
         test = (
@@ -322,6 +350,19 @@ def _json(ctx: CheckContext, check: PlannedCheck, params: Params) -> list[CheckR
             f"SELECT 1 AS hit FROM ({sql}) WHERE grp = ? AND {test} LIMIT 1", [*args, grp]
         ).to_pylist()
         return bool(found)
+
+    def exact_share(first: datetime, last: datetime, grp: str, key: str) -> float:
+        """The share of ``grp``'s rows of [first, last) that carry ``key``, on every row."""
+        nonlocal confirmed
+        confirmed += 1
+        sql, args = rows_in(first, last)
+        path = _path(key).replace("'", "''")
+        row = ctx.query(
+            f"SELECT count(*) AS n, count(*) FILTER (WHERE json_exists(j, '{path}')) AS k "
+            f"FROM ({sql}) WHERE grp = ?",
+            [*args, grp],
+        ).to_pylist()[0]
+        return int(row["k"]) / int(row["n"]) if row["n"] else 1.0
 
     findings: list[dict[str, Any]] = []
     for (grp, key), n in sorted(w_keys.items()):
@@ -341,25 +382,28 @@ def _json(ctx: CheckContext, check: PlannedCheck, params: Params) -> list[CheckR
             )
     for (grp, key), n in sorted(b_keys.items()):
         rows = w_totals.get(grp, 0)
+        usual = n / b_totals[grp]
+        sampled_share = w_keys.get((grp, key), 0) / rows if rows else 1.0
         if (
             rows >= params.min_rows
-            and n >= params.common_share * b_totals[grp]
-            and (grp, key) not in w_keys
-            and not seen(start, end, grp, key, None)
+            and usual >= params.common_share
+            and sampled_share < usual - params.max_share_drop
         ):
-            findings.append(
-                {
-                    "group": grp,
-                    "key": key,
-                    "change": "disappeared",
-                    "window_rows": 0,
-                    "baseline_share": round(n / b_totals[grp], 3),
-                }
-            )
+            share = exact_share(start, end, grp, key)
+            if share < usual - params.max_share_drop:
+                findings.append(
+                    {
+                        "group": grp,
+                        "key": key,
+                        "change": "disappeared",
+                        "window_share": round(share, 3),
+                        "baseline_share": round(usual, 3),
+                    }
+                )
     for grp, key, type_ in sorted(w_types - b_types):
-        # Only a key that had a type before: one that was always null has not changed type.
+        # Only a key that had a value before: one that was always null has not changed type.
         before = sorted(t for g, k, t in b_types if (g, k) == (grp, key))
-        if before and not seen(base_start, start, grp, key, type_):
+        if before and before != ["null"] and not seen(base_start, start, grp, key, type_):
             findings.append(
                 {
                     "group": grp,
@@ -419,6 +463,7 @@ def _json(ctx: CheckContext, check: PlannedCheck, params: Params) -> list[CheckR
                 "type_changed": sum(f["change"] == "type changed" for f in findings),
                 "window_rows_sampled": sum(w_totals.values()),
                 "baseline_rows_sampled": sum(b_totals.values()),
+                "confirmed_on_all_rows": confirmed,
             },
             window_start=start,
             window_end=end,

@@ -1,0 +1,306 @@
+"""Edges of the rule-like checks on raw history (no dbt): a dead-letter trickle above the
+absolute threshold is this shop's normal and stays quiet while a surge on top of it fails;
+at-least-once repeats of a schema record are no drift; change rows with keys no schema has
+fail; a rare JSON key is not a new one; bad options and missing tables say what to do."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import duckdb
+import pytest
+
+from shopstream.generators import anomalies
+from shopstream.generators.history import HistoryPlan, write_history
+from shopstream.quality.checks import CheckContext
+from shopstream.quality.engine import run_checks
+from shopstream.quality.results import CheckResult
+from shopstream.quality.spec import QualityConfig
+from shopstream.warehouse.duckdb.database import DuckDBWarehouse
+
+END = datetime(2026, 11, 30, 3, 0, tzinfo=UTC)
+TIMEZONE = "Asia/Seoul"
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Nine days of raw history whose trackers send 3% bad events (above warn_rate's 1%)."""
+    directory = tmp_path_factory.mktemp("quality_edges")
+    database = directory / "clean.duckdb"
+    plan = HistoryPlan(
+        days=9,
+        end=END,
+        events_per_day=3000,
+        orders_per_day=100,
+        timezone=TIMEZONE,
+        dead_letter_rate=0.03,
+    )
+    with duckdb.connect(str(database)) as con:
+        write_history(con, plan)
+    yield database
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def copy_of(database: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "warehouse.duckdb"
+    shutil.copy(database, copy)
+    return copy
+
+
+def check(database: Path, config: dict[str, Any], now: datetime = END) -> list[CheckResult]:
+    warehouse = DuckDBWarehouse(database, read_only=True)
+    try:
+        ctx = CheckContext(query=warehouse.query, now=now, timezone=ZoneInfo(TIMEZONE))
+        return run_checks(QualityConfig.model_validate(config), ctx).results
+    finally:
+        warehouse.close()
+
+
+def one(database: Path, table: str, spec: dict[str, Any], **table_spec: Any) -> CheckResult:
+    [result] = check(database, {"tables": {table: {**table_spec, "checks": [spec]}}})
+    return result
+
+
+DEAD_LETTERS = {"kind": "dead_letters", "window": "hour", "min_count": 20}
+
+
+def test_a_steady_trickle_of_dead_letters_is_normal(history: Path) -> None:
+    # The last complete hour, and an earlier one judged with no minimum count at all.
+    results = [
+        one(history, "raw.dead_letter", DEAD_LETTERS),
+        *check(
+            history,
+            {"tables": {"raw.dead_letter": {"checks": [{**DEAD_LETTERS, "min_count": 1}]}}},
+            now=END - timedelta(hours=3),
+        ),
+    ]
+    for result in results:
+        assert result.status == "pass", result.message
+        assert result.observed is not None and result.observed > 0.01  # above warn_rate
+        assert result.expected is not None and result.expected > 0.01  # ... and usual here
+
+
+def test_a_surge_on_top_of_the_trickle_fails(history: Path, tmp_path: Path) -> None:
+    database = copy_of(history, tmp_path)
+    with duckdb.connect(str(database)) as con:
+        anomalies.inject_dead_letter_surge(con, at=END - timedelta(minutes=30), count=300)
+    result = one(database, "raw.dead_letter", DEAD_LETTERS)
+    assert result.status == "fail", result.message
+    assert result.evidence[0]["reason"] == "missing_field"
+
+
+def test_a_few_dead_letters_in_a_quiet_shop_never_alarm(history: Path, tmp_path: Path) -> None:
+    database = copy_of(history, tmp_path)
+    with duckdb.connect(str(database)) as con:
+        anomalies.inject_dead_letter_surge(con, at=END - timedelta(minutes=30), count=15)
+    result = one(database, "raw.dead_letter", {**DEAD_LETTERS, "min_count": 100})
+    assert result.status == "pass", result.message
+
+
+def test_repeated_schema_records_are_one_version(history: Path, tmp_path: Path) -> None:
+    database = copy_of(history, tmp_path)
+    with duckdb.connect(str(database)) as con:
+        # At-least-once: the reader wrote the same version again, recently.
+        con.execute(
+            "INSERT INTO raw.source_schemas SELECT * REPLACE (? AS recorded_at) "
+            "FROM raw.source_schemas",
+            [END - timedelta(hours=1)],
+        )
+    results = check(
+        database,
+        {"tables": {"raw.source_schemas": {"checks": [{"kind": "schema_drift", "source": "cdc"}]}}},
+    )
+    assert len(results) == 5
+    assert {r.status for r in results} == {"pass"}, [r.message for r in results]
+
+
+def test_change_rows_with_keys_no_schema_has_fail(history: Path, tmp_path: Path) -> None:
+    database = copy_of(history, tmp_path)
+    with duckdb.connect(str(database)) as con:
+        con.execute(
+            """UPDATE raw.cdc_payments
+               SET "after" = json_merge_patch("after", '{"card_number": "4111111111111111"}')
+               WHERE commit_ts >= ? AND "after" IS NOT NULL""",
+            [END - timedelta(hours=6)],
+        )
+    results = {
+        r.check: r
+        for r in check(
+            database,
+            {
+                "tables": {
+                    "raw.source_schemas": {
+                        "checks": [{"kind": "schema_drift", "source": "cdc", "name": "drift"}]
+                    }
+                }
+            },
+        )
+    }
+    result = results["drift.cdc_payments"]
+    assert result.status == "fail", result.message
+    assert "card_number" in result.message
+    [row] = result.evidence
+    assert (row["column"], row["change"]) == ("card_number", "undeclared key")
+    assert "4111" not in str(result.evidence)  # the key is named, never a value
+    assert results["drift.cdc_orders"].status == "pass"
+
+
+JSON_DRIFT = {
+    "kind": "schema_drift",
+    "source": "json",
+    "json_column": "properties",
+    "by": "event_type",
+    "lookback_hours": 1,
+}
+
+
+def add_key(
+    con: duckdb.DuckDBPyConnection, key: str, since: datetime, until: datetime, per_mille: int
+) -> int:
+    row = con.execute(
+        f"""UPDATE raw.events SET properties = json_merge_patch(properties, '{{"{key}": true}}')
+            WHERE event_type = 'purchase' AND event_ts >= ? AND event_ts < ?
+              AND hash(event_id, 'k') % 1000 < ? RETURNING event_id""",
+        [since, until, per_mille],
+    ).fetchall()
+    return len(row)
+
+
+def test_a_rare_key_is_not_a_new_one(history: Path, tmp_path: Path) -> None:
+    """A key a few baseline rows carried (too few for the baseline's sample to be sure to hold
+    one) appears in the window: the full baseline is asked before anything is reported."""
+    database = copy_of(history, tmp_path)
+    with duckdb.connect(str(database)) as con:
+        assert add_key(con, "gift_wrap", END - timedelta(days=5), END - timedelta(days=4), 60)
+        assert add_key(con, "gift_wrap", END - timedelta(hours=1), END, 1000)
+        assert add_key(con, "express", END - timedelta(hours=1), END, 1000)
+    # A baseline sample far smaller than the baseline: it cannot be relied on to hold a key
+    # that 1 row in 3,000 carries.
+    small_sample = {**JSON_DRIFT, "sample_rows": 100}
+    result = one(database, "raw.events", small_sample, time_column="event_ts")
+    assert result.status == "warn", result.message
+    assert [(r["key"], r["change"]) for r in result.evidence] == [("express", "appeared")]
+    assert result.details["baseline_rows_sampled"] == 100
+    assert result.details["confirmed_on_all_rows"] >= 2  # gift_wrap and express asked
+
+
+def test_clean_event_properties_pass(history: Path) -> None:
+    result = one(history, "raw.events", JSON_DRIFT, time_column="event_ts")
+    assert result.status == "pass", result.message
+
+
+@pytest.mark.parametrize(
+    ("table", "spec", "says"),
+    [
+        ("raw.events", {"kind": "rule", "sql": "DELETE FROM raw.events"}, "one SELECT"),
+        ("raw.events", {"kind": "rule"}, "give the rule as `sql:`"),
+        ("raw.events", {"kind": "rule", "sql": "SELECT 1; SELECT 2"}, "one statement"),
+        ("raw.events", {"kind": "relationships", "column": "user_id"}, "set `to:`"),
+        (
+            "raw.events",
+            {"kind": "relationships", "column": "user_id", "to": "raw.events", "field": "no_such"},
+            "has no column 'no_such'",
+        ),
+        ("raw.dead_letter", {"kind": "dead_letters", "windw": "hour"}, "windw"),
+        (
+            "raw.dead_letter",
+            {"kind": "relationships", "column": "source", "to": "raw.events", "field": "source"},
+            "needs a time column",
+        ),
+        (
+            "raw.events",
+            {"kind": "tracking_coverage", "warn_below": 0.5, "fail_below": 0.9},
+            "fail_below must not be above warn_below",
+        ),
+    ],
+)
+def test_bad_options_are_errors_that_say_what_to_fix(
+    history: Path, table: str, spec: dict[str, Any], says: str
+) -> None:
+    result = one(history, table, spec)
+    assert result.status == "error"
+    assert says in result.message, result.message
+
+
+def test_a_missing_referenced_table_means_no_result(history: Path) -> None:
+    """No CDC here: events cannot be checked against products, and that is no alarm."""
+    results = check(
+        history,
+        {
+            "tables": {
+                "raw.events": {
+                    "time_column": "event_ts",
+                    "checks": [
+                        {
+                            "kind": "relationships",
+                            "expression": "properties->>'product_id'",
+                            "to": "staging.stg_products",
+                            "field": "product_id",
+                        }
+                    ],
+                }
+            }
+        },
+    )
+    assert results == []
+
+
+def test_relationships_on_a_raw_json_field(history: Path, tmp_path: Path) -> None:
+    """Purchase events name orders (properties.order_id) the CDC record has."""
+    database = copy_of(history, tmp_path)
+    spec = {
+        "kind": "relationships",
+        "name": "purchases_name_orders",
+        "expression": "properties->>'order_id'",
+        "where": "event_type = 'purchase'",
+        "to": "staging.order_ids",
+        "field": "order_id",
+        "window": "day",
+    }
+    with duckdb.connect(str(database)) as con:
+        con.execute("CREATE SCHEMA IF NOT EXISTS staging")
+        con.execute(
+            "CREATE TABLE staging.order_ids AS SELECT DISTINCT key->>'order_id' AS order_id "
+            "FROM raw.cdc_orders"
+        )
+    clean = one(database, "raw.events", spec, time_column="event_ts")
+    assert clean.status == "pass", clean.message
+    assert clean.details["rows_with_key"] > 0
+    with duckdb.connect(str(database)) as con:
+        con.execute(
+            "DELETE FROM staging.order_ids WHERE order_id IN (SELECT properties->>'order_id' "
+            "FROM raw.events WHERE event_type = 'purchase' AND event_ts >= ? LIMIT 3)",
+            [END - timedelta(hours=12)],
+        )
+    broken = one(database, "raw.events", spec, time_column="event_ts")
+    assert broken.status == "fail", broken.message
+    assert broken.details["orphans"] == 3
+
+
+def test_a_rules_evidence_is_redacted_and_counted_in_full(history: Path) -> None:
+    result = one(
+        history,
+        "raw.events",
+        {
+            "kind": "rule",
+            "name": "members_in_events",
+            "warn_rows": 0,
+            "fail_rows": 1000,
+            "sql": "SELECT user_id, 'kim@shop.example' AS email, ip, "
+            "'write to kim@shop.example' AS note FROM raw.events "
+            "WHERE event_ts >= {window_start} AND user_id IS NOT NULL",
+            "window": "hour",
+        },
+    )
+    assert result.status == "warn"  # some rows, fewer than fail_rows
+    assert result.observed is not None and 5 < result.observed <= 1000
+    assert len(result.evidence) == 5
+    for row in result.evidence:
+        assert row["email"] == "<redacted>" and row["note"] == "write to <email>"
+        assert row["user_id"].startswith("UH")
+        assert row["ip"] in (None, "<redacted>")

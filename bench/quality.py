@@ -313,8 +313,9 @@ def detection_table(detections: list[qw.Detection], week: CleanWeek) -> Table:
             mark(d.caught),
         )
     caught = sum(d.caught for d in detections)
-    everything = mark(caught == len(detections))
-    table.add_row("all kinds", "", f"{len(detections)}", f"{caught}", "", everything)
+    if detections:
+        everything = mark(caught == len(detections))
+        table.add_row("all kinds", "", f"{len(detections)}", f"{caught}", "", everything)
     for group in (VOLUME_DISTRIBUTION, OTHERS):
         judged = week.judgements.get(group, 0)
         if not judged:

@@ -130,9 +130,14 @@ def orders_in(world: World) -> int:
     return int(row[0]) if row else 0
 
 
-def settings_for(data_dir: Path, timezone: str) -> Settings:
-    """The platform's defaults, on ``data_dir``, in the shop's ``timezone``."""
-    return Settings(data_dir=data_dir, timezone=timezone)
+def settings_for(data_dir: Path, timezone: str, memory_limit_mb: int | None = None) -> Settings:
+    """The platform's defaults, on ``data_dir``, in the shop's ``timezone`` (and DuckDB's
+    memory limit when given: else the platform's default)."""
+    settings = Settings(data_dir=data_dir, timezone=timezone)
+    if memory_limit_mb is not None:
+        sink = settings.sink.model_copy(update={"memory_limit_mb": memory_limit_mb})
+        settings = settings.model_copy(update={"sink": sink})
+    return settings
 
 
 def create_warehouse(path: Path) -> None:
@@ -144,15 +149,22 @@ def create_warehouse(path: Path) -> None:
         warehouse.close()
 
 
-def transform(data_dir: Path, timezone: str, *, full_refresh: bool) -> TransformResult:
+def transform(
+    data_dir: Path, timezone: str, *, full_refresh: bool, memory_limit_mb: int | None = None
+) -> TransformResult:
     """The real transform (what ``shopstream transform`` runs) on ``data_dir``'s warehouse."""
     return transform_warehouse(
-        settings_for(data_dir, timezone), TransformRequest(full_refresh=full_refresh)
+        settings_for(data_dir, timezone, memory_limit_mb),
+        TransformRequest(full_refresh=full_refresh),
     )
 
 
 def build_world(
-    data_dir: Path, plan: HistoryPlan, *, on_step: Callable[[str], None] = lambda _: None
+    data_dir: Path,
+    plan: HistoryPlan,
+    *,
+    on_step: Callable[[str], None] = lambda _: None,
+    memory_limit_mb: int | None = None,
 ) -> World:
     """History per ``plan`` into a fresh warehouse in ``data_dir``, then the real transform;
     AssertionError naming what failed when the transform of clean history fails."""
@@ -173,7 +185,7 @@ def build_world(
         raise AssertionError(f"the history generator wrote nothing: {summary.skipped}")
     on_step("transforming (full refresh)")
     began = time.perf_counter()
-    result = transform(data_dir, plan.timezone, full_refresh=True)
+    result = transform(data_dir, plan.timezone, full_refresh=True, memory_limit_mb=memory_limit_mb)
     seconds["transform"] = time.perf_counter() - began
     if not result.success:
         raise AssertionError(

@@ -9,7 +9,7 @@ HISTORY_DAYS ?= 35
 HISTORY_EVENTS_PER_DAY ?= 5000
 HISTORY_ORDERS_PER_DAY ?= 200
 
-.PHONY: help install run test test-unit test-slow test-llm lint format bench bench-transform generate-events constraints clean
+.PHONY: help install run test test-unit test-slow test-llm lint format bench bench-transform bench-quality generate-events constraints clean
 
 help:
 	@echo "make run              set up, write $(HISTORY_DAYS) days of history, then run the platform on generated traffic ($(DEMO_SECONDS) s)"
@@ -20,6 +20,7 @@ help:
 	@echo "make lint             ruff (lint + format check) and mypy"
 	@echo "make bench            benchmarks (print ratios against peers and targets)"
 	@echo "make bench-transform  staging and marts: full vs incremental build on 10M events (QUICK=1: 200k)"
+	@echo "make bench-quality    default quality checks: time on 10M events / 1M orders, anomalies caught (QUICK=1: 200k)"
 	@echo "make generate-events  send traffic to a running collector (URL=..., RATE=..., SECONDS=...)"
 
 $(BIN)/python:
@@ -92,6 +93,11 @@ bench: install
 # Long (about an hour at full scale on 2 cores): kept out of `make bench`.
 bench-transform: install
 	$(BIN)/python bench/transform.py $(if $(QUICK),--quick,)
+
+# Long at full scale (building the 10M-event world; it is cached in bench/data/quality for the
+# next run): kept out of `make bench`.
+bench-quality: install
+	$(BIN)/python bench/quality.py $(if $(QUICK),--quick,)
 
 URL ?= http://127.0.0.1:8080
 RATE ?= 1000

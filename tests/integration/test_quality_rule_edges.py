@@ -304,3 +304,34 @@ def test_a_rules_evidence_is_redacted_and_counted_in_full(history: Path) -> None
         assert row["email"] == "<redacted>" and row["note"] == "write to <email>"
         assert row["user_id"].startswith("UH")
         assert row["ip"] in (None, "<redacted>")
+
+
+@pytest.mark.parametrize(
+    ("orders", "matched", "status"),
+    [
+        (150, 138, "pass"),  # 92%: a quiet day's swing (3% of purchases lost is normal here)
+        (10_000, 9_000, "warn"),  # 90% of a busy day: certainly below 95%
+        (150, 100, "fail"),  # a third lost: below 80% even for a quiet day
+    ],
+)
+def test_tracking_coverage_judges_what_the_day_s_orders_can_tell(
+    tmp_path: Path, orders: int, matched: int, status: str
+) -> None:
+    """A quiet day swings by a few points on its own: the verdict is on the coverage its orders
+    are still consistent with, so noise stays quiet and a real loss does not."""
+    database = tmp_path / "marts.duckdb"
+    day = (END.astimezone(ZoneInfo(TIMEZONE)) - timedelta(days=1)).date()
+    with duckdb.connect(str(database)) as con:
+        con.execute("CREATE SCHEMA mart")
+        con.execute(
+            "CREATE TABLE mart.tracking_coverage (coverage_date DATE, orders_in_db BIGINT, "
+            "matched_orders BIGINT, orders_without_event BIGINT)"
+        )
+        con.execute(
+            "INSERT INTO mart.tracking_coverage VALUES (?, ?, ?, ?)",
+            [day, orders, matched, orders - matched],
+        )
+    result = one(database, "mart.tracking_coverage", {"kind": "tracking_coverage"})
+    assert result.status == status, result.message
+    assert result.observed == pytest.approx(matched / orders)
+    assert "at most" in result.message

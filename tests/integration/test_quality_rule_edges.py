@@ -5,6 +5,7 @@ fail; a rare JSON key is not a new one; bad options and missing tables say what 
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -335,3 +336,49 @@ def test_tracking_coverage_judges_what_the_day_s_orders_can_tell(
     assert result.status == status, result.message
     assert result.observed == pytest.approx(matched / orders)
     assert "at most" in result.message
+
+
+# What DuckDB hands back for a JSON column (after, before, payload, properties) is text.
+CUSTOMER_JSON = (
+    '{"user_id":"U1","name":"Kim Minji","phone":"010-1234-5678","email":"kim@shop.example"}'
+)
+
+
+def test_personal_data_inside_json_text_evidence_is_redacted(history: Path) -> None:
+    result = one(
+        history,
+        "raw.events",
+        {
+            "kind": "rule",
+            "name": "customers_in_json",
+            "sql": f"SELECT 1 AS change_id, '{CUSTOMER_JSON}'::JSON AS after, "
+            "event_name FROM raw.events LIMIT 3",
+        },
+    )
+    assert result.evidence
+    for row in result.evidence:
+        after = json.loads(row["after"])
+        assert after["user_id"] == "U1"  # a key is what a person needs to find the row
+        assert after["name"] == after["phone"] == after["email"] == "<redacted>"
+        assert "Kim" not in row["after"] and "010" not in row["after"]
+        assert row["event_name"] != "<redacted>"  # an event's name is no person's
+
+
+# A payload cut off in flight: the commonest dead letter, and no JSON parser reads it.
+CUT_OFF = '{"user_id":"U1","ip":"1.2.3.4","context":{"name":"Kim"} , "phone":"010-1234'
+
+
+def test_a_malformed_dead_letter_payload_is_redacted(history: Path, tmp_path: Path) -> None:
+    database = copy_of(history, tmp_path)
+    with duckdb.connect(str(database)) as con:
+        con.execute(
+            """INSERT INTO raw.dead_letter
+            SELECT 'cut-' || n, 'collector', 'invalid_json', ?, '{}',
+                   ?::TIMESTAMPTZ + INTERVAL 1 SECOND * n FROM range(400) r(n)""",
+            [CUT_OFF, END - timedelta(minutes=50)],
+        )
+    result = one(database, "raw.dead_letter", {**DEAD_LETTERS, "min_count": 1})
+    [row] = [r for r in result.evidence if r["reason"] == "invalid_json"]
+    sample = row["example_payload"]
+    assert '"user_id":"U1"' in sample
+    assert "Kim" not in sample and "1.2.3.4" not in sample and "010-1234" not in sample

@@ -19,12 +19,11 @@ import statistics
 from datetime import datetime, time, timedelta
 from typing import Any, Literal
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from shopstream.quality.checks import CheckContext
 from shopstream.quality.checks.judging import evidence, plural, relation
-from shopstream.quality.redact import redact_row, redact_value
+from shopstream.quality.redact import redact_value
 from shopstream.quality.results import CheckResult, Severity
 from shopstream.quality.spec import PlannedCheck
 
@@ -161,19 +160,12 @@ def _reasons(ctx: CheckContext, table: str, start: datetime, end: datetime) -> l
 
 
 def _sample(payload: str | None) -> Any:
-    """The payload with personal fields redacted (parsed when it is JSON), cut short."""
+    """The payload redacted by the shared rules (key by key when it parses; by key pattern,
+    e-mail, IP and phone when it is malformed or cut off, as dead letters often are), then cut
+    short. Redacted before cutting, so the cut can never expose half a value."""
     if payload is None:
         return None
-    try:
-        parsed = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        text = redact_value("payload", payload[:_SAMPLE_CHARS])
-        return text
-    if isinstance(parsed, dict):
-        parsed = redact_row(parsed)
-    elif isinstance(parsed, list):
-        parsed = [redact_row(p) if isinstance(p, dict) else p for p in parsed[:3]]
-    text = orjson.dumps(parsed).decode()
+    text = str(redact_value("payload", payload))
     return text if len(text) <= _SAMPLE_CHARS else text[:_SAMPLE_CHARS] + "..."
 
 

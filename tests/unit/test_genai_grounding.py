@@ -52,7 +52,8 @@ def test_identifiers_code_and_list_markers_are_not_claims() -> None:
 def test_times_in_the_evidence_ground_the_times_in_a_claim() -> None:
     pool = NumberPool(evidence_numbers({"window_start": "2026-12-02T04:00:00+00:00"}))
     assert pool.invented("Between 2026-12-02 04:00 and 04:00 UTC") == []
-    assert pool.invented("since 03:15") == ["03", "15"]
+    assert pool.invented("since 03:15") == ["03:15"]
+    assert pool.invented("for 2026 days, 12 times, 4 hours") == ["2026", "12", "4"]
 
 
 def test_derived_numbers_of_a_check_are_grounded() -> None:
@@ -87,3 +88,36 @@ def test_grounded_report_drops_exactly_the_sentences_with_invented_numbers() -> 
         "That is 9 times the usual rate.",
         "A replay of 5,000 events.",
     }
+
+
+@pytest.mark.parametrize(
+    "sentence",
+    [
+        "About 3,000 orders were lost in the gap.",  # 30 (an SLA) x 100: 30 is no rate
+        "Revenue at risk is about 2,026 thousand won.",  # the year of a timestamp
+        "The drop cost an estimated 12 percent of daily revenue.",  # the month
+        "The stall has lasted 3 days.",  # a digit of the run id or a timestamp
+        "Only 58% of expected volume arrived.",
+        "Order 42 is the first one lost.",  # O0000000042's digits are an id, not a number
+    ],
+)
+def test_numbers_made_of_timestamps_ids_and_percent_forms_are_invented(sentence: str) -> None:
+    evidence = evidence_of("volume_drop", "freshness")
+    evidence.checks[0].result["evidence"] = [{"order_id": "O0000000042", "change_id": 7}]
+    assert evidence_pool(evidence).invented(sentence), sentence
+
+
+@pytest.mark.parametrize(
+    "sentence",
+    [
+        "16,492 events arrived, 60% below the expected 41,230.",
+        "16492 of about 41k events (40% of the usual).",
+        "The newest event landed 95 minutes (1.6 hours) ago; the SLA is 30 minutes.",
+        "Between 04:00 and 05:00 UTC on 2026-12-02 the tracker went quiet.",
+        "The run at 05:10 found it; the usual range is 37,004 to 45,456.",
+        "24,738 fewer events than expected.",
+        "A score of -7.8 against a fail threshold of 6.",
+    ],
+)
+def test_numbers_the_evidence_holds_are_kept(sentence: str) -> None:
+    assert evidence_pool(evidence_of("volume_drop", "freshness")).invented(sentence) == []

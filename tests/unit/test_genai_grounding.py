@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shopstream.genai.data_quality_agent import AgentAnswer, grounded_report
-from shopstream.genai.grounding import NumberPool, claim_numbers, evidence_numbers
+from shopstream.genai.grounding import NumberPool, claim_numbers
 from shopstream.genai.quality_playbook import evidence_pool
 from tests.support.quality_evidence import SIGNATURES, evidence_of
 
@@ -50,7 +50,7 @@ def test_identifiers_code_and_list_markers_are_not_claims() -> None:
 
 
 def test_times_in_the_evidence_ground_the_times_in_a_claim() -> None:
-    pool = NumberPool(evidence_numbers({"window_start": "2026-12-02T04:00:00+00:00"}))
+    pool = NumberPool.of_evidence({"window_start": "2026-12-02T04:00:00+00:00"})
     assert pool.invented("Between 2026-12-02 04:00 and 04:00 UTC") == []
     assert pool.invented("since 03:15") == ["03:15"]
     assert pool.invented("for 2026 days, 12 times, 4 hours") == ["2026", "12", "4"]

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from shopstream.genai.grounding import NumberPool, evidence_numbers
+from shopstream.genai.grounding import NumberPool
 from shopstream.genai.quality_report import (
     CheckEvidence,
     Finding,
@@ -970,7 +970,7 @@ def deterministic_report(
 def evidence_pool(evidence: QualityEvidence) -> NumberPool:
     """Every number an analyst may state about this evidence: the numbers in it, and what the
     playbook derives from them (changes, ratios, unit conversions, counts of runs and rows)."""
-    pool = NumberPool(evidence_numbers(evidence.model_dump(mode="json")))
+    pool = NumberPool.of_evidence(evidence.model_dump(mode="json"))
     pool.add(len(evidence.checks))
     for status in ("fail", "error", "warn"):
         pool.add(sum(1 for c in evidence.checks if c.result.get("status") == status))
@@ -989,13 +989,16 @@ def evidence_pool(evidence: QualityEvidence) -> NumberPool:
         if o is not None and e is not None:
             pool.add(o - e)
             if e:
-                pool.add_all([o / e, o / e - 1])
+                pool.add_all([o / e, o / e - 1], rate=True)
             if o:
                 pool.add(e / o)
         for v in values:
             # minutes <-> hours <-> seconds; bytes -> KiB/MiB/GiB and kB/MB/GB.
-            pool.add_all([v / 60, v * 60, v / 3600])
-            pool.add_all([v / 1024, v / 1024**2, v / 1024**3, v / 1e3, v / 1e6, v / 1e9])
+            # (Conversions are quantities, never rates: 95 min is 0.026 h, not "2.6%".)
+            pool.add_all([v / 60, v * 60, v / 3600], rate=False)
+            pool.add_all(
+                [v / 1024, v / 1024**2, v / 1024**3, v / 1e3, v / 1e6, v / 1e9], rate=False
+            )
     return pool
 
 

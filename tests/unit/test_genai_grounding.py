@@ -121,3 +121,8 @@ def test_numbers_made_of_timestamps_ids_and_percent_forms_are_invented(sentence:
 )
 def test_numbers_the_evidence_holds_are_kept(sentence: str) -> None:
     assert evidence_pool(evidence_of("volume_drop", "freshness")).invented(sentence) == []
+
+
+def test_identifiers_in_evidence_text_hold_no_numbers() -> None:
+    pool = NumberPool.of_evidence({"message": "order O0000000042 of run-7731 on stg_v2: 5 rows"})
+    assert pool.invented("7731 orders, 42 lost, 2 tables, 5 rows") == ["7731", "42", "2"]

@@ -88,3 +88,9 @@ def test_addresses_and_phone_numbers_in_free_text_are_blanked(text: str, secret:
 )
 def test_times_ids_and_counts_in_text_are_kept(text: str) -> None:
     assert redact_value("value", text) == text
+
+
+def test_a_personal_key_holding_an_object_in_json_text_is_blanked_whole() -> None:
+    # Only a parser sees where the object ends: the key pattern alone would leave the city.
+    out = redact_value("after", '{"user_id":"U1","address":{"city":"Seoul","line":"Gangnam 12"}}')
+    assert json.loads(out) == {"user_id": "U1", "address": REDACTED}

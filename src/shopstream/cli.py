@@ -28,10 +28,10 @@ if TYPE_CHECKING:  # the platform is imported when a command runs it (uvicorn, F
     from shopstream.generators.clickstream import SendStats
     from shopstream.generators.shop import WorkloadStats
     from shopstream.platform import Parts, Platform, PlatformStatus, Summary, Traffic
+    from shopstream.platform_runs import RunStatus
     from shopstream.quality.runner import QualityProgress
-    from shopstream.quality.runs import QualityRun, QualityStatus
+    from shopstream.quality.runs import QualityRun
     from shopstream.transform.runner import Progress, TransformResult
-    from shopstream.transform.runs import TransformStatus
 
 T = TypeVar("T")
 
@@ -131,42 +131,28 @@ class StatusLine:
                 )
             )
         if status.transform is not None:
-            lines.append(transform_line(status.transform))
+            lines.append(run_line("transform", status.transform, failed="FAILED"))
         if status.quality is not None:
-            lines.append(quality_line(status.quality))
+            lines.append(run_line("quality", status.quality, failed="ALARM"))
         return Group(*lines)
 
 
-def transform_line(status: TransformStatus) -> Text:
+def run_line(label: str, status: RunStatus, *, failed: str) -> Text:
+    """One status line of a kind of run (transforms, quality runs): running, the last one's
+    outcome (``failed`` when it was not ok), the next one's start."""
     parts = []
     if status.running:
         parts.append(f"running ({status.reason})")
     if status.last_finished is not None:
         when = time.strftime("%H:%M:%S", time.localtime(status.last_finished))
-        outcome = "ok" if status.last_ok else "FAILED"
+        outcome = "ok" if status.last_ok else failed
         parts.append(f"last {when} {outcome}: {status.last_summary}")
     if status.next_in_seconds is not None and not status.running:
         parts.append(
             f"next in {int(status.next_in_seconds) // 60}:{int(status.next_in_seconds) % 60:02d}"
         )
     style = "red" if status.last_ok is False else ""
-    return Text("transform " + "   ".join(parts or ["scheduled"]), style=style)
-
-
-def quality_line(status: QualityStatus) -> Text:
-    parts = []
-    if status.running:
-        parts.append(f"running ({status.reason})")
-    if status.last_finished is not None:
-        when = time.strftime("%H:%M:%S", time.localtime(status.last_finished))
-        outcome = "ok" if status.last_ok else "ALARM"
-        parts.append(f"last {when} {outcome}: {status.last_summary}")
-    if status.next_in_seconds is not None and not status.running:
-        parts.append(
-            f"next in {int(status.next_in_seconds) // 60}:{int(status.next_in_seconds) % 60:02d}"
-        )
-    style = "red" if status.last_ok is False else ""
-    return Text("quality   " + "   ".join(parts or ["scheduled"]), style=style)
+    return Text(f"{label:<10}" + "   ".join(parts or ["scheduled"]), style=style)
 
 
 def _size(value: int | None) -> str:

@@ -9,7 +9,6 @@ HTTP, then parsing, validation, number grounding and the fallback.
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import pytest
@@ -161,9 +160,10 @@ def _assert_fallback(report: QualityReport, evidence_names: tuple[str, ...]) -> 
 
 def test_a_timeout_falls_back_to_the_deterministic_analyst(chat_server: ChatServer) -> None:
     chat_server.script(Reply(content=answer(finding(VOLUME)), delay=3.0))
-    started = time.monotonic()
     report = write_report(evidence_of("volume_drop"), settings(chat_server, timeout_seconds=0.5))
-    assert time.monotonic() - started < 2.5
+    # The client gave up: had it waited the 3 s, the model's answer would have made the report
+    # (no fallback); one request, no retry (max_retries 0).
+    assert len(chat_server.received) == 1
     _assert_fallback(report, ("volume_drop",))
     assert report.fallback_reason == "the model did not answer within 0.5 s (timeout)"
     assert report.usage.seconds >= 0.5

@@ -26,6 +26,7 @@ from typing import Any
 import duckdb
 import httpx
 import pytest
+import yaml
 
 from shopstream.quality.evidence import gather_evidence
 from shopstream.quality.results import CHECKS_SCHEMA
@@ -289,6 +290,46 @@ def _dead_letters(*reasons: tuple[str, str]) -> Any:
     )
 
 
+def test_a_disabled_check_leaves_the_metrics(tmp_path: Path) -> None:
+    """A failing check that is then disabled must not keep its alert firing: after a full run
+    its label sets are gone; a run of some checks (``select``) leaves the others' alone."""
+    from shopstream.config import Settings
+    from shopstream.observability.metrics import REGISTRY
+    from shopstream.quality.runs import QualityRequest, run_on
+
+    checks = seed_warehouse(tmp_path)
+    settings = Settings(data_dir=tmp_path, quality={"checks_file": checks})
+    now = datetime.fromisoformat(NOW)
+
+    def status(check: str, value: str) -> float | None:
+        labels = {"check": check, "table": "raw.events", "kind": "rule", "status": value}
+        return REGISTRY.get_sample_value("shopstream_quality_check_status", labels)
+
+    def observed(check: str) -> float | None:
+        labels = {"check": check, "table": "raw.events", "kind": "rule"}
+        return REGISTRY.get_sample_value("shopstream_quality_check_observed", labels)
+
+    warehouse = DuckDBWarehouse(tmp_path / "shopstream.duckdb")
+    try:
+        assert run_on(warehouse, settings, QualityRequest(now=now)).error is None
+        assert status(FAILING, "fail") == 1.0 and observed(FAILING) == 3.0
+        # Only the warning rule runs: the failing one's labels stay (it was not judged).
+        assert run_on(warehouse, settings, QualityRequest((WARNING,), now)).error is None
+        assert status(FAILING, "fail") == 1.0 and observed(FAILING) == 3.0
+        # The failing rule disabled: the next full run drops its labels, keeps the others'.
+        config = yaml.safe_load(checks.read_text())
+        config["disable"].append(FAILING)
+        checks.write_text(yaml.safe_dump(config))
+        assert run_on(warehouse, settings, QualityRequest(now=now)).error is None
+    finally:
+        warehouse.close()
+    for each in ("pass", "warn", "fail", "error", "learning"):
+        assert status(FAILING, each) is None, each
+    assert observed(FAILING) is None
+    assert status(WARNING, "warn") == 1.0 and observed(WARNING) == 2.0
+    assert status(PASSING, "pass") == 1.0
+
+
 # -- a running platform -----------------------------------------------------------------------
 
 
@@ -316,20 +357,26 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CollectorProce
 
 def test_the_platform_runs_the_checks_on_its_schedule(running: CollectorProcess) -> None:
     deadline = time.monotonic() + 60
-    # Two runs: the schedule goes on after the first.
-    while running.log().count("quality run started (schedule)") < 2:
-        assert time.monotonic() < deadline, running.log()
+    # Two runs stored, rows and report: the schedule goes on after the first.
+    while True:
+        try:
+            [counts] = running.query(
+                "SELECT (SELECT count(DISTINCT run_id) FROM monitoring.data_quality_checks) "
+                "AS runs, (SELECT count(*) FROM monitoring.data_quality_reports) AS reports, "
+                "(SELECT count(*) FROM monitoring.data_quality_reports WHERE run_id NOT IN "
+                " (SELECT run_id FROM monitoring.data_quality_checks)) AS orphans"
+            )
+        except RuntimeError as exc:  # the first run's store creates the tables
+            if "does not exist" not in str(exc):
+                raise
+            counts = {"runs": 0, "reports": 0}
+        if counts["runs"] >= 2 and counts["reports"] >= 2:
+            break
+        assert time.monotonic() < deadline, (counts, running.log())
         time.sleep(0.3)
-    time.sleep(1)  # the second one's rows and report are stored
+    assert running.log().count("quality run started (schedule)") >= 2
     # Every run had a failing check, so every run has its report beside its rows (the rows
     # are stored first: a run may be between the two).
-    [counts] = running.query(
-        "SELECT (SELECT count(DISTINCT run_id) FROM monitoring.data_quality_checks) AS runs, "
-        "(SELECT count(*) FROM monitoring.data_quality_reports) AS reports, "
-        "(SELECT count(*) FROM monitoring.data_quality_reports WHERE run_id NOT IN "
-        " (SELECT run_id FROM monitoring.data_quality_checks)) AS orphans"
-    )
-    assert counts["runs"] >= 2 and counts["reports"] >= 2, counts
     assert counts["reports"] in (counts["runs"], counts["runs"] - 1), counts
     assert counts["orphans"] == 0
 
@@ -376,16 +423,18 @@ def test_metrics_per_check(running: CollectorProcess) -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
     deadline = time.monotonic() + 60
-    while "quality run started" not in running.log():
+    # Poll until a run has set the metrics (a finished run counts itself last).
+    while True:
+        text = httpx.get(f"{running.url}/metrics", timeout=30).text
+        samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+        if samples.get(("shopstream_quality_runs_total", (("outcome", "alarm"),)), 0) >= 1:
+            break
         assert time.monotonic() < deadline, running.log()
         time.sleep(0.2)
-    time.sleep(1)
-    text = httpx.get(f"{running.url}/metrics", timeout=30).text
-    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
 
     def value(name: str, **labels: str) -> float:
         return samples[(name, tuple(sorted(labels.items())))]

@@ -18,17 +18,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import secrets
-import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from shopstream.platform_runs import PlatformRuns, RunStatus, here_or_running_platform
 from shopstream.quality.results import STATUSES, CheckResult
 from shopstream.quality.runner import CheckOutcome, CheckRun, QualityJob, QualityProgress
 
@@ -226,7 +225,7 @@ def run_on(
             seconds=time.monotonic() - started,
             error=f"results not stored in monitoring.data_quality_checks: {exc}",
         )
-    set_metrics(checked.checks)
+    set_metrics(checked.checks, complete=not request.select)
     report, report_error = None, None
     if any(r.alarming for r in results):
         emit(QualityProgress("report"))
@@ -274,10 +273,20 @@ def _report(
     return report, None
 
 
-def set_metrics(checks: tuple[CheckOutcome, ...]) -> None:
-    """Each check's status (one-hot) and observed value, labelled from the configuration."""
+def set_metrics(checks: tuple[CheckOutcome, ...], *, complete: bool = True) -> None:
+    """Each check's status (one-hot) and observed value, labelled from the configuration.
+
+    ``complete``: ``checks`` is every check the configuration has (a run without ``select``);
+    then the labels of checks it no longer has (disabled, removed) are dropped, or a failing
+    check once disabled would keep its alert firing until the process restarts."""
     from shopstream.observability import metrics
 
+    if complete:
+        current = {(c.name, c.table, c.kind) for c in checks}
+        for labels in _labelled(metrics.QUALITY_CHECK_OBSERVED) - current:
+            metrics.QUALITY_CHECK_OBSERVED.remove(*labels)
+            for each in STATUSES:
+                metrics.QUALITY_CHECK_STATUS.remove(*labels, each)
     for outcome in checks:
         status = outcome.status
         for each in STATUSES:
@@ -290,6 +299,15 @@ def set_metrics(checks: tuple[CheckOutcome, ...]) -> None:
         )
 
 
+def _labelled(gauge: Any) -> set[tuple[str, str, str]]:
+    """The (check, table, kind) label sets ``gauge`` has a value for."""
+    return {
+        (sample.labels["check"], sample.labels["table"], sample.labels["kind"])
+        for family in gauge.collect()
+        for sample in family.samples
+    }
+
+
 def _count_run(outcome: str) -> None:
     from shopstream.observability import metrics
 
@@ -297,23 +315,12 @@ def _count_run(outcome: str) -> None:
     metrics.QUALITY_LAST_RUN.set(time.time())
 
 
-@dataclass(frozen=True)
-class QualityStatus:
-    """What the status line shows about quality runs."""
-
-    running: bool
-    #: Who started the one running, or the last one: schedule, request, end of run.
-    reason: str | None
-    runs: int
-    #: The last run's outcome: no failed or errored check, and it ran (None: none yet).
-    last_ok: bool | None
-    last_finished: float | None
-    last_summary: str
-    next_in_seconds: float | None
+#: What the status line shows about quality runs (``last_ok``: no failed or errored check,
+#: and it ran).
+QualityStatus = RunStatus
 
 
-@dataclass
-class Quality:
+class Quality(PlatformRuns[QualityRun]):
     """The quality runs of one running platform: one at a time, the last outcome kept.
 
     ``pipeline`` gives the platform's facts for the checks and the analyst (transform status,
@@ -321,17 +328,29 @@ class Quality:
     database the platform captures (replication checks).
     """
 
-    settings: Settings
-    warehouse: object
-    pipeline: PipelineFacts = field(default=lambda: {})
-    source_dsn: str | None = field(default=None, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
-    _running: bool = field(default=False, init=False)
-    _reason: str | None = field(default=None, init=False)
-    _runs: int = field(default=0, init=False)
-    _last: QualityRun | None = field(default=None, init=False)
-    _last_finished: float | None = field(default=None, init=False)
-    _next_at: float | None = field(default=None, init=False)
+    name = "quality run"
+
+    def __init__(
+        self,
+        settings: Settings,
+        warehouse: object,
+        pipeline: PipelineFacts = lambda: {},
+        source_dsn: str | None = None,
+    ) -> None:
+        super().__init__(settings.quality.schedule_minutes)
+        self.settings = settings
+        self.warehouse = warehouse
+        self.pipeline = pipeline
+        self.source_dsn = source_dsn
+
+    def ok(self, outcome: QualityRun) -> bool:
+        return not outcome.failed
+
+    def summary(self, outcome: QualityRun) -> str:
+        return outcome.summary()
+
+    def run_scheduled(self) -> object:
+        return self.run(reason="schedule", wait=False)
 
     def run(
         self,
@@ -345,34 +364,33 @@ class Quality:
         """Run the checks now (after the run in progress, if any; with ``wait=False``, none
         then: None). ``replication=False``: leave the replication slot alone (the reader was
         stopped on purpose, so its slot is idle by design)."""
-        request = request or QualityRequest()
-        if not self._lock.acquire(blocking=False):
-            if not wait:
-                return None
-            if on_progress is not None:
-                on_progress(QualityProgress("waiting"))
-            self._lock.acquire()
-        try:
-            self._running, self._reason = True, reason
-            log.info("quality run started (%s)", reason)
+        asked = request or QualityRequest()
+
+        def work() -> QualityRun:
             try:
                 facts = dict(self.pipeline())
             except Exception:  # facts are a help to the analyst, never a reason to stop
                 log.exception("pipeline facts for the quality run unavailable")
                 facts = {}
-            run = run_on(
+            return run_on(
                 self.warehouse,
                 self.settings,
-                request,
+                asked,
                 on_progress,
                 pipeline=facts,
                 source_dsn=self.source_dsn if replication else None,
             )
-            self._runs += 1
-            self._last, self._last_finished = run, time.time()
-        finally:
-            self._running = False
-            self._lock.release()
+
+        run = self.one_at_a_time(
+            work,
+            reason=reason,
+            wait=wait,
+            on_waiting=None
+            if on_progress is None
+            else lambda: on_progress(QualityProgress("waiting")),
+        )
+        if run is None:
+            return None
         if run.error is not None:
             log.error("quality run (%s) failed: %s", reason, run.error)
         elif run.failed:
@@ -383,39 +401,6 @@ class Quality:
             log.error("quality run %s: %s", run.run_id, run.report_error)
         return run
 
-    def status(self) -> QualityStatus:
-        last = self._last
-        next_at = self._next_at
-        return QualityStatus(
-            running=self._running,
-            reason=self._reason,
-            runs=self._runs,
-            last_ok=None if last is None else not last.failed,
-            last_finished=self._last_finished,
-            last_summary="" if last is None else last.summary(),
-            next_in_seconds=None if next_at is None else max(0.0, next_at - time.monotonic()),
-        )
-
-    async def schedule(self, stop: asyncio.Event) -> None:
-        """Every ``quality.schedule_minutes`` until ``stop`` (0: never). A scheduled run is
-        skipped while another runs."""
-        interval = self.settings.quality.schedule_minutes * 60
-        if interval <= 0:
-            return
-        while not stop.is_set():
-            self._next_at = time.monotonic() + interval
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=interval)
-                break
-            except TimeoutError:
-                pass
-            self._next_at = None
-            try:
-                await asyncio.to_thread(self.run, reason="schedule", wait=False)
-            except Exception:  # never let the schedule take the platform down
-                log.exception("scheduled quality run failed")
-        self._next_at = None
-
 
 def quality_warehouse(
     settings: Settings,
@@ -425,41 +410,20 @@ def quality_warehouse(
     """``shopstream quality run``: run it here when the warehouse can be opened; when a running
     platform holds a single-writer warehouse (DuckDB's file), ask that platform over its local
     socket. Raises WarehouseError when neither works."""
-    import httpx
+    from shopstream.runtime import quality_running
 
-    from shopstream.config import SinkSettings
-    from shopstream.runtime import RUNTIME_FILE, quality_running
-    from shopstream.warehouse import WarehouseError, WarehouseInUse, open_warehouse
-
-    # In this process: no writer process of its own for a one-off run.
-    here = settings.model_copy(
-        update={"sink": SinkSettings(**{**settings.sink.model_dump(), "writer_process": False})}
-    )
-    try:
-        warehouse = open_warehouse(here)
-    except WarehouseInUse:
-        try:
-            return quality_running(settings.data_dir, request, on_progress)
-        except LookupError as exc:
-            raise WarehouseError(
-                f"{settings.warehouse} is held by another process, but no running shopstream "
-                f"with a query socket left its address in {settings.data_dir}/{RUNTIME_FILE}. "
-                "Stop that process and retry."
-            ) from exc
-        except httpx.HTTPError as exc:
-            raise WarehouseError(f"the running platform did not answer: {exc}") from exc
-    try:
-        warehouse.ensure_layers()
-        return run_on(
+    return here_or_running_platform(
+        settings,
+        lambda warehouse: run_on(
             warehouse,
             settings,
             request,
             on_progress,
             pipeline={"platform": "not running"},
             source_dsn=settings.postgres_dsn,
-        )
-    finally:
-        warehouse.close()
+        ),
+        lambda: quality_running(settings.data_dir, request, on_progress),
+    )
 
 
 __all__ = [

@@ -14,14 +14,12 @@ DuckDB instance that holds the file.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from shopstream.platform_runs import PlatformRuns, RunStatus, here_or_running_platform
 from shopstream.transform.runner import (
     Progress,
     TransformJob,
@@ -91,35 +89,28 @@ def summary_line(result: TransformResult) -> str:
     return line
 
 
-@dataclass(frozen=True)
-class TransformStatus:
-    """What the status line shows about transforms."""
-
-    running: bool
-    #: Who started the one running, or the last one: schedule, request, end of run.
-    reason: str | None
-    runs: int
-    last_ok: bool | None
-    #: Wall-clock time the last one ended (time.time()).
-    last_finished: float | None
-    last_summary: str
-    #: Seconds until the schedule starts the next one (None: no schedule).
-    next_in_seconds: float | None
+#: What the status line shows about transforms.
+TransformStatus = RunStatus
 
 
-class Transforms:
+class Transforms(PlatformRuns[TransformResult]):
     """The transforms of one running platform: one at a time, the last outcome kept."""
 
+    name = "transform"
+
     def __init__(self, settings: Settings, warehouse: object) -> None:
+        super().__init__(settings.transform.schedule_minutes)
         self.settings = settings
         self.warehouse = warehouse
-        self._lock = threading.Lock()
-        self._reason: str | None = None
-        self._running = False
-        self._runs = 0
-        self._last: TransformResult | None = None
-        self._last_finished: float | None = None
-        self._next_at: float | None = None
+
+    def ok(self, outcome: TransformResult) -> bool:
+        return outcome.success
+
+    def summary(self, outcome: TransformResult) -> str:
+        return summary_line(outcome)
+
+    def run_scheduled(self) -> object:
+        return self.run(reason="schedule", wait=False)
 
     def run(
         self,
@@ -131,22 +122,15 @@ class Transforms:
     ) -> TransformResult | None:
         """Run one transform now (after the one running, if any; with ``wait=False``, none
         then: None)."""
-        request = request or TransformRequest()
-        if not self._lock.acquire(blocking=False):
-            if not wait:
-                return None
-            if on_progress is not None:
-                on_progress(Progress("waiting"))
-            self._lock.acquire()
-        try:
-            self._running, self._reason = True, reason
-            log.info("transform started (%s)", reason)
-            result = run_on(self.warehouse, self.settings, request, on_progress)
-            self._runs += 1
-            self._last, self._last_finished = result, time.time()
-        finally:
-            self._running = False
-            self._lock.release()
+        asked = request or TransformRequest()
+        result = self.one_at_a_time(
+            lambda: run_on(self.warehouse, self.settings, asked, on_progress),
+            reason=reason,
+            wait=wait,
+            on_waiting=None if on_progress is None else lambda: on_progress(Progress("waiting")),
+        )
+        if result is None:
+            return None
         if result.success:
             log.info("transform (%s) done: %s", reason, summary_line(result))
         else:
@@ -154,39 +138,6 @@ class Transforms:
             for line in result.failures()[1:]:
                 log.error("  %s", line)
         return result
-
-    def status(self) -> TransformStatus:
-        last = self._last
-        next_at = self._next_at
-        return TransformStatus(
-            running=self._running,
-            reason=self._reason,
-            runs=self._runs,
-            last_ok=None if last is None else last.success,
-            last_finished=self._last_finished,
-            last_summary="" if last is None else summary_line(last),
-            next_in_seconds=None if next_at is None else max(0.0, next_at - time.monotonic()),
-        )
-
-    async def schedule(self, stop: asyncio.Event) -> None:
-        """Every ``transform.schedule_minutes`` until ``stop`` (0: never). A scheduled run is
-        skipped while another transform runs."""
-        interval = self.settings.transform.schedule_minutes * 60
-        if interval <= 0:
-            return
-        while not stop.is_set():
-            self._next_at = time.monotonic() + interval
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=interval)
-                break
-            except TimeoutError:
-                pass
-            self._next_at = None
-            try:
-                await asyncio.to_thread(self.run, reason="schedule", wait=False)
-            except Exception:  # never let the schedule take the platform down
-                log.exception("scheduled transform failed")
-        self._next_at = None
 
 
 def transform_warehouse(
@@ -197,34 +148,13 @@ def transform_warehouse(
     """``shopstream transform``: run it here when the warehouse can be opened; when a running
     platform holds a single-writer warehouse (DuckDB's file), ask that platform over its
     local socket. Raises WarehouseError when neither works."""
-    import httpx
+    from shopstream.runtime import transform_running
 
-    from shopstream.config import SinkSettings
-    from shopstream.runtime import RUNTIME_FILE, transform_running
-    from shopstream.warehouse import WarehouseError, WarehouseInUse, open_warehouse
-
-    # In this process: no writer process of its own for a one-off run.
-    here = settings.model_copy(
-        update={"sink": SinkSettings(**{**settings.sink.model_dump(), "writer_process": False})}
+    return here_or_running_platform(
+        settings,
+        lambda warehouse: run_on(warehouse, settings, request, on_progress),
+        lambda: transform_running(settings.data_dir, request, on_progress),
     )
-    try:
-        warehouse = open_warehouse(here)
-    except WarehouseInUse:
-        try:
-            return transform_running(settings.data_dir, request, on_progress)
-        except LookupError as exc:
-            raise WarehouseError(
-                f"{settings.warehouse} is held by another process, but no running shopstream "
-                f"with a query socket left its address in {settings.data_dir}/{RUNTIME_FILE}. "
-                "Stop that process and retry."
-            ) from exc
-        except httpx.HTTPError as exc:
-            raise WarehouseError(f"the running platform did not answer: {exc}") from exc
-    try:
-        warehouse.ensure_layers()
-        return run_on(warehouse, settings, request, on_progress)
-    finally:
-        warehouse.close()
 
 
 __all__ = [

@@ -166,7 +166,5 @@ def test_a_lasting_drop_keeps_alarming_for_a_week(days: int) -> None:
 @pytest.mark.parametrize("growth", [0.03, 0.08])
 def test_steady_growth_raises_no_alarm_at_any_hour_of_a_week(growth: float) -> None:
     series = weekly_hours(10, growth=growth, noise=0.05, seed=5)
-    worst = max(
-        abs(judge_counts(series[h:], period=168, weeks=4).score) for h in range(0, 168, 7)
-    )
+    worst = max(abs(judge_counts(series[h:], period=168, weeks=4).score) for h in range(0, 168, 7))
     assert worst < 4, worst

@@ -10,7 +10,7 @@ Options: column, values, window (hour | day | all), warn_rate, fail_rate, time_c
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -19,10 +19,12 @@ from shopstream.quality.results import CheckResult, Status
 from shopstream.quality.spec import PlannedCheck
 from shopstream.quality.windows import (
     CheckOptionError,
+    TrailingWindow,
     bound,
     count_words,
     ident,
     pct,
+    relation,
     require_column,
     result,
     time_column,
@@ -38,7 +40,7 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     values: list[str | int | float | bool] = Field(default_factory=list)
-    window: Literal["hour", "day", "all"] = "day"
+    window: TrailingWindow = "day"
     warn_rate: float = Field(0.0, ge=0, le=1)
     fail_rate: float = Field(0.0, ge=0, le=1)
     time_column: str | None = None
@@ -70,7 +72,7 @@ def run(ctx: CheckContext, check: PlannedCheck, params: Params) -> list[CheckRes
     accepted = params.texts()
     sql = (
         f"WITH g AS (SELECT CAST({col} AS VARCHAR) AS _value, count(*) AS _rows "
-        f"FROM {ident(check.table)} WHERE {' AND '.join(conditions)}{where_sql(params.where)} "
+        f"FROM {relation(check.table)} WHERE {' AND '.join(conditions)}{where_sql(params.where)} "
         "GROUP BY 1), "
         "s AS (SELECT coalesce(sum(_rows), 0) AS _total, "
         "coalesce(sum(_rows) FILTER (WHERE NOT list_contains(?, _value)), 0) AS _bad, "

@@ -14,7 +14,7 @@ time_column, where.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -23,10 +23,12 @@ from shopstream.quality.results import CheckResult, Status
 from shopstream.quality.spec import PlannedCheck
 from shopstream.quality.windows import (
     CheckOptionError,
+    TrailingWindow,
     bound,
     count_words,
     ident,
     pct,
+    relation,
     result,
     time_column,
     trailing,
@@ -41,7 +43,7 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     key: list[str] | None = None
-    window: Literal["hour", "day", "all"] = "all"
+    window: TrailingWindow = "all"
     warn_rate: float = Field(0.0, ge=0, le=1)
     fail_rate: float = Field(0.0, ge=0, le=1)
     time_column: str | None = None
@@ -83,7 +85,7 @@ def run(ctx: CheckContext, check: PlannedCheck, params: Params) -> list[CheckRes
     values.append(int(ctx.evidence_rows))
     # g is read twice (totals and the top keys): DuckDB materialises it once.
     sql = (
-        f"WITH g AS (SELECT {keys}, count(*) AS _copies FROM {ident(check.table)} "
+        f"WITH g AS (SELECT {keys}, count(*) AS _copies FROM {relation(check.table)} "
         f"WHERE {' AND '.join(conditions)}{where_sql(params.where)} GROUP BY ALL), "
         "s AS (SELECT coalesce(sum(_copies), 0) AS _rows, "
         "coalesce(sum(_copies) FILTER (WHERE _copies > 1), 0) AS _dup_rows, "

@@ -128,6 +128,23 @@ def trailing(now: datetime, window: str) -> tuple[datetime | None, datetime]:
     return None, now
 
 
+#: How a message names a trailing window.
+TRAILING_WORDS = {"hour": "in the last hour", "day": "in the last 24 hours", "all": "in the table"}
+
+
+def trailing_condition(
+    ctx: CheckContext, check: PlannedCheck, window: str, time_override: str | None
+) -> tuple[list[str], list[Any], datetime | None, datetime]:
+    """The trailing window ending at ``ctx.now`` as SQL: conditions on the check's time column
+    (none for ``all``), their parameters, and the window's start (None for ``all``) and end."""
+    start, end = trailing(ctx.now, window)
+    if start is None:
+        return [], [], start, end
+    column, sql_type = time_column(ctx, check, time_override)
+    col = ident(column)
+    return [f"{col} >= ? AND {col} < ?"], [bound(start, sql_type), bound(end, sql_type)], start, end
+
+
 def _epoch_us(instant: datetime) -> int:
     return round(instant.timestamp() * 1_000_000)
 
@@ -348,6 +365,7 @@ def result(
 __all__ = [
     "PERIOD",
     "QUARTER_US",
+    "TRAILING_WORDS",
     "Buckets",
     "CheckOptionError",
     "Granularity",
@@ -370,6 +388,7 @@ __all__ = [
     "to_utc",
     "to_wall",
     "trailing",
+    "trailing_condition",
     "where_sql",
     "window_at",
 ]

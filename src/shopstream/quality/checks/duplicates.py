@@ -22,21 +22,19 @@ from shopstream.quality.checks import CheckContext
 from shopstream.quality.results import CheckResult, Status
 from shopstream.quality.spec import PlannedCheck
 from shopstream.quality.windows import (
+    TRAILING_WORDS,
     CheckOptionError,
     TrailingWindow,
-    bound,
     count_words,
     ident,
     pct,
     relation,
     result,
-    time_column,
-    trailing,
+    trailing_condition,
     where_sql,
 )
 
 SEVERITY = "high"
-_WINDOW_WORDS = {"hour": "in the last hour", "day": "in the last 24 hours", "all": "in the table"}
 
 
 class Params(BaseModel):
@@ -75,13 +73,10 @@ def run(ctx: CheckContext, check: PlannedCheck, params: Params) -> list[CheckRes
             f"(it has {', '.join(columns)}): fix `key`"
         )
     keys = ", ".join(ident(k) for k in key)
-    conditions = [f"{ident(k)} IS NOT NULL" for k in key]
-    values: list[Any] = []
-    start, end = trailing(ctx.now, params.window)
-    if start is not None:
-        col, sql_type = time_column(ctx, check, params.time_column)
-        conditions.append(f"{ident(col)} >= ? AND {ident(col)} < ?")
-        values += [bound(start, sql_type), bound(end, sql_type)]
+    in_window, values, start, end = trailing_condition(
+        ctx, check, params.window, params.time_column
+    )
+    conditions = [f"{ident(k)} IS NOT NULL" for k in key] + in_window
     values.append(int(ctx.evidence_rows))
     # g is read twice (totals and the top keys): DuckDB materialises it once.
     sql = (
@@ -106,7 +101,7 @@ def run(ctx: CheckContext, check: PlannedCheck, params: Params) -> list[CheckRes
         for row in found
         if row["_copies"] is not None
     ]
-    where_words = _WINDOW_WORDS[params.window]
+    where_words = TRAILING_WORDS[params.window]
     key_words = "+".join(key)
     if params.warn_rate == 0 and params.fail_rate == 0:
         allowed, threshold = "none allowed", "fail on any duplicate key"

@@ -338,14 +338,23 @@ def test_tracking_coverage_judges_what_the_day_s_orders_can_tell(
     assert "at most" in result.message
 
 
+@pytest.mark.parametrize(
+    ("now", "expected"),
+    [
+        # 02:30 CET (the second 02:xx): the last complete local hour is 01:00-02:00 CEST
+        (datetime(2026, 10, 25, 1, 30, tzinfo=UTC), 30),
+        # 03:30 CET: the last complete local hour is 02:00-03:00, which the clock ran twice
+        # (00:00-02:00 UTC): both of its real hours are counted, as its reasons are
+        (datetime(2026, 10, 25, 2, 30, tzinfo=UTC), 40 + 50),
+    ],
+)
 def test_dead_letters_count_the_same_local_hour_as_their_reasons_across_the_autumn_change(
-    tmp_path: Path,
+    tmp_path: Path, now: datetime, expected: int
 ) -> None:
-    """Europe/Berlin, 25 Oct 2026: 03:00 CEST becomes 02:00 CET at 01:00 UTC. At 01:30 UTC the
-    last complete local hour is the one every baseline kind judges (windows.last_complete); the
+    """Europe/Berlin, 25 Oct 2026: 03:00 CEST becomes 02:00 CET at 01:00 UTC. The window judged
+    is the last complete local hour every baseline kind judges (windows.last_complete); the
     dead letters counted, their reasons and the window reported are that one hour."""
     berlin = ZoneInfo("Europe/Berlin")
-    now = datetime(2026, 10, 25, 1, 30, tzinfo=UTC)
     database = tmp_path / "dst.duckdb"
     with duckdb.connect(str(database)) as con:
         write_history(
@@ -365,6 +374,9 @@ def test_dead_letters_count_the_same_local_hour_as_their_reasons_across_the_autu
         anomalies.inject_dead_letter_surge(
             con, at=datetime(2026, 10, 25, 0, 30, tzinfo=UTC), count=40, reason_code="invalid_json"
         )
+        anomalies.inject_dead_letter_surge(
+            con, at=datetime(2026, 10, 25, 1, 30, tzinfo=UTC), count=50, reason_code="bad_gzip"
+        )
     warehouse = DuckDBWarehouse(database, read_only=True)
     try:
         ctx = CheckContext(query=warehouse.query, now=now, timezone=berlin)
@@ -374,7 +386,7 @@ def test_dead_letters_count_the_same_local_hour_as_their_reasons_across_the_autu
         warehouse.close()
     window = last_complete(now, berlin, "hour")
     assert (result.window_start, result.window_end) == (window.start, window.end)
-    assert result.details["dead_letters"] == sum(r["count"] for r in result.evidence) == 30
+    assert result.details["dead_letters"] == sum(r["count"] for r in result.evidence) == expected
 
 
 def test_every_kind_finds_time_and_quotes_names_the_same_way(history: Path, tmp_path: Path) -> None:

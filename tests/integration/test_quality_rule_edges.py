@@ -22,6 +22,7 @@ from shopstream.quality.checks import CheckContext
 from shopstream.quality.engine import run_checks
 from shopstream.quality.results import CheckResult
 from shopstream.quality.spec import QualityConfig
+from shopstream.quality.windows import last_complete
 from shopstream.warehouse.duckdb.database import DuckDBWarehouse
 
 END = datetime(2026, 11, 30, 3, 0, tzinfo=UTC)
@@ -382,3 +383,84 @@ def test_a_malformed_dead_letter_payload_is_redacted(history: Path, tmp_path: Pa
     sample = row["example_payload"]
     assert '"user_id":"U1"' in sample
     assert "Kim" not in sample and "1.2.3.4" not in sample and "010-1234" not in sample
+
+
+@pytest.mark.parametrize(
+    ("now", "expected"),
+    [
+        # 02:30 CET (the second 02:xx): the last complete local hour is 01:00-02:00 CEST
+        (datetime(2026, 10, 25, 1, 30, tzinfo=UTC), 30),
+        # 03:30 CET: the last complete local hour is 02:00-03:00, which the clock ran twice
+        # (00:00-02:00 UTC): both of its real hours are counted, as its reasons are
+        (datetime(2026, 10, 25, 2, 30, tzinfo=UTC), 40 + 50),
+    ],
+)
+def test_dead_letters_count_the_same_local_hour_as_their_reasons_across_the_autumn_change(
+    tmp_path: Path, now: datetime, expected: int
+) -> None:
+    """Europe/Berlin, 25 Oct 2026: 03:00 CEST becomes 02:00 CET at 01:00 UTC. The window judged
+    is the last complete local hour every baseline kind judges (windows.last_complete); the
+    dead letters counted, their reasons and the window reported are that one hour."""
+    berlin = ZoneInfo("Europe/Berlin")
+    database = tmp_path / "dst.duckdb"
+    with duckdb.connect(str(database)) as con:
+        write_history(
+            con,
+            HistoryPlan(
+                days=3,
+                end=now,
+                events_per_day=3000,
+                orders_per_day=20,
+                timezone="Europe/Berlin",
+                dead_letter_rate=0.0,
+            ),
+        )
+        anomalies.inject_dead_letter_surge(
+            con, at=datetime(2026, 10, 24, 23, 30, tzinfo=UTC), count=30
+        )
+        anomalies.inject_dead_letter_surge(
+            con, at=datetime(2026, 10, 25, 0, 30, tzinfo=UTC), count=40, reason_code="invalid_json"
+        )
+        anomalies.inject_dead_letter_surge(
+            con, at=datetime(2026, 10, 25, 1, 30, tzinfo=UTC), count=50, reason_code="bad_gzip"
+        )
+    warehouse = DuckDBWarehouse(database, read_only=True)
+    try:
+        ctx = CheckContext(query=warehouse.query, now=now, timezone=berlin)
+        config = {"tables": {"raw.dead_letter": {"checks": [{**DEAD_LETTERS, "min_count": 1}]}}}
+        [result] = run_checks(QualityConfig.model_validate(config), ctx).results
+    finally:
+        warehouse.close()
+    window = last_complete(now, berlin, "hour")
+    assert (result.window_start, result.window_end) == (window.start, window.end)
+    assert result.details["dead_letters"] == sum(r["count"] for r in result.evidence) == expected
+
+
+def test_every_kind_finds_time_and_quotes_names_the_same_way(history: Path, tmp_path: Path) -> None:
+    """One time-column rule for all kinds: a table with only a ``landed_column`` counts its
+    windows in it (a statistical kind used to refuse what a rule kind accepted); and any column
+    name is quoted safely (a statistical kind used to refuse a name a rule kind accepted)."""
+    landed_only = {"landed_column": "received_at", "key": ["dead_letter_id"]}
+    for spec in (
+        {"kind": "duplicates", "window": "day"},
+        {"kind": "accepted_values", "column": "source", "values": ["collector"], "window": "day"},
+    ):
+        result = one(history, "raw.dead_letter", spec, **landed_only)
+        assert result.status == "pass", (spec, result.message)
+    database = copy_of(history, tmp_path)
+    with duckdb.connect(str(database)) as con:
+        con.execute('ALTER TABLE raw.dead_letter ADD COLUMN "source ""v2""" VARCHAR')
+        con.execute('UPDATE raw.dead_letter SET "source ""v2""" = source')
+    for spec in (
+        {"kind": "null_rate", "column": 'source "v2"', "max_rate": 0.0, "window": "day"},
+        {"kind": "accepted_values", "column": 'source "v2"', "values": ["collector"]},
+        {
+            "kind": "relationships",
+            "column": 'source "v2"',
+            "to": "raw.dead_letter",
+            "field": "source",
+            "window": "all",
+        },
+    ):
+        result = one(database, "raw.dead_letter", spec, **landed_only)
+        assert result.status != "error", (spec, result.message)  # learning: too little history

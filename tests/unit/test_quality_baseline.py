@@ -149,3 +149,22 @@ def test_a_real_rise_still_stands_out_of_session_noise() -> None:
     nulls[busy] = (rows[busy] or 0) * 0.9
     v = judge_rates(nulls[busy:], rows[busy:], period=168, weeks=4)
     assert v.score > 6
+
+
+@pytest.mark.parametrize("days", [1, 4, 5, 7])
+def test_a_lasting_drop_keeps_alarming_for_a_week(days: int) -> None:
+    # A tracker broken for days: the level adjustment must not follow the drop itself (it used
+    # to rescale by the seven days just before the window, so from day 4 the drop was "normal").
+    series = weekly_hours(10, level=2000.0, growth=0.03, noise=0.05)
+    for i in range(days * 24):
+        series[i] = (series[i] or 0.0) * 0.5
+    v = judge_counts(series, period=168, weeks=4)
+    assert v.score < -6, (days, v.score, v.levels)  # the volume check's fail_score
+    assert all(0.95 < f / 1.03**k < 1.05 for k, f in enumerate(v.levels, 1)), v.levels
+
+
+@pytest.mark.parametrize("growth", [0.03, 0.08])
+def test_steady_growth_raises_no_alarm_at_any_hour_of_a_week(growth: float) -> None:
+    series = weekly_hours(10, growth=growth, noise=0.05, seed=5)
+    worst = max(abs(judge_counts(series[h:], period=168, weeks=4).score) for h in range(0, 168, 7))
+    assert worst < 4, worst

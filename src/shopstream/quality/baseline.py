@@ -9,8 +9,9 @@ patterns):
 - **The window under test is never in its own baseline**: baselines are whole weeks back.
 - **Robust**: the expectation is the median of the previous weeks (one bad week does not move it)
   after a *level adjustment* (each past week scaled by how the level moved since: the median of
-  seven day-by-day ratios of the week before each, so growth does not read as a spike and one
-  incident day does not move the level).
+  seven day-by-day ratios measured over the week before last, so growth does not read as a
+  spike, one incident day does not move the level, and a drop lasting days is not learnt as
+  the new level; at most 0.8x-1.25x per week).
 - **Spread from the model's own errors**: a MAD of four values is no spread estimate. Instead every
   recent bucket is predicted exactly as the window is (from its own previous weeks) and the
   prediction errors of all of them (hundreds for hours) give the spread. Counting noise (Poisson
@@ -42,10 +43,17 @@ PSEUDO = 0.5
 NORMAL_MAD = 0.6744897501960817
 #: How many rows' worth of the whole span's rate a bucket's own rate is blended with.
 PRIOR_ROWS = 100.0
-#: Recent buckets whose prediction errors give the spread: up to three weeks of them.
+#: Recent buckets whose prediction errors give the spread: up to three weeks of them, from the
+#: week before last back (a drop lasting days is in the last week: learnt as normal spread, it
+#: would widen the band until the drop itself looked normal, as it did the level).
 TRAINING_WEEKS = 3
-#: Weeks of data a query must cover: baselines, the level spans before them, the training span.
-LOOKBACK_EXTRA_WEEKS = TRAINING_WEEKS + 1
+TRAINING_FROM = 1
+#: Weeks of data a query must cover: baselines, the level spans before them (the week before
+#: last, see :func:`_level`), the training span.
+LOOKBACK_EXTRA_WEEKS = TRAINING_FROM + TRAINING_WEEKS + 2
+#: How far the level may move per week (down, up): growth of a few % a week is followed, an
+#: incident week in the level span cannot halve or double the baseline.
+LEVEL_STEP = (0.8, 1.25)
 
 
 def lookback_weeks(weeks: int) -> int:
@@ -101,19 +109,30 @@ def _prefix(values: Sequence[float | None]) -> tuple[list[float], list[int]]:
 def _level(
     sums: list[float], present: list[int], period: int, size: int, target: int, back: int
 ) -> float:
-    """How much the level rose from ``back`` buckets before ``target`` to ``target``: the median,
-    over the seven days before each, of day-by-day ratios (days without full data skipped)."""
+    """How much the level rose from ``back`` buckets before ``target`` to ``target``: the median
+    of day-by-day ratios over the week BEFORE the week before ``target`` (days without full data
+    skipped), kept within :data:`LEVEL_STEP` per week.
+
+    Why not the seven days just before ``target``: a lasting drop (a tracker broken for days)
+    is in those days, and once it holds more than half of them the level follows it and the
+    drop reads as normal by its fourth day. Measured a week further back, the level still sees
+    steady growth (the rise over ``back`` buckets is the same a week earlier) but a change of
+    the last week is judged, not learnt; the clamp bounds what an older incident can do."""
     day = period // 7
     ratios = []
     for d in range(7):
-        lo, hi = target + 1 + d * day, target + 1 + (d + 1) * day
+        lo, hi = target + 1 + period + d * day, target + 1 + period + (d + 1) * day
         lo2, hi2 = lo + back, hi + back
         if hi2 > size:
             break
         if present[hi] - present[lo] < day or present[hi2] - present[lo2] < day:
             continue
         ratios.append((sums[hi] - sums[lo] + PSEUDO) / (sums[hi2] - sums[lo2] + PSEUDO))
-    return median(ratios) if len(ratios) >= 3 else 1.0
+    if len(ratios) < 3:
+        return 1.0
+    weeks = back / period
+    low, high = LEVEL_STEP
+    return min(max(median(ratios), low**weeks), high**weeks)
 
 
 def _predict(
@@ -208,7 +227,7 @@ def judge_counts(
         return Verdict(observed, None, history_weeks=history)
     expected = median(baseline)
     errors, noise = [], []
-    for target in range(1, TRAINING_WEEKS * period):
+    for target in range(TRAINING_FROM * period, (TRAINING_FROM + TRAINING_WEEKS) * period):
         value = values[target] if target < len(values) else None
         if value is None:
             continue
@@ -304,7 +323,8 @@ def judge_rates(
         return Verdict(observed, pooled if baseline else None, baseline, history_weeks=history)
     expected = shrunk(pooled, baseline_rows)
     errors, noise = [], []
-    for target in range(1, min(TRAINING_WEEKS * period, len(rows))):
+    last = min((TRAINING_FROM + TRAINING_WEEKS) * period, len(rows))
+    for target in range(TRAINING_FROM * period, last):
         value = rate(target)
         if value is None:
             continue

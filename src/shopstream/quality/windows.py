@@ -18,7 +18,6 @@ time zones, and the per-row work stays in the database.
 
 from __future__ import annotations
 
-import re
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,7 +37,6 @@ HOUR_US = 4 * QUARTER_US
 #: Buckets in a week: hour-of-week and day-of-week seasonality.
 PERIOD = {"hour": 168, "day": 7}
 _STEP = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TIMESTAMP_TYPES = ("TIMESTAMP", "TIMESTAMP WITH TIME ZONE", "TIMESTAMP_NS", "TIMESTAMP_MS")
 
 
@@ -47,12 +45,15 @@ class CheckOptionError(ValueError):
 
 
 def ident(name: str) -> str:
-    """``name`` quoted as an SQL identifier (``raw.events`` -> ``"raw"."events"``)."""
-    parts = name.split(".")
-    for part in parts:
-        if not _IDENT.match(part):
-            raise CheckOptionError(f"{name!r} is not a plain column or table name")
-    return ".".join(f'"{part}"' for part in parts)
+    """One column (or schema, table) name quoted for SQL, whatever characters it holds: every
+    kind quotes names this way, so a name one kind accepts every kind accepts."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def relation(table: str) -> str:
+    """``layer.table`` quoted for SQL (``raw.events`` -> ``"raw"."events"``)."""
+    schema, _, name = table.partition(".")
+    return f"{ident(schema)}.{ident(name)}" if name else ident(schema)
 
 
 def where_sql(where: str | None) -> str:
@@ -113,13 +114,35 @@ def last_complete(now: datetime, tz: ZoneInfo, granularity: Granularity) -> Wind
     return window_at(current - _STEP[granularity], tz, granularity)
 
 
+#: A rule-like check's window: the last 60 minutes, the last 24 hours, or the whole table.
+TrailingWindow = Literal["hour", "day", "all"]
+
+
 def trailing(now: datetime, window: str) -> tuple[datetime | None, datetime]:
-    """A rate check's window ending at ``now``: the last hour, the last 24 hours or everything."""
+    """A rate check's window ending at ``now``: the last hour, the last 24 hours or everything
+    (start None)."""
     if window == "hour":
         return now - timedelta(hours=1), now
     if window == "day":
         return now - timedelta(days=1), now
     return None, now
+
+
+#: How a message names a trailing window.
+TRAILING_WORDS = {"hour": "in the last hour", "day": "in the last 24 hours", "all": "in the table"}
+
+
+def trailing_condition(
+    ctx: CheckContext, check: PlannedCheck, window: str, time_override: str | None
+) -> tuple[list[str], list[Any], datetime | None, datetime]:
+    """The trailing window ending at ``ctx.now`` as SQL: conditions on the check's time column
+    (none for ``all``), their parameters, and the window's start (None for ``all``) and end."""
+    start, end = trailing(ctx.now, window)
+    if start is None:
+        return [], [], start, end
+    column, sql_type = time_column(ctx, check, time_override)
+    col = ident(column)
+    return [f"{col} >= ? AND {col} < ?"], [bound(start, sql_type), bound(end, sql_type)], start, end
 
 
 def _epoch_us(instant: datetime) -> int:
@@ -133,6 +156,21 @@ def _at(epoch_us: int) -> datetime:
 # --- time columns ---------------------------------------------------------------------------
 
 
+def time_column_name(
+    check: PlannedCheck, override: str | None, *, landed: bool = False
+) -> str | None:
+    """The column a check counts time in, the one rule for every kind: the check's
+    ``time_column`` option; else, for freshness (``landed``), the table's ``landed_column``
+    then its ``time_column``; for every other kind the table's ``time_column`` then its
+    ``landed_column`` (a table with one time column uses it for everything). None: neither."""
+    if override:
+        return override
+    spec = check.table_spec
+    if landed:
+        return spec.landed_column or spec.time_column
+    return spec.time_column or spec.landed_column
+
+
 def time_column(
     ctx: CheckContext,
     check: PlannedCheck,
@@ -140,17 +178,11 @@ def time_column(
     *,
     landed: bool = False,
 ) -> tuple[str, str]:
-    """The column a check's windows count time in, and its SQL type.
-
-    ``override`` is the check's ``time_column`` option; else the table's ``landed_column``
-    (freshness) or ``time_column``.
-    """
-    spec = check.table_spec
-    name = override or (spec.landed_column if landed else None) or spec.time_column
+    """:func:`time_column_name`, which must be a TIMESTAMP column of the table, and its SQL type."""
+    name = time_column_name(check, override, landed=landed)
     if not name:
-        wanted = "landed_column or time_column" if landed else "time_column"
         raise CheckOptionError(
-            f"{check.table} has no {wanted}: set `{wanted.split()[0]}:` on the "
+            f"{check.table} has no time_column or landed_column: set `time_column:` on the "
             "table in the checks file or the check's `time_column:` option"
         )
     columns = ctx.columns(check.table)
@@ -237,7 +269,7 @@ def seasonal_buckets(
     extra = "".join(f", CAST(sum({expr}) AS DOUBLE) AS s{i}" for i, expr in enumerate(sums_sql))
     sql = (
         f"SELECT epoch_us({col}) // {slot} AS slot, count(*) AS n{extra} "
-        f"FROM {ident(check.table)} WHERE {col} >= ? AND {col} < ?{where_sql(where)} GROUP BY 1"
+        f"FROM {relation(check.table)} WHERE {col} >= ? AND {col} < ?{where_sql(where)} GROUP BY 1"
     )
     found = ctx.query(sql, [bound(_at(starts[0]), sql_type), bound(window.end, sql_type)])
     slots = found.column("slot").to_pylist()
@@ -333,9 +365,11 @@ def result(
 __all__ = [
     "PERIOD",
     "QUARTER_US",
+    "TRAILING_WORDS",
     "Buckets",
     "CheckOptionError",
     "Granularity",
+    "TrailingWindow",
     "Window",
     "bound",
     "count_words",
@@ -344,14 +378,17 @@ __all__ = [
     "last_complete",
     "minutes_words",
     "pct",
+    "relation",
     "require_column",
     "result",
     "seasonal_buckets",
     "step",
     "time_column",
+    "time_column_name",
     "to_utc",
     "to_wall",
     "trailing",
+    "trailing_condition",
     "where_sql",
     "window_at",
 ]

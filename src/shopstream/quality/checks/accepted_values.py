@@ -10,35 +10,33 @@ Options: column, values, window (hour | day | all), warn_rate, fail_rate, time_c
 
 from __future__ import annotations
 
-from typing import Any, Literal
-
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shopstream.quality.checks import CheckContext
 from shopstream.quality.results import CheckResult, Status
 from shopstream.quality.spec import PlannedCheck
 from shopstream.quality.windows import (
+    TRAILING_WORDS,
     CheckOptionError,
-    bound,
+    TrailingWindow,
     count_words,
     ident,
     pct,
+    relation,
     require_column,
     result,
-    time_column,
-    trailing,
+    trailing_condition,
     where_sql,
 )
 
 SEVERITY = "high"
-_WINDOW_WORDS = {"hour": "in the last hour", "day": "in the last 24 hours", "all": "in the table"}
 
 
 class Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     values: list[str | int | float | bool] = Field(default_factory=list)
-    window: Literal["hour", "day", "all"] = "day"
+    window: TrailingWindow = "day"
     warn_rate: float = Field(0.0, ge=0, le=1)
     fail_rate: float = Field(0.0, ge=0, le=1)
     time_column: str | None = None
@@ -60,17 +58,14 @@ def run(ctx: CheckContext, check: PlannedCheck, params: Params) -> list[CheckRes
     if not params.values:
         raise CheckOptionError("`values` is empty: list the values the column may hold")
     col = ident(column)
-    conditions = [f"{col} IS NOT NULL"]
-    bounds: list[Any] = []
-    start, end = trailing(ctx.now, params.window)
-    if start is not None:
-        time_col, sql_type = time_column(ctx, check, params.time_column)
-        conditions.append(f"{ident(time_col)} >= ? AND {ident(time_col)} < ?")
-        bounds += [bound(start, sql_type), bound(end, sql_type)]
+    in_window, bounds, start, end = trailing_condition(
+        ctx, check, params.window, params.time_column
+    )
+    conditions = [f"{col} IS NOT NULL", *in_window]
     accepted = params.texts()
     sql = (
         f"WITH g AS (SELECT CAST({col} AS VARCHAR) AS _value, count(*) AS _rows "
-        f"FROM {ident(check.table)} WHERE {' AND '.join(conditions)}{where_sql(params.where)} "
+        f"FROM {relation(check.table)} WHERE {' AND '.join(conditions)}{where_sql(params.where)} "
         "GROUP BY 1), "
         "s AS (SELECT coalesce(sum(_rows), 0) AS _total, "
         "coalesce(sum(_rows) FILTER (WHERE NOT list_contains(?, _value)), 0) AS _bad, "
@@ -97,7 +92,7 @@ def run(ctx: CheckContext, check: PlannedCheck, params: Params) -> list[CheckRes
         threshold = allowed
     shown = ", ".join(accepted[:8]) + (", ..." if len(accepted) > 8 else "")
     message = (
-        f"{count_words(bad)} of {count_words(total)} rows {_WINDOW_WORDS[params.window]} "
+        f"{count_words(bad)} of {count_words(total)} rows {TRAILING_WORDS[params.window]} "
         f"({pct(rate, 2)}) have a {column} outside {shown} ({count_words(kinds)} distinct "
         f"values; {allowed})"
     )

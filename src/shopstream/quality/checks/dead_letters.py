@@ -16,16 +16,17 @@ sample record each, personal data redacted.
 from __future__ import annotations
 
 import statistics
-from datetime import datetime, time, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from shopstream.quality.checks import CheckContext
-from shopstream.quality.checks.judging import evidence, plural, relation
+from shopstream.quality.checks.judging import evidence, plural
 from shopstream.quality.redact import redact_value
 from shopstream.quality.results import CheckResult, Severity
 from shopstream.quality.spec import PlannedCheck
+from shopstream.quality.windows import Window, last_complete, relation
 
 SEVERITY: Severity = "high"
 EVENTS = "raw.events"
@@ -47,39 +48,32 @@ class Params(BaseModel):
     min_count: int = Field(default=20, ge=1)
 
 
-def last_complete(ctx: CheckContext, window: str) -> tuple[datetime, datetime]:
-    """The last complete hour or business day before ``ctx.now``, in ``ctx.timezone``."""
-    local = ctx.now.astimezone(ctx.timezone)
-    if window == "hour":
-        end = local.replace(minute=0, second=0, microsecond=0)
-        return end - timedelta(hours=1), end
-    end = datetime.combine(local.date(), time(), tzinfo=ctx.timezone)
-    return datetime.combine(local.date() - timedelta(days=1), time(), tzinfo=ctx.timezone), end
-
-
-def _counts(
-    ctx: CheckContext, table: str, start: datetime, end: datetime, seconds: int
-) -> dict[int, int]:
-    """Rows landed per bucket of ``seconds`` before ``end``: bucket -1 is the window under
-    test, -2 the one before, ... (plain arithmetic on epochs: cheap on a big table; a day
-    bucket across a DST change is an hour off, which a median over weeks does not feel)."""
+def _counts(ctx: CheckContext, table: str, since: datetime, window: Window) -> dict[int, int]:
+    """Rows landed per bucket: bucket 0 is exactly the window under test (the rows its reasons
+    come from), -1 the hour (day) before it, ... Baseline buckets are plain arithmetic on epochs
+    back from the window's start (cheap on a big table; a baseline day across a clock change is
+    an hour off, which a median over weeks does not feel)."""
+    seconds = 3600 if window.granularity == "hour" else 86400
     rows = ctx.query(
-        f"""SELECT CAST(floor((epoch(received_at) - ?) / ?) AS BIGINT) AS bucket, count(*) AS n
+        f"""SELECT CASE WHEN received_at >= ? THEN 0
+                        ELSE CAST(floor((epoch(received_at) - ?) / ?) AS BIGINT) END AS bucket,
+                   count(*) AS n
             FROM {relation(table)} WHERE received_at >= ? AND received_at < ?
             GROUP BY bucket""",
-        [end.timestamp(), seconds, start, end],
+        [window.start, window.start.timestamp(), seconds, since, window.end],
     ).to_pylist()
     return {int(row["bucket"]): int(row["n"]) for row in rows}
 
 
 def run(ctx: CheckContext, check: PlannedCheck, params: Params) -> list[CheckResult]:
-    start, end = last_complete(ctx, params.window)
+    # The same local hour (day) the baseline kinds judge: across a clock change too.
+    window = last_complete(ctx.now, ctx.timezone, params.window)
+    start, end = window.start, window.end
     since = start - timedelta(weeks=params.baseline_weeks)
-    unit = "hour" if params.window == "hour" else "day"
-    seconds = 3600 if unit == "hour" else 86400
-    letters = _counts(ctx, check.table, since, end, seconds)
-    accepted = _counts(ctx, EVENTS, since, end, seconds) if ctx.exists(EVENTS) else {}
-    dead, events = letters.pop(-1, 0), accepted.pop(-1, 0)
+    unit = window.granularity
+    letters = _counts(ctx, check.table, since, window)
+    accepted = _counts(ctx, EVENTS, since, window) if ctx.exists(EVENTS) else {}
+    dead, events = letters.pop(0, 0), accepted.pop(0, 0)
     # The usual rate: buckets that had traffic (a quiet night hour with neither says nothing).
     rates = [letters.get(bucket, 0) / n for bucket, n in accepted.items() if n > 0]
     usual = statistics.median(rates) if rates else None
@@ -99,7 +93,7 @@ def run(ctx: CheckContext, check: PlannedCheck, params: Params) -> list[CheckRes
     else:
         status = "pass"
     reasons = _reasons(ctx, check.table, start, end) if dead else []
-    local = start.astimezone(ctx.timezone)
+    local = window.wall
     period = (
         f"the hour from {local:%Y-%m-%d %H:%M} {ctx.timezone.key}"
         if unit == "hour"
@@ -169,4 +163,4 @@ def _sample(payload: str | None) -> Any:
     return text if len(text) <= _SAMPLE_CHARS else text[:_SAMPLE_CHARS] + "..."
 
 
-__all__ = ["SEVERITY", "Params", "last_complete", "run"]
+__all__ = ["SEVERITY", "Params", "run"]

@@ -40,6 +40,7 @@ from shopstream.quality.windows import (
     ident,
     last_complete,
     pct,
+    relation,
     result,
     time_column,
     where_sql,
@@ -116,7 +117,7 @@ class _Query:
         ]
         span = [bound(self.windows[-1].start, sql_type), bound(self.window.end, sql_type)]
         self.range_bounds = span + self.bounds
-        self.table = ident(check.table)
+        self.table = relation(check.table)
         self.where = where_sql(params.where)
 
     def rows(self, value: str) -> str:

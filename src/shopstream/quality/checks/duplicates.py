@@ -14,7 +14,7 @@ time_column, where.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -22,26 +22,26 @@ from shopstream.quality.checks import CheckContext
 from shopstream.quality.results import CheckResult, Status
 from shopstream.quality.spec import PlannedCheck
 from shopstream.quality.windows import (
+    TRAILING_WORDS,
     CheckOptionError,
-    bound,
+    TrailingWindow,
     count_words,
     ident,
     pct,
+    relation,
     result,
-    time_column,
-    trailing,
+    trailing_condition,
     where_sql,
 )
 
 SEVERITY = "high"
-_WINDOW_WORDS = {"hour": "in the last hour", "day": "in the last 24 hours", "all": "in the table"}
 
 
 class Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     key: list[str] | None = None
-    window: Literal["hour", "day", "all"] = "all"
+    window: TrailingWindow = "all"
     warn_rate: float = Field(0.0, ge=0, le=1)
     fail_rate: float = Field(0.0, ge=0, le=1)
     time_column: str | None = None
@@ -73,17 +73,14 @@ def run(ctx: CheckContext, check: PlannedCheck, params: Params) -> list[CheckRes
             f"(it has {', '.join(columns)}): fix `key`"
         )
     keys = ", ".join(ident(k) for k in key)
-    conditions = [f"{ident(k)} IS NOT NULL" for k in key]
-    values: list[Any] = []
-    start, end = trailing(ctx.now, params.window)
-    if start is not None:
-        col, sql_type = time_column(ctx, check, params.time_column)
-        conditions.append(f"{ident(col)} >= ? AND {ident(col)} < ?")
-        values += [bound(start, sql_type), bound(end, sql_type)]
+    in_window, values, start, end = trailing_condition(
+        ctx, check, params.window, params.time_column
+    )
+    conditions = [f"{ident(k)} IS NOT NULL" for k in key] + in_window
     values.append(int(ctx.evidence_rows))
     # g is read twice (totals and the top keys): DuckDB materialises it once.
     sql = (
-        f"WITH g AS (SELECT {keys}, count(*) AS _copies FROM {ident(check.table)} "
+        f"WITH g AS (SELECT {keys}, count(*) AS _copies FROM {relation(check.table)} "
         f"WHERE {' AND '.join(conditions)}{where_sql(params.where)} GROUP BY ALL), "
         "s AS (SELECT coalesce(sum(_copies), 0) AS _rows, "
         "coalesce(sum(_copies) FILTER (WHERE _copies > 1), 0) AS _dup_rows, "
@@ -104,7 +101,7 @@ def run(ctx: CheckContext, check: PlannedCheck, params: Params) -> list[CheckRes
         for row in found
         if row["_copies"] is not None
     ]
-    where_words = _WINDOW_WORDS[params.window]
+    where_words = TRAILING_WORDS[params.window]
     key_words = "+".join(key)
     if params.warn_rate == 0 and params.fail_rate == 0:
         allowed, threshold = "none allowed", "fail on any duplicate key"

@@ -31,6 +31,7 @@ from shopstream.quality.windows import (
     bound,
     ident,
     minutes_words,
+    relation,
     result,
     time_column,
     to_utc,
@@ -93,7 +94,7 @@ def _usual_rows(
     values: list[Any] = [bound(t, sql_type) for span in spans for t in span]
     values += [bound(spans[-1][0], sql_type), bound(spans[0][1], sql_type)]
     row = ctx.query(
-        f"SELECT {counts} FROM {ident(check.table)} "
+        f"SELECT {counts} FROM {relation(check.table)} "
         f"WHERE {col} > ? AND {col} <= ?{where_sql(params.where)}",
         values,
     ).to_pylist()[0]
@@ -107,7 +108,7 @@ def run(ctx: CheckContext, check: PlannedCheck, params: Params) -> list[CheckRes
     col = ident(column)
     found = ctx.query(
         f"SELECT max({col}) FILTER (WHERE {col} <= ?) AS newest, min({col}) AS oldest "
-        f"FROM {ident(check.table)} WHERE true{where_sql(params.where)}",
+        f"FROM {relation(check.table)} WHERE true{where_sql(params.where)}",
         [bound(ctx.now + FUTURE_SLACK, sql_type)],
     ).to_pylist()[0]
     newest, oldest = found["newest"], found["oldest"]

@@ -13,24 +13,21 @@ are the last 60 minutes and the last 24 hours up to ``ctx.now``, ``all`` the who
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Literal
 
 from shopstream.quality.checks import CheckContext
 from shopstream.quality.redact import redact_rows
 from shopstream.quality.spec import PlannedCheck
+from shopstream.quality.windows import TrailingWindow, ident, trailing
 
-Window = Literal["hour", "day", "all"]
-WINDOW_LENGTH: dict[str, timedelta] = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
 #: The start of an ``all`` window in SQL (rows before 1970 are not the shop's).
 EPOCH = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
 
 
-def window_bounds(ctx: CheckContext, window: Window) -> tuple[datetime | None, datetime]:
+def window_bounds(ctx: CheckContext, window: TrailingWindow) -> tuple[datetime | None, datetime]:
     """(start, end) of the window ending at ``ctx.now``; start None for ``all``."""
-    if window == "all":
-        return None, ctx.now
-    return ctx.now - WINDOW_LENGTH[window], ctx.now
+    return trailing(ctx.now, window)
 
 
 def grade(value: float, *, warn: float, fail: float) -> Literal["pass", "warn", "fail"]:
@@ -43,36 +40,15 @@ def grade(value: float, *, warn: float, fail: float) -> Literal["pass", "warn", 
     return "pass"
 
 
-def ident(name: str) -> str:
-    """A column or table name quoted for SQL."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def relation(table: str) -> str:
-    """``layer.table`` quoted for SQL."""
-    schema, _, name = table.partition(".")
-    return f"{ident(schema)}.{ident(name)}"
-
-
 def sql_timestamp(moment: datetime) -> str:
     """A TIMESTAMPTZ literal (UTC) for SQL text where parameters cannot go."""
     return f"TIMESTAMPTZ '{moment.isoformat()}'"
 
 
-def time_column(check: PlannedCheck, override: str | None, *, landed: bool = False) -> str | None:
-    """The option ``time_column``, else the table's ``time_column`` (``landed_column``)."""
-    if override:
-        return override
-    spec = check.table_spec
-    if landed:
-        return spec.landed_column or spec.time_column
-    return spec.time_column or spec.landed_column
-
-
 def window_filter(
     check: PlannedCheck,
     ctx: CheckContext,
-    window: Window,
+    window: TrailingWindow,
     column: str | None,
     where: str | None,
 ) -> tuple[str, list[Any], datetime | None, datetime]:
@@ -107,14 +83,10 @@ def plural(count: float, word: str) -> str:
 
 __all__ = [
     "EPOCH",
-    "Window",
     "evidence",
     "grade",
-    "ident",
     "plural",
-    "relation",
     "sql_timestamp",
-    "time_column",
     "window_bounds",
     "window_filter",
 ]

@@ -28,6 +28,7 @@ from shopstream.quality.windows import (
     count_words,
     ident,
     pct,
+    relation,
     require_column,
     result,
     seasonal_buckets,
@@ -68,7 +69,7 @@ def _null_keys(
     if not shown:
         return []
     sql = (
-        f"SELECT {', '.join(ident(c) for c in shown)} FROM {ident(check.table)} "
+        f"SELECT {', '.join(ident(c) for c in shown)} FROM {relation(check.table)} "
         f"WHERE {ident(column)} IS NULL{condition} LIMIT {int(ctx.evidence_rows)}"
     )
     return ctx.query(sql, params).to_pylist()
@@ -195,7 +196,7 @@ def _whole_table(
     where = where_sql(params.where)
     row = ctx.query(
         f"SELECT count(*) AS n, count(*) FILTER (WHERE {ident(column)} IS NULL) AS k "
-        f"FROM {ident(check.table)} WHERE true{where}"
+        f"FROM {relation(check.table)} WHERE true{where}"
     ).to_pylist()[0]
     rows, nulls = row["n"], row["k"]
     rate = nulls / rows if rows else 0.0

@@ -16,17 +16,10 @@ import logging
 from pydantic import BaseModel, ConfigDict, Field
 
 from shopstream.quality.checks import CheckContext
-from shopstream.quality.checks.judging import (
-    Window,
-    evidence,
-    grade,
-    ident,
-    relation,
-    time_column,
-    window_filter,
-)
+from shopstream.quality.checks.judging import evidence, grade, window_filter
 from shopstream.quality.results import CheckResult, Severity
 from shopstream.quality.spec import PlannedCheck
+from shopstream.quality.windows import TrailingWindow, ident, relation, time_column_name
 
 SEVERITY: Severity = "high"
 log = logging.getLogger(__name__)
@@ -41,7 +34,7 @@ class Params(BaseModel):
     field: str | None = None
     #: SQL for the key instead of ``column`` (a JSON field of raw, say).
     expression: str | None = None
-    window: Window = "day"
+    window: TrailingWindow = "day"
     time_column: str | None = None
     where: str | None = None
     #: Orphans per row with a key above which it warns / fails (0: any orphan).
@@ -74,7 +67,7 @@ def run(ctx: CheckContext, check: PlannedCheck, params: Params) -> list[CheckRes
     if child_type != parent_columns[field]:
         key, parent_key = f"CAST({key} AS VARCHAR)", f"CAST({parent_key} AS VARCHAR)"
     where, args, start, end = window_filter(
-        check, ctx, params.window, time_column(check, params.time_column), params.where
+        check, ctx, params.window, time_column_name(check, params.time_column), params.where
     )
     # The window's keys are few, the referenced table may be big: look up only the keys the
     # window has (a semi-join probing the big table), then count those not found.

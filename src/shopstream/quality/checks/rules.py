@@ -29,7 +29,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from shopstream.quality.checks import CheckContext
 from shopstream.quality.checks.judging import (
     EPOCH,
-    Window,
     evidence,
     grade,
     plural,
@@ -38,6 +37,7 @@ from shopstream.quality.checks.judging import (
 )
 from shopstream.quality.results import CheckResult, Severity
 from shopstream.quality.spec import PlannedCheck
+from shopstream.quality.windows import TrailingWindow
 
 SEVERITY: Severity = "high"
 _COUNT = "_shopstream_offending_rows"
@@ -51,7 +51,7 @@ class Params(BaseModel):
     sql: str = ""
     warn_rows: int = Field(default=0, ge=0)
     fail_rows: int = Field(default=0, ge=0)
-    window: Window = "all"
+    window: TrailingWindow = "all"
 
     @model_validator(mode="after")
     def _one_select(self) -> Params:

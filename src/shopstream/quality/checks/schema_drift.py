@@ -26,9 +26,10 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from shopstream.quality.checks import CheckContext
-from shopstream.quality.checks.judging import evidence, ident, relation, time_column
+from shopstream.quality.checks.judging import evidence
 from shopstream.quality.results import CheckResult, Severity, Status
 from shopstream.quality.spec import PlannedCheck
+from shopstream.quality.windows import ident, relation, time_column_name
 
 SEVERITY: Severity = "high"
 #: JSON types as a person says them (DuckDB's json_type names the number's storage).
@@ -266,7 +267,7 @@ def _path(key: str) -> str:
 
 
 def _json(ctx: CheckContext, check: PlannedCheck, params: Params) -> list[CheckResult]:
-    column = time_column(check, params.time_column)
+    column = time_column_name(check, params.time_column)
     if not column:
         raise ValueError(
             f"{check.name}: set `time_column:` on {check.table} (or the check) to compare "

@@ -7,7 +7,7 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -685,10 +685,9 @@ def cdc(
 # -- transform -------------------------------------------------------------------------------
 
 
-def _with_progress(
-    run: Callable[[Callable[[Progress], None]], TransformResult],
-) -> TransformResult:
-    """Run a transform with a Rich progress bar fed by its progress events."""
+@contextlib.contextmanager
+def _progress_bar(label: str, detail: str) -> Iterator[tuple[Any, Any]]:
+    """A Rich progress bar for one long job (transform, quality run): (bar, its task)."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -700,7 +699,7 @@ def _with_progress(
 
     with Progress(
         SpinnerColumn(),
-        TextColumn("[bold]transform"),
+        TextColumn(f"[bold]{label}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[detail]}"),
@@ -708,7 +707,14 @@ def _with_progress(
         console=console,
         transient=console.is_terminal,
     ) as bar:
-        task = bar.add_task("transform", total=None, detail="starting dbt...")
+        yield bar, bar.add_task(label, total=None, detail=detail)
+
+
+def _with_progress(
+    run: Callable[[Callable[[Progress], None]], TransformResult],
+) -> TransformResult:
+    """Run a transform with a Rich progress bar fed by its progress events."""
+    with _progress_bar("transform", "starting dbt...") as (bar, task):
 
         def on_progress(step: Any) -> None:
             if step.kind == "waiting":
@@ -787,26 +793,7 @@ def _with_quality_progress(
     run: Callable[[Callable[[QualityProgress], None]], QualityRun],
 ) -> QualityRun:
     """Run the quality checks with a Rich progress bar fed by their progress, check by check."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        SpinnerColumn,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("[bold]quality"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[detail]}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=console.is_terminal,
-    ) as bar:
-        task = bar.add_task("quality", total=None, detail="starting...")
+    with _progress_bar("quality", "starting...") as (bar, task):
 
         def on_progress(step: QualityProgress) -> None:
             if step.kind == "waiting":

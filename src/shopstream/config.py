@@ -265,6 +265,113 @@ class GenAISettings(BaseModel):
     )
 
 
+class TransportSettings(BaseModel):
+    topic_prefix: str = Field(
+        default="shopstream",
+        pattern=r"^[A-Za-z][A-Za-z0-9_-]{2,100}$",
+        description="Topics are named under it, as Debezium's topic.prefix: "
+        "<prefix>.<schema>.<table> for changes, <prefix>.events, <prefix>.dead_letter, "
+        "<prefix>.source_schemas (Kafka and Pub/Sub alike).",
+    )
+
+
+class KafkaSettings(BaseModel):
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
+        default="lz4", description="The producer's compression.type."
+    )
+    linger_ms: float = Field(
+        default=5.0, ge=0, description="The producer waits this long to fill a batch."
+    )
+    delivery_timeout_ms: int = Field(
+        default=30_000,
+        gt=0,
+        description="A record not acknowledged by then fails (the collector answers 503).",
+    )
+    create_topics: bool = Field(
+        default=True, description="Create missing topics (partitions, replication_factor)."
+    )
+    partitions: int = Field(default=6, gt=0, description="Partitions of topics it creates.")
+    replication_factor: int = Field(
+        default=1, gt=0, description="Replicas of topics it creates (3 in production)."
+    )
+    tombstones_on_delete: bool = Field(
+        default=True,
+        description="After a delete's change, a tombstone (same key, no value), as Debezium "
+        "writes by default, so that compacted topics forget the row.",
+    )
+    client_config: dict[str, str] = Field(
+        default_factory=dict,
+        description="More librdkafka properties for producers and consumers "
+        "(security.protocol, sasl.mechanism, ...); give secrets through the environment "
+        "(SHOPSTREAM_KAFKA__CLIENT_CONFIG as JSON), never in a file.",
+    )
+
+
+class PubSubSettings(BaseModel):
+    create: bool = Field(
+        default=True,
+        description="Create missing topics and the loader's subscription (with its "
+        "dead-letter policy); off in production, where Terraform creates them.",
+    )
+    subscription: str = Field(
+        default="shopstream-loader",
+        description="The loader's subscription on each topic is <topic>.<subscription>.",
+    )
+    max_delivery_attempts: int = Field(
+        default=5,
+        ge=5,
+        le=100,
+        description="Deliveries of one message before the subscription's dead-letter "
+        "policy moves it to <prefix>.dead_letter (Pub/Sub allows 5 to 100).",
+    )
+    batch_max_messages: int = Field(default=1000, gt=0, le=1000)
+    batch_max_bytes: int = Field(default=1_000_000, gt=0, le=10_000_000)
+    batch_max_latency_ms: float = Field(default=10.0, ge=0)
+    flow_max_messages: int = Field(
+        default=10_000, gt=0, description="Publisher flow control: messages in flight."
+    )
+    flow_max_bytes: int = Field(
+        default=100_000_000, gt=0, description="Publisher flow control: bytes in flight."
+    )
+
+
+class LoaderSettings(BaseModel):
+    group: str = Field(
+        default="shopstream-loader",
+        description="Kafka consumer group (run more loaders with it to scale out).",
+    )
+    batch_messages: int = Field(
+        default=5000, gt=0, description="Messages read before one durable load..."
+    )
+    batch_wait_ms: float = Field(default=200.0, ge=0, description="...or after this long.")
+
+
+class BigQuerySettings(BaseModel):
+    append: Literal["storage_write", "streaming_insert"] = Field(
+        default="storage_write",
+        description="How raw rows are appended: the Storage Write API (cheaper, exactly "
+        "what was committed) or legacy streaming inserts (tabledata.insertAll).",
+    )
+    maximum_bytes_billed: int | None = Field(
+        default=None, gt=0, description="Queries that would scan more fail instead."
+    )
+
+
+class BeamSettings(BaseModel):
+    runner: str = Field(
+        default="BundleBasedDirectRunner",
+        description="Beam runner: BundleBasedDirectRunner locally, DataflowRunner on GCP.",
+    )
+    region: str = Field(default="", description="Dataflow region (e.g. europe-west1).")
+    temp_location: str = Field(default="", description="Dataflow temp files (gs://...).")
+    streaming_engine: bool = Field(default=True, description="Dataflow Streaming Engine.")
+    autoscaling_algorithm: Literal["THROUGHPUT_BASED", "NONE"] = "THROUGHPUT_BASED"
+    max_workers: int = Field(default=10, gt=0, description="Dataflow's autoscaling ceiling.")
+    window_seconds: int = Field(
+        default=60, gt=0, description="Real-time aggregates' fixed window (events, revenue)."
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SHOPSTREAM_",
@@ -312,6 +419,12 @@ class Settings(BaseSettings):
         "vLLM or llama.cpp). Empty: no LLM; the deterministic analyst writes them.",
     )
     genai: GenAISettings = Field(default_factory=GenAISettings)
+    transport: TransportSettings = Field(default_factory=TransportSettings)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    pubsub: PubSubSettings = Field(default_factory=PubSubSettings)
+    loader: LoaderSettings = Field(default_factory=LoaderSettings)
+    bigquery: BigQuerySettings = Field(default_factory=BigQuerySettings)
+    beam: BeamSettings = Field(default_factory=BeamSettings)
 
     @field_validator("write_keys", mode="before")
     @classmethod

@@ -1,0 +1,420 @@
+"""The transport's records: raw rows as broker messages (Kafka, Pub/Sub), and back again.
+
+Every sink that writes to a broker encodes with :func:`encode`; the loader and the Beam
+pipeline decode with :func:`decode`, which validates with the same functions as the embedded
+path (the behaviour-event model for events, the raw tables' schemas for everything) and
+raises :class:`PoisonMessage` with a reason for anything it cannot load.
+
+Topics, under one prefix (Debezium's ``topic.prefix``, ``transport.topic_prefix``):
+
+- ``<prefix>.<schema>.<table>``: a captured table's changes, as Debezium names and writes
+  them: the key is the primary key as a JSON object, the value Debezium's envelope without
+  schema (``before``, ``after``, ``source``, ``op``, ``ts_ms``), so Debezium consumers and Kafka
+  Connect sinks read them unchanged. A delete may be followed by a tombstone (no value).
+- ``<prefix>.events``: behaviour events, one ``raw.events`` row per message as a JSON object
+  (``properties`` and ``payload`` as JSON, timestamps ISO-8601 UTC), keyed by session (or
+  anonymous id, user id, event id: the first there is), so that a session stays in order.
+- ``<prefix>.dead_letter``: ``raw.dead_letter`` rows (anything refused on the way).
+- ``<prefix>.source_schemas``: the CDC reader's schema records (``raw.source_schemas``).
+
+Headers (Kafka) or attributes (Pub/Sub) say what each message is, so consumers can route or
+filter without parsing: ``shopstream.table`` (the raw table), ``event_type`` and ``event_id``
+for events, ``change_id`` and ``commit_ts`` for changes, ``reason`` for dead letters.
+
+    >>> import pyarrow as pa
+    >>> from shopstream.events.raw import RAW_CDC
+    >>> from datetime import UTC, datetime
+    >>> when = datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
+    >>> row = {"change_id": "00000000016B3748-00000001", "op": "c", "lsn": 23803720,
+    ...        "tx_id": 771, "commit_ts": when, "commit_date": when.date(),
+    ...        "key": '{"id":7}', "before": None, "after": '{"id":7,"total":"9.90"}',
+    ...        "source": '{"schema":"public","table":"orders","txId":771,"lsn":23803720}',
+    ...        "ingested_at": when}
+    >>> [message] = encode("cdc_orders", pa.Table.from_pylist([row], RAW_CDC), Topics())
+    >>> message.topic, message.key, message.headers["change_id"]
+    ('shopstream.public.orders', b'{"id":7}', '00000000016B3748-00000001')
+    >>> message.value[:45]
+    b'{"before":null,"after":{"id":7,"total":"9.90"'
+    >>> table, back = decode(message.topic, message.key, message.value, message.headers, Topics())
+    >>> table, {k: v for k, v in back.items() if v != row[k]}.keys()  # loaded now
+    ('cdc_orders', dict_keys(['ingested_at']))
+
+A change's ``ingested_at`` is when the loader read it; every other column comes back as it
+was written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+import orjson
+import pyarrow as pa
+from pydantic import ValidationError
+
+from shopstream.events.behaviour import event_adapter
+from shopstream.events.raw import (
+    SOURCE_SCHEMAS,
+    cdc_table_name,
+    json_columns,
+    schema_for,
+)
+
+__all__ = [
+    "Message",
+    "PoisonMessage",
+    "Topics",
+    "dead_letter_for",
+    "decode",
+    "encode",
+    "tombstone_for",
+]
+
+#: Header / attribute names.
+TABLE = "shopstream.table"
+_OPS = frozenset("cudrt")
+#: Pub/Sub allows 1,024 bytes per attribute value; a reason longer than that is cut.
+_MAX_HEADER_CHARS = 512
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One broker record. ``value`` None is a tombstone (Kafka only)."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """Topic names under ``prefix`` (see the module's docstring)."""
+
+    prefix: str = "shopstream"
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}.events"
+
+    @property
+    def dead_letter(self) -> str:
+        return f"{self.prefix}.dead_letter"
+
+    @property
+    def source_schemas(self) -> str:
+        return f"{self.prefix}.{SOURCE_SCHEMAS}"
+
+    def changes(self, schema: str, table: str) -> str:
+        """Debezium's name for a captured table's topic."""
+        return f"{self.prefix}.{schema}.{table}"
+
+    def fixed(self) -> tuple[str, ...]:
+        """The topics that exist whatever is captured."""
+        return (self.events, self.dead_letter, self.source_schemas)
+
+    def table_for(self, topic: str) -> str | None:
+        """The raw table a topic's messages belong in (when a message has no table header),
+        or None for a topic that is not under the prefix."""
+        if not topic.startswith(self.prefix + "."):
+            return None
+        rest = topic[len(self.prefix) + 1 :]
+        if rest in ("events", "dead_letter", SOURCE_SCHEMAS):
+            return rest
+        schema, dot, table = rest.partition(".")
+        return cdc_table_name(table, schema) if dot and table and "." not in table else None
+
+
+class PoisonMessage(ValueError):
+    """A message that cannot be loaded; ``reason`` says why (it goes to the dead letters)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# -- encoding --------------------------------------------------------------------------------
+
+
+def _json_value(text: str | None) -> Any:
+    """A JSON column's text, embedded as it is (no parse, no re-serialisation)."""
+    return None if text is None else orjson.Fragment(text)
+
+
+def _iso(moment: datetime | date | None) -> str | None:
+    if moment is None:
+        return None
+    if isinstance(moment, datetime):
+        return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return moment.isoformat()
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= _MAX_HEADER_CHARS else text[: _MAX_HEADER_CHARS - 1] + "…"
+
+
+def encode(table: str, rows: pa.Table | list[dict[str, Any]], topics: Topics) -> list[Message]:
+    """The messages for ``rows`` of ``raw.<table>``, in order (JSON columns hold JSON text,
+    as everywhere in the raw layer). A delete's change is followed by no tombstone here: a
+    sink that wants Debezium's tombstones adds them (see :func:`tombstone_for`)."""
+    records = rows.to_pylist() if isinstance(rows, pa.Table) else rows
+    if table.startswith("cdc_"):
+        return [_change(table, row, topics) for row in records]
+    as_json = json_columns(table)
+    schema_for(table)  # a KeyError for a table the raw layer does not have
+    topic = {
+        "events": topics.events,
+        "dead_letter": topics.dead_letter,
+        SOURCE_SCHEMAS: topics.source_schemas,
+    }[table]
+    messages = []
+    for row in records:
+        body = {
+            name: _json_value(value)
+            if name in as_json
+            else _iso(value)
+            if isinstance(value, date)
+            else value
+            for name, value in row.items()
+        }
+        headers = {TABLE: table}
+        key: str | None
+        if table == "events":
+            headers["event_type"] = row["event_type"]
+            headers["event_id"] = row["event_id"]
+            key = (
+                row.get("session_id")
+                or row.get("anonymous_id")
+                or row.get("user_id")
+                or row["event_id"]
+            )
+        elif table == "dead_letter":
+            headers["reason"] = _short(row["reason"])
+            key = row["dead_letter_id"]
+        else:
+            key = row["raw_table"]
+        messages.append(Message(topic, key.encode(), orjson.dumps(body), headers))
+    return messages
+
+
+def _change(table: str, row: dict[str, Any], topics: Topics) -> Message:
+    source = orjson.loads(row["source"])
+    ingested_at: datetime = row["ingested_at"]
+    value = {
+        "before": _json_value(row["before"]),
+        "after": _json_value(row["after"]),
+        "source": orjson.Fragment(row["source"]),
+        "op": row["op"],
+        "ts_ms": int(ingested_at.timestamp() * 1000),
+    }
+    headers = {
+        TABLE: table,
+        "change_id": row["change_id"],
+        "commit_ts": _iso(row["commit_ts"]) or "",
+    }
+    key = row["key"].encode() if row["key"] is not None else None
+    topic = topics.changes(source.get("schema") or "public", source.get("table") or table[4:])
+    return Message(topic, key, orjson.dumps(value), headers)
+
+
+def tombstone_for(message: Message) -> Message | None:
+    """Debezium's tombstone after a delete (same topic and key, no value), so that a compacted
+    topic forgets the row; None for anything but a keyed delete."""
+    if message.key is None or message.value is None or b'"op":"d"' not in message.value:
+        return None
+    return Message(message.topic, message.key, None, dict(message.headers))
+
+
+# -- decoding --------------------------------------------------------------------------------
+
+
+def decode(
+    topic: str,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Mapping[str, str | bytes],
+    topics: Topics,
+) -> tuple[str, dict[str, Any]] | None:
+    """The raw table and row a message holds, validated; None for a tombstone (nothing to
+    load). Raises :class:`PoisonMessage` saying what is wrong."""
+    if value is None:
+        return None
+    header = headers.get(TABLE)
+    table = header.decode() if isinstance(header, bytes) else header
+    table = table or topics.table_for(topic)
+    if table is None:
+        raise PoisonMessage(f"topic {topic!r} is not one of shopstream's ({topics.prefix}.*)")
+    try:
+        schema_for(table)
+    except KeyError:
+        raise PoisonMessage(f"no raw table named {table!r} (header {TABLE})") from None
+    try:
+        body = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise PoisonMessage(f"the value is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise PoisonMessage("the value is not a JSON object")
+    if table.startswith("cdc_"):
+        return table, _change_row(body, key, headers)
+    row = _row(table, body)
+    if table == "events":
+        _validate_event(row, body)
+    return table, row
+
+
+def _header(headers: Mapping[str, str | bytes], name: str) -> str | None:
+    value = headers.get(name)
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _change_row(
+    body: dict[str, Any], key: bytes | None, headers: Mapping[str, str | bytes]
+) -> dict[str, Any]:
+    change_id = _header(headers, "change_id")
+    if not change_id:
+        raise PoisonMessage(
+            "no change_id header: only changes written by shopstream's CDC reader can be "
+            "loaded (the id makes redeliveries removable in staging)"
+        )
+    op = body.get("op")
+    if op not in _OPS:
+        raise PoisonMessage(f"op {op!r} is not one of c, u, d, r, t")
+    source = body.get("source")
+    if not isinstance(source, dict):
+        raise PoisonMessage("the envelope has no source block")
+    for side in ("before", "after"):
+        if body.get(side) is not None and not isinstance(body[side], dict):
+            raise PoisonMessage(f"{side} is neither an object nor null")
+    commit_text = _header(headers, "commit_ts")
+    if commit_text:
+        commit_ts = _timestamp("commit_ts", commit_text)
+    elif isinstance(source.get("ts_ms"), int):
+        commit_ts = datetime.fromtimestamp(source["ts_ms"] / 1000, UTC)
+    else:
+        raise PoisonMessage("no commit time: neither a commit_ts header nor source.ts_ms")
+    return {
+        "change_id": change_id,
+        "op": op,
+        "lsn": _integer("source.lsn", source.get("lsn")),
+        "tx_id": _integer("source.txId", source.get("txId")),
+        "commit_ts": commit_ts,
+        "commit_date": commit_ts.date(),
+        "key": _key_text(key),
+        "before": _dumps_or_none(body.get("before")),
+        "after": _dumps_or_none(body.get("after")),
+        "source": orjson.dumps(source).decode(),
+        "ingested_at": datetime.now(UTC),
+    }
+
+
+def _key_text(key: bytes | None) -> str | None:
+    """The message key is the row's primary key as a JSON object (Debezium's key)."""
+    if not key:
+        return None
+    try:
+        parsed = orjson.loads(key)
+    except orjson.JSONDecodeError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise PoisonMessage(f"the key is not the primary key as a JSON object: {key[:80]!r}")
+    return orjson.dumps(parsed).decode()
+
+
+def _dumps_or_none(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+def _integer(name: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PoisonMessage(f"{name} is not an integer: {value!r}")
+    return value
+
+
+def _timestamp(name: str, value: Any) -> datetime:
+    if not isinstance(value, str):
+        raise PoisonMessage(f"{name} is not an ISO-8601 timestamp: {value!r}")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise PoisonMessage(f"{name} is not an ISO-8601 timestamp: {value!r}") from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _row(table: str, body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` as a row of ``raw.<table>``, each value checked against the column's type."""
+    as_json = json_columns(table)
+    row: dict[str, Any] = {}
+    for field in schema_for(table):
+        name, value = field.name, body.get(field.name)
+        if value is None:
+            if not field.nullable:
+                raise PoisonMessage(f"{name} is missing (raw.{table} requires it)")
+            row[name] = None
+        elif name in as_json:
+            row[name] = orjson.dumps(value).decode()
+        elif pa.types.is_timestamp(field.type):
+            row[name] = _timestamp(name, value)
+        elif pa.types.is_date(field.type):
+            try:
+                row[name] = date.fromisoformat(value) if isinstance(value, str) else None
+            except ValueError:
+                row[name] = None
+            if row[name] is None:
+                raise PoisonMessage(f"{name} is not an ISO-8601 date: {value!r}")
+        elif pa.types.is_integer(field.type):
+            row[name] = _integer(name, value)
+        elif not isinstance(value, str):
+            raise PoisonMessage(f"{name} is not a string: {value!r}")
+        else:
+            row[name] = value
+    return row
+
+
+def _validate_event(row: dict[str, Any], body: dict[str, Any]) -> None:
+    """The event checked by the collector's own model (what a client may send), so that a
+    message no tracker could have sent through the collector is not loaded either."""
+    native = {
+        name: body.get(name)
+        for name in (
+            "event_id",
+            "event_type",
+            "event_name",
+            "user_id",
+            "anonymous_id",
+            "session_id",
+            "device_type",
+            "page_url",
+            "referrer",
+            "utm_source",
+            "utm_medium",
+            "utm_campaign",
+            "properties",
+        )
+        if body.get(name) is not None
+    }
+    native["event_ts"] = row["event_ts"]
+    try:
+        event_adapter.validate_python(native)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise PoisonMessage(
+            f"not a valid {row['event_type']} event: {where}: {first['msg']}"
+        ) from None
+    if row["event_date"] != row["event_ts"].date():
+        raise PoisonMessage("event_date is not event_ts's UTC date")
+
+
+def dead_letter_for(
+    topic: str, key: bytes | None, value: bytes | None, reason: str, **context: Any
+) -> dict[str, Any]:
+    """The ``raw.dead_letter`` row for a poison message (source ``loader``), with where it was
+    found (topic, key, and what the caller adds: partition, offset, message id)."""
+    from shopstream.events.dead_letter import dead_letter_row
+
+    where = {"topic": topic, "key": None if key is None else key.decode("utf-8", "replace")}
+    return dead_letter_row("loader", reason, value, {**where, **context})

@@ -531,6 +531,7 @@ def test_the_slot_is_not_confirmed_past_changes_the_broker_did_not_acknowledge(
         SHOPSTREAM_TRANSPORT__TOPIC_PREFIX=topics.prefix,
         SHOPSTREAM_CDC__SNAPSHOT_MODE="never",
         SHOPSTREAM_CDC__HEARTBEAT_SECONDS="1",
+        SHOPSTREAM_KAFKA__LINGER_MS="1000",
         SHOPSTREAM_KAFKA__DELIVERY_TIMEOUT_MS="2000",
     )
     try:
@@ -538,7 +539,6 @@ def test_the_slot_is_not_confirmed_past_changes_the_broker_did_not_acknowledge(
         execute_sql(postgres.dsn, "INSERT INTO orders VALUES (1, 'ann', 1.00, now(), NULL)")
         wait_for(lambda: len(_changes_on(broker.bootstrap, topics, "orders")) == 1, "first change")
         with probe_slot(postgres.dsn) as probe:
-            broker.stop()
             before = slot_state(postgres.dsn)[0]
             execute_sql(
                 postgres.dsn,
@@ -546,6 +546,10 @@ def test_the_slot_is_not_confirmed_past_changes_the_broker_did_not_acknowledge(
                 "FROM generate_series(2, 50) g",
             )
             execute_sql(postgres.dsn, "UPDATE orders SET total = total + 1 WHERE order_id < 10")
+            # The reader has handed the changes to the producer, which holds them (linger):
+            # the broker goes away under them, and later batches find it gone.
+            time.sleep(0.3)
+            broker.stop()
             bound = first_commit_after(postgres.dsn, probe, before)
             assert bound is not None
             samples = sample_slot(postgres.dsn, 4.0)  # the reader retries meanwhile

@@ -51,6 +51,8 @@ _ADMIN_TIMEOUT_S = 5.0
 _RETRY_S = 1.0
 #: librdkafka's "all brokers are down" (an error event, not fatal: it keeps reconnecting).
 _ALL_BROKERS_DOWN = -187
+#: librdkafka's code for records failed because their producer failed fatally.
+_FATAL = -150
 
 
 def bootstrap_servers(url: str) -> str:
@@ -310,18 +312,19 @@ class KafkaSink:
             return
         if err is None:
             self._reachable = True
-            if submission.acked[index]:
-                return  # acknowledged by the old producer and by its replacement
-            submission.acked[index] = 1
-            submission.remaining -= 1
             with self._track_lock:
+                if submission.acked[index] or id(submission) not in self._in_flight:
+                    return  # acknowledged by the old producer and by its replacement
+                submission.acked[index] = 1
+                submission.remaining -= 1
                 self._pending -= 1
-            if submission.remaining == 0:
+                finished = submission.remaining == 0
+            if finished:
                 self._landed(submission)
             return
         if generation != self._generation:
             return  # the replaced producer's failure: the new one has sent the record again
-        if err.fatal():
+        if err.fatal() or err.code() == _FATAL:
             self._fatal = err  # the poller replaces the producer and sends again
             return
         message = submission.messages[index]

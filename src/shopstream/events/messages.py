@@ -45,6 +45,7 @@ was written.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -413,8 +414,24 @@ def dead_letter_for(
     topic: str, key: bytes | None, value: bytes | None, reason: str, **context: Any
 ) -> dict[str, Any]:
     """The ``raw.dead_letter`` row for a poison message (source ``loader``), with where it was
-    found (topic, key, and what the caller adds: partition, offset, message id)."""
+    found (topic, key, and what the caller adds: partition, offset, message id).
+
+    Where the context says where the message sits (``partition`` and ``offset``, or
+    ``message_id``), the row's id is derived from that: a message read again after a crash
+    gets the same ``dead_letter_id``, so its repeats are removable like events' and changes'.
+    """
     from shopstream.events.dead_letter import dead_letter_row
 
     where = {"topic": topic, "key": None if key is None else key.decode("utf-8", "replace")}
-    return dead_letter_row("loader", reason, value, {**where, **context})
+    row = dead_letter_row("loader", reason, value, {**where, **context})
+    place = [context[name] for name in _PLACE if name in context]
+    if place:
+        identity = orjson.dumps([topic, *place, context.get("table"), reason]).decode()
+        row["dead_letter_id"] = str(uuid.uuid5(_DEAD_LETTER_IDS, identity))
+    return row
+
+
+#: The context fields that say where a message sits on its transport (Kafka, Pub/Sub); a
+#: delivery attempt is not one of them (it changes on every redelivery).
+_PLACE = ("partition", "offset", "message_id")
+_DEAD_LETTER_IDS = uuid.UUID("5b0c3d1e-6a52-4f0e-9d43-1c8f6f0a4d21")

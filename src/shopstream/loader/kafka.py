@@ -204,7 +204,10 @@ class KafkaSource:
             admin.create_topics([topic], request_timeout=15)[self.topics.dead_letter].result(20)
         except KafkaException as exc:
             error = exc.args[0] if exc.args else None
-            if not (isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS):
+            exists = (
+                isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS
+            )
+            if not exists:
                 raise SourceError(f"cannot create {self.topics.dead_letter}: {exc}") from exc
 
     # -- the rest ------------------------------------------------------------------------
@@ -228,8 +231,12 @@ class KafkaSource:
 
 
 def _received(message: Message) -> Received:
-    headers = {name: value for name, value in message.headers() or () if value is not None}
-    topic, partition, offset = message.topic(), message.partition(), message.offset()
+    raw = message.headers() or []
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    headers: dict[str, str | bytes] = {name: value for name, value in pairs if value is not None}
+    # A consumed record always has them (only a producer's own message may not).
+    topic, partition, offset = str(message.topic()), message.partition(), message.offset()
+    assert partition is not None and offset is not None
     return Received(
         topic=topic,
         key=message.key(),

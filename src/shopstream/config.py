@@ -350,6 +350,12 @@ class LoaderSettings(BaseModel):
         description="How often the Kafka loader looks for new topics under the prefix (a "
         "table newly captured by CDC gets its topic; librdkafka's default is 5 minutes).",
     )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Serve the loader's Prometheus metrics (shopstream_loader_*) on this port.",
+    )
     session_timeout_ms: int = Field(
         default=10_000,
         ge=1_000,

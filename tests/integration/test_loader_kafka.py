@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from shopstream.events.messages import TABLE, Message, Topics, encode
+from tests.support.collector import free_port
 from tests.support.kafka_broker import KafkaBroker, consume_all
 from tests.support.loader import (
     LoaderProcess,
@@ -29,6 +30,7 @@ from tests.support.loader import (
     loader_process,
     produce,
 )
+from tests.support.metrics import value
 from tests.support.rows import event_row
 
 #: Columns of raw.cdc_* that are the same however often a change is loaded.
@@ -244,7 +246,15 @@ def test_a_batch_the_warehouse_failed_is_loaded_again_never_skipped(
 ) -> None:
     topics = fresh("retry")
     create_topics(kafka_broker.bootstrap, [topics.events])
-    loader = LoaderProcess(tmp_path / "loaded", kafka_broker.url, prefix=topics.prefix).start()
+    port = free_port()
+    metrics_url = f"http://127.0.0.1:{port}"
+    loader = LoaderProcess(
+        tmp_path / "loaded",
+        kafka_broker.url,
+        prefix=topics.prefix,
+        SHOPSTREAM_LOADER__METRICS_PORT=str(port),
+        SHOPSTREAM_COLLECTOR__HOST="127.0.0.1",
+    ).start()
     try:
         produce(kafka_broker.bootstrap, events(topics, 50))
         loader.wait_for("SELECT count(*) AS n FROM raw.events", 50)
@@ -258,6 +268,9 @@ def test_a_batch_the_warehouse_failed_is_loaded_again_never_skipped(
         produce(kafka_broker.bootstrap, events(topics, 50, start=100))
         loader.wait_for("SELECT count(DISTINCT event_id) AS n FROM raw.events", 150)
         assert "; again" in loader.log()  # the failed batch was submitted again
+        assert value(metrics_url, "shopstream_loader_retries_total") >= 1
+        assert value(metrics_url, "shopstream_loader_rows_total", table="events") >= 150
+        assert value(metrics_url, "shopstream_loader_messages_total") >= 150
     finally:
         loader.kill()
     ids = {r["event_id"] for r in loader.read("SELECT event_id FROM raw.events")}

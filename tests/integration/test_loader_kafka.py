@@ -56,8 +56,8 @@ def events(topics: Topics, n: int, start: int = 0) -> list[Message]:
     return encode("events", rows, topics)
 
 
-def changes(topics: Topics, n: int, start: int = 0) -> list[Message]:
-    """Inserts into public.orders, as the CDC reader writes them (a transaction per 10)."""
+def changes(topics: Topics, n: int, start: int = 0, table: str = "orders") -> list[Message]:
+    """Inserts into public.<table>, as the CDC reader writes them (a transaction per 10)."""
     now = datetime.now(UTC)
     rows = []
     for i in range(start, start + n):
@@ -74,12 +74,12 @@ def changes(topics: Topics, n: int, start: int = 0) -> list[Message]:
                 "before": None,
                 "after": orjson.dumps({"id": i, "total": f"{i}.90"}).decode(),
                 "source": orjson.dumps(
-                    {"schema": "public", "table": "orders", "lsn": lsn, "txId": tx}
+                    {"schema": "public", "table": table, "lsn": lsn, "txId": tx}
                 ).decode(),
                 "ingested_at": now,
             }
         )
-    return encode("cdc_orders", rows, topics)
+    return encode(f"cdc_{table}", rows, topics)
 
 
 def loader_for(
@@ -275,6 +275,20 @@ def test_a_batch_the_warehouse_failed_is_loaded_again_never_skipped(
         loader.kill()
     ids = {r["event_id"] for r in loader.read("SELECT event_id FROM raw.events")}
     assert ids == {f"e-{i:06d}" for i in range(150)}
+
+
+def test_a_topic_created_while_loading_is_picked_up(
+    kafka_broker: KafkaBroker, tmp_path: Path
+) -> None:
+    topics = fresh("newtopic")
+    produce(kafka_broker.bootstrap, events(topics, 5))
+    with loader_for(tmp_path, kafka_broker, topics) as loader:
+        loader.wait_for("SELECT count(*) AS n FROM raw.events", 5)
+        # A table captured from now on gets a topic of its own: found without a restart.
+        [returned] = changes(topics, 1, table="returns")
+        assert returned.topic == topics.changes("public", "returns")
+        produce(kafka_broker.bootstrap, [returned])
+        loader.wait_for("SELECT count(*) AS n FROM raw.cdc_returns", 1, timeout=30)
 
 
 # -- scale-out -------------------------------------------------------------------------------

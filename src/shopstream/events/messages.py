@@ -45,6 +45,9 @@ was written.
 
 from __future__ import annotations
 
+import functools
+import re
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -75,8 +78,13 @@ __all__ = [
 #: Header / attribute names.
 TABLE = "shopstream.table"
 _OPS = frozenset("cudrt")
-#: Pub/Sub allows 1,024 bytes per attribute value; a reason longer than that is cut.
-_MAX_HEADER_CHARS = 512
+#: Pub/Sub allows 1,024 bytes per attribute value; a reason longer than that is cut (the
+#: row keeps all of it).
+_MAX_HEADER_BYTES = 1024
+_ELLIPSIS = "…"
+#: The end of the envelope :func:`encode` writes for a delete: the envelope's own op is the
+#: last key but one, so a row's value holding ``"op":"d"`` (a JSON column) cannot match.
+_DELETE_TAIL = re.compile(rb',"op":"d","ts_ms":-?\d+\}\Z')
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +160,12 @@ def _iso(moment: datetime | date | None) -> str | None:
 
 
 def _short(text: str) -> str:
-    return text if len(text) <= _MAX_HEADER_CHARS else text[: _MAX_HEADER_CHARS - 1] + "…"
+    encoded = text.encode()
+    if len(encoded) <= _MAX_HEADER_BYTES:
+        return text
+    room = _MAX_HEADER_BYTES - len(_ELLIPSIS.encode())
+    # Cut in bytes; a character split in two is dropped whole.
+    return encoded[:room].decode("utf-8", "ignore") + _ELLIPSIS
 
 
 def encode(table: str, rows: pa.Table | list[dict[str, Any]], topics: Topics) -> list[Message]:
@@ -222,7 +235,7 @@ def _change(table: str, row: dict[str, Any], topics: Topics) -> Message:
 def tombstone_for(message: Message) -> Message | None:
     """Debezium's tombstone after a delete (same topic and key, no value), so that a compacted
     topic forgets the row; None for anything but a keyed delete."""
-    if message.key is None or message.value is None or b'"op":"d"' not in message.value:
+    if message.key is None or message.value is None or not _DELETE_TAIL.search(message.value):
         return None
     return Message(message.topic, message.key, None, dict(message.headers))
 
@@ -344,34 +357,58 @@ def _timestamp(name: str, value: Any) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
+@functools.cache
+def _columns(table: str) -> tuple[tuple[str, str, bool], ...]:
+    """``raw.<table>``'s columns as (name, kind, nullable), read from its Arrow schema once:
+    asking pyarrow per value cost more than the rest of decoding."""
+    as_json = json_columns(table)
+    columns = []
+    for field in schema_for(table):
+        if field.name in as_json:
+            kind = "json"
+        elif pa.types.is_timestamp(field.type):
+            kind = "timestamp"
+        elif pa.types.is_date(field.type):
+            kind = "date"
+        elif pa.types.is_integer(field.type):
+            kind = "integer"
+        else:
+            kind = "string"
+        columns.append((field.name, kind, field.nullable))
+    return tuple(columns)
+
+
 def _row(table: str, body: dict[str, Any]) -> dict[str, Any]:
     """``body`` as a row of ``raw.<table>``, each value checked against the column's type."""
-    as_json = json_columns(table)
     row: dict[str, Any] = {}
-    for field in schema_for(table):
-        name, value = field.name, body.get(field.name)
+    for name, kind, nullable in _columns(table):
+        value = body.get(name)
         if value is None:
-            if not field.nullable:
+            if not nullable:
                 raise PoisonMessage(f"{name} is missing (raw.{table} requires it)")
             row[name] = None
-        elif name in as_json:
-            row[name] = orjson.dumps(value).decode()
-        elif pa.types.is_timestamp(field.type):
-            row[name] = _timestamp(name, value)
-        elif pa.types.is_date(field.type):
-            try:
-                row[name] = date.fromisoformat(value) if isinstance(value, str) else None
-            except ValueError:
-                row[name] = None
-            if row[name] is None:
-                raise PoisonMessage(f"{name} is not an ISO-8601 date: {value!r}")
-        elif pa.types.is_integer(field.type):
-            row[name] = _integer(name, value)
-        elif not isinstance(value, str):
-            raise PoisonMessage(f"{name} is not a string: {value!r}")
-        else:
+        elif kind == "string":
+            if not isinstance(value, str):
+                raise PoisonMessage(f"{name} is not a string: {value!r}")
             row[name] = value
+        elif kind == "json":
+            row[name] = orjson.dumps(value).decode()
+        elif kind == "timestamp":
+            row[name] = _timestamp(name, value)
+        elif kind == "date":
+            row[name] = _date(name, value)
+        else:
+            row[name] = _integer(name, value)
     return row
+
+
+def _date(name: str, value: Any) -> date:
+    try:
+        if isinstance(value, str):
+            return date.fromisoformat(value)
+    except ValueError:
+        pass
+    raise PoisonMessage(f"{name} is not an ISO-8601 date: {value!r}")
 
 
 def _validate_event(row: dict[str, Any], body: dict[str, Any]) -> None:
@@ -413,8 +450,24 @@ def dead_letter_for(
     topic: str, key: bytes | None, value: bytes | None, reason: str, **context: Any
 ) -> dict[str, Any]:
     """The ``raw.dead_letter`` row for a poison message (source ``loader``), with where it was
-    found (topic, key, and what the caller adds: partition, offset, message id)."""
+    found (topic, key, and what the caller adds: partition, offset, message id).
+
+    Where the context says where the message sits (``partition`` and ``offset``, or
+    ``message_id``), the row's id is derived from that: a message read again after a crash
+    gets the same ``dead_letter_id``, so its repeats are removable like events' and changes'.
+    """
     from shopstream.events.dead_letter import dead_letter_row
 
     where = {"topic": topic, "key": None if key is None else key.decode("utf-8", "replace")}
-    return dead_letter_row("loader", reason, value, {**where, **context})
+    row = dead_letter_row("loader", reason, value, {**where, **context})
+    place = [context[name] for name in _PLACE if name in context]
+    if place:
+        identity = orjson.dumps([topic, *place, context.get("table"), reason]).decode()
+        row["dead_letter_id"] = str(uuid.uuid5(_DEAD_LETTER_IDS, identity))
+    return row
+
+
+#: The context fields that say where a message sits on its transport (Kafka, Pub/Sub); a
+#: delivery attempt is not one of them (it changes on every redelivery).
+_PLACE = ("partition", "offset", "message_id")
+_DEAD_LETTER_IDS = uuid.UUID("5b0c3d1e-6a52-4f0e-9d43-1c8f6f0a4d21")

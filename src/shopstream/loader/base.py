@@ -1,4 +1,9 @@
-"""The Source protocol: where the loader reads messages, and how it says they are loaded."""
+"""The Source protocol: where the loader reads messages, and how it says they are loaded.
+
+A source may also have ``lag() -> int | None``: messages on the transport it has not read
+yet, answered without a round trip where it can (the Kafka source reads its fetch state).
+The loader shows it in its status and ``shopstream_loader_lag_messages`` when present.
+"""
 
 from __future__ import annotations
 

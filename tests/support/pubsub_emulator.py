@@ -24,6 +24,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -193,3 +194,60 @@ def pubsub_host(pubsub_emulator: PubSubEmulator, monkeypatch: pytest.MonkeyPatch
     pubsub_emulator.resume()
     monkeypatch.setenv("PUBSUB_EMULATOR_HOST", pubsub_emulator.host)
     return pubsub_emulator.host
+
+
+# -- a test's own view of topics (not the code under test's) ----------------------------------
+
+
+def subscribe(project: str, topic: str, name: str, **options: Any) -> str:
+    """A fresh subscription on ``topic`` (created, with the topic, if missing), ordered:
+    what a test reads back. Returns its path."""
+    from google.api_core.exceptions import AlreadyExists
+    from google.cloud import pubsub_v1
+
+    publisher = pubsub_v1.PublisherClient()
+    subscriber = pubsub_v1.SubscriberClient()
+    topic_path = publisher.topic_path(project, topic)
+    with contextlib.suppress(AlreadyExists):
+        publisher.create_topic(name=topic_path)
+    path = subscriber.subscription_path(project, name)
+    subscriber.create_subscription(
+        request={"name": path, "topic": topic_path, "enable_message_ordering": True, **options}
+    )
+    subscriber.close()
+    publisher.stop()
+    return path
+
+
+def pull_once(subscriber: Any, subscription: str, max_messages: int, timeout: float) -> list[Any]:
+    """One synchronous pull: what came within ``timeout`` (nothing rather than an error)."""
+    from google.api_core.exceptions import DeadlineExceeded
+
+    try:
+        response = subscriber.pull(
+            subscription=subscription, max_messages=max_messages, timeout=timeout, retry=None
+        )
+    except DeadlineExceeded:
+        return []
+    return list(response.received_messages)
+
+
+def pull(subscription: str, count: int, timeout: float = 20.0) -> list[Any]:
+    """At least ``count`` messages from ``subscription`` (acked), or all there were once
+    ``timeout`` passed; then a short last pull, so that extra messages are seen too."""
+    from google.cloud import pubsub_v1
+
+    subscriber = pubsub_v1.SubscriberClient()
+    messages: list[Any] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            last = len(messages) >= count or time.monotonic() > deadline
+            got = pull_once(subscriber, subscription, 1000, 1.0 if last else 5.0)
+            if got:
+                subscriber.acknowledge(subscription=subscription, ack_ids=[m.ack_id for m in got])
+                messages += [m.message for m in got]
+            elif last:
+                return messages
+    finally:
+        subscriber.close()

@@ -17,7 +17,9 @@ whole submission anyway.
 
 Flow control is the sink's own (``pubsub.flow_*``): past the limit ``submit`` raises
 :class:`SinkUnavailable` instead of blocking, because it is called on the collector's event
-loop. Deletes get no tombstone: Pub/Sub has no compaction, and a message must have data.
+loop. With ``pubsub.create`` missing topics are created (the fixed ones at start, a newly
+captured table's before its first message), each with the loader's subscription
+(:mod:`shopstream.sinks.pubsub_admin` says why). Deletes get no tombstone: Pub/Sub has no compaction, and a message must have data.
 """
 
 from __future__ import annotations
@@ -28,10 +30,9 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 import pyarrow as pa
 from google.api_core import exceptions as google_errors
@@ -42,6 +43,7 @@ from google.cloud.pubsub_v1.publisher.exceptions import PublishToPausedOrderingK
 from shopstream.events.messages import Message, Topics, encode
 from shopstream.sinks import SinkBackend
 from shopstream.sinks.base import LANDED, Outcome, Rows, SinkError, SinkUnavailable
+from shopstream.sinks.pubsub_admin import create_for_loader, project_of
 
 # Settling a caller's future the way the warehouse sink does (a cancelled one is skipped).
 from shopstream.sinks.warehouse import _resolve
@@ -67,26 +69,6 @@ _TRANSIENT = (
     google_errors.ResourceExhausted,
     google_errors.Unknown,
 )
-
-
-def project_of(url: str) -> str:
-    """The Google Cloud project a ``pubsub://<project>`` URL names."""
-    parts = urlsplit(url)
-    if parts.scheme != "pubsub" or not parts.netloc or parts.path not in ("", "/"):
-        raise ValueError(f"a Pub/Sub URL is pubsub://<project>, not {url!r}")
-    return parts.netloc
-
-
-def ensure_topics(
-    publisher: pubsub_v1.PublisherClient, project: str, topics: Iterable[str], timeout: float
-) -> None:
-    """Create those of ``topics`` that do not exist yet (``pubsub.create``)."""
-    for topic in topics:
-        try:
-            publisher.create_topic(name=publisher.topic_path(project, topic), timeout=timeout)
-            log.info("created Pub/Sub topic %s", topic)
-        except google_errors.AlreadyExists:
-            pass
 
 
 def ordering_key(key: bytes | None) -> str:
@@ -218,6 +200,7 @@ class PubSubSink:
         #: Topic creation runs here, never on the caller's thread (the collector's event loop).
         self._admin = ThreadPoolExecutor(1, thread_name_prefix="pubsub-topics")
         self._deadlines: _Deadlines | None = None
+        self._subscriber: pubsub_v1.SubscriberClient | None = None
 
     def start(self) -> None:
         if self._publisher is not None:
@@ -225,13 +208,8 @@ class PubSubSink:
         self._publisher = publisher_client(self.settings)
         self._deadlines = _Deadlines(self._expired)
         if self.settings.create:
-            ensure_topics(
-                self._publisher,
-                self.project,
-                self.topics.fixed(),
-                self.settings.publish_timeout_seconds,
-            )
-            self._existing.update(self.topics.fixed())
+            self._subscriber = pubsub_v1.SubscriberClient()
+            self._create_now(*self.topics.fixed())
 
     # -- submit --------------------------------------------------------------------------
 
@@ -304,10 +282,14 @@ class PubSubSink:
                 future = self._creating[topic] = self._admin.submit(self._create_now, topic)
             return future
 
-    def _create_now(self, topic: str) -> None:
-        assert self._publisher is not None
-        ensure_topics(self._publisher, self.project, [topic], self.settings.publish_timeout_seconds)
-        self._existing.add(topic)
+    def _create_now(self, *topics: str) -> None:
+        """Create ``topics``, each with the loader's subscription, so that the loader gets
+        every message published from now on (see :mod:`shopstream.sinks.pubsub_admin`)."""
+        assert self._publisher is not None and self._subscriber is not None
+        create_for_loader(
+            self._publisher, self._subscriber, self.project, self.topics, topics, self.settings
+        )
+        self._existing.update(topics)
 
     def _publish(
         self, publisher: pubsub_v1.PublisherClient, submission: _Submission, message: Message
@@ -409,6 +391,8 @@ class PubSubSink:
             # The client publishes what it batched on its own; wait for the answers.
             self._drained.wait_for(lambda: not self._in_flight_messages, timeout)
         publisher.stop()
+        if self._subscriber is not None:
+            self._subscriber.close()
         if self._deadlines is not None:
             self._deadlines.stop()
         self._admin.shutdown(wait=False, cancel_futures=True)

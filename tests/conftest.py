@@ -5,5 +5,6 @@ pytest_plugins = [
     "tests.support.inprocess",
     "tests.support.llm_server",
     "tests.support.llama_server",
+    "tests.support.kafka_broker",
     "tests.support.pubsub_emulator",
 ]

@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # the platform is imported when a command runs it (uvicorn, F
     from shopstream.cdc.stats import ReaderStatus
     from shopstream.generators.clickstream import SendStats
     from shopstream.generators.shop import WorkloadStats
+    from shopstream.loader.run import LoaderStatus
     from shopstream.platform import Parts, Platform, PlatformStatus, Summary, Traffic
     from shopstream.platform_runs import RunStatus
     from shopstream.quality.runner import QualityProgress
@@ -75,23 +76,29 @@ class StatusLine:
         self.last = time.monotonic()
         self.last_accepted = 0
         self.last_changes = 0
+        self.last_loaded = 0
         self.rate = 0.0
         self.cdc_rate = 0.0
+        self.load_rate = 0.0
 
-    def tick(self, accepted: int, changes: int) -> None:
-        """Update the events/s and changes/s rates (at most every half second)."""
+    def tick(self, accepted: int, changes: int, loaded: int = 0) -> None:
+        """Update the events/s, changes/s and loaded messages/s rates (at most every half
+        second)."""
         now = time.monotonic()
         elapsed = now - self.last
         if elapsed >= 0.5:
             self.rate = (accepted - self.last_accepted) / elapsed
             self.cdc_rate = (changes - self.last_changes) / elapsed
+            self.load_rate = (loaded - self.last_loaded) / elapsed
             self.last, self.last_accepted, self.last_changes = now, accepted, changes
+            self.last_loaded = loaded
 
     def render(self, status: PlatformStatus) -> Group:
         collector, reader = status.collector, status.cdc
         self.tick(
             collector.accepted if collector else 0,
             reader.changes + reader.snapshot_rows if reader else 0,
+            status.loader.messages if status.loader else 0,
         )
         lines: list[Text] = []
         if collector is not None:
@@ -130,6 +137,8 @@ class StatusLine:
                     f"   rolled back {orders.rolled_back:,}"
                 )
             )
+        if status.loader is not None:
+            lines.append(loader_line(status.loader, self.load_rate))
         if status.transform is not None:
             lines.append(run_line("transform", status.transform, failed="FAILED"))
         if status.quality is not None:
@@ -177,6 +186,20 @@ def cdc_line(stats: ReaderStatus, rate: float) -> Text:
     )
 
 
+def loader_line(stats: LoaderStatus, rate: float) -> Text:
+    rows = " · ".join(f"{table} {n:,}" for table, n in sorted(stats.rows.items())) or "none"
+    lag = "-" if stats.lag is None else f"{stats.lag:,}"
+    text = (
+        f"loader    {stats.state}   messages {stats.messages:,} ({rate:,.0f}/s)   rows {rows}   "
+        f"poison {stats.poison:,}   refused {stats.refused:,}   lag {lag}"
+    )
+    if stats.retries:
+        text += f"   retries {stats.retries:,}"
+    if stats.state == "retrying" and stats.last_error:
+        text += f"   ({stats.last_error})"
+    return Text(text, style="yellow" if stats.state == "retrying" else "")
+
+
 def _summary_table(summary: Summary) -> Table:
     table = Table(title=f"shopstream stopped after {summary.seconds:,.1f} s", title_justify="left")
     table.add_column("table")
@@ -188,13 +211,16 @@ def _summary_table(summary: Summary) -> Table:
 
 def _build(settings: Settings, parts: Parts) -> Platform:
     """The platform, or a clear error (the warehouse held by another process, say)."""
+    from shopstream.loader.base import SourceError
     from shopstream.platform import LocalDatabaseError, Platform
     from shopstream.warehouse import WarehouseError
 
     try:
         return Platform(settings, parts, announce=console.print)
-    except (WarehouseError, LocalDatabaseError) as exc:  # the message says what to do
+    except (WarehouseError, LocalDatabaseError, SourceError) as exc:  # says what to do
         raise _fail(str(exc)) from exc
+    except ValueError as exc:  # a URL with an unknown scheme: the message names the known
+        raise _fail(str(exc), 2) from exc
 
 
 def _run_platform(
@@ -247,6 +273,7 @@ def _serve(
     orders_tps: float = 0.0,
     transform_at_end: bool = False,
     quality_at_end: bool = False,
+    schedules: bool = True,
 ) -> None:
     """Run the platform in this process until it is told to stop; print the summary (with
     ``transform_at_end``: then build staging and marts once and print the headline marts;
@@ -261,8 +288,8 @@ def _serve(
         traffic=traffic,
         orders_tps=orders_tps if traffic is not None else 0.0,
         duration=duration,
-        schedule_transforms=True,
-        schedule_quality=True,
+        schedule_transforms=schedules,
+        schedule_quality=schedules,
     )
     platform = _build(settings, parts)
     final: list[tuple[TransformResult, list[tuple[str, Any]]]] = []
@@ -287,6 +314,7 @@ def _serve(
                     )
                 )
             )
+            assert p.warehouse is not None  # the checks are scheduled: it holds the warehouse
             with contextlib.suppress(WarehouseError):  # the counts stay those from before
                 summary = replace(summary, table_counts=p.warehouse.table_counts())
         return summary
@@ -297,6 +325,7 @@ def _serve(
         from shopstream.transform.headline import headline_marts
         from shopstream.warehouse import WarehouseError
 
+        assert p.warehouse is not None  # transforms are scheduled: it holds the warehouse
         console.print("building staging and marts (dbt build)...")
         result = _with_progress(
             lambda on_progress: p.transform(None, on_progress, reason="end of run")
@@ -431,9 +460,73 @@ def collector(
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
 ) -> None:
-    """Run the collector alone (events → raw.events), until Ctrl-C or SIGTERM."""
+    """Run the collector alone (events → raw.events, or to the broker the sink URL names),
+    until Ctrl-C or SIGTERM. Publishing to a broker, it never opens the warehouse (the loader
+    holds it), and transforms and quality checks run where the warehouse is held."""
+    from shopstream.platform import sink_needs_warehouse
+
     settings = _settings()
-    _serve(settings, host=host, port=port, duration=None, traffic=None)
+    try:
+        schedules = sink_needs_warehouse(settings)
+    except ValueError as exc:  # an unknown sink URL: the message names the known ones
+        raise _fail(str(exc), 2) from exc
+    _serve(settings, host=host, port=port, duration=None, traffic=None, schedules=schedules)
+
+
+@app.command()
+def load(
+    from_url: Annotated[
+        str,
+        typer.Option(
+            "--from",
+            help="The transport to load: kafka://host:port[,host:port...] or pubsub://project "
+            "(the collectors' sink URL).",
+        ),
+    ],
+    duration: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds (default: until Ctrl-C).")
+    ] = None,
+    idle_exit: Annotated[
+        float | None,
+        typer.Option(help="Stop once nothing has arrived for this many seconds."),
+    ] = None,
+    schedule: Annotated[
+        bool,
+        typer.Option(
+            help="Run the transform and the quality checks on their schedules while loading "
+            "(as `shopstream run` does)."
+        ),
+    ] = False,
+) -> None:
+    """Load what collectors and CDC readers published to a broker into the warehouse's raw
+    tables, committing offsets only once the rows are durable. Run more of them (same
+    loader.group) to share the partitions. While it runs it holds the warehouse and answers
+    `shopstream sql`."""
+    from shopstream.platform import Parts
+
+    settings = _settings()
+    parts = Parts(
+        collector=False,
+        loader_url=from_url,
+        loader_idle_exit=idle_exit,
+        schedule_transforms=schedule,
+        schedule_quality=schedule,
+        metrics_port=settings.loader.metrics_port,
+    )
+    platform = _build(settings, parts)
+    console.print(f"loading {from_url} into {settings.warehouse} (group {settings.loader.group})")
+    if platform.metrics_url is not None:
+        console.print(f"metrics on {platform.metrics_url}")
+    summary, status = _run_platform(platform, duration)
+    if summary.loader is not None:
+        console.print(loader_line(summary.loader, 0.0))
+    elif not console.is_terminal:
+        console.print(status.render(platform.status()))
+    console.print(_summary_table(summary))
+    for failure in summary.failures:
+        console.print(f"[red]error:[/red] {failure}")
+    if summary.failures:
+        raise typer.Exit(1)
 
 
 # -- generators -----------------------------------------------------------------------------

@@ -363,6 +363,24 @@ class LoaderSettings(BaseModel):
         default=5000, gt=0, description="Messages read before one durable load..."
     )
     batch_wait_ms: float = Field(default=200.0, ge=0, description="...or after this long.")
+    topic_refresh_ms: int = Field(
+        default=5_000,
+        gt=0,
+        description="How often the Kafka loader looks for new topics under the prefix (a "
+        "table newly captured by CDC gets its topic; librdkafka's default is 5 minutes).",
+    )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Serve the loader's Prometheus metrics (shopstream_loader_*) on this port.",
+    )
+    session_timeout_ms: int = Field(
+        default=10_000,
+        ge=1_000,
+        description="Kafka consumer session timeout: a loader that died (kill -9) holds its "
+        "partitions this long before the group hands them to the others.",
+    )
 
 
 class BigQuerySettings(BaseModel):

@@ -1,10 +1,13 @@
 """The composition root: builds the parts a command needs from settings, and runs them.
 
-``shopstream run``, ``shopstream collector`` and ``shopstream cdc`` are one build with
-different :class:`Parts` switched on: the warehouse and the sink always; the collector (with
-the local query socket when the warehouse allows one writer process only, see
-:mod:`shopstream.runtime`); the CDC reader; generated clickstream and order traffic; a
-metrics endpoint. This is the only module that wires components together.
+``shopstream run``, ``shopstream collector``, ``shopstream cdc`` and ``shopstream load`` are
+one build with different :class:`Parts` switched on: the sink always; the warehouse where
+something needs it (the warehouse sink, the loader, scheduled transforms or quality checks:
+a collector or CDC reader publishing to a broker never opens it, so a loader beside them can
+hold DuckDB's file); the collector; the local query socket wherever a warehouse that allows
+one writer process only is held (see :mod:`shopstream.runtime`); the CDC reader; the loader
+(a transport into the warehouse); generated clickstream and order traffic; a metrics
+endpoint. This is the only module that wires components together.
 
 Every component has ``start`` / ``stop`` / ``status()``; ``status()`` returns a frozen
 snapshot the CLI renders. Process-wide tuning is :func:`tune_process`, called once by the
@@ -36,16 +39,25 @@ from shopstream.collector.handlers import IntakeHandlers
 from shopstream.config import Settings
 from shopstream.generators.clickstream import GroundTruth, SendStats
 from shopstream.generators.shop import Shop, ShopTruth, WorkloadStats
+from shopstream.loader.run import LoaderStatus
 from shopstream.quality.runner import QualityProgress
 from shopstream.quality.runs import Quality, QualityRequest, QualityRun, QualityStatus
-from shopstream.runtime import QueryService, Served, http_url, remove_runtime, write_runtime
-from shopstream.sinks import Sink, open_sink
+from shopstream.runtime import (
+    QueryService,
+    Served,
+    http_url,
+    read_runtime,
+    remove_runtime,
+    write_runtime,
+)
+from shopstream.sinks import Sink, open_sink, sink_backend
 from shopstream.transform.runner import Progress, TransformRequest, TransformResult
 from shopstream.transform.runs import Transforms, TransformStatus
-from shopstream.warehouse import WarehouseError, open_warehouse
+from shopstream.warehouse import Warehouse, WarehouseError, open_warehouse
 
 if TYPE_CHECKING:
     from shopstream.devtools.local_postgres import LocalPostgres
+    from shopstream.loader.base import Source
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +67,7 @@ __all__ = [
     "Platform",
     "PlatformStatus",
     "Summary",
+    "sink_needs_warehouse",
     "tune_process",
 ]
 
@@ -90,7 +103,8 @@ class Traffic:
 
 @dataclass(frozen=True)
 class Parts:
-    """Which parts a command switches on (the warehouse and sink are always there)."""
+    """Which parts a command switches on (the sink is always there; the warehouse when a
+    part needs it, see :meth:`Platform.needs_warehouse`)."""
 
     collector: bool = True
     host: str | None = None
@@ -112,6 +126,11 @@ class Parts:
     schedule_transforms: bool = False
     #: Run the quality checks every ``quality.schedule_minutes`` while serving.
     schedule_quality: bool = False
+    #: Load from this transport into the warehouse (``kafka://...``, ``pubsub://...``);
+    #: the loader's rows go through the warehouse sink whatever ``sink_url`` says.
+    loader_url: str | None = None
+    #: The loader stops once nothing has arrived for this many seconds.
+    loader_idle_exit: float | None = None
 
 
 # -- status snapshots ------------------------------------------------------------------------
@@ -137,6 +156,7 @@ class PlatformStatus:
     orders: WorkloadStats | None
     transform: TransformStatus | None = None
     quality: QualityStatus | None = None
+    loader: LoaderStatus | None = None
 
 
 @dataclass(frozen=True)
@@ -148,6 +168,7 @@ class Summary:
     generator: GroundTruth | None = None
     cdc: ReaderStatus | None = None
     orders: ShopTruth | None = None
+    loader: LoaderStatus | None = None
     #: What failed (a part, the row counts), in order; the command exits non-zero.
     failures: tuple[Exception, ...] = ()
 
@@ -414,6 +435,73 @@ class OrderWorkload(_Task[WorkloadStats, ShopTruth]):
         return self._progress
 
 
+class Loading(_Task[LoaderStatus, LoaderStatus]):
+    """The loader, in a thread: the transport's messages into the warehouse, through the
+    platform's (warehouse) sink."""
+
+    name = "loader"
+
+    def __init__(
+        self, source: Source, settings: Settings, sink: Sink, *, idle_exit: float | None
+    ) -> None:
+        from shopstream.events.messages import Topics
+        from shopstream.loader.run import Loader
+
+        super().__init__()
+        self.source = source
+        self.idle_exit = idle_exit
+        self._source_closed = False
+        self.loader = Loader(
+            source,
+            sink,
+            Topics(settings.transport.topic_prefix),
+            batch_messages=settings.loader.batch_messages,
+            batch_wait=settings.loader.batch_wait_ms / 1000,
+        )
+
+    async def _run(self, stop: asyncio.Event) -> LoaderStatus:
+        halt = threading.Event()
+        worker = asyncio.create_task(asyncio.to_thread(self.loader.run, halt, self.idle_exit))
+        stopper = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({worker, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            halt.set()
+            stopper.cancel()
+            return await worker  # re-raises a loader failure
+        finally:
+            await asyncio.to_thread(self.close_source)
+
+    def close_source(self) -> None:
+        """Leave the consumer group (subscription) at once: the partitions go to the other
+        loaders without waiting for a session timeout. Once only."""
+        if not self._source_closed:
+            self._source_closed = True
+            self.source.close()
+
+    def status(self) -> LoaderStatus:
+        return self.loader.status()
+
+
+def sink_needs_warehouse(settings: Settings) -> bool:
+    """Whether the configured sink writes into the warehouse (the embedded shape) rather than
+    to a broker (a ValueError naming the known schemes for an unknown sink URL)."""
+    return sink_backend(settings.sink_url).needs_warehouse
+
+
+def _held_elsewhere(data_dir: Path) -> bool:
+    """Another live process holding the warehouse left its query socket's address here."""
+    import os
+
+    runtime = read_runtime(data_dir)
+    if runtime is None or "socket" not in runtime or runtime.get("pid") == os.getpid():
+        return False
+    try:
+        os.kill(int(runtime["pid"]), 0)
+    except (OSError, ValueError, TypeError):
+        return False  # left behind by a process that died
+    return True
+
+
 # -- the platform ----------------------------------------------------------------------------
 
 
@@ -439,14 +527,21 @@ class Platform:
         if parts.cdc_dsn is None and parts.local_postgres:
             parts = replace(parts, cdc_dsn=self._start_local_database(announce))
         self.parts = parts
+        self.warehouse: Warehouse | None = None
+        self.source: Source | None = None
         try:
-            self.warehouse = open_warehouse(settings)
+            if self.needs_warehouse(settings, parts):
+                self.warehouse = open_warehouse(settings)
         except BaseException:
             self._stop_local_database()
             raise
         try:
-            self.warehouse.ensure_layers()
-            self.sink = open_sink(settings, self.warehouse)
+            if self.warehouse is not None:
+                self.warehouse.ensure_layers()
+            # The loader writes into the warehouse, whatever the collectors' sink is.
+            self.sink = open_sink(
+                settings, self.warehouse, "warehouse" if parts.loader_url else None
+            )
             # Transforms and quality checks run where the warehouse is held: see
             # shopstream.transform.runs and shopstream.quality.runs.
             self.transforms = Transforms(settings, self.warehouse)
@@ -458,19 +553,32 @@ class Platform:
             self.query_token = secrets.token_urlsafe(32)
             if parts.collector:
                 self.collector = Collector(settings, self.sink, parts.host, parts.port)
-                if self.warehouse.capabilities.single_writer_process:
-                    # No other process can open the warehouse while this one runs: answer
-                    # their queries (`shopstream sql`) here.
-                    from shopstream.warehouse.duckdb.query_endpoint import create_query_app
+            serving = parts.collector or parts.loader_url is not None
+            if (
+                serving
+                and self.warehouse is not None
+                and self.warehouse.capabilities.single_writer_process
+            ):
+                # No other process can open the warehouse while this one runs: answer
+                # their queries (`shopstream sql`) here.
+                from shopstream.warehouse.duckdb.query_endpoint import create_query_app
 
-                    query_app = create_query_app(
-                        self.warehouse,
-                        self.query_token,
-                        settings.query,
-                        transform=self._transform_for_socket,
-                        quality=self._quality_for_socket,
-                    )
-                    self.queries = QueryService(query_app, settings.data_dir)
+                query_app = create_query_app(
+                    self.warehouse,
+                    self.query_token,
+                    settings.query,
+                    transform=self._transform_for_socket,
+                    quality=self._quality_for_socket,
+                )
+                self.queries = QueryService(query_app, settings.data_dir)
+            self.loader: Loading | None = None
+            if parts.loader_url is not None:
+                from shopstream.loader import open_source
+
+                self.source = open_source(parts.loader_url, settings)
+                self.loader = Loading(
+                    self.source, settings, self.sink, idle_exit=parts.loader_idle_exit
+                )
             self.cdc: ChangeCapture | None = None
             self.orders: OrderWorkload | None = None
             self.generator: ClickstreamTraffic | None = None
@@ -511,6 +619,17 @@ class Platform:
             raise
         self.started_at = time.monotonic()
 
+    @staticmethod
+    def needs_warehouse(settings: Settings, parts: Parts) -> bool:
+        """Whether a process with these parts opens the warehouse: its sink writes there, it
+        loads a transport into it, or it runs transforms or quality checks on schedule."""
+        return (
+            parts.loader_url is not None
+            or parts.schedule_transforms
+            or parts.schedule_quality
+            or sink_needs_warehouse(settings)
+        )
+
     def _start_local_database(self, announce: Callable[[str], None]) -> str:
         from shopstream.devtools.shop_database import local_shop_database
 
@@ -533,7 +652,7 @@ class Platform:
     @property
     def tasks(self) -> list[Part]:
         """The parts that run beside the collector, in the order they start."""
-        parts: list[Part | None] = [self.cdc, self.orders, self.generator]
+        parts: list[Part | None] = [self.cdc, self.orders, self.generator, self.loader]
         return [p for p in parts if p is not None]
 
     def _serve_metrics(self, port: int) -> None:
@@ -559,6 +678,7 @@ class Platform:
             quality=quality
             if quality.runs or quality.running or quality.next_in_seconds is not None
             else None,
+            loader=self.loader.status() if self.loader else None,
         )
 
     def pipeline_facts(self) -> dict[str, object]:
@@ -588,6 +708,17 @@ class Platform:
             }
         else:
             facts["cdc"] = {"state": "not configured"}
+        if self.loader is not None:
+            loader = self.loader.status()
+            facts["loader"] = {
+                "state": loader.state,
+                "messages": loader.messages,
+                "rows": loader.rows,
+                "poison": loader.poison,
+                "refused": loader.refused,
+                "lag_messages": loader.lag,
+                "last_error": loader.last_error,
+            }
         if self.collector is not None:
             collector = self.collector.status()
             facts["collector"] = {
@@ -716,12 +847,13 @@ class Platform:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                     loop.remove_signal_handler(signum)
+        counts: dict[str, int] = {}
         try:
-            counts = self.warehouse.table_counts()
+            if self.warehouse is not None:
+                counts = self.warehouse.table_counts()
         except WarehouseError as exc:  # the writer died for good: say so, without a traceback
             log.error("row counts unavailable: %s", exc)
             failures.append(exc)
-            counts = {}
         intake = self.collector.intake.stats if self.collector else None
         return Summary(
             seconds=time.monotonic() - self.started_at,
@@ -731,37 +863,52 @@ class Platform:
             generator=self.generator.result if self.generator else None,
             cdc=self.cdc.result if self.cdc else None,
             orders=self.orders.result if self.orders else None,
+            loader=self.loader.result if self.loader else None,
             failures=tuple(failures),
         )
 
     async def _start_serving(self) -> None:
-        """The collector, then the query socket, then runtime.json that names both."""
-        if self.collector is None:
+        """The collector, then the query socket, then runtime.json that names them. The
+        file is the warehouse holder's (``shopstream sql`` finds its socket there): a
+        collector that does not hold the warehouse writes it only while no live holder
+        has."""
+        if self.collector is None and self.queries is None:
             return
-        await self.collector.start()
+        if self.collector is not None:
+            await self.collector.start()
         if self.queries is not None:
             await self.queries.start()  # on failure, run's cleanup stops the collector
+        if self.queries is None and _held_elsewhere(self.settings.data_dir):
+            return
         write_runtime(
             self.settings.data_dir,
-            url=self.collector.url,
+            url=self.collector.url if self.collector else None,
             socket=self.queries.socket if self.queries else None,
             token=self.query_token,
         )
 
     async def _stop_serving(self) -> None:
-        if self.collector is None:
+        if self.collector is None and self.queries is None:
             return
         # Requests in flight finish (each waits for its commit) before the sink closes.
-        self.collector.begin_stop()
+        if self.collector is not None:
+            self.collector.begin_stop()
         if self.queries is not None:
             self.queries.begin_stop()
-        await self.collector.stop()
+        if self.collector is not None:
+            await self.collector.stop()
         if self.queries is not None:
             await self.queries.stop()
         remove_runtime(self.settings.data_dir)
 
     def close(self) -> None:
         try:
-            self.warehouse.close()
+            loader = getattr(self, "loader", None)  # absent when __init__ failed before it
+            if loader is not None:
+                loader.close_source()
+            elif self.source is not None:
+                self.source.close()
+            if self.warehouse is not None:
+                self.warehouse.close()
         finally:
             self._stop_local_database()

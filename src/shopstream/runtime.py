@@ -92,9 +92,10 @@ def read_runtime(data_dir: Path) -> dict[str, Any] | None:
 
 
 def write_runtime(
-    data_dir: Path, *, url: str, socket: Path | None = None, token: str | None = None
+    data_dir: Path, *, url: str | None, socket: Path | None = None, token: str | None = None
 ) -> None:
-    """Leave this process's address (and query socket and token) for others, mode 0600."""
+    """Leave this process's address (its collector's URL, None for a loader; its query
+    socket and token) for others, mode 0600."""
     path = data_dir / RUNTIME_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

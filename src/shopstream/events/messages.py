@@ -45,6 +45,8 @@ was written.
 
 from __future__ import annotations
 
+import re
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -75,8 +77,13 @@ __all__ = [
 #: Header / attribute names.
 TABLE = "shopstream.table"
 _OPS = frozenset("cudrt")
-#: Pub/Sub allows 1,024 bytes per attribute value; a reason longer than that is cut.
-_MAX_HEADER_CHARS = 512
+#: Pub/Sub allows 1,024 bytes per attribute value; a reason longer than that is cut (the
+#: row keeps all of it).
+_MAX_HEADER_BYTES = 1024
+_ELLIPSIS = "…"
+#: The end of the envelope :func:`encode` writes for a delete: the envelope's own op is the
+#: last key but one, so a row's value holding ``"op":"d"`` (a JSON column) cannot match.
+_DELETE_TAIL = re.compile(rb',"op":"d","ts_ms":-?\d+\}\Z')
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +159,12 @@ def _iso(moment: datetime | date | None) -> str | None:
 
 
 def _short(text: str) -> str:
-    return text if len(text) <= _MAX_HEADER_CHARS else text[: _MAX_HEADER_CHARS - 1] + "…"
+    encoded = text.encode()
+    if len(encoded) <= _MAX_HEADER_BYTES:
+        return text
+    room = _MAX_HEADER_BYTES - len(_ELLIPSIS.encode())
+    # Cut in bytes; a character split in two is dropped whole.
+    return encoded[:room].decode("utf-8", "ignore") + _ELLIPSIS
 
 
 def encode(table: str, rows: pa.Table | list[dict[str, Any]], topics: Topics) -> list[Message]:
@@ -222,7 +234,7 @@ def _change(table: str, row: dict[str, Any], topics: Topics) -> Message:
 def tombstone_for(message: Message) -> Message | None:
     """Debezium's tombstone after a delete (same topic and key, no value), so that a compacted
     topic forgets the row; None for anything but a keyed delete."""
-    if message.key is None or message.value is None or b'"op":"d"' not in message.value:
+    if message.key is None or message.value is None or not _DELETE_TAIL.search(message.value):
         return None
     return Message(message.topic, message.key, None, dict(message.headers))
 
@@ -413,8 +425,24 @@ def dead_letter_for(
     topic: str, key: bytes | None, value: bytes | None, reason: str, **context: Any
 ) -> dict[str, Any]:
     """The ``raw.dead_letter`` row for a poison message (source ``loader``), with where it was
-    found (topic, key, and what the caller adds: partition, offset, message id)."""
+    found (topic, key, and what the caller adds: partition, offset, message id).
+
+    Where the context says where the message sits (``partition`` and ``offset``, or
+    ``message_id``), the row's id is derived from that: a message read again after a crash
+    gets the same ``dead_letter_id``, so its repeats are removable like events' and changes'.
+    """
     from shopstream.events.dead_letter import dead_letter_row
 
     where = {"topic": topic, "key": None if key is None else key.decode("utf-8", "replace")}
-    return dead_letter_row("loader", reason, value, {**where, **context})
+    row = dead_letter_row("loader", reason, value, {**where, **context})
+    place = [context[name] for name in _PLACE if name in context]
+    if place:
+        identity = orjson.dumps([topic, *place, context.get("table"), reason]).decode()
+        row["dead_letter_id"] = str(uuid.uuid5(_DEAD_LETTER_IDS, identity))
+    return row
+
+
+#: The context fields that say where a message sits on its transport (Kafka, Pub/Sub); a
+#: delivery attempt is not one of them (it changes on every redelivery).
+_PLACE = ("partition", "offset", "message_id")
+_DEAD_LETTER_IDS = uuid.UUID("5b0c3d1e-6a52-4f0e-9d43-1c8f6f0a4d21")

@@ -118,6 +118,52 @@ CDC_RECONNECTS = Counter(
     registry=REGISTRY,
 )
 
+# -- loader (transport → raw) ---------------------------------------------------------------
+
+LOADER_MESSAGES = Counter(
+    "shopstream_loader_messages",
+    "Messages the loader made durable and committed (rows, dead letters, tombstones).",
+    registry=REGISTRY,
+)
+LOADER_ROWS = Counter(
+    "shopstream_loader_rows",
+    "Rows the loader made durable, by raw table.",
+    ["table"],
+    registry=REGISTRY,
+)
+LOADER_POISON = Counter(
+    "shopstream_loader_poison_messages",
+    "Messages that could not be decoded or validated (to raw.dead_letter and its topic).",
+    registry=REGISTRY,
+)
+LOADER_REFUSED = Counter(
+    "shopstream_loader_refused_rows",
+    "Decoded rows the warehouse refused (to raw.dead_letter and its topic).",
+    registry=REGISTRY,
+)
+LOADER_BATCH_MESSAGES = Histogram(
+    "shopstream_loader_batch_messages",
+    "Messages per loaded batch.",
+    buckets=(1, 10, 100, 500, 1_000, 5_000, 10_000, 50_000),
+    registry=REGISTRY,
+)
+LOADER_BATCH_SECONDS = Histogram(
+    "shopstream_loader_batch_seconds",
+    "From a batch's poll to its offsets' commit (acks).",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
+LOADER_RETRIES = Counter(
+    "shopstream_loader_retries",
+    "Batches loaded again after the warehouse (or the dead-letter topic) failed.",
+    registry=REGISTRY,
+)
+LOADER_LAG = Gauge(
+    "shopstream_loader_lag_messages",
+    "Messages on the transport not yet read by this loader (where the source can tell).",
+    registry=REGISTRY,
+)
+
 # -- data quality ---------------------------------------------------------------------------
 # Labels come from the checks' configuration (check name, table, kind): a closed set that
 # only the operator's YAML grows.

@@ -32,8 +32,13 @@ SINK_EXAMPLE = "warehouse"
 @dataclass(frozen=True)
 class SinkBackend:
     scheme: str
-    #: ``open(url, settings, warehouse)``: a sink, not yet started.
-    open: Callable[[str, Settings, Warehouse], Sink]
+    #: ``open(url, settings, warehouse)``: a sink, not yet started. ``warehouse`` is the
+    #: platform's when ``needs_warehouse``, else None (the process does not open one).
+    open: Callable[..., Sink]
+    #: The sink writes into the platform's warehouse: a process with this sink opens it
+    #: (and, for DuckDB's file, takes its lock). A broker's sink does not: a collector
+    #: publishing to Kafka or Pub/Sub leaves the warehouse to the loader.
+    needs_warehouse: bool = False
 
 
 def sink_backend(url: str) -> SinkBackend:
@@ -41,7 +46,11 @@ def sink_backend(url: str) -> SinkBackend:
     return registered(url, SINKS, "sink URL", SINK_EXAMPLE, SinkBackend)
 
 
-def open_sink(settings: Settings, warehouse: Warehouse) -> Sink:
-    """The sink ``settings.sink_url`` names, writing (if it is the warehouse sink) to
-    ``warehouse``; not yet started."""
-    return sink_backend(settings.sink_url).open(settings.sink_url, settings, warehouse)
+def open_sink(settings: Settings, warehouse: Warehouse | None, url: str | None = None) -> Sink:
+    """The sink ``url`` (default: ``settings.sink_url``) names, writing (if it is the
+    warehouse sink) to ``warehouse``; not yet started."""
+    url = url or settings.sink_url
+    backend = sink_backend(url)
+    if backend.needs_warehouse and warehouse is None:
+        raise ValueError(f"the {backend.scheme} sink needs the warehouse opened")
+    return backend.open(url, settings, warehouse if backend.needs_warehouse else None)

@@ -402,4 +402,4 @@ def _open(url: str, settings: Settings, warehouse: Warehouse) -> WarehouseSink:
     )
 
 
-BACKEND = SinkBackend("warehouse", _open)
+BACKEND = SinkBackend("warehouse", _open, needs_warehouse=True)

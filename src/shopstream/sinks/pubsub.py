@@ -408,7 +408,7 @@ def _sink_error(topic: str, error: BaseException) -> SinkError:
     return sink_error
 
 
-def _open(url: str, settings: Settings, warehouse: Warehouse) -> PubSubSink:
+def _open(url: str, settings: Settings, warehouse: Warehouse | None) -> PubSubSink:
     return PubSubSink(project_of(url), settings)
 
 

@@ -19,7 +19,8 @@ Flow control is the sink's own (``pubsub.flow_*``): past the limit ``submit`` ra
 :class:`SinkUnavailable` instead of blocking, because it is called on the collector's event
 loop. With ``pubsub.create`` missing topics are created (the fixed ones at start, a newly
 captured table's before its first message), each with the loader's subscription
-(:mod:`shopstream.sinks.pubsub_admin` says why). Deletes get no tombstone: Pub/Sub has no compaction, and a message must have data.
+(:mod:`shopstream.sinks.pubsub_admin` says why). Deletes get no tombstone: Pub/Sub has no
+compaction, and a message must have data.
 """
 
 from __future__ import annotations

@@ -37,14 +37,13 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 from google.api_core import exceptions as google_errors
-from google.api_core.retry import Retry, if_exception_type
 from google.cloud import pubsub_v1
 from google.cloud.pubsub_v1.publisher.exceptions import PublishToPausedOrderingKeyException
 
 from shopstream.events.messages import Message, Topics, encode
 from shopstream.sinks import SinkBackend
 from shopstream.sinks.base import LANDED, Outcome, Rows, SinkError, SinkUnavailable
-from shopstream.sinks.pubsub_admin import create_for_loader, project_of
+from shopstream.sinks.pubsub_admin import create_for_loader, project_of, retry_within
 
 # Settling a caller's future the way the warehouse sink does (a cancelled one is skipped).
 from shopstream.sinks.warehouse import _resolve
@@ -61,15 +60,6 @@ _MAX_ATTRIBUTE = 1024
 #: After a failed publish the sink is not ready for this long (unless a publish succeeds):
 #: /readyz turns traffic away briefly, then lets it probe again.
 _NOT_READY_AFTER_FAILURE_S = 2.0
-#: Errors worth retrying within the publish timeout (the service restarting, a lost channel).
-_TRANSIENT = (
-    google_errors.ServiceUnavailable,
-    google_errors.DeadlineExceeded,
-    google_errors.InternalServerError,
-    google_errors.Aborted,
-    google_errors.ResourceExhausted,
-    google_errors.Unknown,
-)
 
 
 def ordering_key(key: bytes | None) -> str:
@@ -101,13 +91,6 @@ def publisher_client(settings: PubSubSettings) -> pubsub_v1.PublisherClient:
     the sink's own deadline bounds how long its callers wait. Flow control is the sink's own
     too, so that the client never blocks."""
     timeout = settings.publish_timeout_seconds
-    retry = Retry(
-        predicate=if_exception_type(*_TRANSIENT),
-        initial=0.1,
-        maximum=min(5.0, timeout),
-        multiplier=2.0,
-        timeout=timeout,
-    )
     return pubsub_v1.PublisherClient(
         batch_settings=pubsub_v1.types.BatchSettings(
             max_bytes=settings.batch_max_bytes,
@@ -116,7 +99,7 @@ def publisher_client(settings: PubSubSettings) -> pubsub_v1.PublisherClient:
         ),
         publisher_options=pubsub_v1.types.PublisherOptions(
             enable_message_ordering=True,
-            retry=retry,
+            retry=retry_within(timeout),
             timeout=timeout,
         ),
     )
@@ -210,7 +193,12 @@ class PubSubSink:
         self._deadlines = _Deadlines(self._expired)
         if self.settings.create:
             self._subscriber = pubsub_v1.SubscriberClient()
-            self._create_now(*self.topics.fixed())
+            try:
+                self._create_now(*self.topics.fixed())
+            except google_errors.GoogleAPIError as exc:
+                # Pub/Sub unreachable at start: the collector still starts and answers 503
+                # (the first submissions create the topics) rather than not starting.
+                log.warning("cannot create the Pub/Sub topics yet, will retry: %s", exc)
 
     # -- submit --------------------------------------------------------------------------
 

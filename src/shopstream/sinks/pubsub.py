@@ -41,6 +41,7 @@ from google.cloud import pubsub_v1
 from google.cloud.pubsub_v1.publisher.exceptions import PublishToPausedOrderingKeyException
 
 from shopstream.events.messages import Message, Topics, encode
+from shopstream.observability import metrics
 from shopstream.sinks import SinkBackend
 from shopstream.sinks.base import LANDED, Outcome, Rows, SinkError, SinkUnavailable
 from shopstream.sinks.pubsub_admin import create_for_loader, project_of, retry_within
@@ -225,6 +226,7 @@ class PubSubSink:
                 )
             self._in_flight_messages += len(messages)
             self._in_flight_bytes += size
+        metrics.SINK_QUEUE_ROWS.set(self._in_flight_messages)
         submission = _Submission(
             len(messages), time.monotonic() + self.settings.publish_timeout_seconds
         )
@@ -318,6 +320,7 @@ class PubSubSink:
             self._in_flight_bytes -= size
             if not self._in_flight_messages:
                 self._drained.notify_all()
+            metrics.SINK_QUEUE_ROWS.set(self._in_flight_messages)
             if error is None:
                 self._failed_at = None
             else:

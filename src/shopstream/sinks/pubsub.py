@@ -43,11 +43,8 @@ from google.cloud.pubsub_v1.publisher.exceptions import PublishToPausedOrderingK
 from shopstream.events.messages import Message, Topics, encode
 from shopstream.observability import metrics
 from shopstream.sinks import SinkBackend
-from shopstream.sinks.base import LANDED, Outcome, Rows, SinkError, SinkUnavailable
+from shopstream.sinks.base import LANDED, Outcome, Rows, SinkError, SinkUnavailable, settle
 from shopstream.sinks.pubsub_admin import create_for_loader, project_of, retry_within
-
-# Settling a caller's future the way the warehouse sink does (a cancelled one is skipped).
-from shopstream.sinks.warehouse import _resolve
 
 if TYPE_CHECKING:
     from shopstream.config import PubSubSettings, Settings
@@ -327,14 +324,14 @@ class PubSubSink:
                 self._failed_at = time.monotonic()
         if error is not None:
             self._failed(topic, key, error)
-            _resolve(submission.future, error=_sink_error(topic, error))
+            settle(submission.future, error=_sink_error(topic, error))
         with submission.lock:
             submission.remaining -= 1
             last = submission.remaining == 0
         if last and not submission.future.done():
             with self._lock:
                 self.commits += 1
-            _resolve(submission.future, LANDED)
+            settle(submission.future, LANDED)
 
     def _failed(self, topic: str, key: str, error: BaseException) -> None:
         publisher = self._publisher
@@ -352,7 +349,7 @@ class PubSubSink:
         with self._lock:
             self._failed_at = time.monotonic()
         timeout = self.settings.publish_timeout_seconds
-        _resolve(
+        settle(
             submission.future,
             error=SinkError(
                 f"Pub/Sub did not acknowledge the messages within {timeout:g} s "

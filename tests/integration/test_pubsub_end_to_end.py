@@ -4,8 +4,10 @@ DuckDB gives the same raw rows as collector → DuckDB directly, for the same re
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,8 +16,12 @@ from typing import Any
 import duckdb
 import httpx
 
+from shopstream.config import Settings
+from shopstream.sinks import open_sink
 from tests.support.collector import CollectorProcess
+from tests.support.loader import loader_process
 from tests.support.pubsub_emulator import PubSubEmulator, pull_once
+from tests.support.rows import event_row
 
 PROJECT = "shop-e2e"
 #: Columns that differ between two collectors by nature: when each received the request.
@@ -134,3 +140,54 @@ def test_collector_through_pubsub_and_the_loader_gives_the_same_raw_rows_as_dire
         path = subscriber.subscription_path(PROJECT, f"{topic}.shopstream-loader")
         assert pull_once(subscriber, path, 100, 2.0) == [], topic
     subscriber.close()
+
+
+def test_a_loader_killed_while_its_warehouse_is_frozen_loses_nothing(
+    pubsub_host: str, tmp_path: Path
+) -> None:
+    """Messages are acknowledged only once their rows are durable: a loader killed -9 while
+    its batches could not be written leaves them to be delivered again (after the 10 s ack
+    deadline), and the next loader loads them."""
+    prefix = f"kill{uuid.uuid4().hex[:6]}"
+    settings = Settings(
+        data_dir=tmp_path,
+        sink_url=f"pubsub://{PROJECT}",
+        transport={"topic_prefix": prefix},  # type: ignore[arg-type]
+        # The subscriptions get it when created (by this sink): the loader's deadline.
+        pubsub={"ack_deadline_seconds": 10},  # type: ignore[arg-type]
+    )
+    sink = open_sink(settings, None)
+    sink.start()  # creates the topics with the loader's subscriptions
+
+    def publish(first: int, count: int) -> None:
+        rows = [
+            event_row(f"k-{n:05d}", anonymous_id=f"a-{n % 7}", session_id=f"s-{n % 7}")
+            for n in range(first, first + count)
+        ]
+        sink.submit({"events": rows}).result(30)
+
+    env = {
+        "PUBSUB_EMULATOR_HOST": pubsub_host,
+        "SHOPSTREAM_PUBSUB__ACK_DEADLINE_SECONDS": "10",
+        "SHOPSTREAM_LOADER__BATCH_MESSAGES": "50",
+    }
+    try:
+        publish(0, 200)
+        with loader_process(
+            tmp_path / "loaded", f"pubsub://{PROJECT}", prefix=prefix, **env
+        ) as loader:
+            count = "SELECT count(DISTINCT event_id) AS n FROM raw.events"
+            loader.wait_for(count, 200)
+            writer = loader.writer()
+            writer.send_signal(signal.SIGSTOP)  # nothing becomes durable from here on
+            publish(200, 100)
+            time.sleep(2)  # the loader reads them and hands them over: not durable
+            loader.kill()  # and the frozen writer with it
+            loader.start()
+            loader.wait_for(count, 300, timeout=90)
+            assert (
+                loader.count("SELECT count(*) AS n FROM raw.events WHERE event_id LIKE 'k-%'")
+                >= 300
+            )
+    finally:
+        sink.close()

@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.support.llm_server",
     "tests.support.llama_server",
     "tests.support.kafka_broker",
+    "tests.support.pubsub_emulator",
 ]

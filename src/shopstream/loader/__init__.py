@@ -28,6 +28,7 @@ __all__ = ["SOURCES", "Received", "Source", "SourceBackend", "open_source"]
 #: URL scheme -> the module whose ``BACKEND`` implements it. One line per transport.
 SOURCES: dict[str, str] = {
     "kafka": "shopstream.loader.kafka",
+    "pubsub": "shopstream.loader.pubsub",
 }
 SOURCE_EXAMPLE = "kafka://127.0.0.1:9092"
 

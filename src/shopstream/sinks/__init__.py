@@ -25,6 +25,7 @@ __all__ = ["SINKS", "Sink", "SinkBackend", "SinkError", "SinkUnavailable", "open
 SINKS: dict[str, str] = {
     "warehouse": "shopstream.sinks.warehouse",
     "kafka": "shopstream.sinks.kafka",
+    "pubsub": "shopstream.sinks.pubsub",
 }
 SINK_EXAMPLE = "warehouse"
 

@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.support.inprocess",
     "tests.support.llm_server",
     "tests.support.llama_server",
+    "tests.support.pubsub_emulator",
 ]

@@ -333,6 +333,25 @@ class PubSubSettings(BaseModel):
     flow_max_bytes: int = Field(
         default=100_000_000, gt=0, description="Publisher flow control: bytes in flight."
     )
+    publish_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="A publish not acknowledged by then (retries included) fails: the "
+        "collector answers 503 and the CDC reader reconnects.",
+    )
+    ack_deadline_seconds: int = Field(
+        default=60,
+        ge=10,
+        le=600,
+        description="The loader's subscriptions' ack deadline; the loader extends it while a "
+        "load takes longer.",
+    )
+    discover_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="The loader looks for new topics under the prefix (tables captured "
+        "since it started) this often.",
+    )
 
 
 class LoaderSettings(BaseModel):

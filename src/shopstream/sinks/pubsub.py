@@ -1,0 +1,431 @@
+"""The Pub/Sub sink: raw rows published to Google Cloud Pub/Sub (``pubsub://<project>``).
+
+Rows become messages with :func:`shopstream.events.messages.encode` (the same topics, keys
+and headers as on Kafka): the message data is the value, the ordering key the key (a session
+keeps its order, a row's changes theirs), the attributes the headers (table, event type and
+id, change id, commit time). Google's client batches (``pubsub.batch_*``); the emulator is
+used when ``PUBSUB_EMULATOR_HOST`` is set, as with every Google client.
+
+A submission's future resolves only once every one of its publish futures has: the collector
+answers 2xx, and the CDC reader confirms an LSN, only for messages Pub/Sub acknowledged. Any
+failed publish fails the submission with :class:`SinkError` (the client resends; staging
+removes the duplicates a partly published submission leaves), and so does one not
+acknowledged within ``pubsub.publish_timeout_seconds`` (Google's client, with ordering on,
+retries transient errors forever: the caller must not wait that long). A failed publish
+pauses its ordering key in the client: it is resumed at once, since the caller resends the
+whole submission anyway.
+
+Flow control is the sink's own (``pubsub.flow_*``): past the limit ``submit`` raises
+:class:`SinkUnavailable` instead of blocking, because it is called on the collector's event
+loop. Deletes get no tombstone: Pub/Sub has no compaction, and a message must have data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+import pyarrow as pa
+from google.api_core import exceptions as google_errors
+from google.api_core.retry import Retry, if_exception_type
+from google.cloud import pubsub_v1
+from google.cloud.pubsub_v1.publisher.exceptions import PublishToPausedOrderingKeyException
+
+from shopstream.events.messages import Message, Topics, encode
+from shopstream.sinks import SinkBackend
+from shopstream.sinks.base import LANDED, Outcome, Rows, SinkError, SinkUnavailable
+
+# Settling a caller's future the way the warehouse sink does (a cancelled one is skipped).
+from shopstream.sinks.warehouse import _resolve
+
+if TYPE_CHECKING:
+    from shopstream.config import PubSubSettings, Settings
+    from shopstream.warehouse import Warehouse
+
+log = logging.getLogger(__name__)
+
+#: Pub/Sub's limits on an ordering key and an attribute value, in bytes.
+_MAX_ORDERING_KEY = 1024
+_MAX_ATTRIBUTE = 1024
+#: After a failed publish the sink is not ready for this long (unless a publish succeeds):
+#: /readyz turns traffic away briefly, then lets it probe again.
+_NOT_READY_AFTER_FAILURE_S = 2.0
+#: Errors worth retrying within the publish timeout (the service restarting, a lost channel).
+_TRANSIENT = (
+    google_errors.ServiceUnavailable,
+    google_errors.DeadlineExceeded,
+    google_errors.InternalServerError,
+    google_errors.Aborted,
+    google_errors.ResourceExhausted,
+    google_errors.Unknown,
+)
+
+
+def project_of(url: str) -> str:
+    """The Google Cloud project a ``pubsub://<project>`` URL names."""
+    parts = urlsplit(url)
+    if parts.scheme != "pubsub" or not parts.netloc or parts.path not in ("", "/"):
+        raise ValueError(f"a Pub/Sub URL is pubsub://<project>, not {url!r}")
+    return parts.netloc
+
+
+def ensure_topics(
+    publisher: pubsub_v1.PublisherClient, project: str, topics: Iterable[str], timeout: float
+) -> None:
+    """Create those of ``topics`` that do not exist yet (``pubsub.create``)."""
+    for topic in topics:
+        try:
+            publisher.create_topic(name=publisher.topic_path(project, topic), timeout=timeout)
+            log.info("created Pub/Sub topic %s", topic)
+        except google_errors.AlreadyExists:
+            pass
+
+
+def ordering_key(key: bytes | None) -> str:
+    """The message key as an ordering key (a key over Pub/Sub's limit by its digest: the same
+    key still maps to the same ordering key)."""
+    if not key:
+        return ""
+    if len(key) > _MAX_ORDERING_KEY:
+        return "sha256:" + hashlib.sha256(key).hexdigest()
+    return key.decode("utf-8", "replace")
+
+
+def attributes(headers: dict[str, str]) -> dict[str, str]:
+    """Headers as attributes, each value cut to Pub/Sub's 1,024 bytes (on a character
+    boundary)."""
+    fitted = {}
+    for name, value in headers.items():
+        raw = value.encode()
+        if len(raw) > _MAX_ATTRIBUTE:
+            value = raw[: _MAX_ATTRIBUTE - 3].decode("utf-8", "ignore") + "…"
+        fitted[name] = value
+    return fitted
+
+
+def publisher_client(settings: PubSubSettings) -> pubsub_v1.PublisherClient:
+    """Google's publisher with the batch settings and ordering on. With ordering, the client
+    retries transient errors forever whatever retry deadline it is given (a later message of
+    a key must not overtake an earlier one): the retry here says which errors are transient;
+    the sink's own deadline bounds how long its callers wait. Flow control is the sink's own
+    too, so that the client never blocks."""
+    timeout = settings.publish_timeout_seconds
+    retry = Retry(
+        predicate=if_exception_type(*_TRANSIENT),
+        initial=0.1,
+        maximum=min(5.0, timeout),
+        multiplier=2.0,
+        timeout=timeout,
+    )
+    return pubsub_v1.PublisherClient(
+        batch_settings=pubsub_v1.types.BatchSettings(
+            max_bytes=settings.batch_max_bytes,
+            max_latency=settings.batch_max_latency_ms / 1000,
+            max_messages=settings.batch_max_messages,
+        ),
+        publisher_options=pubsub_v1.types.PublisherOptions(
+            enable_message_ordering=True,
+            retry=retry,
+            timeout=timeout,
+        ),
+    )
+
+
+class _Submission:
+    """One submit()'s publishes; its future resolves when the last of them has."""
+
+    __slots__ = ("deadline", "future", "lock", "remaining")
+
+    def __init__(self, count: int, deadline: float) -> None:
+        self.future: Future[Outcome] = Future()
+        self.remaining = count
+        self.lock = threading.Lock()
+        self.deadline = deadline
+
+
+class _Deadlines:
+    """Fails submissions not acknowledged by their deadline.
+
+    With ordering keys on, Google's client retries a publish forever (it may not let a later
+    message of the key overtake it). The caller cannot wait that long: its future fails at
+    the deadline while the client goes on trying; if the message lands after all, the
+    caller's resend is a duplicate that staging removes. One thread for all submissions:
+    their deadlines come in the order they were submitted.
+    """
+
+    def __init__(self, on_expired: Callable[[_Submission], None]) -> None:
+        self._on_expired = on_expired
+        self._waiting: deque[_Submission] = deque()
+        self._changed = threading.Condition()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="pubsub-deadlines", daemon=True)
+        self._thread.start()
+
+    def watch(self, submission: _Submission) -> None:
+        with self._changed:
+            self._waiting.append(submission)
+            if len(self._waiting) == 1:
+                self._changed.notify()
+
+    def stop(self) -> None:
+        with self._changed:
+            self._stopped = True
+            self._changed.notify()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._waiting or self._stopped)
+                if self._stopped:
+                    return
+                first = self._waiting[0]
+                if first.future.done():
+                    self._waiting.popleft()
+                    continue
+                delay = first.deadline - time.monotonic()
+                if delay > 0:
+                    self._changed.wait(delay)
+                    continue
+                self._waiting.popleft()
+            self._on_expired(first)
+
+
+class PubSubSink:
+    def __init__(self, project: str, settings: Settings) -> None:
+        self.project = project
+        self.settings = settings.pubsub
+        self.topics = Topics(settings.transport.topic_prefix)
+        self.commits = 0
+        self._publisher: pubsub_v1.PublisherClient | None = None
+        self._lock = threading.Lock()
+        self._drained = threading.Condition(self._lock)
+        self._in_flight_messages = 0
+        self._in_flight_bytes = 0
+        self._closing = False
+        self._failed_at: float | None = None
+        #: Topics known to exist; others are created first (``pubsub.create``).
+        self._existing: set[str] = set()
+        self._creating: dict[str, Future[None]] = {}
+        #: Topic creation runs here, never on the caller's thread (the collector's event loop).
+        self._admin = ThreadPoolExecutor(1, thread_name_prefix="pubsub-topics")
+        self._deadlines: _Deadlines | None = None
+
+    def start(self) -> None:
+        if self._publisher is not None:
+            return
+        self._publisher = publisher_client(self.settings)
+        self._deadlines = _Deadlines(self._expired)
+        if self.settings.create:
+            ensure_topics(
+                self._publisher,
+                self.project,
+                self.topics.fixed(),
+                self.settings.publish_timeout_seconds,
+            )
+            self._existing.update(self.topics.fixed())
+
+    # -- submit --------------------------------------------------------------------------
+
+    def submit(self, rows: Rows) -> Future[Outcome]:
+        publisher = self._publisher
+        if publisher is None or self._closing:
+            raise SinkUnavailable("the Pub/Sub sink is not running")
+        messages = self._messages(rows)
+        if not messages:
+            done: Future[Outcome] = Future()
+            done.set_result(LANDED)
+            return done
+        self._wait_for_topics({message.topic for message in messages})
+        size = sum(len(message.value or b"") for message in messages)
+        with self._lock:
+            # One submission alone is always taken, however large: it could never go else.
+            if self._in_flight_messages and (
+                self._in_flight_messages + len(messages) > self.settings.flow_max_messages
+                or self._in_flight_bytes + size > self.settings.flow_max_bytes
+            ):
+                raise SinkUnavailable(
+                    f"the Pub/Sub sink is behind ({self._in_flight_messages} messages, "
+                    f"{self._in_flight_bytes} bytes unacknowledged; pubsub.flow_max_*): retry"
+                )
+            self._in_flight_messages += len(messages)
+            self._in_flight_bytes += size
+        submission = _Submission(
+            len(messages), time.monotonic() + self.settings.publish_timeout_seconds
+        )
+        for message in messages:
+            self._publish(publisher, submission, message)
+        if self._deadlines is not None:
+            self._deadlines.watch(submission)
+        return submission.future
+
+    def _messages(self, rows: Rows) -> list[Message]:
+        messages: list[Message] = []
+        for table, table_rows in rows.items():
+            if not len(table_rows):
+                continue
+            batch = table_rows if isinstance(table_rows, list | pa.Table) else table_rows.to_arrow()
+            messages += (m for m in encode(table, batch, self.topics) if m.value is not None)
+        return messages
+
+    def _wait_for_topics(self, topics: set[str]) -> None:
+        """Make sure ``topics`` exist (creating them when ``pubsub.create``). On an event loop
+        (the collector) this never waits: a topic still being created turns the submission
+        away for now; the CDC reader's thread waits for it."""
+        missing = topics - self._existing
+        if not missing or not self.settings.create:
+            return
+        pending = [self._create(topic) for topic in sorted(missing)]
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            try:
+                for future in pending:
+                    future.result(self.settings.publish_timeout_seconds)
+            except Exception as exc:
+                raise SinkUnavailable(
+                    f"cannot create Pub/Sub topics {sorted(missing)}: {exc}"
+                ) from exc
+            return
+        raise SinkUnavailable(f"creating Pub/Sub topics {sorted(missing)}: retry")
+
+    def _create(self, topic: str) -> Future[None]:
+        with self._lock:
+            future = self._creating.get(topic)
+            if future is None or future.done():
+                future = self._creating[topic] = self._admin.submit(self._create_now, topic)
+            return future
+
+    def _create_now(self, topic: str) -> None:
+        assert self._publisher is not None
+        ensure_topics(self._publisher, self.project, [topic], self.settings.publish_timeout_seconds)
+        self._existing.add(topic)
+
+    def _publish(
+        self, publisher: pubsub_v1.PublisherClient, submission: _Submission, message: Message
+    ) -> None:
+        key = ordering_key(message.key)
+        topic_path = publisher.topic_path(self.project, message.topic)
+        data = message.value or b""
+        try:
+            try:
+                future = publisher.publish(
+                    topic_path, data, ordering_key=key, **attributes(message.headers)
+                )
+            except PublishToPausedOrderingKeyException:
+                # A failure of an earlier submission paused the key; this one starts afresh.
+                publisher.resume_publish(topic_path, key)
+                future = publisher.publish(
+                    topic_path, data, ordering_key=key, **attributes(message.headers)
+                )
+        except Exception as exc:
+            self._settle(submission, len(data), message.topic, key, exc)
+            return
+        future.add_done_callback(
+            lambda done: self._settle(submission, len(data), message.topic, key, done.exception())
+        )
+
+    def _settle(
+        self,
+        submission: _Submission,
+        size: int,
+        topic: str,
+        key: str,
+        error: BaseException | None,
+    ) -> None:
+        """One publish finished (publisher thread): count it, fail or complete the future."""
+        with self._lock:
+            self._in_flight_messages -= 1
+            self._in_flight_bytes -= size
+            if not self._in_flight_messages:
+                self._drained.notify_all()
+            if error is None:
+                self._failed_at = None
+            else:
+                self._failed_at = time.monotonic()
+        if error is not None:
+            self._failed(topic, key, error)
+            _resolve(submission.future, error=_sink_error(topic, error))
+        with submission.lock:
+            submission.remaining -= 1
+            last = submission.remaining == 0
+        if last and not submission.future.done():
+            with self._lock:
+                self.commits += 1
+            _resolve(submission.future, LANDED)
+
+    def _failed(self, topic: str, key: str, error: BaseException) -> None:
+        publisher = self._publisher
+        if publisher is None:
+            return
+        if key:
+            # The client pauses a key after a failure so nothing overtakes the lost message;
+            # the caller resends the whole submission, so publishing may go on.
+            publisher.resume_publish(publisher.topic_path(self.project, topic), key)
+        if isinstance(error, google_errors.NotFound):
+            # The topic is gone (an emulator restarted, say): create it again first.
+            self._existing.discard(topic)
+
+    def _expired(self, submission: _Submission) -> None:
+        with self._lock:
+            self._failed_at = time.monotonic()
+        timeout = self.settings.publish_timeout_seconds
+        _resolve(
+            submission.future,
+            error=SinkError(
+                f"Pub/Sub did not acknowledge the messages within {timeout:g} s "
+                "(pubsub.publish_timeout_seconds): retry"
+            ),
+        )
+
+    # -- state ---------------------------------------------------------------------------
+
+    def ready(self) -> bool:
+        if self._publisher is None or self._closing:
+            return False
+        failed_at = self._failed_at
+        return failed_at is None or time.monotonic() - failed_at > _NOT_READY_AFTER_FAILURE_S
+
+    def broken(self) -> str | None:
+        return None  # every failure is the service's, and passes when it returns
+
+    def pending_rows(self) -> int:
+        return self._in_flight_messages
+
+    def close(self, timeout: float = 60.0) -> None:
+        publisher = self._publisher
+        if publisher is None:
+            return
+        with self._lock:
+            self._closing = True
+            # The client publishes what it batched on its own; wait for the answers.
+            self._drained.wait_for(lambda: not self._in_flight_messages, timeout)
+        publisher.stop()
+        if self._deadlines is not None:
+            self._deadlines.stop()
+        self._admin.shutdown(wait=False, cancel_futures=True)
+        self._publisher = None
+
+
+def _sink_error(topic: str, error: BaseException) -> SinkError:
+    hint = ""
+    if isinstance(error, google_errors.NotFound):
+        hint = " (create it, or set pubsub.create)"
+    sink_error = SinkError(f"publishing to Pub/Sub topic {topic} failed{hint}: {error}")
+    sink_error.__cause__ = error
+    return sink_error
+
+
+def _open(url: str, settings: Settings, warehouse: Warehouse) -> PubSubSink:
+    return PubSubSink(project_of(url), settings)
+
+
+BACKEND = SinkBackend("pubsub", _open)

@@ -9,10 +9,12 @@ epoch seconds) or ``{"watermark": seconds}``; they become one TestStream, run th
 environment names (``SHOPSTREAM_WAREHOUSE_URL``). OUT (JSON) receives what only Beam can say:
 how the Dataflow options parse.
 
-``python beam_scenarios.py pubsub OUT``: ``python -m shopstream.beam``'s own entry point
-against the Pub/Sub emulator (``PUBSUB_EMULATOR_HOST``), run in a thread until the warehouse
-holds ``SHOPSTREAM_TEST_EXPECT_ROWS`` raw rows (or a timeout), then cancelled; OUT gets how
-many it saw.
+``python beam_scenarios.py pubsub OUT RAW_ROWS MART_ROWS -- ARGS...``: ``python -m
+shopstream.beam``'s own start (:func:`shopstream.beam.__main__.start`) with ARGS, against the
+Pub/Sub emulator (``PUBSUB_EMULATOR_HOST``): the DirectRunner cannot run a streaming pipeline
+for a while and stop (``wait_until_finish(duration)`` is not implemented), so it runs until
+the warehouse holds RAW_ROWS raw rows and MART_ROWS mart rows (or 90 s passed), then it is
+cancelled; OUT gets the rows per layer it saw.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import base64
 import json
 import sys
+from collections import Counter
 from typing import Any
 
 
@@ -104,6 +107,35 @@ def _dataflow_options() -> dict[str, Any]:
     }
 
 
+def pubsub(out_path: str, raw_rows: str, mart_rows: str, _dash: str, *argv: str) -> None:
+    import time
+
+    from shopstream.beam.__main__ import start
+    from shopstream.beam.pipeline import close_warehouses, opened_warehouses
+
+    wanted = {"raw": int(raw_rows), "mart": int(mart_rows)}
+    result = start(list(argv))
+    landed: dict[str, int] = {}
+    deadline = time.monotonic() + 90
+    try:
+        while time.monotonic() < deadline and not all(
+            landed.get(layer, 0) >= count for layer, count in wanted.items()
+        ):
+            time.sleep(0.5)
+            # The warehouse the pipeline's DoFns share in this process (DuckDB's file lock
+            # keeps anyone else out): what is durable so far, by layer.
+            for warehouse in opened_warehouses():
+                landed = Counter()
+                for table, rows in warehouse.table_counts().items():
+                    landed[table.partition(".")[0]] += rows
+        time.sleep(1.0)  # anything more it would append (it should not) lands now
+    finally:
+        result.cancel()
+        close_warehouses()
+    with open(out_path, "w") as file:
+        json.dump({"landed": landed}, file)
+
+
 if __name__ == "__main__":
     command, *arguments = sys.argv[1:]
-    {"teststream": teststream}[command](*arguments)
+    {"teststream": teststream, "pubsub": pubsub}[command](*arguments)

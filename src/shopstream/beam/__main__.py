@@ -11,16 +11,18 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import Any
 
 import apache_beam as beam
 
 from shopstream.beam.options import DATAFLOW, pipeline_options, pubsub_project, topics_to_read
-from shopstream.beam.pipeline import build
+from shopstream.beam.pipeline import build, close_warehouses
 from shopstream.beam.sources import ReadMessages, ensure_subscriptions
 from shopstream.config import Settings
 
 
-def main(argv: list[str] | None = None) -> int:
+def start(argv: list[str] | None = None) -> Any:
+    """Build and start the pipeline (``argv`` as on the command line); its PipelineResult."""
     parser = argparse.ArgumentParser(prog="python -m shopstream.beam", description=__doc__)
     parser.add_argument("--from", dest="source", required=True, help="pubsub://<project>")
     parser.add_argument(
@@ -30,7 +32,6 @@ def main(argv: list[str] | None = None) -> int:
         help="a topic to read (repeat it; default: beam.topics, or shopstream's topics)",
     )
     known, beam_args = parser.parse_known_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings = Settings()
     try:
         project = pubsub_project(known.source)
@@ -43,11 +44,19 @@ def main(argv: list[str] | None = None) -> int:
     pipeline = beam.Pipeline(options=options)
     messages = pipeline | "Pub/Sub" >> ReadMessages(project, topics, settings.beam.subscription)
     build(messages, settings)
-    result = pipeline.run()
-    if settings.beam.runner == DATAFLOW:
-        logging.info("submitted the Dataflow job %s", getattr(result, "job_id", lambda: "?")())
+    return pipeline.run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    result = start(argv)
+    if Settings().beam.runner == DATAFLOW:
+        logging.info("submitted the Dataflow job %s", result.job_id())
         return 0
-    result.wait_until_finish()  # a streaming pipeline: until interrupted
+    try:
+        result.wait_until_finish()  # a streaming pipeline: until interrupted
+    finally:
+        close_warehouses()
     return 0
 
 

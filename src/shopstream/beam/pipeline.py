@@ -23,6 +23,7 @@ test's TestStream) go through :func:`build`:
 
 from __future__ import annotations
 
+import atexit
 import json
 import threading
 from collections import defaultdict
@@ -78,50 +79,66 @@ def warehouse_settings(settings: Any) -> dict[str, Any]:
 
 
 class _SharedWarehouse:
-    """One warehouse per worker process and settings, however many DoFns write to it: DuckDB
-    lets one connection set hold the file, and a BigQuery client is worth reusing."""
+    """One warehouse per worker process and settings, however many DoFns write to it, open
+    until the process ends: runners may set a DoFn up and tear it down for every bundle (the
+    DirectRunner does), and opening a warehouse per bundle would cost more than the bundle
+    (DuckDB: a writer process; BigQuery: a client). DuckDB also lets one connection set
+    hold the file."""
 
     _lock = threading.Lock()
-    _open: dict[str, tuple[Warehouse, int]] = {}  # noqa: RUF012 (process-wide on purpose)
+    _open: dict[str, Warehouse] = {}  # noqa: RUF012 (process-wide on purpose)
 
     @classmethod
-    def acquire(cls, settings: Mapping[str, Any]) -> Warehouse:
+    def get(cls, settings: Mapping[str, Any]) -> Warehouse:
         from shopstream.config import Settings
 
         key = json.dumps(settings, sort_keys=True)
         with cls._lock:
-            if key in cls._open:
-                warehouse, users = cls._open[key]
-            else:
-                warehouse, users = open_warehouse(Settings.model_validate(settings)), 0
+            if key not in cls._open:
+                if not cls._open:
+                    atexit.register(cls.close_all)
+                warehouse = open_warehouse(Settings.model_validate(settings))
                 warehouse.ensure_layers()
-            cls._open[key] = (warehouse, users + 1)
-            return warehouse
+                cls._open[key] = warehouse
+            return cls._open[key]
 
     @classmethod
-    def release(cls, settings: Mapping[str, Any]) -> None:
-        key = json.dumps(settings, sort_keys=True)
+    def opened(cls) -> list[Warehouse]:
         with cls._lock:
-            warehouse, users = cls._open[key]
-            if users > 1:
-                cls._open[key] = (warehouse, users - 1)
-                return
-            del cls._open[key]
-        warehouse.close()
+            return list(cls._open.values())
+
+    @classmethod
+    def close_all(cls) -> None:
+        with cls._lock:
+            opened, cls._open = cls._open, {}
+        for warehouse in opened.values():
+            warehouse.close()
+
+
+def opened_warehouses() -> list[Warehouse]:
+    """The warehouses this process's DoFns write to (for a local run's progress)."""
+    return _SharedWarehouse.opened()
+
+
+def close_warehouses() -> None:
+    """Close this process's warehouses now (they are closed at exit otherwise)."""
+    _SharedWarehouse.close_all()
 
 
 class _BatchedAppend(beam.DoFn):
     """Collects a bundle's elements and appends them in batches of at most ``batch_rows``;
-    the bundle is done only when its last batch is durable."""
+    the bundle is done only when its last batch is durable. The Beam counter ``appended``
+    (namespace: the subclass's name) counts the rows made durable."""
 
     def __init__(self, settings: Mapping[str, Any], batch_rows: int) -> None:
         self._settings = dict(settings)
         self._batch_rows = batch_rows
+        self._appended = beam.metrics.Metrics.counter(type(self).__name__, "appended")
         self._warehouse: Warehouse | None = None
         self._pending: list[Any] = []
 
     def setup(self) -> None:
-        self._warehouse = _SharedWarehouse.acquire(self._settings)
+        self._warehouse = _SharedWarehouse.get(self._settings)
 
     def start_bundle(self) -> None:
         self._pending = []
@@ -134,15 +151,11 @@ class _BatchedAppend(beam.DoFn):
     def finish_bundle(self) -> None:
         self._flush()
 
-    def teardown(self) -> None:
-        if self._warehouse is not None:
-            self._warehouse = None
-            _SharedWarehouse.release(self._settings)
-
     def _flush(self) -> None:
         if self._pending:
             assert self._warehouse is not None, "setup opens the warehouse"
             self._append(self._warehouse, self._pending)
+            self._appended.inc(len(self._pending))
             self._pending = []
 
     def _append(self, warehouse: Warehouse, elements: list[Any]) -> None:

@@ -27,6 +27,7 @@ import pytest
 
 from shopstream.events.messages import Message, PoisonMessage, Topics, decode, encode
 from shopstream.events.raw import RAW_CDC
+from shopstream.warehouse.duckdb.database import raw_table_ddl
 from tests.support.beam_venv import BEAM_PYTHON, beam_env, skip_without_beam
 from tests.support.rows import event_row
 
@@ -99,9 +100,13 @@ def _events(rows: list[dict[str, Any]]) -> list[Message]:
     return encode("events", rows, TOPICS)
 
 
-def _change() -> Message:
+#: A change decode accepts and the test's raw.cdc_orders refuses (a CHECK made here).
+REFUSED_CHANGE = "00000000016B3748-0000000F"
+
+
+def _change(change_id: str = "00000000016B3748-00000001") -> Message:
     row = {
-        "change_id": "00000000016B3748-00000001",
+        "change_id": change_id,
         "op": "c",
         "lsn": 23803720,
         "tx_id": 771,
@@ -157,7 +162,7 @@ def build_scenario() -> Scenario:
     ]
     change = _change()
     scenario.feed(_events(window_0[:5]), T0 + 5 * second)
-    scenario.feed([change, *_poison(change)], T0 + 6 * second)
+    scenario.feed([change, _change(REFUSED_CHANGE), *_poison(change)], T0 + 6 * second)
     scenario.feed(_events(window_0[5:] + window_1), T0 + WINDOW + 30 * second)
     # Window 0 closes: its on-time firing.
     scenario.watermark(T0 + WINDOW)
@@ -190,6 +195,7 @@ def landed(tmp_path_factory: pytest.TempPathFactory) -> Landed:
     spec, out = work / "spec.json", work / "out.json"
     spec.write_text(json.dumps({"steps": scenario.steps}))
     warehouse = work / "w" / "shopstream.duckdb"
+    _refusing_changes(warehouse)
     env = beam_env(
         SHOPSTREAM_DATA_DIR=str(work / "data"),
         SHOPSTREAM_WAREHOUSE_URL=f"duckdb:///{warehouse}",
@@ -227,6 +233,19 @@ def landed(tmp_path_factory: pytest.TempPathFactory) -> Landed:
     return Landed(scenario, tables, json.loads(out.read_text()), seconds)
 
 
+def _refusing_changes(warehouse: Path) -> None:
+    """raw.cdc_orders as the pipeline makes it, plus a CHECK that refuses one change: a row
+    the warehouse refuses although decode accepted it (as BigQuery may, on a schema error)."""
+    warehouse.parent.mkdir(mode=0o700)
+    con = duckdb.connect(str(warehouse))
+    try:
+        con.execute("CREATE SCHEMA raw")
+        ddl = raw_table_ddl("cdc_orders").removesuffix("\n)")
+        con.execute(f"{ddl},\n    CHECK (change_id <> '{REFUSED_CHANGE}')\n)")
+    finally:
+        con.close()
+
+
 def _decoded(messages: list[Message]) -> tuple[dict[str, list[dict]], list[tuple[Message, str]]]:
     rows: dict[str, list[dict]] = defaultdict(list)
     refused = []
@@ -247,8 +266,8 @@ def test_good_rows_land_as_decode_gives_them(landed: Landed) -> None:
     assert by_id == sorted(expected["events"], key=lambda row: row["event_id"])
     # Every event, the late and the too late ones too: raw holds whatever arrived.
     assert len(by_id) == len(landed.scenario.final) + len(landed.scenario.too_late)
-    [change] = landed.tables["raw.cdc_orders"]
-    [wanted] = expected["cdc_orders"]
+    [change] = landed.tables["raw.cdc_orders"]  # the other one was refused: a dead letter
+    [wanted] = [row for row in expected["cdc_orders"] if row["change_id"] != REFUSED_CHANGE]
     assert {k: v for k, v in change.items() if k != "ingested_at"} == {
         k: v for k, v in wanted.items() if k != "ingested_at"
     }
@@ -257,7 +276,7 @@ def test_good_rows_land_as_decode_gives_them(landed: Landed) -> None:
 def test_poison_messages_reach_the_dead_letters_with_their_reasons(landed: Landed) -> None:
     _, refused = _decoded(landed.scenario.messages)
     assert len(refused) == 4  # the tombstone is nothing to load, not poison
-    dead = landed.tables["raw.dead_letter"]
+    dead = [r for r in landed.tables["raw.dead_letter"] if "table" not in json.loads(r["context"])]
     found = sorted((row["reason"], row["payload"]) for row in dead)
     assert found == sorted((reason, m.value.decode()) for m, reason in refused if m.value)
     for row in dead:
@@ -265,6 +284,20 @@ def test_poison_messages_reach_the_dead_letters_with_their_reasons(landed: Lande
         context = json.loads(row["context"])
         assert context["pipeline"] == "beam" and context["message_id"].startswith("m-")
     assert {json.loads(row["context"])["topic"] for row in dead} == {m.topic for m, _ in refused}
+
+
+def test_a_row_the_warehouse_refuses_is_a_dead_letter_and_the_rest_lands(landed: Landed) -> None:
+    """The batch it was in failed; appended one by one, the other rows of the batch landed
+    (the good change, events, the poison messages' dead letters) and this one did not."""
+    refused = [r for r in landed.tables["raw.dead_letter"] if "table" in json.loads(r["context"])]
+    assert len(refused) == 1
+    assert json.loads(refused[0]["context"]) == {"table": "raw.cdc_orders", "pipeline": "beam"}
+    assert refused[0]["reason"].startswith("the warehouse refused the row: append to raw failed")
+    assert "CHECK constraint" in refused[0]["reason"]
+    assert json.loads(refused[0]["payload"])["change_id"] == REFUSED_CHANGE
+    assert {r["change_id"] for r in landed.tables["raw.cdc_orders"]} == {
+        "00000000016B3748-00000001"
+    }
 
 
 def _counts(events: list[dict[str, Any]]) -> dict[tuple, tuple[int, Decimal]]:

@@ -38,6 +38,7 @@ from apache_beam.transforms import trigger, window
 from apache_beam.utils.windowed_value import PaneInfoTiming
 
 from shopstream.beam import ACTIVITY_TABLE
+from shopstream.events.dead_letter import dead_letter_row
 from shopstream.events.messages import PoisonMessage, Topics, dead_letter_for, decode
 from shopstream.events.raw import TS, schema_for
 from shopstream.loader.base import Received
@@ -222,12 +223,11 @@ class AppendRaw(_BatchedAppend):
             except WarehouseError as exc:
                 if table == DEAD_LETTER:
                     raise batch_error from exc  # nowhere further to put it: fail loudly
-                dead = dead_letter_for(
-                    f"raw.{table}",
-                    None,
-                    json.dumps(row, default=str).encode(),
+                dead = dead_letter_row(
+                    "loader",
                     f"the warehouse refused the row: {exc}",
-                    pipeline="beam",
+                    json.dumps(row, default=str),
+                    {"table": f"raw.{table}", "pipeline": "beam"},
                 )
                 warehouse.append(_arrow({DEAD_LETTER: [dead]}))
 

@@ -159,7 +159,9 @@ def landed(pubsub_emulator: PubSubEmulator, tmp_path_factory: pytest.TempPathFac
         }
     finally:
         con.close()
-    return Landed(events, tables, json.loads(out.read_text())["landed"], poison)
+    report = json.loads(out.read_text())
+    print(f"Beam on the Pub/Sub emulator: seconds since start {report['seconds']}")
+    return Landed(events, tables, report["landed"], poison)
 
 
 def test_what_the_sink_published_lands_in_raw(landed: Landed) -> None:

@@ -13,14 +13,16 @@ how the Dataflow options parse.
 shopstream.beam``'s own start (:func:`shopstream.beam.__main__.start`) with ARGS, against the
 Pub/Sub emulator (``PUBSUB_EMULATOR_HOST``): the DirectRunner cannot run a streaming pipeline
 for a while and stop (``wait_until_finish(duration)`` is not implemented), so it runs until
-the warehouse holds RAW_ROWS raw rows and MART_ROWS mart rows (or 90 s passed), then it is
-cancelled; OUT gets the rows per layer it saw.
+the warehouse holds RAW_ROWS raw rows and MART_ROWS mart rows (or 90 s passed), then the
+process ends (cancelling would wait for the runner's blocked Pub/Sub pulls); OUT gets the
+rows per layer it saw.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 import sys
 from collections import Counter
 from typing import Any
@@ -114,7 +116,9 @@ def pubsub(out_path: str, raw_rows: str, mart_rows: str, _dash: str, *argv: str)
     from shopstream.beam.pipeline import close_warehouses, opened_warehouses
 
     wanted = {"raw": int(raw_rows), "mart": int(mart_rows)}
-    result = start(list(argv))
+    began = time.monotonic()
+    start(list(argv))
+    seconds: dict[str, float] = {"started": time.monotonic() - began}
     landed: dict[str, int] = {}
     deadline = time.monotonic() + 90
     try:
@@ -128,12 +132,21 @@ def pubsub(out_path: str, raw_rows: str, mart_rows: str, _dash: str, *argv: str)
                 landed = Counter()
                 for table, rows in warehouse.table_counts().items():
                     landed[table.partition(".")[0]] += rows
+            for layer, count in wanted.items():
+                if landed.get(layer, 0) >= count:
+                    seconds.setdefault(layer, time.monotonic() - began)
         time.sleep(1.0)  # anything more it would append (it should not) lands now
     finally:
-        result.cancel()
+        # Not result.cancel(): it waits for the runner's Pub/Sub reads, each blocked in a pull
+        # for up to 30 s (Beam's DirectRunner asks with that timeout). The process ends below.
         close_warehouses()
     with open(out_path, "w") as file:
-        json.dump({"landed": landed}, file)
+        json.dump({"landed": landed, "seconds": seconds}, file)
+    # The runner's threads would keep the interpreter from exiting: everything is written
+    # and closed, so leave now.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

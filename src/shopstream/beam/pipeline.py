@@ -30,7 +30,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import apache_beam as beam
 import pyarrow as pa
@@ -43,6 +43,9 @@ from shopstream.events.messages import PoisonMessage, Topics, dead_letter_for, d
 from shopstream.events.raw import TS, schema_for
 from shopstream.loader.base import Received
 from shopstream.warehouse import Warehouse, WarehouseError, WarehouseUnavailable, open_warehouse
+
+if TYPE_CHECKING:
+    from shopstream.config import Settings
 
 DEAD_LETTER = "dead_letter"
 
@@ -70,7 +73,7 @@ WAREHOUSE_SETTINGS = {"data_dir", "warehouse_url", "sink", "bigquery"}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def warehouse_settings(settings: Any) -> dict[str, Any]:
+def warehouse_settings(settings: Settings) -> dict[str, Any]:
     """What :class:`AppendRaw` and :class:`AppendActivity` carry to the workers."""
     dumped: dict[str, Any] = settings.model_dump(mode="json", include=WAREHOUSE_SETTINGS)
     return dumped
@@ -128,13 +131,11 @@ def close_warehouses() -> None:
 
 class _BatchedAppend(beam.DoFn):
     """Collects a bundle's elements and appends them in batches of at most ``batch_rows``;
-    the bundle is done only when its last batch is durable. The Beam counter ``appended``
-    (namespace: the subclass's name) counts the rows made durable."""
+    the bundle is done only when its last batch is durable."""
 
     def __init__(self, settings: Mapping[str, Any], batch_rows: int) -> None:
         self._settings = dict(settings)
         self._batch_rows = batch_rows
-        self._appended = beam.metrics.Metrics.counter(type(self).__name__, "appended")
         self._warehouse: Warehouse | None = None
         self._pending: list[Any] = []
 
@@ -156,7 +157,6 @@ class _BatchedAppend(beam.DoFn):
         if self._pending:
             assert self._warehouse is not None, "setup opens the warehouse"
             self._append(self._warehouse, self._pending)
-            self._appended.inc(len(self._pending))
             self._pending = []
 
     def _append(self, warehouse: Warehouse, elements: list[Any]) -> None:
@@ -338,7 +338,7 @@ class AppendActivity(_BatchedAppend):
 # -- the whole ------------------------------------------------------------------------------------
 
 
-def build(messages: Any, settings: Any) -> dict[str, Any]:
+def build(messages: Any, settings: Settings) -> dict[str, Any]:
     """Attach the pipeline to ``messages`` (Received); the PCollections it made, by name."""
     topics = Topics(settings.transport.topic_prefix)
     target = warehouse_settings(settings)

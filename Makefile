@@ -9,7 +9,7 @@ HISTORY_DAYS ?= 35
 HISTORY_EVENTS_PER_DAY ?= 5000
 HISTORY_ORDERS_PER_DAY ?= 200
 
-.PHONY: help install run test test-unit test-slow test-llm lint format bench bench-transform bench-quality generate-events constraints clean
+.PHONY: help install beam-venv run test test-unit test-slow test-llm lint format bench bench-transform bench-quality generate-events constraints constraints-beam clean
 
 help:
 	@echo "make run              set up, write $(HISTORY_DAYS) days of history, then run the platform on generated traffic ($(DEMO_SECONDS) s)"
@@ -18,6 +18,7 @@ help:
 	@echo "make test-slow        the long opt-in suites (soaks)"
 	@echo "make test-llm         the quality agent against a real small model served locally (slow first build)"
 	@echo "make lint             ruff (lint + format check) and mypy"
+	@echo "make beam-venv        the Beam pipeline's virtualenv (.venv-beam; make test builds it)"
 	@echo "make bench            benchmarks (print ratios against peers and targets)"
 	@echo "make bench-transform  staging and marts: full vs incremental build on 10M events (QUICK=1: 200k)"
 	@echo "make bench-quality    default quality checks: time on 10M events / 1M orders, anomalies caught (QUICK=1: 200k)"
@@ -34,6 +35,22 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 
 install: $(STAMP)
 
+# The Beam pipeline (shopstream.beam) runs from a virtualenv of its own: apache-beam 2.77 needs
+# pyarrow<26 and, with [gcp], google-cloud-aiplatform<2, which the platform's dependencies
+# exclude. shopstream goes in without its dependencies (dbt, langchain, ... are not needed by
+# the pipeline), plus the few its pipeline modules import; constraints-beam.txt pins it all.
+BEAM_VENV := .venv-beam
+BEAM_STAMP := $(BEAM_VENV)/.installed-beam
+BEAM_PACKAGES := "apache-beam[gcp]" pyarrow duckdb pydantic pydantic-settings orjson
+$(BEAM_STAMP): pyproject.toml constraints-beam.txt
+	$(PYTHON) -m venv $(BEAM_VENV)
+	$(BEAM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BEAM_VENV)/bin/python -m pip install --quiet -c constraints-beam.txt $(BEAM_PACKAGES)
+	$(BEAM_VENV)/bin/python -m pip install --quiet --no-deps -e .
+	touch $(BEAM_STAMP)
+
+beam-venv: $(BEAM_STAMP)
+
 # History first (written once: nothing is written when raw already holds it), so that the
 # quality checks' baselines exist; small, so that it adds seconds, not minutes.
 run: install
@@ -49,7 +66,7 @@ pytest = @echo '$(PYTEST) $(1)'; $(PYTEST) $(1) || { status=$$?; [ $$status -ne 
 	echo "make $@: pytest collected no tests (exit 5): its paths or -m/-k select nothing" >&2; \
 	exit $$status; }
 
-test: install
+test: install $(BEAM_STAMP)
 	$(call pytest,-q -m "not slow and not llm")
 
 # Seconds, not minutes: no PostgreSQL cluster, no collector process.
@@ -115,5 +132,16 @@ constraints:
 	 .venv-pin/bin/python -m pip freeze --exclude-editable | grep -v "^shopstream") > constraints.txt
 	rm -rf .venv-pin
 
+# After changing the Beam virtualenv's packages: re-pin it from a fresh install.
+constraints-beam:
+	rm -rf .venv-beam-pin && $(PYTHON) -m venv .venv-beam-pin
+	.venv-beam-pin/bin/python -m pip install --quiet --upgrade pip
+	.venv-beam-pin/bin/python -m pip install --quiet $(BEAM_PACKAGES) "pyarrow<26"
+	(echo "# Pinned versions of the Beam virtualenv (.venv-beam: Apache Beam needs pyarrow<26 and"; \
+	 echo "# google-cloud-aiplatform<2, so it cannot share .venv). Regenerate: make constraints-beam"; \
+	 .venv-beam-pin/bin/python -m pip freeze --exclude-editable | grep -v "^shopstream") \
+	 > constraints-beam.txt
+	rm -rf .venv-beam-pin
+
 clean:
-	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(BEAM_VENV) data .pytest_cache .mypy_cache .ruff_cache

@@ -402,6 +402,8 @@ class BigQuerySettings(BaseModel):
 
 
 class BeamSettings(BaseModel):
+    """The Beam pipeline (``python -m shopstream.beam``): what it reads and how it runs."""
+
     runner: str = Field(
         default="BundleBasedDirectRunner",
         description="Beam runner: BundleBasedDirectRunner locally, DataflowRunner on GCP.",
@@ -411,8 +413,35 @@ class BeamSettings(BaseModel):
     streaming_engine: bool = Field(default=True, description="Dataflow Streaming Engine.")
     autoscaling_algorithm: Literal["THROUGHPUT_BASED", "NONE"] = "THROUGHPUT_BASED"
     max_workers: int = Field(default=10, gt=0, description="Dataflow's autoscaling ceiling.")
+    sdk_container_image: str = Field(
+        default="",
+        description="Dataflow workers' image: Beam's Python SDK image with shopstream "
+        "installed (deploy/beam/Dockerfile). Empty: Beam's default image, which lacks it.",
+    )
     window_seconds: int = Field(
         default=60, gt=0, description="Real-time aggregates' fixed window (events, revenue)."
+    )
+    allowed_lateness_seconds: int = Field(
+        default=300,
+        ge=0,
+        description="An event received this long after its window closed (by the watermark) "
+        "still updates the window's aggregate (a late pane); later ones are only in raw.",
+    )
+    subscription: str = Field(
+        default="shopstream-beam",
+        description="The pipeline's subscription on each topic is <topic>.<subscription> "
+        "(its own, so that it and a loader each get every message).",
+    )
+    topics: list[str] = Field(
+        default_factory=list,
+        description="Topics to read. Empty: <prefix>.events, <prefix>.dead_letter, "
+        "<prefix>.source_schemas and the change topics of cdc.tables (list the captured "
+        "tables there: Pub/Sub cannot subscribe to a name pattern).",
+    )
+    batch_rows: int = Field(
+        default=5000,
+        gt=0,
+        description="Rows per warehouse append at most (a bundle is appended in one or more).",
     )
 
 

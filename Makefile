@@ -41,6 +41,18 @@ run: install
 		--events-per-day $(HISTORY_EVENTS_PER_DAY) --orders-per-day $(HISTORY_ORDERS_PER_DAY)
 	$(BIN)/shopstream run --generate --local-postgres --duration $(DEMO_SECONDS) --rate $(DEMO_RATE)
 
+# bqemulator (BigQuery's REST + gRPC APIs on DuckDB) in a virtualenv of its own: it needs
+# duckdb<2 while the platform runs duckdb 2. The tests' fixture (tests/support/bigquery_emulator.py)
+# starts it on free loopback ports; built once (stamp), pinned by its own constraints file.
+BQEMU_VENV := .venv-bqemu
+BQEMU_CONSTRAINTS := tests/support/bqemulator-constraints.txt
+BQEMU_STAMP := $(BQEMU_VENV)/.installed-bqemu
+$(BQEMU_STAMP): $(BQEMU_CONSTRAINTS)
+	$(PYTHON) -m venv $(BQEMU_VENV)
+	$(BQEMU_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BQEMU_VENV)/bin/python -m pip install --quiet -c $(BQEMU_CONSTRAINTS) bqemulator duckdb numpy
+	touch $(BQEMU_STAMP)
+
 # pytest exits 5 when it collected nothing (a path, -k or -m that selects no test): that fails,
 # saying so, instead of ending in a bare "Error 5". Docstring examples run with the tests
 # (--doctest-modules over src/shopstream, set in pyproject.toml).
@@ -49,7 +61,7 @@ pytest = @echo '$(PYTEST) $(1)'; $(PYTEST) $(1) || { status=$$?; [ $$status -ne 
 	echo "make $@: pytest collected no tests (exit 5): its paths or -m/-k select nothing" >&2; \
 	exit $$status; }
 
-test: install
+test: install $(BQEMU_STAMP)
 	$(call pytest,-q -m "not slow and not llm")
 
 # Seconds, not minutes: no PostgreSQL cluster, no collector process.
@@ -116,4 +128,4 @@ constraints:
 	rm -rf .venv-pin
 
 clean:
-	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(BQEMU_VENV) data .pytest_cache .mypy_cache .ruff_cache

@@ -7,6 +7,7 @@ import os
 import stat
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
@@ -131,3 +132,50 @@ def test_the_rows_survive_a_reopen(tmp_path: Path) -> None:
         ]
     finally:
         con.close()
+
+
+def test_mart_rows_land_with_exact_decimals(warehouse: Warehouse) -> None:
+    """``append_mart`` (the Beam pipeline's real-time aggregates) shares the monitoring
+    tables' code: the table is made from the batch, money stays an exact decimal."""
+    schema = pa.schema(
+        [
+            pa.field("window_start", pa.timestamp("us", tz="UTC"), nullable=False),
+            pa.field("event_type", pa.string(), nullable=False),
+            pa.field("events", pa.int64(), nullable=False),
+            pa.field("revenue", pa.decimal128(38, 4), nullable=False),
+        ]
+    )
+    rows = [
+        {
+            "window_start": CHECKED_AT,
+            "event_type": "purchase",
+            "events": 2,
+            "revenue": Decimal("0.1000"),
+        },
+        {
+            "window_start": CHECKED_AT,
+            "event_type": "page_view",
+            "events": 5,
+            "revenue": Decimal("0"),
+        },
+    ]
+    warehouse.append_mart("activity", pa.Table.from_pylist(rows, schema=schema))
+    warehouse.append_mart("activity", pa.Table.from_pylist(rows[:1], schema=schema))
+    types = {
+        c["column_name"]: c["data_type"]
+        for c in warehouse.query(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = 'mart' AND table_name = 'activity'"
+        ).to_pylist()
+    }
+    assert types["revenue"] == "DECIMAL(38,4)" and types["events"] == "BIGINT"
+    # 0.1 + 0 + 0.1 is 0.2 exactly, as a Decimal (a float would not be).
+    assert warehouse.query(
+        "SELECT sum(revenue) AS revenue, sum(events)::BIGINT AS events FROM mart.activity"
+    ).to_pylist() == [{"revenue": Decimal("0.2000"), "events": 9}]
+    # A row that breaks the table rolls its whole batch back.
+    loose = pa.schema([f.with_nullable(True) for f in schema])
+    bad = pa.Table.from_pylist([rows[1], {**rows[0], "event_type": None}], schema=loose)
+    with pytest.raises(WarehouseError, match=r"mart\.activity"):
+        warehouse.append_mart("activity", bad)
+    assert warehouse.query("SELECT count(*) AS n FROM mart.activity").to_pylist() == [{"n": 3}]

@@ -83,6 +83,12 @@ class Warehouse(Protocol):
         reports), creating the table from the batch's Arrow schema when it does not exist;
         ``json_columns`` (strings of JSON) become the warehouse's JSON type."""
 
+    def append_mart(self, table: str, batch: pa.Table) -> None:
+        """Append ``batch`` to ``mart.<table>``: marts computed outside the transform (the
+        Beam pipeline's real-time aggregates), the table created from the batch's Arrow
+        schema when it does not exist, as :meth:`append_monitoring` does. Arrow decimals
+        become exact decimals (money); the rows land whole or not at all."""
+
     def query(
         self, sql: str, parameters: list[Any] | None = None, *, max_rows: int | None = None
     ) -> pa.Table:

@@ -42,14 +42,15 @@ _SQL_TYPES = {
     pa.date32(): "DATE",
     pa.timestamp("us", tz="UTC"): "TIMESTAMPTZ",
 }
-#: Monitoring tables are made from their rows' Arrow schema: these types and the raw ones.
-_MONITORING_TYPES = {
+#: Monitoring and mart tables made from their rows' Arrow schema (``append_monitoring``,
+#: ``append_mart``): these types, the raw ones and exact decimals (see :func:`_made_sql_type`).
+_MADE_TYPES = {
     **_SQL_TYPES,
     pa.float64(): "DOUBLE",
     pa.bool_(): "BOOLEAN",
     pa.int32(): "INTEGER",
 }
-#: Names a monitoring table or column may have (they are written into DDL).
+#: Names a made table or column may have (they are written into DDL).
 _PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 #: What a query may be: one statement DuckDB's parser calls SELECT (which covers WITH,
@@ -77,35 +78,46 @@ def raw_table_ddl(table: str) -> str:
     return f"CREATE TABLE IF NOT EXISTS raw.{table} (\n{body}\n)"
 
 
-def monitoring_table_ddl(table: str, schema: pa.Schema, json_columns: Collection[str] = ()) -> str:
-    """``CREATE TABLE IF NOT EXISTS monitoring.<table>`` with ``schema``'s columns.
+def made_table_ddl(
+    layer: str, table: str, schema: pa.Schema, json_columns: Collection[str] = ()
+) -> str:
+    """``CREATE TABLE IF NOT EXISTS <layer>.<table>`` with ``schema``'s columns (a monitoring
+    or mart table that the platform writes itself, not dbt).
 
-    >>> print(monitoring_table_ddl("checks", pa.schema([pa.field("run_id", pa.string(),
-    ...     nullable=False), pa.field("observed", pa.float64()), pa.field("details", pa.string())]),
-    ...     json_columns={"details"}))
+    >>> print(made_table_ddl("monitoring", "checks", pa.schema([pa.field("run_id", pa.string(),
+    ...     nullable=False), pa.field("observed", pa.float64()), pa.field("details", pa.string()),
+    ...     pa.field("revenue", pa.decimal128(38, 4))]), json_columns={"details"}))
     CREATE TABLE IF NOT EXISTS monitoring.checks (
         run_id VARCHAR NOT NULL,
         observed DOUBLE,
-        details JSON
+        details JSON,
+        revenue DECIMAL(38, 4)
     )
     """
     names = [table, *schema.names]
     bad = [name for name in names if not _PLAIN_NAME.fullmatch(name)]
     if bad:
         raise WarehouseError(
-            f"monitoring.{table}: {bad[0]!r} is not a plain name (lower-case letters, digits, _)"
+            f"{layer}.{table}: {bad[0]!r} is not a plain name (lower-case letters, digits, _)"
         )
     columns = []
     for field in schema:
-        sql_type = "JSON" if field.name in json_columns else _MONITORING_TYPES.get(field.type)
+        sql_type = "JSON" if field.name in json_columns else _made_sql_type(field.type)
         if sql_type is None:
             raise WarehouseError(
-                f"monitoring.{table}.{field.name}: no warehouse type for Arrow type {field.type}"
+                f"{layer}.{table}.{field.name}: no warehouse type for Arrow type {field.type}"
             )
         null = "" if field.nullable else " NOT NULL"
         columns.append(f"    {field.name} {sql_type}{null}")
     body = ",\n".join(columns)
-    return f"CREATE TABLE IF NOT EXISTS monitoring.{table} (\n{body}\n)"
+    return f"CREATE TABLE IF NOT EXISTS {layer}.{table} (\n{body}\n)"
+
+
+def _made_sql_type(arrow_type: pa.DataType) -> str | None:
+    """Money stays exact: an Arrow decimal becomes DuckDB's DECIMAL of the same digits."""
+    if pa.types.is_decimal128(arrow_type):
+        return f"DECIMAL({arrow_type.precision}, {arrow_type.scale})"
+    return _MADE_TYPES.get(arrow_type)
 
 
 def check_read_only(sql: str) -> None:
@@ -384,24 +396,34 @@ class DuckDBWarehouse:
     ) -> None:
         """Append ``batch`` to ``monitoring.<table>`` (made from its schema if missing), in
         one transaction with the DDL: the rows land whole or not at all."""
-        ddl = monitoring_table_ddl(table, batch.schema, json_columns)
+        self._append_made("monitoring", table, batch, json_columns)
+
+    def append_mart(self, table: str, batch: pa.Table) -> None:
+        """Append ``batch`` to ``mart.<table>`` (made from its schema if missing), in one
+        transaction with the DDL, as :meth:`append_monitoring` does."""
+        self._append_made("mart", table, batch, ())
+
+    def _append_made(
+        self, layer: str, table: str, batch: pa.Table, json_columns: Collection[str]
+    ) -> None:
+        ddl = made_table_ddl(layer, table, batch.schema, json_columns)
         if not batch.num_rows:
             return
         cursor = self._cursor()
-        name = f"_monitoring_{next(self._names)}"
+        name = f"_{layer}_{next(self._names)}"
         try:
             with self._lock, private_umask():  # the commit may create the WAL
                 cursor.execute("BEGIN TRANSACTION")
-                cursor.execute("CREATE SCHEMA IF NOT EXISTS monitoring")
+                cursor.execute(f"CREATE SCHEMA IF NOT EXISTS {layer}")
                 cursor.execute(ddl)
                 cursor.register(name, batch)
                 # By name: the table's column order is its own once it exists.
-                cursor.execute(f"INSERT INTO monitoring.{table} BY NAME SELECT * FROM {name}")
+                cursor.execute(f"INSERT INTO {layer}.{table} BY NAME SELECT * FROM {name}")
                 cursor.execute("COMMIT")
         except duckdb.Error as exc:
             with contextlib.suppress(duckdb.Error):
                 cursor.execute("ROLLBACK")
-            raise WarehouseError(f"append to monitoring.{table} failed: {exc}") from exc
+            raise WarehouseError(f"append to {layer}.{table} failed: {exc}") from exc
         finally:
             with contextlib.suppress(duckdb.Error):
                 cursor.unregister(name)
@@ -490,4 +512,4 @@ class WarehouseLocked(WarehouseInUse):
         self.path = path
 
 
-__all__ = ["DuckDBWarehouse", "WarehouseLocked", "check_read_only", "monitoring_table_ddl"]
+__all__ = ["DuckDBWarehouse", "WarehouseLocked", "check_read_only", "made_table_ddl"]

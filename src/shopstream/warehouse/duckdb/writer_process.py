@@ -153,6 +153,9 @@ def _answer(conn: multiprocessing.connection.Connection, warehouse: Any) -> None
                 batch = _from_ipc(conn.recv_bytes())
                 warehouse.append_monitoring(request[1], batch, json_columns=request[2])
                 conn.send(("ok", None, None))
+            elif op == "append_mart":
+                warehouse.append_mart(request[1], _from_ipc(conn.recv_bytes()))
+                conn.send(("ok", None, None))
             elif op == "query":
                 result = warehouse.query(request[1], request[2], max_rows=request[3])
                 conn.send(("ok", _to_ipc(result), None))
@@ -376,6 +379,10 @@ class WarehouseProcess:
         """Append to ``monitoring.<table>`` in the writer process (on the appends' pipe: it
         is a write)."""
         self._call("append_monitoring", table, sorted(json_columns), payload=[_to_ipc(batch)])
+
+    def append_mart(self, table: str, batch: pa.Table) -> None:
+        """Append to ``mart.<table>`` in the writer process (on the appends' pipe)."""
+        self._call("append_mart", table, payload=[_to_ipc(batch)])
 
     def query(
         self, sql: str, parameters: list[Any] | None = None, *, max_rows: int | None = None

@@ -80,6 +80,11 @@ def parse_url(url: str) -> BigQueryLocation:
     parts = urlsplit(url)
     if parts.scheme != "bigquery" or not parts.netloc:
         raise ValueError(f"not a BigQuery warehouse URL: {url!r} (expected {EXAMPLE})")
+    if parts.path not in ("", "/"):
+        raise ValueError(
+            f"{url}: a BigQuery URL names a project, not a dataset (the layers raw, staging, "
+            f"mart and monitoring are its datasets): {EXAMPLE}"
+        )
     query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
     unknown = set(query) - {"location", "endpoint", "grpc"}
     if unknown:

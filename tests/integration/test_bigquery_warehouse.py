@@ -6,10 +6,15 @@ rows of its own, so the order of tests does not matter.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -237,3 +242,30 @@ def test_health_says_recovering_when_bigquery_is_unreachable(
         assert unreachable.health().state == "recovering"
     finally:
         unreachable.close()
+
+
+def shopstream_sql(
+    emulator: BigQueryEmulator, cwd: Path, *args: str
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPSTREAM_")}
+    env.update(SHOPSTREAM_WAREHOUSE_URL=emulator.warehouse_url(), SHOPSTREAM_DATA_DIR=str(cwd))
+    return subprocess.run(
+        [sys.executable, "-m", "shopstream", "sql", *args],
+        env=env, cwd=cwd, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_shopstream_sql_asks_bigquery_directly(
+    bigquery_emulator: BigQueryEmulator, warehouse: BigQueryWarehouse, tmp_path: Path
+) -> None:
+    """No running platform, no query socket: a service answers every process itself."""
+    warehouse.append({"events": events_table("sql-1", "sql-2", "sql-3")})
+    query = "SELECT event_id FROM raw.events WHERE STARTS_WITH(event_id, 'sql-') ORDER BY 1"
+    done = shopstream_sql(bigquery_emulator, tmp_path, query, "--json", "--limit", "2")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [{"event_id": "sql-1"}, {"event_id": "sql-2"}]
+    assert "truncated at 2 rows" in done.stderr + done.stdout
+    refused = shopstream_sql(bigquery_emulator, tmp_path, "DELETE FROM raw.events WHERE true")
+    assert refused.returncode != 0
+    assert "only a read query" in refused.stderr + refused.stdout
+    assert event_ids(warehouse, "sql-") == ["sql-1", "sql-2", "sql-3"]

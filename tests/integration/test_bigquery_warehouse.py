@@ -24,6 +24,7 @@ from shopstream.events.dead_letter import dead_letter_row
 from shopstream.events.raw import RAW_CDC, RAW_DEAD_LETTER
 from shopstream.warehouse import QueryError, WarehouseError, open_warehouse, warehouse_backend
 from shopstream.warehouse.base import WarehouseUnavailable
+from shopstream.warehouse.bigquery import appends
 from shopstream.warehouse.bigquery.database import BigQueryWarehouse
 from tests.support.bigquery_emulator import BigQueryEmulator, bigquery_emulator
 from tests.support.rows import events_table
@@ -115,13 +116,44 @@ def test_both_append_methods_land_the_same_rows(
         writer.close()
 
 
-def test_a_batch_bigger_than_one_request_lands_whole(warehouse: BigQueryWarehouse) -> None:
+@pytest.fixture
+def small_requests(monkeypatch: pytest.MonkeyPatch) -> int:
+    """AppendRows requests of 64 KiB (BigQuery's limit is 10 MB): several per small batch."""
+    monkeypatch.setattr(appends, "REQUEST_BYTES", 64 * 1024)
+    return 64 * 1024
+
+
+def test_a_batch_bigger_than_one_request_lands_whole(
+    warehouse: BigQueryWarehouse, small_requests: int
+) -> None:
     """Several AppendRows requests on one pending stream, committed once."""
-    ids = [f"big-{n:05}" for n in range(3_000)]
-    batch = events_table(*ids, payload='{"pad": "' + "x" * 4_000 + '"}')
-    assert batch.nbytes > 10 * 1024 * 1024  # more than one request may carry
+    ids = [f"big-{n:05}" for n in range(300)]
+    batch = events_table(*ids, payload='{"pad": "' + "x" * 1_000 + '"}')
+    assert batch.nbytes > 4 * small_requests
     warehouse.append({"events": batch})
     assert event_ids(warehouse, "big-") == ids
+
+
+def test_a_batch_refused_in_its_last_request_lands_not_at_all(
+    bigquery_emulator: BigQueryEmulator, warehouse: BigQueryWarehouse, small_requests: int
+) -> None:
+    """The first requests of a pending stream were taken, the last one refused: the stream is
+    never committed, so none of the batch is visible (a committed stream would show half)."""
+    from google.cloud import bigquery
+
+    bigquery_emulator.client().create_table(
+        bigquery.Table(
+            f"{bigquery_emulator.project}.monitoring.whole",
+            schema=[bigquery.SchemaField("n", "INT64"), bigquery.SchemaField("pad", "STRING")],
+        )
+    )
+    rows = 300
+    numbers = [str(i) for i in range(rows - 1)] + ["not a number"]
+    batch = pa.table({"n": numbers, "pad": ["x" * 1_000] * rows})
+    assert batch.nbytes > 4 * small_requests
+    with pytest.raises(WarehouseError, match=r"refused the rows for monitoring\.whole"):
+        warehouse.append_monitoring("whole", batch)
+    assert warehouse.table_counts()["monitoring.whole"] == 0
 
 
 def test_a_refused_table_leaves_the_tables_before_it_landed(warehouse: BigQueryWarehouse) -> None:

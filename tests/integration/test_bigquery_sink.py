@@ -29,18 +29,9 @@ from shopstream.warehouse.bigquery.tables import raw_layout
 from tests.support.bigquery_emulator import BigQueryEmulator, bigquery_emulator
 from tests.support.collector import CollectorProcess
 from tests.support.rows import event_row
+from tests.support.rows import tracked_event as event
 
 __all__ = ["bigquery_emulator"]  # the fixture, used by name
-
-
-def event(anonymous_id: str, **fields: object) -> dict[str, object]:
-    return {
-        "event_id": str(uuid.uuid4()),
-        "event_type": "page_view",
-        "event_ts": datetime.now(UTC).isoformat(),
-        "anonymous_id": anonymous_id,
-        **fields,
-    }
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import threading
+import time
 from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,9 @@ if TYPE_CHECKING:
     from google.cloud import bigquery
 
     from shopstream.config import BigQuerySettings
+
+#: Seconds a health probe's answer is kept.
+_HEALTH_SECONDS = 5.0
 
 #: A raw table's own row id (insertAll's insert id: a resend is dropped, best effort).
 _ROW_IDS = {"events": "event_id", "dead_letter": "dead_letter_id"}
@@ -114,6 +118,8 @@ class BigQueryWarehouse:
         self._known: set[tuple[str, str]] = set()
         self._layouts: dict[tuple[str, str], TableLayout] = {}
         self._lock = threading.Lock()
+        self._health = WarehouseHealth()
+        self._health_at = -_HEALTH_SECONDS  # probe on the first call
 
     # -- tables --------------------------------------------------------------------------
 
@@ -319,15 +325,24 @@ class BigQueryWarehouse:
 
     def health(self) -> WarehouseHealth:
         """``ok`` when the raw dataset answers; ``recovering`` when BigQuery cannot be reached
-        now (a service: it comes back without us)."""
+        now (a service: it comes back without us). Readiness and liveness probes call this
+        often, from the collector's event loop: one probe (≤ 3 s) every 5 s, the answer kept
+        in between."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._health_at < _HEALTH_SECONDS:
+                return self._health
         try:
             # One try: a probe answers now, and the next probe asks again.
-            self.client.get_dataset(f"{self.project}.raw", timeout=10, retry=None)  # type: ignore[arg-type]
+            self.client.get_dataset(f"{self.project}.raw", timeout=3, retry=None)  # type: ignore[arg-type]
+            health = WarehouseHealth()
         except google_errors.NotFound:
-            return WarehouseHealth()  # reachable; the layers are made at start
+            health = WarehouseHealth()  # reachable; the layers are made at start
         except Exception as exc:
-            return WarehouseHealth("recovering", f"BigQuery does not answer: {exc}")
-        return WarehouseHealth()
+            health = WarehouseHealth("recovering", f"BigQuery does not answer: {exc}")
+        with self._lock:
+            self._health, self._health_at = health, time.monotonic()
+        return health
 
     def close(self) -> None:
         self.client.close()

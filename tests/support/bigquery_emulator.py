@@ -29,6 +29,7 @@ import httpx
 import pytest
 
 from tests.support.collector import free_port
+from tests.support.server_process import log_tail, stop_server
 
 if TYPE_CHECKING:
     from google.cloud import bigquery
@@ -130,19 +131,10 @@ class BigQueryEmulator:
         return BigQueryWriteClient(transport=BigQueryWriteGrpcTransport(channel=channel))
 
     def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-4000:]
-        except OSError:
-            return ""
+        return log_tail(self.log_path)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_server(self.process)
 
 
 def emulator_or_skip(tmp_path_factory: pytest.TempPathFactory) -> BigQueryEmulator:

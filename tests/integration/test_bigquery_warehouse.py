@@ -301,3 +301,23 @@ def test_shopstream_sql_asks_bigquery_directly(
     assert refused.returncode != 0
     assert "only a read query" in refused.stderr + refused.stdout
     assert event_ids(warehouse, "sql-") == ["sql-1", "sql-2", "sql-3"]
+
+
+def test_an_unreachable_storage_api_is_unavailable_after_bounded_retries(
+    bigquery_emulator: BigQueryEmulator,
+    warehouse: BigQueryWarehouse,  # the layers exist: only the Storage API is missing
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Nothing listens on the gRPC address: the append gives up after its retry budget (here
+    3 s; 60 s in production) as unavailable, so the caller answers 503 and nothing is
+    dead-lettered. The libraries' own retries would go on for 10 to 20 minutes."""
+    monkeypatch.setattr(appends, "CALL_TIMEOUT", 3.0)
+    url = bigquery_emulator.warehouse_url().replace(bigquery_emulator.grpc_target, "127.0.0.1:9")
+    cut_off = open_warehouse(Settings(warehouse_url=url))
+    try:
+        started = time.monotonic()
+        with pytest.raises(WarehouseUnavailable):
+            cut_off.append({"events": events_table("cut-off-1")})
+        assert time.monotonic() - started < 30
+    finally:
+        cut_off.close()

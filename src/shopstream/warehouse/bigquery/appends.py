@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 from google.api_core import exceptions as google_errors
+from google.api_core import retry as retries
 
 from shopstream.warehouse.base import WarehouseError, WarehouseUnavailable
 from shopstream.warehouse.bigquery.tables import Column
@@ -55,6 +56,14 @@ _WIRE_TYPES: dict[str, pa.DataType] = {
     "BIGNUMERIC": pa.decimal256(76, 38),
     "BYTES": pa.binary(),
 }
+
+
+def bounded_retry() -> retries.Retry:
+    """Transient failures retried for ``CALL_TIMEOUT`` seconds in all (the libraries' defaults
+    go on for 10 to 20 minutes, while a collector's client waits for its answer)."""
+    return retries.Retry(
+        predicate=retries.if_transient_error, initial=0.2, maximum=5.0, timeout=CALL_TIMEOUT
+    )
 
 
 def failure(exc: Exception, where: str) -> WarehouseError:
@@ -104,6 +113,7 @@ class StorageWrite:
             stream = self.client.create_write_stream(
                 parent=parent,
                 write_stream=types.WriteStream(type_=types.WriteStream.Type.PENDING),
+                retry=bounded_retry(),
                 timeout=CALL_TIMEOUT,
             )
             # The routing header Google's own writer sends: the service finds the stream's
@@ -115,9 +125,12 @@ class StorageWrite:
             )
             for response in responses:
                 _check_append(response, where)
-            self.client.finalize_write_stream(name=stream.name, timeout=CALL_TIMEOUT)
+            self.client.finalize_write_stream(
+                name=stream.name, retry=bounded_retry(), timeout=CALL_TIMEOUT
+            )
             committed = self.client.batch_commit_write_streams(
                 types.BatchCommitWriteStreamsRequest(parent=parent, write_streams=[stream.name]),
+                retry=bounded_retry(),
                 timeout=CALL_TIMEOUT,
             )
         except google_errors.GoogleAPIError as exc:

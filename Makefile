@@ -58,6 +58,18 @@ run: install
 		--events-per-day $(HISTORY_EVENTS_PER_DAY) --orders-per-day $(HISTORY_ORDERS_PER_DAY)
 	$(BIN)/shopstream run --generate --local-postgres --duration $(DEMO_SECONDS) --rate $(DEMO_RATE)
 
+# bqemulator (BigQuery's REST + gRPC APIs on DuckDB) in a virtualenv of its own: it needs
+# duckdb<2 while the platform runs duckdb 2. The tests' fixture (tests/support/bigquery_emulator.py)
+# starts it on free loopback ports; built once (stamp), pinned by its own constraints file.
+BQEMU_VENV := .venv-bqemu
+BQEMU_CONSTRAINTS := tests/support/bqemulator-constraints.txt
+BQEMU_STAMP := $(BQEMU_VENV)/.installed-bqemu
+$(BQEMU_STAMP): $(BQEMU_CONSTRAINTS)
+	$(PYTHON) -m venv $(BQEMU_VENV)
+	$(BQEMU_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BQEMU_VENV)/bin/python -m pip install --quiet -c $(BQEMU_CONSTRAINTS) bqemulator duckdb numpy
+	touch $(BQEMU_STAMP)
+
 # pytest exits 5 when it collected nothing (a path, -k or -m that selects no test): that fails,
 # saying so, instead of ending in a bare "Error 5". Docstring examples run with the tests
 # (--doctest-modules over src/shopstream, set in pyproject.toml).
@@ -66,7 +78,7 @@ pytest = @echo '$(PYTEST) $(1)'; $(PYTEST) $(1) || { status=$$?; [ $$status -ne 
 	echo "make $@: pytest collected no tests (exit 5): its paths or -m/-k select nothing" >&2; \
 	exit $$status; }
 
-test: install $(BEAM_STAMP)
+test: install $(BEAM_STAMP) $(BQEMU_STAMP)
 	$(call pytest,-q -m "not slow and not llm")
 
 # Seconds, not minutes: no PostgreSQL cluster, no collector process.
@@ -144,4 +156,4 @@ constraints-beam:
 	rm -rf .venv-beam-pin
 
 clean:
-	rm -rf $(VENV) $(BEAM_VENV) data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(BEAM_VENV) $(BQEMU_VENV) data .pytest_cache .mypy_cache .ruff_cache

@@ -8,9 +8,7 @@ raw.dead_letter, and the collector answers it with its index and DuckDB's reason
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 
 import duckdb
 import httpx
@@ -19,18 +17,9 @@ import pytest
 
 from shopstream.warehouse.duckdb.database import raw_table_ddl
 from tests.support.collector import CollectorProcess
+from tests.support.rows import tracked_event as event
 
 REFUSED = "refused-by-duckdb"
-
-
-def event(anonymous_id: str = "anon-1", **fields: object) -> dict[str, object]:
-    return {
-        "event_id": str(uuid.uuid4()),
-        "event_type": "page_view",
-        "event_ts": datetime.now(UTC).isoformat(),
-        "anonymous_id": anonymous_id,
-        **fields,
-    }
 
 
 @pytest.fixture(scope="module")

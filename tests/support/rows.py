@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 
 import pyarrow as pa
@@ -31,3 +32,14 @@ def events_table(*event_ids: str, **overrides: object) -> pa.Table:
     return pa.Table.from_pylist(
         [event_row(event_id, **overrides) for event_id in event_ids], schema=RAW_EVENTS
     )
+
+
+def tracked_event(anonymous_id: str = "anon-1", **fields: object) -> dict[str, object]:
+    """A valid event as a tracker sends it to the collector (``fields`` override)."""
+    return {
+        "event_id": str(uuid.uuid4()),
+        "event_type": "page_view",
+        "event_ts": datetime.now(UTC).isoformat(),
+        "anonymous_id": anonymous_id,
+        **fields,
+    }

@@ -29,10 +29,10 @@ DUCKDB = Capabilities(
 
 def test_an_unknown_warehouse_scheme_is_refused_naming_the_known_ones() -> None:
     with pytest.raises(ValidationError) as refused:
-        Settings(warehouse_url="bigquery://project/dataset")
+        Settings(warehouse_url="snowflake://account/database")
     message = str(refused.value)
-    assert "warehouse_url 'bigquery://project/dataset'" in message
-    assert "unknown scheme 'bigquery'" in message
+    assert "warehouse_url 'snowflake://account/database'" in message
+    assert "unknown scheme 'snowflake'" in message
     assert f"known schemes are {', '.join(WAREHOUSES)}" in message
     assert "duckdb:///path/to/file.duckdb" in message
     with pytest.raises(ValueError, match="known schemes are duckdb"):

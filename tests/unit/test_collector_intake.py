@@ -192,7 +192,7 @@ def test_settings_from_yaml(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None: 
 
 def test_unsupported_warehouse_url_says_what_works() -> None:
     with pytest.raises(ValueError, match="duckdb:///"):
-        Settings(warehouse_url="bigquery://project")
+        Settings(warehouse_url="redshift://cluster/database")
 
 
 def test_segment_messages_without_id_keep_one_id_across_retries() -> None:

@@ -11,6 +11,15 @@ warehouse refuses are found, one by one. Those go to ``raw.dead_letter`` with th
 the submission's future says which they were (the collector answers them as rejected). If the
 warehouse is unavailable (its writer process restarting), nothing is dead-lettered: the
 futures fail and the callers retry.
+
+A warehouse that cannot append several tables in one commit (BigQuery:
+``capabilities.atomic_multi_table_append`` false) is written one table at a time, each table's
+rows landing whole. A submission counts as landed only when every one of its tables has; when a
+table fails, the tables already written stay, and the submissions that still miss a table are
+retried alone on those tables only (so no table is written twice by the sink). If that fails
+too, their futures fail and the callers send the whole submission again: the tables that had
+landed then hold a second copy of those rows, which staging removes (it keeps the first copy of
+each event_id / change_id, and raw keeps every copy, as it does for any resend).
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import queue
 import threading
 import time
 from collections import Counter
+from collections.abc import Collection
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
@@ -69,11 +79,9 @@ class WarehouseSink:
         linger_ms: float = 2.0,
         max_queue_rows: int = 500_000,
     ) -> None:
-        if not warehouse.capabilities.atomic_multi_table_append:
-            # A group commit holds several tables (events and their dead letters, say):
-            # half of one landing would break the all-or-nothing answer to each submission.
-            raise ValueError("the warehouse sink needs a warehouse that appends atomically")
         self.warehouse = warehouse
+        #: Several tables land in one commit (else: one table at a time, see the docstring).
+        self.atomic = warehouse.capabilities.atomic_multi_table_append
         self.flush_rows = flush_rows
         self.linger = linger_ms / 1000
         self.max_queue_rows = max_queue_rows
@@ -203,7 +211,20 @@ class WarehouseSink:
         started = time.perf_counter()
         total = sum(s.row_count for s in group)
         try:
-            self.warehouse.append(_to_arrow([s.rows for s in group]))
+            _append(self.warehouse, _to_arrow([s.rows for s in group]), self.atomic)
+        except _PartlyAppended as partial:
+            # Tables before the failing one landed: whoever had rows only there is done.
+            log.warning("group commit of %d rows failed on %s", total, partial.__cause__)
+            metrics.SINK_FAILURES.inc()
+            unavailable = isinstance(partial.__cause__, WarehouseUnavailable)
+            for submission in group:
+                if set(submission.rows) <= partial.landed:
+                    _resolve(submission.future, LANDED)
+                    self._count_written([submission])
+                elif unavailable:
+                    _resolve(submission.future, error=_sink_error(partial.cause))
+                else:
+                    self._commit_alone(submission, skip=partial.landed)
         except WarehouseUnavailable as exc:
             # Not the rows' fault: no dead letters; the callers are told and send them again.
             log.warning("group commit of %d rows failed: %s", total, exc)
@@ -227,9 +248,11 @@ class WarehouseSink:
             metrics.SINK_FLUSH_SECONDS.observe(time.perf_counter() - started)
             self.commits += 1
 
-    def _commit_alone(self, submission: _Submission) -> None:
+    def _commit_alone(self, submission: _Submission, skip: Collection[str] = ()) -> None:
+        """Load one submission on its own; ``skip``: its tables that have landed already."""
+        rows = {table: r for table, r in submission.rows.items() if table not in skip}
         try:
-            outcome = _Isolation(self.warehouse).load(submission.rows)
+            outcome = _Isolation(self.warehouse, self.atomic).load(rows)
         except _DeadLettersFailed as exc:
             # Neither the rows nor their dead letters can be written: the warehouse itself
             # is failing. The caller gets the error and must not acknowledge.
@@ -278,20 +301,25 @@ class _Isolation:
     full, say) and nothing more is tried; the others' are written together at the end.
     """
 
-    def __init__(self, warehouse: Warehouse) -> None:
+    def __init__(self, warehouse: Warehouse, atomic: bool = True) -> None:
         self.warehouse = warehouse
+        self.atomic = atomic
         self.dead: list[DeadLettered] = []
         self.letters: list[dict[str, Any]] = []
         self.probed = False
 
     def load(self, rows: Rows) -> Outcome:
-        try:
-            self.warehouse.append(_to_arrow([rows]))
-            return LANDED  # it was a neighbour's fault
-        except WarehouseUnavailable:
-            raise
-        except Exception as exc:
-            failure: Exception | None = exc if len(rows) == 1 else None
+        failure: Exception | None = None
+        if self.atomic:
+            try:
+                self.warehouse.append(_to_arrow([rows]))
+                return LANDED  # it was a neighbour's fault
+            except WarehouseUnavailable:
+                raise
+            except Exception as exc:
+                failure = exc if len(rows) == 1 else None
+        # Table by table (the first try of each is the whole table): without atomic appends,
+        # a table that landed is never sent again.
         for table, table_rows in rows.items():
             try:
                 arrow = _to_arrow([{table: table_rows}]).get(table)
@@ -340,6 +368,33 @@ class _Isolation:
         except Exception as exc:
             raise _DeadLettersFailed(str(exc)) from exc
         self.letters = []
+
+
+class _PartlyAppended(WarehouseError):
+    """A table-by-table append failed on one table after ``landed`` had landed."""
+
+    def __init__(self, landed: set[str], cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.landed = landed
+        self.cause = cause
+        self.__cause__ = cause
+
+
+def _append(warehouse: Warehouse, batches: dict[str, pa.Table], atomic: bool) -> None:
+    """All of ``batches`` in one commit, or (``atomic`` false) one table at a time, raising
+    :class:`_PartlyAppended` when a table fails after others landed."""
+    if atomic:
+        warehouse.append(batches)
+        return
+    landed: set[str] = set()
+    for table, batch in batches.items():
+        try:
+            warehouse.append({table: batch})
+        except Exception as exc:
+            if not landed:
+                raise
+            raise _PartlyAppended(landed, exc) from exc
+        landed.add(table)
 
 
 def _sink_error(exc: Exception, message: str | None = None) -> SinkError:

@@ -9,6 +9,14 @@ passes through shopstream's settings::
     >>> output["type"], output["project"], output["dataset"], output["location"]
     ('bigquery', 'shop-prod', 'staging', 'asia-northeast3')
 
+The emulator form (``&endpoint=http://127.0.0.1:9050``, see :mod:`shopstream.warehouse.bigquery`)
+points dbt at that endpoint with a token the emulator does not check (it never leaves this
+machine)::
+
+    >>> output = bigquery_output("bigquery://demo?endpoint=http://127.0.0.1:9050")
+    >>> output["method"], output["token"], output["api_endpoint"]
+    ('oauth-secrets', 'fake-token', 'http://127.0.0.1:9050')
+
 Layers are datasets named as they are (raw, staging, mart, monitoring): the project's
 ``generate_schema_name`` macro puts each model in its layer's dataset.
 """
@@ -16,24 +24,28 @@ Layers are datasets named as they are (raw, staging, mart, monitoring): the proj
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
-EXAMPLE = "bigquery://<gcp project>?location=<region>"
+from shopstream.warehouse.bigquery import EXAMPLE, parse_url
+
+__all__ = ["EXAMPLE", "bigquery_output"]
+
+EMULATOR_TOKEN = "fake-token"  # noqa: S105 - not a secret: emulators accept any token
 
 
 def bigquery_output(url: str, *, threads: int = 4) -> dict[str, Any]:
     """A dbt-bigquery profile output for the warehouse at ``url``."""
-    parts = urlsplit(url)
-    if parts.scheme != "bigquery" or not parts.netloc:
-        raise ValueError(f"not a BigQuery warehouse URL: {url!r} (expected {EXAMPLE})")
-    query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+    where = parse_url(url)
     output: dict[str, Any] = {
         "type": "bigquery",
         "method": "oauth",
-        "project": parts.netloc,
+        "project": where.project,
         "dataset": "staging",
         "threads": threads,
     }
-    if "location" in query:
-        output["location"] = query["location"]
+    if where.location is not None:
+        output["location"] = where.location
+    if where.endpoint is not None:
+        # An emulator checks no token; this one never reaches Google (the endpoint is local).
+        output.update(method="oauth-secrets", api_endpoint=where.endpoint)
+        output["token"] = EMULATOR_TOKEN
     return output

@@ -48,6 +48,7 @@ B = TypeVar("B")
 #: URL scheme -> the module whose ``BACKEND`` implements it. One line per backend.
 WAREHOUSES: dict[str, str] = {
     "duckdb": "shopstream.warehouse.duckdb",
+    "bigquery": "shopstream.warehouse.bigquery",
 }
 WAREHOUSE_EXAMPLE = "duckdb:///path/to/file.duckdb"
 

@@ -25,8 +25,8 @@ from shopstream.loader.base import Received
 def ensure_subscriptions(project: str, topics: Sequence[str], name: str) -> None:
     """Create the topics and the pipeline's subscriptions that are missing (local runs and
     the emulator; in production Terraform creates them and ``pubsub.create`` is off)."""
+    import google.cloud.pubsub_v1 as pubsub_v1  # as in shopstream.sinks.pubsub, for mypy
     from google.api_core.exceptions import AlreadyExists
-    from google.cloud import pubsub_v1
 
     publisher = pubsub_v1.PublisherClient()
     subscriber = pubsub_v1.SubscriberClient()

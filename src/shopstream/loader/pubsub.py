@@ -33,8 +33,10 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any
 
+# Not `from google.cloud import pubsub_v1`: mypy then misses it beside typed google.cloud
+# packages (bigquery).
+import google.cloud.pubsub_v1 as pubsub_v1
 from google.api_core import exceptions as google_errors
-from google.cloud import pubsub_v1
 
 from shopstream.events.dead_letter import dead_letter_row
 from shopstream.events.messages import Topics, encode

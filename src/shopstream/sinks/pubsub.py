@@ -35,9 +35,11 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
+# Not `from google.cloud import pubsub_v1`: mypy then misses it beside typed google.cloud
+# packages (bigquery).
+import google.cloud.pubsub_v1 as pubsub_v1
 import pyarrow as pa
 from google.api_core import exceptions as google_errors
-from google.cloud import pubsub_v1
 from google.cloud.pubsub_v1.publisher.exceptions import PublishToPausedOrderingKeyException
 
 from shopstream.events.messages import Message, Topics, encode

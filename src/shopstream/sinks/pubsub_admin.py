@@ -24,9 +24,11 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+# Not `from google.cloud import pubsub_v1`: mypy then misses it beside typed google.cloud
+# packages (bigquery).
+import google.cloud.pubsub_v1 as pubsub_v1
 from google.api_core import exceptions as google_errors
 from google.api_core.retry import Retry, if_exception_type
-from google.cloud import pubsub_v1
 
 if TYPE_CHECKING:
     from shopstream.config import PubSubSettings

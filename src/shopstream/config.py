@@ -324,6 +324,14 @@ class PubSubSettings(BaseModel):
         description="Deliveries of one message before the subscription's dead-letter "
         "policy moves it to <prefix>.dead_letter (Pub/Sub allows 5 to 100).",
     )
+    order_events: bool = Field(
+        default=False,
+        description="Publish events with their session as ordering key, so that ordered "
+        "subscriptions see a session in order. Off by default: Google's publisher batches "
+        "per ordering key, so a request of 100 sessions' events becomes ~100 publish calls "
+        "(bench/transport.py). Changes always carry their primary key as ordering key, "
+        "schema records their table.",
+    )
     batch_max_messages: int = Field(default=1000, gt=0, le=1000)
     batch_max_bytes: int = Field(default=1_000_000, gt=0, le=10_000_000)
     batch_max_latency_ms: float = Field(default=10.0, ge=0)

@@ -54,6 +54,7 @@ def collector(
             "PUBSUB_EMULATOR_HOST": pubsub_emulator.host,
             "SHOPSTREAM_SINK_URL": f"pubsub://{PROJECT}",
             "SHOPSTREAM_PUBSUB__PUBLISH_TIMEOUT_SECONDS": str(PUBLISH_TIMEOUT_S),
+            "SHOPSTREAM_PUBSUB__ORDER_EVENTS": "true",  # sessions in order (off by default)
         },
     )
     process.start()
@@ -203,6 +204,33 @@ def test_changes_go_to_a_topic_created_for_their_table_keyed_by_primary_key(
     [delete] = [m for m in messages if m.attributes["change_id"] == "0/04"]
     assert orjson.loads(delete.data)["op"] == "d"  # and no tombstone: 4 messages in all
     assert all(m.data for m in messages)
+
+
+def test_events_carry_no_ordering_key_unless_asked_changes_always_do(settings: Settings) -> None:
+    """Per-key batching in Google's publisher makes every session its own publish call, so
+    events are published unordered by default (pubsub.order_events); changes keep theirs."""
+    from shopstream.events.raw import RAW_EVENTS
+
+    when = datetime.now(UTC)
+    row = {name: None for name in RAW_EVENTS.names}
+    row.update(event_id="e-unordered", event_type="page_view", event_ts=when, received_at=when)
+    row.update(event_date=when.date(), anonymous_id="a", session_id="s-9", source="native")
+    row.update(properties="{}", payload="{}")
+    events_sub = subscribe(PROJECT, f"{PREFIX}.events", "check-unordered")
+    sink = open_sink(settings, None)  # type: ignore[arg-type]
+    sink.start()
+    try:
+        changes_sub = subscribe(PROJECT, f"{PREFIX}.sales.orders", "check-ordered")
+        rows = {"events": [row], "cdc_orders": [change("0/09", "c", 7, "1.00")]}
+        assert sink.submit(rows).result(30)  # type: ignore[arg-type]
+        [event_message] = [
+            m for m in pull(events_sub, 10) if m.attributes["event_id"] == "e-unordered"
+        ]
+        [change_message] = pull(changes_sub, 1)
+    finally:
+        sink.close()
+    assert event_message.ordering_key == ""
+    assert change_message.ordering_key == '{"id":7}'
 
 
 def test_past_flow_control_submit_says_unavailable_instead_of_blocking(

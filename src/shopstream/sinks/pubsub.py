@@ -1,8 +1,9 @@
 """The Pub/Sub sink: raw rows published to Google Cloud Pub/Sub (``pubsub://<project>``).
 
 Rows become messages with :func:`shopstream.events.messages.encode` (the same topics, keys
-and headers as on Kafka): the message data is the value, the ordering key the key (a session
-keeps its order, a row's changes theirs), the attributes the headers (table, event type and
+and headers as on Kafka): the message data is the value, the ordering key the key (a
+row's changes keep their order; events only with ``pubsub.order_events``, see
+:meth:`PubSubSink._ordered`), the attributes the headers (table, event type and
 id, change id, commit time). Google's client batches (``pubsub.batch_*``); the emulator is
 used when ``PUBSUB_EMULATOR_HOST`` is set, as with every Google client.
 
@@ -42,7 +43,7 @@ import pyarrow as pa
 from google.api_core import exceptions as google_errors
 from google.cloud.pubsub_v1.publisher.exceptions import PublishToPausedOrderingKeyException
 
-from shopstream.events.messages import Message, Topics, encode
+from shopstream.events.messages import TABLE, Message, Topics, encode
 from shopstream.observability import metrics
 from shopstream.sinks import SinkBackend
 from shopstream.sinks.base import LANDED, Outcome, Rows, SinkError, SinkUnavailable, settle
@@ -281,10 +282,19 @@ class PubSubSink:
         )
         self._existing.update(topics)
 
+    def _ordered(self, message: Message) -> bool:
+        """Whether the message keeps its key's order: events only with
+        ``pubsub.order_events`` (per-key batching costs throughput where every session is a
+        key, and staging orders events by their own time); everything else always (a row's
+        changes, a table's schema versions; dead letters are few)."""
+        if message.headers.get(TABLE) == "events":
+            return self.settings.order_events
+        return True
+
     def _publish(
         self, publisher: pubsub_v1.PublisherClient, submission: _Submission, message: Message
     ) -> None:
-        key = ordering_key(message.key)
+        key = ordering_key(message.key) if self._ordered(message) else ""
         topic_path = publisher.topic_path(self.project, message.topic)
         data = message.value or b""
         try:

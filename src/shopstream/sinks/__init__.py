@@ -24,6 +24,7 @@ __all__ = ["SINKS", "Sink", "SinkBackend", "SinkError", "SinkUnavailable", "open
 #: URL scheme -> the module whose ``BACKEND`` implements it. One line per sink.
 SINKS: dict[str, str] = {
     "warehouse": "shopstream.sinks.warehouse",
+    "kafka": "shopstream.sinks.kafka",
     "pubsub": "shopstream.sinks.pubsub",
 }
 SINK_EXAMPLE = "warehouse"

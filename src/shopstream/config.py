@@ -375,6 +375,13 @@ class LoaderSettings(BaseModel):
         le=65535,
         description="Serve the loader's Prometheus metrics (shopstream_loader_*) on this port.",
     )
+    instance_id: str | None = Field(
+        default=None,
+        description="Kafka static group membership (group.instance.id): a stable id per "
+        "loader (a StatefulSet pod's name), so that a restarted loader takes its partitions "
+        "back at once instead of after the session timeout. Never the same for two loaders "
+        "running at once.",
+    )
     session_timeout_ms: int = Field(
         default=10_000,
         ge=1_000,

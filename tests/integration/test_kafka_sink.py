@@ -25,13 +25,13 @@ import httpx
 import orjson
 import pytest
 
-from shopstream.cdc.reader import ChangeReader
-from shopstream.config import CdcSettings, KafkaSettings, Settings, TransportSettings
+from shopstream.config import KafkaSettings, Settings, TransportSettings
 from shopstream.events.messages import Topics, decode
 from shopstream.sinks import SinkError, SinkUnavailable, sink_backend
 from shopstream.sinks.base import Outcome
 from shopstream.sinks.kafka import KafkaSink
 from tests.support.cdc import (
+    ReaderThread,
     cdc_process,
     execute_sql,
     first_commit_after,
@@ -94,20 +94,23 @@ def _event_ids(records: list[Consumed]) -> list[str]:
 # -- the collector: 2xx means on the topic ----------------------------------------------------
 
 
+def _collector_on(
+    broker: KafkaBroker, data_dir: Path, **kafka: str
+) -> tuple[CollectorProcess, Topics]:
+    """A started collector process whose sink is ``broker`` (``kafka``: kafka.* settings),
+    with topics of its own."""
+    topics = Topics(_prefix())
+    env = {"SHOPSTREAM_SINK_URL": broker.url, "SHOPSTREAM_TRANSPORT__TOPIC_PREFIX": topics.prefix}
+    env |= {f"SHOPSTREAM_KAFKA__{name.upper()}": value for name, value in kafka.items()}
+    return CollectorProcess(data_dir, env=env).start(), topics
+
+
 @pytest.fixture(scope="module")
 def collector_on_kafka(
     kafka_broker: KafkaBroker, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[CollectorProcess, Topics]]:
-    prefix = _prefix()
-    process = CollectorProcess(
-        tmp_path_factory.mktemp("collector-kafka"),
-        env={
-            "SHOPSTREAM_SINK_URL": kafka_broker.url,
-            "SHOPSTREAM_TRANSPORT__TOPIC_PREFIX": prefix,
-        },
-    )
-    process.start()
-    yield process, Topics(prefix)
+    process, topics = _collector_on(kafka_broker, tmp_path_factory.mktemp("collector-kafka"))
+    yield process, topics
     assert process.stop() == 0, process.log()
 
 
@@ -210,19 +213,12 @@ def test_the_collector_answers_503_while_the_broker_is_down_and_never_2xx_for_lo
     kafka_broker_factory: KafkaBrokerFactory, tmp_path: Path
 ) -> None:
     broker = kafka_broker_factory()
-    topics = Topics(_prefix())
-    collector = CollectorProcess(
-        tmp_path / "collector",
-        env={
-            "SHOPSTREAM_SINK_URL": broker.url,
-            "SHOPSTREAM_TRANSPORT__TOPIC_PREFIX": topics.prefix,
-            # Records wait in the producer long enough to be caught by the stop, and time out
-            # while the broker is away: an answer given before the broker's acknowledgement
-            # would be a 2xx for events that never arrive.
-            "SHOPSTREAM_KAFKA__LINGER_MS": "300",
-            "SHOPSTREAM_KAFKA__DELIVERY_TIMEOUT_MS": "2000",
-        },
-    ).start()
+    # Records wait in the producer long enough to be caught by the stop, and time out while
+    # the broker is away: an answer given before the broker's acknowledgement would be a 2xx
+    # for events that never arrive.
+    collector, topics = _collector_on(
+        broker, tmp_path / "collector", linger_ms="300", delivery_timeout_ms="2000"
+    )
     traffic = _Traffic(collector.url).start()
     try:
         wait_for(lambda: traffic.ok_after(0) >= 5, "2xx before the stop", timeout=30)
@@ -254,15 +250,7 @@ def test_a_killed_broker_costs_the_producer_and_the_sink_recovers_with_a_new_one
     kafka_broker_factory: KafkaBrokerFactory, tmp_path: Path
 ) -> None:
     broker = kafka_broker_factory()
-    topics = Topics(_prefix())
-    collector = CollectorProcess(
-        tmp_path / "collector",
-        env={
-            "SHOPSTREAM_SINK_URL": broker.url,
-            "SHOPSTREAM_TRANSPORT__TOPIC_PREFIX": topics.prefix,
-            "SHOPSTREAM_KAFKA__PARTITIONS": "1",
-        },
-    ).start()
+    collector, topics = _collector_on(broker, tmp_path / "collector", partitions="1")
     traffic = _Traffic(collector.url).start()
     try:
         wait_for(lambda: traffic.ok_after(0) >= 20, "2xx before the kill", timeout=30)
@@ -443,44 +431,24 @@ def test_cdc_topics_carry_debeziums_key_and_envelope(
     execute_sql(postgres.dsn, SCHEMA)
     sink = _open_sink(_settings(kafka_broker, _prefix()))
     topics = sink.topics
-    reader = ChangeReader(
-        postgres.dsn,
-        CdcSettings(snapshot_mode="never", heartbeat_seconds=1.0, batch_max_ms=50),
-        sink,
-        state_dir=tmp_path,
-    )
-    stop = threading.Event()
-    failures: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            reader.run(stop)
-        except BaseException as exc:
-            failures.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
+    reader = ReaderThread(
+        postgres.dsn, tmp_path, sink=sink, snapshot_mode="never", batch_max_ms=50
+    ).start()
     try:
-        wait_for(lambda: reader.stats.state == "streaming" or bool(failures), "streaming")
         # Both slots exist before the change set: both tools see exactly the same changes.
         prepare_debezium_slot(
             postgres.dsn, ["orders", "order_lines"], slot_name=DBZ_SLOT, publication_name=DBZ_SLOT
         )
         for transaction in CHANGE_SET:
             execute_sql(postgres.dsn, "BEGIN", *transaction, "COMMIT")
-        wait_for(
-            lambda: (
-                bool(failures) or len(_changes_on(kafka_broker.bootstrap, topics, "orders")) >= 6
-            ),
+        reader.wait_until(
+            lambda: len(_changes_on(kafka_broker.bootstrap, topics, "orders")) >= 6,
             "the changes on Kafka",
             timeout=30,
         )
-        wait_for(lambda: reader.stats.confirmed_lsn is not None, "a confirmed LSN")
+        reader.wait_until(lambda: reader.reader.stats.confirmed_lsn is not None, "a confirmed LSN")
     finally:
-        stop.set()
-        thread.join(60)
-        sink.close()
-    assert not failures, failures
+        reader.stop()  # closes the sink
     orders = _changes_on(kafka_broker.bootstrap, topics, "orders")
     lines = _changes_on(kafka_broker.bootstrap, topics, "order_lines")
     ours = _envelopes(orders + lines)

@@ -20,18 +20,23 @@ import psycopg
 from shopstream.cdc.reader import ChangeReader
 from shopstream.config import CdcSettings
 from shopstream.events.raw import cdc_table_name
+from shopstream.sinks.base import Sink
 from shopstream.sinks.warehouse import WarehouseSink
 from shopstream.warehouse.duckdb.database import DuckDBWarehouse
 
 
 class ReaderThread:
-    """The real reader and sink writing to a real DuckDB file, in a thread of the test."""
+    """The real reader and sink writing to a real DuckDB file, in a thread of the test (or to
+    ``sink``, another sink the test opened: then there is no warehouse to query)."""
 
-    def __init__(self, dsn: str, data_dir: Path, **cdc: Any) -> None:
+    def __init__(self, dsn: str, data_dir: Path, *, sink: Sink | None = None, **cdc: Any) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
-        self.warehouse = DuckDBWarehouse(data_dir / "shopstream.duckdb")
-        self.warehouse.ensure_layers()
-        self.sink = WarehouseSink(self.warehouse, linger_ms=1)
+        self.warehouse: DuckDBWarehouse | None = None
+        if sink is None:
+            self.warehouse = DuckDBWarehouse(data_dir / "shopstream.duckdb")
+            self.warehouse.ensure_layers()
+            sink = WarehouseSink(self.warehouse, linger_ms=1)
+        self.sink = sink
         self.settings = CdcSettings(**{"heartbeat_seconds": 1.0, **cdc})
         self.reader = ChangeReader(dsn, self.settings, self.sink, state_dir=data_dir)
         self.stop_event = threading.Event()
@@ -51,6 +56,7 @@ class ReaderThread:
         return self
 
     def query(self, sql: str) -> list[dict[str, Any]]:
+        assert self.warehouse is not None, "this reader writes to another sink"
         return self.warehouse.query(sql).to_pylist()
 
     def count(self, table: str, where: str = "true") -> int:
@@ -74,7 +80,8 @@ class ReaderThread:
         self.stop_event.set()
         self.thread.join(60)
         self.sink.close()
-        self.warehouse.close()
+        if self.warehouse is not None:
+            self.warehouse.close()
         if self.failure is not None:
             raise self.failure
 

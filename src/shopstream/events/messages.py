@@ -45,6 +45,7 @@ was written.
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from collections.abc import Mapping
@@ -356,34 +357,58 @@ def _timestamp(name: str, value: Any) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
+@functools.cache
+def _columns(table: str) -> tuple[tuple[str, str, bool], ...]:
+    """``raw.<table>``'s columns as (name, kind, nullable), read from its Arrow schema once:
+    asking pyarrow per value cost more than the rest of decoding."""
+    as_json = json_columns(table)
+    columns = []
+    for field in schema_for(table):
+        if field.name in as_json:
+            kind = "json"
+        elif pa.types.is_timestamp(field.type):
+            kind = "timestamp"
+        elif pa.types.is_date(field.type):
+            kind = "date"
+        elif pa.types.is_integer(field.type):
+            kind = "integer"
+        else:
+            kind = "string"
+        columns.append((field.name, kind, field.nullable))
+    return tuple(columns)
+
+
 def _row(table: str, body: dict[str, Any]) -> dict[str, Any]:
     """``body`` as a row of ``raw.<table>``, each value checked against the column's type."""
-    as_json = json_columns(table)
     row: dict[str, Any] = {}
-    for field in schema_for(table):
-        name, value = field.name, body.get(field.name)
+    for name, kind, nullable in _columns(table):
+        value = body.get(name)
         if value is None:
-            if not field.nullable:
+            if not nullable:
                 raise PoisonMessage(f"{name} is missing (raw.{table} requires it)")
             row[name] = None
-        elif name in as_json:
-            row[name] = orjson.dumps(value).decode()
-        elif pa.types.is_timestamp(field.type):
-            row[name] = _timestamp(name, value)
-        elif pa.types.is_date(field.type):
-            try:
-                row[name] = date.fromisoformat(value) if isinstance(value, str) else None
-            except ValueError:
-                row[name] = None
-            if row[name] is None:
-                raise PoisonMessage(f"{name} is not an ISO-8601 date: {value!r}")
-        elif pa.types.is_integer(field.type):
-            row[name] = _integer(name, value)
-        elif not isinstance(value, str):
-            raise PoisonMessage(f"{name} is not a string: {value!r}")
-        else:
+        elif kind == "string":
+            if not isinstance(value, str):
+                raise PoisonMessage(f"{name} is not a string: {value!r}")
             row[name] = value
+        elif kind == "json":
+            row[name] = orjson.dumps(value).decode()
+        elif kind == "timestamp":
+            row[name] = _timestamp(name, value)
+        elif kind == "date":
+            row[name] = _date(name, value)
+        else:
+            row[name] = _integer(name, value)
     return row
+
+
+def _date(name: str, value: Any) -> date:
+    try:
+        if isinstance(value, str):
+            return date.fromisoformat(value)
+    except ValueError:
+        pass
+    raise PoisonMessage(f"{name} is not an ISO-8601 date: {value!r}")
 
 
 def _validate_event(row: dict[str, Any], body: dict[str, Any]) -> None:

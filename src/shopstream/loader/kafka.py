@@ -75,6 +75,7 @@ class KafkaSource:
                 "session.timeout.ms": loader.session_timeout_ms,
                 "heartbeat.interval.ms": max(loader.session_timeout_ms // 5, 500),
                 "error_cb": self._on_error,
+                **({"group.instance.id": loader.instance_id} if loader.instance_id else {}),
             }
         )
         self._producer: Producer | None = None

@@ -205,7 +205,7 @@ class Loader:
                 )
             except PoisonMessage as exc:
                 letter = dead_letter_for(
-                    message.topic, message.key, message.value, exc.reason, **message.position
+                    message.topic, message.key, message.value, exc.reason, **_where(message)
                 )
                 batch.add("dead_letter", letter, message)
                 batch.letters.append(letter)
@@ -282,8 +282,7 @@ class Loader:
                     message.key,
                     message.value,
                     dead.reason,
-                    **message.position,
-                    table=dead.table,
+                    **_where(message, table=dead.table),
                 )
             )
         return letters
@@ -339,6 +338,16 @@ class Loader:
             self._lag = lag
         if lag is not None:
             metrics.LOADER_LAG.set(lag)
+
+
+def _where(message: Received, **more: Any) -> dict[str, Any]:
+    """A dead letter's context: where the source found the message (partition and offset,
+    message id...), under names that cannot clash with the letter's own arguments."""
+    where = {f"source_{k}" if k in _RESERVED else k: v for k, v in message.position.items()}
+    return {**where, **more}
+
+
+_RESERVED = frozenset({"topic", "key", "value", "reason", "table"})
 
 
 def _done(batch: _Batch) -> bool:

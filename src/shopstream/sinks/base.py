@@ -8,7 +8,7 @@ clients, or confirm LSNs to PostgreSQL, only after that.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -87,3 +87,19 @@ class Sink(Protocol):
 
     def close(self, timeout: float = 60.0) -> None:
         """Flush everything queued, then stop."""
+
+
+def settle(
+    future: Future[Outcome], outcome: Outcome | None = None, *, error: Exception | None = None
+) -> None:
+    """Settle a caller's future (with ``outcome``, or failed with ``error``); one the caller
+    already gave up on (cancelled) is skipped."""
+    if future.done():
+        return
+    try:
+        if error is None:
+            future.set_result(outcome or LANDED)
+        else:
+            future.set_exception(error)
+    except InvalidStateError:
+        pass  # cancelled between the check and the set: the caller has gone

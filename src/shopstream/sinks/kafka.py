@@ -24,7 +24,7 @@ import functools
 import logging
 import threading
 import time
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -33,7 +33,7 @@ import pyarrow as pa
 from shopstream.events.messages import Message, Topics, encode, tombstone_for
 from shopstream.observability import metrics
 from shopstream.sinks import SinkBackend
-from shopstream.sinks.base import LANDED, Outcome, Rows, SinkError, SinkUnavailable
+from shopstream.sinks.base import LANDED, Outcome, Rows, SinkError, SinkUnavailable, settle
 
 if TYPE_CHECKING:
     from confluent_kafka import KafkaError, Producer
@@ -345,12 +345,12 @@ class KafkaSink:
         for table, count in counts.items():
             metrics.SINK_ROWS_WRITTEN.labels(table).inc(count)
         metrics.SINK_BATCH_ROWS.observe(len(submission.messages))
-        _settle(submission.future, LANDED)
+        settle(submission.future, LANDED)
 
     def _fail(self, submission: _Submission, error: SinkError) -> None:
         if self._forget(submission):
             metrics.SINK_FAILURES.inc()
-        _settle(submission.future, error=error)
+        settle(submission.future, error=error)
 
     def _forget(self, submission: _Submission) -> bool:
         """Stop tracking ``submission`` (its records no longer count as pending)."""
@@ -504,21 +504,6 @@ class KafkaSink:
         self._topics_error = f"topic {topic}: {reason}"
         self._topics_retry_at = time.monotonic() + _RETRY_S
         raise SinkUnavailable(f"the Kafka topic {topic} could not be created: {reason}")
-
-
-def _settle(
-    future: Future[Outcome], outcome: Outcome | None = None, *, error: Exception | None = None
-) -> None:
-    """Settle a caller's future; one the caller gave up on (cancelled) is skipped."""
-    if future.done():
-        return
-    try:
-        if error is None:
-            future.set_result(outcome or LANDED)
-        else:
-            future.set_exception(error)
-    except InvalidStateError:
-        pass
 
 
 def _open(url: str, settings: Settings, warehouse: Warehouse) -> KafkaSink:

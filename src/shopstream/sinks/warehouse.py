@@ -20,7 +20,7 @@ import queue
 import threading
 import time
 from collections import Counter
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -40,6 +40,7 @@ from shopstream.sinks.base import (
     SinkError,
     SinkUnavailable,
 )
+from shopstream.sinks.base import settle as _resolve
 from shopstream.warehouse.base import Warehouse, WarehouseError, WarehouseUnavailable
 
 if TYPE_CHECKING:
@@ -347,21 +348,6 @@ def _sink_error(exc: Exception, message: str | None = None) -> SinkError:
     error = SinkError(message or str(exc))
     error.__cause__ = exc
     return error
-
-
-def _resolve(
-    future: Future[Outcome], outcome: Outcome | None = None, *, error: Exception | None = None
-) -> None:
-    """Settle a caller's future; one the caller already gave up on (cancelled) is skipped."""
-    if future.done():
-        return
-    try:
-        if error is None:
-            future.set_result(outcome or LANDED)
-        else:
-            future.set_exception(error)
-    except InvalidStateError:
-        pass  # cancelled between the check and the set: the caller has gone
 
 
 def _to_arrow(groups: list[Rows]) -> dict[str, pa.Table]:

@@ -168,6 +168,10 @@ def test_accepted_events_are_on_the_events_topic_and_rejected_ones_in_dead_lette
     assert teleport["event_id"] not in _event_ids(events)
 
 
+def _status(collector: CollectorProcess, path: str) -> int:
+    return httpx.get(f"{collector.url}{path}", timeout=10).status_code
+
+
 @dataclass
 class _Traffic:
     """Events posted one small batch at a time by a few clients, with what each answer was."""
@@ -224,10 +228,13 @@ def test_the_collector_answers_503_while_the_broker_is_down_and_never_2xx_for_lo
         wait_for(lambda: traffic.ok_after(0) >= 5, "2xx before the stop", timeout=30)
         broker.stop()  # SIGTERM: the broker keeps everything it acknowledged
         stopped = time.monotonic()
-        time.sleep(3.0)  # longer than the delivery timeout
+        wait_for(lambda: _status(collector, "/readyz") == 503, "not ready", timeout=10)
+        assert _status(collector, "/healthz") == 200  # it recovers by itself: no restart
+        time.sleep(max(0.0, stopped + 3.0 - time.monotonic()))  # beyond the delivery timeout
         restarting = time.monotonic()
         broker.start()
         wait_for(lambda: traffic.ok_after(restarting) >= 5, "2xx after the restart", timeout=30)
+        assert _status(collector, "/readyz") == 200
     finally:
         traffic.finish()
         code = collector.stop()
@@ -371,6 +378,25 @@ def test_a_failed_delivery_fails_the_submission_with_the_brokers_reason(
     assert _event_ids(consume_all(kafka_broker.bootstrap, topics.events)) == ["small"]
     with pytest.raises(SinkUnavailable, match="not running"):
         sink.submit({"events": events_table("after-close")})
+
+
+def test_a_full_sink_refuses_more_until_the_broker_caught_up(kafka_broker: KafkaBroker) -> None:
+    settings = _settings(kafka_broker, _prefix(), linger_ms=500)
+    settings.sink.max_queue_rows = 3
+    sink = _open_sink(settings)
+    try:
+        first = sink.submit({"events": events_table("q1", "q2")})
+        assert sink.pending_rows() == 2
+        with pytest.raises(SinkUnavailable, match="behind"):
+            sink.submit({"events": events_table("q3", "q4")})
+        assert first.result(timeout=10) == Outcome()
+        assert sink.pending_rows() == 0
+        assert sink.submit({"events": events_table("q3", "q4")}).result(timeout=10) == Outcome()
+        assert sink.commits == 2
+    finally:
+        sink.close()
+    on_topic = _event_ids(consume_all(kafka_broker.bootstrap, sink.topics.events))
+    assert sorted(on_topic) == ["q1", "q2", "q3", "q4"]
 
 
 # -- CDC → Kafka: Debezium's topics, key and envelope; the LSN waits for the broker -----------

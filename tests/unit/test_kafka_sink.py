@@ -96,3 +96,42 @@ def test_every_shape_of_rows_becomes_the_same_messages() -> None:
 def test_rows_for_a_table_the_raw_layer_does_not_have_are_refused() -> None:
     with pytest.raises(KeyError):
         messages_for({"nonsense": [{"a": 1}]}, Topics(), tombstones=False)
+
+
+def test_delivery_reports_count_each_record_once_and_only_the_current_producers_failures() -> None:
+    from confluent_kafka import KafkaError
+
+    from shopstream.config import KafkaSettings
+    from shopstream.sinks.base import LANDED, SinkError
+    from shopstream.sinks.kafka import KafkaSink, _Submission
+
+    sink = KafkaSink("127.0.0.1:9", KafkaSettings(), Topics(), max_pending=10)  # never started
+    messages = messages_for({"events": events_table("e1", "e2")}, Topics(), tombstones=False)
+
+    def tracked() -> _Submission:
+        submission = _Submission(messages, deadline=0.0)
+        sink._in_flight[id(submission)] = submission
+        sink._pending += len(messages)
+        return submission
+
+    first = tracked()
+    sink._delivered(first, 0, 0, None, None)
+    sink._delivered(first, 0, 0, None, None)  # the same record, acknowledged again after a resend
+    assert not first.future.done()
+    assert sink.pending_rows() == 1
+    sink._generation = 1  # the producer was replaced and record 1 sent again
+    sink._delivered(first, 1, 0, KafkaError(KafkaError._PURGE_QUEUE, "purged"), None)
+    assert not first.future.done(), "the replaced producer's failure must not count"
+    sink._delivered(first, 1, 1, None, None)
+    assert first.future.result(timeout=0) == LANDED
+    assert (sink.pending_rows(), sink.commits) == (0, 1)
+
+    second = tracked()
+    sink._delivered(second, 0, 1, KafkaError(KafkaError._FATAL, "fatal"), None)
+    assert sink._fatal is not None and not second.future.done()  # replaced, then sent again
+    sink._fatal = None
+    sink._delivered(second, 1, 1, KafkaError(KafkaError._MSG_TIMED_OUT, "timed out"), None)
+    with pytest.raises(SinkError, match="timed out"):
+        second.future.result(timeout=0)
+    sink._delivered(second, 0, 1, None, None)  # a late acknowledgement changes nothing
+    assert sink.pending_rows() == 0

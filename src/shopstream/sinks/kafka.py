@@ -184,6 +184,8 @@ class KafkaSink:
             return submission.future
         self._ensure_topics({message.topic for message in messages})
         with self._produce_lock:
+            if self._closing:  # checked again under the lock close() takes to set it
+                raise SinkUnavailable("the Kafka sink is closing")
             with self._track_lock:
                 if self._pending + len(messages) > self.max_pending:
                     raise SinkUnavailable(
@@ -231,7 +233,8 @@ class KafkaSink:
     def close(self, timeout: float = 60.0) -> None:
         if self._poller is None:
             return
-        self._closing = True
+        with self._produce_lock:  # no submission is half-queued from here on
+            self._closing = True
         self._stop.set()
         self._poller.join(timeout)
         self._poller = None

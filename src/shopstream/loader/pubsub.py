@@ -42,7 +42,12 @@ from shopstream.loader import SourceBackend
 from shopstream.loader.base import Received, SourceError
 from shopstream.sinks.base import SinkError
 from shopstream.sinks.pubsub import PubSubSink
-from shopstream.sinks.pubsub_admin import create_for_loader, project_of, subscription_name
+from shopstream.sinks.pubsub_admin import (
+    create_for_loader,
+    project_of,
+    subscription_name,
+    within,
+)
 
 if TYPE_CHECKING:
     from shopstream.config import Settings
@@ -64,6 +69,8 @@ class PubSubSource:
         self.settings = settings
         self.pubsub = settings.pubsub
         self.topics = Topics(settings.transport.topic_prefix)
+        #: Every call's time, retries included.
+        self._within = within(self.pubsub.publish_timeout_seconds)
         self._publisher = pubsub_v1.PublisherClient()
         self._subscriber = pubsub_v1.SubscriberClient()
         #: topic -> its subscription's path, in discovery order.
@@ -93,7 +100,7 @@ class PubSubSource:
             names = [
                 topic.name.rsplit("/", 1)[1]
                 for topic in self._publisher.list_topics(
-                    project=f"projects/{self.project}", timeout=self.pubsub.publish_timeout_seconds
+                    project=f"projects/{self.project}", **self._within
                 )
             ]
         except google_errors.GoogleAPIError as exc:
@@ -115,9 +122,7 @@ class PubSubSource:
                     self.project, subscription_name(topic, self.pubsub)
                 )
                 try:
-                    self._subscriber.get_subscription(
-                        subscription=path, timeout=self.pubsub.publish_timeout_seconds
-                    )
+                    self._subscriber.get_subscription(subscription=path, **self._within)
                 except google_errors.NotFound:
                     log.warning("topic %s has no subscription %s: skipped for now", topic, path)
                     continue
@@ -170,7 +175,7 @@ class PubSubSource:
                             "max_messages": min(wanted, 1000),
                             "return_immediately": True,
                         },
-                        timeout=self.pubsub.publish_timeout_seconds,
+                        **self._within,
                     )
             except google_errors.NotFound as exc:
                 # Deleted (or an emulator restarted): found or created again at the next look.
@@ -242,7 +247,7 @@ class PubSubSource:
                     self._subscriber.acknowledge(
                         subscription=path,
                         ack_ids=chunk,
-                        timeout=self.pubsub.publish_timeout_seconds,
+                        **self._within,
                     )
                     with self._lock:
                         for ack_id in chunk:
@@ -260,7 +265,7 @@ class PubSubSource:
                     subscription=path,
                     ack_ids=ack_ids[start : start + _ACK_CHUNK],
                     ack_deadline_seconds=seconds,
-                    timeout=self.pubsub.publish_timeout_seconds,
+                    **self._within,
                 )
 
     def _extend_leases(self) -> None:

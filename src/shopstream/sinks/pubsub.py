@@ -19,7 +19,8 @@ Flow control is the sink's own (``pubsub.flow_*``): past the limit ``submit`` ra
 :class:`SinkUnavailable` instead of blocking, because it is called on the collector's event
 loop. With ``pubsub.create`` missing topics are created (the fixed ones at start, a newly
 captured table's before its first message), each with the loader's subscription
-(:mod:`shopstream.sinks.pubsub_admin` says why). Deletes get no tombstone: Pub/Sub has no compaction, and a message must have data.
+(:mod:`shopstream.sinks.pubsub_admin` says why). Deletes get no tombstone: Pub/Sub has no
+compaction, and a message must have data.
 """
 
 from __future__ import annotations
@@ -36,17 +37,14 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 from google.api_core import exceptions as google_errors
-from google.api_core.retry import Retry, if_exception_type
 from google.cloud import pubsub_v1
 from google.cloud.pubsub_v1.publisher.exceptions import PublishToPausedOrderingKeyException
 
 from shopstream.events.messages import Message, Topics, encode
+from shopstream.observability import metrics
 from shopstream.sinks import SinkBackend
-from shopstream.sinks.base import LANDED, Outcome, Rows, SinkError, SinkUnavailable
-from shopstream.sinks.pubsub_admin import create_for_loader, project_of
-
-# Settling a caller's future the way the warehouse sink does (a cancelled one is skipped).
-from shopstream.sinks.warehouse import _resolve
+from shopstream.sinks.base import LANDED, Outcome, Rows, SinkError, SinkUnavailable, settle
+from shopstream.sinks.pubsub_admin import create_for_loader, project_of, retry_within
 
 if TYPE_CHECKING:
     from shopstream.config import PubSubSettings, Settings
@@ -60,15 +58,6 @@ _MAX_ATTRIBUTE = 1024
 #: After a failed publish the sink is not ready for this long (unless a publish succeeds):
 #: /readyz turns traffic away briefly, then lets it probe again.
 _NOT_READY_AFTER_FAILURE_S = 2.0
-#: Errors worth retrying within the publish timeout (the service restarting, a lost channel).
-_TRANSIENT = (
-    google_errors.ServiceUnavailable,
-    google_errors.DeadlineExceeded,
-    google_errors.InternalServerError,
-    google_errors.Aborted,
-    google_errors.ResourceExhausted,
-    google_errors.Unknown,
-)
 
 
 def ordering_key(key: bytes | None) -> str:
@@ -100,13 +89,6 @@ def publisher_client(settings: PubSubSettings) -> pubsub_v1.PublisherClient:
     the sink's own deadline bounds how long its callers wait. Flow control is the sink's own
     too, so that the client never blocks."""
     timeout = settings.publish_timeout_seconds
-    retry = Retry(
-        predicate=if_exception_type(*_TRANSIENT),
-        initial=0.1,
-        maximum=min(5.0, timeout),
-        multiplier=2.0,
-        timeout=timeout,
-    )
     return pubsub_v1.PublisherClient(
         batch_settings=pubsub_v1.types.BatchSettings(
             max_bytes=settings.batch_max_bytes,
@@ -115,7 +97,7 @@ def publisher_client(settings: PubSubSettings) -> pubsub_v1.PublisherClient:
         ),
         publisher_options=pubsub_v1.types.PublisherOptions(
             enable_message_ordering=True,
-            retry=retry,
+            retry=retry_within(timeout),
             timeout=timeout,
         ),
     )
@@ -209,7 +191,12 @@ class PubSubSink:
         self._deadlines = _Deadlines(self._expired)
         if self.settings.create:
             self._subscriber = pubsub_v1.SubscriberClient()
-            self._create_now(*self.topics.fixed())
+            try:
+                self._create_now(*self.topics.fixed())
+            except google_errors.GoogleAPIError as exc:
+                # Pub/Sub unreachable at start: the collector still starts and answers 503
+                # (the first submissions create the topics) rather than not starting.
+                log.warning("cannot create the Pub/Sub topics yet, will retry: %s", exc)
 
     # -- submit --------------------------------------------------------------------------
 
@@ -236,6 +223,7 @@ class PubSubSink:
                 )
             self._in_flight_messages += len(messages)
             self._in_flight_bytes += size
+        metrics.SINK_QUEUE_ROWS.set(self._in_flight_messages)
         submission = _Submission(
             len(messages), time.monotonic() + self.settings.publish_timeout_seconds
         )
@@ -329,20 +317,21 @@ class PubSubSink:
             self._in_flight_bytes -= size
             if not self._in_flight_messages:
                 self._drained.notify_all()
+            metrics.SINK_QUEUE_ROWS.set(self._in_flight_messages)
             if error is None:
                 self._failed_at = None
             else:
                 self._failed_at = time.monotonic()
         if error is not None:
             self._failed(topic, key, error)
-            _resolve(submission.future, error=_sink_error(topic, error))
+            settle(submission.future, error=_sink_error(topic, error))
         with submission.lock:
             submission.remaining -= 1
             last = submission.remaining == 0
         if last and not submission.future.done():
             with self._lock:
                 self.commits += 1
-            _resolve(submission.future, LANDED)
+            settle(submission.future, LANDED)
 
     def _failed(self, topic: str, key: str, error: BaseException) -> None:
         publisher = self._publisher
@@ -360,7 +349,7 @@ class PubSubSink:
         with self._lock:
             self._failed_at = time.monotonic()
         timeout = self.settings.publish_timeout_seconds
-        _resolve(
+        settle(
             submission.future,
             error=SinkError(
                 f"Pub/Sub did not acknowledge the messages within {timeout:g} s "

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from google.api_core import exceptions as google_errors
+from google.api_core.retry import Retry, if_exception_type
 from google.cloud import pubsub_v1
 
 if TYPE_CHECKING:
@@ -32,6 +33,33 @@ if TYPE_CHECKING:
     from shopstream.events.messages import Topics
 
 log = logging.getLogger(__name__)
+
+#: Errors worth retrying within a call's time (the service restarting, a lost channel).
+TRANSIENT = (
+    google_errors.ServiceUnavailable,
+    google_errors.DeadlineExceeded,
+    google_errors.InternalServerError,
+    google_errors.Aborted,
+    google_errors.ResourceExhausted,
+    google_errors.Unknown,
+)
+
+
+def retry_within(seconds: float) -> Retry:
+    """Transient errors retried, for ``seconds`` in all (the clients' defaults go on for a
+    minute or more: a caller waiting on the answer cannot)."""
+    return Retry(
+        predicate=if_exception_type(*TRANSIENT),
+        initial=0.1,
+        maximum=min(5.0, seconds),
+        multiplier=2.0,
+        timeout=seconds,
+    )
+
+
+def within(seconds: float) -> dict[str, object]:
+    """Keyword arguments bounding one call (its retries included) to ``seconds``."""
+    return {"retry": retry_within(seconds), "timeout": seconds}
 
 
 def project_of(url: str) -> str:
@@ -53,7 +81,7 @@ def ensure_topics(
     """Create those of ``topics`` that do not exist yet."""
     for topic in topics:
         try:
-            publisher.create_topic(name=publisher.topic_path(project, topic), timeout=timeout)
+            publisher.create_topic(name=publisher.topic_path(project, topic), **within(timeout))
             log.info("created Pub/Sub topic %s", topic)
         except google_errors.AlreadyExists:
             pass
@@ -81,7 +109,7 @@ def ensure_subscription(
             "max_delivery_attempts": settings.max_delivery_attempts,
         }
     try:
-        subscriber.create_subscription(request=request, timeout=timeout)
+        subscriber.create_subscription(request=request, **within(timeout))
         log.info("created Pub/Sub subscription %s", path)
     except google_errors.AlreadyExists:
         pass

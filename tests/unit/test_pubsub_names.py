@@ -1,0 +1,41 @@
+"""What the Pub/Sub sink makes of URLs, keys and headers (Pub/Sub's limits), without a peer."""
+
+from __future__ import annotations
+
+import pytest
+
+from shopstream.config import PubSubSettings
+from shopstream.sinks.pubsub import attributes, ordering_key
+from shopstream.sinks.pubsub_admin import project_of, subscription_name
+
+
+def test_the_url_names_the_project() -> None:
+    assert project_of("pubsub://shop-prod") == "shop-prod"
+    assert project_of("pubsub://shop-prod/") == "shop-prod"
+    for bad in ("pubsub://", "pubsub:shop", "kafka://shop", "pubsub://shop/topic"):
+        with pytest.raises(ValueError, match="pubsub://<project>"):
+            project_of(bad)
+
+
+def test_the_ordering_key_is_the_message_key_within_pubsubs_limit() -> None:
+    assert ordering_key(None) == ""
+    assert ordering_key(b'{"id":7}') == '{"id":7}'
+    long_key = b'{"sku":"' + b"x" * 2000 + b'"}'
+    hashed = ordering_key(long_key)
+    assert hashed.startswith("sha256:") and len(hashed) < 1024
+    assert ordering_key(long_key) == hashed  # the same key keeps the same order
+    assert ordering_key(long_key + b" ") != hashed
+
+
+def test_attribute_values_are_cut_to_1024_bytes_on_a_character_boundary() -> None:
+    fitted = attributes({"reason": "é" * 1000, "event_type": "search"})
+    assert fitted["event_type"] == "search"
+    assert len(fitted["reason"].encode()) <= 1024
+    assert fitted["reason"].endswith("…") and fitted["reason"].startswith("é" * 400)
+
+
+def test_the_loaders_subscription_is_named_after_its_topic() -> None:
+    settings = PubSubSettings(subscription="loaders")
+    assert subscription_name("shopstream.public.orders", settings) == (
+        "shopstream.public.orders.loaders"
+    )

@@ -172,6 +172,13 @@ class Loader:
             return ""
 
 
+def client_errors(log: str) -> str:
+    """librdkafka's error lines in a process's log, counted, with the first (why a leg was
+    slow is then on the page, not in a data directory that is gone)."""
+    errors = [line for line in log.splitlines() if line.startswith("%3|")]
+    return f"; {len(errors):,} librdkafka errors, first: {errors[0][:200]}" if errors else ""
+
+
 def stored_events(path: Path, prefix: str) -> tuple[int, int, int]:
     """From the DuckDB file, after its process stopped: rows of this leg, distinct event_ids,
     dead letters."""
@@ -419,6 +426,7 @@ def drain_leg(run: Run, transport: Transport, prefix: str, backlog: Leg) -> Leg:
         # the partitions is reported apart (a running loader pays it once).
         first, landed = loader.wait_for(1, run.catch_up_timeout)
         leg.note = f"first rows in raw {landed - began:.1f} s after the loader was started"
+        leg.note += client_errors(loader.log())
         watch = CpuWatch(peers(transport, loader=loader.ps))
         seen, done = loader.wait_for(backlog.acknowledged, run.catch_up_timeout)
         leg.cpu = watch.cores()
@@ -509,6 +517,12 @@ def sample_messages(
             "group.id": f"bench-sample-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            # Small fetches; and room for a bigger answer, since noida-db was seen to answer
+            # a fetch with ~100 MB on a large topic (librdkafka's default ceiling is 100 MB).
+            "fetch.max.bytes": 4_000_000,
+            "max.partition.fetch.bytes": 1_000_000,
+            "receive.message.max.bytes": 1_000_000_000,
         }
     )
     records: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]] = []

@@ -9,7 +9,7 @@ HISTORY_DAYS ?= 35
 HISTORY_EVENTS_PER_DAY ?= 5000
 HISTORY_ORDERS_PER_DAY ?= 200
 
-.PHONY: help install beam-venv run test test-unit test-slow test-llm lint format bench bench-transform bench-quality generate-events constraints constraints-beam clean
+.PHONY: help install beam-venv run test test-unit test-slow test-llm lint format bench bench-transform bench-quality bench-transport generate-events constraints constraints-beam clean
 
 help:
 	@echo "make run              set up, write $(HISTORY_DAYS) days of history, then run the platform on generated traffic ($(DEMO_SECONDS) s)"
@@ -22,6 +22,7 @@ help:
 	@echo "make bench            benchmarks (print ratios against peers and targets)"
 	@echo "make bench-transform  staging and marts: full vs incremental build on 10M events (QUICK=1: 200k)"
 	@echo "make bench-quality    default quality checks: time on 10M events / 1M orders, anomalies caught (QUICK=1: 200k)"
+	@echo "make bench-transport  collector → Kafka / Pub/Sub → loader → DuckDB vs embedded, 30 s legs (QUICK=1: 10 s)"
 	@echo "make generate-events  send traffic to a running collector (URL=..., RATE=..., SECONDS=...)"
 
 $(BIN)/python:
@@ -127,6 +128,11 @@ bench-transform: install
 # next run): kept out of `make bench`.
 bench-quality: install
 	$(BIN)/python bench/quality.py $(if $(QUICK),--quick,)
+
+# Starts a noida-db broker and the Pub/Sub emulator (~10 min; QUICK=1: ~4 min): kept out of
+# `make bench`.
+bench-transport: install
+	$(BIN)/python bench/transport.py $(if $(QUICK),--quick,)
 
 URL ?= http://127.0.0.1:8080
 RATE ?= 1000

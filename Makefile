@@ -80,7 +80,7 @@ pytest = @echo '$(PYTEST) $(1)'; $(PYTEST) $(1) || { status=$$?; [ $$status -ne 
 	exit $$status; }
 
 test: install $(BEAM_STAMP) $(BQEMU_STAMP)
-	$(call pytest,-q -m "not slow and not llm")
+	$(call pytest,-q -m "not slow and not llm" --durations=25)
 
 # Seconds, not minutes: no PostgreSQL cluster, no collector process.
 test-unit: install

@@ -66,13 +66,18 @@ def bounded_retry() -> retries.Retry:
     )
 
 
-def failure(exc: Exception, where: str) -> WarehouseError:
+def failure(exc: Exception, where: str, *, emulated: bool = False) -> WarehouseError:
     """What a client library's error means for the rows sent to ``where``."""
-    if isinstance(exc, google_errors.BadRequest | google_errors.Unknown):
-        # 400s (InvalidArgument, FailedPrecondition, OutOfRange) refuse the request's rows.
-        # UNKNOWN is how bqemulator answers a value its DuckDB cannot store; Google's service
-        # does not use it for appends. Either way sending the same rows again cannot help.
-        return WarehouseError(f"BigQuery refused the rows for {where}: {exc.message}")
+    refused: tuple[type[Exception], ...] = (google_errors.BadRequest,)
+    if emulated:
+        # bqemulator answers UNKNOWN for a value its DuckDB cannot store. From Google's
+        # service UNKNOWN is what gRPC reports for a connection-level failure ("Stream
+        # removed"): taking it as a refusal would dead-letter a whole batch of valid rows.
+        refused += (google_errors.Unknown,)
+    if isinstance(exc, refused):
+        # 400s (InvalidArgument, FailedPrecondition, OutOfRange) refuse the request's rows:
+        # sending the same rows again cannot help.
+        return WarehouseError(f"BigQuery refused the rows for {where}: {exc.message}")  # type: ignore[attr-defined]
     if isinstance(exc, google_errors.NotFound):
         return WarehouseUnavailable(f"{where} does not exist (deleted?): {exc.message}")
     if isinstance(exc, google_errors.GoogleAPIError):
@@ -97,9 +102,10 @@ def wire_batch(batch: pa.Table, columns: tuple[Column, ...]) -> pa.Table:
 class StorageWrite:
     """Appends through the Storage Write API: one pending stream per table and batch."""
 
-    def __init__(self, client: BigQueryWriteClient, project: str) -> None:
+    def __init__(self, client: BigQueryWriteClient, project: str, *, emulated: bool) -> None:
         self.client = client
         self.project = project
+        self.emulated = emulated
 
     def append(
         self, dataset: str, table: str, batch: pa.Table, columns: tuple[Column, ...]
@@ -124,7 +130,7 @@ class StorageWrite:
                 timeout=CALL_TIMEOUT,
             )
             for response in responses:
-                _check_append(response, where)
+                _check_append(response, where, emulated=self.emulated)
             self.client.finalize_write_stream(
                 name=stream.name, retry=bounded_retry(), timeout=CALL_TIMEOUT
             )
@@ -135,7 +141,7 @@ class StorageWrite:
             )
         except google_errors.GoogleAPIError as exc:
             # The stream was not committed: none of its rows will ever be visible.
-            raise failure(exc, where) from exc
+            raise failure(exc, where, emulated=self.emulated) from exc
         if committed.stream_errors:
             detail = "; ".join(error.error_message for error in committed.stream_errors)
             raise WarehouseUnavailable(f"BigQuery did not commit the rows for {where}: {detail}")
@@ -161,7 +167,7 @@ class StorageWrite:
                 offset += batch.num_rows
 
 
-def _check_append(response: Any, where: str) -> None:
+def _check_append(response: Any, where: str, *, emulated: bool) -> None:
     if response.row_errors:
         first = response.row_errors[0]
         raise WarehouseError(
@@ -170,7 +176,9 @@ def _check_append(response: Any, where: str) -> None:
         )
     if response.error.code:
         raise failure(
-            google_errors.from_grpc_status(response.error.code, response.error.message), where
+            google_errors.from_grpc_status(response.error.code, response.error.message),
+            where,
+            emulated=emulated,
         )
 
 

@@ -223,7 +223,7 @@ class BigQueryWarehouse:
                 client = BigQueryWriteClient(transport=transport)
             else:
                 client = BigQueryWriteClient()
-            self._storage_write = StorageWrite(client, self.project)
+            self._storage_write = StorageWrite(client, self.project, emulated=self.where.emulated)
         return self._storage_write
 
     def append_monitoring(
@@ -353,7 +353,7 @@ class BigQueryWarehouse:
         try:
             return call()
         except google_errors.GoogleAPIError as exc:
-            raise failure(exc, where) from exc
+            raise failure(exc, where, emulated=self.where.emulated) from exc
 
 
 def _row_id(table: str) -> str | None:

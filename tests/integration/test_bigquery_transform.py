@@ -154,7 +154,8 @@ def test_shopstream_transform_builds_cdc_staging_in_bigquery(
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 of 1 models built" in done.stderr, done.stdout + done.stderr
-    # Its rows counted after the build (a query naming the table as BigQuery quotes it).
+    # Its rows counted after the build. (bqemulator also takes "double-quoted" names, so this
+    # does not tell BigQuery's backquotes from DuckDB's quotes; real BigQuery would.)
     assert re.search(r"stg_coupons\s*│\s*success\s*│\s*1\s*│", done.stdout), done.stdout
     rows = warehouse.query("SELECT coupon_id, code FROM staging.stg_coupons").to_pylist()
     assert {r["coupon_id"]: r["code"] for r in rows} == {"k1": "AUTUMN"}

@@ -1,7 +1,8 @@
 """Run the dbt project in-process (``dbtRunner``), in the process that owns the warehouse.
 
 :func:`run_job` is what the owner of the DuckDB file runs (the writer process, the platform's
-own process, or ``shopstream transform`` when nothing else runs): it prepares the workspace
+own process, or ``shopstream transform`` when nothing else runs), or any process that opened a
+warehouse many processes may use (BigQuery): it prepares the workspace
 (:mod:`.workspace`), generates the captured tables' models, writes the profile, runs
 ``dbt build`` and returns a :class:`TransformResult`. dbt's own console output is switched off
 (``--log-level none``); its progress arrives as :class:`Progress` through ``emit``, from dbt's
@@ -21,7 +22,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from shopstream.transform import workspace
 
@@ -154,30 +155,22 @@ class TransformJob:
     email_salt: str = field(repr=False)
 
 
-class OwnedWarehouse(workspace.QueryableWarehouse, Protocol):
-    """The warehouse as its owner holds it (DuckDBWarehouse): its file and connect config."""
-
-    path: Path
-
-    @property
-    def connect_config(self) -> dict[str, Any]: ...
-
-
 def run_job(
-    warehouse: OwnedWarehouse, job: TransformJob, emit: Callable[[Progress], None]
+    warehouse: workspace.QueryableWarehouse,
+    job: TransformJob,
+    emit: Callable[[Progress], None],
 ) -> TransformResult:
-    """Prepare the workspace and run ``dbt build`` against ``warehouse`` (held by this
-    process). Failures come back as a failed result, not as exceptions."""
+    """Prepare the workspace and run ``dbt build`` against ``warehouse`` (open in this
+    process; DuckDB's held by it). Failures come back as a failed result, not as exceptions."""
     started = time.monotonic()
     if not _DBT_LOCK.acquire(blocking=False):
         emit(Progress("waiting"))
         _DBT_LOCK.acquire()
     try:
         project = workspace.prepare_project(job.root, job.source)
-        captured = workspace.generate_captured_models(warehouse, project)
-        output = workspace.profile_output(
-            job.warehouse_url, duckdb_path=warehouse.path, config_options=warehouse.connect_config
-        )
+        dialect = workspace.dialect(job.warehouse_url)
+        captured = workspace.generate_captured_models(warehouse, project, dialect.raw_tables_sql)
+        output = dialect.profile(job.warehouse_url, warehouse)
         workspace.write_profile(job.root, output)
         variables = {**job.settings_vars, "email_salt": job.email_salt}
         variables["captured_tables"] = captured
@@ -189,6 +182,7 @@ def run_job(
             emit=emit,
             secrets=[job.email_salt],
             count_rows=warehouse.query,
+            quote=dialect.quote,
         )
     except Exception as exc:  # the project, the warehouse, dbt itself: say what, and go on
         result = failed(_masked(f"{type(exc).__name__}: {exc}", [job.email_salt]))
@@ -212,11 +206,12 @@ def run_dbt(
     emit: Callable[[Progress], None] = lambda _: None,
     secrets: Sequence[str] = (),
     count_rows: Callable[[str], pa.Table] | None = None,
+    quote: Callable[[str], str] = workspace.double_quoted,
 ) -> TransformResult:
     """``dbt build`` of ``project`` with the profile in ``profiles_dir``, in this process.
 
     The caller holds the dbt lock (:func:`run_job` does). ``count_rows`` runs a read on the
-    warehouse (to count the rows of the tables built).
+    warehouse (to count the rows of the tables built), naming them with ``quote``.
     """
     from dbt.cli.main import dbtRunner
 
@@ -282,7 +277,7 @@ def run_dbt(
             and status == "success"
             and materialized in ("table", "incremental", "seed", "snapshot")
         ):
-            rows = _count(count_rows, node.schema, node.alias)
+            rows = _count(count_rows, f"{quote(node.schema)}.{quote(node.alias)}")
         models.append(
             ModelResult(
                 name=node.name,
@@ -313,8 +308,7 @@ def _release_duckdb() -> None:
             environment.close()
 
 
-def _count(count_rows: Callable[[str], pa.Table], schema: str, name: str) -> int | None:
-    quoted = ".".join('"' + part.replace('"', '""') + '"' for part in (schema, name))
+def _count(count_rows: Callable[[str], pa.Table], quoted: str) -> int | None:
     try:
         return int(count_rows(f"SELECT count(*) FROM {quoted}").column(0)[0].as_py())
     except Exception:  # a count is for the summary only

@@ -9,7 +9,8 @@
 
 The work itself is :func:`shopstream.transform.runner.run_job`, called through the
 warehouse's ``run_in_owner``: in the DuckDB writer process when there is one, so dbt shares the
-DuckDB instance that holds the file.
+DuckDB instance that holds the file. A warehouse many processes may open (no
+``capabilities.single_writer_process``: BigQuery) runs it in the process that opened it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from shopstream.platform_runs import PlatformRuns, RunStatus, here_or_running_platform
 from shopstream.transform.runner import (
@@ -26,8 +27,14 @@ from shopstream.transform.runner import (
     TransformRequest,
     TransformResult,
     failed,
+    run_job,
 )
-from shopstream.transform.workspace import PACKAGED_PROJECT, email_salt, transform_root
+from shopstream.transform.workspace import (
+    PACKAGED_PROJECT,
+    QueryableWarehouse,
+    email_salt,
+    transform_root,
+)
 
 if TYPE_CHECKING:
     from shopstream.config import Settings
@@ -60,21 +67,33 @@ def run_on(
     request: TransformRequest,
     on_progress: ProgressCallback | None = None,
 ) -> TransformResult:
-    """Run a transform where ``warehouse`` is held; every failure comes back as a result."""
+    """Run a transform where ``warehouse`` is held (its owner process, or here for a warehouse
+    many processes may open); every failure comes back as a result."""
     from shopstream.warehouse import WarehouseError
 
     started = time.monotonic()
     run_in_owner = getattr(warehouse, "run_in_owner", None)
-    if run_in_owner is None:
+    if run_in_owner is None and not _shared(warehouse):
         return failed(f"{settings.warehouse}: this warehouse cannot run transforms here")
     try:
         job = make_job(settings, request)
-        result = run_in_owner(JOB, job, on_progress or (lambda _: None))
+        emit = on_progress or (lambda _: None)
+        if run_in_owner is not None:
+            result = run_in_owner(JOB, job, emit)
+        else:  # nothing to share a file with: dbt connects on its own, from this process
+            result = run_job(cast(QueryableWarehouse, warehouse), job, emit)
     except (WarehouseError, OSError, ValueError) as exc:
         return failed(f"transform failed: {exc}", time.monotonic() - started)
     if not isinstance(result, TransformResult):  # pragma: no cover - a wrong job answer
         return failed(f"transform answered {type(result).__name__}, not a result")
     return result
+
+
+def _shared(warehouse: object) -> bool:
+    """Many processes may open it at once (a service such as BigQuery): whoever opened it
+    can run the transform."""
+    capabilities = getattr(warehouse, "capabilities", None)
+    return capabilities is not None and not capabilities.single_writer_process
 
 
 def summary_line(result: TransformResult) -> str:

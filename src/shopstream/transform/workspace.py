@@ -9,9 +9,10 @@ read-only, and dbt writes ``target/`` and ``logs/`` beside the project). Instead
             models/staging/generated/  the staging models of every captured table (regenerated)
             target/  logs/             dbt's own output, kept private
 
-For DuckDB the profile points dbt at the warehouse file with ``config_options`` equal to what the
-warehouse passed to ``duckdb.connect``: in the process that owns the file, dbt then shares that
-DuckDB instance instead of failing on the file lock.
+The profile comes from the warehouse URL's scheme (:data:`DIALECTS`): BigQuery's from the URL
+alone (:mod:`.bigquery`). DuckDB's points dbt at the warehouse file with ``config_options``
+equal to what the warehouse passed to ``duckdb.connect``: in the process that owns the file,
+dbt then shares that DuckDB instance instead of failing on the file lock.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import os
 import secrets
 import shutil
 import stat
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -31,6 +33,7 @@ import yaml
 from shopstream.config import SALT_PATTERN
 from shopstream.transform import cdc_models
 from shopstream.transform.bigquery import bigquery_output
+from shopstream.warehouse import WAREHOUSE_EXAMPLE, WAREHOUSES, url_scheme
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -112,9 +115,13 @@ def prepare_project(root: Path, source: Path = PACKAGED_PROJECT) -> Path:
     return project
 
 
-def generate_captured_models(warehouse: QueryableWarehouse, project: Path) -> list[str]:
+def generate_captured_models(
+    warehouse: QueryableWarehouse, project: Path, raw_tables_sql: str
+) -> list[str]:
     """Write the staging models of every captured table (from the schema record in the
-    warehouse) into the project copy, replacing earlier ones; the model names, sorted."""
+    warehouse) into the project copy, replacing earlier ones; the model names, sorted.
+    ``raw_tables_sql``: the warehouse's query for its raw tables' names (see
+    :class:`WarehouseDialect`)."""
     directory = project / GENERATED_MODELS
     if directory.exists():
         shutil.rmtree(directory)
@@ -122,12 +129,7 @@ def generate_captured_models(warehouse: QueryableWarehouse, project: Path) -> li
     rows = warehouse.query(cdc_models.LATEST_SCHEMAS_SQL).to_pylist()
     # A table the snapshot found empty has its schema recorded but no change table until its
     # first row: a model over it could not build, so it waits for that row.
-    landed = {
-        row["table_name"]
-        for row in warehouse.query(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'raw'"
-        ).to_pylist()
-    }
+    landed = {row["table_name"] for row in warehouse.query(raw_tables_sql).to_pylist()}
     tables = [t for t in cdc_models.captured_tables(rows) if t.raw_table in landed]
     cdc_models.write_models(tables, directory)
     # Only current-state models: the marts ask for these (a keyless table has history only).
@@ -151,19 +153,70 @@ def duckdb_output(
     }
 
 
-def profile_output(
-    warehouse_url: str,
-    *,
-    duckdb_path: Path | None = None,
-    config_options: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The dbt output for ``warehouse_url``: BigQuery from its URL, DuckDB from the file the
-    owner holds (``duckdb_path``, ``config_options``)."""
-    if warehouse_url.startswith("bigquery://"):
-        return bigquery_output(warehouse_url)
-    if duckdb_path is None:
-        raise ValueError(f"{warehouse_url}: a DuckDB profile needs the warehouse file's path")
-    return duckdb_output(duckdb_path, config_options or {})
+def _duckdb_profile(warehouse_url: str, warehouse: object | None) -> dict[str, Any]:
+    """From the warehouse this process holds: its file, and the config it connected with."""
+    path = getattr(warehouse, "path", None)
+    if path is None:
+        raise ValueError(f"{warehouse_url}: a DuckDB profile needs the open warehouse's file")
+    return duckdb_output(Path(path), getattr(warehouse, "connect_config", {}))
+
+
+def _bigquery_profile(warehouse_url: str, warehouse: object | None) -> dict[str, Any]:
+    """From the URL alone: a service, reached the same way from any process."""
+    return bigquery_output(warehouse_url)
+
+
+def double_quoted(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _backquoted(identifier: str) -> str:
+    return "`" + identifier.replace("\\", "\\\\").replace("`", "\\`") + "`"
+
+
+@dataclass(frozen=True)
+class WarehouseDialect:
+    """What the transform says differently to one kind of warehouse (by its URL's scheme)."""
+
+    #: ``profile(url, warehouse)``: the dbt output (``warehouse``: open in this process).
+    profile: Callable[[str, object | None], dict[str, Any]]
+    #: The raw layer's tables, one column ``table_name`` (BigQuery keeps an
+    #: INFORMATION_SCHEMA per dataset, DuckDB one per database).
+    raw_tables_sql: str
+    #: One identifier quoted for a query.
+    quote: Callable[[str], str]
+
+
+#: Warehouse URL scheme -> its dialect (one line per backend of
+#: :data:`shopstream.warehouse.WAREHOUSES` that dbt can build in).
+DIALECTS: dict[str, WarehouseDialect] = {
+    "duckdb": WarehouseDialect(
+        _duckdb_profile,
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'raw'",
+        double_quoted,
+    ),
+    "bigquery": WarehouseDialect(
+        _bigquery_profile, "SELECT table_name FROM raw.INFORMATION_SCHEMA.TABLES", _backquoted
+    ),
+}
+
+
+def dialect(warehouse_url: str) -> WarehouseDialect:
+    """The dialect of the warehouse at ``warehouse_url`` (a ValueError naming the known
+    schemes when dbt cannot build there)."""
+    scheme = url_scheme(warehouse_url, WAREHOUSES, "warehouse URL", WAREHOUSE_EXAMPLE)
+    if scheme not in DIALECTS:
+        raise ValueError(
+            f"{warehouse_url}: the transform cannot run in a {scheme} warehouse "
+            f"(it runs in: {', '.join(DIALECTS)})"
+        )
+    return DIALECTS[scheme]
+
+
+def profile_output(warehouse_url: str, warehouse: object | None = None) -> dict[str, Any]:
+    """The dbt output for the warehouse at ``warehouse_url`` (``warehouse``: that warehouse,
+    open in this process; DuckDB's profile points at the file it holds)."""
+    return dialect(warehouse_url).profile(warehouse_url, warehouse)
 
 
 def write_profile(root: Path, output: Mapping[str, Any]) -> Path:
@@ -239,10 +292,14 @@ def make_private(directory: Path) -> None:
 
 
 __all__ = [
+    "DIALECTS",
     "GENERATED_MODELS",
     "PACKAGED_PROJECT",
     "SALT_FILE",
+    "WarehouseDialect",
     "dbt_vars",
+    "dialect",
+    "double_quoted",
     "duckdb_output",
     "email_salt",
     "generate_captured_models",

@@ -38,10 +38,8 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import orjson
 import pyarrow as pa
 
-from shopstream.events.dead_letter import dead_letter_row
 from shopstream.events.messages import Message, Topics, encode, tombstone_for
 from shopstream.observability import metrics
 from shopstream.sinks import SinkBackend
@@ -54,6 +52,7 @@ from shopstream.sinks.base import (
     SinkUnavailable,
     settle,
 )
+from shopstream.sinks.refused import dead_letter_message
 
 if TYPE_CHECKING:
     from concurrent.futures import Future as AdminFuture
@@ -79,11 +78,6 @@ _FATAL = -150
 #: unavailable): MSG_SIZE_TOO_LARGE (the producer's or the broker's limit), INVALID_RECORD
 #: (the broker's validation, e.g. no key on a compacted topic).
 _RECORD_REFUSED = frozenset({10, 87})
-#: The longest payload a dead letter keeps of a refused record (well under any broker's
-#: message limit, so that the dead letter itself is taken).
-_DEAD_LETTER_PAYLOAD_BYTES = 65_536
-#: Who a raw table's rows come from: a dead letter's ``source``.
-_ORIGIN = {"events": "collector", "source_schemas": "cdc"}
 
 
 def bootstrap_servers(url: str) -> str:
@@ -142,40 +136,6 @@ def messages_for(
                     if origins is not None:
                         origins.append((table, position))
     return messages
-
-
-def dead_letter_message(
-    message: Message, origin: tuple[str, int], reason: str, topics: Topics
-) -> Message:
-    """The dead-letter topic's record for ``message``, which Kafka refused for ``reason``:
-    the payload cut to what surely fits, with the record's size in the reason."""
-    table, position = origin
-    value = message.value or b""
-    kept = value[:_DEAD_LETTER_PAYLOAD_BYTES]
-    if len(kept) < len(value):
-        reason += (
-            f"; the record is {len(value):,} bytes, its payload cut to the first {len(kept):,}"
-        )
-    source = _ORIGIN.get(table, "cdc" if table.startswith("cdc_") else "")
-    if not source:  # a dead letter refused: it keeps the source it had
-        try:
-            source = str(orjson.loads(value).get("source") or "loader")
-        except orjson.JSONDecodeError:
-            source = "loader"
-    context = {
-        "table": table,
-        "position": position,
-        "topic": message.topic,
-        "key": None if message.key is None else message.key.decode("utf-8", "replace"),
-        "bytes": len(value),
-        **{
-            name: message.headers[name]
-            for name in ("event_id", "change_id")
-            if name in message.headers
-        },
-    }
-    row = dead_letter_row(source, reason, kept, context)
-    return encode("dead_letter", [row], topics)[0]
 
 
 #: A record's state in its submission (``_Submission.acked``).

@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 import orjson
+import psycopg
 import pytest
 
 from shopstream.config import KafkaSettings, Settings, TransportSettings
@@ -644,3 +645,49 @@ def test_the_slot_is_not_confirmed_past_changes_the_broker_did_not_acknowledge(
         reader.terminate()
         reader.wait(60)
     assert reader.returncode == 0, (tmp_path / "cdc.log").read_text()[-3000:]
+
+
+def test_a_change_too_large_for_kafka_goes_to_the_dead_letters_and_the_slot_moves_on(
+    kafka_broker: KafkaBroker, postgres: Any, tmp_path: Path
+) -> None:
+    # One row with a large text column (default message.max.bytes ~1 MB): before, the
+    # submission failed, the reader reconnected and PostgreSQL sent the change again, for
+    # ever; the slot never moved (WAL grew) and the neighbours landed again each round.
+    execute_sql(postgres.dsn, "CREATE TABLE notes (note_id int PRIMARY KEY, body text)")
+    sink = _open_sink(_settings(kafka_broker, _prefix(), partitions=1))
+    topics = sink.topics
+    reader = ReaderThread(
+        postgres.dsn, tmp_path, sink=sink, snapshot_mode="never", batch_max_ms=50
+    ).start()
+    huge = base64.b64encode(os.urandom(1_500_000)).decode()  # TOAST cannot shrink it
+    try:
+        execute_sql(
+            postgres.dsn,
+            "BEGIN",
+            "INSERT INTO notes VALUES (1, 'small')",
+            f"INSERT INTO notes VALUES (2, '{huge}')",
+            "INSERT INTO notes VALUES (3, 'small too')",
+            "COMMIT",
+        )
+        with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+            row = conn.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").fetchone()
+        assert row is not None
+        after_commit = int(row[0])
+        reader.wait_until(
+            lambda: slot_state(postgres.dsn)[0] >= after_commit, "the slot confirmed past it"
+        )
+    finally:
+        reader.stop()  # closes the sink
+    changes = _envelopes(_changes_on(kafka_broker.bootstrap, topics, "notes"))
+    assert [c["after"]["note_id"] for c in changes] == [1, 3]  # each once, no resends
+    letters = consume_all(kafka_broker.bootstrap, topics.dead_letter)
+    assert len(letters) == 1
+    decoded = decode(letters[0].topic, letters[0].key, letters[0].value, letters[0].headers, topics)
+    assert decoded is not None
+    letter = decoded[1]
+    assert letter["source"] == "cdc"
+    assert "Message size too large" in letter["reason"]
+    assert "bytes" in letter["reason"]
+    context = orjson.loads(letter["context"])
+    assert context["table"] == "cdc_notes" or context["table"].endswith("notes"), context
+    assert context["bytes"] > 1_500_000

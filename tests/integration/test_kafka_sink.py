@@ -256,7 +256,7 @@ def test_the_collector_answers_503_while_the_broker_is_down_and_never_2xx_for_lo
     assert not missing, f"{len(missing)} of {len(answered_ok)} events answered 2xx are missing"
 
 
-def test_a_killed_broker_costs_the_producer_and_the_sink_recovers_with_a_new_one(
+def test_a_killed_broker_loses_no_event_answered_2xx_and_the_sink_recovers(
     kafka_broker_factory: KafkaBrokerFactory, tmp_path: Path
 ) -> None:
     broker = kafka_broker_factory()

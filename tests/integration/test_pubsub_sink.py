@@ -328,3 +328,49 @@ def test_a_sink_started_while_pubsub_is_down_creates_its_topics_once_it_is_back(
         assert future.result(30)
     finally:
         sink.close()
+
+
+def test_a_message_too_large_for_pubsub_is_dead_lettered_and_its_neighbours_land(
+    settings: Settings,
+) -> None:
+    """Pub/Sub takes at most 10 MB a request: a bigger row could never be published, and
+    failing its submission would have it sent again for ever (and its neighbours each time).
+    It goes to the dead letters instead, its payload cut, its size in the reason."""
+    import base64
+    import os
+
+    from tests.support.rows import events_table
+
+    settings.transport.topic_prefix = f"too-large-{uuid.uuid4().hex[:8]}"
+    prefix = settings.transport.topic_prefix
+    sink = open_sink(settings, None)  # type: ignore[arg-type]
+    sink.start()
+    try:
+        events = subscribe(PROJECT, f"{prefix}.events", f"{prefix}-events")
+        letters = subscribe(PROJECT, f"{prefix}.dead_letter", f"{prefix}-letters")
+        huge = base64.b64encode(os.urandom(8_000_000)).decode()  # ~10.7 MB
+        rows = events_table("small", "too-big", "after", session_id="s")
+        rows = rows.set_column(
+            rows.schema.get_field_index("payload"),
+            "payload",
+            [["{}", orjson.dumps(huge).decode(), "{}"]],
+        )
+        outcome = sink.submit({"events": rows}).result(30)
+        assert [(d.table, d.position) for d in outcome.dead_lettered] == [("events", 1)]
+        reason = outcome.dead_lettered[0].reason
+        assert "too large" in reason and "cut to" in reason, reason
+        assert sink.ready()
+        assert sink.pending_rows() == 0
+    finally:
+        sink.close()
+    landed = pull(events, 2)
+    assert sorted(m.attributes["event_id"] for m in landed) == ["after", "small"]
+    (letter,) = pull(letters, 1)
+    body = orjson.loads(letter.data)
+    assert body["source"] == "collector"
+    assert body["reason"] == reason
+    assert 0 < len(body["payload"].encode()) <= 65_536
+    context = (
+        body["context"] if isinstance(body["context"], dict) else orjson.loads(body["context"])
+    )
+    assert context["bytes"] > 10_000_000

@@ -109,7 +109,7 @@ def test_delivery_reports_count_each_record_once_and_only_the_current_producers_
     messages = messages_for({"events": events_table("e1", "e2")}, Topics(), tombstones=False)
 
     def tracked() -> _Submission:
-        submission = _Submission(messages, deadline=0.0)
+        submission = _Submission(messages, [("events", 0), ("events", 1)], deadline=0.0)
         sink._in_flight[id(submission)] = submission
         sink._pending += len(messages)
         return submission

@@ -413,8 +413,9 @@ class IntakeHandlers:
 
 
 def refused_by_warehouse(intake: Intake, outcome: Outcome) -> None:
-    """Events the warehouse refused are in raw.dead_letter, not raw.events: the client
-    hears they were rejected, with the warehouse's reason, like any other rejection."""
+    """Events the sink refused (the warehouse, or a broker that can never take them: too
+    large) are in raw.dead_letter, not raw.events: the client hears they were rejected, with
+    the sink's reason, like any other rejection."""
     refused = {d.position: d.reason for d in outcome.dead_lettered if d.table == "events"}
     if not refused:
         return

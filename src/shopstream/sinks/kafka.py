@@ -9,6 +9,16 @@ A submission's future resolves only when every one of its records got a successf
 report; the first failed report fails it with :class:`SinkError` carrying the broker's reason.
 The collector answers 2xx, and the CDC reader confirms an LSN, only after that.
 
+A record Kafka can never take (too large for ``message.max.bytes``, or invalid for the
+topic) is not such a failure: failing the submission would have its sender send it again for
+ever (PostgreSQL resends the change, the slot never moves, WAL grows) and its neighbours land
+again each time. It becomes a dead letter instead (the row's payload cut to what fits, its
+size in the reason), produced to the dead-letter topic as one more record of the submission,
+and the submission's :class:`Outcome` lists it, like the warehouse sink's refused rows.
+
+Topics are created on the sink's own thread, never in ``submit`` (the collector's event
+loop): until a submission's topics exist, ``submit`` raises :class:`SinkUnavailable`.
+
 An idempotent producer fails *fatally* when its sequence numbers no longer match the broker's
 (seen after a broker restart that lost the tail of its log: OUT_OF_ORDER_SEQUENCE_NUMBER). The
 sink then builds a new producer and sends again every record not yet acknowledged, so the
@@ -33,9 +43,20 @@ import pyarrow as pa
 from shopstream.events.messages import Message, Topics, encode, tombstone_for
 from shopstream.observability import metrics
 from shopstream.sinks import SinkBackend
-from shopstream.sinks.base import LANDED, Outcome, Rows, SinkError, SinkUnavailable, settle
+from shopstream.sinks.base import (
+    LANDED,
+    DeadLettered,
+    Outcome,
+    Rows,
+    SinkError,
+    SinkUnavailable,
+    settle,
+)
+from shopstream.sinks.refused import dead_letter_message
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future as AdminFuture
+
     from confluent_kafka import KafkaError, Producer
     from confluent_kafka.admin import AdminClient
 
@@ -53,6 +74,10 @@ _RETRY_S = 1.0
 _ALL_BROKERS_DOWN = -187
 #: librdkafka's code for records failed because their producer failed fatally.
 _FATAL = -150
+#: Refusals that say this one record can never be taken (as opposed to the broker being
+#: unavailable): MSG_SIZE_TOO_LARGE (the producer's or the broker's limit), INVALID_RECORD
+#: (the broker's validation, e.g. no key on a compacted topic).
+_RECORD_REFUSED = frozenset({10, 87})
 
 
 def bootstrap_servers(url: str) -> str:
@@ -85,37 +110,61 @@ def bootstrap_servers(url: str) -> str:
     return ",".join(servers)
 
 
-def messages_for(rows: Rows, topics: Topics, *, tombstones: bool) -> list[Message]:
+def messages_for(
+    rows: Rows,
+    topics: Topics,
+    *,
+    tombstones: bool,
+    origins: list[tuple[str, int] | None] | None = None,
+) -> list[Message]:
     """The messages for a submission, table by table in order; with ``tombstones``, each
-    delete's change is followed by its tombstone (Debezium's default)."""
+    delete's change is followed by its tombstone (Debezium's default). ``origins``, when
+    given, gets each message's row: (table, position among the table's rows)."""
     messages: list[Message] = []
     for table, table_rows in rows.items():
         if len(table_rows) == 0:
             continue
         plain = table_rows if isinstance(table_rows, list | pa.Table) else table_rows.to_arrow()
-        for message in encode(table, plain, topics):
+        for position, message in enumerate(encode(table, plain, topics)):
             messages.append(message)
+            if origins is not None:
+                origins.append((table, position))
             if tombstones:
                 tombstone = tombstone_for(message)
                 if tombstone is not None:
                     messages.append(tombstone)
+                    if origins is not None:
+                        origins.append((table, position))
     return messages
 
 
+#: A record's state in its submission (``_Submission.acked``).
+_WAITING, _ACKED, _REFUSED = 0, 1, 2
+
+
 class _Submission:
-    """One submission's records and which of them the broker acknowledged."""
+    """One submission's records and which of them the broker acknowledged (or refused for
+    good: those were replaced by a dead letter, one more record of the submission)."""
 
-    __slots__ = ("acked", "deadline", "future", "messages", "remaining")
+    __slots__ = ("acked", "dead", "deadline", "future", "messages", "origins", "remaining")
 
-    def __init__(self, messages: list[Message], deadline: float) -> None:
+    def __init__(
+        self, messages: list[Message], origins: list[tuple[str, int] | None], deadline: float
+    ) -> None:
         self.messages = messages
+        #: Each record's row (table, position); None for the sink's own dead letters.
+        self.origins = origins
         self.acked = bytearray(len(messages))
         self.remaining = len(messages)
         self.deadline = deadline
+        self.dead: dict[tuple[str, int], DeadLettered] = {}
         self.future: Future[Outcome] = Future()
 
     def unacknowledged(self) -> list[int]:
-        return [index for index, done in enumerate(self.acked) if not done]
+        return [index for index, state in enumerate(self.acked) if state == _WAITING]
+
+    def outcome(self) -> Outcome:
+        return Outcome(tuple(self.dead.values())) if self.dead else LANDED
 
 
 class KafkaSink:
@@ -125,8 +174,10 @@ class KafkaSink:
         self.topics = topics
         self.max_pending = max_pending
         self.commits = 0
-        #: How many times a fatally failed producer was replaced (for tests and the log).
+        #: How many times a fatally failed producer was replaced, and the records its
+        #: replacements sent again (for tests and the log).
         self.producers_replaced = 0
+        self.records_resent = 0
         self._producer: Producer | None = None
         self._admin: AdminClient | None = None
         self._generation = 0
@@ -139,6 +190,9 @@ class KafkaSink:
         self._in_flight: dict[int, _Submission] = {}
         self._pending = 0
         self._existing_topics: set[str] = set()
+        #: Topics submissions need that do not exist yet: the delivery thread creates them.
+        self._wanted_topics: set[str] = set()
+        self._topic_requests: dict[str, AdminFuture[None]] = {}
         self._topics_retry_at = 0.0
         self._topics_error = ""
         self._fatal: KafkaError | None = None
@@ -158,10 +212,18 @@ class KafkaSink:
         self._producer = self._new_producer()
         self._admin = AdminClient(self._client_config())
         self._probe()
-        if self._reachable and self.kafka.create_topics:
-            # Best effort: a broker that is down now gets them on first use instead.
-            with contextlib.suppress(SinkUnavailable):
-                self._ensure_topics(set(self.topics.fixed()))
+        if self.kafka.create_topics:
+            # Waited for here (not on a request's thread); a broker that is down now gets
+            # them from the delivery thread once it is back.
+            self._wanted_topics |= set(self.topics.fixed())
+            if self._reachable:
+                self._request_topics()
+                for future in list(self._topic_requests.values()):
+                    with contextlib.suppress(Exception):
+                        future.result(timeout=_ADMIN_TIMEOUT_S + 1)
+                self._collect_topics()
+        else:
+            self._existing_topics |= set(self.topics.fixed())
         self._poller = threading.Thread(target=self._poll, name="kafka-sink", daemon=True)
         self._poller.start()
 
@@ -172,17 +234,21 @@ class KafkaSink:
             # Refused at once rather than held for the delivery timeout: the collector
             # answers 503 now, and the CDC reader pauses and reads again.
             raise SinkUnavailable(f"Kafka is unreachable ({self.bootstrap}); retry")
+        origins: list[tuple[str, int] | None] = []
         try:
-            messages = messages_for(rows, self.topics, tombstones=self.kafka.tombstones_on_delete)
+            messages = messages_for(
+                rows, self.topics, tombstones=self.kafka.tombstones_on_delete, origins=origins
+            )
         except Exception as exc:  # rows no raw table has: a caller's bug, not the broker's
             failed: Future[Outcome] = Future()
             failed.set_exception(SinkError(f"rows cannot be written as Kafka messages: {exc}"))
             return failed
-        submission = _Submission(messages, time.monotonic() + self.kafka.delivery_timeout_ms / 1000)
+        deadline = time.monotonic() + self.kafka.delivery_timeout_ms / 1000
+        submission = _Submission(messages, origins, deadline)
         if not messages:
             submission.future.set_result(LANDED)
             return submission.future
-        self._ensure_topics({message.topic for message in messages})
+        self._need_topics({message.topic for message in messages})
         with self._produce_lock:
             if self._closing:  # checked again under the lock close() takes to set it
                 raise SinkUnavailable("the Kafka sink is closing")
@@ -203,7 +269,7 @@ class KafkaSink:
                 raise SinkUnavailable(
                     "the Kafka producer's queue is full (the broker is slow or down); retry"
                 ) from None
-            except SinkError as exc:  # a record the producer refuses (too large, say)
+            except SinkError as exc:
                 self._fail(submission, exc)
         metrics.SINK_QUEUE_ROWS.set(self._pending)
         return submission.future
@@ -298,6 +364,10 @@ class KafkaSink:
                     on_delivery=functools.partial(self._delivered, submission, index, generation),
                 )
             except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                if err is not None and err.code() in _RECORD_REFUSED and not err.fatal():
+                    self._refused(submission, index, f"the Kafka producer refused it: {err.str()}")
+                    continue
                 # A fatal producer refuses everything: the replacement sends these.
                 self._note_failure(exc)
                 if self._fatal is None:
@@ -305,6 +375,32 @@ class KafkaSink:
                         f"the Kafka producer refused a record for {message.topic}: {exc}"
                     ) from exc
                 return
+
+    def _refused(self, submission: _Submission, index: int, reason: str) -> None:
+        """Record ``index`` can never be taken: its dead letter takes its place in the
+        submission (the produce lock is held)."""
+        message = submission.messages[index]
+        origin = submission.origins[index]
+        if origin is None:  # the sink's own dead letter refused: nothing is left to try
+            raise SinkError(f"Kafka refused a dead letter for {message.topic}: {reason}")
+        table, position = origin
+        letter = dead_letter_message(
+            message, origin, f"Kafka refused the record: {reason}", self.topics
+        )
+        with self._track_lock:
+            if submission.acked[index] != _WAITING:
+                return
+            submission.acked[index] = _REFUSED
+            submission.dead.setdefault(
+                origin, DeadLettered(table, position, letter.headers["reason"])
+            )
+            # One record out, its dead letter in: what is pending stays the same.
+            submission.messages.append(letter)
+            submission.origins.append(None)
+            submission.acked.append(_WAITING)
+            letter_index = len(submission.messages) - 1
+        log.warning("a record for %s goes to the dead letters: %s", message.topic, reason)
+        self._produce(submission, [letter_index])
 
     def _delivered(
         self, submission: _Submission, index: int, generation: int, err: KafkaError | None, _: Any
@@ -316,9 +412,9 @@ class KafkaSink:
         if err is None:
             self._reachable = True
             with self._track_lock:
-                if submission.acked[index] or id(submission) not in self._in_flight:
+                if submission.acked[index] != _WAITING or id(submission) not in self._in_flight:
                     return  # acknowledged by the old producer and by its replacement
-                submission.acked[index] = 1
+                submission.acked[index] = _ACKED
                 submission.remaining -= 1
                 self._pending -= 1
                 finished = submission.remaining == 0
@@ -331,6 +427,17 @@ class KafkaSink:
             self._fatal = err  # the poller replaces the producer and sends again
             return
         message = submission.messages[index]
+        if err.code() in _RECORD_REFUSED:
+            try:
+                with self._produce_lock:
+                    self._refused(submission, index, err.str())
+                return
+            except SinkError as exc:
+                self._fail(submission, exc)
+                return
+            except BufferError:
+                self._fail(submission, SinkUnavailable("the Kafka producer's queue is full"))
+                return
         self._fail(
             submission,
             SinkError(f"Kafka did not take a record for {message.topic}: {err.str()}"),
@@ -341,14 +448,14 @@ class KafkaSink:
             self._in_flight.pop(id(submission), None)
         self.commits += 1
         counts: dict[str, int] = {}
-        for message in submission.messages:
-            if message.value is not None:
+        for message, state in zip(submission.messages, submission.acked, strict=True):
+            if message.value is not None and state == _ACKED:
                 table = message.headers.get("shopstream.table", "")
                 counts[table] = counts.get(table, 0) + 1
         for table, count in counts.items():
             metrics.SINK_ROWS_WRITTEN.labels(table).inc(count)
         metrics.SINK_BATCH_ROWS.observe(len(submission.messages))
-        settle(submission.future, LANDED)
+        settle(submission.future, submission.outcome())
 
     def _fail(self, submission: _Submission, error: SinkError) -> None:
         if self._forget(submission):
@@ -377,6 +484,10 @@ class KafkaSink:
                     self._note_failure(exc)
                 if self._fatal is not None:
                     self._replace_producer()
+                if self._wanted_topics:
+                    self._collect_topics()
+                    if self._reachable:
+                        self._request_topics()
                 metrics.SINK_QUEUE_ROWS.set(self._pending)
                 if not self._reachable and time.monotonic() >= next_probe:
                     # librdkafka connects only when it has something to send: without
@@ -454,6 +565,7 @@ class KafkaSink:
                     self._fail(submission, SinkUnavailable("the Kafka producer's queue is full"))
                 else:
                     resent += len(indexes)
+            self.records_resent += resent
         log.warning(
             "the Kafka producer failed (%s); a new one sends the %d records not acknowledged",
             reason,
@@ -468,45 +580,68 @@ class KafkaSink:
 
     # -- topics ------------------------------------------------------------------------------
 
-    def _ensure_topics(self, wanted: set[str]) -> None:
-        """Create the topics in ``wanted`` this sink has not seen yet (``kafka.create_topics``);
-        raises SinkUnavailable when the broker cannot be asked now."""
+    def _need_topics(self, wanted: set[str]) -> None:
+        """Raises SinkUnavailable while a topic in ``wanted`` does not exist yet, and has the
+        delivery thread create it (``kafka.create_topics``): never waited for here."""
         missing = wanted - self._existing_topics
         if not missing:
             return
         if not self.kafka.create_topics:
             self._existing_topics |= missing
             return
-        from confluent_kafka import KafkaError, KafkaException
+        with self._topic_lock:
+            self._wanted_topics |= missing
+            error = self._topics_error
+        raise SinkUnavailable(
+            f"Kafka topics {', '.join(sorted(missing))} are being created; retry"
+            + (f" (last attempt: {error})" if error else "")
+        )
+
+    def _request_topics(self) -> None:
+        """Ask the broker for the wanted topics not yet asked for (does not wait)."""
         from confluent_kafka.admin import NewTopic
 
         with self._topic_lock:
-            missing -= self._existing_topics
-            if not missing:
+            asking = self._wanted_topics - self._topic_requests.keys()
+            if not asking or time.monotonic() < self._topics_retry_at:
                 return
-            if time.monotonic() < self._topics_retry_at:
-                raise SinkUnavailable(f"Kafka topics cannot be created now: {self._topics_error}")
             assert self._admin is not None
             requests = [
                 NewTopic(topic, self.kafka.partitions, self.kafka.replication_factor)
-                for topic in sorted(missing)
+                for topic in sorted(asking)
             ]
             futures = self._admin.create_topics(requests, request_timeout=_ADMIN_TIMEOUT_S)
-            for topic, future in futures.items():
+            self._topic_requests.update(futures)
+
+    def _collect_topics(self) -> None:
+        """Take the answers to topic creations that came (does not wait)."""
+        from confluent_kafka import KafkaError, KafkaException
+
+        with self._topic_lock:
+            for topic, future in list(self._topic_requests.items()):
+                if not future.done():
+                    continue
+                del self._topic_requests[topic]
                 try:
-                    future.result(timeout=_ADMIN_TIMEOUT_S + 1)
+                    future.result()
                 except KafkaException as exc:
                     if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                         self._topics_failed(topic, exc.args[0].str())
+                        continue
                 except Exception as exc:
                     self._topics_failed(topic, str(exc))
+                    continue
                 self._existing_topics.add(topic)
+                self._wanted_topics.discard(topic)
+                if not self._wanted_topics:
+                    self._topics_error = ""
                 log.info("Kafka topic %s is there", topic)
 
     def _topics_failed(self, topic: str, reason: str) -> None:
+        """Asked again after a pause (the topic stays wanted)."""
         self._topics_error = f"topic {topic}: {reason}"
         self._topics_retry_at = time.monotonic() + _RETRY_S
-        raise SinkUnavailable(f"the Kafka topic {topic} could not be created: {reason}")
+        log.warning("the Kafka topic %s could not be created: %s", topic, reason)
 
 
 def _open(url: str, settings: Settings, warehouse: Warehouse) -> KafkaSink:

@@ -22,6 +22,12 @@ loop. With ``pubsub.create`` missing topics are created (the fixed ones at start
 captured table's before its first message), each with the loader's subscription
 (:mod:`shopstream.sinks.pubsub_admin` says why). Deletes get no tombstone: Pub/Sub has no
 compaction, and a message must have data.
+
+A message Pub/Sub can never take (over its 10 MB request limit: the client refuses it at
+once) does not fail its submission, which would be sent again for ever: its dead letter
+takes its place (:mod:`shopstream.sinks.refused`) and the Outcome lists it. A refusal by the
+service itself (InvalidArgument) still fails the submission: it answers for a whole batch,
+so it does not say which message it was.
 """
 
 from __future__ import annotations
@@ -41,13 +47,25 @@ from typing import TYPE_CHECKING
 import google.cloud.pubsub_v1 as pubsub_v1
 import pyarrow as pa
 from google.api_core import exceptions as google_errors
-from google.cloud.pubsub_v1.publisher.exceptions import PublishToPausedOrderingKeyException
+from google.cloud.pubsub_v1.publisher.exceptions import (
+    MessageTooLargeError,
+    PublishToPausedOrderingKeyException,
+)
 
 from shopstream.events.messages import TABLE, Message, Topics, encode
 from shopstream.observability import metrics
 from shopstream.sinks import SinkBackend
-from shopstream.sinks.base import LANDED, Outcome, Rows, SinkError, SinkUnavailable, settle
+from shopstream.sinks.base import (
+    LANDED,
+    DeadLettered,
+    Outcome,
+    Rows,
+    SinkError,
+    SinkUnavailable,
+    settle,
+)
 from shopstream.sinks.pubsub_admin import create_for_loader, project_of, retry_within
+from shopstream.sinks.refused import dead_letter_message
 
 if TYPE_CHECKING:
     from shopstream.config import PubSubSettings, Settings
@@ -109,13 +127,18 @@ def publisher_client(settings: PubSubSettings) -> pubsub_v1.PublisherClient:
 class _Submission:
     """One submit()'s publishes; its future resolves when the last of them has."""
 
-    __slots__ = ("deadline", "future", "lock", "remaining")
+    __slots__ = ("dead", "deadline", "future", "lock", "remaining")
 
     def __init__(self, count: int, deadline: float) -> None:
         self.future: Future[Outcome] = Future()
         self.remaining = count
         self.lock = threading.Lock()
         self.deadline = deadline
+        #: Rows replaced by their dead letter (the message could never be published).
+        self.dead: dict[tuple[str, int], DeadLettered] = {}
+
+    def outcome(self) -> Outcome:
+        return Outcome(tuple(self.dead.values())) if self.dead else LANDED
 
 
 class _Deadlines:
@@ -207,7 +230,7 @@ class PubSubSink:
         publisher = self._publisher
         if publisher is None or self._closing:
             raise SinkUnavailable("the Pub/Sub sink is not running")
-        messages = self._messages(rows)
+        messages, origins = self._messages(rows)
         if not messages:
             done: Future[Outcome] = Future()
             done.set_result(LANDED)
@@ -230,20 +253,25 @@ class PubSubSink:
         submission = _Submission(
             len(messages), time.monotonic() + self.settings.publish_timeout_seconds
         )
-        for message in messages:
-            self._publish(publisher, submission, message)
+        for message, origin in zip(messages, origins, strict=True):
+            self._publish(publisher, submission, message, origin)
         if self._deadlines is not None:
             self._deadlines.watch(submission)
         return submission.future
 
-    def _messages(self, rows: Rows) -> list[Message]:
+    def _messages(self, rows: Rows) -> tuple[list[Message], list[tuple[str, int]]]:
+        """The messages, and each one's row: (table, position among the table's rows)."""
         messages: list[Message] = []
+        origins: list[tuple[str, int]] = []
         for table, table_rows in rows.items():
             if not len(table_rows):
                 continue
             batch = table_rows if isinstance(table_rows, list | pa.Table) else table_rows.to_arrow()
-            messages += (m for m in encode(table, batch, self.topics) if m.value is not None)
-        return messages
+            for position, message in enumerate(encode(table, batch, self.topics)):
+                if message.value is not None:
+                    messages.append(message)
+                    origins.append((table, position))
+        return messages, origins
 
     def _wait_for_topics(self, topics: set[str]) -> None:
         """Make sure ``topics`` exist (creating them when ``pubsub.create``). On an event loop
@@ -292,8 +320,14 @@ class PubSubSink:
         return True
 
     def _publish(
-        self, publisher: pubsub_v1.PublisherClient, submission: _Submission, message: Message
+        self,
+        publisher: pubsub_v1.PublisherClient,
+        submission: _Submission,
+        message: Message,
+        origin: tuple[str, int] | None,
     ) -> None:
+        """Publish one message of ``submission``; ``origin``: its row, None for a dead
+        letter the sink made (which, if refused too, fails the submission)."""
         key = ordering_key(message.key) if self._ordered(message) else ""
         topic_path = publisher.topic_path(self.project, message.topic)
         data = message.value or b""
@@ -308,12 +342,43 @@ class PubSubSink:
                 future = publisher.publish(
                     topic_path, data, ordering_key=key, **attributes(message.headers)
                 )
+        except MessageTooLargeError as exc:
+            if origin is None:
+                self._settle(submission, len(data), message.topic, key, exc)
+            else:
+                self._refused(publisher, submission, message, origin, f"too large: {exc}")
+            return
         except Exception as exc:
             self._settle(submission, len(data), message.topic, key, exc)
             return
         future.add_done_callback(
             lambda done: self._settle(submission, len(data), message.topic, key, done.exception())
         )
+
+    def _refused(
+        self,
+        publisher: pubsub_v1.PublisherClient,
+        submission: _Submission,
+        message: Message,
+        origin: tuple[str, int],
+        reason: str,
+    ) -> None:
+        """``message`` can never be published: its dead letter takes its place."""
+        letter = dead_letter_message(
+            message, origin, f"Pub/Sub refused the message: {reason}", self.topics
+        )
+        table, position = origin
+        log.warning("a message for %s goes to the dead letters: %s", message.topic, reason)
+        with submission.lock:
+            submission.remaining += 1  # the letter, before the refused one counts as done
+            submission.dead.setdefault(
+                origin, DeadLettered(table, position, letter.headers["reason"])
+            )
+        with self._lock:
+            self._in_flight_messages += 1
+            self._in_flight_bytes += len(letter.value or b"")
+        self._publish(publisher, submission, letter, None)
+        self._settle(submission, len(message.value or b""), message.topic, "", None)
 
     def _settle(
         self,
@@ -343,7 +408,7 @@ class PubSubSink:
         if last and not submission.future.done():
             with self._lock:
                 self.commits += 1
-            settle(submission.future, LANDED)
+            settle(submission.future, submission.outcome())
 
     def _failed(self, topic: str, key: str, error: BaseException) -> None:
         publisher = self._publisher

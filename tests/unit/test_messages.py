@@ -14,7 +14,9 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
 from shopstream.cdc.handler import ChangeHandler
 from shopstream.cdc.pgoutput import Decoder, Relation
@@ -487,3 +489,108 @@ def test_a_long_reason_fits_a_pubsub_attribute_in_bytes() -> None:
     assert message.headers["reason"].endswith("…")
     decoded = decode(message.topic, message.key, message.value, message.headers, TOPICS)
     assert decoded is not None and decoded[1]["reason"] == "ü" * 2000  # the row keeps it all
+
+
+# -- malformed input of every kind is poison, never another error -----------------------------
+
+MALFORMED: list[tuple[str, Any, str]] = [
+    (
+        "a table header that is not UTF-8",
+        lambda: Message("shop-test.events", b"k", b"{}", {TABLE: b"\xff"}),  # type: ignore[dict-item]
+        TABLE,
+    ),
+    (
+        "a change_id header that is not UTF-8",
+        lambda: _change_message(change_id=b"\xff"),
+        "change_id",
+    ),
+    (
+        "source.ts_ms far past any calendar",
+        lambda: _change_message(commit_ts=None, source={"ts_ms": 10**18}),
+        "source.ts_ms",
+    ),
+    (
+        "a commit_ts header before year 1 in UTC",
+        lambda: _change_message(commit_ts="0001-01-01T00:00:00+01:00"),
+        "commit_ts",
+    ),
+    (
+        "an event_ts before year 1 in UTC",
+        lambda: _event_message(event_ts="0001-01-01T00:00:00+01:00"),
+        "event_ts",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "make", "field"), MALFORMED, ids=[m[0] for m in MALFORMED])
+def test_malformed_input_is_poison_naming_the_field(name: str, make: Any, field: str) -> None:
+    message = make()
+    with pytest.raises(PoisonMessage) as refused:
+        decode(message.topic, message.key, message.value, message.headers, TOPICS)
+    assert field in refused.value.reason
+
+
+_ANY_TOPIC = st.sampled_from(
+    ["shop-test.events", "shop-test.public.stock", "shop-test.dead_letter", "elsewhere"]
+)
+_HEADER_NAMES = st.sampled_from([TABLE, "change_id", "commit_ts", "event_type", "x"])
+_HEADER_VALUES = st.one_of(st.binary(max_size=12), st.text(max_size=30))
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(
+    topic=_ANY_TOPIC,
+    key=st.one_of(st.none(), st.binary(max_size=20)),
+    value=st.one_of(st.none(), st.binary(max_size=40)),
+    headers=st.dictionaries(_HEADER_NAMES, _HEADER_VALUES, max_size=4),
+)
+def test_decode_of_arbitrary_bytes_returns_or_is_poison(
+    topic: str, key: bytes | None, value: bytes | None, headers: dict[str, Any]
+) -> None:
+    try:
+        decode(topic, key, value, headers, TOPICS)
+    except PoisonMessage:
+        pass
+
+
+_JSONISH = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(min_value=-(2**63), max_value=2**63 - 1),
+        st.text(max_size=30),
+        st.sampled_from(
+            ["0001-01-01T00:00:00+01:00", "9999-12-31T23:00:00-05:00", "2026-12-01", "x"]
+        ),
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(
+    which=st.sampled_from(["event", "change"]),
+    field=st.sampled_from(
+        ["event_ts", "event_date", "received_at", "properties", "source", "op", "after",
+         "before", "commit_ts", "change_id", "key", "event_id", "session_id"]
+    ),
+    replacement=_JSONISH,
+)
+def test_decode_of_any_json_in_any_field_returns_or_is_poison(
+    which: str, field: str, replacement: Any
+) -> None:
+    if which == "event":
+        message = _event_message(**{field: replacement})
+    elif field in ("commit_ts", "change_id"):
+        message = _change_message(**{field: replacement if isinstance(replacement, str) else None})
+    elif field == "key":
+        message = _change_message(key=orjson.dumps(replacement))
+    else:
+        message = _change_message(**{field: replacement})
+    try:
+        decode(message.topic, message.key, message.value, message.headers, TOPICS)
+    except PoisonMessage:
+        pass

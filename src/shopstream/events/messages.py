@@ -254,9 +254,7 @@ def decode(
     load). Raises :class:`PoisonMessage` saying what is wrong."""
     if value is None:
         return None
-    header = headers.get(TABLE)
-    table = header.decode() if isinstance(header, bytes) else header
-    table = table or topics.table_for(topic)
+    table = _header(headers, TABLE) or topics.table_for(topic)
     if table is None:
         raise PoisonMessage(f"topic {topic!r} is not one of shopstream's ({topics.prefix}.*)")
     try:
@@ -278,8 +276,14 @@ def decode(
 
 
 def _header(headers: Mapping[str, str | bytes], name: str) -> str | None:
+    """A header's text; a value that is not UTF-8 text is poison (a producer's bug), named."""
     value = headers.get(name)
-    return value.decode() if isinstance(value, bytes) else value
+    if value is None or isinstance(value, str):
+        return value
+    try:
+        return bytes(value).decode()
+    except (UnicodeDecodeError, TypeError):
+        raise PoisonMessage(f"header {name} is not UTF-8 text: {repr(value)[:60]}") from None
 
 
 def _change_row(
@@ -292,7 +296,7 @@ def _change_row(
             "loaded (the id makes redeliveries removable in staging)"
         )
     op = body.get("op")
-    if op not in _OPS:
+    if not isinstance(op, str) or op not in _OPS:
         raise PoisonMessage(f"op {op!r} is not one of c, u, d, r, t")
     source = body.get("source")
     if not isinstance(source, dict):
@@ -303,8 +307,13 @@ def _change_row(
     commit_text = _header(headers, "commit_ts")
     if commit_text:
         commit_ts = _timestamp("commit_ts", commit_text)
-    elif isinstance(source.get("ts_ms"), int):
-        commit_ts = datetime.fromtimestamp(source["ts_ms"] / 1000, UTC)
+    elif isinstance(source.get("ts_ms"), int) and not isinstance(source["ts_ms"], bool):
+        try:
+            commit_ts = datetime.fromtimestamp(source["ts_ms"] / 1000, UTC)
+        except (ValueError, OverflowError, OSError):
+            raise PoisonMessage(
+                f"source.ts_ms is not a time a calendar holds: {source['ts_ms']!r}"
+            ) from None
     else:
         raise PoisonMessage("no commit time: neither a commit_ts header nor source.ts_ms")
     return {
@@ -352,9 +361,10 @@ def _timestamp(name: str, value: Any) -> datetime:
         raise PoisonMessage(f"{name} is not an ISO-8601 timestamp: {value!r}")
     try:
         moment = datetime.fromisoformat(value)
-    except ValueError:
+        # In UTC a moment near year 1 or 9999 can fall off the calendar (OverflowError).
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise PoisonMessage(f"{name} is not an ISO-8601 timestamp: {value!r}") from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 @functools.cache

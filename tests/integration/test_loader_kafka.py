@@ -107,16 +107,41 @@ def test_poison_reaches_the_dead_letters_with_its_reason_and_its_neighbours_load
             {TABLE: "events"},
         ),
         Message(change.topic, change.key, change.value, {TABLE: "cdc_orders"}),  # no change_id
+        # Inputs that once crashed decode with errors other than poison (the loader with
+        # them, blocking the partition for ever):
+        Message(topics.events, b"k4", b"{}", {TABLE: b"\xff"}),  # type: ignore[dict-item]
+        Message(
+            change.topic,
+            change.key,
+            orjson.dumps({**orjson.loads(change.value or b""), "source": {"ts_ms": 10**18}}),
+            {TABLE: "cdc_orders", "change_id": "X-1"},
+        ),
+        Message(
+            change.topic,
+            change.key,
+            change.value,
+            {**change.headers, "commit_ts": "0001-01-01T00:00:00+01:00"},
+        ),
     ]
     reasons = [
         "the value is not JSON",
         "no raw table named 'orders'",
         "not a valid page_view event",
         "no change_id header",
+        "header shopstream.table is not UTF-8",
+        "source.ts_ms is not a time",
+        "commit_ts is not an ISO-8601 timestamp",
     ]
     produce(
         kafka_broker.bootstrap,
-        [*good_events[:2], *poison[:2], *good_events[2:], *good_changes, *poison[2:]],
+        [
+            *good_events[:2],
+            *poison[:2],
+            *good_events[2:],
+            *good_changes[:3],
+            *poison[2:],
+            *good_changes[3:],
+        ],
     )
     with loader_for(tmp_path, kafka_broker, topics, "--idle-exit", "3") as loader:
         assert loader.wait() == 0, loader.log()

@@ -39,7 +39,7 @@ from apache_beam.utils.windowed_value import PaneInfoTiming
 
 from shopstream.beam import ACTIVITY_TABLE
 from shopstream.events.dead_letter import dead_letter_row
-from shopstream.events.messages import PoisonMessage, Topics, dead_letter_for, decode
+from shopstream.events.messages import Topics, dead_letter_for, decode_or_reason
 from shopstream.events.raw import TS, schema_for
 from shopstream.loader.base import Received
 from shopstream.warehouse import Warehouse, WarehouseError, WarehouseUnavailable, open_warehouse
@@ -174,16 +174,16 @@ class DecodeMessages(beam.DoFn):
         self._topics = topics
 
     def process(self, message: Received) -> Iterator[Any]:
-        try:
-            decoded = decode(
-                message.topic, message.key, message.value, message.headers, self._topics
-            )
-        except PoisonMessage as exc:
+        # Never raises: an error here would fail the bundle and Beam would retry it for ever.
+        decoded, reason = decode_or_reason(
+            message.topic, message.key, message.value, message.headers, self._topics
+        )
+        if reason is not None:
             row = dead_letter_for(
                 message.topic,
                 message.key,
                 message.value,
-                exc.reason,
+                reason,
                 pipeline="beam",
                 **message.position,
             )

@@ -46,6 +46,7 @@ was written.
 from __future__ import annotations
 
 import functools
+import logging
 import re
 import uuid
 from collections.abc import Mapping
@@ -71,9 +72,12 @@ __all__ = [
     "Topics",
     "dead_letter_for",
     "decode",
+    "decode_or_reason",
     "encode",
     "tombstone_for",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Header / attribute names.
 TABLE = "shopstream.table"
@@ -273,6 +277,28 @@ def decode(
     if table == "events":
         _validate_event(row, body)
     return table, row
+
+
+def decode_or_reason(
+    topic: str,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Mapping[str, str | bytes],
+    topics: Topics,
+) -> tuple[tuple[str, dict[str, Any]] | None, str | None]:
+    """:func:`decode` that never raises: ``(decoded, None)`` or ``(None, reason)``.
+
+    The loader and the Beam pipeline decode through this: any error, even one that is a bug
+    of :func:`decode`'s and not :class:`PoisonMessage`, refuses that one message (a dead
+    letter) rather than crash the consumer, which would block its neighbours for ever (Kafka:
+    the partition; Pub/Sub: redelivered until the dead-letter policy moves good ones too)."""
+    try:
+        return decode(topic, key, value, headers, topics), None
+    except PoisonMessage as exc:
+        return None, exc.reason
+    except Exception as exc:
+        log.exception("decoding a message on %s failed unexpectedly (dead-lettered)", topic)
+        return None, f"{type(exc).__name__}: {exc}"
 
 
 def _header(headers: Mapping[str, str | bytes], name: str) -> str | None:

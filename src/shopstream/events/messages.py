@@ -46,6 +46,7 @@ was written.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import re
 import uuid
@@ -71,9 +72,12 @@ __all__ = [
     "PoisonMessage",
     "Topics",
     "dead_letter_for",
+    "dead_letter_id",
     "decode",
     "decode_or_reason",
     "encode",
+    "key_from_pubsub",
+    "pubsub_key",
     "tombstone_for",
 ]
 
@@ -498,12 +502,81 @@ def dead_letter_for(
     row = dead_letter_row("loader", reason, value, {**where, **context})
     place = [context[name] for name in _PLACE if name in context]
     if place:
-        identity = orjson.dumps([topic, *place, context.get("table"), reason]).decode()
-        row["dead_letter_id"] = str(uuid.uuid5(_DEAD_LETTER_IDS, identity))
+        row["dead_letter_id"] = dead_letter_id(topic, *place, context.get("table"), reason)
     return row
+
+
+def dead_letter_id(topic: str, *where: Any) -> str:
+    """A dead letter's id derived from where its message sits on ``topic`` (partition and
+    offset, message id...) and why: read again after a crash or a redelivery, the same
+    message makes the same id, and staging removes the repeat."""
+    identity = orjson.dumps([topic, *where], default=str).decode()
+    return str(uuid.uuid5(_DEAD_LETTER_IDS, identity))
 
 
 #: The context fields that say where a message sits on its transport (Kafka, Pub/Sub); a
 #: delivery attempt is not one of them (it changes on every redelivery).
 _PLACE = ("partition", "offset", "message_id")
 _DEAD_LETTER_IDS = uuid.UUID("5b0c3d1e-6a52-4f0e-9d43-1c8f6f0a4d21")
+
+
+# -- keys on Pub/Sub -------------------------------------------------------------------------
+
+#: Pub/Sub carries a message's key as its ordering key, which holds 1,024 bytes. A longer key
+#: (a primary key over 1 KB) is ordered by its digest (``sha256:<hex>``: the same key keeps the
+#: same order) and carried whole in the attributes ``shopstream.key.0``, ``.1``... (each
+#: attribute holds 1,024 bytes too), so that the change loads with its key: staging finds a
+#: row's versions by the key's values, so a change without it would be a row lost there.
+KEY_PART = "shopstream.key."
+_MAX_ORDERING_KEY = 1024
+_HASHED = "sha256:"
+#: Pub/Sub allows 100 attributes; a key needing more parts than this (over ~64 KB, beyond
+#: what a PostgreSQL index holds) is not carried and its change is dead-lettered, whole.
+_MAX_KEY_PARTS = 64
+
+
+def pubsub_key(key: bytes | None) -> tuple[str, dict[str, str]]:
+    """The ordering key for ``key`` and the attributes that carry it when it is too long."""
+    if not key:
+        return "", {}
+    if len(key) <= _MAX_ORDERING_KEY:
+        return key.decode("utf-8", "replace"), {}
+    hashed = _HASHED + hashlib.sha256(key).hexdigest()
+    try:
+        text = key.decode()
+    except UnicodeDecodeError:
+        return hashed, {}  # not text: not carried (decode refuses such a key anyway)
+    parts: list[str] = []
+    current: list[str] = []
+    size = 0
+    for char in text:  # cut on character boundaries: each part is valid UTF-8
+        width = len(char.encode())
+        if size + width > _MAX_ORDERING_KEY:
+            parts.append("".join(current))
+            current, size = [], 0
+        current.append(char)
+        size += width
+    parts.append("".join(current))
+    if len(parts) > _MAX_KEY_PARTS:
+        return hashed, {}
+    return hashed, {f"{KEY_PART}{i}": part for i, part in enumerate(parts)}
+
+
+def key_from_pubsub(ordering_key: str, attributes: Mapping[str, str]) -> bytes | None:
+    """The message key back from what :func:`pubsub_key` made of it. A digest whose parts are
+    missing or do not match stays as it is: decode refuses it, and the dead letter keeps the
+    whole message (rather than a change loaded without its key)."""
+    if not ordering_key:
+        return None
+    if not ordering_key.startswith(_HASHED):
+        return ordering_key.encode()
+    parts = []
+    for i in range(_MAX_KEY_PARTS):
+        part = attributes.get(f"{KEY_PART}{i}")
+        if part is None:
+            break
+        parts.append(part)
+    key = "".join(parts).encode()
+    if parts and _HASHED + hashlib.sha256(key).hexdigest() == ordering_key:
+        return key
+    return ordering_key.encode()

@@ -9,6 +9,7 @@ messages is shown in tests/integration (test_loader_kafka.py, the sinks' tests).
 from __future__ import annotations
 
 import contextlib
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -629,3 +630,32 @@ def test_a_bug_in_decode_dead_letters_that_message_and_the_loader_goes_on() -> N
     assert batch.poison == 1 and len(batch.rows["events"]) == 1
     again = Loader._prepare(loader, [bugged])  # type: ignore[arg-type]
     assert again.letters[0]["dead_letter_id"] == letter["dead_letter_id"]  # removable repeat
+
+
+# -- topic names ------------------------------------------------------------------------------
+
+#: What both Kafka (249 characters of [a-zA-Z0-9._-]) and Pub/Sub (3-255, starting with a
+#: letter, not "goog") take as a topic name.
+_VALID_TOPIC = re.compile(r"(?!goog)[a-zA-Z][a-zA-Z0-9._-]{2,248}")
+
+
+def test_a_table_name_kafka_cannot_take_becomes_debeziums_sanitised_topic() -> None:
+    topics = Topics()
+    assert topics.changes("public", "Order Items") == "shopstream.public.Order_Items"
+    assert topics.changes("магазин", "заказы") == "shopstream._______.______"
+    assert topics.changes("public", "orders") == "shopstream.public.orders"  # as before
+
+
+@hypothesis.settings(max_examples=200, deadline=None)
+@hypothesis.given(schema=st.text(min_size=1, max_size=300), table=st.text(min_size=1, max_size=300))
+def test_every_captured_tables_topic_is_valid_on_kafka_and_pubsub(schema: str, table: str) -> None:
+    topic = Topics().changes(schema, table)
+    assert _VALID_TOPIC.fullmatch(topic), topic
+
+
+def test_an_over_long_table_name_is_cut_and_stays_unique() -> None:
+    long_a, long_b = "a" * 300 + "x", "a" * 300 + "y"
+    topic_a, topic_b = Topics().changes("public", long_a), Topics().changes("public", long_b)
+    assert len(topic_a) == len(topic_b) == 249
+    assert topic_a != topic_b
+    assert Topics().changes("public", long_a) == topic_a  # the same table, the same topic

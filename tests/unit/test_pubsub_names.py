@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shopstream.config import PubSubSettings
-from shopstream.events.messages import key_from_pubsub, pubsub_key
+from shopstream.events.messages import Topics, key_from_pubsub, pubsub_key
 from shopstream.sinks.pubsub import attributes, ordering_key
 from shopstream.sinks.pubsub_admin import project_of, subscription_name
 
@@ -56,3 +56,10 @@ def test_a_key_over_the_ordering_key_limit_travels_whole_in_attributes() -> None
     assert pubsub_key(b'{"id":7}') == ('{"id":7}', {})
     assert key_from_pubsub('{"id":7}', {}) == b'{"id":7}'
     assert key_from_pubsub("", {}) is None
+
+
+def test_the_subscription_of_a_long_tables_topic_fits_pubsubs_255_characters() -> None:
+    topic = Topics().changes("public", "t" * 400)
+    name = subscription_name(topic, PubSubSettings())
+    assert len(topic) == 249 and len(name) == 255
+    assert name != subscription_name(Topics().changes("public", "t" * 401), PubSubSettings())

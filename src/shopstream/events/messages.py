@@ -76,12 +76,17 @@ __all__ = [
     "decode",
     "decode_or_reason",
     "encode",
+    "fit_name",
     "key_from_pubsub",
     "pubsub_key",
     "tombstone_for",
 ]
 
 log = logging.getLogger(__name__)
+
+#: What Kafka takes in a topic name, and how long it may be.
+_TOPIC_UNSAFE = re.compile(r"[^a-zA-Z0-9._-]")
+_MAX_TOPIC = 249
 
 #: Header / attribute names.
 TABLE = "shopstream.table"
@@ -124,8 +129,19 @@ class Topics:
         return f"{self.prefix}.{SOURCE_SCHEMAS}"
 
     def changes(self, schema: str, table: str) -> str:
-        """Debezium's name for a captured table's topic."""
-        return f"{self.prefix}.{schema}.{table}"
+        """Debezium's name for a captured table's topic, made valid as Debezium does: every
+        character Kafka does not take in a topic name (outside ``[a-zA-Z0-9._-]``: a space,
+        anything not ASCII) becomes ``_``. A name over Kafka's 249 characters is cut, ending
+        in a digest of the whole name so that two long names stay two topics. The result is
+        a valid Pub/Sub name as well (it starts with the prefix's letter).
+
+        Two tables may share a sanitised topic (``"Order Items"`` and ``Order_Items``), as
+        with Debezium: their messages still load into their own raw tables, which decode
+        takes from the ``shopstream.table`` header. Only :meth:`table_for` (routing by topic,
+        for a message without the header) cannot tell such names back: it gives the raw
+        table of the sanitised name."""
+        name = f"{self.prefix}.{_TOPIC_UNSAFE.sub('_', schema)}.{_TOPIC_UNSAFE.sub('_', table)}"
+        return fit_name(name, _MAX_TOPIC, f"{schema}.{table}")
 
     def fixed(self) -> tuple[str, ...]:
         """The topics that exist whatever is captured."""
@@ -141,6 +157,16 @@ class Topics:
             return rest
         schema, dot, table = rest.partition(".")
         return cdc_table_name(table, schema) if dot and table and "." not in table else None
+
+
+def fit_name(name: str, limit: int, whole: str | None = None) -> str:
+    """``name`` cut to ``limit`` characters if longer, ending in a digest of ``whole`` (the
+    uncut name by default) so that two long names stay two (Kafka topics: 249; Pub/Sub
+    topics and subscriptions: 255)."""
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha256((name if whole is None else whole).encode()).hexdigest()[:16]
+    return f"{name[: limit - len(digest) - 1]}_{digest}"
 
 
 class PoisonMessage(ValueError):

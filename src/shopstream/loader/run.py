@@ -198,6 +198,7 @@ class Loader:
     def _prepare(self, received: list[Received]) -> _Batch:
         """Decode every message: rows per raw table, poison messages as dead letters."""
         batch = _Batch(received)
+        metrics.LOADER_READ.inc(len(received))
         for message in received:
             decoded, reason = decode_or_reason(
                 message.topic, message.key, message.value, message.headers, self.topics

@@ -149,7 +149,10 @@ class Topics:
 
     def table_for(self, topic: str) -> str | None:
         """The raw table a topic's messages belong in (when a message has no table header),
-        or None for a topic that is not under the prefix."""
+        or None for a topic that is not under the prefix. Exact for a table whose name
+        :meth:`changes` keeps as it is; for a sanitised or cut name it is the raw table of
+        the topic's name, not the captured table's (every message shopstream writes carries
+        the header, which decode prefers)."""
         if not topic.startswith(self.prefix + "."):
             return None
         rest = topic[len(self.prefix) + 1 :]

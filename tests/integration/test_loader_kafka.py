@@ -15,7 +15,6 @@ import uuid
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import orjson
 
@@ -29,6 +28,7 @@ from tests.support.loader import (
     end_offsets,
     loader_process,
     produce,
+    wait_until,
 )
 from tests.support.metrics import value
 from tests.support.rows import event_row
@@ -107,16 +107,41 @@ def test_poison_reaches_the_dead_letters_with_its_reason_and_its_neighbours_load
             {TABLE: "events"},
         ),
         Message(change.topic, change.key, change.value, {TABLE: "cdc_orders"}),  # no change_id
+        # Inputs that once crashed decode with errors other than poison (the loader with
+        # them, blocking the partition for ever):
+        Message(topics.events, b"k4", b"{}", {TABLE: b"\xff"}),  # type: ignore[dict-item]
+        Message(
+            change.topic,
+            change.key,
+            orjson.dumps({**orjson.loads(change.value or b""), "source": {"ts_ms": 10**18}}),
+            {TABLE: "cdc_orders", "change_id": "X-1"},
+        ),
+        Message(
+            change.topic,
+            change.key,
+            change.value,
+            {**change.headers, "commit_ts": "0001-01-01T00:00:00+01:00"},
+        ),
     ]
     reasons = [
         "the value is not JSON",
         "no raw table named 'orders'",
         "not a valid page_view event",
         "no change_id header",
+        "header shopstream.table is not UTF-8",
+        "source.ts_ms is not a time",
+        "commit_ts is not an ISO-8601 timestamp",
     ]
     produce(
         kafka_broker.bootstrap,
-        [*good_events[:2], *poison[:2], *good_events[2:], *good_changes, *poison[2:]],
+        [
+            *good_events[:2],
+            *poison[:2],
+            *good_events[2:],
+            *good_changes[:3],
+            *poison[2:],
+            *good_changes[3:],
+        ],
     )
     with loader_for(tmp_path, kafka_broker, topics, "--idle-exit", "3") as loader:
         assert loader.wait() == 0, loader.log()
@@ -150,8 +175,15 @@ def test_offsets_are_committed_only_once_the_rows_are_durable(
     create_topics(kafka_broker.bootstrap, [topics.events], partitions=3)
     first, second = events(topics, 60), events(topics, 60, start=60)
     produce(kafka_broker.bootstrap, first)
+    port = free_port()
+    metrics_url = f"http://127.0.0.1:{port}"
     loader = LoaderProcess(
-        tmp_path / "loaded", kafka_broker.url, prefix=topics.prefix, **RESTARTABLE
+        tmp_path / "loaded",
+        kafka_broker.url,
+        prefix=topics.prefix,
+        SHOPSTREAM_LOADER__METRICS_PORT=str(port),
+        SHOPSTREAM_COLLECTOR__HOST="127.0.0.1",
+        **RESTARTABLE,
     ).start()
     try:
         loader.wait_for("SELECT count(*) AS n FROM raw.events", 60)
@@ -162,7 +194,10 @@ def test_offsets_are_committed_only_once_the_rows_are_durable(
         writer = loader.writer()
         writer.send_signal(signal.SIGSTOP)
         produce(kafka_broker.bootstrap, second)
-        time.sleep(3)  # many batch waits: a loader that commits early has done so by now
+        # The loader has read the second batch (and handed it over): a loader that commits
+        # before its rows are durable has done so by now, or within a few batch waits.
+        wait_until(lambda: value(metrics_url, "shopstream_loader_read_messages_total") >= 120)
+        time.sleep(0.5)
         assert committed(kafka_broker.bootstrap, group, topics.events) == ends
         loader.kill()  # kill -9, the frozen writer too: nothing it was handed is committed
         loader.start()
@@ -332,11 +367,3 @@ def test_loaders_of_one_group_share_the_partitions(
     # moved its partition before its batch was committed: a repeat, never a loss.)
     assert loaded[0] and loaded[1], "one loader took every partition"
     print(f"loaded {len(loaded[0])} + {len(loaded[1])}, both {len(loaded[0] & loaded[1])}")
-
-
-def wait_until(predicate: Any, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        time.sleep(0.2)

@@ -18,8 +18,9 @@ import httpx
 
 from shopstream.config import Settings
 from shopstream.sinks import open_sink
-from tests.support.collector import CollectorProcess
-from tests.support.loader import loader_process
+from tests.support.collector import CollectorProcess, free_port
+from tests.support.loader import loader_process, wait_until
+from tests.support.metrics import value
 from tests.support.pubsub_emulator import PubSubEmulator, pull_once
 from tests.support.rows import event_row
 
@@ -166,11 +167,15 @@ def test_a_loader_killed_while_its_warehouse_is_frozen_loses_nothing(
         ]
         sink.submit({"events": rows}).result(30)
 
+    port = free_port()
     env = {
         "PUBSUB_EMULATOR_HOST": pubsub_host,
         "SHOPSTREAM_PUBSUB__ACK_DEADLINE_SECONDS": "10",
         "SHOPSTREAM_LOADER__BATCH_MESSAGES": "50",
+        "SHOPSTREAM_LOADER__METRICS_PORT": str(port),
+        "SHOPSTREAM_COLLECTOR__HOST": "127.0.0.1",
     }
+    read = f"http://127.0.0.1:{port}", "shopstream_loader_read_messages_total"
     try:
         publish(0, 200)
         with loader_process(
@@ -181,7 +186,10 @@ def test_a_loader_killed_while_its_warehouse_is_frozen_loses_nothing(
             writer = loader.writer()
             writer.send_signal(signal.SIGSTOP)  # nothing becomes durable from here on
             publish(200, 100)
-            time.sleep(2)  # the loader reads them and hands them over: not durable
+            # The loader has read them and handed them over (not durable): an ack before the
+            # rows are durable would have lost them to the kill below.
+            wait_until(lambda: value(*read) >= 300)
+            time.sleep(0.5)
             loader.kill()  # and the frozen writer with it
             loader.start()
             loader.wait_for(count, 300, timeout=90)

@@ -225,3 +225,12 @@ def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
         }
     finally:
         consumer.close()
+
+
+def wait_until(predicate: Any, timeout: float = 60.0) -> None:
+    """Until ``predicate()`` holds (an observable condition, never a guessed sleep)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.2)

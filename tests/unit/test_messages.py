@@ -8,13 +8,17 @@ messages is shown in tests/integration (test_loader_kafka.py, the sinks' tests).
 
 from __future__ import annotations
 
+import contextlib
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import hypothesis
 import orjson
 import pyarrow as pa
 import pytest
+from hypothesis import strategies as st
 
 from shopstream.cdc.handler import ChangeHandler
 from shopstream.cdc.pgoutput import Decoder, Relation
@@ -487,3 +491,180 @@ def test_a_long_reason_fits_a_pubsub_attribute_in_bytes() -> None:
     assert message.headers["reason"].endswith("…")
     decoded = decode(message.topic, message.key, message.value, message.headers, TOPICS)
     assert decoded is not None and decoded[1]["reason"] == "ü" * 2000  # the row keeps it all
+
+
+# -- malformed input of every kind is poison, never another error -----------------------------
+
+MALFORMED: list[tuple[str, Any, str]] = [
+    (
+        "a table header that is not UTF-8",
+        lambda: Message("shop-test.events", b"k", b"{}", {TABLE: b"\xff"}),  # type: ignore[dict-item]
+        TABLE,
+    ),
+    (
+        "a change_id header that is not UTF-8",
+        lambda: _change_message(change_id=b"\xff"),
+        "change_id",
+    ),
+    (
+        "source.ts_ms far past any calendar",
+        lambda: _change_message(commit_ts=None, source={"ts_ms": 10**18}),
+        "source.ts_ms",
+    ),
+    (
+        "a commit_ts header before year 1 in UTC",
+        lambda: _change_message(commit_ts="0001-01-01T00:00:00+01:00"),
+        "commit_ts",
+    ),
+    (
+        "an event_ts before year 1 in UTC",
+        lambda: _event_message(event_ts="0001-01-01T00:00:00+01:00"),
+        "event_ts",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "make", "field"), MALFORMED, ids=[m[0] for m in MALFORMED])
+def test_malformed_input_is_poison_naming_the_field(name: str, make: Any, field: str) -> None:
+    message = make()
+    with pytest.raises(PoisonMessage) as refused:
+        decode(message.topic, message.key, message.value, message.headers, TOPICS)
+    assert field in refused.value.reason
+
+
+_ANY_TOPIC = st.sampled_from(
+    ["shop-test.events", "shop-test.public.stock", "shop-test.dead_letter", "elsewhere"]
+)
+_HEADER_NAMES = st.sampled_from([TABLE, "change_id", "commit_ts", "event_type", "x"])
+_HEADER_VALUES = st.one_of(st.binary(max_size=12), st.text(max_size=30))
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(
+    topic=_ANY_TOPIC,
+    key=st.one_of(st.none(), st.binary(max_size=20)),
+    value=st.one_of(st.none(), st.binary(max_size=40)),
+    headers=st.dictionaries(_HEADER_NAMES, _HEADER_VALUES, max_size=4),
+)
+def test_decode_of_arbitrary_bytes_returns_or_is_poison(
+    topic: str, key: bytes | None, value: bytes | None, headers: dict[str, Any]
+) -> None:
+    with contextlib.suppress(PoisonMessage):  # anything else fails the test
+        decode(topic, key, value, headers, TOPICS)
+
+
+_JSONISH = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(min_value=-(2**63), max_value=2**63 - 1),
+        st.text(max_size=30),
+        st.sampled_from(
+            ["0001-01-01T00:00:00+01:00", "9999-12-31T23:00:00-05:00", "2026-12-01", "x"]
+        ),
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(
+    which=st.sampled_from(["event", "change"]),
+    field=st.sampled_from(
+        [
+            "event_ts",
+            "event_date",
+            "received_at",
+            "properties",
+            "source",
+            "op",
+            "after",
+            "before",
+            "commit_ts",
+            "change_id",
+            "key",
+            "event_id",
+            "session_id",
+        ]
+    ),
+    replacement=_JSONISH,
+)
+def test_decode_of_any_json_in_any_field_returns_or_is_poison(
+    which: str, field: str, replacement: Any
+) -> None:
+    if which == "event":
+        message = _event_message(**{field: replacement})
+    elif field in ("commit_ts", "change_id"):
+        message = _change_message(**{field: replacement if isinstance(replacement, str) else None})
+    elif field == "key":
+        message = _change_message(key=orjson.dumps(replacement))
+    else:
+        message = _change_message(**{field: replacement})
+    with contextlib.suppress(PoisonMessage):  # anything else fails the test
+        decode(message.topic, message.key, message.value, message.headers, TOPICS)
+
+
+class _TopicsWithABug(Topics):
+    """Topics whose routing fails as a bug would (not poison): what the backstops are for."""
+
+    def table_for(self, topic: str) -> str | None:
+        raise RuntimeError("a bug in routing")
+
+
+def test_a_bug_in_decode_dead_letters_that_message_and_the_loader_goes_on() -> None:
+    from types import SimpleNamespace
+
+    from shopstream.loader.base import Received
+    from shopstream.loader.run import Loader
+
+    [good] = encode("events", native_events()[:1], TOPICS)
+    bugged = Received("shop-test.events", b"k", b"{}", {}, {"partition": 0, "offset": 7})
+    fine = Received(good.topic, good.key, good.value, good.headers, {"partition": 0, "offset": 8})
+    loader = SimpleNamespace(topics=_TopicsWithABug("shop-test"))
+    batch = Loader._prepare(loader, [bugged, fine])  # type: ignore[arg-type]
+    [letter] = batch.letters
+    assert letter["reason"] == "RuntimeError: a bug in routing"
+    assert batch.poison == 1 and len(batch.rows["events"]) == 1
+    again = Loader._prepare(loader, [bugged])  # type: ignore[arg-type]
+    assert again.letters[0]["dead_letter_id"] == letter["dead_letter_id"]  # removable repeat
+
+
+# -- topic names ------------------------------------------------------------------------------
+
+#: What both Kafka (249 characters of [a-zA-Z0-9._-]) and Pub/Sub (3-255, starting with a
+#: letter, not "goog") take as a topic name.
+_VALID_TOPIC = re.compile(r"(?!goog)[a-zA-Z][a-zA-Z0-9._-]{2,248}")
+
+
+def test_a_table_name_kafka_cannot_take_becomes_debeziums_sanitised_topic() -> None:
+    topics = Topics()
+    assert topics.changes("public", "Order Items") == "shopstream.public.Order_Items"
+    assert topics.changes("магазин", "заказы") == "shopstream._______.______"
+    assert topics.changes("public", "orders") == "shopstream.public.orders"  # as before
+    # Routing by topic (no header) stays exact for names that need no cleaning...
+    assert topics.table_for(topics.changes("sales", "orders")) == cdc_table_name("orders", "sales")
+    # ...and decode takes the table from the header, so a sanitised topic still loads into
+    # the captured table's own raw table.
+    [message] = encode("cdc_stock", changes_rows()[:1], TOPICS)
+    decoded = decode(
+        "shop-test.public.Order_Items", message.key, message.value, message.headers, TOPICS
+    )
+    assert decoded is not None and decoded[0] == "cdc_stock"
+
+
+@hypothesis.settings(max_examples=200, deadline=None)
+@hypothesis.given(schema=st.text(min_size=1, max_size=300), table=st.text(min_size=1, max_size=300))
+def test_every_captured_tables_topic_is_valid_on_kafka_and_pubsub(schema: str, table: str) -> None:
+    topic = Topics().changes(schema, table)
+    assert _VALID_TOPIC.fullmatch(topic), topic
+
+
+def test_an_over_long_table_name_is_cut_and_stays_unique() -> None:
+    long_a, long_b = "a" * 300 + "x", "a" * 300 + "y"
+    topic_a, topic_b = Topics().changes("public", long_a), Topics().changes("public", long_b)
+    assert len(topic_a) == len(topic_b) == 249
+    assert topic_a != topic_b
+    assert Topics().changes("public", long_a) == topic_a  # the same table, the same topic

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shopstream.config import PubSubSettings
+from shopstream.events.messages import Topics, key_from_pubsub, pubsub_key
 from shopstream.sinks.pubsub import attributes, ordering_key
 from shopstream.sinks.pubsub_admin import project_of, subscription_name
 
@@ -39,3 +40,26 @@ def test_the_loaders_subscription_is_named_after_its_topic() -> None:
     assert subscription_name("shopstream.public.orders", settings) == (
         "shopstream.public.orders.loaders"
     )
+
+
+def test_a_key_over_the_ordering_key_limit_travels_whole_in_attributes() -> None:
+    key = ('{"sku":"' + "ж" * 1500 + '"}').encode()  # 3,000+ bytes, two-byte characters
+    ordering, carried = pubsub_key(key)
+    assert ordering == ordering_key(key) and ordering.startswith("sha256:")
+    assert len(carried) > 1 and all(len(v.encode()) <= 1024 for v in carried.values())
+    assert key_from_pubsub(ordering, carried) == key
+    # A digest without its parts (an older sink's), or with parts of another key, is not
+    # taken for a key: decode then refuses the message (dead-lettered whole, not loaded
+    # without its key).
+    assert key_from_pubsub(ordering, {}) == ordering.encode()
+    assert key_from_pubsub(ordering, {**carried, "shopstream.key.0": "x"}) == ordering.encode()
+    assert pubsub_key(b'{"id":7}') == ('{"id":7}', {})
+    assert key_from_pubsub('{"id":7}', {}) == b'{"id":7}'
+    assert key_from_pubsub("", {}) is None
+
+
+def test_the_subscription_of_a_long_tables_topic_fits_pubsubs_255_characters() -> None:
+    topic = Topics().changes("public", "t" * 400)
+    name = subscription_name(topic, PubSubSettings())
+    assert len(topic) == 249 and len(name) == 255
+    assert name != subscription_name(Topics().changes("public", "t" * 401), PubSubSettings())

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from shopstream.events.messages import Topics
+from shopstream.events.messages import Topics, fit_name
 from shopstream.events.raw import cdc_table_name
 
 if TYPE_CHECKING:
@@ -54,7 +54,8 @@ def topics_to_read(settings: Settings) -> list[str]:
 
 
 def subscription_path(project: str, topic: str, name: str) -> str:
-    return f"projects/{project}/subscriptions/{topic}.{name}"
+    # Cut as the loader's are (Pub/Sub's 255 characters; a long table's topic has 249).
+    return f"projects/{project}/subscriptions/{fit_name(f'{topic}.{name}', 255)}"
 
 
 def runner_args(settings: Settings, *, streaming: bool, project: str | None = None) -> list[str]:

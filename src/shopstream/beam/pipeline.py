@@ -39,7 +39,12 @@ from apache_beam.utils.windowed_value import PaneInfoTiming
 
 from shopstream.beam import ACTIVITY_TABLE
 from shopstream.events.dead_letter import dead_letter_row
-from shopstream.events.messages import PoisonMessage, Topics, dead_letter_for, decode
+from shopstream.events.messages import (
+    Topics,
+    dead_letter_for,
+    dead_letter_id,
+    decode_or_reason,
+)
 from shopstream.events.raw import TS, schema_for
 from shopstream.loader.base import Received
 from shopstream.warehouse import Warehouse, WarehouseError, WarehouseUnavailable, open_warehouse
@@ -174,16 +179,16 @@ class DecodeMessages(beam.DoFn):
         self._topics = topics
 
     def process(self, message: Received) -> Iterator[Any]:
-        try:
-            decoded = decode(
-                message.topic, message.key, message.value, message.headers, self._topics
-            )
-        except PoisonMessage as exc:
+        # Never raises: an error here would fail the bundle and Beam would retry it for ever.
+        decoded, reason = decode_or_reason(
+            message.topic, message.key, message.value, message.headers, self._topics
+        )
+        if reason is not None:
             row = dead_letter_for(
                 message.topic,
                 message.key,
                 message.value,
-                exc.reason,
+                reason,
                 pipeline="beam",
                 **message.position,
             )
@@ -223,12 +228,17 @@ class AppendRaw(_BatchedAppend):
             except WarehouseError as exc:
                 if table == DEAD_LETTER:
                     raise batch_error from exc  # nowhere further to put it: fail loudly
+                reason = f"the warehouse refused the row: {exc}"
                 dead = dead_letter_row(
                     "loader",
-                    f"the warehouse refused the row: {exc}",
+                    reason,
                     json.dumps(row, default=str),
                     {"table": f"raw.{table}", "pipeline": "beam"},
                 )
+                # Its id from the row (less the load time decode stamps on a change) and the
+                # reason: a bundle retried or a message redelivered makes the same letter.
+                same = {name: value for name, value in row.items() if name != "ingested_at"}
+                dead["dead_letter_id"] = dead_letter_id(f"raw.{table}", same, reason)
                 warehouse.append(_arrow({DEAD_LETTER: [dead]}))
 
 

@@ -19,6 +19,7 @@ import apache_beam as beam
 
 from shopstream.beam.options import subscription_path
 from shopstream.beam.pipeline import received
+from shopstream.events.messages import key_from_pubsub
 from shopstream.loader.base import Received
 
 
@@ -44,7 +45,7 @@ def ensure_subscriptions(project: str, topics: Sequence[str], name: str) -> None
 
 
 def _from_pubsub(message: Any, topic: str) -> Received:
-    key = message.ordering_key.encode() if message.ordering_key else None
+    key = key_from_pubsub(message.ordering_key, message.attributes)
     return received(topic, key, message.data, message.attributes, message.message_id)
 
 

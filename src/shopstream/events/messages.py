@@ -46,6 +46,8 @@ was written.
 from __future__ import annotations
 
 import functools
+import hashlib
+import logging
 import re
 import uuid
 from collections.abc import Mapping
@@ -70,10 +72,21 @@ __all__ = [
     "PoisonMessage",
     "Topics",
     "dead_letter_for",
+    "dead_letter_id",
     "decode",
+    "decode_or_reason",
     "encode",
+    "fit_name",
+    "key_from_pubsub",
+    "pubsub_key",
     "tombstone_for",
 ]
+
+log = logging.getLogger(__name__)
+
+#: What Kafka takes in a topic name, and how long it may be.
+_TOPIC_UNSAFE = re.compile(r"[^a-zA-Z0-9._-]")
+_MAX_TOPIC = 249
 
 #: Header / attribute names.
 TABLE = "shopstream.table"
@@ -116,8 +129,19 @@ class Topics:
         return f"{self.prefix}.{SOURCE_SCHEMAS}"
 
     def changes(self, schema: str, table: str) -> str:
-        """Debezium's name for a captured table's topic."""
-        return f"{self.prefix}.{schema}.{table}"
+        """Debezium's name for a captured table's topic, made valid as Debezium does: every
+        character Kafka does not take in a topic name (outside ``[a-zA-Z0-9._-]``: a space,
+        anything not ASCII) becomes ``_``. A name over Kafka's 249 characters is cut, ending
+        in a digest of the whole name so that two long names stay two topics. The result is
+        a valid Pub/Sub name as well (it starts with the prefix's letter).
+
+        Two tables may share a sanitised topic (``"Order Items"`` and ``Order_Items``), as
+        with Debezium: their messages still load into their own raw tables, which decode
+        takes from the ``shopstream.table`` header. Only :meth:`table_for` (routing by topic,
+        for a message without the header) cannot tell such names back: it gives the raw
+        table of the sanitised name."""
+        name = f"{self.prefix}.{_TOPIC_UNSAFE.sub('_', schema)}.{_TOPIC_UNSAFE.sub('_', table)}"
+        return fit_name(name, _MAX_TOPIC, f"{schema}.{table}")
 
     def fixed(self) -> tuple[str, ...]:
         """The topics that exist whatever is captured."""
@@ -125,7 +149,10 @@ class Topics:
 
     def table_for(self, topic: str) -> str | None:
         """The raw table a topic's messages belong in (when a message has no table header),
-        or None for a topic that is not under the prefix."""
+        or None for a topic that is not under the prefix. Exact for a table whose name
+        :meth:`changes` keeps as it is; for a sanitised or cut name it is the raw table of
+        the topic's name, not the captured table's (every message shopstream writes carries
+        the header, which decode prefers)."""
         if not topic.startswith(self.prefix + "."):
             return None
         rest = topic[len(self.prefix) + 1 :]
@@ -133,6 +160,16 @@ class Topics:
             return rest
         schema, dot, table = rest.partition(".")
         return cdc_table_name(table, schema) if dot and table and "." not in table else None
+
+
+def fit_name(name: str, limit: int, whole: str | None = None) -> str:
+    """``name`` cut to ``limit`` characters if longer, ending in a digest of ``whole`` (the
+    uncut name by default) so that two long names stay two (Kafka topics: 249; Pub/Sub
+    topics and subscriptions: 255)."""
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha256((name if whole is None else whole).encode()).hexdigest()[:16]
+    return f"{name[: limit - len(digest) - 1]}_{digest}"
 
 
 class PoisonMessage(ValueError):
@@ -254,9 +291,7 @@ def decode(
     load). Raises :class:`PoisonMessage` saying what is wrong."""
     if value is None:
         return None
-    header = headers.get(TABLE)
-    table = header.decode() if isinstance(header, bytes) else header
-    table = table or topics.table_for(topic)
+    table = _header(headers, TABLE) or topics.table_for(topic)
     if table is None:
         raise PoisonMessage(f"topic {topic!r} is not one of shopstream's ({topics.prefix}.*)")
     try:
@@ -277,9 +312,37 @@ def decode(
     return table, row
 
 
+def decode_or_reason(
+    topic: str,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Mapping[str, str | bytes],
+    topics: Topics,
+) -> tuple[tuple[str, dict[str, Any]] | None, str | None]:
+    """:func:`decode` that never raises: ``(decoded, None)`` or ``(None, reason)``.
+
+    The loader and the Beam pipeline decode through this: any error, even one that is a bug
+    of :func:`decode`'s and not :class:`PoisonMessage`, refuses that one message (a dead
+    letter) rather than crash the consumer, which would block its neighbours for ever (Kafka:
+    the partition; Pub/Sub: redelivered until the dead-letter policy moves good ones too)."""
+    try:
+        return decode(topic, key, value, headers, topics), None
+    except PoisonMessage as exc:
+        return None, exc.reason
+    except Exception as exc:
+        log.exception("decoding a message on %s failed unexpectedly (dead-lettered)", topic)
+        return None, f"{type(exc).__name__}: {exc}"
+
+
 def _header(headers: Mapping[str, str | bytes], name: str) -> str | None:
+    """A header's text; a value that is not UTF-8 text is poison (a producer's bug), named."""
     value = headers.get(name)
-    return value.decode() if isinstance(value, bytes) else value
+    if value is None or isinstance(value, str):
+        return value
+    try:
+        return bytes(value).decode()
+    except (UnicodeDecodeError, TypeError):
+        raise PoisonMessage(f"header {name} is not UTF-8 text: {repr(value)[:60]}") from None
 
 
 def _change_row(
@@ -292,7 +355,7 @@ def _change_row(
             "loaded (the id makes redeliveries removable in staging)"
         )
     op = body.get("op")
-    if op not in _OPS:
+    if not isinstance(op, str) or op not in _OPS:
         raise PoisonMessage(f"op {op!r} is not one of c, u, d, r, t")
     source = body.get("source")
     if not isinstance(source, dict):
@@ -303,8 +366,13 @@ def _change_row(
     commit_text = _header(headers, "commit_ts")
     if commit_text:
         commit_ts = _timestamp("commit_ts", commit_text)
-    elif isinstance(source.get("ts_ms"), int):
-        commit_ts = datetime.fromtimestamp(source["ts_ms"] / 1000, UTC)
+    elif isinstance(source.get("ts_ms"), int) and not isinstance(source["ts_ms"], bool):
+        try:
+            commit_ts = datetime.fromtimestamp(source["ts_ms"] / 1000, UTC)
+        except (ValueError, OverflowError, OSError):
+            raise PoisonMessage(
+                f"source.ts_ms is not a time a calendar holds: {source['ts_ms']!r}"
+            ) from None
     else:
         raise PoisonMessage("no commit time: neither a commit_ts header nor source.ts_ms")
     return {
@@ -352,9 +420,10 @@ def _timestamp(name: str, value: Any) -> datetime:
         raise PoisonMessage(f"{name} is not an ISO-8601 timestamp: {value!r}")
     try:
         moment = datetime.fromisoformat(value)
-    except ValueError:
+        # In UTC a moment near year 1 or 9999 can fall off the calendar (OverflowError).
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise PoisonMessage(f"{name} is not an ISO-8601 timestamp: {value!r}") from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 @functools.cache
@@ -462,12 +531,81 @@ def dead_letter_for(
     row = dead_letter_row("loader", reason, value, {**where, **context})
     place = [context[name] for name in _PLACE if name in context]
     if place:
-        identity = orjson.dumps([topic, *place, context.get("table"), reason]).decode()
-        row["dead_letter_id"] = str(uuid.uuid5(_DEAD_LETTER_IDS, identity))
+        row["dead_letter_id"] = dead_letter_id(topic, *place, context.get("table"), reason)
     return row
+
+
+def dead_letter_id(topic: str, *where: Any) -> str:
+    """A dead letter's id derived from where its message sits on ``topic`` (partition and
+    offset, message id...) and why: read again after a crash or a redelivery, the same
+    message makes the same id, and staging removes the repeat."""
+    identity = orjson.dumps([topic, *where], default=str).decode()
+    return str(uuid.uuid5(_DEAD_LETTER_IDS, identity))
 
 
 #: The context fields that say where a message sits on its transport (Kafka, Pub/Sub); a
 #: delivery attempt is not one of them (it changes on every redelivery).
 _PLACE = ("partition", "offset", "message_id")
 _DEAD_LETTER_IDS = uuid.UUID("5b0c3d1e-6a52-4f0e-9d43-1c8f6f0a4d21")
+
+
+# -- keys on Pub/Sub -------------------------------------------------------------------------
+
+#: Pub/Sub carries a message's key as its ordering key, which holds 1,024 bytes. A longer key
+#: (a primary key over 1 KB) is ordered by its digest (``sha256:<hex>``: the same key keeps the
+#: same order) and carried whole in the attributes ``shopstream.key.0``, ``.1``... (each
+#: attribute holds 1,024 bytes too), so that the change loads with its key: staging finds a
+#: row's versions by the key's values, so a change without it would be a row lost there.
+KEY_PART = "shopstream.key."
+_MAX_ORDERING_KEY = 1024
+_HASHED = "sha256:"
+#: Pub/Sub allows 100 attributes; a key needing more parts than this (over ~64 KB, beyond
+#: what a PostgreSQL index holds) is not carried and its change is dead-lettered, whole.
+_MAX_KEY_PARTS = 64
+
+
+def pubsub_key(key: bytes | None) -> tuple[str, dict[str, str]]:
+    """The ordering key for ``key`` and the attributes that carry it when it is too long."""
+    if not key:
+        return "", {}
+    if len(key) <= _MAX_ORDERING_KEY:
+        return key.decode("utf-8", "replace"), {}
+    hashed = _HASHED + hashlib.sha256(key).hexdigest()
+    try:
+        text = key.decode()
+    except UnicodeDecodeError:
+        return hashed, {}  # not text: not carried (decode refuses such a key anyway)
+    parts: list[str] = []
+    current: list[str] = []
+    size = 0
+    for char in text:  # cut on character boundaries: each part is valid UTF-8
+        width = len(char.encode())
+        if size + width > _MAX_ORDERING_KEY:
+            parts.append("".join(current))
+            current, size = [], 0
+        current.append(char)
+        size += width
+    parts.append("".join(current))
+    if len(parts) > _MAX_KEY_PARTS:
+        return hashed, {}
+    return hashed, {f"{KEY_PART}{i}": part for i, part in enumerate(parts)}
+
+
+def key_from_pubsub(ordering_key: str, attributes: Mapping[str, str]) -> bytes | None:
+    """The message key back from what :func:`pubsub_key` made of it. A digest whose parts are
+    missing or do not match stays as it is: decode refuses it, and the dead letter keeps the
+    whole message (rather than a change loaded without its key)."""
+    if not ordering_key:
+        return None
+    if not ordering_key.startswith(_HASHED):
+        return ordering_key.encode()
+    parts = []
+    for i in range(_MAX_KEY_PARTS):
+        part = attributes.get(f"{KEY_PART}{i}")
+        if part is None:
+            break
+        parts.append(part)
+    key = "".join(parts).encode()
+    if parts and _HASHED + hashlib.sha256(key).hexdigest() == ordering_key:
+        return key
+    return ordering_key.encode()

@@ -39,7 +39,7 @@ import google.cloud.pubsub_v1 as pubsub_v1
 from google.api_core import exceptions as google_errors
 
 from shopstream.events.dead_letter import dead_letter_row
-from shopstream.events.messages import Topics, encode
+from shopstream.events.messages import Topics, dead_letter_id, encode, key_from_pubsub
 from shopstream.loader import SourceBackend
 from shopstream.loader.base import Received, SourceError
 from shopstream.sinks.base import SinkError
@@ -203,7 +203,7 @@ class PubSubSource:
             "delivery_attempt": item.delivery_attempt,
         }
         headers: Mapping[str, str] = dict(message.attributes)
-        key = message.ordering_key.encode() if message.ordering_key else None
+        key = key_from_pubsub(message.ordering_key, message.attributes)
         value: bytes = message.data
         if topic == self.topics.dead_letter and _MOVED_COUNT in headers:
             topic, key, value, headers = self._moved(topic, key, value, headers, position)
@@ -231,6 +231,9 @@ class PubSubSource:
             "attributes": dict(headers),
         }
         row = dead_letter_row("pubsub", reason, value, context)
+        # Its id from the moved message's own id (the same on every redelivery from the
+        # dead-letter subscription), so that a repeat is removable in staging.
+        row["dead_letter_id"] = dead_letter_id(topic, position["message_id"], "moved")
         [message] = encode("dead_letter", [row], self.topics)
         assert message.value is not None
         return message.topic, message.key, message.value, message.headers

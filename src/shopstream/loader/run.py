@@ -30,7 +30,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from shopstream.events.messages import PoisonMessage, Topics, dead_letter_for, decode
+from shopstream.events.messages import Topics, dead_letter_for, decode_or_reason
 from shopstream.loader.base import Received, Source, SourceError
 from shopstream.observability import metrics
 from shopstream.sinks.base import LANDED, Outcome, Sink, SinkError, SinkUnavailable
@@ -198,14 +198,14 @@ class Loader:
     def _prepare(self, received: list[Received]) -> _Batch:
         """Decode every message: rows per raw table, poison messages as dead letters."""
         batch = _Batch(received)
+        metrics.LOADER_READ.inc(len(received))
         for message in received:
-            try:
-                decoded = decode(
-                    message.topic, message.key, message.value, message.headers, self.topics
-                )
-            except PoisonMessage as exc:
+            decoded, reason = decode_or_reason(
+                message.topic, message.key, message.value, message.headers, self.topics
+            )
+            if reason is not None:
                 letter = dead_letter_for(
-                    message.topic, message.key, message.value, exc.reason, **_where(message)
+                    message.topic, message.key, message.value, reason, **_where(message)
                 )
                 batch.add("dead_letter", letter, message)
                 batch.letters.append(letter)

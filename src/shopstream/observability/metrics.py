@@ -125,6 +125,12 @@ LOADER_MESSAGES = Counter(
     "Messages the loader made durable and committed (rows, dead letters, tombstones).",
     registry=REGISTRY,
 )
+LOADER_READ = Counter(
+    "shopstream_loader_read_messages",
+    "Messages the loader read from the transport, durable or not yet (the gap to "
+    "shopstream_loader_messages is what is on its way; tests wait on it).",
+    registry=REGISTRY,
+)
 LOADER_ROWS = Counter(
     "shopstream_loader_rows",
     "Rows the loader made durable, by raw table.",

@@ -33,7 +33,6 @@ so it does not say which message it was.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import threading
 import time
@@ -52,7 +51,7 @@ from google.cloud.pubsub_v1.publisher.exceptions import (
     PublishToPausedOrderingKeyException,
 )
 
-from shopstream.events.messages import TABLE, Message, Topics, encode
+from shopstream.events.messages import TABLE, Message, Topics, encode, pubsub_key
 from shopstream.observability import metrics
 from shopstream.sinks import SinkBackend
 from shopstream.sinks.base import (
@@ -73,8 +72,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Pub/Sub's limits on an ordering key and an attribute value, in bytes.
-_MAX_ORDERING_KEY = 1024
+#: Pub/Sub's limit on an attribute value, in bytes.
 _MAX_ATTRIBUTE = 1024
 #: After a failed publish the sink is not ready for this long (unless a publish succeeds):
 #: /readyz turns traffic away briefly, then lets it probe again.
@@ -83,12 +81,9 @@ _NOT_READY_AFTER_FAILURE_S = 2.0
 
 def ordering_key(key: bytes | None) -> str:
     """The message key as an ordering key (a key over Pub/Sub's limit by its digest: the same
-    key still maps to the same ordering key)."""
-    if not key:
-        return ""
-    if len(key) > _MAX_ORDERING_KEY:
-        return "sha256:" + hashlib.sha256(key).hexdigest()
-    return key.decode("utf-8", "replace")
+    key still maps to the same ordering key; :func:`~shopstream.events.messages.pubsub_key`
+    says how the long key itself travels)."""
+    return pubsub_key(key)[0]
 
 
 def attributes(headers: dict[str, str]) -> dict[str, str]:
@@ -328,20 +323,17 @@ class PubSubSink:
     ) -> None:
         """Publish one message of ``submission``; ``origin``: its row, None for a dead
         letter the sink made (which, if refused too, fails the submission)."""
-        key = ordering_key(message.key) if self._ordered(message) else ""
+        key, carried = pubsub_key(message.key) if self._ordered(message) else ("", {})
         topic_path = publisher.topic_path(self.project, message.topic)
         data = message.value or b""
+        fields = {**attributes(message.headers), **carried}
         try:
             try:
-                future = publisher.publish(
-                    topic_path, data, ordering_key=key, **attributes(message.headers)
-                )
+                future = publisher.publish(topic_path, data, ordering_key=key, **fields)
             except PublishToPausedOrderingKeyException:
                 # A failure of an earlier submission paused the key; this one starts afresh.
                 publisher.resume_publish(topic_path, key)
-                future = publisher.publish(
-                    topic_path, data, ordering_key=key, **attributes(message.headers)
-                )
+                future = publisher.publish(topic_path, data, ordering_key=key, **fields)
         except MessageTooLargeError as exc:
             if origin is None:
                 self._settle(submission, len(data), message.topic, key, exc)

@@ -30,6 +30,8 @@ import google.cloud.pubsub_v1 as pubsub_v1
 from google.api_core import exceptions as google_errors
 from google.api_core.retry import Retry, if_exception_type
 
+from shopstream.events.messages import fit_name
+
 if TYPE_CHECKING:
     from shopstream.config import PubSubSettings
     from shopstream.events.messages import Topics
@@ -73,8 +75,9 @@ def project_of(url: str) -> str:
 
 
 def subscription_name(topic: str, settings: PubSubSettings) -> str:
-    """The loader's subscription on ``topic``."""
-    return f"{topic}.{settings.subscription}"
+    """The loader's subscription on ``topic`` (cut to Pub/Sub's 255 characters: a long
+    table's topic may take up to 249 of them)."""
+    return fit_name(f"{topic}.{settings.subscription}", 255)
 
 
 def ensure_topics(

@@ -224,7 +224,7 @@ def test_events_carry_no_ordering_key_unless_asked_changes_always_do(settings: S
         rows = {"events": [row], "cdc_orders": [change("0/09", "c", 7, "1.00")]}
         assert sink.submit(rows).result(30)  # type: ignore[arg-type]
         [event_message] = [
-            m for m in pull(events_sub, 10) if m.attributes["event_id"] == "e-unordered"
+            m for m in pull(events_sub, 1) if m.attributes["event_id"] == "e-unordered"
         ]
         [change_message] = pull(changes_sub, 1)
     finally:

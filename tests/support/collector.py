@@ -24,6 +24,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def read_log(path: Path) -> str:
+    """A test process's log so far ("" before it wrote one)."""
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def query_rows(data_dir: Path, sql: str) -> list[dict[str, Any]]:
+    """``sql`` answered by the process holding ``data_dir``'s warehouse, over its query
+    socket, as dicts (every row: a longer answer fails the test)."""
+    answer = query_running(data_dir, sql, limit=MAX_LIMIT)
+    assert not answer.truncated, f"{sql!r} has more than {MAX_LIMIT} rows"
+    return [dict(zip(answer.columns, row, strict=True)) for row in answer.rows]
+
+
 class CollectorProcess:
     """Starts the platform's collector as a separate process, as a user would."""
 
@@ -72,16 +88,11 @@ class CollectorProcess:
         raise TimeoutError(f"collector not ready after {timeout}s:\n{self.log()}")
 
     def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
+        return read_log(self.log_path)
 
     def query(self, sql: str) -> list[dict[str, Any]]:
         """Ask the running process (it owns the DuckDB file) through its query endpoint."""
-        answer = query_running(self.data_dir, sql, limit=MAX_LIMIT)
-        assert not answer.truncated, f"{sql!r} has more than {MAX_LIMIT} rows"
-        return [dict(zip(answer.columns, row, strict=True)) for row in answer.rows]
+        return query_rows(self.data_dir, sql)
 
     def stage_events(self) -> None:
         """Build staging.stg_events (and what it needs) in the running process, as

@@ -22,9 +22,9 @@ from typing import Any
 import psutil
 
 from shopstream.events.messages import Message
-from shopstream.runtime import query_running, read_runtime
+from shopstream.runtime import read_runtime
 from shopstream.warehouse.duckdb.database import DuckDBWarehouse
-from shopstream.warehouse.duckdb.query_endpoint import MAX_LIMIT
+from tests.support.collector import query_rows, read_log
 
 
 class LoaderProcess:
@@ -74,16 +74,11 @@ class LoaderProcess:
         raise TimeoutError(f"the loader did not start in {timeout}s:\n{self.log()}")
 
     def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
+        return read_log(self.log_path)
 
     def query(self, sql: str) -> list[dict[str, Any]]:
         """Ask the running loader (it owns the DuckDB file) through its query socket."""
-        answer = query_running(self.data_dir, sql, limit=MAX_LIMIT)
-        assert not answer.truncated, f"{sql!r} has more than {MAX_LIMIT} rows"
-        return [dict(zip(answer.columns, row, strict=True)) for row in answer.rows]
+        return query_rows(self.data_dir, sql)
 
     def count(self, sql: str) -> int:
         try:

@@ -28,7 +28,7 @@ import pytest
 from shopstream.events.messages import Message, PoisonMessage, Topics, decode, encode
 from shopstream.events.raw import RAW_CDC
 from shopstream.warehouse.duckdb.database import raw_table_ddl
-from tests.support.beam_venv import BEAM_PYTHON, beam_env, skip_without_beam
+from tests.support.beam_venv import BEAM_PYTHON, beam_env, landed_rows, skip_without_beam
 from tests.support.rows import event_row
 
 pytestmark = skip_without_beam
@@ -217,19 +217,7 @@ def landed(tmp_path_factory: pytest.TempPathFactory) -> Landed:
     if run.returncode:
         sys.stderr.write(run.stderr[-6000:])
     assert run.returncode == 0, f"the Beam scenario failed: {run.stderr[-2000:]}"
-    con = duckdb.connect(str(warehouse), read_only=True)
-    try:
-        tables = {
-            name: con.sql(f"SELECT * FROM {name}").to_arrow_table().to_pylist()
-            for name in (
-                "raw.events",
-                "raw.dead_letter",
-                "raw.cdc_orders",
-                "mart.realtime_activity",
-            )
-        }
-    finally:
-        con.close()
+    tables = landed_rows(warehouse)
     return Landed(scenario, tables, json.loads(out.read_text()), seconds)
 
 

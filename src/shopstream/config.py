@@ -74,6 +74,14 @@ class CollectorSettings(BaseModel):
         "False: a key header is required, and keyless requests are refused unread.",
     )
 
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Serve /metrics on this port (bound to collector.host) instead of the intake "
+        "port, which then carries none: set it where the intake port is public (Kubernetes).",
+    )
+
     @model_validator(mode="after")
     def _budget_holds_bodies(self) -> CollectorSettings:
         # Keyless Segment bodies get half the budget: the largest body must fit in it.

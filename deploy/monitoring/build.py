@@ -97,8 +97,12 @@ def service_monitors() -> str:
                     }
                 },
                 "endpoints": [
-                    {"port": "metrics", "path": "/metrics", "interval": "30s",
-                     "scrapeTimeout": "10s"}
+                    {
+                        "port": "metrics",
+                        "path": "/metrics",
+                        "interval": "30s",
+                        "scrapeTimeout": "10s",
+                    }
                 ],
             },
         }
@@ -139,9 +143,8 @@ def kustomization(dashboard_files: list[str]) -> str:
 def dashboards_json() -> dict[str, str]:
     """file name -> JSON text of every dashboard in dashboards.py."""
     sys.path.insert(0, str(HERE))
-    from grafana_foundation_sdk.cog.encoder import JSONEncoder
-
     import dashboards
+    from grafana_foundation_sdk.cog.encoder import JSONEncoder
 
     return {
         f"{name}.json": json.dumps(board, cls=JSONEncoder, indent=2, sort_keys=True) + "\n"
@@ -221,8 +224,11 @@ def main(argv: list[str] | None = None) -> int:
             path.write_text(text)
             print(f"wrote {path.relative_to(ROOT)}")
     if stale:
-        print(f"stale: {', '.join(str(p.relative_to(ROOT)) for p in stale)}; run "
-              ".venv-deploy/bin/python deploy/monitoring/build.py", file=sys.stderr)
+        print(
+            f"stale: {', '.join(str(p.relative_to(ROOT)) for p in stale)}; run "
+            ".venv-deploy/bin/python deploy/monitoring/build.py",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

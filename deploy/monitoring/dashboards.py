@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from grafana_foundation_sdk.builders import dashboard, prometheus, stat, timeseries
 from grafana_foundation_sdk.cog import builder as cogbuilder
+from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 
 DATASOURCE = model.DataSourceRef(type_val="prometheus", uid="${datasource}")
@@ -43,7 +44,15 @@ def _target(query: Query, ref: str) -> prometheus.Dataquery:
 
 def _panel(chart: Chart, panel_id: int) -> cogbuilder.Builder[model.Panel]:
     panel: timeseries.Panel | stat.Panel
-    panel = stat.Panel() if chart.kind == "stat" else timeseries.Panel()
+    if chart.kind == "stat":
+        panel = stat.Panel()
+    else:
+        panel = (
+            timeseries.Panel()
+            .line_width(1)
+            .fill_opacity(10)
+            .show_points(common.VisibilityMode.NEVER)
+        )
     panel = panel.id(panel_id).title(chart.title).datasource(DATASOURCE).unit(chart.unit)
     panel = panel.height(4 if chart.kind == "stat" else 8).span(chart.width)
     if chart.description:
@@ -137,16 +146,24 @@ def collector() -> model.Dashboard:
             Chart(
                 "Events by type",
                 [
-                    Query(_rate("shopstream_collector_events_received_total", "event_type"),
-                          "received {{event_type}}"),
-                    Query(_rate("shopstream_collector_events_accepted_total", "event_type"),
-                          "accepted {{event_type}}"),
+                    Query(
+                        _rate("shopstream_collector_events_received_total", "event_type"),
+                        "received {{event_type}}",
+                    ),
+                    Query(
+                        _rate("shopstream_collector_events_accepted_total", "event_type"),
+                        "accepted {{event_type}}",
+                    ),
                 ],
                 "ops",
             ),
             Chart(
                 "Rejected events by reason",
-                [Query(_rate("shopstream_collector_events_rejected_total", "reason"), "{{reason}}")],
+                [
+                    Query(
+                        _rate("shopstream_collector_events_rejected_total", "reason"), "{{reason}}"
+                    )
+                ],
                 "ops",
             ),
             Chart(
@@ -163,8 +180,12 @@ def collector() -> model.Dashboard:
             Chart(
                 "Request latency by route",
                 [
-                    Query(_p(0.5, "shopstream_collector_request_seconds", "route"), "p50 {{route}}"),
-                    Query(_p(0.99, "shopstream_collector_request_seconds", "route"), "p99 {{route}}"),
+                    Query(
+                        _p(0.5, "shopstream_collector_request_seconds", "route"), "p50 {{route}}"
+                    ),
+                    Query(
+                        _p(0.99, "shopstream_collector_request_seconds", "route"), "p99 {{route}}"
+                    ),
                 ],
                 "s",
                 "Until the answer, after durability.",

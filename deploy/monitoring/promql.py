@@ -18,8 +18,24 @@ from __future__ import annotations
 import re
 
 _KEYWORDS = frozenset(
-    {"and", "or", "unless", "bool", "offset", "inf", "nan", "atan2", "by", "without", "on",
-     "ignoring", "group_left", "group_right", "start", "end"}
+    {
+        "and",
+        "or",
+        "unless",
+        "bool",
+        "offset",
+        "inf",
+        "nan",
+        "atan2",
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "start",
+        "end",
+    }
 )
 #: Keywords followed by a parenthesised label list (not an expression).
 _LABEL_LISTS = frozenset({"by", "without", "on", "ignoring", "group_left", "group_right"})

@@ -214,8 +214,11 @@ def run_cdc(server: Any, data_dir: Path) -> dict[str, Any]:
             conn.execute("INSERT INTO orders SELECT g, g FROM generate_series(1, 10) g")
         url = f"http://127.0.0.1:{port}/metrics"
         wait_until_scraped(url, "shopstream_cdc_changes_total")
-        # the lag and retained-WAL gauges are set at the next status round
-        wait_for(lambda: has(scrape(url), "shopstream_cdc_batch_changes_count"), "a batch")
+        # The slot's gauges are set at the next status round (unlabelled, they print 0 before).
+        wait_for(
+            lambda: any(v > 0 for _, v in scrape(url)["shopstream_cdc_slot_retained_wal_bytes"]),
+            "the slot's retained WAL reported",
+        )
         return scrape(url)
     finally:
         if process is not None:

@@ -155,3 +155,16 @@ def test_the_adapter_exposes_the_hpa_metric() -> None:
     assert rule["resources"]["overrides"]["pod"] == {"resource": "pod"}
     assert "rate(<<.Series>>{<<.LabelMatchers>>}[2m])" in rule["metricsQuery"]
     assert rule["seriesQuery"].startswith("shopstream_collector_request_seconds_count{")
+
+
+def test_the_stack_finds_the_dashboards_and_keeps_the_pushed_labels() -> None:
+    stack = yaml.safe_load((MONITORING / "kube-prometheus-stack-values.yaml").read_text())
+    sidecar = stack["grafana"]["sidecar"]["dashboards"]
+    [config_map] = [d for d in _documents(RENDERED / "kustomization.yaml")[0]["configMapGenerator"]]
+    labels = config_map["options"]["labels"]
+    assert labels[sidecar["label"]] == sidecar["labelValue"]
+    assert sidecar["searchNamespace"] == "ALL"
+    assert sidecar["folderAnnotation"] in config_map["options"]["annotations"]
+    gateway = yaml.safe_load((MONITORING / "pushgateway-values.yaml").read_text())
+    assert gateway["serviceMonitor"]["honorLabels"] is True
+    assert gateway["serviceMonitor"]["additionalLabels"]["release"] == "kube-prometheus-stack"

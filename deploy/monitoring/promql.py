@@ -33,13 +33,12 @@ _KEYWORDS = frozenset(
         "ignoring",
         "group_left",
         "group_right",
-        "start",
-        "end",
     }
 )
 #: Keywords followed by a parenthesised label list (not an expression).
 _LABEL_LISTS = frozenset({"by", "without", "on", "ignoring", "group_left", "group_right"})
 _GROUPING_FIRST = re.compile(r"(by|without)\s*\(", re.IGNORECASE)
+_UNIT = re.compile(r"(ms|[smhdwy])(?![A-Za-z0-9_:])|(ms|[smhdwy])(?=\d)")
 _IDENT = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
 _NUMBER = re.compile(r"0[xX][0-9a-fA-F]+|(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 _VARIABLE = re.compile(r"\$(\{[^}]*\}|[A-Za-z0-9_]+)")
@@ -119,19 +118,16 @@ def metric_names(expr: str) -> set[str]:
         number = _NUMBER.match(expr, i)
         if number and not _IDENT.match(expr, i):
             i = number.end()
-            # a duration after offset (5m) or a unit glued to a number
-            unit = re.match(r"[smhdwy]+", expr[i:])
-            if unit and previous == "offset":
-                i += unit.end()
+            # a duration's unit glued to its number (offset 5m, offset -1h30m)
+            unit = _UNIT.match(expr, i)
+            if unit:
+                i = unit.end()
             continue
         ident = _IDENT.match(expr, i)
         if ident:
             word = ident.group()
             i = ident.end()
             after = expr[i:].lstrip()
-            if previous == "offset":  # a duration such as 1h30m
-                previous = ""
-                continue
             if word.lower() in _KEYWORDS:
                 previous = word.lower()
                 continue

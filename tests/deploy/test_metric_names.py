@@ -36,6 +36,7 @@ from shopstream.events.messages import Message, Topics, encode
 from tests.support.cdc import cdc_process, wait_for, wait_streaming
 from tests.support.collector import CollectorProcess, free_port
 from tests.support.loader import LoaderProcess, create_topics, produce
+from tests.support.pg_fixtures import drop_database
 from tests.support.pushgateway import start_pushgateway
 from tests.support.rows import event_row, tracked_event
 
@@ -109,6 +110,9 @@ def _dashboard_queries(path: Path) -> list[str]:
         ("topk(3, sum by (pod) (rate(q[${__rate_interval}])))", {"q"}),
         ("rate(a[5m:1m]) and bool b", {"a", "b"}),
         ("sum(x:recorded:rate5m)", {"x:recorded:rate5m"}),
+        ("a offset -5m > b offset 1h30m", {"a", "b"}),
+        ("x @ 1609746000 and y @ start() unless z @ end()", {"x", "y", "z"}),
+        ("m offset 2ms + s", {"m", "s"}),
     ],
 )
 def test_the_tokenizer_finds_the_selected_metrics(expr: str, names: set[str]) -> None:
@@ -191,8 +195,6 @@ def run_collector(data_dir: Path) -> dict[str, Any]:
 
 
 def run_cdc(server: Any, data_dir: Path) -> dict[str, Any]:
-    from tests.support.pg_fixtures import drop_database
-
     dbname = f"metrics_{uuid.uuid4().hex[:8]}"
     dsn = server.create_database(dbname)
     data_dir.mkdir(parents=True)

@@ -13,6 +13,7 @@ The names a query uses come from deploy/monitoring/promql.py (a tokenizer, unit-
 from __future__ import annotations
 
 import contextlib
+import doctest
 import importlib.util
 import json
 import os
@@ -117,6 +118,12 @@ def _dashboard_queries(path: Path) -> list[str]:
 )
 def test_the_tokenizer_finds_the_selected_metrics(expr: str, names: set[str]) -> None:
     assert promql.metric_names(expr) == names
+
+
+def test_the_tokenizers_docstring_examples_hold() -> None:
+    # deploy/ is outside pytest's doctest paths: its examples run here.
+    result = doctest.testmod(promql)
+    assert result.attempted >= 4 and result.failed == 0, result
 
 
 def test_the_tokenizer_refuses_unbalanced_input() -> None:

@@ -41,7 +41,11 @@ def start_pushgateway(tmp_path: Path) -> Iterator[Pushgateway]:
     log = tmp_path / "pushgateway.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [binary, f"--web.listen-address=127.0.0.1:{port}"], stdout=out, stderr=out
+            # Debian's build persists to /var/lib/prometheus by default: every test gateway
+            # would start with the pushes of earlier runs. Memory only.
+            [binary, f"--web.listen-address=127.0.0.1:{port}", "--persistence.file="],
+            stdout=out,
+            stderr=out,
         )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -20,11 +20,23 @@ from pathlib import Path
 
 import duckdb
 import pytest
+import yaml
 
-from tests.support.deploy_tools import DEPLOY, SHOPSTREAM_BIN, airflow_tool, run_tool
+from tests.support.deploy_tools import (
+    DEPLOY,
+    SHOPSTREAM_BIN,
+    airflow_tool,
+    deploy_tool,
+    run_tool,
+)
 from tests.support.pushgateway import Pushgateway, start_pushgateway
 
-DAGS = DEPLOY / "airflow" / "dags"
+AIRFLOW = DEPLOY / "airflow"
+DAGS = AIRFLOW / "dags"
+POD_TEMPLATE = AIRFLOW / "pod_templates" / "shopstream-worker.yaml"
+DOCKERFILE = AIRFLOW / "Dockerfile"
+CHECKOV_ARGS = ("--skip-download", "--quiet", "--compact", "-o", "json")
+CHECKOV_ARGS += ("--framework", "kubernetes", "dockerfile")
 DAG_IDS = {
     "shopstream_transform_hourly": ("transform", "15 * * * *"),
     "shopstream_transform_daily": ("transform", "40 2 * * *"),
@@ -299,3 +311,109 @@ def test_a_missed_deadline_records_a_failed_run(
     assert result.returncode == 0, said(result)
     failed_at = pushed(gateway, FAILURE, "docs")
     assert failed_at is not None and failed_at >= before - 1, said(result)
+
+
+# -- the worker's pod template and image ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def checkov_findings() -> dict[str, dict[str, list[dict[str, object]]]]:
+    """One checkov run over deploy/airflow (Kubernetes and Dockerfile frameworks): per
+    framework, its failed and skipped checks."""
+    result = run_tool(
+        [deploy_tool("checkov"), *CHECKOV_ARGS, "-d", AIRFLOW],
+        env={**os.environ, "CKV_SKIP_PACKAGE_UPDATE_CHECK": "true"},
+        timeout=300,
+    )
+    assert result.stdout.strip(), said(result)
+    reports = json.loads(result.stdout)
+    reports = reports if isinstance(reports, list) else [reports]
+    return {
+        report["check_type"]: {
+            "failed": report["results"]["failed_checks"],
+            "skipped": report["results"].get("skipped_checks", []),
+            "passed": report["results"]["passed_checks"],
+        }
+        for report in reports
+    }
+
+
+def test_the_pod_template_is_a_valid_pod_for_the_transform_role() -> None:
+    result = run_tool(
+        [deploy_tool("kubernetes-validate"), "--strict", "--quiet", "-k", "1.31", POD_TEMPLATE]
+    )
+    assert result.returncode == 0, said(result)
+    pod = yaml.safe_load(POD_TEMPLATE.read_text())
+    assert pod["kind"] == "Pod" and pod["metadata"]["namespace"] == "shopstream"
+    assert pod["metadata"]["labels"] == {
+        "app.kubernetes.io/name": "shopstream",
+        "app.kubernetes.io/part-of": "shopstream",
+        "app.kubernetes.io/component": "transform",
+    }
+    spec = pod["spec"]
+    assert spec["serviceAccountName"] == "shopstream-transform"
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert {
+        "key": "cloud.google.com/gke-spot",
+        "operator": "Equal",
+        "value": "true",
+        "effect": "NoSchedule",
+    } in spec["tolerations"]
+    [term] = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
+    assert term["matchExpressions"] == [
+        {"key": "shopstream.io/pool", "operator": "In", "values": ["pipeline"]}
+    ]
+    [base] = spec["containers"]
+    assert base["name"] == "base"  # the KubernetesExecutor's container name
+    assert base["image"].endswith("/shopstream/shopstream-airflow:3.3.2")
+    assert base["envFrom"] == [{"configMapRef": {"name": "shopstream-settings"}}]
+    env = {e["name"]: e for e in base["env"]}
+    assert env["SHOPSTREAM_BIN"]["value"] == "/opt/shopstream/bin/shopstream"
+    assert (
+        env["SHOPSTREAM_OBSERVABILITY__PUSHGATEWAY_URL"]["value"]
+        == "http://prometheus-pushgateway.monitoring.svc:9091"
+    )
+    secrets = {
+        name: e["valueFrom"]["secretKeyRef"]
+        for name, e in env.items()
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+    assert {name: (s["name"], s["key"]) for name, s in secrets.items()} == {
+        "SHOPSTREAM_TRANSFORM__EMAIL_SALT": ("shopstream-secrets", "email-salt"),
+        "SHOPSTREAM_GENAI__API_KEY": ("shopstream-secrets", "genai-api-key"),
+    }
+    assert not any("value" in e and "SECRET" in e["name"].upper() for e in base["env"])
+    assert base["securityContext"]["readOnlyRootFilesystem"] is True
+    assert base["securityContext"]["allowPrivilegeEscalation"] is False
+    assert base["resources"]["requests"] and base["resources"]["limits"]
+
+
+def test_the_pod_template_is_checkov_clean_with_a_reason_for_each_skip(
+    checkov_findings: dict[str, dict[str, list[dict[str, object]]]],
+) -> None:
+    findings = checkov_findings["kubernetes"]
+    assert findings["passed"], "checkov read no Kubernetes object"
+    failed = [(f["check_id"], f["check_name"]) for f in findings["failed"]]
+    assert failed == []
+    for skip in findings["skipped"]:
+        assert len(str(skip.get("suppress_comment") or "")) > 20, skip["check_id"]
+
+
+def test_the_worker_image_is_hadolint_and_checkov_clean(
+    checkov_findings: dict[str, dict[str, list[dict[str, object]]]],
+) -> None:
+    linted = run_tool([deploy_tool("hadolint"), DOCKERFILE])
+    assert linted.returncode == 0, said(linted)
+    findings = checkov_findings["dockerfile"]
+    assert findings["passed"], "checkov read no Dockerfile"
+    assert [(f["check_id"], f["check_name"]) for f in findings["failed"]] == []
+    for skip in findings["skipped"]:
+        assert len(str(skip.get("suppress_comment") or "")) > 20, skip["check_id"]
+    text = DOCKERFILE.read_text()
+    froms = re.findall(r"^FROM (\S+)", text, re.M)
+    assert froms and set(froms) == {"apache/airflow:3.3.2-python3.11"}
+    assert "SHOPSTREAM_BIN=/opt/shopstream/bin/shopstream" in text
+    assert "COPY --chown=50000:0 deploy/airflow/dags /opt/airflow/dags" in text
+    assert re.findall(r"^USER (\S+)", text, re.M)[-1] == "50000"

@@ -17,6 +17,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
@@ -317,7 +318,7 @@ def test_a_missed_deadline_records_a_failed_run(
 
 
 @pytest.fixture(scope="module")
-def checkov_findings() -> dict[str, dict[str, list[dict[str, object]]]]:
+def checkov_findings() -> dict[str, dict[str, Any]]:
     """One checkov run over deploy/airflow (Kubernetes and Dockerfile frameworks): per
     framework, its failed and skipped checks."""
     result = run_tool(
@@ -332,7 +333,7 @@ def checkov_findings() -> dict[str, dict[str, list[dict[str, object]]]]:
         report["check_type"]: {
             "failed": report["results"]["failed_checks"],
             "skipped": report["results"].get("skipped_checks", []),
-            "passed": report["results"]["passed_checks"],
+            "passed": report["summary"]["passed"],
         }
         for report in reports
     }
@@ -391,7 +392,7 @@ def test_the_pod_template_is_a_valid_pod_for_the_transform_role() -> None:
 
 
 def test_the_pod_template_is_checkov_clean_with_a_reason_for_each_skip(
-    checkov_findings: dict[str, dict[str, list[dict[str, object]]]],
+    checkov_findings: dict[str, dict[str, Any]],
 ) -> None:
     findings = checkov_findings["kubernetes"]
     assert findings["passed"], "checkov read no Kubernetes object"
@@ -402,7 +403,7 @@ def test_the_pod_template_is_checkov_clean_with_a_reason_for_each_skip(
 
 
 def test_the_worker_image_is_hadolint_and_checkov_clean(
-    checkov_findings: dict[str, dict[str, list[dict[str, object]]]],
+    checkov_findings: dict[str, dict[str, Any]],
 ) -> None:
     linted = run_tool([deploy_tool("hadolint"), DOCKERFILE])
     assert linted.returncode == 0, said(linted)

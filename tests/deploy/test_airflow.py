@@ -164,6 +164,8 @@ def one_line(text: str) -> str:
 
 
 def pushed(gateway: Pushgateway, metric: str, pipeline: str) -> float | None:
+    """The pushed timestamp. Compare it with the test's start: Debian's Pushgateway persists
+    to /var/lib/prometheus/pushgateway.data by default and so starts with earlier runs' pushes."""
     for labels, value in gateway.samples(metric).items():
         if ("pipeline", pipeline) in labels:
             return value
@@ -243,6 +245,7 @@ def test_the_hourly_transform_builds_the_marts_and_records_its_success(
 def test_the_quality_dag_stores_its_results_and_records_its_success(
     airflow_env: dict[str, str], data_dir: Path, gateway: Pushgateway
 ) -> None:
+    before = time.time()
     result = dags_test(
         airflow_env,
         "shopstream_quality",
@@ -264,7 +267,8 @@ def test_the_quality_dag_stores_its_results_and_records_its_success(
             "check's Decimal details (src/shopstream/quality/report.py as_json): the task fails"
         )
     assert result.returncode == 0 and run_state(result) == "success", said(result)[-4000:]
-    assert pushed(gateway, SUCCESS, "quality") is not None
+    success_at = pushed(gateway, SUCCESS, "quality")
+    assert success_at is not None and success_at >= before - 1
 
 
 # -- failures are recorded ------------------------------------------------------------------------

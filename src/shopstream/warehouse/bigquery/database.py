@@ -91,6 +91,9 @@ def check_read_only(sql: str) -> None:
 
 class BigQueryWarehouse:
     capabilities = CAPABILITIES
+    #: The SQL its ``query`` reads (callers that write DuckDB's translate: see
+    #: :mod:`shopstream.quality.dialect`).
+    sql_dialect = "bigquery"
 
     def __init__(
         self, where: BigQueryLocation, settings: BigQuerySettings, *, read_only: bool = False
@@ -361,26 +364,33 @@ def _row_id(table: str) -> str | None:
 
 
 def _parameter(value: Any) -> Any:
-    """A positional query parameter (``?`` in the SQL) of the type its Python value has."""
+    """A positional query parameter (``?`` in the SQL) of the type its Python value has; a list
+    or tuple is an ARRAY of its first item's type (STRING when empty)."""
     from google.cloud import bigquery
 
+    if isinstance(value, list | tuple):
+        items = list(value)
+        kind = _scalar_type(items[0]) if items else "STRING"
+        return bigquery.ArrayQueryParameter(None, kind, items)
+    return bigquery.ScalarQueryParameter(None, _scalar_type(value), value)
+
+
+def _scalar_type(value: Any) -> str:
     if isinstance(value, bool):
-        kind = "BOOL"
-    elif isinstance(value, int):
-        kind = "INT64"
-    elif isinstance(value, float):
-        kind = "FLOAT64"
-    elif isinstance(value, decimal.Decimal):
-        kind = "NUMERIC"
-    elif isinstance(value, dt.datetime):
-        kind = "TIMESTAMP"
-    elif isinstance(value, dt.date):
-        kind = "DATE"
-    elif isinstance(value, bytes):
-        kind = "BYTES"
-    else:
-        kind = "STRING"
-    return bigquery.ScalarQueryParameter(None, kind, value)
+        return "BOOL"
+    if isinstance(value, int):
+        return "INT64"
+    if isinstance(value, float):
+        return "FLOAT64"
+    if isinstance(value, decimal.Decimal):
+        return "NUMERIC"
+    if isinstance(value, dt.datetime):
+        return "TIMESTAMP"
+    if isinstance(value, dt.date):
+        return "DATE"
+    if isinstance(value, bytes):
+        return "BYTES"
+    return "STRING"
 
 
 __all__ = ["BigQueryWarehouse", "check_read_only"]

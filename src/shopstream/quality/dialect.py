@@ -57,12 +57,89 @@ def _bigquery_node(node: Any) -> Any:
         return exp.In(this=node.expression, unnest=exp.Unnest(expressions=[node.this]))
     if isinstance(node, exp.CTE) and node.args.get("materialized"):
         node.set("materialized", None)  # BigQuery decides for itself
+    if isinstance(node, exp.JSONType) and node.expression is not None:
+        # json_type(j, path): BigQuery's JSON_TYPE takes a value, not a path.
+        return exp.JSONType(this=_json_query(node.this, node.expression))
+    if isinstance(node, exp.JSONKeys) and not node.expressions:
+        # DuckDB's json_keys: the top level only (BigQuery's goes all the way down).
+        return exp.Anonymous(this="JSON_KEYS", expressions=[node.this, exp.Literal.number(1)])
+    if isinstance(node, exp.Filter) and isinstance(node.this, exp.ApproxQuantile):
+        # approx_quantile(x, [...]) FILTER (WHERE c): the filter moves into the value.
+        condition = node.expression.this if isinstance(node.expression, exp.Where) else None
+        if condition is not None:
+            quantile = node.this
+            value = exp.If(this=condition, true=quantile.this, false=exp.Null())
+            return _quantiles(value, quantile.args["quantile"])
+    if isinstance(node, exp.ApproxQuantile) and isinstance(node.args.get("quantile"), exp.Array):
+        return _quantiles(node.this, node.args["quantile"])
+    if isinstance(node, exp.TableSample):
+        return _sample(node)
+    if isinstance(node, exp.Select) and isinstance(node.args.get("sample"), exp.TableSample):
+        sample = node.args["sample"]
+        if str(sample.args.get("method", "")).upper() == "RESERVOIR" and sample.args.get("size"):
+            # A reservoir of N rows of a subquery: BigQuery samples tables only, so any N
+            # rows (what they are for here: a bounded look at recent rows).
+            node.set("sample", None)
+            return node.limit(sample.args["size"].copy(), copy=False)
+    return node
+
+
+def _json_query(value: Any, path: Any) -> Any:
+    from sqlglot import exp
+
+    return exp.Anonymous(this="JSON_QUERY", expressions=[value, path])
+
+
+def _json_exists(node: Any) -> Any:
+    """``json_exists(j, path)``: the path leads to a value (JSON null included)."""
+    from sqlglot import exp
+
+    value, path = node.expressions
+    return exp.Paren(
+        this=exp.Not(this=exp.Is(this=_json_query(value, path), expression=exp.Null()))
+    )
+
+
+def _quantiles(value: Any, cuts: Any) -> Any:
+    """``approx_quantile(x, [k/n, ...])`` (a list of cuts in, a list out) as BigQuery's
+    ``[APPROX_QUANTILES(x, n)[OFFSET(k)], ...]`` (NULL without values): ``n`` is the smallest
+    count of equal parts that has every cut (a thousand at most: then the nearest thousandth)."""
+    from sqlglot import exp
+
+    fractions = [float(cut.this) for cut in cuts.expressions]
+    parts = next(
+        (n for n in range(2, 1001) if all(abs(f * n - round(f * n)) < 1e-9 for f in fractions)),
+        1000,
+    )
+    # No values: NULL, as DuckDB answers (BigQuery refuses an array with NULLs in a result).
+    quantiles = exp.Array(
+        expressions=[
+            exp.Bracket(
+                this=exp.Anonymous(
+                    this="APPROX_QUANTILES",
+                    expressions=[value.copy(), exp.Literal.number(parts)],
+                ),
+                expressions=[
+                    exp.Anonymous(this="OFFSET", expressions=[exp.Literal.number(round(f * parts))])
+                ],
+            )
+            for f in fractions
+        ]
+    )
+    none = exp.EQ(this=exp.Count(this=value.copy()), expression=exp.Literal.number(0))
+    return exp.If(this=none, true=exp.Null(), false=quantiles)
+
+
+def _sample(node: Any) -> Any:
+    """``TABLESAMPLE p% (system, seed)``: BigQuery samples blocks too, without a seed."""
+    node.set("seed", None)
     return node
 
 
 #: DuckDB functions (lower case) sqlglot leaves as they are, and what BigQuery calls them.
 BIGQUERY_FUNCTIONS: dict[str, Callable[[Any], Any]] = {
     "epoch_us": _unix_micros,
+    "json_exists": _json_exists,
 }
 
 

@@ -30,7 +30,7 @@ from shopstream.config import Settings
 from shopstream.events.dead_letter import dead_letter_row
 from shopstream.events.raw import RAW_CDC, RAW_DEAD_LETTER, RAW_EVENTS, RAW_SOURCE_SCHEMAS
 from shopstream.quality.checks import CheckContext
-from shopstream.quality.dialect import to_bigquery
+from shopstream.quality.dialect import BIGQUERY, WarehouseReader
 from shopstream.quality.engine import run_checks
 from shopstream.quality.runs import QualityRequest, QualityRun, quality_warehouse
 from shopstream.quality.spec import load_config
@@ -319,10 +319,16 @@ def sent_to_bigquery() -> list[tuple[str, str]]:
     sent: list[tuple[str, str]] = []
     current = [""]
 
+    def duckdb_query(sql: str, parameters: list[Any] | None = None, **_: Any) -> pa.Table:
+        return con.sql(sql, params=parameters).to_arrow_table()
+
+    # The reader a BigQuery warehouse gets, for its translation (its queries go to DuckDB).
+    reader = WarehouseReader(duckdb_query, BIGQUERY, "shop-prod")
+
     def query(sql: str, parameters: list[Any] | None = None, **_: Any) -> pa.Table:
         if "information_schema" not in sql:  # the catalogue: asked natively on BigQuery
-            sent.append((current[0], to_bigquery(sql, "shop-prod")))
-        return con.execute(sql, parameters).to_arrow_table()
+            sent.append((current[0], reader.translate(sql)))
+        return duckdb_query(sql, parameters)
 
     config = load_config()
     ctx = CheckContext(query=query, now=NOW, timezone=ZoneInfo("UTC"))

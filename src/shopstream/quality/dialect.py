@@ -177,6 +177,27 @@ def _backquoted(name: str) -> str:
     return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
 
 
+#: BigQuery's column types in DuckDB's words. TIMESTAMP is an instant (the checks' time
+#: bounds go to it as instants); DATETIME, a wall-clock time, stays itself: the checks refuse it
+#: as a time column rather than compare it with instants.
+DUCKDB_TYPES = {
+    "TIMESTAMP": "TIMESTAMP WITH TIME ZONE",
+    "INT64": "BIGINT",
+    "FLOAT64": "DOUBLE",
+    "NUMERIC": "DECIMAL(38,9)",
+    "BIGNUMERIC": "DECIMAL(76,38)",
+    "STRING": "VARCHAR",
+    "BOOL": "BOOLEAN",
+    "BYTES": "BLOB",
+}
+
+
+def _duckdb_type(kind: str) -> str:
+    """``NUMERIC(12, 2)`` -> ``DECIMAL(38,9)`` too: the base type decides."""
+    base = kind.split("(", 1)[0].split("<", 1)[0].strip().upper()
+    return DUCKDB_TYPES.get(base, kind)
+
+
 @dataclass(frozen=True)
 class WarehouseReader:
     """The checks' view of one warehouse: ``query`` takes DuckDB's SQL; ``columns`` and
@@ -203,9 +224,8 @@ class WarehouseReader:
         return self.native(translated, parameters, max_rows=max_rows)
 
     def columns(self, table: str) -> dict[str, str]:
-        """``layer.table``'s columns and their types ({} when it does not exist). BigQuery's
-        TIMESTAMP is an instant: it reads as DuckDB's TIMESTAMP WITH TIME ZONE, so that the
-        checks' time bounds go to it as instants."""
+        """``layer.table``'s columns and their types ({} when it does not exist), in DuckDB's
+        words (:data:`DUCKDB_TYPES`), which the checks read."""
         schema, _, name = table.partition(".")
         if self.dialect == DUCKDB:
             sql = (
@@ -222,10 +242,7 @@ class WarehouseReader:
             rows = self.native(sql, [name]).to_pylist()
         found = {row["column_name"]: str(row["data_type"]) for row in rows}
         if self.dialect == BIGQUERY:
-            found = {
-                column: "TIMESTAMP WITH TIME ZONE" if kind.upper() == "TIMESTAMP" else kind
-                for column, kind in found.items()
-            }
+            found = {column: _duckdb_type(kind) for column, kind in found.items()}
         return found
 
     def exists(self, table: str) -> bool:
@@ -248,6 +265,7 @@ __all__ = [
     "BIGQUERY",
     "BIGQUERY_FUNCTIONS",
     "DUCKDB",
+    "DUCKDB_TYPES",
     "WarehouseReader",
     "reader_of",
     "to_bigquery",

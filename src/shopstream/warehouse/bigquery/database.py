@@ -133,7 +133,10 @@ class BigQueryWarehouse:
             dataset = bigquery.Dataset(f"{self.project}.{layer}")
             dataset.location = self.where.location
             self._call(
-                lambda d=dataset: self.client.create_dataset(d, exists_ok=True, retry=self._retry),
+                lambda d=dataset: self._made(
+                    lambda: self.client.get_dataset(d.reference, retry=self._retry),
+                    lambda: self.client.create_dataset(d, exists_ok=True, retry=self._retry),
+                ),
                 layer,
             )
         for table in ("events", "dead_letter", SOURCE_SCHEMAS):
@@ -163,12 +166,25 @@ class BigQueryWarehouse:
             definition.clustering_fields = list(layout.cluster_by)
         # exists_ok: a table made earlier (by this or another process) keeps its definition.
         self._call(
-            lambda: self.client.create_table(definition, exists_ok=True, retry=self._retry),
+            lambda: self._made(
+                lambda: self.client.get_table(definition.reference, retry=self._retry),
+                lambda: self.client.create_table(definition, exists_ok=True, retry=self._retry),
+            ),
             f"{dataset}.{table}",
         )
         with self._lock:
             self._known.add(key)
             self._layouts[key] = layout
+
+    @staticmethod
+    def _made(get: Any, create: Any) -> None:
+        """Look before making: a role that only reads a dataset or appends to a table (the
+        quality checks, the loader) may not hold the right to create it, and BigQuery refuses
+        a create without it even when the thing exists."""
+        try:
+            get()
+        except google_errors.NotFound:
+            create()
 
     def _layout(self, dataset: str, table: str) -> TableLayout:
         return self._layouts[(dataset, table)]

@@ -85,10 +85,13 @@ def _events() -> pa.Table:
 
 
 def _changes() -> pa.Table:
+    """Order changes every 30 minutes; the newest carries a key the schema record lacks."""
     rows = []
     for i in range(60):
         at = NOW - timedelta(minutes=5 + 30 * i)
         order = {"order_id": f"o{i}", "status": "PAID" if i % 2 else "PENDING"}
+        if i == 0:
+            order["coupon"] = "WELCOME"  # a column added upstream without a schema record
         rows.append(
             {
                 "change_id": f"{1000 - i:016x}/0",
@@ -183,6 +186,17 @@ def test_every_check_of_the_raw_tables_reaches_a_verdict_on_bigquery(
     assert by_name["raw.cdc_orders.freshness"].status == "pass"
     assert by_name["raw.events.accepted_values.event_type"].status == "pass"
     assert by_name["raw.events.volume_hourly"].status == "learning"  # three days of history
+    (drift,) = by_name["raw.events.properties_drift"].results
+    assert drift.status == "pass", drift.message
+    assert drift.details["window_rows_sampled"] > 0 and drift.details["baseline_rows_sampled"] > 0
+
+
+def test_a_key_missing_from_the_schema_record_fails_schema_drift(default_run: QualityRun) -> None:
+    outcome = next(c for c in default_run.checks if c.name == "raw.source_schemas.schema_drift")
+    (result,) = outcome.results
+    assert result.check == "raw.source_schemas.schema_drift.cdc_orders"
+    assert result.status == "fail", result.message
+    assert [row["column"] for row in result.evidence] == ["coupon"]
 
 
 def test_the_injected_duplicates_fail_and_name_the_resent_ids(default_run: QualityRun) -> None:

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from shopstream.genai.data_quality_agent import QualityEvidence
 
 Query = Callable[..., pa.Table]
+#: ``exists(layer, table)``: whether the warehouse has it (None: DuckDB's information_schema).
+Exists = Callable[[str, str], bool]
 
 #: Earlier runs of a check shown as its trend (a day at the default 30-minute schedule would
 #: be 48: the newest dozen say whether it is new, growing or flapping).
@@ -42,11 +44,17 @@ def _exists(query: Query, schema: str, table: str) -> bool:
 
 
 def trends(
-    query: Query, checks: Sequence[str], run_id: str, before: datetime
+    query: Query,
+    checks: Sequence[str],
+    run_id: str,
+    before: datetime,
+    *,
+    exists: Exists | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """Per check name: its earlier runs (checked_at, status, observed), newest first."""
     found: dict[str, list[dict[str, Any]]] = {name: [] for name in checks}
-    if not checks or not _exists(query, "monitoring", CHECKS_TABLE):
+    there = exists or (lambda schema, table: _exists(query, schema, table))
+    if not checks or not there("monitoring", CHECKS_TABLE):
         return found
     marks = ", ".join("?" for _ in checks)
     rows = query(
@@ -88,8 +96,11 @@ def related(result: CheckResult, results: Sequence[CheckResult]) -> list[dict[st
     ]
 
 
-def dead_letter_reasons(query: Query, now: datetime) -> list[dict[str, Any]]:
-    if not _exists(query, "raw", "dead_letter"):
+def dead_letter_reasons(
+    query: Query, now: datetime, *, exists: Exists | None = None
+) -> list[dict[str, Any]]:
+    there = exists or (lambda schema, table: _exists(query, schema, table))
+    if not there("raw", "dead_letter"):
         return []
     rows = query(
         "SELECT reason, source, count(*) AS count FROM raw.dead_letter "
@@ -107,12 +118,15 @@ def gather_evidence(
     run_id: str,
     checked_at: datetime,
     pipeline: Mapping[str, Any],
+    exists: Exists | None = None,
 ) -> QualityEvidence:
-    """The analyst's evidence for the alarming results of one run."""
+    """The analyst's evidence for the alarming results of one run (``query`` reads DuckDB's
+    SQL: a :class:`shopstream.quality.dialect.WarehouseReader` says it to other warehouses,
+    and gives ``exists``)."""
     from shopstream.genai.data_quality_agent import CheckEvidence, QualityEvidence
 
     alarming = [r for r in results if r.alarming]
-    trend = trends(query, sorted({r.check for r in alarming}), run_id, checked_at)
+    trend = trends(query, sorted({r.check for r in alarming}), run_id, checked_at, exists=exists)
     return QualityEvidence(
         run_id=run_id,
         checked_at=checked_at,
@@ -123,7 +137,7 @@ def gather_evidence(
             for r in alarming
         ],
         pipeline=dict(pipeline),
-        dead_letter_reasons=dead_letter_reasons(query, checked_at),
+        dead_letter_reasons=dead_letter_reasons(query, checked_at, exists=exists),
     )
 
 

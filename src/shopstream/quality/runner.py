@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 import pyarrow as pa
 
 from shopstream.quality.checks import CheckContext
+from shopstream.quality.dialect import DUCKDB, reader_of
 from shopstream.quality.engine import run_checks
 from shopstream.quality.results import CheckResult
 from shopstream.quality.spec import PlannedCheck, QualityConfigError, load_config
@@ -119,14 +120,17 @@ def run_job(
         return CheckRun((), (), time.monotonic() - started, config_error=str(exc))
     planned = [c for c in config.checks() if _selected(c, job.select)]
     emit(QualityProgress("planned", total=len(planned)))
+    reader = reader_of(warehouse)
+    native = reader.dialect == DUCKDB  # DuckDB's SQL goes to DuckDB as it is
     ctx = CheckContext(
-        query=warehouse.query,
+        query=warehouse.query if native else reader.query,
         now=job.now,
         timezone=ZoneInfo(job.timezone),
         evidence_rows=job.evidence_rows,
         source_dsn=job.source_dsn,
         slot_name=job.slot_name,
         pipeline=dict(job.pipeline),
+        describe=None if native else reader.columns,
     )
     outcomes: list[CheckOutcome] = []
 

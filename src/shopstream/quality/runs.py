@@ -13,7 +13,8 @@
   socket, and once at the end of ``shopstream run``. A failure is logged and shown in the
   status line; ingest goes on.
 - With nothing running, :func:`quality_warehouse` (``shopstream quality run``) opens the
-  warehouse itself.
+  warehouse itself. A service (BigQuery) has no owner: the checks run in the caller's process,
+  their DuckDB SQL translated (:mod:`shopstream.quality.dialect`).
 """
 
 from __future__ import annotations
@@ -199,11 +200,16 @@ def run_on(
 
     run_in_owner = getattr(warehouse, "run_in_owner", None)
     append_monitoring = getattr(warehouse, "append_monitoring", None)
-    if run_in_owner is None or append_monitoring is None:
+    if append_monitoring is None or (run_in_owner is None and not _shared(warehouse)):
         return failed(f"{settings.warehouse}: this warehouse cannot run quality checks here")
     try:
         job = make_job(settings, request, now, facts, source_dsn)
-        checked = run_in_owner(JOB, job, emit)
+        if run_in_owner is not None:
+            checked = run_in_owner(JOB, job, emit)
+        else:  # a service (BigQuery): whoever opened it reads it, here
+            from shopstream.quality.runner import run_job
+
+            checked = run_job(warehouse, job, emit)  # type: ignore[arg-type]
     except (WarehouseError, OSError, ValueError) as exc:
         return failed(f"quality run failed: {exc}")
     if not isinstance(checked, CheckRun):  # pragma: no cover - a wrong job answer
@@ -256,11 +262,23 @@ def _report(
 
     try:
         from shopstream.genai.data_quality_agent import write_report
+        from shopstream.quality.dialect import DUCKDB, reader_of
         from shopstream.quality.evidence import gather_evidence
 
-        evidence = gather_evidence(
-            warehouse.query, results, run_id=run_id, checked_at=now, pipeline=facts
-        )
+        reader = reader_of(warehouse)
+        if reader.dialect == DUCKDB:  # DuckDB's SQL goes to DuckDB as it is
+            evidence = gather_evidence(
+                warehouse.query, results, run_id=run_id, checked_at=now, pipeline=facts
+            )
+        else:
+            evidence = gather_evidence(
+                reader.query,
+                results,
+                run_id=run_id,
+                checked_at=now,
+                pipeline=facts,
+                exists=lambda schema, table: reader.exists(f"{schema}.{table}"),
+            )
         report = write_report(evidence, settings)
     except Exception as exc:  # the agent falls back by itself; this is anything else
         log.exception("quality report for run %s could not be written", run_id)
@@ -271,6 +289,13 @@ def _report(
         log.error("quality report for run %s not stored: %s", run_id, exc)
         return report, f"the report was not stored in monitoring.data_quality_reports: {exc}"
     return report, None
+
+
+def _shared(warehouse: object) -> bool:
+    """Many processes may open it at once (a service such as BigQuery): whoever opened it
+    can run the checks (as the transform does, :mod:`shopstream.transform.runs`)."""
+    capabilities = getattr(warehouse, "capabilities", None)
+    return capabilities is not None and not capabilities.single_writer_process
 
 
 def set_metrics(checks: tuple[CheckOutcome, ...], *, complete: bool = True) -> None:

@@ -5,8 +5,9 @@ default), ``SEVERITY`` (its default severity) and::
 
     def run(ctx: CheckContext, check: PlannedCheck, params: Params) -> list[CheckResult]
 
-``run`` reads the warehouse through ``ctx.query`` only (read-only SQL; DuckDB's dialect today)
-and judges relative to ``ctx.now``. Most kinds return one result; one per column or window is
+``run`` reads the warehouse through ``ctx.query`` only (read-only SQL in DuckDB's dialect,
+translated for a warehouse that speaks another: :mod:`shopstream.quality.dialect`) and judges
+relative to ``ctx.now``. Most kinds return one result; one per column or window is
 fine (each with the check's name, or ``<name>.<part>`` when there are several). An exception
 becomes an ``error`` result naming it (see :mod:`shopstream.quality.engine`).
 """
@@ -63,10 +64,16 @@ class CheckContext:
     slot_name: str = "shopstream"
     #: Facts the platform knows that the warehouse does not (CDC reader state, say).
     pipeline: dict[str, Any] = field(default_factory=dict)
+    #: ``describe(layer.table) -> {column: type}`` from the warehouse's own catalogue (a
+    #: warehouse of another dialect: :class:`shopstream.quality.dialect.WarehouseReader`);
+    #: None: DuckDB's information_schema through ``query``.
+    describe: Callable[[str], dict[str, str]] | None = None
     _columns: dict[str, dict[str, str]] = field(default_factory=dict, repr=False)
 
     def columns(self, table: str) -> dict[str, str]:
         """``layer.table``'s columns and their types ({} when it does not exist)."""
+        if table not in self._columns and self.describe is not None:
+            self._columns[table] = self.describe(table)
         if table not in self._columns:
             schema, _, name = table.partition(".")
             rows = self.query(

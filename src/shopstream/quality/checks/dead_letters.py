@@ -54,13 +54,16 @@ def _counts(ctx: CheckContext, table: str, since: datetime, window: Window) -> d
     back from the window's start (cheap on a big table; a baseline day across a clock change is
     an hour off, which a median over weeks does not feel)."""
     seconds = 3600 if window.granularity == "hour" else 86400
+    # The bucket's length is written into the SQL, not passed: bqemulator (the BigQuery tests'
+    # peer) loses a parameter that divides.
     rows = ctx.query(
         f"""SELECT CASE WHEN received_at >= ? THEN 0
-                        ELSE CAST(floor((epoch(received_at) - ?) / ?) AS BIGINT) END AS bucket,
+                        ELSE CAST(floor((epoch(received_at) - ?) / {seconds}) AS BIGINT)
+                        END AS bucket,
                    count(*) AS n
             FROM {relation(table)} WHERE received_at >= ? AND received_at < ?
             GROUP BY bucket""",
-        [window.start, window.start.timestamp(), seconds, since, window.end],
+        [window.start, window.start.timestamp(), since, window.end],
     ).to_pylist()
     return {int(row["bucket"]): int(row["n"]) for row in rows}
 

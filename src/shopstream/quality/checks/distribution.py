@@ -195,9 +195,13 @@ def _numeric(
     number = f"TRY_CAST({value} AS DOUBLE)"
     labels = _bin_labels(edges)
     case = (
-        "CASE "
-        + " ".join(f"WHEN _v <= {e!r} THEN {i}" for i, e in enumerate(edges))
-        + f" ELSE {len(edges)} END"
+        (
+            "CASE "
+            + " ".join(f"WHEN _v <= {e!r} THEN {i}" for i, e in enumerate(edges))
+            + f" ELSE {len(edges)} END"
+        )
+        if edges
+        else "0"  # one bin (a CASE without a WHEN is DuckDB's alone)
     )
     counts: dict[int, dict[str, int]] = {}
     rows = ctx.query(

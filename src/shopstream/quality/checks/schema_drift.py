@@ -44,6 +44,9 @@ _TYPES = {
     # A key that always had a value and now comes as null has changed type as far as its
     # readers are concerned (a tracker that stopped filling it).
     "NULL": "null",
+    # BigQuery's JSON_TYPE names (the checks' SQL translated: shopstream.quality.dialect);
+    # it has one kind of number.
+    **{name: name for name in ("number", "string", "boolean", "object", "array", "null")},
 }
 _CHANGE_SAMPLE_ROWS = 20_000
 #: DuckDB's rows per vector: what a block sample keeps or skips at once.

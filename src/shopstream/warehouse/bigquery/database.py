@@ -91,6 +91,9 @@ def check_read_only(sql: str) -> None:
 
 class BigQueryWarehouse:
     capabilities = CAPABILITIES
+    #: The SQL its ``query`` reads (callers that write DuckDB's translate: see
+    #: :mod:`shopstream.quality.dialect`).
+    sql_dialect = "bigquery"
 
     def __init__(
         self, where: BigQueryLocation, settings: BigQuerySettings, *, read_only: bool = False
@@ -130,7 +133,10 @@ class BigQueryWarehouse:
             dataset = bigquery.Dataset(f"{self.project}.{layer}")
             dataset.location = self.where.location
             self._call(
-                lambda d=dataset: self.client.create_dataset(d, exists_ok=True, retry=self._retry),
+                lambda d=dataset: self._made(
+                    lambda: self.client.get_dataset(d.reference, retry=self._retry),
+                    lambda: self.client.create_dataset(d, exists_ok=True, retry=self._retry),
+                ),
                 layer,
             )
         for table in ("events", "dead_letter", SOURCE_SCHEMAS):
@@ -160,12 +166,25 @@ class BigQueryWarehouse:
             definition.clustering_fields = list(layout.cluster_by)
         # exists_ok: a table made earlier (by this or another process) keeps its definition.
         self._call(
-            lambda: self.client.create_table(definition, exists_ok=True, retry=self._retry),
+            lambda: self._made(
+                lambda: self.client.get_table(definition.reference, retry=self._retry),
+                lambda: self.client.create_table(definition, exists_ok=True, retry=self._retry),
+            ),
             f"{dataset}.{table}",
         )
         with self._lock:
             self._known.add(key)
             self._layouts[key] = layout
+
+    @staticmethod
+    def _made(get: Any, create: Any) -> None:
+        """Look before making: a role that only reads a dataset or appends to a table (the
+        quality checks, the loader) may not hold the right to create it, and BigQuery refuses
+        a create without it even when the thing exists."""
+        try:
+            get()
+        except google_errors.NotFound:
+            create()
 
     def _layout(self, dataset: str, table: str) -> TableLayout:
         return self._layouts[(dataset, table)]
@@ -361,26 +380,33 @@ def _row_id(table: str) -> str | None:
 
 
 def _parameter(value: Any) -> Any:
-    """A positional query parameter (``?`` in the SQL) of the type its Python value has."""
+    """A positional query parameter (``?`` in the SQL) of the type its Python value has; a list
+    or tuple is an ARRAY of its first item's type (STRING when empty)."""
     from google.cloud import bigquery
 
+    if isinstance(value, list | tuple):
+        items = list(value)
+        kind = _scalar_type(items[0]) if items else "STRING"
+        return bigquery.ArrayQueryParameter(None, kind, items)
+    return bigquery.ScalarQueryParameter(None, _scalar_type(value), value)
+
+
+def _scalar_type(value: Any) -> str:
     if isinstance(value, bool):
-        kind = "BOOL"
-    elif isinstance(value, int):
-        kind = "INT64"
-    elif isinstance(value, float):
-        kind = "FLOAT64"
-    elif isinstance(value, decimal.Decimal):
-        kind = "NUMERIC"
-    elif isinstance(value, dt.datetime):
-        kind = "TIMESTAMP"
-    elif isinstance(value, dt.date):
-        kind = "DATE"
-    elif isinstance(value, bytes):
-        kind = "BYTES"
-    else:
-        kind = "STRING"
-    return bigquery.ScalarQueryParameter(None, kind, value)
+        return "BOOL"
+    if isinstance(value, int):
+        return "INT64"
+    if isinstance(value, float):
+        return "FLOAT64"
+    if isinstance(value, decimal.Decimal):
+        return "NUMERIC"
+    if isinstance(value, dt.datetime):
+        return "TIMESTAMP"
+    if isinstance(value, dt.date):
+        return "DATE"
+    if isinstance(value, bytes):
+        return "BYTES"
+    return "STRING"
 
 
 __all__ = ["BigQueryWarehouse", "check_read_only"]

@@ -111,3 +111,23 @@ def test_numbers_a_kind_hands_over_as_decimals_become_floats() -> None:
     assert results_table([plain], "r1", NOW).column("observed").to_pylist() == [0.0125]
     with pytest.raises(pa.ArrowInvalid):
         results_table([raw], "r1", NOW)
+
+
+def test_the_json_report_carries_what_sql_hands_over() -> None:
+    """Details and evidence come from SQL: DuckDB's SUM is a DECIMAL, days are dates. The JSON
+    rendering (`quality run --format json`, what the Airflow DAG reads) must not crash on them,
+    and numbers stay numbers."""
+    from datetime import date
+    from decimal import Decimal
+
+    odd = replace(
+        result("dup", "fail"),
+        details={"rows": Decimal("12"), "share": Decimal("0.25")},
+        evidence=[{"day": date(2026, 11, 30), "revenue": Decimal("10.50")}],
+    )
+    run = QualityRun("r3", NOW, (CheckOutcome("dup", "raw.events", "duplicates", (odd,)),))
+    data = orjson.loads(as_json(run))
+    (check,) = data["run"]["checks"]
+    part = check["results"][0] if "results" in check else check
+    assert part["details"] == {"rows": 12, "share": 0.25}
+    assert part["evidence"] == [{"day": "2026-11-30", "revenue": 10.5}]

@@ -15,7 +15,7 @@ from rich.markdown import Markdown
 from rich.table import Table
 from rich.text import Text
 
-from shopstream.quality.results import CheckResult
+from shopstream.quality.results import CheckResult, json_value
 from shopstream.quality.runs import QualityRun
 
 FORMATS = ("table", "json", "markdown")
@@ -111,7 +111,11 @@ def as_table(run: QualityRun, *, passing: bool = True) -> RenderableType:
 def as_json(run: QualityRun) -> str:
     data = run.to_dict()
     report = data.pop("report")
-    return orjson.dumps({"run": data, "report": report}, option=orjson.OPT_INDENT_2).decode()
+    return orjson.dumps(
+        {"run": data, "report": report},
+        default=json_value,
+        option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS,
+    ).decode()
 
 
 def _cell(text: str) -> str:

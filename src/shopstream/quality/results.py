@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Literal
 
 import orjson
@@ -113,8 +114,21 @@ CHECKS_SCHEMA = pa.schema(
 CHECKS_JSON_COLUMNS = frozenset({"evidence", "details"})
 
 
+def json_value(value: Any) -> Any:
+    """orjson's ``default`` for what checks hand over from SQL: a DECIMAL (DuckDB's SUM) stays
+    a number, anything else orjson does not know becomes its text.
+
+    >>> from decimal import Decimal
+    >>> [json_value(Decimal("12")), json_value(Decimal("0.25")), json_value(Decimal("NaN"))]
+    [12, 0.25, 'NaN']
+    """
+    if isinstance(value, Decimal) and value.is_finite():
+        return int(value) if value == value.to_integral_value() else float(value)
+    return str(value)
+
+
 def _json(value: Any) -> str:
-    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    return orjson.dumps(value, default=json_value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def results_table(results: Sequence[CheckResult], run_id: str, checked_at: datetime) -> pa.Table:

@@ -438,7 +438,7 @@ def test_dead_letter_policies(parsed: dict[str, Any]) -> None:
     assert loader["for_each"] == "${local.loader_subscriptions}"
     assert loader["ack_deadline_seconds"] == "${var.ack_deadline_seconds}"
     [dynamic] = [d["dead_letter_policy"] for d in blocks(loader, "dynamic")]
-    assert re.fullmatch(
+    assert isinstance(dynamic["for_each"], str) and re.fullmatch(
         r"\$\{each\.key == local\.dead_letter \? \[\] : \['?(\$\{)?local\.dead_letter\}?'?\]\}",
         dynamic["for_each"],
     ), dynamic["for_each"]

@@ -546,17 +546,29 @@ def test_iam_is_least_privilege(parsed: dict[str, Any]) -> None:
     assert "${local.topics}" not in publishers  # nobody publishes everywhere
 
 
-def kubernetes_accounts() -> dict[str, str | None]:
-    """The ServiceAccounts deploy/k8s renders in namespace shopstream -> their Workload
-    Identity annotation; the brief's names until deploy/k8s exists."""
+@pytest.fixture(scope="module")
+def kubernetes_objects() -> list[dict[str, Any]] | None:
+    """The prod overlay of deploy/k8s, rendered once (None until deploy/k8s has it), and the
+    Airflow worker pod templates (deploy/airflow/pod_templates) when there are any."""
     overlay = K8S / "overlays" / "prod"
     if not (overlay / "kustomization.yaml").is_file():
-        return dict.fromkeys(sorted(DECIDED_K8S_ACCOUNTS))
+        return None
     done = run_tool([system_tool("kubectl"), "kustomize", overlay], timeout=60)
     assert done.returncode == 0, done.stderr
+    objects = [item for item in yaml.safe_load_all(done.stdout) if item]
+    for template in sorted((DEPLOY / "airflow" / "pod_templates").glob("*.yaml")):
+        objects += [item for item in yaml.safe_load_all(template.read_text()) if item]
+    return objects
+
+
+def kubernetes_accounts(objects: list[dict[str, Any]] | None) -> dict[str, str | None]:
+    """The ServiceAccounts deploy/k8s renders in namespace shopstream -> their Workload
+    Identity annotation; the brief's names until deploy/k8s exists."""
+    if objects is None:
+        return dict.fromkeys(sorted(DECIDED_K8S_ACCOUNTS))
     accounts: dict[str, str | None] = {}
-    for item in yaml.safe_load_all(done.stdout):
-        if item and item.get("kind") == "ServiceAccount":
+    for item in objects:
+        if item.get("kind") == "ServiceAccount":
             meta = item["metadata"]
             if meta.get("namespace") == NAMESPACE:
                 notes = meta.get("annotations") or {}
@@ -566,7 +578,7 @@ def kubernetes_accounts() -> dict[str, str | None]:
 
 
 def test_workload_identity_members_name_kubernetes_service_accounts(
-    parsed: dict[str, Any],
+    parsed: dict[str, Any], kubernetes_objects: list[dict[str, Any]] | None
 ) -> None:
     iam = module_doc(parsed, "modules/iam")
     assert variable_default(iam, "namespace") == NAMESPACE
@@ -603,7 +615,7 @@ def test_workload_identity_members_name_kubernetes_service_accounts(
         )
         for role in workloads
     }
-    kubernetes = kubernetes_accounts()
+    kubernetes = kubernetes_accounts(kubernetes_objects)
     # Each binding names a ServiceAccount deploy/k8s has...
     missing = members - {
         f"serviceAccount:{project}.svc.id.goog[{NAMESPACE}/{name}]" for name in kubernetes
@@ -612,7 +624,7 @@ def test_workload_identity_members_name_kubernetes_service_accounts(
     # ...and each of those that asks for a Google account (or all, before deploy/k8s) has one,
     # the account its annotation names.
     for name, annotation in kubernetes.items():
-        if annotation is None and (K8S / "overlays" / "prod").is_dir():
+        if annotation is None and kubernetes_objects is not None:
             continue
         assert f"serviceAccount:{project}.svc.id.goog[{NAMESPACE}/{name}]" in members, name
         if annotation is not None:
@@ -629,7 +641,21 @@ def test_workload_identity_members_name_kubernetes_service_accounts(
 # -- GKE, secrets, Cloud SQL, environments --------------------------------------------------
 
 
-def test_gke_private_cluster_and_spot_pipeline_pool(parsed: dict[str, Any]) -> None:
+def pod_specs(node: Any) -> Iterator[dict[str, Any]]:
+    """Every pod spec in a Kubernetes object (Deployment, CronJob, Pod...)."""
+    if isinstance(node, dict):
+        if "containers" in node:
+            yield node
+        for value in node.values():
+            yield from pod_specs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from pod_specs(value)
+
+
+def test_gke_private_cluster_and_spot_pipeline_pool(
+    parsed: dict[str, Any], kubernetes_objects: list[dict[str, Any]] | None
+) -> None:
     gke = module_doc(parsed, "modules/gke")
     [cluster] = resources(gke, "google_container_cluster").values()
     [private] = blocks(cluster, "private_cluster_config")
@@ -658,6 +684,41 @@ def test_gke_private_cluster_and_spot_pipeline_pool(parsed: dict[str, Any]) -> N
         "NO_SCHEDULE",
     )
     assert "spot" not in blocks(pools["general"], "node_config")[0]
+
+    # What deploy/k8s and the Airflow pod template tolerate and select is this pool's taint
+    # and these pools' labels.
+    if kubernetes_objects is None:
+        return
+    taint_effect = {"NO_SCHEDULE": "NoSchedule", "NO_EXECUTE": "NoExecute"}[taint["effect"]]
+    pool_names = {
+        blocks(pool, "node_config")[0]["labels"]["shopstream.io/pool"] for pool in pools.values()
+    }
+    tolerating = 0
+    for spec in pod_specs(kubernetes_objects):
+        for toleration in spec.get("tolerations", []):
+            if toleration.get("key") == taint["key"]:
+                tolerating += 1
+                assert (toleration.get("value"), toleration.get("effect")) == (
+                    taint["value"],
+                    taint_effect,
+                ), toleration
+        affinity = spec.get("affinity", {}).get("nodeAffinity", {})
+        for term in pod_specs_terms(affinity):
+            if term.get("key") == "shopstream.io/pool":
+                assert set(term.get("values", [])) <= pool_names, term
+    assert tolerating, "no pod of deploy/k8s tolerates the Spot pipeline pool"
+
+
+def pod_specs_terms(node: Any) -> Iterator[dict[str, Any]]:
+    """Every match expression under a nodeAffinity."""
+    if isinstance(node, dict):
+        if "key" in node and "operator" in node:
+            yield node
+        for value in node.values():
+            yield from pod_specs_terms(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from pod_specs_terms(value)
 
 
 def test_secrets_are_created_without_values(parsed: dict[str, Any]) -> None:

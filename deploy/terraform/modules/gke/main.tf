@@ -154,6 +154,9 @@ resource "google_container_node_pool" "general" {
   location = var.region
   cluster  = google_container_cluster.cluster.name
 
+  # Per zone, at creation; the autoscaler owns the count afterwards.
+  initial_node_count = 1
+
   autoscaling {
     total_min_node_count = var.general_min_nodes
     total_max_node_count = var.general_max_nodes
@@ -167,6 +170,10 @@ resource "google_container_node_pool" "general" {
   upgrade_settings {
     max_surge       = 1
     max_unavailable = 0
+  }
+
+  lifecycle {
+    ignore_changes = [initial_node_count]
   }
 
   node_config {
@@ -198,6 +205,9 @@ resource "google_container_node_pool" "pipeline" {
   name     = "pipeline"
   location = var.region
   cluster  = google_container_cluster.cluster.name
+
+  # Empty until a batch pod asks for it (scale from zero).
+  initial_node_count = 0
 
   autoscaling {
     total_min_node_count = var.pipeline_min_nodes

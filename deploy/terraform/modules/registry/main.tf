@@ -18,7 +18,7 @@ resource "google_artifact_registry_repository" "images" {
 
   cleanup_policy_dry_run = false
 
-  cleanup_policy {
+  cleanup_policies {
     id     = "delete-untagged"
     action = "DELETE"
     condition {
@@ -27,7 +27,7 @@ resource "google_artifact_registry_repository" "images" {
     }
   }
 
-  cleanup_policy {
+  cleanup_policies {
     id     = "keep-recent"
     action = "KEEP"
     most_recent_versions {

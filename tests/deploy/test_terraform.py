@@ -522,8 +522,10 @@ def test_iam_is_least_privilege(parsed: dict[str, Any]) -> None:
     assert set(access) == set(LAYERS)
 
     def holders(dataset: str, role: str) -> set[str]:
-        members = access[dataset].get(f"roles/bigquery.{role}", [])
-        return {re.sub(r'.*members\[\\?"(\w+)\\?"\].*', r"\1", m) for m in members}
+        members = access[dataset].get(f"roles/bigquery.{role}", {})
+        for name, member in members.items():  # each grant's name is the account it names
+            assert f'members["{name}"]' in member.replace('\\"', '"'), (name, member)
+        return set(members)
 
     assert holders("raw", "dataEditor") == {"loader", "dataflow"}
     assert holders("raw", "dataViewer") == {"transform", "quality"}

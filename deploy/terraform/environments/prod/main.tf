@@ -66,22 +66,23 @@ module "bigquery" {
   # Least privilege per dataset: who writes a layer, who only reads it.
   dataset_access = {
     raw = {
-      "roles/bigquery.dataEditor" = [module.iam.members["loader"], module.iam.members["dataflow"]]
-      "roles/bigquery.dataViewer" = [module.iam.members["transform"], module.iam.members["quality"]]
+      "roles/bigquery.dataEditor" = { loader = module.iam.members["loader"], dataflow = module.iam.members["dataflow"] }
+      "roles/bigquery.dataViewer" = { transform = module.iam.members["transform"], quality = module.iam.members["quality"] }
     }
     staging = {
-      "roles/bigquery.dataEditor" = [module.iam.members["transform"]]
-      "roles/bigquery.dataViewer" = [module.iam.members["quality"]]
+      "roles/bigquery.dataEditor" = { transform = module.iam.members["transform"] }
+      "roles/bigquery.dataViewer" = { quality = module.iam.members["quality"] }
     }
     mart = {
-      "roles/bigquery.dataEditor" = [module.iam.members["transform"], module.iam.members["dataflow"]]
-      "roles/bigquery.dataViewer" = [module.iam.members["quality"]]
+      "roles/bigquery.dataEditor" = { transform = module.iam.members["transform"], dataflow = module.iam.members["dataflow"] }
+      "roles/bigquery.dataViewer" = { quality = module.iam.members["quality"] }
     }
     monitoring = {
       # dbt builds monitoring views (transform); the quality checks write their results.
-      "roles/bigquery.dataEditor" = [module.iam.members["quality"], module.iam.members["transform"]]
+      "roles/bigquery.dataEditor" = { quality = module.iam.members["quality"], transform = module.iam.members["transform"] }
     }
   }
+
 }
 
 module "pubsub" {
@@ -108,7 +109,7 @@ module "registry" {
 
   project_id = var.project_id
   region     = var.region
-  readers    = [module.iam.members["nodes"], module.iam.members["dataflow"]]
+  readers    = { nodes = module.iam.members["nodes"], dataflow = module.iam.members["dataflow"] }
   labels     = local.labels
 }
 
@@ -118,7 +119,7 @@ module "storage" {
   project_id    = var.project_id
   bucket_name   = "${var.project_id}-shopstream-dataflow"
   location      = var.region
-  object_admins = [module.iam.members["dataflow"]]
+  object_admins = { dataflow = module.iam.members["dataflow"] }
   force_destroy = !var.deletion_protection
   labels        = local.labels
 }

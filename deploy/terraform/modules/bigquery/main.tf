@@ -27,11 +27,12 @@ locals {
     local.cdc_tables,
   )
 
-  # (dataset, role, member) for every grant of dataset_access.
+  # (dataset, role, member) for every grant of dataset_access, keyed by names known at plan
+  # time (the members' e-mails are not, before the accounts exist).
   grants = merge([
     for dataset, roles in var.dataset_access : merge([
       for role, members in roles : {
-        for member in members : "${dataset}/${role}/${member}" => {
+        for name, member in members : "${dataset}/${role}/${name}" => {
           dataset = dataset
           role    = role
           member  = member

@@ -66,8 +66,8 @@ variable "captured_tables" {
 }
 
 variable "dataset_access" {
-  description = "dataset -> role -> members (\"serviceAccount:...\"): grants on the dataset only."
-  type        = map(map(list(string)))
+  description = "dataset -> role -> {name -> member (\"serviceAccount:...\")}: grants on the dataset only."
+  type        = map(map(map(string)))
   default     = {}
   validation {
     condition     = alltrue(flatten([for roles in values(var.dataset_access) : [for role in keys(roles) : !contains(["roles/owner", "roles/editor", "roles/bigquery.admin"], role)]]))

@@ -37,7 +37,7 @@ resource "google_artifact_registry_repository" "images" {
 }
 
 resource "google_artifact_registry_repository_iam_member" "reader" {
-  for_each = toset(var.readers)
+  for_each = var.readers
 
   project    = var.project_id
   location   = google_artifact_registry_repository.images.location

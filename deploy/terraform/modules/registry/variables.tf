@@ -21,9 +21,9 @@ variable "keep_versions" {
 }
 
 variable "readers" {
-  description = "Members that pull images (the nodes' and the Dataflow workers' service accounts)."
-  type        = list(string)
-  default     = []
+  description = "name -> member that pulls images (the nodes' and the Dataflow workers' service accounts); names key the grants at plan time."
+  type        = map(string)
+  default     = {}
 }
 
 variable "labels" {

@@ -43,7 +43,7 @@ resource "google_storage_bucket" "dataflow" {
 }
 
 resource "google_storage_bucket_iam_member" "object_admin" {
-  for_each = toset(var.object_admins)
+  for_each = var.object_admins
 
   bucket = google_storage_bucket.dataflow.name
   role   = "roles/storage.objectAdmin"

@@ -26,9 +26,9 @@ variable "noncurrent_days" {
 }
 
 variable "object_admins" {
-  description = "Members that read and write the bucket's objects (the Dataflow workers)."
-  type        = list(string)
-  default     = []
+  description = "name -> member that reads and writes the bucket's objects (the Dataflow workers)."
+  type        = map(string)
+  default     = {}
 }
 
 variable "force_destroy" {

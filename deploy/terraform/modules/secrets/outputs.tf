@@ -1,0 +1,3 @@
+output "secret_ids" {
+  value = sort(keys(google_secret_manager_secret.secret))
+}

@@ -1,0 +1,758 @@
+"""deploy/terraform checked offline: ``terraform fmt``, every file parsed as HCL2, checkov, and
+what the parsed files say compared with what the code does (topic and subscription names,
+dead-letter policies, raw table schemas, Workload Identity members, IAM).
+
+``terraform init`` / ``validate`` need the Google provider, which cannot be downloaded here:
+fmt, the HCL2 parser and checkov are what runs (deploy/README.md shows an operator's
+``init`` / ``plan``).
+
+The parser runs in the deploy virtualenv (``.venv-deploy``). python-hcl2 v8 is used when it
+is importable; checkov's own fork (bc-python-hcl2) installs the same ``hcl2`` package and
+wins there, so the parse script also reads that fork's output, brought to v8's shape (each
+attribute's value unwrapped from its one-element list, nested blocks marked
+``__is_block__``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from shopstream.config import BeamSettings, CdcSettings, PubSubSettings, TransportSettings
+from shopstream.events.messages import Topics
+from shopstream.events.raw import cdc_table_name
+from shopstream.generators.shop import SHOP_TABLES
+from shopstream.sinks.pubsub_admin import subscription_name
+from shopstream.warehouse.base import LAYERS
+from tests.support.deploy_tools import DEPLOY, ROOT, deploy_tool, run_tool, system_tool
+
+TERRAFORM = DEPLOY / "terraform"
+MODULES = TERRAFORM / "modules"
+ENVIRONMENTS = ("dev", "prod")
+K8S = DEPLOY / "k8s"
+#: The Kubernetes ServiceAccounts the brief decided, for when deploy/k8s is not there yet.
+DECIDED_K8S_ACCOUNTS = {
+    f"shopstream-{role}" for role in ("collector", "cdc", "loader", "quality", "transform")
+}
+NAMESPACE = "shopstream"
+#: Roles that may appear nowhere in the Terraform.
+FORBIDDEN_ROLES = {"roles/owner", "roles/editor", "roles/bigquery.admin"}
+#: Roles granted on the project (everything else is granted on the resource): each has no
+#: narrower home (jobs are a project's; Dataflow workers; GKE nodes' logs and metrics; the
+#: loader lists topics under the prefix).
+PROJECT_ROLES = {
+    "roles/bigquery.jobUser",
+    "roles/pubsub.viewer",
+    "roles/dataflow.worker",
+    "roles/logging.logWriter",
+    "roles/monitoring.metricWriter",
+    "roles/monitoring.viewer",
+    "roles/stackdriver.resourceMetadata.writer",
+    "roles/autoscaling.metricsWriter",
+    "roles/serviceusage.serviceUsageConsumer",
+}
+
+#: Parses every file named on the command line; prints {path: parsed or {"error": ...}}.
+PARSE = r"""
+import json, sys
+import hcl2
+
+try:
+    from hcl2 import SerializationOptions
+except ImportError:  # checkov's bc-python-hcl2 owns the `hcl2` package here
+    SerializationOptions = None
+
+LINES = ("__start_line__", "__end_line__")
+
+
+def is_body(node):
+    return isinstance(node, dict) and all(
+        isinstance(v, list) for k, v in node.items() if k not in LINES
+    )
+
+
+def body(node):
+    out = {}
+    for key, value in node.items():
+        if key in LINES:
+            continue
+        if key in ("dynamic", "backend"):  # labelled blocks
+            out[key] = [
+                {label: dict(body(b), __is_block__=True) for label, b in item.items()}
+                for item in value
+            ]
+        elif isinstance(value, list) and value and all(is_body(v) for v in value):
+            out[key] = [dict(body(v), __is_block__=True) for v in value]
+        elif isinstance(value, list) and len(value) == 1:
+            out[key] = value[0]
+        else:
+            out[key] = value
+    return out
+
+
+def labelled(node, depth):
+    if depth == 0:
+        return dict(body(node), __is_block__=True)
+    return {k: labelled(v, depth - 1) for k, v in node.items() if k not in LINES}
+
+
+DEPTH = {"resource": 2, "data": 2, "module": 1, "variable": 1, "output": 1, "provider": 1}
+
+
+def v8_shape(document):
+    out = {}
+    for kind, items in document.items():
+        if kind == "locals" or kind == "terraform":
+            out[kind] = [dict(body(item), __is_block__=True) for item in items]
+        elif kind in DEPTH:
+            out[kind] = [labelled(item, DEPTH[kind]) for item in items]
+        else:  # a .tfvars file: attributes only
+            out[kind] = items
+    return out
+
+
+result = {}
+for path in sys.argv[1:]:
+    try:
+        with open(path) as handle:
+            text = handle.read()
+        if SerializationOptions is not None:
+            parsed = hcl2.loads(text, serialization_options=SerializationOptions(
+                strip_string_quotes=True))
+        elif path.endswith(".tf"):
+            parsed = v8_shape(hcl2.loads(text))
+        else:  # a .tfvars file: attributes only, each in a one-element list
+            parsed = {
+                k: v[0] if isinstance(v, list) and len(v) == 1 else v
+                for k, v in hcl2.loads(text).items()
+            }
+        result[path] = {"parser": "v8" if SerializationOptions else "bc", "doc": parsed}
+    except Exception as exc:  # every file's error, not only the first
+        result[path] = {"error": f"{type(exc).__name__}: {exc}"}
+print(json.dumps(result))
+"""
+
+
+def hcl_files() -> list[Path]:
+    return sorted(
+        p for p in TERRAFORM.rglob("*") if p.suffix == ".tf" or p.name.endswith(".tfvars.example")
+    )
+
+
+@pytest.fixture(scope="module")
+def parsed() -> dict[str, Any]:
+    """Relative path -> {"parser": ..., "doc": parsed file} or {"error": ...}."""
+    python = deploy_tool("python")
+    files = hcl_files()
+    done = run_tool([python, "-c", PARSE, *files], timeout=120)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    return {str(Path(path).relative_to(TERRAFORM)): value for path, value in result.items()}
+
+
+def doc(parsed: dict[str, Any], path: str) -> dict[str, Any]:
+    entry = parsed[path]
+    assert "error" not in entry, f"{path}: {entry.get('error')}"
+    document: dict[str, Any] = entry["doc"]
+    return document
+
+
+def module_doc(parsed: dict[str, Any], module: str) -> dict[str, Any]:
+    """Every file of a module (or environment) merged: kind -> list of its items."""
+    merged: dict[str, list[Any]] = {}
+    prefix = f"{module}/"
+    for path in parsed:
+        if path.startswith(prefix) and path.endswith(".tf") and "/" not in path[len(prefix) :]:
+            for kind, items in doc(parsed, path).items():
+                merged.setdefault(kind, []).extend(items)
+    assert merged, f"no .tf files under {module}"
+    return merged
+
+
+def resources(document: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {
+        name: body
+        for item in document.get("resource", [])
+        for type_, named in item.items()
+        if type_ == kind
+        for name, body in named.items()
+    }
+
+
+def all_resources(parsed: dict[str, Any]) -> Iterator[tuple[str, str, str, dict[str, Any]]]:
+    for path in parsed:
+        if path.endswith(".tf"):
+            for item in doc(parsed, path).get("resource", []):
+                for type_, named in item.items():
+                    for name, body in named.items():
+                        yield path, type_, name, body
+
+
+def local(document: dict[str, Any], name: str) -> Any:
+    for block in document.get("locals", []):
+        if name in block:
+            return block[name]
+    raise KeyError(f"no local {name}")
+
+
+def variable_default(document: dict[str, Any], name: str) -> Any:
+    for item in document.get("variable", []):
+        if name in item:
+            return item[name].get("default")
+    raise KeyError(f"no variable {name}")
+
+
+def blocks(body: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    value = body.get(name, [])
+    return value if isinstance(value, list) else [value]
+
+
+def module_call(document: dict[str, Any], name: str) -> dict[str, Any]:
+    for item in document.get("module", []):
+        if name in item:
+            body: dict[str, Any] = item[name]
+            return body
+    raise KeyError(f"no module {name}")
+
+
+_INTERPOLATION = re.compile(r"\$\{([^${}]+)\}")
+
+
+def evaluate(template: str, values: dict[str, str]) -> str:
+    """A string template's value: each ``${name}`` replaced from ``values`` (a name it does
+    not know fails: the template changed and the test must learn it)."""
+
+    def one(match: re.Match[str]) -> str:
+        name = match.group(1).strip()
+        assert name in values, f"template {template!r} names {name!r}, unknown to the test"
+        return values[name]
+
+    return _INTERPOLATION.sub(one, template)
+
+
+def for_template(expression: str) -> tuple[str, str]:
+    """``{for X in ... : X => "<template>"}`` -> (X, template)."""
+    found = re.search(r'for (\w+) in [^:]+: \w+ => \\?"(.+?)\\?"\}', expression)
+    assert found, f"not a for expression over one template: {expression!r}"
+    return found.group(1), found.group(2)
+
+
+# -- tools ----------------------------------------------------------------------------------
+
+
+def test_terraform_fmt_is_clean() -> None:
+    terraform = system_tool("terraform")
+    done = run_tool([terraform, "fmt", "-check", "-recursive", "-diff", TERRAFORM], timeout=60)
+    assert done.returncode == 0, f"terraform fmt would change:\n{done.stdout}{done.stderr}"
+
+
+def test_every_file_parses(parsed: dict[str, Any]) -> None:
+    expected = {str(p.relative_to(TERRAFORM)) for p in hcl_files()}
+    assert set(parsed) == expected
+    errors = {path: entry["error"] for path, entry in parsed.items() if "error" in entry}
+    assert not errors, errors
+    assert len([p for p in parsed if p.endswith(".tf")]) >= 30
+
+
+CHECKOV_OUTPUT = ("-o", "json", "--quiet", "--compact")
+
+
+@pytest.fixture(scope="module")
+def checkov() -> dict[str, Any]:
+    binary = deploy_tool("checkov")
+    env = {**os.environ, "CKV_SKIP_PACKAGE_UPDATE_CHECK": "true"}
+    done = run_tool(
+        [binary, "--framework", "terraform", "-d", TERRAFORM, "--skip-download", *CHECKOV_OUTPUT],
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert done.returncode in (0, 1), done.stderr
+    report = json.loads(done.stdout)
+    reports: list[dict[str, Any]] = report if isinstance(report, list) else [report]
+    assert len(reports) == 1 and reports[0]["check_type"] == "terraform", done.stdout[:500]
+    return reports[0]
+
+
+def test_checkov_finds_no_failed_check(checkov: dict[str, Any]) -> None:
+    summary = checkov["summary"]
+    assert summary["parsing_errors"] == 0, summary
+    assert summary["resource_count"] >= 40, summary
+    failed = [
+        f"{f['check_id']} {f['resource']} ({f['file_path']}): {f['check_name']}"
+        for f in checkov["results"].get("failed_checks", [])
+    ]
+    assert not failed, "\n".join(failed)
+    assert summary["passed"] > 0
+
+
+def test_every_checkov_skip_gives_a_reason() -> None:
+    skips = 0
+    for path in TERRAFORM.rglob("*.tf"):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if "checkov:skip" in line:
+                skips += 1
+                assert re.fullmatch(r"\s*# checkov:skip=CKV2?_GCP_\d+: \S.{20,}", line), (
+                    f"{path.relative_to(ROOT)}:{number}: a skip names one check and says why"
+                )
+    assert skips > 0
+
+
+# -- BigQuery -------------------------------------------------------------------------------
+
+RENDER = MODULES / "bigquery" / "render_schemas.py"
+
+
+def test_raw_table_schemas_match_the_package() -> None:
+    spec = importlib.util.spec_from_file_location("render_schemas", RENDER)
+    assert spec and spec.loader
+    render = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(render)
+    wanted = render.render()
+    on_disk = {p.name: p.read_text() for p in (MODULES / "bigquery" / "schemas").glob("*.json")}
+    stale = sorted(name for name in wanted if on_disk.get(name) != wanted[name])
+    extra = sorted(set(on_disk) - set(wanted))
+    assert not stale and not extra, (
+        f"schemas drifted from the package (stale {stale}, unknown {extra}): run "
+        f".venv/bin/python {RENDER.relative_to(ROOT)}"
+    )
+
+
+def test_datasets_and_raw_tables(parsed: dict[str, Any]) -> None:
+    bigquery = module_doc(parsed, "modules/bigquery")
+    datasets = variable_default(bigquery, "datasets")
+    assert set(datasets) == set(LAYERS)
+    assert all(d["partition_expiration_days"] > 0 for d in datasets.values())
+    [dataset] = resources(bigquery, "google_bigquery_dataset").values()
+    assert dataset["for_each"] == "${var.datasets}"
+    assert "partition_expiration_days" in dataset["default_partition_expiration_ms"]
+    assert dataset["delete_contents_on_destroy"] is False
+    for env in ENVIRONMENTS:
+        environment = module_doc(parsed, f"environments/{env}")
+        assert set(variable_default(environment, "datasets")) == set(LAYERS)
+        example = doc(parsed, f"environments/{env}/terraform.tfvars.example")
+        if "datasets" in example:
+            assert set(example["datasets"]) == set(LAYERS), env
+
+    [table] = resources(bigquery, "google_bigquery_table").values()
+    assert table["deletion_protection"] == "${var.deletion_protection}"
+    [partitioning] = blocks(table, "time_partitioning")
+    assert partitioning["type"] == "DAY"
+    assert "layouts[each.value].partition_by" in partitioning["field"]
+    assert "layouts[each.value].cluster_by" in table["clustering"]
+    assert "schemas/${each.value}.json" in table["schema"]
+
+    # raw.<table>: the three fixed tables, and cdc_<table> named as the code names it.
+    fixed = local(bigquery, "raw_tables")
+    assert "events" in fixed and "dead_letter" in fixed and "source_schemas" in fixed
+    expression = local(bigquery, "cdc_tables")
+    schema = variable_default(bigquery, "cdc_schema")
+    assert schema == CdcSettings().schema_name
+    tables = variable_default(bigquery, "captured_tables")
+    assert tables == list(SHOP_TABLES)
+    found = re.search(r'\? \\?"(cdc_[^"\\]+)\\?" : \\?"(cdc_[^"\\]+)\\?"', expression)
+    assert found, expression
+    for table_name in tables:
+        named = found.group(1) if schema == "public" else found.group(2)
+        assert evaluate(named, {"table": table_name, "var.cdc_schema": schema}) == (
+            cdc_table_name(table_name, schema)
+        )
+        other = evaluate(found.group(2), {"table": table_name, "var.cdc_schema": "sales"})
+        assert other == cdc_table_name(table_name, "sales")
+
+
+# -- Pub/Sub --------------------------------------------------------------------------------
+
+
+def test_topics_and_subscriptions_are_named_as_the_code_names_them(
+    parsed: dict[str, Any],
+) -> None:
+    pubsub = module_doc(parsed, "modules/pubsub")
+    settings = PubSubSettings()
+    values = {
+        "var.topic_prefix": variable_default(pubsub, "topic_prefix"),
+        "var.cdc_schema": variable_default(pubsub, "cdc_schema"),
+        "var.loader_subscription": variable_default(pubsub, "loader_subscription"),
+        "var.beam_subscription": variable_default(pubsub, "beam_subscription"),
+    }
+    assert values["var.topic_prefix"] == TransportSettings().topic_prefix
+    assert values["var.cdc_schema"] == CdcSettings().schema_name
+    assert values["var.loader_subscription"] == settings.subscription
+    assert values["var.beam_subscription"] == BeamSettings().subscription
+    assert variable_default(pubsub, "ack_deadline_seconds") == settings.ack_deadline_seconds
+    assert variable_default(pubsub, "max_delivery_attempts") == settings.max_delivery_attempts
+    captured = variable_default(pubsub, "captured_tables")
+    assert captured == list(SHOP_TABLES)
+
+    topics = Topics(values["var.topic_prefix"])
+    fixed = {evaluate(t, values) for t in local(pubsub, "fixed_topics").values()}
+    assert fixed == set(topics.fixed())
+    assert evaluate(local(pubsub, "fixed_topics")["dead_letter"], values) == topics.dead_letter
+    name, template = for_template(local(pubsub, "change_topics"))
+    changes = {evaluate(template, {**values, name: t}) for t in captured}
+    assert changes == {topics.changes(values["var.cdc_schema"], t) for t in captured}
+
+    every_topic = fixed | changes
+    name, template = for_template(local(pubsub, "loader_subscriptions"))
+    assert {evaluate(template, {**values, name: t}) for t in every_topic} == {
+        subscription_name(t, settings) for t in every_topic
+    }
+    name, template = for_template(local(pubsub, "beam_subscriptions"))
+    assert {evaluate(template, {**values, name: t}) for t in every_topic} == {
+        f"{t}.{BeamSettings().subscription}" for t in every_topic
+    }
+
+    # The environments pass the code's defaults on.
+    for env in ENVIRONMENTS:
+        environment = module_doc(parsed, f"environments/{env}")
+        assert variable_default(environment, "topic_prefix") == TransportSettings().topic_prefix
+        assert variable_default(environment, "captured_tables") == list(SHOP_TABLES)
+        assert variable_default(environment, "cdc_schema") == CdcSettings().schema_name
+        assert variable_default(environment, "max_delivery_attempts") == (
+            settings.max_delivery_attempts
+        )
+        call = module_call(environment, "pubsub")
+        for argument in ("topic_prefix", "cdc_schema", "captured_tables"):
+            assert call[argument] == f"${{var.{argument}}}", (env, argument)
+
+
+def test_dead_letter_policies(parsed: dict[str, Any]) -> None:
+    """Every loader subscription but the dead-letter topic's own is dead-lettered after
+    pubsub.max_delivery_attempts; the Beam subscriptions have no policy, as the code creates
+    them (Dataflow sends what it cannot load to raw.dead_letter itself); every other
+    subscription anywhere has a policy."""
+    pubsub = module_doc(parsed, "modules/pubsub")
+    assert local(pubsub, "dead_letter") == "${local.fixed_topics.dead_letter}"
+    subscriptions = resources(pubsub, "google_pubsub_subscription")
+    assert set(subscriptions) == {"loader", "beam"}
+
+    loader = subscriptions["loader"]
+    assert loader["for_each"] == "${local.loader_subscriptions}"
+    assert loader["ack_deadline_seconds"] == "${var.ack_deadline_seconds}"
+    [dynamic] = [d["dead_letter_policy"] for d in blocks(loader, "dynamic")]
+    assert isinstance(dynamic["for_each"], str) and re.fullmatch(
+        r"\$\{each\.key == local\.dead_letter \? \[\] : \['?(\$\{)?local\.dead_letter\}?'?\]\}",
+        dynamic["for_each"],
+    ), dynamic["for_each"]
+    [content] = blocks(dynamic, "content")
+    assert content["max_delivery_attempts"] == "${var.max_delivery_attempts}"
+    assert "dead_letter_policy.value" in content["dead_letter_topic"]
+    for subscription in subscriptions.values():
+        assert blocks(subscription, "expiration_policy")[0]["ttl"] == "", "never expires"
+
+    beam = subscriptions["beam"]
+    assert "dead_letter_policy" not in beam and not blocks(beam, "dynamic")
+    beam_source = (ROOT / "src/shopstream/beam/sources.py").read_text()
+    assert "dead_letter_policy" not in beam_source  # the code creates them without one
+
+    # The Pub/Sub service agent may move dead letters: publish to the dead-letter topic,
+    # acknowledge on every dead-lettered subscription.
+    publishers = local(pubsub, "publishers")
+    assert re.search(r"pubsub-agent/\$\{local\.dead_letter\}", publishers)
+    readers = local(pubsub, "readers")
+    assert re.search(
+        r"pubsub-agent/\$\{name\}.+roles/pubsub\.subscriber.+local\.service_agent.+"
+        r"if topic != local\.dead_letter",
+        readers,
+    ), readers
+    assert "gcp-sa-pubsub.iam.gserviceaccount.com" in local(pubsub, "service_agent")
+
+    others = [
+        (path, name)
+        for path, type_, name, body in all_resources(parsed)
+        if type_ == "google_pubsub_subscription"
+        and not path.startswith("modules/pubsub/")
+        and "dead_letter_policy" not in body
+    ]
+    assert not others, others
+
+
+# -- IAM ------------------------------------------------------------------------------------
+
+
+def strings(node: Any) -> Iterator[str]:
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for value in node.values():
+            yield from strings(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from strings(value)
+
+
+def test_iam_is_least_privilege(parsed: dict[str, Any]) -> None:
+    for path, entry in parsed.items():
+        for text in strings(entry.get("doc", {})):
+            for role in re.findall(r"roles/[A-Za-z.]+", text):
+                # The bigquery module's validation names the forbidden roles to refuse them.
+                if path == "modules/bigquery/variables.tf" and "contains([" in text:
+                    continue
+                assert role not in FORBIDDEN_ROLES, f"{path}: {role}"
+    kinds = {type_ for _, type_, _, _ in all_resources(parsed)}
+    authoritative = {k for k in kinds if k.endswith(("_iam_binding", "_iam_policy"))}
+    assert not authoritative, f"authoritative IAM replaces others' grants: {authoritative}"
+    project_members = [
+        path for path, type_, _, _ in all_resources(parsed) if type_ == "google_project_iam_member"
+    ]
+    assert project_members == ["modules/iam/main.tf"]
+
+    iam = module_doc(parsed, "modules/iam")
+    project_roles = local(iam, "project_roles")
+    granted = {grant["role"] for grant in project_roles.values()}
+    assert granted <= PROJECT_ROLES, granted - PROJECT_ROLES
+    by_account: dict[str, set[str]] = {}
+    for grant in project_roles.values():
+        by_account.setdefault(grant["account"], set()).add(grant["role"])
+    # The writers need nothing on the project: their topics' grants are on the topics.
+    assert not by_account.keys() & {"collector", "cdc"}
+    assert by_account["dataflow"] == {"roles/dataflow.worker"}
+
+    # Datasets: who writes a layer, who reads it, granted on the dataset.
+    environment = module_doc(parsed, "environments/prod")
+    access = module_call(environment, "bigquery")["dataset_access"]
+    assert set(access) == set(LAYERS)
+
+    def holders(dataset: str, role: str) -> set[str]:
+        members = access[dataset].get(f"roles/bigquery.{role}", {})
+        for name, member in members.items():  # each grant's name is the account it names
+            assert f'members["{name}"]' in member.replace('\\"', '"'), (name, member)
+        return set(members)
+
+    assert holders("raw", "dataEditor") == {"loader", "dataflow"}
+    assert holders("raw", "dataViewer") == {"transform", "quality"}
+    assert holders("staging", "dataEditor") == {"transform"}
+    assert holders("mart", "dataEditor") == {"transform", "dataflow"}
+    assert "quality" in holders("monitoring", "dataEditor")
+    for dataset in ("raw", "staging", "mart"):
+        assert "quality" in holders(dataset, "dataViewer") | holders(dataset, "dataEditor")
+
+    # Topics: each writer publishes to its own topics only.
+    publishers = local(module_doc(parsed, "modules/pubsub"), "publishers")
+    assert re.search(
+        r"local\.fixed_topics\.events.+local\.dead_letter.+collector/.+var\.members\.collector",
+        publishers,
+    )
+    assert re.search(
+        r"values\(local\.change_topics\).+source_schemas.+var\.members\.cdc", publishers
+    )
+    assert "var.members.loader" in publishers
+    assert "${local.topics}" not in publishers  # nobody publishes everywhere
+
+
+@pytest.fixture(scope="module")
+def kubernetes_objects() -> list[dict[str, Any]] | None:
+    """The prod overlay of deploy/k8s, rendered once (None until deploy/k8s has it), and the
+    Airflow worker pod templates (deploy/airflow/pod_templates) when there are any."""
+    overlay = K8S / "overlays" / "prod"
+    if not (overlay / "kustomization.yaml").is_file():
+        return None
+    done = run_tool([system_tool("kubectl"), "kustomize", overlay], timeout=60)
+    assert done.returncode == 0, done.stderr
+    objects = [item for item in yaml.safe_load_all(done.stdout) if item]
+    for template in sorted((DEPLOY / "airflow" / "pod_templates").glob("*.yaml")):
+        objects += [item for item in yaml.safe_load_all(template.read_text()) if item]
+    return objects
+
+
+def kubernetes_accounts(objects: list[dict[str, Any]] | None) -> dict[str, str | None]:
+    """The ServiceAccounts deploy/k8s renders in namespace shopstream -> their Workload
+    Identity annotation; the brief's names until deploy/k8s exists."""
+    if objects is None:
+        return dict.fromkeys(sorted(DECIDED_K8S_ACCOUNTS))
+    accounts: dict[str, str | None] = {}
+    for item in objects:
+        if item.get("kind") == "ServiceAccount":
+            meta = item["metadata"]
+            if meta.get("namespace") == NAMESPACE:
+                notes = meta.get("annotations") or {}
+                accounts[meta["name"]] = notes.get("iam.gke.io/gcp-service-account")
+    assert accounts, "deploy/k8s renders no ServiceAccount in namespace shopstream"
+    return accounts
+
+
+def test_workload_identity_members_name_kubernetes_service_accounts(
+    parsed: dict[str, Any], kubernetes_objects: list[dict[str, Any]] | None
+) -> None:
+    iam = module_doc(parsed, "modules/iam")
+    assert variable_default(iam, "namespace") == NAMESPACE
+    workloads = set(
+        local(iam, "workloads")
+        .removeprefix("${toset(")
+        .removesuffix(")}")[1:-1]
+        .replace('"', "")
+        .replace("'", "")
+        .replace(" ", "")
+        .split(",")
+    )
+    [binding] = resources(iam, "google_service_account_iam_member").values()
+    assert binding["role"] == "roles/iam.workloadIdentityUser"
+    assert binding["for_each"] == "${local.workloads}"
+    template = binding["member"]
+    assert template == (
+        "serviceAccount:${var.workload_pool}[${var.namespace}/shopstream-${each.key}]"
+    )
+    [account] = resources(iam, "google_service_account").values()
+    assert account["account_id"] == "shopstream-${each.key}"
+    google_accounts = set(local(iam, "accounts"))
+    assert google_accounts == workloads | {"dataflow", "nodes"}
+
+    project = "my-project"
+    members = {
+        evaluate(
+            template,
+            {
+                "var.workload_pool": f"{project}.svc.id.goog",
+                "var.namespace": NAMESPACE,
+                "each.key": role,
+            },
+        )
+        for role in workloads
+    }
+    kubernetes = kubernetes_accounts(kubernetes_objects)
+    # Each binding names a ServiceAccount deploy/k8s has...
+    missing = members - {
+        f"serviceAccount:{project}.svc.id.goog[{NAMESPACE}/{name}]" for name in kubernetes
+    }
+    assert not missing, f"Workload Identity for ServiceAccounts deploy/k8s lacks: {missing}"
+    # ...and each of those that asks for a Google account (or all, before deploy/k8s) has one,
+    # the account its annotation names.
+    for name, annotation in kubernetes.items():
+        if annotation is None and kubernetes_objects is not None:
+            continue
+        assert f"serviceAccount:{project}.svc.id.goog[{NAMESPACE}/{name}]" in members, name
+        if annotation is not None:
+            assert re.fullmatch(rf"{name}@[^@]+\.iam\.gserviceaccount\.com", annotation), (
+                name,
+                annotation,
+            )
+    for env in ENVIRONMENTS:
+        call = module_call(module_doc(parsed, f"environments/{env}"), "iam")
+        assert call["namespace"] == NAMESPACE
+        assert call["workload_pool"] == "${module.gke.workload_pool}"
+
+
+# -- GKE, secrets, Cloud SQL, environments --------------------------------------------------
+
+
+def pod_specs(node: Any) -> Iterator[dict[str, Any]]:
+    """Every pod spec in a Kubernetes object (Deployment, CronJob, Pod...)."""
+    if isinstance(node, dict):
+        if "containers" in node:
+            yield node
+        for value in node.values():
+            yield from pod_specs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from pod_specs(value)
+
+
+def test_gke_private_cluster_and_spot_pipeline_pool(
+    parsed: dict[str, Any], kubernetes_objects: list[dict[str, Any]] | None
+) -> None:
+    gke = module_doc(parsed, "modules/gke")
+    [cluster] = resources(gke, "google_container_cluster").values()
+    [private] = blocks(cluster, "private_cluster_config")
+    assert private["enable_private_nodes"] is True
+    assert blocks(cluster, "master_authorized_networks_config")
+    [identity] = blocks(cluster, "workload_identity_config")
+    assert identity["workload_pool"] == "${local.workload_pool}"
+    assert local(gke, "workload_pool") == "${var.project_id}.svc.id.goog"
+    assert cluster["enable_shielded_nodes"] is True
+    assert cluster["datapath_provider"] == "ADVANCED_DATAPATH"
+    assert blocks(cluster, "release_channel")
+
+    pools = resources(gke, "google_container_node_pool")
+    assert set(pools) == {"general", "pipeline"}
+    for name, pool in pools.items():
+        [config] = blocks(pool, "node_config")
+        assert config["service_account"] == "${var.node_service_account}"
+        assert blocks(config, "workload_metadata_config")[0]["mode"] == "GKE_METADATA"
+        assert config["labels"] == {"shopstream.io/pool": name}
+    [spot] = blocks(pools["pipeline"], "node_config")
+    assert spot["spot"] is True
+    [taint] = blocks(spot, "taint")
+    assert (taint["key"], taint["value"], taint["effect"]) == (
+        "cloud.google.com/gke-spot",
+        "true",
+        "NO_SCHEDULE",
+    )
+    assert "spot" not in blocks(pools["general"], "node_config")[0]
+
+    # What deploy/k8s and the Airflow pod template tolerate and select is this pool's taint
+    # and these pools' labels.
+    if kubernetes_objects is None:
+        return
+    taint_effect = {"NO_SCHEDULE": "NoSchedule", "NO_EXECUTE": "NoExecute"}[taint["effect"]]
+    pool_names = {
+        blocks(pool, "node_config")[0]["labels"]["shopstream.io/pool"] for pool in pools.values()
+    }
+    tolerating = 0
+    for spec in pod_specs(kubernetes_objects):
+        for toleration in spec.get("tolerations", []):
+            if toleration.get("key") == taint["key"]:
+                tolerating += 1
+                assert (toleration.get("value"), toleration.get("effect")) == (
+                    taint["value"],
+                    taint_effect,
+                ), toleration
+        affinity = spec.get("affinity", {}).get("nodeAffinity", {})
+        for term in pod_specs_terms(affinity):
+            if term.get("key") == "shopstream.io/pool":
+                assert set(term.get("values", [])) <= pool_names, term
+    assert tolerating, "no pod of deploy/k8s tolerates the Spot pipeline pool"
+
+
+def pod_specs_terms(node: Any) -> Iterator[dict[str, Any]]:
+    """Every match expression under a nodeAffinity."""
+    if isinstance(node, dict):
+        if "key" in node and "operator" in node:
+            yield node
+        for value in node.values():
+            yield from pod_specs_terms(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from pod_specs_terms(value)
+
+
+def test_secrets_are_created_without_values(parsed: dict[str, Any]) -> None:
+    secrets = module_doc(parsed, "modules/secrets")
+    ids = set(variable_default(secrets, "secrets"))
+    keys = ("write-keys", "postgres-dsn", "email-salt", "genai-api-key")
+    assert ids == {f"shopstream-{key}" for key in keys}
+    kinds = {type_ for _, type_, _, _ in all_resources(parsed)}
+    assert "google_secret_manager_secret_version" not in kinds
+
+
+def test_cloud_sql_has_logical_decoding(parsed: dict[str, Any]) -> None:
+    cloudsql = module_doc(parsed, "modules/cloudsql")
+    [instance] = resources(cloudsql, "google_sql_database_instance").values()
+    assert instance["count"] == "${var.enabled ? 1 : 0}"
+    assert variable_default(cloudsql, "enabled") is False
+    [settings] = blocks(instance, "settings")
+    flags = {flag["name"]: flag["value"] for flag in blocks(settings, "database_flags")}
+    assert flags["cloudsql.logical_decoding"] == "on"
+    [network] = blocks(settings, "ip_configuration")
+    assert network["ipv4_enabled"] is False
+
+
+def test_environments_call_every_module(parsed: dict[str, Any]) -> None:
+    modules = {p.name for p in MODULES.iterdir() if p.is_dir()}
+    for env in ENVIRONMENTS:
+        environment = module_doc(parsed, f"environments/{env}")
+        calls = {name for item in environment["module"] for name in item}
+        assert calls == modules, env
+        for name in calls:
+            assert module_call(environment, name)["source"] == f"../../modules/{name}"
+        [settings] = environment["terraform"]
+        [backend] = blocks(settings, "backend")
+        assert backend["gcs"]["prefix"] == f"shopstream/{env}"
+        assert (TERRAFORM / "environments" / env / "terraform.tfvars.example").is_file()

@@ -6,11 +6,8 @@ dead-letter policies, raw table schemas, Workload Identity members, IAM).
 fmt, the HCL2 parser and checkov are what runs (deploy/README.md shows an operator's
 ``init`` / ``plan``).
 
-The parser runs in the deploy virtualenv (``.venv-deploy``). python-hcl2 v8 is used when it
-is importable; checkov's own fork (bc-python-hcl2) installs the same ``hcl2`` package and
-wins there, so the parse script also reads that fork's output, brought to v8's shape (each
-attribute's value unwrapped from its one-element list, nested blocks marked
-``__is_block__``).
+The parser is python-hcl2 v8, from the platform's dev dependencies: checkov's own fork of it
+(bc-python-hcl2) installs the same ``hcl2`` package in ``.venv-deploy`` and wins there.
 """
 
 from __future__ import annotations
@@ -23,8 +20,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import hcl2
 import pytest
 import yaml
+from hcl2 import SerializationOptions
 
 from shopstream.config import BeamSettings, CdcSettings, PubSubSettings, TransportSettings
 from shopstream.events.messages import Topics
@@ -60,86 +59,6 @@ PROJECT_ROLES = {
     "roles/serviceusage.serviceUsageConsumer",
 }
 
-#: Parses every file named on the command line; prints {path: parsed or {"error": ...}}.
-PARSE = r"""
-import json, sys
-import hcl2
-
-try:
-    from hcl2 import SerializationOptions
-except ImportError:  # checkov's bc-python-hcl2 owns the `hcl2` package here
-    SerializationOptions = None
-
-LINES = ("__start_line__", "__end_line__")
-
-
-def is_body(node):
-    return isinstance(node, dict) and all(
-        isinstance(v, list) for k, v in node.items() if k not in LINES
-    )
-
-
-def body(node):
-    out = {}
-    for key, value in node.items():
-        if key in LINES:
-            continue
-        if key in ("dynamic", "backend"):  # labelled blocks
-            out[key] = [
-                {label: dict(body(b), __is_block__=True) for label, b in item.items()}
-                for item in value
-            ]
-        elif isinstance(value, list) and value and all(is_body(v) for v in value):
-            out[key] = [dict(body(v), __is_block__=True) for v in value]
-        elif isinstance(value, list) and len(value) == 1:
-            out[key] = value[0]
-        else:
-            out[key] = value
-    return out
-
-
-def labelled(node, depth):
-    if depth == 0:
-        return dict(body(node), __is_block__=True)
-    return {k: labelled(v, depth - 1) for k, v in node.items() if k not in LINES}
-
-
-DEPTH = {"resource": 2, "data": 2, "module": 1, "variable": 1, "output": 1, "provider": 1}
-
-
-def v8_shape(document):
-    out = {}
-    for kind, items in document.items():
-        if kind == "locals" or kind == "terraform":
-            out[kind] = [dict(body(item), __is_block__=True) for item in items]
-        elif kind in DEPTH:
-            out[kind] = [labelled(item, DEPTH[kind]) for item in items]
-        else:  # a .tfvars file: attributes only
-            out[kind] = items
-    return out
-
-
-result = {}
-for path in sys.argv[1:]:
-    try:
-        with open(path) as handle:
-            text = handle.read()
-        if SerializationOptions is not None:
-            parsed = hcl2.loads(text, serialization_options=SerializationOptions(
-                strip_string_quotes=True))
-        elif path.endswith(".tf"):
-            parsed = v8_shape(hcl2.loads(text))
-        else:  # a .tfvars file: attributes only, each in a one-element list
-            parsed = {
-                k: v[0] if isinstance(v, list) and len(v) == 1 else v
-                for k, v in hcl2.loads(text).items()
-            }
-        result[path] = {"parser": "v8" if SerializationOptions else "bc", "doc": parsed}
-    except Exception as exc:  # every file's error, not only the first
-        result[path] = {"error": f"{type(exc).__name__}: {exc}"}
-print(json.dumps(result))
-"""
-
 
 def hcl_files() -> list[Path]:
     return sorted(
@@ -149,13 +68,19 @@ def hcl_files() -> list[Path]:
 
 @pytest.fixture(scope="module")
 def parsed() -> dict[str, Any]:
-    """Relative path -> {"parser": ..., "doc": parsed file} or {"error": ...}."""
-    python = deploy_tool("python")
-    files = hcl_files()
-    done = run_tool([python, "-c", PARSE, *files], timeout=120)
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
-    return {str(Path(path).relative_to(TERRAFORM)): value for path, value in result.items()}
+    """Relative path -> {"doc": parsed file} or {"error": ...} (every file's error, not only
+    the first)."""
+    result: dict[str, Any] = {}
+    for path in hcl_files():
+        try:
+            document = hcl2.loads(
+                path.read_text(),
+                serialization_options=SerializationOptions(strip_string_quotes=True),
+            )
+            result[str(path.relative_to(TERRAFORM))] = {"doc": document}
+        except Exception as exc:
+            result[str(path.relative_to(TERRAFORM))] = {"error": f"{type(exc).__name__}: {exc}"}
+    return result
 
 
 def doc(parsed: dict[str, Any], path: str) -> dict[str, Any]:

@@ -17,10 +17,12 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 import yaml
 
+from shopstream.config import Settings
 from tests.support.collector import CollectorProcess
 from tests.support.deploy_tools import (
     DEPLOY,
@@ -239,7 +241,8 @@ def _healthcheck_module() -> Any:
     ],
 )
 def test_healthcheck_asks_each_role_on_the_port_the_pods_use(role: str, variable: str) -> None:
-    """The port per role is the settings' (deploy/k8s/base/settings.env), with or without it."""
+    """The port per role is the settings' (deploy/k8s/base/settings.env), with or without it,
+    and the variable is the one shopstream reads that port from."""
     settings = dict(
         line.split("=", 1)
         for line in (DEPLOY / "k8s" / "base" / "settings.env").read_text().splitlines()
@@ -247,6 +250,9 @@ def test_healthcheck_asks_each_role_on_the_port_the_pods_use(role: str, variable
     )
     healthcheck = _healthcheck_module()
     url = f"http://127.0.0.1:{settings[variable]}/healthz"
-    assert healthcheck.health_url(role, {variable: settings[variable]}) == url
     assert healthcheck.health_url(role, {}) == url, "its default is the port the pods use"
+    assert healthcheck.health_url(role, {variable: "1234"}) == "http://127.0.0.1:1234/healthz"
+    section, field = variable.removeprefix("SHOPSTREAM_").lower().split("__")
+    with mock.patch.dict(os.environ, {variable: "1234"}, clear=True):
+        assert getattr(getattr(Settings(), section), field) == 1234
     assert healthcheck.health_url("quality", {}) is None

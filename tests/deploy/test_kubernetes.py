@@ -97,25 +97,32 @@ def kustomize(overlay: str) -> str:
     return result.stdout
 
 
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, Overlay]:
+    """Both overlays, rendered once for the module."""
+    return {name: Overlay(name, kustomize(name)) for name in OVERLAYS}
+
+
 @pytest.fixture(scope="module", params=OVERLAYS)
-def overlay(request: pytest.FixtureRequest) -> Overlay:
-    return Overlay(request.param, kustomize(request.param))
+def overlay(request: pytest.FixtureRequest, rendered: dict[str, Overlay]) -> Overlay:
+    return rendered[request.param]
 
 
 @pytest.fixture(scope="module")
-def checkov_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def checkov_report(
+    tmp_path_factory: pytest.TempPathFactory, rendered: dict[str, Overlay]
+) -> dict[str, Any]:
     """checkov's Kubernetes findings for both rendered overlays, from one run, and the skip
     annotations of the objects it read."""
     checkov = deploy_tool("checkov")
     folder = tmp_path_factory.mktemp("rendered")
     files: list[str | Path] = []
     annotations = []
-    for name in OVERLAYS:
+    for name, overlay in rendered.items():
         path = folder / f"{name}.yaml"
-        text = kustomize(name)
-        path.write_text(text)
+        path.write_text(overlay.text)
         files += ["-f", path]
-        for obj in Overlay(name, text).objects:
+        for obj in overlay.objects:
             for key, value in (obj["metadata"].get("annotations") or {}).items():
                 if "checkov.io/skip" in key:  # checkov reads any key holding it
                     annotations.append((f"{name} {obj['metadata']['name']}", key, value))

@@ -70,12 +70,13 @@ def test_hadolint_on_the_beam_image_is_clean() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_checkov_dockerfile_is_clean() -> None:
+@pytest.mark.parametrize("dockerfile", [DOCKERFILE, BEAM_DOCKERFILE], ids=["image", "beam"])
+def test_checkov_dockerfile_is_clean(dockerfile: Path) -> None:
     result = run_tool(
         [
             deploy_tool("checkov"),
             *("--skip-download", "--quiet", "--compact", "-o", "json"),
-            *("--framework", "dockerfile", "-f", DOCKERFILE),
+            *("--framework", "dockerfile", "-f", dockerfile),
         ],
         env={**os.environ, "CKV_SKIP_PACKAGE_UPDATE_CHECK": "true"},
     )
@@ -84,7 +85,7 @@ def test_checkov_dockerfile_is_clean() -> None:
     failed = [f"{f['check_id']}: {f['check_name']}" for f in report["results"]["failed_checks"]]
     assert not failed, "\n".join(failed)
     # A skip is `# checkov:skip=CKV_DOCKER_N: reason`, and the reason says something.
-    for skip in re.findall(r"checkov:skip=(\S+)(.*)", DOCKERFILE.read_text()):
+    for skip in re.findall(r"checkov:skip=(\S+)(.*)", dockerfile.read_text()):
         assert re.fullmatch(r"CKV2?_DOCKER_\d+:?", skip[0]) and len(skip[1].split()) >= 5, skip
 
 

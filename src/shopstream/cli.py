@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
+import click
 import httpx
 import orjson
 import typer
@@ -210,10 +211,14 @@ def _summary_table(summary: Summary) -> Table:
 
 
 def _build(settings: Settings, parts: Parts) -> Platform:
-    """The platform, or a clear error (the warehouse held by another process, say)."""
+    """The platform, or a clear error (the warehouse held by another process, say). Tracing
+    is set up first (observability.tracing), named after the command."""
     from shopstream.loader.base import SourceError
+    from shopstream.observability import tracing
     from shopstream.platform import LocalDatabaseError, Platform
     from shopstream.warehouse import WarehouseError
+
+    tracing.set_up(settings.observability, _subcommand())
 
     try:
         return Platform(settings, parts, announce=console.print)
@@ -259,7 +264,27 @@ def _run_platform(
         ) from exc
     finally:
         platform.close()
+        from shopstream.observability import tracing
+
+        tracing.shut_down()  # the spans still buffered go out before the process ends
     return summary, status
+
+
+def _subcommand() -> str:
+    """The command being run (``collector``, ``cdc``, ``load``, ``run``), for service.name."""
+    context = click.get_current_context(silent=True)
+    return context.info_name if context is not None and context.info_name else "run"
+
+
+def _record_pipeline(settings: Settings, pipeline: str, ok: bool) -> None:
+    """A one-shot run's outcome for the PipelineExecutionFailed alert: counted, and pushed to
+    observability.pushgateway_url when set. A failed push is a warning: the command's own exit
+    status stands."""
+    from shopstream.platform_runs import record_pipeline_run
+
+    problem = record_pipeline_run(pipeline, ok, settings.observability.pushgateway_url)
+    if problem is not None:
+        console.print(f"[yellow]warning:[/yellow] {problem}; the alert will not see this run")
 
 
 def _serve(
@@ -274,6 +299,7 @@ def _serve(
     transform_at_end: bool = False,
     quality_at_end: bool = False,
     schedules: bool = True,
+    metrics_port: int | None = None,
 ) -> None:
     """Run the platform in this process until it is told to stop; print the summary (with
     ``transform_at_end``: then build staging and marts once and print the headline marts;
@@ -290,8 +316,11 @@ def _serve(
         duration=duration,
         schedule_transforms=schedules,
         schedule_quality=schedules,
+        metrics_port=metrics_port,
     )
     platform = _build(settings, parts)
+    if platform.metrics_url is not None:
+        console.print(f"metrics on {platform.metrics_url}")
     final: list[tuple[TransformResult, list[tuple[str, Any]]]] = []
     checked: list[QualityRun] = []
 
@@ -452,6 +481,7 @@ def run(
         orders_tps=orders_tps,
         transform_at_end=transform,
         quality_at_end=quality,
+        metrics_port=settings.collector.metrics_port,
     )
 
 
@@ -470,7 +500,15 @@ def collector(
         schedules = sink_needs_warehouse(settings)
     except ValueError as exc:  # an unknown sink URL: the message names the known ones
         raise _fail(str(exc), 2) from exc
-    _serve(settings, host=host, port=port, duration=None, traffic=None, schedules=schedules)
+    _serve(
+        settings,
+        host=host,
+        port=port,
+        duration=None,
+        traffic=None,
+        schedules=schedules,
+        metrics_port=settings.collector.metrics_port,
+    )
 
 
 @app.command()
@@ -873,7 +911,9 @@ def transform(
             lambda on_progress: transform_warehouse(settings, request, on_progress)
         )
     except WarehouseError as exc:
+        _record_pipeline(settings, "transform", ok=False)
         raise _fail(str(exc)) from exc
+    _record_pipeline(settings, "transform", ok=result.success)
     _print_transform(result)
     if not result.success:
         raise typer.Exit(1)
@@ -960,13 +1000,17 @@ def quality_run(
     try:
         load_config(settings.quality.checks_file)  # a broken file is the user's to fix first
     except QualityConfigError as exc:
+        _record_pipeline(settings, "quality", ok=False)
         raise _fail(str(exc), 2) from exc
     try:
         result = _with_quality_progress(
             lambda on_progress: quality_warehouse(settings, request, on_progress)
         )
     except WarehouseError as exc:
+        _record_pipeline(settings, "quality", ok=False)
         raise _fail(str(exc)) from exc
+    # As the exit status says: a failed or errored check fails the run (for the alert too).
+    _record_pipeline(settings, "quality", ok=not result.failed)
     if result.config_error:
         assert result.error is not None
         raise _fail(result.error, 2)

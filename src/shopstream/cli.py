@@ -12,7 +12,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-import click
 import httpx
 import orjson
 import typer
@@ -210,15 +209,16 @@ def _summary_table(summary: Summary) -> Table:
     return table
 
 
-def _build(settings: Settings, parts: Parts) -> Platform:
+def _build(settings: Settings, parts: Parts, command: str) -> Platform:
     """The platform, or a clear error (the warehouse held by another process, say). Tracing
-    is set up first (observability.tracing), named after the command."""
+    is set up first (observability.tracing), named after the command (service.name
+    shopstream-<command>)."""
     from shopstream.loader.base import SourceError
     from shopstream.observability import tracing
     from shopstream.platform import LocalDatabaseError, Platform
     from shopstream.warehouse import WarehouseError
 
-    tracing.set_up(settings.observability, _subcommand())
+    tracing.set_up(settings.observability, command)
 
     try:
         return Platform(settings, parts, announce=console.print)
@@ -270,12 +270,6 @@ def _run_platform(
     return summary, status
 
 
-def _subcommand() -> str:
-    """The command being run (``collector``, ``cdc``, ``load``, ``run``), for service.name."""
-    context = click.get_current_context(silent=True)
-    return context.info_name if context is not None and context.info_name else "run"
-
-
 def _record_pipeline(settings: Settings, pipeline: str, ok: bool) -> None:
     """A one-shot run's outcome for the PipelineExecutionFailed alert: counted, and pushed to
     observability.pushgateway_url when set. A failed push is a warning: the command's own exit
@@ -300,6 +294,7 @@ def _serve(
     quality_at_end: bool = False,
     schedules: bool = True,
     metrics_port: int | None = None,
+    command: str = "run",
 ) -> None:
     """Run the platform in this process until it is told to stop; print the summary (with
     ``transform_at_end``: then build staging and marts once and print the headline marts;
@@ -318,7 +313,7 @@ def _serve(
         schedule_quality=schedules,
         metrics_port=metrics_port,
     )
-    platform = _build(settings, parts)
+    platform = _build(settings, parts, command)
     if platform.metrics_url is not None:
         console.print(f"metrics on {platform.metrics_url}")
     final: list[tuple[TransformResult, list[tuple[str, Any]]]] = []
@@ -508,6 +503,7 @@ def collector(
         traffic=None,
         schedules=schedules,
         metrics_port=settings.collector.metrics_port,
+        command="collector",
     )
 
 
@@ -551,7 +547,7 @@ def load(
         schedule_quality=schedule,
         metrics_port=settings.loader.metrics_port,
     )
-    platform = _build(settings, parts)
+    platform = _build(settings, parts, "load")
     console.print(f"loading {from_url} into {settings.warehouse} (group {settings.loader.group})")
     if platform.metrics_url is not None:
         console.print(f"metrics on {platform.metrics_url}")
@@ -792,7 +788,7 @@ def cdc(
         cdc_idle_exit=0.0 if setup_only else idle_exit,
         metrics_port=settings.cdc.metrics_port,
     )
-    platform = _build(settings, parts)
+    platform = _build(settings, parts, "cdc")
     if platform.metrics_url is not None:
         console.print(f"metrics on {platform.metrics_url}")
     summary, _ = _run_platform(platform, None)

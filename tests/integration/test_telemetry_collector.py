@@ -6,35 +6,25 @@ OTLP/HTTP to a real receiver."""
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from tests.support import metrics
+from tests.support.cdc import wait_for
 from tests.support.collector import CollectorProcess, free_port
-from tests.support.otlp_receiver import OtlpReceiver
 from tests.support.rows import tracked_event
+from tests.support.traces import OtlpReceiver, console_spans
 
 KEY = "telemetry-key"
 AUTH = {"X-Write-Key": KEY}
 #: A W3C traceparent a client sends: the request's span continues its trace.
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACEPARENT = f"00-{CLIENT_TRACE}-00f067aa0ba902b7-01"
-
-
-def console_spans(log: str) -> list[dict[str, Any]]:
-    """The spans tracing=console wrote (one JSON object a line) among the process's log."""
-    spans = []
-    for line in log.splitlines():
-        if line.startswith("{") and '"context"' in line:
-            spans.append(json.loads(line))
-    return spans
 
 
 def good_and_bad(url: str) -> None:
@@ -47,11 +37,15 @@ def good_and_bad(url: str) -> None:
 
 @pytest.fixture(scope="module")
 def split(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[CollectorProcess, str]]:
-    """A collector with collector.metrics_port set (tracing off, the default)."""
+    """A collector with collector.metrics_port set, tracing to the console (its log)."""
     port = free_port()
     collector = CollectorProcess(
         tmp_path_factory.mktemp("split"),
-        env={"SHOPSTREAM_WRITE_KEYS": KEY, "SHOPSTREAM_COLLECTOR__METRICS_PORT": str(port)},
+        env={
+            "SHOPSTREAM_WRITE_KEYS": KEY,
+            "SHOPSTREAM_COLLECTOR__METRICS_PORT": str(port),
+            "SHOPSTREAM_OBSERVABILITY__TRACING": "console",
+        },
     ).start()
     try:
         yield collector, f"http://127.0.0.1:{port}"
@@ -103,23 +97,33 @@ def test_metrics_port_moves_metrics_off_the_intake_port(
     assert metrics.total(metrics_url, "shopstream_collector_responses_total", status="4xx") >= 1
 
 
-def test_console_spans_link_a_request_to_its_commit_and_the_append(tmp_path: Path) -> None:
-    collector = CollectorProcess(
-        tmp_path,
-        env={"SHOPSTREAM_WRITE_KEYS": KEY, "SHOPSTREAM_OBSERVABILITY__TRACING": "console"},
-    ).start()
-    try:
-        answer = httpx.post(
-            f"{collector.url}/v1/events",
-            json=[tracked_event(), tracked_event(), {"event_type": "nope"}],
-            headers={**AUTH, "traceparent": TRACEPARENT},
-            timeout=30,
-        )
-        assert answer.status_code == 200, answer.text
-    finally:
-        assert collector.stop() == 0, collector.log()
+def test_console_spans_link_a_request_to_its_commit_and_the_append(
+    split: tuple[CollectorProcess, str],
+) -> None:
+    collector, _ = split
+    answer = httpx.post(
+        f"{collector.url}/v1/events",
+        json=[tracked_event(), tracked_event(), {"event_type": "nope"}],
+        headers={**AUTH, "traceparent": TRACEPARENT},
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+    # Each span is written as it ends; the commit's ends just after the request was answered.
+    wait_for(
+        lambda: any(
+            s["name"] == "sink.commit"
+            and any(link["context"]["trace_id"] == f"0x{CLIENT_TRACE}" for link in s["links"])
+            for s in console_spans(collector.log())
+        ),
+        "the commit's span",
+        timeout=10,
+    )
     spans = console_spans(collector.log())
-    requests = [s for s in spans if s["name"] == "collector.request"]
+    requests = [
+        s
+        for s in spans
+        if s["name"] == "collector.request" and s["context"]["trace_id"] == f"0x{CLIENT_TRACE}"
+    ]
     assert len(requests) == 1, spans
     request = requests[0]
     assert request["context"]["trace_id"] == f"0x{CLIENT_TRACE}"  # the client's trace goes on

@@ -10,6 +10,7 @@ are never served here: see :mod:`shopstream.warehouse.duckdb.query_endpoint`.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -72,6 +73,14 @@ def _endpoint(route: IntakeRoute) -> Callable[[Request], Awaitable[Response]]:
 
 #: The route label of the answers to everything but the intake routes (health, schema, 404s).
 OTHER_ROUTES = "other"
+#: FastAPI's own OpenTelemetry spans (FastAPI >= 0.16x traces every request through the global
+#: provider) are off for the collector: its intake spans are shopstream's collector.request,
+#: and a span per liveness/readiness probe would be a trace every few seconds per pod.
+_NO_FASTAPI_SPANS: dict[str, Any] = (
+    {"telemetry": {"tracing": False}}
+    if "telemetry" in inspect.signature(FastAPI).parameters
+    else {}
+)
 
 
 def create_app(intake: IntakeHandlers, *, serve_metrics: bool = True) -> FastAPI:
@@ -84,6 +93,7 @@ def create_app(intake: IntakeHandlers, *, serve_metrics: bool = True) -> FastAPI
         version=__version__,
         description="Behaviour-event intake: native contract and Segment's HTTP Tracking API.",
         default_response_class=Response,
+        **_NO_FASTAPI_SPANS,
     )
     # CORSMiddleware answers preflights and decorates FastAPI's answers from the intake's
     # origin policy (the guard refuses other origins, IntakeFastPath decorates its own).

@@ -1,6 +1,7 @@
-"""A small, real OTLP/HTTP trace receiver for tests and benchmarks: ``POST /v1/traces`` with an
-``ExportTraceServiceRequest`` (protobuf, gzip or not), decoded with opentelemetry-proto, as an
-OpenTelemetry Collector would receive it.
+"""Where tests read shopstream's spans: the lines tracing=console writes (:func:`console_spans`),
+and a small, real OTLP/HTTP trace receiver for tests and benchmarks (:class:`OtlpReceiver`):
+``POST /v1/traces`` with an ``ExportTraceServiceRequest`` (protobuf, gzip or not), decoded with
+opentelemetry-proto, as an OpenTelemetry Collector would receive it.
 
     with OtlpReceiver() as receiver:
         ...  # SHOPSTREAM_OBSERVABILITY__OTLP_ENDPOINT=receiver.url
@@ -10,6 +11,7 @@ OpenTelemetry Collector would receive it.
 from __future__ import annotations
 
 import gzip
+import json
 import threading
 import time
 from collections.abc import Iterable
@@ -22,6 +24,15 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+
+def console_spans(log: str) -> list[dict[str, Any]]:
+    """The spans tracing=console wrote (one JSON object a line) among a process's log."""
+    return [
+        json.loads(line)
+        for line in log.splitlines()
+        if line.startswith("{") and '"context"' in line
+    ]
 
 
 @dataclass(frozen=True)

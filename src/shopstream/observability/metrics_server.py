@@ -9,6 +9,7 @@ own ``start_http_server``, in daemon threads: it never holds the process up at e
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
@@ -26,6 +27,10 @@ Health = Callable[[], "str | None"]
 
 class _Server(ThreadingMixIn, WSGIServer):
     daemon_threads = True
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
 
 
 class _Quiet(WSGIRequestHandler):
@@ -61,7 +66,8 @@ def metrics_app(health: Health | None) -> Callable[..., Iterable[bytes]]:
 def serve_metrics(host: str, port: int, health: Health | None = None) -> WSGIServer:
     """Serve /metrics (and /healthz) on ``host:port`` from a daemon thread; returns the server
     (``server_port`` is the port bound, for port 0)."""
-    server = make_server(host, port, metrics_app(health), _Server, handler_class=_Quiet)
+    server_class = _Server6 if ":" in host else _Server  # "::" listens on IPv6 (and v4)
+    server = make_server(host, port, metrics_app(health), server_class, handler_class=_Quiet)
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server
 

@@ -65,6 +65,9 @@ def set_up(settings: ObservabilitySettings, command: str) -> bool:
     provider = TracerProvider(
         resource=Resource.create({SERVICE_NAME: settings.service_name or f"shopstream-{command}"}),
         sampler=ParentBased(TraceIdRatioBased(settings.trace_sample_ratio)),
+        # Flushed by shut_down (at exit, or the command's end): one place, which logs a
+        # receiver gone at exit instead of failing.
+        shutdown_on_exit=False,
     )
     if settings.tracing == "console":
         # Written as each span ends: console tracing is for reading along, not for load.

@@ -181,7 +181,7 @@ bench-quality: install
 bench-transport: install
 	$(BIN)/python bench/transport.py $(if $(QUICK),--quick,)
 
-# Three collector legs (~2 min; QUICK=1: ~1 min): kept out of `make bench`.
+# Six collector legs (~2.5 min; QUICK=1: three, ~1 min): kept out of `make bench`.
 bench-tracing: install
 	$(BIN)/python bench/tracing.py $(if $(QUICK),--quick,)
 

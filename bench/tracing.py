@@ -1,11 +1,11 @@
 """Tracing benchmark: what OpenTelemetry spans cost the collector, measured in one run.
 
-    .venv/bin/python bench/tracing.py            # ~2 min
-    .venv/bin/python bench/tracing.py --quick    # ~1 min, rough figures
+    .venv/bin/python bench/tracing.py            # ~2.5 min (two rounds, ABC CBA)
+    .venv/bin/python bench/tracing.py --quick    # ~1 min, one round of 4 s legs
 
 The collector process of bench/collector.py (same client processes, batches of 100 native
-events per ``POST /v1/events``, every answer after its group commit) in three legs, each a
-fresh process:
+events per ``POST /v1/events``, every answer after its group commit) in three kinds of leg,
+each leg a fresh process:
 
 - ``stripped``: tracing off, and the instrumentation's calls short-circuited (a
   ``sitecustomize`` patches the request wrapper, the commit and the append back to their
@@ -34,6 +34,7 @@ import tempfile
 import textwrap
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.table import Table
@@ -112,6 +113,31 @@ def off_path_ns(calls: int) -> tuple[float, float]:
     return best_off, best_stripped
 
 
+@dataclass(frozen=True)
+class Figures:
+    """A leg's figures, the mean over its rounds."""
+
+    events_per_s: float
+    requests_per_s: float
+    server_cores: float
+    #: Server CPU seconds per request.
+    cpu_per_request: float
+    p99_ms: float
+
+    @classmethod
+    def of(cls, outcomes: list[PhaseOutcome]) -> Figures:
+        n = len(outcomes)
+        requests = sum(o.requests_per_s for o in outcomes) / n
+        cores = sum(o.cpu["server"] for o in outcomes) / n
+        return cls(
+            events_per_s=sum(o.events_per_s for o in outcomes) / n,
+            requests_per_s=requests,
+            server_cores=cores,
+            cpu_per_request=cores / requests if requests else float("nan"),
+            p99_ms=max(o.percentile_ms(0.99) for o in outcomes),
+        )
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="What tracing costs the collector.")
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per leg")
@@ -120,9 +146,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=2, help="client processes")
     parser.add_argument("--connections", type=int, default=64, help="connections posting batches")
     parser.add_argument("--calls", type=int, default=200_000, help="calls per in-process timing")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="legs per kind, in alternating order (ABC CBA)"
+    )
     args = parser.parse_args(argv)
     if args.quick:
-        args.seconds, args.warmup, args.calls = 4.0, 1.0, 100_000
+        args.seconds, args.warmup, args.calls, args.rounds = 4.0, 1.0, 100_000, 1
     return args
 
 
@@ -180,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Importable once bench/collector.py has put the repository on sys.path.
     from tests.support.traces import OtlpReceiver
 
-    outcomes: dict[str, PhaseOutcome] = {}
+    runs: dict[str, list[PhaseOutcome]] = {}
     spawn = multiprocessing.get_context("spawn")
     started = time.monotonic()
     try:
@@ -197,47 +226,48 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "SHOPSTREAM_OBSERVABILITY__OTLP_ENDPOINT": receiver.url,
                 },
             }
-            for name, env in legs.items():
-                outcomes[name] = leg(name, env, work, pool, templates, args, run_id)
+            for round_ in range(args.rounds):
+                # ABC, CBA, ...: a load that drifts during the run weighs on every leg alike.
+                names = list(legs) if round_ % 2 == 0 else list(reversed(legs))
+                for name in names:
+                    outcome = leg(name, legs[name], work, pool, templates, args, run_id)
+                    runs.setdefault(name, []).append(outcome)
             spans = receiver.span_count
         with console.status("timing the off path in-process..."):
             off_ns, stripped_ns = off_path_ns(args.calls)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    stripped, off, otlp = outcomes["stripped"], outcomes["off"], outcomes["otlp"]
-    table = Table(title=f"collector, batches of {BATCH_SIZE} (one run)", title_justify="left")
+    figures = {name: Figures.of(outcomes) for name, outcomes in runs.items()}
+    stripped, off, otlp = figures["stripped"], figures["off"], figures["otlp"]
+    rounds = "one run" if args.rounds == 1 else f"one run, mean of {args.rounds} legs each"
+    table = Table(title=f"collector, batches of {BATCH_SIZE} ({rounds})", title_justify="left")
     for column in ("leg", "events/s", "req/s", "server cores", "server µs/req", "p99 ms"):
         table.add_column(column, justify="left" if column == "leg" else "right")
-    for name, outcome in outcomes.items():
-        per_request = outcome.cpu["server"] / outcome.requests_per_s * 1e6
+    for name, figure in figures.items():
         table.add_row(
             name,
-            f"{outcome.events_per_s:,.0f}",
-            f"{outcome.requests_per_s:,.0f}",
-            f"{outcome.cpu['server']:.2f}",
-            f"{per_request:,.0f}",
-            f"{outcome.percentile_ms(0.99):.1f}",
+            f"{figure.events_per_s:,.0f}",
+            f"{figure.requests_per_s:,.0f}",
+            f"{figure.server_cores:.2f}",
+            f"{figure.cpu_per_request * 1e6:,.0f}",
+            f"{figure.p99_ms:.1f}",
         )
     console.print(table)
-    off_request_ns = off.cpu["server"] / off.requests_per_s * 1e9
-
-    def cpu_per_request(outcome: PhaseOutcome) -> float:
-        return outcome.cpu["server"] / outcome.requests_per_s
-
-    added = off_ns - stripped_ns
+    otlp_requests = sum(o.result.requests for o in runs["otlp"])
     console.print(
         f"spans received by the OTLP receiver: {spans:,} "
-        f"({spans / max(1, otlp.result.requests):.2f} per request)"
+        f"({spans / max(1, otlp_requests):.2f} per request)"
     )
     console.print(f"ratio off / stripped:  {off.events_per_s / stripped.events_per_s:.3f}")
     console.print(f"ratio otlp / off:      {otlp.events_per_s / off.events_per_s:.3f}")
     console.print(
         "server CPU per request, off / stripped: "
-        f"{cpu_per_request(off) / cpu_per_request(stripped):.3f}; otlp / off: "
-        f"{cpu_per_request(otlp) / cpu_per_request(off):.3f} (steadier than events/s on a "
-        "busy machine)"
+        f"{off.cpu_per_request / stripped.cpu_per_request:.3f}; otlp / off: "
+        f"{otlp.cpu_per_request / off.cpu_per_request:.3f}"
     )
+    added = off_ns - stripped_ns
+    off_request_ns = off.cpu_per_request * 1e9
     console.print(
         f"off path in-process: {off_ns:,.0f} ns per request with the tracing test, "
         f"{stripped_ns:,.0f} ns without it: {added:+,.0f} ns, against {off_request_ns:,.0f} ns "

@@ -9,7 +9,7 @@ HISTORY_DAYS ?= 35
 HISTORY_EVENTS_PER_DAY ?= 5000
 HISTORY_ORDERS_PER_DAY ?= 200
 
-.PHONY: help install beam-venv deploy-tools system-tools constraints-deploy constraints-airflow run test test-unit test-slow test-llm lint format bench bench-transform bench-quality bench-transport generate-events constraints constraints-beam clean
+.PHONY: help install beam-venv deploy-tools system-tools constraints-deploy constraints-airflow run test test-unit test-slow test-llm lint format bench bench-transform bench-quality bench-transport bench-tracing generate-events constraints constraints-beam clean
 
 help:
 	@echo "make run              set up, write $(HISTORY_DAYS) days of history, then run the platform on generated traffic ($(DEMO_SECONDS) s)"
@@ -24,6 +24,7 @@ help:
 	@echo "make bench-transform  staging and marts: full vs incremental build on 10M events (QUICK=1: 200k)"
 	@echo "make bench-quality    default quality checks: time on 10M events / 1M orders, anomalies caught (QUICK=1: 200k)"
 	@echo "make bench-transport  collector → Kafka / Pub/Sub → loader → DuckDB vs embedded, 30 s legs (QUICK=1: 10 s)"
+	@echo "make bench-tracing    collector throughput: tracing stripped vs off vs OTLP, one run (QUICK=1: 4 s legs)"
 	@echo "make generate-events  send traffic to a running collector (URL=..., RATE=..., SECONDS=...)"
 
 $(BIN)/python:
@@ -179,6 +180,10 @@ bench-quality: install
 # `make bench`.
 bench-transport: install
 	$(BIN)/python bench/transport.py $(if $(QUICK),--quick,)
+
+# Six collector legs (~2.5 min; QUICK=1: three, ~1 min): kept out of `make bench`.
+bench-tracing: install
+	$(BIN)/python bench/tracing.py $(if $(QUICK),--quick,)
 
 URL ?= http://127.0.0.1:8080
 RATE ?= 1000

@@ -209,11 +209,16 @@ def _summary_table(summary: Summary) -> Table:
     return table
 
 
-def _build(settings: Settings, parts: Parts) -> Platform:
-    """The platform, or a clear error (the warehouse held by another process, say)."""
+def _build(settings: Settings, parts: Parts, command: str) -> Platform:
+    """The platform, or a clear error (the warehouse held by another process, say). Tracing
+    is set up first (observability.tracing), named after the command (service.name
+    shopstream-<command>)."""
     from shopstream.loader.base import SourceError
+    from shopstream.observability import tracing
     from shopstream.platform import LocalDatabaseError, Platform
     from shopstream.warehouse import WarehouseError
+
+    tracing.set_up(settings.observability, command)
 
     try:
         return Platform(settings, parts, announce=console.print)
@@ -259,7 +264,21 @@ def _run_platform(
         ) from exc
     finally:
         platform.close()
+        from shopstream.observability import tracing
+
+        tracing.shut_down()  # the spans still buffered go out before the process ends
     return summary, status
+
+
+def _record_pipeline(settings: Settings, pipeline: str, ok: bool) -> None:
+    """A one-shot run's outcome for the PipelineExecutionFailed alert: counted, and pushed to
+    observability.pushgateway_url when set. A failed push is a warning: the command's own exit
+    status stands."""
+    from shopstream.platform_runs import record_pipeline_run
+
+    problem = record_pipeline_run(pipeline, ok, settings.observability.pushgateway_url)
+    if problem is not None:
+        console.print(f"[yellow]warning:[/yellow] {problem}; the alert will not see this run")
 
 
 def _serve(
@@ -274,6 +293,8 @@ def _serve(
     transform_at_end: bool = False,
     quality_at_end: bool = False,
     schedules: bool = True,
+    metrics_port: int | None = None,
+    command: str = "run",
 ) -> None:
     """Run the platform in this process until it is told to stop; print the summary (with
     ``transform_at_end``: then build staging and marts once and print the headline marts;
@@ -290,8 +311,11 @@ def _serve(
         duration=duration,
         schedule_transforms=schedules,
         schedule_quality=schedules,
+        metrics_port=metrics_port,
     )
-    platform = _build(settings, parts)
+    platform = _build(settings, parts, command)
+    if platform.metrics_url is not None:
+        console.print(f"metrics on {platform.metrics_url}")
     final: list[tuple[TransformResult, list[tuple[str, Any]]]] = []
     checked: list[QualityRun] = []
 
@@ -452,6 +476,7 @@ def run(
         orders_tps=orders_tps,
         transform_at_end=transform,
         quality_at_end=quality,
+        metrics_port=settings.collector.metrics_port,
     )
 
 
@@ -470,7 +495,16 @@ def collector(
         schedules = sink_needs_warehouse(settings)
     except ValueError as exc:  # an unknown sink URL: the message names the known ones
         raise _fail(str(exc), 2) from exc
-    _serve(settings, host=host, port=port, duration=None, traffic=None, schedules=schedules)
+    _serve(
+        settings,
+        host=host,
+        port=port,
+        duration=None,
+        traffic=None,
+        schedules=schedules,
+        metrics_port=settings.collector.metrics_port,
+        command="collector",
+    )
 
 
 @app.command()
@@ -513,7 +547,7 @@ def load(
         schedule_quality=schedule,
         metrics_port=settings.loader.metrics_port,
     )
-    platform = _build(settings, parts)
+    platform = _build(settings, parts, "load")
     console.print(f"loading {from_url} into {settings.warehouse} (group {settings.loader.group})")
     if platform.metrics_url is not None:
         console.print(f"metrics on {platform.metrics_url}")
@@ -754,7 +788,7 @@ def cdc(
         cdc_idle_exit=0.0 if setup_only else idle_exit,
         metrics_port=settings.cdc.metrics_port,
     )
-    platform = _build(settings, parts)
+    platform = _build(settings, parts, "cdc")
     if platform.metrics_url is not None:
         console.print(f"metrics on {platform.metrics_url}")
     summary, _ = _run_platform(platform, None)
@@ -873,7 +907,9 @@ def transform(
             lambda on_progress: transform_warehouse(settings, request, on_progress)
         )
     except WarehouseError as exc:
+        _record_pipeline(settings, "transform", ok=False)
         raise _fail(str(exc)) from exc
+    _record_pipeline(settings, "transform", ok=result.success)
     _print_transform(result)
     if not result.success:
         raise typer.Exit(1)
@@ -960,13 +996,17 @@ def quality_run(
     try:
         load_config(settings.quality.checks_file)  # a broken file is the user's to fix first
     except QualityConfigError as exc:
+        _record_pipeline(settings, "quality", ok=False)
         raise _fail(str(exc), 2) from exc
     try:
         result = _with_quality_progress(
             lambda on_progress: quality_warehouse(settings, request, on_progress)
         )
     except WarehouseError as exc:
+        _record_pipeline(settings, "quality", ok=False)
         raise _fail(str(exc)) from exc
+    # As the exit status says: a failed or errored check fails the run (for the alert too).
+    _record_pipeline(settings, "quality", ok=not result.failed)
     if result.config_error:
         assert result.error is not None
         raise _fail(result.error, 2)

@@ -56,6 +56,8 @@ from shopstream.transform.runs import Transforms, TransformStatus
 from shopstream.warehouse import Warehouse, WarehouseError, open_warehouse
 
 if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
     from shopstream.devtools.local_postgres import LocalPostgres
     from shopstream.loader.base import Source
 
@@ -250,7 +252,8 @@ class Collector:
         self.host = host or settings.collector.host
         self.port = settings.collector.port if port is None else port
         self.intake = IntakeHandlers(settings, sink)
-        self.app = create_app(self.intake)
+        # With collector.metrics_port, /metrics lives there, off the public intake port.
+        self.app = create_app(self.intake, serve_metrics=settings.collector.metrics_port is None)
         self.url = ""
         self.started_at = time.monotonic()
         self._served: Served | None = None
@@ -612,6 +615,9 @@ class Platform:
                     settings, self.collector, parts.traffic, parts.duration, shop=self.shop
                 )
             self.metrics_url: str | None = None
+            self._metrics_server: WSGIServer | None = None
+            self._running = False
+            self._stopping = False
             if parts.metrics_port is not None:
                 self._serve_metrics(parts.metrics_port)
         except BaseException:
@@ -656,13 +662,24 @@ class Platform:
         return [p for p in parts if p is not None]
 
     def _serve_metrics(self, port: int) -> None:
-        from prometheus_client import start_http_server
-
-        from shopstream.observability.metrics import REGISTRY
+        from shopstream.observability.metrics_server import serve_metrics
 
         host = self.settings.collector.host
-        start_http_server(port, addr=host, registry=REGISTRY)
-        self.metrics_url = f"{http_url(host, port)}/metrics"
+        self._metrics_server = serve_metrics(host, port, self.health)
+        self.metrics_url = f"{http_url(host, self._metrics_server.server_port)}/metrics"
+
+    def health(self) -> str | None:
+        """Why this process is not alive (the metrics port's /healthz, the liveness probe), or
+        None while its loop runs (or is starting) and its sink is not broken for good. Parts
+        that retry on their own (the CDC reader reconnecting, the loader's backoff) are alive."""
+        if self._stopping:
+            return "the process is stopping"
+        for task in self.tasks:
+            if task.failed:
+                return f"the {task.name} failed"
+            if self._running and task.done:
+                return f"the {task.name} has stopped"
+        return self.sink.broken()
 
     def status(self) -> PlatformStatus:
         transforms = self.transforms.status()
@@ -799,6 +816,7 @@ class Platform:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(signum, stop.set)
         self.sink.start()
+        self._running = True
         failures: list[Exception] = []
         tasks = self.tasks
         schedule: asyncio.Task[None] | None = None
@@ -830,6 +848,7 @@ class Platform:
                     await asyncio.wait_for(stop.wait(), timeout=0.5)
         finally:
             stop.set()
+            self._stopping = True
             if schedule is not None:
                 # A scheduled transform in progress is not waited for: it ends with the
                 # warehouse (its open work dropped, as after a crash; the next run completes).
@@ -903,6 +922,11 @@ class Platform:
 
     def close(self) -> None:
         try:
+            server = getattr(self, "_metrics_server", None)
+            if server is not None:
+                self._metrics_server = None
+                server.shutdown()
+                server.server_close()
             loader = getattr(self, "loader", None)  # absent when __init__ failed before it
             if loader is not None:
                 loader.close_source()

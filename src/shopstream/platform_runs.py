@@ -41,8 +41,28 @@ class RunStatus:
     next_in_seconds: float | None
 
 
+#: The pipeline name (``shopstream_pipeline_*{pipeline}``) of each kind of run, by its name.
+PIPELINES = {"transform": "transform", "quality run": "quality"}
+
+
+def record_pipeline_run(pipeline: str, ok: bool, pushgateway_url: str | None) -> str | None:
+    """Count a run's outcome (``shopstream_pipeline_*``) and push it when a Pushgateway is set.
+    Returns why the push failed (None: pushed, or nothing to push to); never raises for it:
+    the run's own outcome stands."""
+    from shopstream.observability.pipeline_runs import PushError, record_run
+
+    try:
+        record_run(pipeline, "success" if ok else "failed", pushgateway_url=pushgateway_url)
+    except PushError as exc:
+        log.warning("the %s run's outcome was not pushed: %s", pipeline, exc)
+        return str(exc)
+    return None
+
+
 class PlatformRuns(Generic[Outcome]):
-    """Runs of one kind on a running platform: one at a time, the last outcome kept.
+    """Runs of one kind on a running platform: one at a time, the last outcome kept, and
+    recorded for the PipelineExecutionFailed alert (``shopstream_pipeline_*``; pushed too when
+    ``observability.pushgateway_url`` is set).
 
     ``name`` is how the log calls one run ("transform", "quality run")."""
 
@@ -87,13 +107,32 @@ class PlatformRuns(Generic[Outcome]):
         try:
             self._running, self._reason = True, reason
             log.info("%s started (%s)", self.name, reason)
-            outcome = work()
+            try:
+                outcome = work()
+            except Exception:
+                self._record(None)
+                raise
             self._runs += 1
             self._last, self._last_finished = outcome, time.time()
         finally:
             self._running = False
             self._lock.release()
+        self._record(outcome)
         return outcome
+
+    def _record(self, outcome: Outcome | None) -> None:
+        """``outcome`` None: the run raised."""
+        pipeline = PIPELINES.get(self.name)
+        if pipeline is None:
+            return
+        # The kinds keep their settings (Transforms, Quality): the Pushgateway is there.
+        settings: Settings | None = getattr(self, "settings", None)
+        url = settings.observability.pushgateway_url if settings is not None else None
+        try:
+            ok = outcome is not None and self.ok(outcome)
+        except Exception:  # an outcome it cannot judge is not a success
+            ok = False
+        record_pipeline_run(pipeline, ok, url)
 
     def status(self) -> RunStatus:
         last = self._last

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from opentelemetry import trace
+
 from shopstream.cdc.changes import ChangeColumns, Transaction
 from shopstream.cdc.pgoutput import (
     UNCHANGED_TOAST,
@@ -48,10 +50,12 @@ from shopstream.events.change import UNAVAILABLE
 from shopstream.events.codes import ReasonCode
 from shopstream.events.dead_letter import dead_letter_row
 from shopstream.events.raw import SOURCE_SCHEMAS
-from shopstream.observability import metrics
+from shopstream.observability import metrics, tracing
 
 __all__ = ["HEARTBEAT_PREFIX", "Batch", "ChangeHandler", "KeyLookup"]
 
+#: Links one ``cdc.durable`` span keeps to its transactions' spans (the SDK's default limit).
+_MAX_LINKS = 128
 #: The prefix of the logical messages the reader writes as heartbeats.
 HEARTBEAT_PREFIX = "shopstream.heartbeat"
 
@@ -72,6 +76,8 @@ class Batch:
     count: int
     safe_lsn: int | None
     schemas: dict[str, SchemaVersion] | None = None
+    #: The ``cdc.transaction`` spans of the transactions committed in it (tracing on).
+    transactions: tuple[trace.SpanContext, ...] = ()
 
 
 class ChangeHandler:
@@ -108,6 +114,10 @@ class ChangeHandler:
         self._schema_versions: dict[str, SchemaVersion] = {}
         #: Relations received whose schema is still to be recorded, at their next change.
         self._unrecorded: dict[int, Relation] = {}
+        #: Tracing on: when the open transaction's Begin arrived (ns), and the spans of the
+        #: transactions committed in the current batch (as many as a span may link to).
+        self._tx_began = 0
+        self._tx_spans: list[trace.SpanContext] = []
 
     def refresh_keys(self) -> None:
         self.keys.update(self._primary_keys())
@@ -134,10 +144,14 @@ class ChangeHandler:
             self._row_change(message, tx, lsn, payload)
         elif isinstance(message, Begin):
             self.tx = Transaction.from_pg(message.final_lsn, message.commit_ts, message.xid)
+            if tracing.enabled:
+                self._tx_began = time.time_ns()
         elif isinstance(message, Commit):
             if tx is not None:
                 self.stats.transactions += 1
                 self.stats.last_commit_us = tx.commit_us
+                if tracing.enabled:
+                    self._trace_transaction(tx, message.end_lsn)
             self.tx = None
             self.safe_lsn = message.end_lsn
             self.stats.last_change_at = time.monotonic()
@@ -159,6 +173,23 @@ class ChangeHandler:
             # Our own heartbeat: nothing before it is pending, so its LSN is safe.
             self.safe_lsn = max(self.safe_lsn or 0, lsn)
         # Origin and Type need nothing here: the decoder keeps Type metadata itself.
+
+    def _trace_transaction(self, tx: Transaction, end_lsn: int) -> None:
+        """A ``cdc.transaction`` span, from its Begin to its Commit arriving here."""
+        span = tracing.TRACER.start_span(
+            "cdc.transaction",
+            start_time=self._tx_began or None,
+            attributes={
+                "cdc.xid": tx.xid if tx.xid is not None else -1,
+                "cdc.commit_lsn": f"{tx.commit_lsn >> 32:X}/{tx.commit_lsn & 0xFFFFFFFF:X}",
+                "cdc.end_lsn": f"{end_lsn >> 32:X}/{end_lsn & 0xFFFFFFFF:X}",
+                "cdc.changes": tx.position,
+            },
+        )
+        span.end()
+        self._tx_began = 0
+        if len(self._tx_spans) < _MAX_LINKS:
+            self._tx_spans.append(span.get_span_context())
 
     def _row_change(
         self, message: Insert | Update | Delete, tx: Transaction, lsn: int, payload: bytes
@@ -271,7 +302,10 @@ class ChangeHandler:
             self.schema_rows, self._schema_versions = [], {}
         self.safe_lsn = None
         self.started = time.monotonic()
-        return Batch(rows, count, safe_lsn, schemas)
+        spans: tuple[trace.SpanContext, ...] = ()
+        if self._tx_spans:
+            spans, self._tx_spans = tuple(self._tx_spans), []
+        return Batch(rows, count, safe_lsn, schemas, spans)
 
     def _publish_counts(self) -> None:
         """Count a batch's changes per table and op once, here: per change, even a dict

@@ -37,17 +37,18 @@ import psycopg
 import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
+from opentelemetry import trace
 
 from shopstream.cdc import catalog
 from shopstream.cdc.acks import AckTracker
-from shopstream.cdc.handler import HEARTBEAT_PREFIX, ChangeHandler
+from shopstream.cdc.handler import HEARTBEAT_PREFIX, Batch, ChangeHandler
 from shopstream.cdc.schemas import SchemaVersion
 from shopstream.cdc.snapshot import SnapshotPlan, plan_slot, plan_snapshot, select_rows
 from shopstream.cdc.state import SavedState, SchemaStore, StateStore
 from shopstream.cdc.stats import ReaderStats
 from shopstream.cdc.stream import ReplicationStream
 from shopstream.config import CdcSettings
-from shopstream.observability import metrics
+from shopstream.observability import metrics, tracing
 from shopstream.sinks.base import Sink, SinkError, SinkUnavailable
 
 log = logging.getLogger(__name__)
@@ -326,7 +327,7 @@ class ChangeReader:
         self._keep_alive()  # converting a large batch takes a while
         if batch.count:
             metrics.CDC_BATCH_CHANGES.observe(batch.count)
-            future = self._submit(batch.rows)
+            future = self._submit_traced(batch) if tracing.enabled else self._submit(batch.rows)
         else:
             future = Future()
             future.set_result(None)
@@ -336,6 +337,32 @@ class ChangeReader:
         self._acks.submitted(future, batch.safe_lsn, on_durable)
         if wait:
             self._settle(block=True, drain=True)
+
+    def _submit_traced(self, batch: Batch) -> Future[Any]:
+        """:meth:`_submit` under a ``cdc.durable`` span, linked to the batch's transactions,
+        that ends when the batch is durable (the sink's commit links to it in turn)."""
+        links = [trace.Link(context) for context in batch.transactions]
+        attributes: dict[str, str | int] = {"cdc.changes": batch.count}
+        if batch.safe_lsn is not None:
+            attributes["cdc.confirmable_lsn"] = catalog.format_lsn(batch.safe_lsn)
+        span = tracing.TRACER.start_span("cdc.durable", links=links, attributes=attributes)
+        try:
+            with trace.use_span(span, end_on_exit=False):
+                future = self._submit(batch.rows)
+        except BaseException as exc:
+            span.record_exception(exc)
+            span.set_status(trace.StatusCode.ERROR, str(exc))
+            span.end()
+            raise
+
+        def durable(done: Future[Any]) -> None:
+            error = done.exception() if not done.cancelled() else None
+            if error is not None:
+                span.set_status(trace.StatusCode.ERROR, str(error))
+            span.end()
+
+        future.add_done_callback(durable)
+        return future
 
     def _schemas_durable(self, versions: dict[str, SchemaVersion]) -> None:
         """A batch's raw.source_schemas rows are durable: remember their versions (only now,

@@ -10,6 +10,7 @@ are never served here: see :mod:`shopstream.warehouse.duckdb.query_endpoint`.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,10 +19,11 @@ from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from shopstream import __version__
 from shopstream.collector.answers import RESPONSES
+from shopstream.collector.handlers import RESPONSES as RESPONSE_COUNTS
 from shopstream.collector.handlers import SEGMENT_SINGLE, IntakeHandlers, IntakeRoute
 from shopstream.collector.segment_api import SEGMENT_BODIES, segment_schemas
 from shopstream.events.schema import event_json_schema
@@ -69,13 +71,29 @@ def _endpoint(route: IntakeRoute) -> Callable[[Request], Awaitable[Response]]:
     return endpoint
 
 
-def create_app(intake: IntakeHandlers) -> FastAPI:
-    """The FastAPI app around the intake handlers (and the sink they write to)."""
+#: The route label of the answers to everything but the intake routes (health, schema, 404s).
+OTHER_ROUTES = "other"
+#: FastAPI's own OpenTelemetry spans (FastAPI >= 0.16x traces every request through the global
+#: provider) are off for the collector: its intake spans are shopstream's collector.request,
+#: and a span per liveness/readiness probe would be a trace every few seconds per pod.
+_NO_FASTAPI_SPANS: dict[str, Any] = (
+    {"telemetry": {"tracing": False}}
+    if "telemetry" in inspect.signature(FastAPI).parameters
+    else {}
+)
+
+
+def create_app(intake: IntakeHandlers, *, serve_metrics: bool = True) -> FastAPI:
+    """The FastAPI app around the intake handlers (and the sink they write to).
+
+    ``serve_metrics`` false: no /metrics here (``collector.metrics_port`` serves them on a port
+    of their own, off the public intake port)."""
     app = FastAPI(
         title="shopstream collector",
         version=__version__,
         description="Behaviour-event intake: native contract and Segment's HTTP Tracking API.",
         default_response_class=Response,
+        **_NO_FASTAPI_SPANS,
     )
     # CORSMiddleware answers preflights and decorates FastAPI's answers from the intake's
     # origin policy (the guard refuses other origins, IntakeFastPath decorates its own).
@@ -125,9 +143,11 @@ def create_app(intake: IntakeHandlers) -> FastAPI:
             return Response(b'{"status":"ready"}', media_type="application/json")
         return Response(b'{"status":"not ready"}', status_code=503, media_type="application/json")
 
-    @app.get("/metrics", summary="Prometheus metrics")
-    async def prometheus() -> Response:
-        return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    if serve_metrics:
+
+        @app.get("/metrics", summary="Prometheus metrics")
+        async def prometheus() -> Response:
+            return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/schema", summary="JSON Schema of the behaviour events")
     async def schema() -> Response:
@@ -174,4 +194,13 @@ class IntakeFastPath:
                 response.headers.update(self.policy.response_headers(request.headers.get("origin")))
                 await response(scope, receive, send)
                 return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def counted(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                RESPONSE_COUNTS.count(OTHER_ROUTES, message["status"])
+            await send(message)
+
+        await self.app(scope, receive, counted)

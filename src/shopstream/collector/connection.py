@@ -19,6 +19,9 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from shopstream.events.codes import ReasonCode
 from shopstream.observability import metrics
 
+#: The route label of answers given before a request had a route (headers too large or slow).
+UNROUTED = "none"
+
 
 def bounded_http(max_header_bytes: int, read_timeout: float) -> type[asyncio.Protocol]:
     """uvicorn's httptools protocol, with a size limit and a deadline on request headers.
@@ -88,6 +91,8 @@ def bounded_http(max_header_bytes: int, read_timeout: float) -> type[asyncio.Pro
 
         def _refuse(self, status: int, code: ReasonCode, message: str) -> None:
             metrics.REQUESTS_REJECTED.labels(code).inc()
+            # No route yet: the request line or its headers never arrived whole.
+            metrics.COLLECTOR_RESPONSES.labels(UNROUTED, f"{status // 100}xx").inc()
             self._reading_headers = False
             self._stop_clock()
             answer: dict[str, Any] = {

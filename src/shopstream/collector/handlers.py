@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
+from opentelemetry import propagate, trace
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
@@ -43,7 +44,7 @@ from shopstream.collector.intake import (
 from shopstream.config import Settings
 from shopstream.events.codes import ReasonCode
 from shopstream.events.dead_letter import dead_letter_row
-from shopstream.observability import metrics
+from shopstream.observability import metrics, tracing
 from shopstream.sinks.base import Outcome, Sink, SinkError, SinkUnavailable
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,29 @@ _SEGMENT_TYPES = (
 
 #: An intake route as both entry points call it.
 IntakeRoute = Callable[[Request], Awaitable[Response]]
+
+
+class ResponseCounts:
+    """``shopstream_collector_responses_total{route,status}``, its children looked up once per
+    (route, status class) so that counting an answer is a dict read and an increment."""
+
+    __slots__ = ("_children",)
+
+    def __init__(self) -> None:
+        self._children: dict[tuple[str, int], Any] = {}
+
+    def count(self, route: str, status: int) -> None:
+        key = (route, status // 100)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metrics.COLLECTOR_RESPONSES.labels(
+                route, f"{status // 100}xx"
+            )
+        child.inc()
+
+
+#: The collector's one set of response counters (every entry point counts through it).
+RESPONSES = ResponseCounts()
 
 
 @dataclass
@@ -115,15 +139,40 @@ class IntakeHandlers:
         for kind in SEGMENT_SINGLE:
             handlers[f"/v1/{kind}"] = partial(self.segment, kind=kind)
         self.routes: dict[str, IntakeRoute] = {
-            path: partial(self.guarded, handler) for path, handler in handlers.items()
+            path: partial(self.answered, path, handler) for path, handler in handlers.items()
         }
 
     # -- the routes ----------------------------------------------------------------------------
 
-    async def guarded(self, handler: _Handler, request: Request) -> Response:
-        """Every intake route, in the fast path and FastAPI alike, runs inside this: the
-        origin check, a clear answer whatever fails, and the budget given back."""
+    async def answered(self, route: str, handler: _Handler, request: Request) -> Response:
+        """Every intake route, in the fast path and FastAPI alike: the answer counted by
+        route and status class, inside a ``collector.request`` span when tracing is on."""
         attempt = Attempt()
+        if not tracing.enabled:
+            response = await self.guarded(handler, request, attempt)
+        else:
+            with tracing.TRACER.start_as_current_span(
+                "collector.request",
+                # A client's W3C traceparent: its trace goes on here.
+                context=propagate.extract(request.headers),
+                kind=trace.SpanKind.SERVER,
+                attributes={"http.route": route},
+            ) as span:
+                response = await self.guarded(handler, request, attempt)
+                span.set_attributes(
+                    {
+                        "collector.events": attempt.accepted + len(attempt.rejected),
+                        "collector.accepted": attempt.accepted,
+                        "collector.rejected": len(attempt.rejected),
+                        "http.response.status_code": response.status_code,
+                    }
+                )
+        RESPONSES.count(route, response.status_code)
+        return response
+
+    async def guarded(self, handler: _Handler, request: Request, attempt: Attempt) -> Response:
+        """Inside :meth:`answered`: the origin check, a clear answer whatever fails, and the
+        budget given back."""
         try:
             origin = request.headers.get("origin")
             if self.policy.allows(origin):

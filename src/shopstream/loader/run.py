@@ -30,9 +30,11 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry import trace
+
 from shopstream.events.messages import Topics, dead_letter_for, decode_or_reason
 from shopstream.loader.base import Received, Source, SourceError
-from shopstream.observability import metrics
+from shopstream.observability import metrics, tracing
 from shopstream.sinks.base import LANDED, Outcome, Sink, SinkError, SinkUnavailable
 
 log = logging.getLogger(__name__)
@@ -77,6 +79,8 @@ class _Batch:
     tombstones: int = 0
     polled_at: float = field(default_factory=time.monotonic)
     future: Future[Outcome] | None = None
+    #: ``loader.batch``, from the poll until committed (tracing on).
+    span: trace.Span | None = None
 
     def add(self, table: str, row: dict[str, Any], origin: Received) -> None:
         self.rows.setdefault(table, []).append(row)
@@ -198,6 +202,10 @@ class Loader:
     def _prepare(self, received: list[Received]) -> _Batch:
         """Decode every message: rows per raw table, poison messages as dead letters."""
         batch = _Batch(received)
+        if tracing.enabled:
+            batch.span = tracing.TRACER.start_span(
+                "loader.batch", attributes={"loader.messages": len(received)}
+            )
         metrics.LOADER_READ.inc(len(received))
         for message in received:
             decoded, reason = decode_or_reason(
@@ -230,7 +238,11 @@ class Loader:
         backoff = _BACKOFF_FIRST
         while True:
             try:
-                batch.future = self.sink.submit(batch.rows)
+                if batch.span is None:
+                    batch.future = self.sink.submit(batch.rows)
+                else:  # the sink's commit links to the batch
+                    with trace.use_span(batch.span, end_on_exit=False):
+                        batch.future = self.sink.submit(batch.rows)
                 return True
             except SinkUnavailable as exc:
                 self._set_state("retrying", f"sink: {exc}")
@@ -323,6 +335,15 @@ class Loader:
         metrics.LOADER_REFUSED.inc(refused)
         metrics.LOADER_BATCH_MESSAGES.observe(len(batch.received))
         metrics.LOADER_BATCH_SECONDS.observe(time.monotonic() - batch.polled_at)
+        if batch.span is not None:
+            batch.span.set_attributes(
+                {
+                    "loader.rows": sum(len(rows) for rows in batch.rows.values()) - refused,
+                    "loader.poison": batch.poison,
+                    "loader.refused": refused,
+                }
+            )
+            batch.span.end()
 
     def _read_lag(self) -> None:
         lag_of = getattr(self.source, "lag", None)  # optional: sources that can tell cheaply

@@ -209,6 +209,8 @@ class KafkaSink:
             return
         from confluent_kafka.admin import AdminClient
 
+        metrics.SINK_QUEUE_LIMIT_ROWS.set(self.max_pending)
+
         self._producer = self._new_producer()
         self._admin = AdminClient(self._client_config())
         self._probe()

@@ -208,6 +208,8 @@ class PubSubSink:
     def start(self) -> None:
         if self._publisher is not None:
             return
+        # Messages are its rows (one row, one message): past this many, submit refuses.
+        metrics.SINK_QUEUE_LIMIT_ROWS.set(self.settings.flow_max_messages)
         self._publisher = publisher_client(self.settings)
         self._deadlines = _Deadlines(self._expired)
         if self.settings.create:

@@ -35,11 +35,13 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
+from opentelemetry import trace
 
 from shopstream.events.codes import ReasonCode
 from shopstream.events.dead_letter import dead_letter_row
 from shopstream.events.raw import schema_for
-from shopstream.observability import metrics
+from shopstream.observability import metrics, tracing
 from shopstream.sinks import SinkBackend
 from shopstream.sinks.base import (
     LANDED,
@@ -61,13 +63,20 @@ log = logging.getLogger(__name__)
 _IDLE_CHECKPOINT_SECONDS = 2.0
 
 
+#: The column whose newest value says how fresh a raw table is (data freshness), by table;
+#: CDC tables (``cdc_*``) use ``commit_ts``.
+_FRESHNESS_COLUMN = {"events": "received_at", "dead_letter": "received_at"}
+
+
 class _Submission:
-    __slots__ = ("future", "row_count", "rows")
+    __slots__ = ("future", "row_count", "rows", "span")
 
     def __init__(self, rows: Rows) -> None:
         self.rows = rows
         self.row_count = sum(len(r) for r in rows.values())
         self.future: Future[Outcome] = Future()
+        #: The submitter's span (a collector request, a CDC batch), for the commit's link.
+        self.span: trace.SpanContext | None = None
 
 
 class WarehouseSink:
@@ -92,14 +101,19 @@ class WarehouseSink:
         self._closing = False
         self._healthy = True
         self.commits = 0
+        #: Newest freshness timestamp made durable so far, by raw table (Unix time).
+        self._newest: dict[str, float] = {}
 
     def start(self) -> None:
+        metrics.SINK_QUEUE_LIMIT_ROWS.set(self.max_queue_rows)
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="warehouse-sink", daemon=True)
             self._thread.start()
 
     def submit(self, rows: Rows) -> Future[Outcome]:
         submission = _Submission(rows)
+        if tracing.enabled:
+            submission.span = trace.get_current_span().get_span_context()
         # Checked and queued under the lock: close() cannot slip in between.
         with self._count_lock:
             if self._closing or self._thread is None or not self._thread.is_alive():
@@ -208,14 +222,34 @@ class WarehouseSink:
         return False
 
     def _commit(self, group: list[_Submission]) -> None:
+        if not tracing.enabled:
+            self._commit_group(group)
+            return
+        # One commit serves many submitters: it links to each one's span (a request, a CDC
+        # batch) rather than belonging to one of their traces.
+        links = [trace.Link(s.span) for s in group if s.span is not None and s.span.is_valid]
+        with tracing.TRACER.start_as_current_span(
+            "sink.commit",
+            links=links,
+            attributes={
+                "sink.rows": sum(s.row_count for s in group),
+                "sink.submissions": len(group),
+            },
+        ):
+            self._commit_group(group)
+
+    def _commit_group(self, group: list[_Submission]) -> None:
         started = time.perf_counter()
         total = sum(s.row_count for s in group)
+        batches: dict[str, pa.Table] = {}
         try:
-            _append(self.warehouse, _to_arrow([s.rows for s in group]), self.atomic)
+            batches = _to_arrow([s.rows for s in group])
+            _append(self.warehouse, batches, self.atomic)
         except _PartlyAppended as partial:
             # Tables before the failing one landed: whoever had rows only there is done.
             log.warning("group commit of %d rows failed on %s", total, partial.__cause__)
             metrics.SINK_FAILURES.inc()
+            self._record_newest({t: b for t, b in batches.items() if t in partial.landed})
             unavailable = isinstance(partial.__cause__, WarehouseUnavailable)
             for submission in group:
                 if set(submission.rows) <= partial.landed:
@@ -240,6 +274,7 @@ class WarehouseSink:
             for submission in group:
                 _resolve(submission.future, LANDED)
             self._count_written(group)
+            self._record_newest(batches)
         finally:
             with self._count_lock:
                 self._queued_rows -= total
@@ -271,6 +306,25 @@ class WarehouseSink:
             )
         _resolve(submission.future, outcome)
         self._count_written([submission], outcome)
+
+    def _record_newest(self, batches: dict[str, pa.Table]) -> None:
+        """Data freshness: the newest event time made durable per raw table (once per
+        commit, one vectorised max per table)."""
+        for table, batch in batches.items():
+            column = _FRESHNESS_COLUMN.get(table)
+            if column is None:
+                if not table.startswith("cdc_"):
+                    continue
+                column = "commit_ts"
+            if column not in batch.column_names or not batch.num_rows:
+                continue
+            newest = pc.max(batch.column(column)).as_py()
+            if newest is None:
+                continue
+            stamp = newest.timestamp()  # the raw schema's timestamps are UTC-aware
+            if stamp > self._newest.get(table, 0.0):
+                self._newest[table] = stamp
+                metrics.RAW_NEWEST_RECORD.labels(table).set(stamp)
 
     def _count_written(self, group: list[_Submission], outcome: Outcome = LANDED) -> None:
         refused = Counter(dead.table for dead in outcome.dead_lettered)
@@ -384,17 +438,32 @@ def _append(warehouse: Warehouse, batches: dict[str, pa.Table], atomic: bool) ->
     """All of ``batches`` in one commit, or (``atomic`` false) one table at a time, raising
     :class:`_PartlyAppended` when a table fails after others landed."""
     if atomic:
-        warehouse.append(batches)
+        _traced_append(warehouse, batches)
         return
     landed: set[str] = set()
     for table, batch in batches.items():
         try:
-            warehouse.append({table: batch})
+            _traced_append(warehouse, {table: batch})
         except Exception as exc:
             if not landed:
                 raise
             raise _PartlyAppended(landed, exc) from exc
         landed.add(table)
+
+
+def _traced_append(warehouse: Warehouse, batches: dict[str, pa.Table]) -> None:
+    """``warehouse.append``, under a ``warehouse.append`` span when tracing is on."""
+    if not tracing.enabled:
+        warehouse.append(batches)
+        return
+    with tracing.TRACER.start_as_current_span(
+        "warehouse.append",
+        attributes={
+            "warehouse.table": ",".join(batches),
+            "warehouse.rows": sum(b.num_rows for b in batches.values()),
+        },
+    ):
+        warehouse.append(batches)
 
 
 def _sink_error(exc: Exception, message: str | None = None) -> SinkError:

@@ -126,6 +126,8 @@ pytest = @echo '$(PYTEST) $(1)'; $(PYTEST) $(1) || { status=$$?; [ $$status -ne 
 	echo "make $@: pytest collected no tests (exit 5): its paths or -m/-k select nothing" >&2; \
 	exit $$status; }
 
+# make test builds every deploy tool, so a missing one there is a failure, not a skip.
+test: export SHOPSTREAM_TEST_REQUIRE_DEPLOY_TOOLS := 1
 test: install $(BEAM_STAMP) $(BQEMU_STAMP) $(DEPLOY_STAMP) $(AIRFLOW_STAMP) system-tools
 	$(call pytest,-q -m "not slow and not llm" --durations=25)
 

@@ -1009,7 +1009,8 @@ def quality_run(
 ) -> None:
     """Run the data quality checks, store their results in monitoring.data_quality_checks and
     print them with the analyst's report. A running platform runs them where it holds the
-    warehouse; with nothing running, they run here."""
+    warehouse; with nothing running, they run here, and a run of every check replaces the
+    checks' statuses at observability.pushgateway_url when it is set."""
     from shopstream.quality.report import FORMATS, as_json, as_markdown, as_table
     from shopstream.quality.runs import QualityRequest, quality_warehouse
     from shopstream.quality.spec import QualityConfigError, load_config

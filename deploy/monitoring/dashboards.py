@@ -467,10 +467,21 @@ def quality() -> model.Dashboard:
                 "Runs by outcome",
                 [
                     Query(
-                        "sum by (outcome) (increase(shopstream_quality_runs_total[1h]))",
-                        "{{outcome}}",
-                    )
+                        "max(changes(shopstream_pipeline_last_success_timestamp_seconds"
+                        '{pipeline="quality"}[1h]))',
+                        "success",
+                    ),
+                    Query(
+                        "max(changes(shopstream_pipeline_last_failure_timestamp_seconds"
+                        '{pipeline="quality"}[1h]))',
+                        "failed",
+                    ),
                 ],
+                description="Quality runs in the last hour, from the quality pipeline's outcome "
+                "timestamps: a one-shot run (CronJob, Airflow) pushes them, a running platform "
+                "serves them (shopstream_quality_runs_total is not pushed: a fresh process's "
+                "counter never moves). failed: a check failed or errored, or the run could "
+                "not run.",
                 width=24,
             ),
         ],

@@ -281,6 +281,34 @@ def _record_pipeline(settings: Settings, pipeline: str, ok: bool) -> None:
         console.print(f"[yellow]warning:[/yellow] {problem}; the alert will not see this run")
 
 
+def _push_quality(settings: Settings, *, partial: bool) -> None:
+    """After a quality run that judged its checks: when they ran in this process (not on a
+    running platform, whose /metrics serves them) and observability.pushgateway_url is set,
+    replace the pushed quality gauges (:mod:`shopstream.observability.quality_push`). A
+    ``--select`` run (``partial``) pushes nothing. A failed push is a warning: the command's
+    own exit status stands."""
+    url = settings.observability.pushgateway_url
+    if not url:
+        return
+    from shopstream.observability.quality_push import PushError, judged_here, push_quality
+
+    if not judged_here():
+        return
+    if partial:
+        console.print(
+            "[dim]note: a --select run does not push the quality gauges (only a run of every "
+            "check replaces them at the Pushgateway)[/dim]"
+        )
+        return
+    try:
+        push_quality(url)
+    except PushError as exc:
+        console.print(
+            f"[yellow]warning:[/yellow] {exc}; the quality alert and dashboard will not see "
+            "this run's checks"
+        )
+
+
 def _serve(
     settings: Settings,
     *,
@@ -981,7 +1009,8 @@ def quality_run(
 ) -> None:
     """Run the data quality checks, store their results in monitoring.data_quality_checks and
     print them with the analyst's report. A running platform runs them where it holds the
-    warehouse; with nothing running, they run here."""
+    warehouse; with nothing running, they run here, and a run of every check replaces the
+    checks' statuses at observability.pushgateway_url when it is set."""
     from shopstream.quality.report import FORMATS, as_json, as_markdown, as_table
     from shopstream.quality.runs import QualityRequest, quality_warehouse
     from shopstream.quality.spec import QualityConfigError, load_config
@@ -1007,6 +1036,8 @@ def quality_run(
         raise _fail(str(exc)) from exc
     # As the exit status says: a failed or errored check fails the run (for the alert too).
     _record_pipeline(settings, "quality", ok=not result.failed)
+    if result.error is None:
+        _push_quality(settings, partial=bool(request.select))
     if result.config_error:
         assert result.error is not None
         raise _fail(result.error, 2)

@@ -480,8 +480,8 @@ class ObservabilitySettings(BaseModel):
     pushgateway_url: str | None = Field(
         default=None,
         description="Prometheus Pushgateway where short-lived runs (an Airflow task, the quality "
-        "CronJob) push their outcome metrics; none: they are only served by long-running "
-        "processes.",
+        "CronJob) push their outcome metrics, and `shopstream quality run` the checks' "
+        "statuses; none: they are only served by long-running processes.",
     )
 
 

@@ -36,6 +36,7 @@ from shopstream.runtime import read_runtime
 from shopstream.warehouse.duckdb.database import DuckDBWarehouse
 from shopstream.warehouse.duckdb.query_endpoint import QUALITY_ROUTE
 from tests.support.collector import CollectorProcess
+from tests.support.pushgateway import Pushgateway, pushgateway  # noqa: F401
 from tests.support.rows import events_table
 
 NOW = "2026-12-01T10:00:00+00:00"
@@ -381,14 +382,27 @@ def test_the_platform_runs_the_checks_on_its_schedule(running: CollectorProcess)
     assert counts["orphans"] == 0
 
 
-def test_the_command_asks_the_running_platform(running: CollectorProcess) -> None:
+def test_the_command_asks_the_running_platform(
+    running: CollectorProcess,
+    pushgateway: Pushgateway,  # noqa: F811
+) -> None:
     done = quality(
         running.data_dir,
         "--format",
         "json",
-        env=env_for(running.data_dir, SHOPSTREAM_QUALITY__SCHEDULE_MINUTES="0"),
+        env=env_for(
+            running.data_dir,
+            SHOPSTREAM_QUALITY__SCHEDULE_MINUTES="0",
+            SHOPSTREAM_OBSERVABILITY__PUSHGATEWAY_URL=pushgateway.url,
+        ),
     )
     assert done.returncode == 1, done.stdout + done.stderr
+    # The platform ran them and serves their gauges on its /metrics: the command pushes none.
+    for name in (
+        "shopstream_quality_check_status",
+        "shopstream_quality_last_run_timestamp_seconds",
+    ):
+        assert not pushgateway.samples(name), name
     run_id = json.loads(done.stdout)["run"]["run_id"]
     assert "quality run started (request)" in running.log()
     assert running.query(

@@ -23,19 +23,15 @@ import time
 from typing import Literal
 
 from prometheus_client import CollectorRegistry, Gauge
-from prometheus_client.exposition import pushadd_to_gateway
 
 from shopstream.observability import metrics
+from shopstream.observability.pushgateway import PushError, push_group
 
 Outcome = Literal["success", "failed"]
 OUTCOMES: tuple[Outcome, ...] = ("success", "failed")
 #: The Pushgateway job of every pushed pipeline outcome (its grouping key adds the pipeline).
 PUSH_JOB = "shopstream_pipeline"
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
-
-
-class PushError(RuntimeError):
-    """The Pushgateway could not be reached or refused the push."""
 
 
 def valid_pipeline(name: str) -> str:
@@ -77,16 +73,9 @@ def _push(pipeline: str, outcome: Outcome, ended: float, url: str, timeout: floa
     registry = CollectorRegistry()
     name, documentation = metrics.PIPELINE_LAST_HELP[outcome]
     Gauge(name, documentation, registry=registry).set(ended)
-    try:
-        pushadd_to_gateway(
-            url,
-            job=PUSH_JOB,
-            grouping_key={"pipeline": pipeline},
-            registry=registry,
-            timeout=timeout,
-        )
-    except OSError as exc:  # URLError and HTTPError are OSErrors
-        raise PushError(f"could not push to the Pushgateway at {url}: {exc}") from exc
+    push_group(
+        url, PUSH_JOB, registry, replace=False, grouping_key={"pipeline": pipeline}, timeout=timeout
+    )
 
 
 __all__ = ["OUTCOMES", "PUSH_JOB", "Outcome", "PushError", "record_run", "valid_pipeline"]

@@ -54,6 +54,7 @@ from shopstream.sinks import Sink, open_sink, sink_backend
 from shopstream.transform.runner import Progress, TransformRequest, TransformResult
 from shopstream.transform.runs import Transforms, TransformStatus
 from shopstream.warehouse import Warehouse, WarehouseError, open_warehouse
+from shopstream.warehouse.base import LAYERS, ROLE_LAYERS
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -540,7 +541,7 @@ class Platform:
             raise
         try:
             if self.warehouse is not None:
-                self.warehouse.ensure_layers()
+                self.warehouse.ensure_layers(self.layers_written(settings, parts))
             # The loader writes into the warehouse, whatever the collectors' sink is.
             self.sink = open_sink(
                 settings, self.warehouse, "warehouse" if parts.loader_url else None
@@ -635,6 +636,19 @@ class Platform:
             or parts.schedule_quality
             or sink_needs_warehouse(settings)
         )
+
+    @staticmethod
+    def layers_written(settings: Settings, parts: Parts) -> tuple[str, ...]:
+        """The warehouse layers a process with these parts makes sure of at start: only those
+        its role writes (``ROLE_LAYERS``), as a least-privilege account may see no others."""
+        layers: set[str] = set()
+        if parts.loader_url is not None or sink_needs_warehouse(settings):
+            layers.update(ROLE_LAYERS["loader"])
+        if parts.schedule_quality:
+            layers.update(ROLE_LAYERS["quality"])
+        if parts.schedule_transforms:
+            layers.update(ROLE_LAYERS["transform"])
+        return tuple(layer for layer in LAYERS if layer in layers)
 
     def _start_local_database(self, announce: Callable[[str], None]) -> str:
         from shopstream.devtools.shop_database import local_shop_database

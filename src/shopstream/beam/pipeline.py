@@ -48,6 +48,7 @@ from shopstream.events.messages import (
 from shopstream.events.raw import TS, schema_for
 from shopstream.loader.base import Received
 from shopstream.warehouse import Warehouse, WarehouseError, WarehouseUnavailable, open_warehouse
+from shopstream.warehouse.base import ROLE_LAYERS
 
 if TYPE_CHECKING:
     from shopstream.config import Settings
@@ -107,7 +108,8 @@ class _SharedWarehouse:
                 if not cls._open:
                     atexit.register(cls.close_all)
                 warehouse = open_warehouse(Settings.model_validate(settings))
-                warehouse.ensure_layers()
+                # Only what the workers write (Dataflow's account sees raw and mart alone).
+                warehouse.ensure_layers(ROLE_LAYERS["beam"])
                 cls._open[key] = warehouse
             return cls._open[key]
 

@@ -15,6 +15,17 @@ import pyarrow as pa
 
 LAYERS = ("raw", "staging", "mart", "monitoring")
 
+#: The layers each role makes sure of at start (``Warehouse.ensure_layers(layers)``): those it
+#: writes (with ``raw``, the fixed raw tables too), under the least-privilege grants of
+#: deploy/terraform. The transform gets all four: dbt writes staging, mart and monitoring and
+#: reads the raw tables, which must exist. A role never looks at the other layers.
+ROLE_LAYERS: dict[str, tuple[str, ...]] = {
+    "loader": ("raw",),  # also a collector or CDC reader writing straight to the warehouse
+    "beam": ("raw", "mart"),  # the Dataflow workers: raw rows and real-time marts
+    "quality": ("monitoring",),
+    "transform": LAYERS,
+}
+
 
 class WarehouseError(RuntimeError):
     """A warehouse operation failed; the message says what to do next."""
@@ -67,8 +78,10 @@ class Warehouse(Protocol):
     #: What this backend can do (the same for every instance of it).
     capabilities: Capabilities
 
-    def ensure_layers(self) -> None:
-        """Create the schemas raw, staging, mart, monitoring and the fixed raw tables."""
+    def ensure_layers(self, layers: Collection[str] = LAYERS) -> None:
+        """Create the schemas ``layers`` (all four by default) and, with ``raw``, the fixed
+        raw tables. A backend with per-layer permissions (BigQuery) looks only at ``layers``
+        (see :data:`ROLE_LAYERS`); one without (DuckDB) may make all four."""
 
     def ensure_raw_table(self, table: str) -> None:
         """Create ``raw.<table>`` (e.g. ``cdc_orders``) if it does not exist."""

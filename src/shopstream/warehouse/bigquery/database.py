@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import logging
 import threading
 import time
 from collections.abc import Collection, Mapping
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
     from google.cloud import bigquery
 
     from shopstream.config import BigQuerySettings
+
+log = logging.getLogger(__name__)
 
 #: Seconds a health probe's answer is kept.
 _HEALTH_SECONDS = 5.0
@@ -126,21 +129,33 @@ class BigQueryWarehouse:
 
     # -- tables --------------------------------------------------------------------------
 
-    def ensure_layers(self) -> None:
+    def ensure_layers(self, layers: Collection[str] = LAYERS) -> None:
+        """Make sure of the datasets ``layers`` and, with ``raw``, the fixed raw tables: only
+        what this role writes (:data:`~shopstream.warehouse.base.ROLE_LAYERS`). Under the
+        least-privilege grants of deploy/terraform a role may not even see the other datasets,
+        and BigQuery answers 403 for those, so they are never looked at."""
         from google.cloud import bigquery
 
+        unknown = set(layers) - set(LAYERS)
+        if unknown:
+            raise ValueError(f"unknown layers {sorted(unknown)}: the layers are {list(LAYERS)}")
         for layer in LAYERS:
+            if layer not in layers:
+                continue
             dataset = bigquery.Dataset(f"{self.project}.{layer}")
             dataset.location = self.where.location
             self._call(
-                lambda d=dataset: self._made(
+                lambda d=dataset, name=layer: self._made(
+                    "dataset",
+                    name,
                     lambda: self.client.get_dataset(d.reference, retry=self._retry),
                     lambda: self.client.create_dataset(d, exists_ok=True, retry=self._retry),
                 ),
                 layer,
             )
-        for table in ("events", "dead_letter", SOURCE_SCHEMAS):
-            self.ensure_raw_table(table)
+        if "raw" in layers:
+            for table in ("events", "dead_letter", SOURCE_SCHEMAS):
+                self.ensure_raw_table(table)
 
     def ensure_raw_table(self, table: str) -> None:
         self._ensure_table("raw", table, raw_layout(table))
@@ -167,6 +182,8 @@ class BigQueryWarehouse:
         # exists_ok: a table made earlier (by this or another process) keeps its definition.
         self._call(
             lambda: self._made(
+                "table",
+                f"{dataset}.{table}",
                 lambda: self.client.get_table(definition.reference, retry=self._retry),
                 lambda: self.client.create_table(definition, exists_ok=True, retry=self._retry),
             ),
@@ -176,15 +193,47 @@ class BigQueryWarehouse:
             self._known.add(key)
             self._layouts[key] = layout
 
-    @staticmethod
-    def _made(get: Any, create: Any) -> None:
-        """Look before making: a role that only reads a dataset or appends to a table (the
-        quality checks, the loader) may not hold the right to create it, and BigQuery refuses
-        a create without it even when the thing exists."""
+    def _made(self, kind: str, name: str, get: Any, create: Any) -> None:
+        """Look before making: a role that only appends to a table (the loader, the quality
+        checks) may not hold the right to create it, and BigQuery refuses a create without it
+        even when the thing exists.
+
+        A 403 on the look-up is not fatal: the operator provisions the datasets and raw tables
+        (deploy/terraform), and BigQuery answers 403 ("Access Denied ... or it may not exist")
+        to an account that may not read an object's metadata; the log says what was skipped,
+        and an append to a table that is really missing fails then, naming it. A missing object
+        that this account may not create is fatal, naming it and the permission it lacks."""
+        dataset = name.split(".")[0]
         try:
             get()
+            return
         except google_errors.NotFound:
+            pass
+        except google_errors.Forbidden as exc:
+            log.warning(
+                "skipped making sure of BigQuery %s %s.%s: this service account may not look it "
+                "up (403 Forbidden: %s). It is expected to be provisioned by the operator "
+                "(deploy/terraform); appends fail, naming it, if it is missing.",
+                kind,
+                self.project,
+                name,
+                exc.message,
+            )
+            return
+        try:
             create()
+        except google_errors.Forbidden as exc:
+            if kind == "dataset":
+                permission = "bigquery.datasets.create"
+                grant = f"grant it {permission} on project {self.project}"
+            else:
+                permission = "bigquery.tables.create"
+                grant = f"grant it roles/bigquery.dataEditor on dataset {dataset}"
+            raise WarehouseUnavailable(
+                f"BigQuery {kind} {self.project}.{name} does not exist and this service account "
+                f"may not create it (403 Forbidden, missing {permission}: {exc.message}): "
+                f"create it with deploy/terraform or {grant}"
+            ) from exc
 
     def _layout(self, dataset: str, table: str) -> TableLayout:
         return self._layouts[(dataset, table)]

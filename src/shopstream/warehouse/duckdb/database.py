@@ -345,7 +345,8 @@ class DuckDBWarehouse:
             self._local.cursor = cursor
         return cursor
 
-    def ensure_layers(self) -> None:
+    def ensure_layers(self, layers: Collection[str] = LAYERS) -> None:
+        """All four layers whatever ``layers`` says: one file, no permissions per layer."""
         with private_umask():  # DDL may create the WAL
             self._ensure_layers()
 

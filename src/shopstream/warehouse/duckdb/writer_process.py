@@ -34,6 +34,7 @@ from typing import Any, NoReturn
 import pyarrow as pa
 
 from shopstream.warehouse.base import (
+    LAYERS,
     QueryError,
     WarehouseError,
     WarehouseHealth,
@@ -360,8 +361,8 @@ class WarehouseProcess:
             _raise(value, message, self.path)
         return value
 
-    def ensure_layers(self) -> None:
-        self._call("ensure_layers")
+    def ensure_layers(self, layers: Collection[str] = LAYERS) -> None:
+        self._call("ensure_layers")  # all four, as the database's (``layers`` is ignored)
 
     def ensure_raw_table(self, table: str) -> None:
         self._call("ensure_raw_table", table)

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar
 
@@ -172,11 +172,14 @@ def here_or_running_platform(
     settings: Settings,
     here: Callable[[object], Outcome],
     running: Callable[[], Outcome],
+    *,
+    layers: Collection[str],
 ) -> Outcome:
     """A command's run (``shopstream transform``, ``shopstream quality run``): ``here`` on the
     warehouse opened in this process when it can be; when a running platform holds a
     single-writer warehouse (DuckDB's file), ``running`` asks that platform over its local
-    socket. Raises WarehouseError when neither works."""
+    socket. ``layers`` are those the run writes (:data:`~shopstream.warehouse.base.ROLE_LAYERS`):
+    in production its account may see no others. Raises WarehouseError when neither works."""
     import httpx
 
     from shopstream.config import SinkSettings
@@ -201,7 +204,7 @@ def here_or_running_platform(
         except httpx.HTTPError as exc:
             raise WarehouseError(f"the running platform did not answer: {exc}") from exc
     try:
-        warehouse.ensure_layers()
+        warehouse.ensure_layers(layers)
         return here(warehouse)
     finally:
         warehouse.close()

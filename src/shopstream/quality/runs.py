@@ -436,6 +436,7 @@ def quality_warehouse(
     platform holds a single-writer warehouse (DuckDB's file), ask that platform over its local
     socket. Raises WarehouseError when neither works."""
     from shopstream.runtime import quality_running
+    from shopstream.warehouse.base import ROLE_LAYERS
 
     return here_or_running_platform(
         settings,
@@ -448,6 +449,7 @@ def quality_warehouse(
             source_dsn=settings.postgres_dsn,
         ),
         lambda: quality_running(settings.data_dir, request, on_progress),
+        layers=ROLE_LAYERS["quality"],
     )
 
 

@@ -168,11 +168,13 @@ def transform_warehouse(
     platform holds a single-writer warehouse (DuckDB's file), ask that platform over its
     local socket. Raises WarehouseError when neither works."""
     from shopstream.runtime import transform_running
+    from shopstream.warehouse.base import ROLE_LAYERS
 
     return here_or_running_platform(
         settings,
         lambda warehouse: run_on(warehouse, settings, request, on_progress),
         lambda: transform_running(settings.data_dir, request, on_progress),
+        layers=ROLE_LAYERS["transform"],
     )
 
 

@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from shopstream.config import Settings
-from tests.support.collector import CollectorProcess
+from tests.support.collector import CollectorProcess, free_port
 from tests.support.deploy_tools import (
     DEPLOY,
     ROOT,
@@ -205,24 +205,81 @@ def test_every_manifest_runs_a_real_shopstream_command() -> None:
 
 
 def _healthcheck(role: str, port: int) -> subprocess.CompletedProcess[str]:
+    variable = {"collector": "SHOPSTREAM_COLLECTOR__PORT", "cdc": "SHOPSTREAM_CDC__METRICS_PORT"}
     return run_tool(
         [sys.executable, HEALTHCHECK, role],
-        env={**os.environ, "SHOPSTREAM_COLLECTOR__PORT": str(port)},
+        env={**os.environ, variable.get(role, "SHOPSTREAM_LOADER__METRICS_PORT"): str(port)},
         timeout=30,
     )
 
 
 def test_healthcheck_asks_the_running_collector(tmp_path: Path) -> None:
-    collector = CollectorProcess(tmp_path).start()
+    """The collector's /healthz on its port; and the metrics listener the cdc and load roles
+    serve /healthz on (the same one, Platform._serve_metrics), here the collector's, asked as
+    the cdc and load roles' check asks it."""
+    metrics_port = free_port()
+    collector = CollectorProcess(
+        tmp_path, env={"SHOPSTREAM_COLLECTOR__METRICS_PORT": str(metrics_port)}
+    ).start()
     try:
         healthy = _healthcheck("collector", collector.port)
         assert healthy.returncode == 0, healthy.stderr
+        for role in ("cdc", "load"):
+            listener = _healthcheck(role, metrics_port)
+            assert listener.returncode == 0, f"{role}: {listener.stderr}"
     finally:
         collector.stop()
     gone = _healthcheck("collector", collector.port)
     assert gone.returncode == 1 and "healthz" in gone.stderr
+    gone = _healthcheck("cdc", metrics_port)
+    assert gone.returncode == 1 and f":{metrics_port}/healthz" in gone.stderr
     # One-shot commands serve nothing: their check passes without asking.
     assert _healthcheck("transform", collector.port).returncode == 0
+
+
+def _image_env() -> dict[str, str]:
+    """The runtime stage's ENV (``KEY=value`` pairs; no value holds a space)."""
+    return dict(
+        pair.split("=", 1)
+        for word, rest in final_stage(DOCKERFILE)
+        if word == "ENV"
+        for pair in rest.split()
+    )
+
+
+def test_the_image_sets_the_ports_its_healthcheck_asks() -> None:
+    """Outside Kubernetes (docker run, Compose) only the image's ENV sets the ports: each
+    long-running role must listen where the HEALTHCHECK asks. cdc.metrics_port and
+    loader.metrics_port default to None (no listener at all: the check would fail forever),
+    and without collector.metrics_port the collector serves /metrics on its public port."""
+    image_env = _image_env()
+    healthcheck = _healthcheck_module()
+    with mock.patch.dict(os.environ, image_env, clear=True):
+        settings = Settings()
+    listens = {
+        "collector": settings.collector.port,
+        "cdc": settings.cdc.metrics_port,
+        "load": settings.loader.metrics_port,
+    }
+    for role, port in listens.items():
+        assert port is not None, f"{role}: the image starts it with no /healthz listener"
+        assert healthcheck.health_url(role, image_env) == f"http://127.0.0.1:{port}/healthz"
+    assert settings.collector.metrics_port == 9464, "/metrics off the public intake port"
+    assert settings.collector.metrics_port != settings.collector.port
+    # The same ports as the pods' settings (deploy/k8s/base/settings.env) and EXPOSE.
+    pods = dict(
+        line.split("=", 1)
+        for line in (DEPLOY / "k8s" / "base" / "settings.env").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    for variable in (
+        "SHOPSTREAM_COLLECTOR__METRICS_PORT",
+        "SHOPSTREAM_CDC__METRICS_PORT",
+        "SHOPSTREAM_LOADER__METRICS_PORT",
+    ):
+        assert image_env.get(variable) == pods[variable], variable
+    exposed = {rest for word, rest in final_stage(DOCKERFILE) if word == "EXPOSE"}
+    assert exposed == {f"{settings.collector.port} {settings.collector.metrics_port}"}
 
 
 def _healthcheck_module() -> Any:

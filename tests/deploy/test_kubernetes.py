@@ -9,6 +9,7 @@ what render_settings.py renders now, and a bad settings file fails naming its ke
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import json
 import os
 import re
@@ -20,11 +21,13 @@ from typing import Any
 from unittest import mock
 from urllib.parse import urlparse
 
+import hcl2
 import jsonschema
 import pytest
 import yaml
 
 from shopstream.config import Settings
+from tests.support import deploy_tools
 from tests.support.deploy_tools import DEPLOY, deploy_tool, run_tool, system_tool
 
 K8S = DEPLOY / "k8s"
@@ -46,6 +49,7 @@ SECRET_VARIABLES = {
 LOOKS_SECRET = re.compile(r"KEY|SECRET|PASSWORD|TOKEN|DSN|SALT|CREDENTIAL", re.I)
 CRD_GROUP = "monitoring.coreos.com/"
 PLACEHOLDER_CIDR = "192.0.2.10/32"
+DOCKERFILE = DEPLOY / "docker" / "Dockerfile"
 
 
 # --- rendering ------------------------------------------------------------------------------
@@ -254,7 +258,8 @@ def test_every_container_is_locked_down_and_bounded(overlay: Overlay) -> None:
         assert seccomp == {"type": "RuntimeDefault"}, where
         for what in ("requests", "limits"):
             assert set(container.get("resources", {}).get(what, {})) >= {"cpu", "memory"}, where
-        # A read-only root: HOME, TMPDIR and data_dir are /tmp, an emptyDir.
+        # A read-only root: HOME and TMPDIR are /tmp, an emptyDir (data_dir too, but the
+        # CDC reader's, on a claim: test_cdc_state_survives_a_reschedule).
         mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
         volumes = {v["name"]: v for v in pod.get("volumes", [])}
         assert "/tmp" in mounts and "emptyDir" in volumes[mounts["/tmp"]], where
@@ -369,6 +374,67 @@ def test_cdc_is_one_reader(overlay: Overlay) -> None:
     }
 
 
+def _image_env() -> dict[str, str]:
+    """The runtime stage's ENV of the image (``KEY=value`` pairs, no spaces in values)."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    runtime = text[text.rindex("\nFROM ") :]
+    return dict(
+        pair.split("=", 1)
+        for line in runtime.splitlines()
+        if line.startswith("ENV ")
+        for pair in line.split()[1:]
+    )
+
+
+def _effective_env(overlay: Overlay, container: dict[str, Any]) -> dict[str, str]:
+    """A container's environment as the kubelet builds it: the image's ENV, then envFrom
+    (the settings ConfigMap), then env (literal values; references read as None)."""
+    env = dict(_image_env())
+    for source in container.get("envFrom", []):
+        if source.get("configMapRef", {}).get("name") == "shopstream-settings":
+            env.update(overlay.settings_data)
+    for variable in container.get("env", []):
+        env[variable["name"]] = variable.get("value")
+    return env
+
+
+def _volume_at(pod: dict[str, Any], container: dict[str, Any], path: str) -> dict[str, Any]:
+    """The volume holding ``path`` in the container: the deepest mount above it."""
+    mounts = [
+        m
+        for m in container.get("volumeMounts", [])
+        if path == m["mountPath"] or path.startswith(m["mountPath"].rstrip("/") + "/")
+    ]
+    assert mounts, f"{path} is on the read-only root filesystem"
+    mount = max(mounts, key=lambda m: len(m["mountPath"]))
+    assert not mount.get("readOnly"), f"{path} is mounted read-only"
+    return next(v for v in pod["volumes"] if v["name"] == mount["name"])
+
+
+def test_cdc_state_survives_a_reschedule(overlay: Overlay) -> None:
+    """The reader's state (``<data_dir>/cdc-<slot>.json``: did the snapshot finish;
+    ``cdc-<slot>-schemas.json``: the schema versions recorded) outlives its pod: a pod
+    rescheduled mid-snapshot that found the slot but no state would skip the snapshot
+    (snapshot_mode initial) and leave raw half-filled, silently. So data_dir is on a
+    PersistentVolumeClaim, never an emptyDir."""
+    pod, container = _container(overlay, "Deployment", "shopstream-cdc")
+    data_dir = _effective_env(overlay, container)["SHOPSTREAM_DATA_DIR"]
+    assert data_dir and data_dir.startswith("/"), data_dir
+    volume = _volume_at(pod, container, data_dir)
+    assert "emptyDir" not in volume, f"the CDC's data_dir {data_dir} is an emptyDir"
+    claim_name = volume.get("persistentVolumeClaim", {}).get("claimName")
+    assert claim_name, f"the CDC's data_dir {data_dir} is not on a PersistentVolumeClaim"
+    claim = overlay.get("PersistentVolumeClaim", claim_name)
+    # One reader (Recreate: the old pod lets go of the disk before the new one mounts it).
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert "storageClassName" not in claim["spec"], "the cluster's default class"
+    assert claim["spec"]["resources"]["requests"]["storage"]
+    assert claim["metadata"]["labels"]["app.kubernetes.io/component"] == "cdc"
+    # Nothing else of the CDC reader or the other roles needs to survive a restart
+    # (runtime.json is rewritten on start), so only the CDC reader has a claim.
+    assert [c["metadata"]["name"] for c in overlay.of_kind("PersistentVolumeClaim")] == [claim_name]
+
+
 def test_loader_reads_what_the_collectors_publish(overlay: Overlay) -> None:
     pod, container = _container(overlay, "Deployment", "shopstream-loader")
     args = container["args"]
@@ -415,6 +481,15 @@ def test_quality_cronjob(overlay: Overlay) -> None:
     assert container["args"] == ["quality", "run"]
     env = {**overlay.settings_data, **{e["name"]: e.get("value") for e in container["env"]}}
     assert env["SHOPSTREAM_OBSERVABILITY__PUSHGATEWAY_URL"] == PUSHGATEWAY
+    # The replication check reads the CDC slot on the shop's PostgreSQL; without a DSN it
+    # returns no result at all (src/shopstream/quality/checks/replication.py). Optional: a
+    # shop without CDC has no postgres-dsn key, and the other checks run.
+    dsn = {e["name"]: e for e in container["env"]}["SHOPSTREAM_POSTGRES_DSN"]
+    assert dsn["valueFrom"]["secretKeyRef"] == {
+        "name": "shopstream-secrets",
+        "key": "postgres-dsn",
+        "optional": True,
+    }
     assert {t["key"] for t in pod["tolerations"]} == {"cloud.google.com/gke-spot"}
     terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
     assert terms["nodeSelectorTerms"][0]["matchExpressions"] == [
@@ -516,7 +591,15 @@ def test_network_policies(overlay: Overlay) -> None:
     for role in ROLES:
         assert {53, 443} <= egress_ports(role), role
     assert 5432 in egress_ports("cdc")
+    assert 5432 in egress_ports("quality"), "the replication check reads the CDC slot"
     assert 5432 not in egress_ports("loader") | egress_ports("collector")
+    # Both reach the one shop database through one policy: the address an overlay patches once.
+    to_postgres = [
+        name
+        for name, spec in policies.items()
+        if any(p["port"] == 5432 for rule in spec.get("egress", []) for p in rule["ports"])
+    ]
+    assert to_postgres == ["cdc-postgres"], to_postgres
     for role in ("quality", "transform"):
         assert 9091 in egress_ports(role), f"{role} pushes to the Pushgateway"
     cidrs = [
@@ -525,6 +608,73 @@ def test_network_policies(overlay: Overlay) -> None:
         for peer in rule["to"]
     ]
     assert PLACEHOLDER_CIDR not in cidrs, "the overlay sets the shop database's address"
+
+
+def _terraform_ranges() -> dict[str, ipaddress.IPv4Network]:
+    """Every CIDR default of deploy/terraform's variables (environments and modules: nodes,
+    pods, services, control plane), by where it is."""
+    ranges = {}
+    for path in sorted((DEPLOY / "terraform").rglob("*.tf")):
+        parsed = hcl2.loads(
+            path.read_text(),
+            serialization_options=hcl2.SerializationOptions(strip_string_quotes=True),
+        )
+        for block in parsed.get("variable", []):
+            for name, body in block.items():
+                default = body.get("default")
+                if isinstance(default, str) and re.fullmatch(r"[\d.]+/\d+", default):
+                    where = f"{path.relative_to(DEPLOY)}: {name}"
+                    ranges[where] = ipaddress.IPv4Network(default)
+    return ranges
+
+
+def test_the_shop_database_address_is_outside_terraforms_ranges(
+    rendered: dict[str, Overlay],
+) -> None:
+    """The overlays' PostgreSQL address is not one of the cluster's own: inside the pods'
+    or services' range the egress rule would let the CDC reader (and the quality run) reach
+    pods instead of the database, and the database could never be there."""
+    ranges = _terraform_ranges()
+    names = {where.rsplit(": ", 1)[1] for where in ranges}
+    assert {"nodes_cidr", "pods_cidr", "services_cidr", "master_cidr"} <= names, names
+    for overlay in rendered.values():
+        policy = overlay.get("NetworkPolicy", "cdc-postgres")
+        for rule in policy["spec"]["egress"]:
+            for peer in rule["to"]:
+                address = ipaddress.IPv4Network(peer["ipBlock"]["cidr"])
+                overlapping = [w for w, r in ranges.items() if r.overlaps(address)]
+                assert not overlapping, f"{overlay.name}: {address} lies in {overlapping}"
+
+
+# --- the deploy tools: skip, or fail when make test requires them ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("required", "outcome"),
+    [(None, pytest.skip.Exception), ("0", pytest.skip.Exception), ("1", pytest.fail.Exception)],
+)
+def test_a_missing_tool_skips_unless_required(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, required: str | None, outcome: type
+) -> None:
+    """Without the tools a check skips, saying how to get them; under make test
+    (SHOPSTREAM_TEST_REQUIRE_DEPLOY_TOOLS=1) it fails with the same words."""
+    if required is None:
+        monkeypatch.delenv(deploy_tools.REQUIRE_TOOLS, raising=False)
+    else:
+        monkeypatch.setenv(deploy_tools.REQUIRE_TOOLS, required)
+    monkeypatch.setattr(deploy_tools, "DEPLOY_BIN", tmp_path / "nothing")
+    monkeypatch.setattr(deploy_tools, "AIRFLOW_BIN", tmp_path / "nothing")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    for lookup, message in [
+        (lambda: deploy_tools.deploy_tool("checkov"), "run `make deploy-tools`"),
+        (lambda: deploy_tools.airflow_tool(), "run `make deploy-tools`"),
+        (lambda: deploy_tools.system_tool("kubectl"), "run `make system-tools`"),
+    ]:
+        # Both caught: a skip escaping pytest.raises(Failed) would skip this test, not fail it.
+        with pytest.raises((pytest.skip.Exception, pytest.fail.Exception)) as raised:
+            lookup()
+        assert raised.type is outcome, f"{raised.typename}: {raised.value}"
+        assert message in str(raised.value), raised.value
 
 
 # --- render_settings.py ---------------------------------------------------------------------

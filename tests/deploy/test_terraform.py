@@ -469,10 +469,12 @@ def test_every_loader_subscription_has_backlog_alerts(parsed: dict[str, Any]) ->
     [dead_letters] = [
         p
         for p in policies.values()
-        if "pubsub.googleapis.com/topic/send_message_operation_count" in condition_filters(p)
+        if "pubsub.googleapis.com/subscription/dead_letter_message_count" in condition_filters(p)
     ]
     [text] = condition_filters(dead_letters).values()
-    assert 'topic_id = "${local.dead_letter}"' in text, text
+    # Every loader subscription's name ends so (and no Beam subscription's).
+    assert 'subscription_id = ends_with(".${var.loader_subscription}")' in text, text
+    assert "for_each" not in dead_letters
 
     assert variable_default(pubsub, "backlog_age_seconds") == 600
     assert variable_default(pubsub, "backlog_duration") == "600s"

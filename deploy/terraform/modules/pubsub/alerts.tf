@@ -5,9 +5,11 @@
 # - every loader subscription: its oldest unacknowledged message older than
 #   var.backlog_age_seconds, or more than var.backlog_messages undelivered, for
 #   var.backlog_duration (the loader is down, stuck or too slow);
-# - the dead-letter topic: more than var.dead_letter_messages published in
-#   var.backlog_duration (messages that the loader, the collector or the CDC reader gave up
-#   on, or that Pub/Sub moved after max_delivery_attempts).
+# - dead-letter growth: more than var.dead_letter_messages that Pub/Sub itself moved from the
+#   loader's subscriptions to the dead-letter topic within var.backlog_duration (a message
+#   the loader failed max_delivery_attempts times). The dead letters the code writes itself
+#   (refused events, poison messages) are counted by shopstream_dead_letters_total and
+#   alerted on in Prometheus (DeadLetterGrowth); these it cannot see.
 #
 # Each policy notifies var.notification_channels (none: the incidents show in the console
 # only) and points at the LoaderConsumerLagHigh runbook.
@@ -61,16 +63,16 @@ resource "google_monitoring_alert_policy" "loader_backlog" {
 
 resource "google_monitoring_alert_policy" "dead_letter_growth" {
   project               = var.project_id
-  display_name          = "shopstream dead letters: ${local.dead_letter}"
+  display_name          = "shopstream loader dead letters: ${local.dead_letter}"
   combiner              = "OR"
   notification_channels = var.notification_channels
   severity              = "WARNING"
   user_labels           = var.labels
 
   conditions {
-    display_name = "more than ${var.dead_letter_messages} messages dead-lettered in ${var.backlog_duration}"
+    display_name = "more than ${var.dead_letter_messages} messages moved to ${local.dead_letter} in ${var.backlog_duration}"
     condition_threshold {
-      filter          = "resource.type = \"pubsub_topic\" AND resource.label.topic_id = \"${local.dead_letter}\" AND metric.type = \"pubsub.googleapis.com/topic/send_message_operation_count\""
+      filter          = "resource.type = \"pubsub_subscription\" AND resource.label.subscription_id = ends_with(\".${var.loader_subscription}\") AND metric.type = \"pubsub.googleapis.com/subscription/dead_letter_message_count\""
       comparison      = "COMPARISON_GT"
       threshold_value = var.dead_letter_messages
       duration        = "0s"
@@ -83,9 +85,9 @@ resource "google_monitoring_alert_policy" "dead_letter_growth" {
   }
 
   documentation {
-    content   = "Messages are being dead-lettered to ${local.dead_letter} (they land in raw.dead_letter): query it by reason. What to do: ${var.runbook_url}#loaderconsumerlaghigh"
+    content   = "Pub/Sub moved messages the loader failed ${var.max_delivery_attempts} times to ${local.dead_letter} (the loader lands them in raw.dead_letter: query it by reason; its logs say why it failed). What to do: ${var.runbook_url}#loaderconsumerlaghigh"
     mime_type = "text/markdown"
   }
 
-  depends_on = [google_pubsub_topic.topic]
+  depends_on = [google_pubsub_subscription.loader]
 }

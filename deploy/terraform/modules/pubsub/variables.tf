@@ -124,7 +124,7 @@ variable "backlog_duration" {
 }
 
 variable "dead_letter_messages" {
-  description = "Alert when more messages than this reach the dead-letter topic within backlog_duration."
+  description = "Alert when Pub/Sub moves more messages than this from the loader's subscriptions to the dead-letter topic within backlog_duration."
   type        = number
   default     = 0
 }

@@ -818,3 +818,22 @@ def test_one_platform_and_environments_of_variables_only(parsed: dict[str, Any])
         assert state["prefix"] == f"shopstream/{env}"
     states = [doc(parsed, f"environments/{env}.backend.hcl")["bucket"] for env in ENVIRONMENTS]
     assert len(set(states)) == len(states), "two environments would share one state"
+
+
+def test_the_guide_runs_terraform_as_the_files_are_laid_out() -> None:
+    """deploy/README.md's Terraform commands: in the platform root, each environment's state at
+    init and its variables at plan/apply/destroy (a plan without them would ask for every
+    variable, or apply another environment's state)."""
+    guide = (DEPLOY / "README.md").read_text()
+    commands = re.findall(r"^\s*(terraform (?:init|plan|apply|destroy)\b.*)$", guide, re.M)
+    assert commands
+    for command in commands:
+        if command.startswith("terraform init"):
+            assert "-backend-config=../environments/ENV.backend.hcl" in command, command
+        elif command.split()[1] != "apply" or not command.split()[-1].endswith(".tfplan"):
+            assert "-var-file=../environments/ENV.tfvars" in command, command
+    assert "cd deploy/terraform/platform" in guide
+    for env in ENVIRONMENTS:
+        assert (ENVIRONMENTS_DIR / f"{env}.tfvars").is_file()
+        assert (ENVIRONMENTS_DIR / f"{env}.backend.hcl").is_file()
+    assert "environments/ENV\n" not in guide and "terraform.tfvars" not in guide

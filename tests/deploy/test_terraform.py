@@ -35,6 +35,10 @@ from tests.support.deploy_tools import DEPLOY, ROOT, deploy_tool, run_tool, syst
 
 TERRAFORM = DEPLOY / "terraform"
 MODULES = TERRAFORM / "modules"
+#: The one root module every environment applies, and where the environments are: each only
+#: its variables (<env>.tfvars) and its state (<env>.backend.hcl).
+PLATFORM = "platform"
+ENVIRONMENTS_DIR = TERRAFORM / "environments"
 ENVIRONMENTS = ("dev", "prod")
 K8S = DEPLOY / "k8s"
 #: The Kubernetes ServiceAccounts the brief decided, for when deploy/k8s is not there yet.
@@ -62,7 +66,9 @@ PROJECT_ROLES = {
 
 def hcl_files() -> list[Path]:
     return sorted(
-        p for p in TERRAFORM.rglob("*") if p.suffix == ".tf" or p.name.endswith(".tfvars.example")
+        p
+        for p in TERRAFORM.rglob("*")
+        if p.suffix in (".tf", ".tfvars") or p.name.endswith(".backend.hcl")
     )
 
 
@@ -133,6 +139,11 @@ def variable_default(document: dict[str, Any], name: str) -> Any:
         if name in item:
             return item[name].get("default")
     raise KeyError(f"no variable {name}")
+
+
+def plain(body: dict[str, Any]) -> dict[str, Any]:
+    """A parsed body without the parser's own keys (``__is_block__``, ``__comments__``)."""
+    return {k: v for k, v in body.items() if not (k.startswith("__") and k.endswith("__"))}
 
 
 def blocks(body: dict[str, Any], name: str) -> list[dict[str, Any]]:
@@ -260,12 +271,12 @@ def test_datasets_and_raw_tables(parsed: dict[str, Any]) -> None:
     assert dataset["for_each"] == "${var.datasets}"
     assert "partition_expiration_days" in dataset["default_partition_expiration_ms"]
     assert dataset["delete_contents_on_destroy"] is False
+    platform = module_doc(parsed, PLATFORM)
+    assert set(variable_default(platform, "datasets")) == set(LAYERS)
     for env in ENVIRONMENTS:
-        environment = module_doc(parsed, f"environments/{env}")
-        assert set(variable_default(environment, "datasets")) == set(LAYERS)
-        example = doc(parsed, f"environments/{env}/terraform.tfvars.example")
-        if "datasets" in example:
-            assert set(example["datasets"]) == set(LAYERS), env
+        values = doc(parsed, f"environments/{env}.tfvars")
+        if "datasets" in values:
+            assert set(values["datasets"]) == set(LAYERS), env
 
     [table] = resources(bigquery, "google_bigquery_table").values()
     assert table["deletion_protection"] == "${var.deletion_protection}"
@@ -335,18 +346,19 @@ def test_topics_and_subscriptions_are_named_as_the_code_names_them(
         f"{t}.{BeamSettings().subscription}" for t in every_topic
     }
 
-    # The environments pass the code's defaults on.
+    # The platform passes the code's defaults on, and no environment changes them (the
+    # overlays' settings would have to change with them).
+    platform = module_doc(parsed, PLATFORM)
+    assert variable_default(platform, "topic_prefix") == TransportSettings().topic_prefix
+    assert variable_default(platform, "captured_tables") == list(SHOP_TABLES)
+    assert variable_default(platform, "cdc_schema") == CdcSettings().schema_name
+    assert variable_default(platform, "max_delivery_attempts") == settings.max_delivery_attempts
+    call = module_call(platform, "pubsub")
+    for argument in ("topic_prefix", "cdc_schema", "captured_tables"):
+        assert call[argument] == f"${{var.{argument}}}", argument
     for env in ENVIRONMENTS:
-        environment = module_doc(parsed, f"environments/{env}")
-        assert variable_default(environment, "topic_prefix") == TransportSettings().topic_prefix
-        assert variable_default(environment, "captured_tables") == list(SHOP_TABLES)
-        assert variable_default(environment, "cdc_schema") == CdcSettings().schema_name
-        assert variable_default(environment, "max_delivery_attempts") == (
-            settings.max_delivery_attempts
-        )
-        call = module_call(environment, "pubsub")
-        for argument in ("topic_prefix", "cdc_schema", "captured_tables"):
-            assert call[argument] == f"${{var.{argument}}}", (env, argument)
+        values = doc(parsed, f"environments/{env}.tfvars")
+        assert not values.keys() & {"topic_prefix", "cdc_schema", "captured_tables"}, env
 
 
 def test_dead_letter_policies(parsed: dict[str, Any]) -> None:
@@ -400,6 +412,87 @@ def test_dead_letter_policies(parsed: dict[str, Any]) -> None:
     assert not others, others
 
 
+BACKLOG_METRICS = {
+    "pubsub.googleapis.com/subscription/oldest_unacked_message_age",
+    "pubsub.googleapis.com/subscription/num_undelivered_messages",
+}
+
+
+def condition_filters(policy: dict[str, Any]) -> dict[str, str]:
+    """metric type -> the filter of the policy's threshold condition on it (quotes unescaped)."""
+    found: dict[str, str] = {}
+    for condition in blocks(policy, "conditions"):
+        for threshold in blocks(condition, "condition_threshold"):
+            text = threshold["filter"].replace('\\"', '"')
+            [metric] = re.findall(r'metric\.type = "([^"]+)"', text)
+            found[metric] = text
+    return found
+
+
+def test_every_loader_subscription_has_backlog_alerts(parsed: dict[str, Any]) -> None:
+    """On Pub/Sub the loader reports no lag (shopstream_loader_lag_messages is Kafka's), so
+    Cloud Monitoring alerts on each loader subscription's oldest unacked message age and
+    undelivered messages, and on messages reaching the dead-letter topic; each notifies the
+    channels of the variable and links the LoaderConsumerLagHigh runbook."""
+    pubsub = module_doc(parsed, "modules/pubsub")
+    policies = resources(pubsub, "google_monitoring_alert_policy")
+    values = {
+        "var.topic_prefix": variable_default(pubsub, "topic_prefix"),
+        "var.cdc_schema": variable_default(pubsub, "cdc_schema"),
+        "var.loader_subscription": variable_default(pubsub, "loader_subscription"),
+    }
+    topics = Topics(values["var.topic_prefix"])
+    every_topic = set(topics.fixed()) | {
+        topics.changes(values["var.cdc_schema"], t) for t in SHOP_TABLES
+    }
+    name, template = for_template(local(pubsub, "loader_subscriptions"))
+    loader_subscriptions = {evaluate(template, {**values, name: t}) for t in every_topic}
+
+    # Which subscription each backlog policy watches, per metric.
+    covered: dict[str, set[str]] = {metric: set() for metric in BACKLOG_METRICS}
+    for policy in policies.values():
+        filters = condition_filters(policy)
+        if not filters.keys() & BACKLOG_METRICS:
+            continue
+        assert policy["for_each"] == "${local.loader_subscriptions}", policy["for_each"]
+        for metric, text in filters.items():
+            assert 'resource.type = "pubsub_subscription"' in text, text
+            for subscription in loader_subscriptions:
+                found = re.search(
+                    r'subscription_id = "([^"]+)"', evaluate(text, {"each.value": subscription})
+                )
+                assert found, text
+                covered[metric].add(found.group(1))
+    for metric, subscriptions in covered.items():
+        assert subscriptions == loader_subscriptions, (metric, loader_subscriptions - subscriptions)
+
+    [dead_letters] = [
+        p
+        for p in policies.values()
+        if "pubsub.googleapis.com/subscription/dead_letter_message_count" in condition_filters(p)
+    ]
+    [text] = condition_filters(dead_letters).values()
+    # Every loader subscription's name ends so (and no Beam subscription's).
+    assert 'subscription_id = ends_with(".${var.loader_subscription}")' in text, text
+    assert "for_each" not in dead_letters
+
+    assert variable_default(pubsub, "backlog_age_seconds") == 600
+    assert variable_default(pubsub, "backlog_duration") == "600s"
+    runbooks = variable_default(pubsub, "runbook_url")
+    assert (ROOT / runbooks).is_file() and re.search(
+        r"^## LoaderConsumerLagHigh$", (ROOT / runbooks).read_text(), re.M
+    )
+    for policy in policies.values():
+        assert policy["notification_channels"] == "${var.notification_channels}"
+        [documentation] = blocks(policy, "documentation")
+        assert "${var.runbook_url}#loaderconsumerlaghigh" in documentation["content"]
+    assert variable_default(pubsub, "notification_channels") == []
+    platform = module_doc(parsed, PLATFORM)
+    assert variable_default(platform, "notification_channels") == []
+    call = module_call(platform, "pubsub")
+    assert call["notification_channels"] == "${var.notification_channels}"
+
+
 # -- IAM ------------------------------------------------------------------------------------
 
 
@@ -440,10 +533,15 @@ def test_iam_is_least_privilege(parsed: dict[str, Any]) -> None:
     # The writers need nothing on the project: their topics' grants are on the topics.
     assert not by_account.keys() & {"collector", "cdc"}
     assert by_account["dataflow"] == {"roles/dataflow.worker"}
+    # BigQuery jobs only for the roles that query (dbt; the quality checks' queries and dry
+    # runs): the loader and the Dataflow workers append through the Storage Write API
+    # (tables.updateData), look tables up and make them, and run no job.
+    job_users = {a for a, roles in by_account.items() if "roles/bigquery.jobUser" in roles}
+    assert job_users == {"transform", "quality"}
+    assert by_account["loader"] == {"roles/pubsub.viewer"}
 
     # Datasets: who writes a layer, who reads it, granted on the dataset.
-    environment = module_doc(parsed, "environments/prod")
-    access = module_call(environment, "bigquery")["dataset_access"]
+    access = module_call(module_doc(parsed, PLATFORM), "bigquery")["dataset_access"]
     assert set(access) == set(LAYERS)
 
     def holders(dataset: str, role: str) -> set[str]:
@@ -456,7 +554,21 @@ def test_iam_is_least_privilege(parsed: dict[str, Any]) -> None:
     assert holders("raw", "dataViewer") == {"transform", "quality"}
     assert holders("staging", "dataEditor") == {"transform"}
     assert holders("mart", "dataEditor") == {"transform", "dataflow"}
-    assert "quality" in holders("monitoring", "dataEditor")
+    assert holders("monitoring", "dataEditor") == {"quality", "transform"}
+    # Every role sees only the datasets its code looks at (ensure_layers(ROLE_LAYERS[role])):
+    # the loader raw, the Dataflow workers raw and mart, quality monitoring (and reads the
+    # rest), transform all four.
+    seen: dict[str, set[str]] = {}
+    for dataset, roles in access.items():
+        for role in roles:
+            for account in holders(dataset, role.removeprefix("roles/bigquery.")):
+                seen.setdefault(account, set()).add(dataset)
+    assert seen == {
+        "loader": {"raw"},
+        "dataflow": {"raw", "mart"},
+        "quality": set(LAYERS),
+        "transform": set(LAYERS),
+    }, seen
     for dataset in ("raw", "staging", "mart"):
         assert "quality" in holders(dataset, "dataViewer") | holders(dataset, "dataEditor")
 
@@ -559,10 +671,9 @@ def test_workload_identity_members_name_kubernetes_service_accounts(
                 name,
                 annotation,
             )
-    for env in ENVIRONMENTS:
-        call = module_call(module_doc(parsed, f"environments/{env}"), "iam")
-        assert call["namespace"] == NAMESPACE
-        assert call["workload_pool"] == "${module.gke.workload_pool}"
+    call = module_call(module_doc(parsed, PLATFORM), "iam")
+    assert call["namespace"] == NAMESPACE
+    assert call["workload_pool"] == "${module.gke.workload_pool}"
 
 
 # -- GKE, secrets, Cloud SQL, environments --------------------------------------------------
@@ -669,15 +780,60 @@ def test_cloud_sql_has_logical_decoding(parsed: dict[str, Any]) -> None:
     assert network["ipv4_enabled"] is False
 
 
-def test_environments_call_every_module(parsed: dict[str, Any]) -> None:
+def test_one_platform_and_environments_of_variables_only(parsed: dict[str, Any]) -> None:
+    """One root module (platform) calls every module; an environment is only its variables
+    and its backend: no .tf of its own, so dev and prod cannot drift apart in code."""
     modules = {p.name for p in MODULES.iterdir() if p.is_dir()}
+    platform = module_doc(parsed, PLATFORM)
+    calls = {name for item in platform["module"] for name in item}
+    assert calls == modules
+    for name in calls:
+        assert module_call(platform, name)["source"] == f"../modules/{name}"
+    [settings] = platform["terraform"]
+    [backend] = blocks(settings, "backend")
+    assert {kind: plain(body) for kind, body in plain(backend).items()} == {"gcs": {}}, (
+        "the bucket and prefix are each environment's backend file"
+    )
+    roots = sorted(
+        path.rsplit("/", 1)[0]
+        for path in parsed
+        if path.endswith(".tf") and "terraform" in doc(parsed, path)
+        for item in doc(parsed, path)["terraform"]
+        if "backend" in item
+    )
+    assert roots == [PLATFORM], f"one root module only: {roots}"
+
+    assert sorted(p.name for p in ENVIRONMENTS_DIR.iterdir()) == sorted(
+        f"{env}{suffix}" for env in ENVIRONMENTS for suffix in (".tfvars", ".backend.hcl")
+    )
+    declared = {name: body for item in platform["variable"] for name, body in item.items()}
+    required = {name for name, body in declared.items() if "default" not in body}
     for env in ENVIRONMENTS:
-        environment = module_doc(parsed, f"environments/{env}")
-        calls = {name for item in environment["module"] for name in item}
-        assert calls == modules, env
-        for name in calls:
-            assert module_call(environment, name)["source"] == f"../../modules/{name}"
-        [settings] = environment["terraform"]
-        [backend] = blocks(settings, "backend")
-        assert backend["gcs"]["prefix"] == f"shopstream/{env}"
-        assert (TERRAFORM / "environments" / env / "terraform.tfvars.example").is_file()
+        values = plain(doc(parsed, f"environments/{env}.tfvars"))
+        assert values.keys() <= declared.keys(), (env, values.keys() - declared.keys())
+        assert required <= values.keys(), (env, required - values.keys())
+        assert values["environment"] == env
+        state = plain(doc(parsed, f"environments/{env}.backend.hcl"))
+        assert state.keys() == {"bucket", "prefix"}, env
+        assert state["prefix"] == f"shopstream/{env}"
+        # The state bucket of step 3 of deploy/README.md, in the environment's own project.
+        assert state["bucket"] == f"{values['project_id']}-tfstate", env
+
+
+def test_the_guide_runs_terraform_as_the_files_are_laid_out() -> None:
+    """deploy/README.md's Terraform commands: in the platform root, each environment's state at
+    init and its variables at plan/apply/destroy (a plan without them would ask for every
+    variable, or apply another environment's state)."""
+    guide = (DEPLOY / "README.md").read_text()
+    commands = re.findall(r"^\s*(terraform (?:init|plan|apply|destroy)\b.*)$", guide, re.M)
+    assert commands
+    for command in commands:
+        if command.startswith("terraform init"):
+            assert "-backend-config=../environments/ENV.backend.hcl" in command, command
+        elif command.split()[1] != "apply" or not command.split()[-1].endswith(".tfplan"):
+            assert "-var-file=../environments/ENV.tfvars" in command, command
+    assert "cd deploy/terraform/platform" in guide
+    for env in ENVIRONMENTS:
+        assert (ENVIRONMENTS_DIR / f"{env}.tfvars").is_file()
+        assert (ENVIRONMENTS_DIR / f"{env}.backend.hcl").is_file()
+    assert "environments/ENV\n" not in guide and "terraform.tfvars" not in guide

@@ -25,10 +25,12 @@ locals {
 
   # Roles that have no narrower home than the project. bigquery.jobUser lets a role run
   # query jobs (billed to the project); what a query may read or write is the datasets'
-  # grants. pubsub.viewer lets the loader list topics (it finds newly captured tables'
+  # grants. Only the roles that query have it: transform (dbt) and quality (the checks'
+  # queries and dry runs). The loader and the Dataflow workers never query: they append
+  # through the Storage Write API (bigquery.tables.updateData, from dataEditor on the
+  # dataset) and look tables up (tables.get) or make them (tables.create). pubsub.viewer lets the loader list topics (it finds newly captured tables'
   # topics under the prefix; listing is a project permission); it reads no message.
   project_roles = {
-    "loader/roles/bigquery.jobUser"                   = { account = "loader", role = "roles/bigquery.jobUser" }
     "loader/roles/pubsub.viewer"                      = { account = "loader", role = "roles/pubsub.viewer" }
     "transform/roles/bigquery.jobUser"                = { account = "transform", role = "roles/bigquery.jobUser" }
     "quality/roles/bigquery.jobUser"                  = { account = "quality", role = "roles/bigquery.jobUser" }

@@ -13,3 +13,8 @@ output "loader_subscriptions" {
 output "beam_subscriptions" {
   value = sort(values(local.beam_subscriptions))
 }
+
+output "backlog_alert_policies" {
+  description = "loader subscription -> its backlog alert policy."
+  value       = { for topic, name in local.loader_subscriptions : name => google_monitoring_alert_policy.loader_backlog[topic].name }
+}

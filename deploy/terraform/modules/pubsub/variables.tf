@@ -98,3 +98,39 @@ variable "labels" {
   type        = map(string)
   default     = {}
 }
+
+variable "notification_channels" {
+  description = "Cloud Monitoring notification channel ids (projects/<p>/notificationChannels/<id>) the backlog and dead-letter alerts notify; empty: incidents show in the console only."
+  type        = list(string)
+  default     = []
+}
+
+variable "backlog_age_seconds" {
+  description = "Alert when a loader subscription's oldest unacknowledged message is older than this (seconds)."
+  type        = number
+  default     = 600
+}
+
+variable "backlog_messages" {
+  description = "Alert when a loader subscription holds more undelivered messages than this (as the LoaderConsumerLagHigh Prometheus alert)."
+  type        = number
+  default     = 100000
+}
+
+variable "backlog_duration" {
+  description = "How long a backlog condition must hold before it alerts; also the dead-letter alert's window."
+  type        = string
+  default     = "600s"
+}
+
+variable "dead_letter_messages" {
+  description = "Alert when Pub/Sub moves more messages than this from the loader's subscriptions to the dead-letter topic within backlog_duration."
+  type        = number
+  default     = 0
+}
+
+variable "runbook_url" {
+  description = "Where deploy/monitoring/runbooks.md is read (the alerts link its #loaderconsumerlaghigh section)."
+  type        = string
+  default     = "deploy/monitoring/runbooks.md"
+}

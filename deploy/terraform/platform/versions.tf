@@ -8,12 +8,10 @@ terraform {
     }
   }
 
-  # State in a GCS bucket (versioned; created once by hand, deploy/README.md). The bucket is
-  # given at init, so that one file serves every project:
-  #   terraform init -backend-config="bucket=<project>-tfstate"
-  backend "gcs" {
-    prefix = "shopstream/dev"
-  }
+  # State in a GCS bucket (versioned; created once by hand, deploy/README.md). Which bucket
+  # and prefix is the environment's: environments/<env>.backend.hcl, given at init:
+  #   terraform init -reconfigure -backend-config=../environments/<env>.backend.hcl
+  backend "gcs" {}
 }
 
 provider "google" {

@@ -1,4 +1,6 @@
-# Copy to terraform.tfvars and fill in (terraform.tfvars is not committed).
+# The prod environment: every value of deploy/terraform/platform that differs here.
+# Set project_id (and the backend's bucket in prod.backend.hcl) to your project, then
+#   terraform plan -var-file=../environments/prod.tfvars -out prod.tfplan
 project_id        = "my-shop-prod"
 environment       = "prod"
 region            = "europe-west1"
@@ -19,3 +21,6 @@ deletion_protection = true
 cloudsql_enabled           = true
 cloudsql_tier              = "db-custom-2-7680"
 cloudsql_availability_type = "REGIONAL"
+
+# Where the Pub/Sub backlog and dead-letter alerts go (gcloud beta monitoring channels list).
+notification_channels = []

@@ -1,4 +1,6 @@
-# Copy to terraform.tfvars and fill in (terraform.tfvars is not committed).
+# The dev environment: every value of deploy/terraform/platform that differs here.
+# Set project_id (and the backend's bucket in dev.backend.hcl) to your project, then
+#   terraform plan -var-file=../environments/dev.tfvars -out dev.tfplan
 project_id        = "my-shop-dev"
 environment       = "dev"
 region            = "europe-west1"

@@ -50,3 +50,8 @@ output "pipeline_pool" {
     label = module.gke.pipeline_pool_label
   }
 }
+
+output "backlog_alert_policies" {
+  description = "Loader subscription -> its Cloud Monitoring backlog alert policy (deploy/README.md step 13)."
+  value       = module.pubsub.backlog_alert_policies
+}

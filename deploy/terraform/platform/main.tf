@@ -1,7 +1,8 @@
-# The shopstream platform in one environment: network, GKE, BigQuery, Pub/Sub, Artifact
-# Registry, the Dataflow bucket, Secret Manager secrets, the service accounts and their
-# grants, and optionally the shop's database on Cloud SQL. deploy/README.md walks through
-# applying it.
+# The shopstream platform, one root module for every environment: network, GKE, BigQuery,
+# Pub/Sub (and its backlog alerts), Artifact Registry, the Dataflow bucket, Secret Manager
+# secrets, the service accounts and their grants, and optionally the shop's database on Cloud
+# SQL. An environment is only its variables (../environments/<env>.tfvars) and its state
+# (../environments/<env>.backend.hcl); deploy/README.md walks through applying it.
 
 locals {
   labels = merge(var.labels, {
@@ -11,7 +12,7 @@ locals {
 }
 
 module "network" {
-  source = "../../modules/network"
+  source = "../modules/network"
 
   project_id    = var.project_id
   region        = var.region
@@ -22,7 +23,7 @@ module "network" {
 }
 
 module "iam" {
-  source = "../../modules/iam"
+  source = "../modules/iam"
 
   project_id    = var.project_id
   workload_pool = module.gke.workload_pool
@@ -30,7 +31,7 @@ module "iam" {
 }
 
 module "gke" {
-  source = "../../modules/gke"
+  source = "../modules/gke"
 
   project_id                 = var.project_id
   region                     = var.region
@@ -53,7 +54,7 @@ module "gke" {
 }
 
 module "bigquery" {
-  source = "../../modules/bigquery"
+  source = "../modules/bigquery"
 
   project_id          = var.project_id
   location            = var.bigquery_location
@@ -86,7 +87,7 @@ module "bigquery" {
 }
 
 module "pubsub" {
-  source = "../../modules/pubsub"
+  source = "../modules/pubsub"
 
   project_id            = var.project_id
   topic_prefix          = var.topic_prefix
@@ -95,6 +96,11 @@ module "pubsub" {
   beam_subscriptions    = var.beam_enabled
   max_delivery_attempts = var.max_delivery_attempts
   labels                = local.labels
+
+  # Cloud Monitoring alerts on the loader subscriptions' backlog and dead-letter growth.
+  notification_channels = var.notification_channels
+  backlog_age_seconds   = var.backlog_age_seconds
+  backlog_messages      = var.backlog_messages
 
   members = {
     collector = module.iam.members["collector"]
@@ -105,7 +111,7 @@ module "pubsub" {
 }
 
 module "registry" {
-  source = "../../modules/registry"
+  source = "../modules/registry"
 
   project_id = var.project_id
   region     = var.region
@@ -114,7 +120,7 @@ module "registry" {
 }
 
 module "storage" {
-  source = "../../modules/storage"
+  source = "../modules/storage"
 
   project_id    = var.project_id
   bucket_name   = "${var.project_id}-shopstream-dataflow"
@@ -125,14 +131,14 @@ module "storage" {
 }
 
 module "secrets" {
-  source = "../../modules/secrets"
+  source = "../modules/secrets"
 
   project_id = var.project_id
   labels     = local.labels
 }
 
 module "cloudsql" {
-  source = "../../modules/cloudsql"
+  source = "../modules/cloudsql"
 
   enabled             = var.cloudsql_enabled
   project_id          = var.project_id

@@ -136,6 +136,24 @@ variable "max_delivery_attempts" {
   default     = 5
 }
 
+variable "notification_channels" {
+  description = "Cloud Monitoring notification channel ids (projects/<project>/notificationChannels/<id>) for the Pub/Sub backlog and dead-letter alerts; empty: incidents show in the console only."
+  type        = list(string)
+  default     = []
+}
+
+variable "backlog_age_seconds" {
+  description = "Alert when a loader subscription's oldest unacknowledged message is older than this for 10 minutes."
+  type        = number
+  default     = 600
+}
+
+variable "backlog_messages" {
+  description = "Alert when a loader subscription holds more undelivered messages than this for 10 minutes."
+  type        = number
+  default     = 100000
+}
+
 variable "beam_enabled" {
   description = "Create the Beam pipeline's Pub/Sub subscriptions (run the Dataflow job)."
   type        = bool

@@ -386,9 +386,14 @@ def test_sigterm_flushes_and_confirms_before_exit(postgres: Any, tmp_path: Path)
     finally:
         if process.poll() is None:
             process.kill()
+    # The reader's last status update is read by its walsender after the reader is gone:
+    # once the slot is inactive, the walsender has read everything it was sent.
+    wait_for(lambda: slot_state(postgres.dsn)[1] is None, "the walsender to release the slot")
     with psycopg.connect(postgres.dsn) as conn:
         behind = conn.execute(
-            "SELECT %s::pg_lsn - confirmed_flush_lsn FROM pg_replication_slots", (written,)
+            "SELECT %s::pg_lsn - confirmed_flush_lsn FROM pg_replication_slots "
+            "WHERE slot_name = 'shopstream'",
+            (written,),
         ).fetchone()[0]  # type: ignore[index]
     assert behind <= 0, "the slot was not confirmed up to the changes made durable"
     import duckdb

@@ -7,14 +7,14 @@ streaming a small PostgreSQL database, a loader loading from a Kafka-protocol br
 Pushgateway after `shopstream record-run`. A name counts as emitted when it has a sample: a
 labelled family that nothing has set yet is only declared (HELP/TYPE), not emitted.
 
-The names a query uses come from deploy/monitoring/promql.py (a tokenizer, unit-tested below).
+The names a query uses come from deploy/monitoring/promql.py (a tokenizer, unit-tested below;
+loaded through tests/support/promql.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import doctest
-import importlib.util
 import json
 import os
 import signal
@@ -24,7 +24,6 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx
@@ -38,6 +37,7 @@ from tests.support.cdc import cdc_process, wait_for, wait_streaming
 from tests.support.collector import CollectorProcess, free_port
 from tests.support.loader import LoaderProcess, create_topics, produce
 from tests.support.pg_fixtures import drop_database
+from tests.support.promql import promql
 from tests.support.pushgateway import start_pushgateway
 from tests.support.rows import event_row, tracked_event
 
@@ -52,17 +52,6 @@ EXTERNAL = {
     "up": "Prometheus: one series per scrape target (1 scraped, 0 failed)",
     "kube_pod_container_status_restarts_total": "kube-state-metrics (kube-prometheus-stack)",
 }
-
-
-def _load_promql() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("monitoring_promql", MONITORING / "promql.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-promql = _load_promql()
 
 
 def _alerts() -> dict[str, str]:

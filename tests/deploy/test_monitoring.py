@@ -179,10 +179,12 @@ def test_kustomize_renders_the_monitoring_dir_with_the_dashboards() -> None:
     objects = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(done.stdout)}
     config_map = objects[("ConfigMap", "shopstream-dashboards")]
     assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
-    boards = sorted(p.name for p in (MONITORING / "dashboards").glob("*.json"))
+    boards = sorted(p.name for p in (RENDERED / "dashboards").glob("*.json"))
     assert sorted(config_map["data"]) == boards and len(boards) == 5
     for name in boards:
-        assert config_map["data"][name] == (MONITORING / "dashboards" / name).read_text()
+        assert config_map["data"][name] == (RENDERED / "dashboards" / name).read_text()
+    # One copy: no second set of dashboard JSON outside the kustomization.
+    assert not list(MONITORING.rglob("*.json"))
     assert ("PrometheusRule", "shopstream") in objects
 
 

@@ -9,7 +9,8 @@ Sources: rules/shopstream.rules.yml (the alerts) and dashboards.py (Grafana dash
 grafana-foundation-sdk). Outputs: deploy/k8s/base/monitoring/{prometheusrule,servicemonitors,
 kustomization}.yaml, the dashboards' JSON (one copy, deploy/k8s/base/monitoring/dashboards/:
 the kustomization's configMapGenerator reads it there, and kustomize reads no file outside its
-directory) and prometheus-adapter-values.yaml. Generated files say so in their first line; edit the sources.
+directory) and prometheus-adapter-values.yaml. Generated files say so in their first line; edit
+the sources.
 """
 
 from __future__ import annotations

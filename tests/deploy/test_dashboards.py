@@ -6,7 +6,6 @@ alerts' names in test_metric_names.py (one start of the components for both)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -15,9 +14,11 @@ import pytest
 
 from shopstream.observability.metrics import REGISTRY
 from tests.support.deploy_tools import DEPLOY, deploy_tool, run_tool
+from tests.support.promql import promql
 
 MONITORING = DEPLOY / "monitoring"
-DASHBOARDS = sorted((MONITORING / "dashboards").glob("*.json"))
+#: The dashboards' one copy (build.py renders it under the kustomization that packs it).
+DASHBOARDS = sorted((DEPLOY / "k8s" / "base" / "monitoring" / "dashboards").glob("*.json"))
 
 #: Run by the deploy virtualenv's python (it has the SDK): each file through the model and back.
 ROUND_TRIP = """
@@ -42,17 +43,6 @@ for path in sys.argv[1:]:
         report[path] = {"error": repr(exc)}
 print(json.dumps(report))
 """
-
-
-def _promql() -> Any:
-    spec = importlib.util.spec_from_file_location("monitoring_promql", MONITORING / "promql.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-promql = _promql()
 
 
 @pytest.fixture(scope="module")

@@ -7,14 +7,14 @@ streaming a small PostgreSQL database, a loader loading from a Kafka-protocol br
 Pushgateway after `shopstream record-run`. A name counts as emitted when it has a sample: a
 labelled family that nothing has set yet is only declared (HELP/TYPE), not emitted.
 
-The names a query uses come from deploy/monitoring/promql.py (a tokenizer, unit-tested below).
+The names a query uses come from deploy/monitoring/promql.py (a tokenizer, unit-tested below;
+loaded through tests/support/promql.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import doctest
-import importlib.util
 import json
 import os
 import signal
@@ -24,7 +24,6 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx
@@ -38,6 +37,7 @@ from tests.support.cdc import cdc_process, wait_for, wait_streaming
 from tests.support.collector import CollectorProcess, free_port
 from tests.support.loader import LoaderProcess, create_topics, produce
 from tests.support.pg_fixtures import drop_database
+from tests.support.promql import promql
 from tests.support.pushgateway import start_pushgateway
 from tests.support.rows import event_row, tracked_event
 
@@ -45,24 +45,14 @@ ROOT = Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "deploy" / "monitoring"
 RULES = MONITORING / "rules" / "shopstream.rules.yml"
 ADAPTER = MONITORING / "prometheus-adapter-values.yaml"
-DASHBOARDS = sorted((MONITORING / "dashboards").glob("*.json"))
+#: The dashboards' one copy (build.py renders it under the kustomization that packs it).
+DASHBOARDS = sorted((ROOT / "deploy" / "k8s" / "base" / "monitoring" / "dashboards").glob("*.json"))
 
 #: Metrics that come from outside the code, allowed in alerts only, with their source.
 EXTERNAL = {
     "up": "Prometheus: one series per scrape target (1 scraped, 0 failed)",
     "kube_pod_container_status_restarts_total": "kube-state-metrics (kube-prometheus-stack)",
 }
-
-
-def _load_promql() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("monitoring_promql", MONITORING / "promql.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-promql = _load_promql()
 
 
 def _alerts() -> dict[str, str]:
@@ -327,6 +317,46 @@ def emitted(components: dict[str, dict[str, Any]]) -> dict[str, set[str]]:
     return names
 
 
+#: Unlabelled gauges the alerts read, and the component that sets each. Every process exports
+#: every unlabelled gauge of the shared registry, at 0 until its code sets it: a collector
+#: prints shopstream_cdc_slot_retained_wal_bytes 0. So 0 proves nothing; the owner must report
+#: a value its code set (non-zero).
+SET_BY = {
+    "shopstream_sink_queue_limit_rows": "collector",
+    "shopstream_cdc_slot_retained_wal_bytes": "cdc",
+    "shopstream_cdc_replication_lag_seconds": "cdc",
+}
+#: Unlabelled gauges whose true value at rest is 0, so a running component cannot prove it set
+#: them; each with the reason an alert may still read it.
+ZERO_AT_REST = {
+    "shopstream_sink_queue_rows": "an idle sink's queue is empty; SinkBackPressure divides it by "
+    "shopstream_sink_queue_limit_rows (> 0 only once a sink set it, checked in SET_BY)",
+    "shopstream_cdc_replication_lag_bytes": "0 once the reader confirmed all WAL; "
+    "CdcReplicationLagHigh needs it *and* shopstream_cdc_replication_lag_seconds (in SET_BY)",
+}
+#: Alerts that can fire on one transport only, and why. Nothing else may read these gauges.
+TRANSPORT_SPECIFIC = {
+    "LoaderConsumerLagHigh": (
+        "shopstream_loader_lag_messages",
+        "Kafka only: loader/kafka.py lag() sets it; a Pub/Sub loader never does (the gauge "
+        "stays 0) and Cloud Monitoring alerts on the subscription's backlog instead. The test "
+        "loader (Kafka) has caught up, so its 0 is true but cannot prove the gauge is set.",
+    ),
+}
+
+
+def _unlabelled_gauges() -> set[str]:
+    """The registry's gauges without labels (those print a sample, 0, before anything sets
+    them)."""
+    from shopstream.observability.metrics import REGISTRY
+
+    return {
+        m.name
+        for m in REGISTRY.collect()
+        if m.type == "gauge" and m.samples and all(not s.labels for s in m.samples)
+    }
+
+
 def unemitted(names: set[str], emitted: dict[str, set[str]], external: bool) -> list[str]:
     allowed = EXTERNAL if external else {}
     return sorted(n for n in names if n not in emitted and n not in allowed)
@@ -341,6 +371,28 @@ def test_every_metric_an_alert_names_is_emitted(alert: str, emitted: dict[str, s
     assert names, f"{alert} names no metric"
     missing = unemitted(names, emitted, external=True)
     assert not missing, f"{alert} reads metrics no running component emits: {missing}"
+
+
+def test_unlabelled_gauges_in_alerts_are_proven_set_or_listed_with_a_reason(
+    components: dict[str, dict[str, Any]],
+) -> None:
+    """A gauge every process prints at 0 is not "emitted" by the one that should set it."""
+    transport_gauges = {gauge for gauge, _ in TRANSPORT_SPECIFIC.values()}
+    for alert, expr in ALERTS.items():
+        for name in promql.metric_names(expr) & _unlabelled_gauges():
+            if name in transport_gauges:
+                assert alert in TRANSPORT_SPECIFIC, (
+                    f"{alert} reads {name}, which only one transport sets: "
+                    "make it work from metrics every transport reports"
+                )
+                continue
+            assert name in SET_BY or name in ZERO_AT_REST, (
+                f"{alert} reads the unlabelled gauge {name}: say in SET_BY which component "
+                "sets it (the test wants a non-zero value), or why 0 is its rest value"
+            )
+    for name, owner in SET_BY.items():
+        values = [v for _, v in components[owner].get(name, [])]
+        assert values and all(v != 0 for v in values), (name, owner, values)
 
 
 def test_the_external_metrics_are_the_documented_ones() -> None:

@@ -7,6 +7,7 @@ values match their sources, the custom resources validate against the operator's
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.deploy_tools import DEPLOY, deploy_tool, run_tool, system_tool
+from tests.support.deploy_tools import DEPLOY, ROOT, deploy_tool, run_tool, system_tool
+from tests.support.promql import load_monitoring_module
 
 MONITORING = DEPLOY / "monitoring"
 RULES = MONITORING / "rules" / "shopstream.rules.yml"
@@ -23,6 +25,9 @@ RUNBOOKS = MONITORING / "runbooks.md"
 RENDERED = DEPLOY / "k8s" / "base" / "monitoring"
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
 SEVERITIES = {"critical", "warning"}
+
+
+build = load_monitoring_module("build")
 
 
 def _alerts() -> dict[str, dict[str, Any]]:
@@ -101,7 +106,40 @@ def test_the_prometheus_rule_wraps_the_rule_file() -> None:
     [rule] = _documents(RENDERED / "prometheusrule.yaml")
     assert rule["apiVersion"] == "monitoring.coreos.com/v1" and rule["kind"] == "PrometheusRule"
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
-    assert rule["spec"]["groups"] == yaml.safe_load(RULES.read_text())["groups"]
+    base = os.environ.get(build.RUNBOOK_BASE_ENV, "")
+    source = yaml.safe_load(RULES.read_text())["groups"]
+    assert rule["spec"]["groups"] == build.runbook_urls(source, base)
+
+
+def _runbook_urls(rendered: str) -> dict[str, str]:
+    [rule] = [doc for doc in yaml.safe_load_all(rendered) if doc]
+    return {
+        r["alert"]: r["annotations"]["runbook_url"]
+        for group in rule["spec"]["groups"]
+        for r in group["rules"]
+    }
+
+
+def test_runbook_urls_stay_repo_relative_without_a_base_url() -> None:
+    urls = _runbook_urls(build.prometheus_rule(""))
+    for alert, url in urls.items():
+        assert url == f"deploy/monitoring/runbooks.md#{alert.lower()}"
+        assert (ROOT / url.split("#")[0]).is_file()
+
+
+def test_the_operators_base_url_makes_every_runbook_url_absolute() -> None:
+    """Alertmanager and Grafana open runbook_url as it is: a repo-relative path resolves
+    against nothing there. The operator's base URL (where the repository is browsable) makes
+    each one absolute, pointing at its alert's section of the very runbooks.md checked here."""
+    base = "https://git.example.test/acme/shopstream/blob/v1.2.0"
+    urls = _runbook_urls(build.prometheus_rule(base + "/"))
+    assert set(urls) == set(ALERTS)
+    for alert, url in urls.items():
+        assert url == f"{base}/deploy/monitoring/runbooks.md#{alert.lower()}", url
+        path, anchor = url.removeprefix(base + "/").split("#")
+        assert (ROOT / path) == RUNBOOKS and anchor in _anchors()
+    with pytest.raises(ValueError, match="http"):
+        build.prometheus_rule("git.example.test/acme")
 
 
 def test_the_service_monitors_select_each_role_by_its_metrics_port() -> None:
@@ -141,10 +179,12 @@ def test_kustomize_renders_the_monitoring_dir_with_the_dashboards() -> None:
     objects = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(done.stdout)}
     config_map = objects[("ConfigMap", "shopstream-dashboards")]
     assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
-    boards = sorted(p.name for p in (MONITORING / "dashboards").glob("*.json"))
+    boards = sorted(p.name for p in (RENDERED / "dashboards").glob("*.json"))
     assert sorted(config_map["data"]) == boards and len(boards) == 5
     for name in boards:
-        assert config_map["data"][name] == (MONITORING / "dashboards" / name).read_text()
+        assert config_map["data"][name] == (RENDERED / "dashboards" / name).read_text()
+    # One copy: no second set of dashboard JSON outside the kustomization.
+    assert not list(MONITORING.rglob("*.json"))
     assert ("PrometheusRule", "shopstream") in objects
 
 

@@ -374,3 +374,37 @@ def test_a_message_too_large_for_pubsub_is_dead_lettered_and_its_neighbours_land
         body["context"] if isinstance(body["context"], dict) else orjson.loads(body["context"])
     )
     assert context["bytes"] > 10_000_000
+
+
+def test_the_sink_metrics_count_what_pubsub_acknowledged_and_what_it_refused(
+    settings: Settings,
+) -> None:
+    """The transport dashboard and the error-rate runbook read these in production, where the
+    Pub/Sub sink is the collector's and the CDC reader's sink."""
+    from shopstream.observability.metrics import REGISTRY
+
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    written = sample("shopstream_sink_rows_written_total", table="dead_letter")
+    failures = sample("shopstream_sink_failures_total")
+    sink = open_sink(settings, None)  # type: ignore[arg-type]
+    sink.start()
+    try:
+        assert sink.submit({"dead_letter": [letter(1), letter(2), letter(3)]}).result(30)
+    finally:
+        sink.close()
+    assert sample("shopstream_sink_rows_written_total", table="dead_letter") == written + 3
+    assert sample("shopstream_sink_failures_total") == failures
+
+    settings.pubsub.create = False
+    settings.transport.topic_prefix = "never-made"
+    refusing = open_sink(settings, None)  # type: ignore[arg-type]
+    refusing.start()
+    try:
+        with pytest.raises(SinkError):
+            refusing.submit({"dead_letter": [letter(4)]}).result(30)
+    finally:
+        refusing.close()
+    assert sample("shopstream_sink_failures_total") == failures + 1
+    assert sample("shopstream_sink_rows_written_total", table="dead_letter") == written + 3

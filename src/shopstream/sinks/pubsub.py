@@ -345,9 +345,15 @@ class PubSubSink:
         except Exception as exc:
             self._settle(submission, len(data), message.topic, key, exc)
             return
-        future.add_done_callback(
-            lambda done: self._settle(submission, len(data), message.topic, key, done.exception())
-        )
+        table = message.headers.get(TABLE, "") if origin is not None else ""
+
+        def published(done: Future[str]) -> None:
+            error = done.exception()
+            if error is None and table:
+                metrics.SINK_ROWS_WRITTEN.labels(table).inc()
+            self._settle(submission, len(data), message.topic, key, error)
+
+        future.add_done_callback(published)
 
     def _refused(
         self,
@@ -405,6 +411,7 @@ class PubSubSink:
             settle(submission.future, submission.outcome())
 
     def _failed(self, topic: str, key: str, error: BaseException) -> None:
+        metrics.SINK_FAILURES.inc()
         publisher = self._publisher
         if publisher is None:
             return

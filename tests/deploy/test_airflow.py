@@ -29,6 +29,7 @@ from tests.support.deploy_tools import (
     airflow_tool,
     deploy_tool,
     run_tool,
+    system_tool,
 )
 from tests.support.pushgateway import Pushgateway, start_pushgateway
 
@@ -36,6 +37,14 @@ AIRFLOW = DEPLOY / "airflow"
 DAGS = AIRFLOW / "dags"
 POD_TEMPLATE = AIRFLOW / "pod_templates" / "shopstream-worker.yaml"
 DOCKERFILE = AIRFLOW / "Dockerfile"
+VALUES = AIRFLOW / "values.yaml"
+PROD_OVERLAY = DEPLOY / "k8s" / "overlays" / "prod"
+#: The operator's guide, which says how the operator creates the Secret in namespace shopstream.
+OPERATOR_GUIDE = DEPLOY / "README.md"
+#: The API server of the chart (release ``airflow``, namespace ``airflow``), as worker pods in
+#: namespace ``shopstream`` reach it.
+EXECUTION_API = "http://airflow-api-server.airflow.svc:8080/execution/"
+PUSHGATEWAY_URL = "http://prometheus-pushgateway.monitoring.svc:9091"
 CHECKOV_ARGS = ("--skip-download", "--quiet", "--compact", "-o", "json")
 CHECKOV_ARGS += ("--framework", "kubernetes", "dockerfile")
 DAG_IDS = {
@@ -64,7 +73,8 @@ print("DAGBAG" + json.dumps({
             "catchup": dag.catchup,
             "max_active_runs": dag.max_active_runs,
             "tags": sorted(dag.tags),
-            "doc_md": bool(dag.doc_md),
+            "doc_md": dag.doc_md or "",
+            "paused_upon_creation": dag.is_paused_upon_creation,
             "deadlines": [
                 {"interval": a.interval.total_seconds(), "callback": a.callback.path,
                  "kwargs": a.callback.kwargs}
@@ -189,7 +199,13 @@ def test_the_dagbag_imports_every_dag_with_retries_timeouts_callbacks_and_deadli
     for dag_id, (pipeline, schedule) in DAG_IDS.items():
         dag = bag["dags"][dag_id]
         assert dag["schedule"] == schedule, dag_id
-        assert (dag["catchup"], dag["max_active_runs"], dag["doc_md"]) == (False, 1, True)
+        assert (dag["catchup"], dag["max_active_runs"], bool(dag["doc_md"])) == (False, 1, True)
+        # shopstream_docs calls `shopstream docs build`, which issue 12 adds: until then every
+        # run would fail and fire PipelineExecutionFailed, so it starts paused, and says why.
+        paused = dag_id == "shopstream_docs"
+        assert bool(dag["paused_upon_creation"]) is paused, dag_id
+        if paused:
+            assert "paused" in dag["doc_md"] and "issue 12" in dag["doc_md"]
         assert "shopstream" in dag["tags"] and pipeline in dag["tags"]
         # The Airflow 3 stand-in for the removed SLAs: a deadline whose triggerer callback
         # records a failed run of the pipeline.
@@ -298,21 +314,50 @@ def test_a_failed_run_records_its_failure_for_the_alert(
     ), log[-3000:]
 
 
+def deployed_triggerer_env() -> dict[str, str]:
+    """The environment the chart gives the triggerer: the image's ``ENV`` (the triggerer runs
+    the worker image, deploy/airflow/Dockerfile) + ``env`` and ``triggerer.env`` of
+    deploy/airflow/values.yaml."""
+    env: dict[str, str] = {}
+    runtime_stage = DOCKERFILE.read_text().rsplit("\nFROM ", 1)[1]
+    for block in re.findall(r"^ENV ((?:.*\\\n)*.*)$", runtime_stage, re.M):
+        for name, value in re.findall(r"(\w+)=(\S+)", block):
+            env[name] = value
+    values = yaml.safe_load(VALUES.read_text())
+    for entry in [*(values.get("env") or []), *(values["triggerer"].get("env") or [])]:
+        env[entry["name"]] = entry["value"]
+    return env
+
+
+def test_the_triggerer_runs_the_worker_image_with_what_the_deadline_callback_needs() -> None:
+    values = yaml.safe_load(VALUES.read_text())
+    assert values["images"]["airflow"]["repository"].endswith("/shopstream/shopstream-airflow")
+    assert "image" not in values["triggerer"] and values["triggerer"].get("enabled", True)
+    env = deployed_triggerer_env()
+    assert env["SHOPSTREAM_OBSERVABILITY__PUSHGATEWAY_URL"] == PUSHGATEWAY_URL
+    assert env["SHOPSTREAM_BIN"] == "/opt/shopstream/bin/shopstream"
+    assert "/opt/airflow/dags" in env["PYTHONPATH"].split(":")  # shopstream_airflow
+
+
 def test_a_missed_deadline_records_a_failed_run(
     airflow_env: dict[str, str], gateway: Pushgateway
 ) -> None:
-    """The deadline's callback as the triggerer calls it (no triggerer runs here)."""
+    """The deadline's callback as the triggerer calls it (no triggerer runs here), with the
+    triggerer's deployed environment; only its in-cluster addresses and image paths are
+    replaced by this machine's."""
     call = (
         "import asyncio, shopstream_airflow as s; asyncio.run(s.record_missed_deadline("
         "'docs', 'shopstream_docs', context={'dag_run': {'run_id': 'scheduled__x'}}))"
     )
-    env = {
-        **airflow_env,
-        "PYTHONPATH": str(DAGS),
-        "SHOPSTREAM_OBSERVABILITY__PUSHGATEWAY_URL": gateway.url,
+    here = {
+        PUSHGATEWAY_URL: gateway.url,
+        "/opt/shopstream/bin/shopstream": str(SHOPSTREAM_BIN),
+        "/opt/airflow/dags": str(DAGS),
     }
+    env = {k: v for k, v in airflow_env.items() if not k.startswith("SHOPSTREAM_")}
+    env.update({name: here.get(value, value) for name, value in deployed_triggerer_env().items()})
     before = time.time()
-    result = run_tool([airflow_tool("python"), "-c", call], env=env, timeout=120)
+    result = run_tool([airflow_tool("python"), "-c", call], env=env, timeout=60)
     assert result.returncode == 0, said(result)
     failed_at = pushed(gateway, FAILURE, "docs")
     assert failed_at is not None and failed_at >= before - 1, said(result)
@@ -393,6 +438,62 @@ def test_the_pod_template_is_a_valid_pod_for_the_transform_role() -> None:
     assert base["securityContext"]["readOnlyRootFilesystem"] is True
     assert base["securityContext"]["allowPrivilegeEscalation"] is False
     assert base["resources"]["requests"] and base["resources"]["limits"]
+    # What Airflow 3's task runner needs from airflow.cfg, without the chart's ConfigMap (it
+    # lives in namespace airflow): the execution API of the API server, across namespaces.
+    assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"]["value"] == EXECUTION_API
+    assert env["CONNECTION_CHECK_MAX_COUNT"]["value"] == "0"  # no `airflow db check` first
+    values = yaml.safe_load(VALUES.read_text())
+    assert values["config"]["core"]["execution_api_server_url"] == EXECUTION_API
+    assert values["config"]["kubernetes_executor"]["namespace"] == "shopstream"
+
+
+def referenced(pod: dict[str, Any]) -> set[tuple[str, str]]:
+    """Every (kind, name) of a ConfigMap or Secret the pod reads: envFrom, env valueFrom,
+    volumes (projected ones included)."""
+    refs: set[tuple[str, str]] = set()
+    spec = pod["spec"]
+    for container in [*spec.get("initContainers", []), *spec["containers"]]:
+        for source in container.get("envFrom", []):
+            for key, kind in (("configMapRef", "ConfigMap"), ("secretRef", "Secret")):
+                if key in source:
+                    refs.add((kind, source[key]["name"]))
+        for var in container.get("env", []):
+            for key, kind in (("configMapKeyRef", "ConfigMap"), ("secretKeyRef", "Secret")):
+                if key in var.get("valueFrom", {}):
+                    refs.add((kind, var["valueFrom"][key]["name"]))
+    for volume in spec.get("volumes", []):
+        sources = [volume, *volume.get("projected", {}).get("sources", [])]
+        for source in sources:
+            if "configMap" in source:
+                refs.add(("ConfigMap", source["configMap"]["name"]))
+            if "secret" in source:
+                refs.add(("Secret", source["secret"].get("secretName") or source["secret"]["name"]))
+    return refs
+
+
+def test_every_configmap_and_secret_the_worker_reads_exists_in_namespace_shopstream() -> None:
+    """Worker pods run in namespace shopstream: a ConfigMap or Secret they mount or read must be
+    there (rendered by the prod overlay, or created there by the operator: deploy/README.md),
+    or the pod hangs in ContainerCreating (the chart's airflow-config lives in namespace
+    airflow)."""
+    rendered = run_tool([system_tool("kubectl"), "kustomize", PROD_OVERLAY], timeout=60)
+    assert rendered.returncode == 0, said(rendered)
+    there = {
+        (doc["kind"], doc["metadata"]["name"])
+        for doc in yaml.safe_load_all(rendered.stdout)
+        if doc
+        and doc["kind"] in ("ConfigMap", "Secret")
+        and doc["metadata"].get("namespace") == "shopstream"
+    }
+    guide = OPERATOR_GUIDE.read_text()
+    there |= {
+        ("Secret", name)
+        for name in re.findall(r"kubectl -n shopstream create secret generic (\S+)", guide)
+    }
+    assert ("Secret", "shopstream-secrets") in there
+    refs = referenced(yaml.safe_load(POD_TEMPLATE.read_text()))
+    assert ("ConfigMap", "shopstream-settings") in refs
+    assert refs - there == set()
 
 
 def test_the_pod_template_is_checkov_clean_with_a_reason_for_each_skip(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -146,12 +147,16 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pushgateway]:
     yield from start_pushgateway(tmp_path_factory.mktemp("pushgateway"))
 
 
-def dags_test(
+#: How long one ``airflow dags test`` may take (about 25 s on an idle 2-core machine).
+DAGS_TEST_TIMEOUT = 150
+
+
+def dags_test_command(
     airflow_env: dict[str, str], dag_id: str, conf: dict[str, object] | None = None, **env: str
-) -> subprocess.CompletedProcess[str]:
-    """``airflow dags test <dag_id>``, without retries (the command waits out each retry delay)
-    and without the deadline alert (3.3.2's ``dags test`` crashes after a successful run of a
-    DAG that has one: apache/airflow#73428)."""
+) -> tuple[list[str | Path], dict[str, str]]:
+    """``airflow dags test <dag_id>`` and its environment: without retries (the command waits
+    out each retry delay) and without the deadline alert (3.3.2's ``dags test`` crashes after a
+    successful run of a DAG that has one: apache/airflow#73428)."""
     argv: list[str | Path] = [airflow_tool(), "dags", "test", dag_id]
     if conf is not None:
         argv += ["--conf", json.dumps(conf)]
@@ -161,7 +166,39 @@ def dags_test(
         "SHOPSTREAM_AIRFLOW_DEADLINES": "off",
         **env,
     }
-    return run_tool(argv, env=run_env, timeout=180)
+    return argv, run_env
+
+
+def dags_test(
+    airflow_env: dict[str, str], dag_id: str, conf: dict[str, object] | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
+    argv, run_env = dags_test_command(airflow_env, dag_id, conf, **env)
+    return run_tool(argv, env=run_env, timeout=DAGS_TEST_TIMEOUT)
+
+
+class Background:
+    """A command running beside the tests; its output goes to files (no pipe to fill up)."""
+
+    def __init__(self, argv: list[str | Path], env: dict[str, str], where: Path) -> None:
+        self.out, self.err = where / "stdout.log", where / "stderr.log"
+        with self.out.open("w") as out, self.err.open("w") as err:
+            self.process = subprocess.Popen(
+                [str(a) for a in argv], env=env, stdout=out, stderr=err, text=True
+            )
+
+    def result(self, timeout: float) -> subprocess.CompletedProcess[str]:
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+        return subprocess.CompletedProcess(
+            self.process.args, self.process.returncode, self.out.read_text(), self.err.read_text()
+        )
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
 
 
 def run_state(result: subprocess.CompletedProcess[str]) -> str | None:
@@ -258,6 +295,7 @@ def test_the_hourly_transform_builds_the_marts_and_records_its_success(
     assert success_at is not None and success_at >= before - 1, said(result)[-3000:]
 
 
+@pytest.mark.usefixtures("failed_run")  # runs beside this one: see failed_run
 def test_the_quality_dag_stores_its_results_and_records_its_success(
     airflow_env: dict[str, str], data_dir: Path, gateway: Pushgateway
 ) -> None:
@@ -287,20 +325,47 @@ def test_the_quality_dag_stores_its_results_and_records_its_success(
     assert success_at is not None and success_at >= before - 1
 
 
-# -- failures are recorded ------------------------------------------------------------------------
-
-
-def test_a_failed_run_records_its_failure_for_the_alert(
-    airflow_env: dict[str, str], data_dir: Path, gateway: Pushgateway
-) -> None:
-    before = time.time()
-    result = dags_test(
-        airflow_env,
+@pytest.fixture(scope="module")
+def failed_run(
+    airflow_env: dict[str, str],
+    data_dir: Path,
+    gateway: Pushgateway,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[float, Background]]:
+    """``airflow dags test`` of the hourly transform with a broken warehouse URL, started in the
+    background (the quality test starts it, so the two Airflow runs overlap; it starts after the
+    hourly transform's success, so its failure is the latest ``transform`` outcome). It has its
+    own copy of the migrated Airflow database (SQLite takes one writer) and fails before it
+    opens the warehouse, so it shares nothing with the quality run. Yields its start time."""
+    home = tmp_path_factory.mktemp("airflow-home-failed")
+    for path in Path(airflow_env["AIRFLOW_HOME"]).glob("airflow.*"):
+        shutil.copy(path, home / path.name)
+    env = {
+        **airflow_env,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+    }
+    argv, run_env = dags_test_command(
+        env,
         "shopstream_transform_hourly",
         SHOPSTREAM_DATA_DIR=str(data_dir),
         SHOPSTREAM_WAREHOUSE_URL="nowhere://warehouse",  # a configuration error: exit 2
         SHOPSTREAM_OBSERVABILITY__PUSHGATEWAY_URL=gateway.url,
     )
+    started = time.time()
+    run = Background(argv, run_env, home)
+    yield started, run
+    run.stop()
+
+
+# -- failures are recorded ------------------------------------------------------------------------
+
+
+def test_a_failed_run_records_its_failure_for_the_alert(
+    failed_run: tuple[float, Background], gateway: Pushgateway
+) -> None:
+    before, run = failed_run
+    result = run.result(timeout=DAGS_TEST_TIMEOUT)
     assert run_state(result) == "failed", said(result)[-4000:]
     failed_at = pushed(gateway, FAILURE, "transform")
     assert failed_at is not None and failed_at >= before - 1, said(result)[-4000:]

@@ -8,7 +8,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Coroutine, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -329,6 +329,11 @@ def _serve(
     with ``quality_at_end``: then run the quality checks and print their report)."""
     from shopstream.platform import Parts
 
+    # With generated traffic, the end-of-run checks judge the shop as it was when that traffic
+    # began: its burst (thousands of events a second, against a history of thousands a day)
+    # is synthetic load, not the shop's behaviour, and a run that crossed an hour boundary
+    # would otherwise alarm on its own traffic.
+    judged_as_of = datetime.now(UTC) if traffic is not None else None
     parts = Parts(
         host=host,
         port=port,
@@ -354,15 +359,24 @@ def _serve(
         if quality_at_end:
             from dataclasses import replace
 
+            from shopstream.quality.runs import QualityRequest
             from shopstream.warehouse import WarehouseError
 
-            console.print("running the quality checks...")
+            request = None
+            if judged_as_of is None:
+                console.print("running the quality checks...")
+            else:
+                request = QualityRequest(now=judged_as_of)
+                console.print(
+                    f"running the quality checks, judged as of {judged_as_of:%H:%M:%S} UTC "
+                    "(when the generated traffic began: its burst is load, not the shop)..."
+                )
             # The CDC reader has stopped on purpose: its slot is idle by design, not lagging
             # (the checks while the platform serves watch replication).
             checked.append(
                 _with_quality_progress(
                     lambda on_progress: p.check_quality(
-                        None, on_progress, reason="end of run", replication=False
+                        request, on_progress, reason="end of run", replication=False
                     )
                 )
             )

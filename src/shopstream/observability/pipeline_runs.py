@@ -48,8 +48,6 @@ def record_run(
     outcome: Outcome,
     *,
     pushgateway_url: str | None = None,
-    finished_at: float | None = None,
-    timeout_seconds: float = 10.0,
 ) -> None:
     """Count the run in this process's registry and, when a Pushgateway is given, push the
     pipeline's outcome there. Raises :class:`PushError` when the push fails (the run's own
@@ -57,25 +55,23 @@ def record_run(
     valid_pipeline(pipeline)
     if outcome not in OUTCOMES:
         raise ValueError(f"{outcome!r} is not an outcome: use success or failed")
-    ended = time.time() if finished_at is None else finished_at
+    ended = time.time()
     metrics.PIPELINE_RUNS.labels(pipeline=pipeline, outcome=outcome).inc()
     latest = (
         metrics.PIPELINE_LAST_SUCCESS if outcome == "success" else metrics.PIPELINE_LAST_FAILURE
     )
     latest.labels(pipeline=pipeline).set(ended)
     if pushgateway_url:
-        _push(pipeline, outcome, ended, pushgateway_url, timeout_seconds)
+        _push(pipeline, outcome, ended, pushgateway_url)
 
 
-def _push(pipeline: str, outcome: Outcome, ended: float, url: str, timeout: float) -> None:
+def _push(pipeline: str, outcome: Outcome, ended: float, url: str) -> None:
     # Only the gauge of this outcome: POST replaces the metrics of that name in the group and
     # keeps the others, so the other outcome's timestamp survives.
     registry = CollectorRegistry()
     name, documentation = metrics.PIPELINE_LAST_HELP[outcome]
     Gauge(name, documentation, registry=registry).set(ended)
-    push_group(
-        url, PUSH_JOB, registry, replace=False, grouping_key={"pipeline": pipeline}, timeout=timeout
-    )
+    push_group(url, PUSH_JOB, registry, replace=False, grouping_key={"pipeline": pipeline})
 
 
 __all__ = ["OUTCOMES", "PUSH_JOB", "Outcome", "PushError", "record_run", "valid_pipeline"]

@@ -175,6 +175,11 @@ def test_killed_writer_child_is_restarted_and_nothing_acknowledged_is_lost(
             while len(acknowledged) - before < 1_000 and time.monotonic() < deadline:
                 time.sleep(0.05)
             assert len(acknowledged) - before >= 1_000, f"round {round_no}: too little traffic"
+            # The senders spend a moment between requests (building the next batch): wait
+            # for one to be in flight rather than sampling the count once.
+            waited = time.monotonic() + 5
+            while in_flight.count == 0 and time.monotonic() < waited:
+                time.sleep(0.001)
             hit = in_flight.count
             _kill(writer)
             assert hit > 0, "the kill was meant to land while requests were in flight"

@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.support.llama_server",
     "tests.support.kafka_broker",
     "tests.support.pubsub_emulator",
+    "tests.support.shop_warehouse",
 ]

@@ -485,6 +485,46 @@ class ObservabilitySettings(BaseModel):
     )
 
 
+class OptimizerSettings(BaseModel):
+    price_per_tib: float = Field(
+        default=6.25,
+        gt=0,
+        description="Dollars per TiB scanned (BigQuery on-demand list price) for the optimizer's "
+        "cost figures, before and after a rewrite.",
+    )
+    wide_table_columns: int = Field(
+        default=8,
+        gt=0,
+        description="A table with this many columns or more is wide: SELECT * on it is a finding.",
+    )
+    verify_full_rows: int = Field(
+        default=1_000_000,
+        gt=0,
+        description="A rewrite is verified on the full data when every table it reads has at "
+        "most this many rows; above it, on a stated sample of them.",
+    )
+    verify_sample_percent: float = Field(
+        default=10.0,
+        gt=0,
+        le=100,
+        description="The sample of a large table a rewrite is verified on (percent of rows, "
+        "chosen by a hash of the row, the same for the query and its rewrite).",
+    )
+    llm_rewrites: bool = Field(
+        default=True,
+        description="Ask the configured LLM (SHOPSTREAM_LLM) for rewrites too; each is shown only "
+        "once verified, and a rejected one is reported with why. No LLM set: rule rewrites only.",
+    )
+
+
+class DocsSettings(BaseModel):
+    out_dir: Path | None = Field(
+        default=None,
+        description="Where `shopstream docs build` writes the site (HTML) and its Markdown. "
+        "Unset: <data_dir>/docs.",
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SHOPSTREAM_",
@@ -539,6 +579,8 @@ class Settings(BaseSettings):
     bigquery: BigQuerySettings = Field(default_factory=BigQuerySettings)
     beam: BeamSettings = Field(default_factory=BeamSettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
+    optimizer: OptimizerSettings = Field(default_factory=OptimizerSettings)
+    docs: DocsSettings = Field(default_factory=DocsSettings)
 
     @field_validator("write_keys", mode="before")
     @classmethod

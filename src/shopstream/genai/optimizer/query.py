@@ -1,0 +1,99 @@
+"""One query, parsed in its dialect and resolved against the catalog: what every rule reads.
+
+>>> q = parse_query("select event_id\\nfrom raw.events where event_date = '2026-11-30'", "duckdb")
+>>> [t.sql() for t in q.tables]
+['raw.events']
+>>> position_of(q.tree.find(exp.Column), q.sql)
+Position(line=1, column=8, offset=7)
+>>> try:
+...     parse_query("select from where", "duckdb")
+... except SqlSyntaxError as exc:
+...     print(str(exc).splitlines()[0])
+the query is not valid duckdb SQL at line 1, column 17: Expected table name but got 'where'
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ErrorLevel, ParseError
+
+from shopstream.genai.optimizer.catalog import Catalog, TableInfo
+from shopstream.genai.optimizer.findings import Dialect, Position
+
+_TOKEN = re.compile(r"<Token token_type: [^,]*, text: ([^,]*), [^>]*>")
+
+
+class SqlSyntaxError(ValueError):
+    """The query does not parse in its dialect; the message names where and what."""
+
+
+@dataclass(frozen=True)
+class Query:
+    sql: str
+    dialect: Dialect
+    #: As parsed (positions refer to ``sql``).
+    tree: exp.Expression
+    catalog: Catalog
+
+    @property
+    def tables(self) -> list[exp.Table]:
+        """Every table reference (CTE names excluded), in the order they appear."""
+        ctes = {c.alias_or_name.lower() for c in self.tree.find_all(exp.CTE)}
+        return [
+            t
+            for t in self.tree.find_all(exp.Table)
+            if t.name and not (not t.db and t.name.lower() in ctes)
+        ]
+
+    def table_info(self, table: exp.Table) -> TableInfo | None:
+        """The catalog's entry for a table reference (None: not a known table)."""
+        return self.catalog.find([table.catalog, table.db, table.name])
+
+    def sql_of(self, node: exp.Expression) -> str:
+        """``node`` written back in the query's dialect (the evidence of a finding)."""
+        return node.sql(dialect=self.dialect)
+
+
+def parse_query(sql: str, dialect: Dialect, catalog: Catalog | None = None) -> Query:
+    """Parse one SELECT statement; :class:`SqlSyntaxError` when it does not parse or is not
+    exactly one query."""
+    try:
+        statements = sqlglot.parse(sql, read=dialect, error_level=ErrorLevel.RAISE)
+    except ParseError as exc:
+        first = exc.errors[0] if exc.errors else {}
+        # sqlglot names the token as its repr: say the text the user wrote instead.
+        detail = _TOKEN.sub(r"'\1'", first.get("description") or str(exc))
+        where = f" at line {first.get('line')}, column {first.get('col')}" if first else ""
+        raise SqlSyntaxError(
+            f"the query is not valid {dialect} SQL{where}: {detail}\n"
+            f"check the SQL, or pass --dialect {'bigquery' if dialect == 'duckdb' else 'duckdb'} "
+            "if it is written for the other warehouse"
+        ) from exc
+    queries = [s for s in statements if s is not None]
+    if len(queries) != 1:
+        raise SqlSyntaxError(f"expected one query, got {len(queries)} statements")
+    tree = queries[0]
+    if not isinstance(tree, exp.Query):
+        raise SqlSyntaxError(
+            "only a query (SELECT, WITH ... SELECT, UNION) can be optimized, "
+            f"not {tree.key.upper()}"
+        )
+    parsed: exp.Expression = tree  # type: ignore[assignment]  # exp.Query is a mixin to mypy
+    return Query(sql=sql, dialect=dialect, tree=parsed, catalog=catalog or Catalog({}))
+
+
+def position_of(node: exp.Expression, sql: str) -> Position | None:
+    """Where ``node`` starts in ``sql``: the earliest token under it that the parser placed."""
+    starts = [
+        n.meta["start"] for n in node.walk() if isinstance(n, exp.Expression) and "start" in n.meta
+    ]
+    if not starts:
+        return None
+    offset = min(starts)
+    line = sql.count("\n", 0, offset) + 1
+    column = offset - (sql.rfind("\n", 0, offset) + 1) + 1
+    return Position(line=line, column=column, offset=offset)

@@ -1,0 +1,69 @@
+"""A generated shop in a real DuckDB warehouse, with its staging and marts built: what the SQL
+optimizer's corpus and the documentation generator run against.
+
+``shopstream generate-history`` (a fixed seed and end, so the same rows every time) then
+``shopstream transform`` (dbt build, which also leaves the dbt manifest in the workspace), both
+as a user would run them, once per test session. Tests only read it: open it read-only
+(``open_warehouse(settings, read_only=True)``) and never write into ``data_dir``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from shopstream.config import Settings
+
+DAYS = 4
+EVENTS_PER_DAY = 3_000
+ORDERS_PER_DAY = 250
+END = "2026-11-30T00:00:00Z"
+
+
+@dataclass(frozen=True)
+class ShopWarehouse:
+    data_dir: Path
+    #: The environment the CLI ran with (``SHOPSTREAM_DATA_DIR`` set, nothing else of ours).
+    env: dict[str, str]
+
+    @property
+    def settings(self) -> Settings:
+        return Settings(data_dir=self.data_dir)
+
+    @property
+    def manifest(self) -> Path:
+        """The dbt manifest ``shopstream transform`` left in the workspace."""
+        return self.data_dir / "transform" / "project" / "target" / "manifest.json"
+
+
+def shopstream(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``shopstream <args>`` as a user would (a fresh process)."""
+    return subprocess.run(
+        [sys.executable, "-m", "shopstream", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="session")
+def shop_warehouse(tmp_path_factory: pytest.TempPathFactory) -> ShopWarehouse:
+    data_dir = tmp_path_factory.mktemp("shop-warehouse")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPSTREAM_")}
+    env.update(SHOPSTREAM_DATA_DIR=str(data_dir), COLUMNS="200")
+    generated = shopstream(
+        env,
+        "generate-history",
+        *("--days", str(DAYS), "--events-per-day", str(EVENTS_PER_DAY)),
+        *("--orders-per-day", str(ORDERS_PER_DAY), "--end", END, "--seed", "12"),
+    )
+    assert generated.returncode == 0, generated.stderr
+    built = shopstream(env, "transform")
+    assert built.returncode == 0, built.stdout + built.stderr
+    return ShopWarehouse(data_dir, env)

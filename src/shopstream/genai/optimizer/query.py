@@ -97,3 +97,28 @@ def position_of(node: exp.Expression, sql: str) -> Position | None:
     line = sql.count("\n", 0, offset) + 1
     column = offset - (sql.rfind("\n", 0, offset) + 1) + 1
     return Position(line=line, column=column, offset=offset)
+
+
+def warehouse_dialect(warehouse_url: str) -> Dialect:
+    """The SQL dialect of the warehouse a URL names (``duckdb:///...`` -> duckdb).
+
+    >>> warehouse_dialect("bigquery://my-project?location=EU")
+    'bigquery'
+    """
+    return "bigquery" if warehouse_url.startswith("bigquery") else "duckdb"
+
+
+def for_warehouse(tree: exp.Expression, target: Dialect) -> str:
+    """The query as the warehouse of dialect ``target`` runs it: transpiled, and on DuckDB
+    without BigQuery's project prefix (``project.mart.daily_sales`` is ``mart.daily_sales``).
+
+    >>> q = parse_query("SELECT SAFE_CAST(ip AS INT64) FROM `shop-prod.raw.events`", "bigquery")
+    >>> for_warehouse(q.tree, "duckdb")
+    'SELECT TRY_CAST(ip AS BIGINT) FROM "raw"."events"'
+    """
+    copy = tree.copy()
+    if target == "duckdb":
+        for table in copy.find_all(exp.Table):
+            if table.args.get("catalog") is not None:
+                table.set("catalog", None)
+    return copy.sql(dialect=target)

@@ -109,6 +109,11 @@ class Warehouse(Protocol):
         ``max_rows``, return at most ``max_rows + 1`` rows (one more than asked for says the
         result was longer)."""
 
+    def dry_run_bytes(self, sql: str, parameters: list[Any] | None = None) -> int:
+        """The bytes the read ``sql`` would scan, from the warehouse's own dry run (nothing
+        runs, nothing is billed). Only where ``capabilities.dry_run_cost``; elsewhere a
+        :class:`QueryError`: ask the capability first."""
+
     def table_counts(self) -> dict[str, int]:
         """Row count of every table, as ``schema.table``."""
 

@@ -469,6 +469,10 @@ class DuckDBWarehouse:
                 cursor.execute("ROLLBACK")
             cursor.close()
 
+    def dry_run_bytes(self, sql: str, parameters: list[Any] | None = None) -> int:
+        """DuckDB has no dry run (``capabilities.dry_run_cost`` is false): callers estimate."""
+        raise QueryError("no dry run: ask capabilities.dry_run_cost")
+
     def table_counts(self) -> dict[str, int]:
         cursor = self._cursor()
         tables = cursor.execute(

@@ -390,6 +390,10 @@ class WarehouseProcess:
     ) -> pa.Table:
         return _from_ipc(self._call("query", sql, parameters, max_rows, query=True))
 
+    def dry_run_bytes(self, sql: str, parameters: list[Any] | None = None) -> int:
+        """DuckDB has no dry run (``capabilities.dry_run_cost`` is false): callers estimate."""
+        raise QueryError("no dry run: ask capabilities.dry_run_cost")
+
     def table_counts(self) -> dict[str, int]:
         counts: dict[str, int] = self._call("table_counts", query=True)
         return counts

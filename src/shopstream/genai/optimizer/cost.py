@@ -1,0 +1,359 @@
+"""What a query scans, in bytes and dollars at on-demand list price.
+
+On BigQuery (``capabilities.dry_run_cost``) BigQuery says it: a dry run. Elsewhere (DuckDB) the
+figure is an estimate made the way BigQuery bills, from the catalog's measured column sizes
+(:func:`shopstream.genai.optimizer.catalog.load_catalog`):
+
+- per table scan, the logical bytes of the columns the query reads from it (after column
+  pruning through CTEs and subqueries, as BigQuery prunes; ``SELECT *`` reads them all;
+  ``count(*)`` none);
+- times the share of its rows in the partitions its filters keep: ``=``, ``IN``, ``BETWEEN``,
+  ``<``, ``>``, ``<=``, ``>=`` between the bare partition column and constants prune, as
+  BigQuery prunes; a function or cast on the column, or an ``OR`` with a branch that does not
+  filter it, prunes nothing;
+- every scan counted: a CTE read twice is scanned twice, as BigQuery evaluates it twice.
+
+>>> from shopstream.genai.optimizer.catalog import Catalog, Column, TableInfo
+>>> events = TableInfo("raw.events", (Column("event_id", "VARCHAR", bytes=600),
+...     Column("event_type", "VARCHAR", bytes=300), Column("event_date", "DATE", bytes=240)),
+...     rows=30, partition_by="event_date",
+...     partition_rows={"2026-11-28": 10, "2026-11-29": 10, "2026-11-30": 10})
+>>> cost = cost_of("select event_id from raw.events where event_date >= '2026-11-29'",
+...                "duckdb", Catalog({"raw.events": events}))
+>>> cost.bytes, cost.method  # event_id and event_date (the filter reads it) of 2 days in 3
+(560, 'estimate from column sizes: raw.events 2 of 3 columns, 2 of 3 partitions')
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from sqlglot import exp
+from sqlglot.errors import SqlglotError
+from sqlglot.optimizer.pushdown_predicates import pushdown_predicates
+from sqlglot.optimizer.pushdown_projections import pushdown_projections
+from sqlglot.optimizer.qualify import qualify
+from sqlglot.optimizer.scope import Scope, build_scope
+
+from shopstream.genai.optimizer.catalog import Catalog, TableInfo
+from shopstream.genai.optimizer.findings import LIST_PRICE_PER_TIB, TIB, Cost, Dialect
+from shopstream.genai.optimizer.query import for_warehouse, parse_query
+
+if TYPE_CHECKING:
+    from shopstream.config import OptimizerSettings, Settings
+    from shopstream.warehouse.base import Warehouse
+
+DRY_RUN = "BigQuery dry run"
+
+#: A partition-day test: does the partition of this ISO day hold rows the filter keeps?
+DayTest = Callable[[dt.date], bool]
+
+
+def cost_of(
+    query: str | exp.Expression,
+    dialect: Dialect,
+    catalog: Catalog,
+    warehouse: Warehouse | None = None,
+    settings: Settings | OptimizerSettings | None = None,
+) -> Cost:
+    """Bytes ``query`` scans and their price (``settings.optimizer.price_per_tib``, default
+    BigQuery's list price): BigQuery's dry run when ``warehouse`` offers one, otherwise the
+    estimate (see the module). A ValueError names a table the catalog does not know or whose
+    sizes it does not have."""
+    tree = parse_query(query, dialect, catalog).tree if isinstance(query, str) else query
+    price = _price_per_tib(settings)
+    if warehouse is not None and warehouse.capabilities.dry_run_cost:
+        scanned = warehouse.dry_run_bytes(for_warehouse(tree, "bigquery"))
+        return Cost(bytes=scanned, dollars=scanned / TIB * price, method=DRY_RUN)
+    scans = table_scans(tree, dialect, catalog)
+    scanned = round(sum(s.bytes for s in scans))
+    return Cost(bytes=scanned, dollars=scanned / TIB * price, method=_method(scans))
+
+
+def _price_per_tib(settings: Settings | OptimizerSettings | None) -> float:
+    if settings is None:
+        return LIST_PRICE_PER_TIB
+    optimizer = getattr(settings, "optimizer", settings)
+    return float(getattr(optimizer, "price_per_tib", LIST_PRICE_PER_TIB))
+
+
+@dataclass(frozen=True)
+class TableScan:
+    """One read of a table by a query: which columns, which partitions, how often."""
+
+    table: TableInfo
+    columns: frozenset[str]
+    #: Rows in the partitions kept over all rows (1.0: no pruning).
+    share: float
+    partitions_kept: int | None = None
+    partitions: int | None = None
+    times: int = 1
+
+    @property
+    def bytes(self) -> float:
+        sizes = {c.name.lower(): c.bytes for c in self.table.columns}
+        read = [sizes.get(name) for name in self.columns]
+        return sum(size or 0 for size in read) * self.share * self.times
+
+
+def table_scans(tree: exp.Expression, dialect: Dialect, catalog: Catalog) -> list[TableScan]:
+    """Every table read of ``tree`` (a CTE read twice: its tables twice), with the columns it
+    reads and the partitions its filters keep; a ValueError for a table the catalog does not
+    know, or knows without sizes."""
+    resolved = _resolved(tree.copy(), catalog)
+    try:
+        qualified = qualify(
+            resolved,
+            schema=catalog.sqlglot_schema(),
+            dialect=dialect,
+            validate_qualify_columns=False,
+        )
+    except SqlglotError as exc:
+        raise ValueError(f"cannot resolve the query's columns against the catalog: {exc}") from exc
+    for step in (pushdown_projections, pushdown_predicates):
+        # Both only make the estimate closer to what BigQuery does; a query they cannot
+        # handle is estimated without them (more bytes, never fewer).
+        try:
+            qualified = step(qualified.copy())
+        except SqlglotError:
+            continue
+    root = build_scope(qualified)
+    if root is None:
+        return []
+    scans: list[TableScan] = []
+    _collect(root, catalog, scans)
+    # The same read reached twice (a CTE referenced twice) is one entry read twice.
+    merged: dict[tuple[str, frozenset[str], float], TableScan] = {}
+    for scan in scans:
+        key = (scan.table.name, scan.columns, scan.share)
+        seen = merged.get(key)
+        merged[key] = scan if seen is None else replace(seen, times=seen.times + 1)
+    return list(merged.values())
+
+
+def _resolved(tree: exp.Expression, catalog: Catalog) -> exp.Expression:
+    """``tree`` with every table named ``layer.table`` as the catalog has it (BigQuery's
+    project prefix dropped), or a ValueError naming a table the catalog does not have."""
+    ctes = {c.alias_or_name.lower() for c in tree.find_all(exp.CTE)}
+    for table in tree.find_all(exp.Table):
+        if not table.name or (not table.db and table.name.lower() in ctes):
+            continue
+        info = catalog.find([table.catalog, table.db, table.name])
+        if info is None:
+            named = ".".join(p for p in (table.catalog, table.db, table.name) if p)
+            raise ValueError(
+                f"table {named} is not in the warehouse's catalog (layers raw, staging, mart, "
+                "monitoring): its cost cannot be estimated; check the name"
+            )
+        layer, _, short = info.name.partition(".")
+        table.set("catalog", None)
+        table.set("db", exp.to_identifier(layer))
+        table.set("this", exp.to_identifier(short))
+    return tree
+
+
+def _collect(scope: Scope, catalog: Catalog, scans: list[TableScan]) -> None:
+    """Each reference of a CTE walks it again: BigQuery evaluates it once per reference."""
+    for alias, (_, source) in scope.selected_sources.items():
+        if isinstance(source, Scope):
+            _collect(source, catalog, scans)
+        elif isinstance(source, exp.Table):
+            info = catalog.find([source.db, source.name])
+            if info is not None:
+                scans.append(_scan(scope, alias, info))
+    for child in (*scope.subquery_scopes, *scope.set_operation_scopes, *scope.udtf_scopes):
+        _collect(child, catalog, scans)
+
+
+def _scan(scope: Scope, alias: str, table: TableInfo) -> TableScan:
+    if table.is_view:
+        raise ValueError(
+            f"{table.name} is a view: reading it runs its query, so its cost is that of the "
+            "tables the view reads; estimate a query on those instead"
+        )
+    if any(c.bytes is None for c in table.columns):
+        raise ValueError(
+            f"the catalog has no sizes for {table.name}: load it from the warehouse "
+            "(shopstream.genai.optimizer.catalog.load_catalog) to estimate the cost"
+        )
+    known = {c.name.lower() for c in table.columns}
+    columns = {c.name.lower() for c in scope.source_columns(alias)} & known
+    if any(_star_of(star, alias) for star in scope.stars):
+        columns = known
+    share, kept, total = _partition_share(scope, alias, table)
+    return TableScan(table, frozenset(columns), share, kept, total)
+
+
+def _star_of(star: exp.Expression, alias: str) -> bool:
+    table = star.args.get("table") if isinstance(star, exp.Column) else None
+    return table is None or table.name == alias
+
+
+# -- partition pruning ----------------------------------------------------------------------------
+
+
+def _partition_share(
+    scope: Scope, alias: str, table: TableInfo
+) -> tuple[float, int | None, int | None]:
+    """(share of rows kept, partitions kept, partitions) for ``table`` read as ``alias``."""
+    if not table.partition_by or not table.partition_rows:
+        return 1.0, None, None
+    column = table.column(table.partition_by)
+    point = column is not None and column.type.upper() == "DATE"
+    tests = [
+        test
+        for condition in _conditions(scope, alias)
+        if (test := _day_test(condition, alias, table.partition_by, point)) is not None
+    ]
+    total = sum(table.partition_rows.values())
+    partitions = len(table.partition_rows)
+    if not tests:
+        return 1.0, partitions, partitions
+    kept = {
+        day: rows
+        for day, rows in table.partition_rows.items()
+        if (date := _iso_day(day)) is not None and all(test(date) for test in tests)
+    }
+    share = sum(kept.values()) / total if total else 1.0
+    return share, len(kept), partitions
+
+
+def _conditions(scope: Scope, alias: str) -> list[exp.Expression]:
+    """The AND-ed conditions that filter ``alias`` in ``scope``: the WHERE and its own join's
+    ON."""
+    found: list[exp.Expression] = []
+    where = scope.expression.args.get("where")
+    if where is not None:
+        found.extend(where.this.flatten() if isinstance(where.this, exp.And) else [where.this])
+    for join in scope.expression.args.get("joins") or []:
+        on = join.args.get("on")
+        if on is not None and join.this.alias_or_name == alias:
+            found.extend(on.flatten() if isinstance(on, exp.And) else [on])
+    return found
+
+
+_COMPARISONS: dict[type[exp.Expression], str] = {
+    exp.EQ: "=",
+    exp.GT: ">",
+    exp.GTE: ">=",
+    exp.LT: "<",
+    exp.LTE: "<=",
+}
+_FLIPPED = {"=": "=", ">": "<", ">=": "<=", "<": ">", "<=": ">="}
+
+
+def _day_test(node: exp.Expression, alias: str, column: str, point: bool) -> DayTest | None:
+    """A test of partition days for one condition, or None when it prunes nothing."""
+    if isinstance(node, exp.Paren):
+        return _day_test(node.this, alias, column, point)
+    if isinstance(node, exp.And):
+        parts = [_day_test(p, alias, column, point) for p in node.flatten()]
+        tests = [t for t in parts if t is not None]
+        return (lambda day: all(t(day) for t in tests)) if tests else None
+    if isinstance(node, exp.Or):
+        branches = [_day_test(p, alias, column, point) for p in node.flatten()]
+        if any(b is None for b in branches):
+            return None  # a branch that does not filter the column keeps every partition
+        kept = [b for b in branches if b is not None]
+        return lambda day: any(t(day) for t in kept)
+    if isinstance(node, exp.Between) and _is_column(node.this, alias, column):
+        low, high = _constant(node.args["low"]), _constant(node.args["high"])
+        if low is None or high is None:
+            return None
+        return lambda day: _keeps(day, ">=", low, point) and _keeps(day, "<=", high, point)
+    if isinstance(node, exp.In) and _is_column(node.this, alias, column):
+        values = [_constant(v) for v in node.expressions]
+        if not values or any(v is None for v in values) or node.args.get("query"):
+            return None
+        constants = [v for v in values if v is not None]
+        return lambda day: any(_keeps(day, "=", v, point) for v in constants)
+    op = _COMPARISONS.get(type(node))
+    if op is None:
+        return None
+    left, right = node.this, node.expression
+    if _is_column(right, alias, column):
+        left, right, op = right, left, _FLIPPED[op]
+    if not _is_column(left, alias, column):
+        return None
+    value = _constant(right)
+    if value is None:
+        return None
+    return lambda day: _keeps(day, op, value, point)
+
+
+def _is_column(node: exp.Expression, alias: str, column: str) -> bool:
+    """The bare partition column (not under a function or cast: those prune nothing)."""
+    return (
+        isinstance(node, exp.Column)
+        and node.name.lower() == column.lower()
+        and (not node.table or node.table == alias)
+    )
+
+
+def _keeps(day: dt.date, op: str, value: dt.datetime, point: bool) -> bool:
+    """Whether partition ``day`` may hold a value ``v`` with ``v <op> value``: a DATE column's
+    partition holds the one day; a TIMESTAMP column's the instants of that day (UTC)."""
+    start = dt.datetime.combine(day, dt.time())
+    if point:
+        return {
+            "=": start == value,
+            ">": start > value,
+            ">=": start >= value,
+            "<": start < value,
+            "<=": start <= value,
+        }[op]
+    end = start + dt.timedelta(days=1)
+    return {
+        "=": start <= value < end,
+        ">": value < end,
+        ">=": value < end,
+        "<": start < value,
+        "<=": start <= value,
+    }[op]
+
+
+def _constant(node: exp.Expression) -> dt.datetime | None:
+    """A date or timestamp constant: ``'2026-11-30'``, ``DATE '2026-11-30'``,
+    ``CAST('...' AS TIMESTAMP)``, ``DATE('2026-11-30')``; None for anything else."""
+    while isinstance(node, exp.Paren | exp.Cast | exp.TryCast):
+        node = node.this
+    if isinstance(node, exp.Func) and not isinstance(node, exp.Literal):
+        arguments = [a for a in node.args.values() if isinstance(a, exp.Expression)]
+        if len(arguments) != 1:
+            return None
+        node = arguments[0]
+    if not (isinstance(node, exp.Literal) and node.is_string):
+        return None
+    text = node.this.strip().replace("Z", "+00:00")
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.UTC).replace(tzinfo=None)
+    return value
+
+
+def _iso_day(text: str) -> dt.date | None:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        return None  # __NULL__ / __UNPARTITIONED__: no filter on the column keeps them
+
+
+def _method(scans: list[TableScan]) -> str:
+    """What the estimate counted, table by table, in the order the query reads them."""
+    if not scans:
+        return "estimate from column sizes: no table read"
+    parts = []
+    for scan in scans:
+        text = f"{scan.table.name} {len(scan.columns)} of {len(scan.table.columns)} columns"
+        if scan.partitions is not None:
+            text += f", {scan.partitions_kept} of {scan.partitions} partitions"
+        if scan.times > 1:
+            text += f", read {scan.times} times"
+        parts.append(text)
+    return "estimate from column sizes: " + "; ".join(parts)

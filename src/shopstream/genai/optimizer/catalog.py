@@ -31,6 +31,8 @@ from shopstream.genai.optimizer.findings import Dialect
 from shopstream.warehouse.base import LAYERS, QueryError
 
 if TYPE_CHECKING:
+    from jinja2 import Environment
+
     from shopstream.transform.cdc_models import CapturedTable
     from shopstream.warehouse.base import Warehouse
 
@@ -280,19 +282,11 @@ def _model_config(text: str, where: str) -> dict[str, Any]:
             return True
 
     environment = SandboxedEnvironment(undefined=Anything)
-    tokens: list[str] = []
-    inside = False
-    for _, kind, value in environment.lexer.tokeniter(text, None):
-        # Tokens, not a pattern: a pre_hook string may hold "}}" of its own.
-        if kind == "variable_begin":
-            tokens, inside = [], True
-        elif kind == "variable_end" and inside:
-            inside = False
-            if tokens[:2] == ["config", "("]:
-                break
-        elif inside and kind != "whitespace":
-            tokens.append(value)
-    else:
+    try:
+        tokens = _config_tokens(environment, text)
+    except TemplateError as exc:
+        raise ValueError(f"{where}: cannot read the model's config block: {exc}") from exc
+    if not tokens:
         return {}
     captured: dict[str, Any] = {}
 
@@ -312,6 +306,23 @@ def _model_config(text: str, where: str) -> dict[str, Any]:
     except TemplateError as exc:
         raise ValueError(f"{where}: cannot read the model's config block: {exc}") from exc
     return captured
+
+
+def _config_tokens(environment: Environment, text: str) -> list[str]:
+    """The tokens of the first ``{{ config(...) }}`` (none if the model has none). Tokens, not
+    a pattern: a pre_hook string may hold a "}}" of its own."""
+    tokens: list[str] = []
+    inside = False
+    for _, kind, value in environment.lexer.tokeniter(text, None):
+        if kind == "variable_begin":
+            tokens, inside = [], True
+        elif kind == "variable_end" and inside:
+            inside = False
+            if tokens[:2] == ["config", "("]:
+                return tokens
+        elif inside and kind != "whitespace":
+            tokens.append(value)
+    return []
 
 
 def _tested_keys(models: Path) -> dict[str, tuple[str, ...]]:

@@ -1,0 +1,164 @@
+"""The optimizer's catalog loaded from a real generated shop (DuckDB, staging and marts built by
+``shopstream transform``) and the cost estimate on it, checked against sizes measured here
+independently with plain SQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from shopstream.genai.optimizer.catalog import Catalog, load_catalog
+from shopstream.genai.optimizer.cost import cost_of
+from shopstream.warehouse import Warehouse, open_warehouse
+from tests.support.shop_catalog import shop_catalog
+from tests.support.shop_warehouse import ShopWarehouse
+
+
+@pytest.fixture(scope="module")
+def warehouse(shop_warehouse: ShopWarehouse) -> Iterator[Warehouse]:
+    opened = open_warehouse(shop_warehouse.settings, read_only=True)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture(scope="module")
+def catalog(warehouse: Warehouse) -> Catalog:
+    return load_catalog(warehouse, "duckdb")
+
+
+def scalar(warehouse: Warehouse, sql: str) -> int:
+    return int(warehouse.query(sql).column(0)[0].as_py() or 0)
+
+
+def test_every_table_of_the_shop_is_there_with_the_columns_the_warehouse_has(
+    catalog: Catalog, warehouse: Warehouse
+) -> None:
+    # The static catalog the rule tests use describes the same tables and columns.
+    static = shop_catalog()
+    assert set(static.tables) <= set(catalog.tables)
+    for name, table in static.tables.items():
+        loaded = catalog.tables[name]
+        assert [(c.name, c.type) for c in loaded.columns] == [
+            (c.name, c.type) for c in table.columns
+        ], name
+    counts = warehouse.table_counts()
+    for name, table in catalog.tables.items():
+        if not table.is_view:
+            assert table.rows == counts[name], name
+            assert sum(table.partition_rows.values()) in (0, table.rows), name
+    assert catalog.tables["monitoring.pipeline_freshness"].is_view
+    events = catalog.tables["raw.events"]
+    assert not events.column("event_id").nullable  # type: ignore[union-attr]
+    assert events.column("user_id").nullable  # type: ignore[union-attr]
+
+
+def test_layouts_come_from_the_raw_layout_the_model_configs_and_the_capture(
+    catalog: Catalog,
+) -> None:
+    events = catalog.tables["raw.events"]
+    assert (events.partition_by, events.cluster_by, events.unique_key) == (
+        "event_date",
+        ("event_type",),
+        ("event_id",),
+    )
+    items = catalog.tables["raw.cdc_order_items"]
+    assert (items.partition_by, items.cluster_by, items.unique_key) == (
+        "commit_date",
+        ("op", "change_id"),
+        ("change_id",),
+    )
+    sales = catalog.tables["mart.daily_sales"]
+    assert sales.partition_by == "order_date"
+    assert sales.cluster_by == ("category", "delivery_type")
+    assert sales.unique_key == ("order_date", "category", "delivery_type")
+    # CDC staging: the key from raw.source_schemas' primary key; history by day of valid_from.
+    assert catalog.tables["staging.stg_order_items"].unique_key == ("order_id", "line_no")
+    assert catalog.tables["staging.stg_orders"].unique_key == ("order_id",)
+    assert catalog.tables["staging.stg_orders_history"].partition_by == "valid_from"
+
+
+def test_sizes_are_the_bytes_bigquery_bills_measured_per_column(
+    catalog: Catalog, warehouse: Warehouse
+) -> None:
+    events = catalog.tables["raw.events"]
+    sizes = {c.name: c.bytes for c in events.columns}
+    assert sizes["event_id"] == scalar(
+        warehouse, "select sum(2 + strlen(event_id)) from raw.events"
+    )
+    assert sizes["event_date"] == 8 * scalar(warehouse, "select count(event_date) from raw.events")
+    assert sizes["properties"] == scalar(
+        warehouse, "select sum(strlen(properties::varchar)) from raw.events"
+    )
+    assert sizes["user_id"] == scalar(
+        warehouse, "select sum(2 + strlen(user_id)) from raw.events where user_id is not null"
+    )
+    per_day = warehouse.query(
+        "select cast(event_date as varchar) as day, count(*) as n from raw.events group by 1"
+    ).to_pylist()
+    assert dict(events.partition_rows) == {r["day"]: r["n"] for r in per_day}
+    assert len(events.partition_rows) == 4
+
+
+def test_the_estimate_of_one_column_is_its_octet_lengths(
+    catalog: Catalog, warehouse: Warehouse
+) -> None:
+    cost = cost_of("select event_id from raw.events", "duckdb", catalog, warehouse)
+    assert cost.bytes == scalar(
+        warehouse, "select sum(2 + octet_length(event_id::blob)) from raw.events"
+    )
+    assert (
+        cost.method == "estimate from column sizes: raw.events 1 of 20 columns, 4 of 4 partitions"
+    )
+
+
+def test_a_partition_filter_cuts_the_bytes_by_the_share_of_rows_it_keeps(
+    catalog: Catalog, warehouse: Warehouse
+) -> None:
+    day = "2026-11-29"
+    kept = scalar(warehouse, f"select count(*) from raw.events where event_date = '{day}'")
+    rows = scalar(warehouse, "select count(*) from raw.events")
+    whole = cost_of("select event_id, event_date from raw.events", "duckdb", catalog, warehouse)
+    filtered = cost_of(
+        f"select event_id from raw.events where event_date = '{day}'", "duckdb", catalog, warehouse
+    )
+    assert 0 < kept < rows
+    assert filtered.bytes == round(whole.bytes * kept / rows)
+    assert "1 of 4 partitions" in filtered.method
+    # The same filter behind a function on the column prunes nothing.
+    wrapped = cost_of(
+        f"select event_id from raw.events where cast(event_date as varchar) = '{day}'",
+        "duckdb",
+        catalog,
+        warehouse,
+    )
+    assert wrapped.bytes == whole.bytes
+
+
+def test_select_star_costs_more_than_the_columns_listed(
+    catalog: Catalog, warehouse: Warehouse
+) -> None:
+    star = cost_of("select * from mart.sessions", "duckdb", catalog, warehouse)
+    listed = cost_of("select session_id, revenue from mart.sessions", "duckdb", catalog, warehouse)
+    assert star.bytes == catalog.tables["mart.sessions"].bytes
+    assert 0 < listed.bytes < star.bytes
+
+
+def test_a_bigquery_query_on_the_same_data_costs_the_same(warehouse: Warehouse) -> None:
+    in_bigquery = load_catalog(warehouse, "bigquery")
+    assert in_bigquery.tables["mart.daily_sales"].column("order_date").type == "DATE"  # type: ignore[union-attr]
+    assert {c.type for c in in_bigquery.tables["raw.events"].columns} >= {"STRING", "JSON"}
+    duck = cost_of(
+        "select order_date, category from mart.daily_sales where order_date >= '2026-11-28'",
+        "duckdb",
+        load_catalog(warehouse, "duckdb"),
+        warehouse,
+    )
+    big = cost_of(
+        "SELECT order_date, category FROM `shop-prod.mart.daily_sales` "
+        "WHERE order_date >= DATE '2026-11-28'",
+        "bigquery",
+        in_bigquery,
+        warehouse,
+    )
+    assert big.bytes == duck.bytes > 0

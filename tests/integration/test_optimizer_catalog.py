@@ -8,11 +8,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from shopstream.genai.optimizer.catalog import Catalog, load_catalog
+from shopstream.config import Settings
+from shopstream.genai.optimizer.catalog import Catalog, Column, load_catalog
 from shopstream.genai.optimizer.cost import cost_of
 from shopstream.warehouse import Warehouse, open_warehouse
+from tests.support.bigquery_emulator import BigQueryEmulator, bigquery_emulator
 from tests.support.shop_catalog import shop_catalog
 from tests.support.shop_warehouse import ShopWarehouse
+
+__all__ = ["bigquery_emulator"]  # the fixture, used by name
 
 
 @pytest.fixture(scope="module")
@@ -162,3 +166,35 @@ def test_a_bigquery_query_on_the_same_data_costs_the_same(warehouse: Warehouse) 
         warehouse,
     )
     assert big.bytes == duck.bytes > 0
+
+
+def test_on_bigquery_the_catalog_is_its_information_schema_and_the_cost_its_dry_run(
+    bigquery_emulator: BigQueryEmulator,
+) -> None:
+    """Against bqemulator: its INFORMATION_SCHEMA gives the tables, columns, partitioning and
+    clustering; its dry run always says 0 bytes (an emulator's limit), so this proves the path
+    taken and how it is reported, not BigQuery's figure."""
+    warehouse = open_warehouse(Settings(warehouse_url=bigquery_emulator.warehouse_url()))
+    try:
+        warehouse.ensure_layers(("raw",))
+        catalog = load_catalog(warehouse, "bigquery")
+        events = catalog.tables["raw.events"]
+        assert events.column("event_id") == Column("event_id", "STRING", nullable=False)
+        assert events.column("properties").type == "STRING"  # type: ignore[union-attr]
+        assert events.column("payload").type == "JSON"  # type: ignore[union-attr]
+        assert (events.partition_by, events.cluster_by, events.unique_key) == (
+            "event_date",
+            ("event_type",),
+            ("event_id",),
+        )
+        assert events.rows == 0
+        assert {"raw.events", "raw.dead_letter", "raw.source_schemas"} <= set(catalog.tables)
+        cost = cost_of(
+            "select event_id from raw.events where event_date = '2026-11-29'",
+            "duckdb",
+            catalog,
+            warehouse,
+        )
+        assert (cost.bytes, cost.dollars, cost.method) == (0, 0.0, "BigQuery dry run")
+    finally:
+        warehouse.close()

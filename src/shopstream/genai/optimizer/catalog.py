@@ -137,7 +137,10 @@ def load_catalog(
     the bytes BigQuery would bill for each column, fixed-width types by their width,
     strings and blobs 2 bytes plus their octet length, JSON its text's octet length, NULL
     nothing. On BigQuery the catalog comes from the datasets' INFORMATION_SCHEMA (COLUMNS,
-    TABLES, PARTITIONS) and sizes are left unknown: the cost is BigQuery's own dry run.
+    TABLES, PARTITIONS; rows from the tables' metadata where PARTITIONS says nothing) and
+    sizes are left unknown: the cost is BigQuery's own dry run. bqemulator answers TABLES and
+    COLUMNS (with the partitioning and clustering of tables made through the API) but no
+    PARTITIONS, and its dry run says 0 bytes.
     """
     if getattr(warehouse, "sql_dialect", "duckdb") == "bigquery":
         found = _bigquery_tables(warehouse)
@@ -375,6 +378,8 @@ def _duckdb_tables(warehouse: Warehouse) -> dict[str, TableInfo]:
 
 def _bigquery_tables(warehouse: Warehouse) -> dict[str, TableInfo]:
     project = getattr(warehouse, "project", "")
+    # Rows from the tables' metadata (free), for tables PARTITIONS says nothing of.
+    counts = warehouse.table_counts()
     tables: dict[str, TableInfo] = {}
     for layer in LAYERS:
         schema = (
@@ -420,7 +425,7 @@ def _bigquery_tables(warehouse: Warehouse) -> dict[str, TableInfo]:
                     Column(c["column_name"], c["data_type"], c["is_nullable"] == "YES")
                     for c in cols
                 ),
-                rows=sum(by_partition.values()) if by_partition else None,
+                rows=sum(by_partition.values()) if by_partition else counts.get(name),
                 partition_by=partition,
                 cluster_by=tuple(c["column_name"] for c in clustered),
                 partition_rows=by_partition if partition else {},

@@ -9,7 +9,7 @@ HISTORY_DAYS ?= 35
 HISTORY_EVENTS_PER_DAY ?= 5000
 HISTORY_ORDERS_PER_DAY ?= 200
 
-.PHONY: help install beam-venv deploy-tools system-tools constraints-deploy constraints-airflow run test test-unit test-slow test-llm lint format bench bench-transform bench-quality bench-transport bench-tracing generate-events constraints constraints-beam clean
+.PHONY: help install beam-venv deploy-tools system-tools constraints-deploy constraints-airflow run test test-unit test-slow test-llm lint format bench bench-transform bench-quality bench-optimizer bench-transport bench-tracing generate-events constraints constraints-beam clean
 
 help:
 	@echo "make run              set up, write $(HISTORY_DAYS) days of history, then run the platform on generated traffic ($(DEMO_SECONDS) s)"
@@ -23,6 +23,7 @@ help:
 	@echo "make bench            benchmarks (print ratios against peers and targets)"
 	@echo "make bench-transform  staging and marts: full vs incremental build on 10M events (QUICK=1: 200k)"
 	@echo "make bench-quality    default quality checks: time on 10M events / 1M orders, anomalies caught (QUICK=1: 200k)"
+	@echo "make bench-optimizer  SQL optimizer on its corpus: findings precision/recall, bytes saved, time per query"
 	@echo "make bench-transport  collector → Kafka / Pub/Sub → loader → DuckDB vs embedded, 30 s legs (QUICK=1: 10 s)"
 	@echo "make bench-tracing    collector throughput: tracing stripped vs off vs OTLP, one run (QUICK=1: 4 s legs)"
 	@echo "make generate-events  send traffic to a running collector (URL=..., RATE=..., SECONDS=...)"
@@ -177,6 +178,11 @@ bench-transform: install
 # next run): kept out of `make bench`.
 bench-quality: install
 	$(BIN)/python bench/quality.py $(if $(QUICK),--quick,)
+
+# Builds a small generated shop (~30 s) in a temp dir (DATA_DIR=... to build once and reuse),
+# then runs tests/optimizer_corpus through the optimizer: kept out of `make bench`.
+bench-optimizer: install
+	$(BIN)/python bench/optimizer.py $(if $(DATA_DIR),--data-dir $(DATA_DIR),)
 
 # Starts a noida-db broker and the Pub/Sub emulator (~10 min; QUICK=1: ~4 min): kept out of
 # `make bench`.

@@ -101,8 +101,11 @@ class Catalog:
 
 #: The delivery contract's deterministic id of each kind of raw row (one per change or event:
 #: at-least-once, so raw may hold a copy of one; staging drops copies by it).
-_RAW_ROW_IDS = {"events": ("event_id",), "dead_letter": ("dead_letter_id",)}
-_CDC_ROW_ID = ("change_id",)
+_RAW_ROW_IDS: dict[str, tuple[str, ...]] = {
+    "events": ("event_id",),
+    "dead_letter": ("dead_letter_id",),
+}
+_CDC_ROW_ID: tuple[str, ...] = ("change_id",)
 
 #: The layer a model of the project lands in, by its folder under models/.
 _MODEL_LAYERS = {"staging": "staging", "marts": "mart", "monitoring": "monitoring"}

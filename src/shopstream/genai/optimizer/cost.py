@@ -105,9 +105,10 @@ def table_scans(tree: exp.Expression, dialect: Dialect, catalog: Catalog) -> lis
     know, or knows without sizes."""
     resolved = _resolved(tree.copy(), catalog)
     try:
+        schema: dict[str, object] = dict(catalog.sqlglot_schema())
         qualified = qualify(
             resolved,
-            schema=catalog.sqlglot_schema(),
+            schema=schema,
             dialect=dialect,
             validate_qualify_columns=False,
         )
@@ -221,10 +222,10 @@ def _partition_share(
     return share, len(kept), partitions
 
 
-def _conditions(scope: Scope, alias: str) -> list[exp.Expression]:
+def _conditions(scope: Scope, alias: str) -> list[exp.Expr]:
     """The AND-ed conditions that filter ``alias`` in ``scope``: the WHERE and its own join's
     ON."""
-    found: list[exp.Expression] = []
+    found: list[exp.Expr] = []
     where = scope.expression.args.get("where")
     if where is not None:
         found.extend(where.this.flatten() if isinstance(where.this, exp.And) else [where.this])
@@ -235,7 +236,7 @@ def _conditions(scope: Scope, alias: str) -> list[exp.Expression]:
     return found
 
 
-_COMPARISONS: dict[type[exp.Expression], str] = {
+_COMPARISONS: dict[type[exp.Expr], str] = {
     exp.EQ: "=",
     exp.GT: ">",
     exp.GTE: ">=",
@@ -245,7 +246,7 @@ _COMPARISONS: dict[type[exp.Expression], str] = {
 _FLIPPED = {"=": "=", ">": "<", ">=": "<=", "<": ">", "<=": ">="}
 
 
-def _day_test(node: exp.Expression, alias: str, column: str, point: bool) -> DayTest | None:
+def _day_test(node: exp.Expr, alias: str, column: str, point: bool) -> DayTest | None:
     """A test of partition days for one condition, or None when it prunes nothing."""
     if isinstance(node, exp.Paren):
         return _day_test(node.this, alias, column, point)
@@ -284,7 +285,7 @@ def _day_test(node: exp.Expression, alias: str, column: str, point: bool) -> Day
     return lambda day: _keeps(day, op, value, point)
 
 
-def _is_column(node: exp.Expression, alias: str, column: str) -> bool:
+def _is_column(node: exp.Expr, alias: str, column: str) -> bool:
     """The bare partition column (not under a function or cast: those prune nothing)."""
     return (
         isinstance(node, exp.Column)
@@ -315,7 +316,7 @@ def _keeps(day: dt.date, op: str, value: dt.datetime, point: bool) -> bool:
     }[op]
 
 
-def _constant(node: exp.Expression) -> dt.datetime | None:
+def _constant(node: exp.Expr) -> dt.datetime | None:
     """A date or timestamp constant: ``'2026-11-30'``, ``DATE '2026-11-30'``,
     ``CAST('...' AS TIMESTAMP)``, ``DATE('2026-11-30')``; None for anything else."""
     while isinstance(node, exp.Paren | exp.Cast | exp.TryCast):

@@ -104,6 +104,15 @@ def test_sizes_are_the_bytes_bigquery_bills_measured_per_column(
     assert len(events.partition_rows) == 4
 
 
+def test_only_the_tables_asked_for_are_measured(warehouse: Warehouse) -> None:
+    catalog = load_catalog(warehouse, "duckdb", measure=["raw.events"])
+    assert catalog.tables["raw.events"].bytes
+    assert catalog.tables["mart.daily_sales"].bytes is None
+    assert catalog.tables["mart.daily_sales"].partition_by == "order_date"
+    with pytest.raises(ValueError, match=r"no sizes for mart\.daily_sales"):
+        cost_of("select category from mart.daily_sales", "duckdb", catalog, warehouse)
+
+
 def test_the_estimate_of_one_column_is_its_octet_lengths(
     catalog: Catalog, warehouse: Warehouse
 ) -> None:

@@ -17,7 +17,7 @@ advice holds in both), and the key that makes a row unique when one is known.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -126,7 +126,11 @@ class Layout:
 
 
 def load_catalog(
-    warehouse: Warehouse, dialect: Dialect = "duckdb", *, project_dir: Path | None = None
+    warehouse: Warehouse,
+    dialect: Dialect = "duckdb",
+    *,
+    project_dir: Path | None = None,
+    measure: Collection[str] | None = None,
 ) -> Catalog:
     """Every table and view of the layers raw, staging, mart and monitoring in ``warehouse``,
     with their layout (BigQuery's partitioning and clustering, unique keys) and, on DuckDB,
@@ -139,7 +143,10 @@ def load_catalog(
     On DuckDB the sizes are measured with one aggregate query per table (a full read of it):
     the bytes BigQuery would bill for each column, fixed-width types by their width,
     strings and blobs 2 bytes plus their octet length, JSON its text's octet length, NULL
-    nothing. On BigQuery the catalog comes from the datasets' INFORMATION_SCHEMA (COLUMNS,
+    nothing. ``measure``: only these tables (``layer.table``) are measured, the others keep
+    unknown sizes (default: all; on a large warehouse, pass the tables a query reads). Only
+    the warehouse's ``query`` is used (and, on BigQuery, ``table_counts``). On BigQuery the
+    catalog comes from the datasets' INFORMATION_SCHEMA (COLUMNS,
     TABLES, PARTITIONS; rows from the tables' metadata where PARTITIONS says nothing) and
     sizes are left unknown: the cost is BigQuery's own dry run. bqemulator answers TABLES and
     COLUMNS (with the partitioning and clustering of tables made through the API) but no
@@ -168,7 +175,11 @@ def load_catalog(
             unique_key=table.unique_key or declared.unique_key,
         )
     if source == "duckdb":
-        tables = {name: _measured(warehouse, table) for name, table in tables.items()}
+        wanted = None if measure is None else {name.lower() for name in measure}
+        tables = {
+            name: _measured(warehouse, table) if wanted is None or name in wanted else table
+            for name, table in tables.items()
+        }
     return Catalog(tables)
 
 
@@ -348,7 +359,8 @@ def _tested_keys(models: Path) -> dict[str, tuple[str, ...]]:
                                 keys[name] = tuple(columns)
             for column in model.get("columns") or []:
                 tests = column.get("data_tests") or column.get("tests") or []
-                if "unique" in tests and name not in keys:
+                plain = {t if isinstance(t, str) else next(iter(t), "") for t in tests}
+                if "unique" in plain and name not in keys:
                     keys[name] = (column["name"],)
     return keys
 

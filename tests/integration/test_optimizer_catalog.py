@@ -157,6 +157,20 @@ def test_select_star_costs_more_than_the_columns_listed(
     assert 0 < listed.bytes < star.bytes
 
 
+def test_a_view_costs_what_its_query_scans(catalog: Catalog, warehouse: Warehouse) -> None:
+    view = catalog.tables["monitoring.pipeline_freshness"]
+    assert view.definition is not None
+    through_view = cost_of(
+        "select raw_table, lag_minutes from monitoring.pipeline_freshness",
+        "duckdb",
+        catalog,
+        warehouse,
+    )
+    direct = cost_of(view.definition, "duckdb", catalog, warehouse)
+    assert through_view.bytes == direct.bytes > 0
+    assert "raw.events 2 of 20 columns" in through_view.method
+
+
 def test_a_bigquery_query_on_the_same_data_costs_the_same(warehouse: Warehouse) -> None:
     in_bigquery = load_catalog(warehouse, "bigquery")
     assert in_bigquery.tables["mart.daily_sales"].column("order_date").type == "DATE"  # type: ignore[union-attr]

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import sqlglot
 import yaml
 from sqlglot import exp
 from sqlglot.errors import ParseError
@@ -62,6 +63,9 @@ class TableInfo:
     partition_rows: Mapping[str, int] = field(default_factory=dict)
     #: A view: reading it runs its query (its rows and sizes are not measured).
     is_view: bool = False
+    #: A view's query (as the warehouse stores it, in its dialect), when known: what reading
+    #: the view really scans.
+    definition: str | None = None
 
     def column(self, name: str) -> Column | None:
         lowered = name.lower()
@@ -386,9 +390,34 @@ def _duckdb_tables(warehouse: Warehouse) -> dict[str, TableInfo]:
         )
         if row["table_type"] == "VIEW":
             views.add(name)
-    return {
-        name: TableInfo(name, tuple(cols), is_view=name in views) for name, cols in columns.items()
+    definitions = {
+        f"{r['schema_name']}.{r['view_name']}".lower(): r["sql"]
+        for r in warehouse.query(
+            "SELECT schema_name, view_name, sql FROM duckdb_views() "
+            "WHERE NOT internal AND database_name = current_database()"
+        ).to_pylist()
     }
+    return {
+        name: TableInfo(
+            name, tuple(cols), is_view=name in views, definition=_view_query(definitions.get(name))
+        )
+        for name, cols in columns.items()
+    }
+
+
+def _view_query(create_view: str | None) -> str | None:
+    """The query of DuckDB's ``CREATE VIEW ... AS <query>`` (None when sqlglot cannot read
+    it: the view's cost is then unknown)."""
+    if not create_view:
+        return None
+    try:
+        statement = sqlglot.parse_one(create_view, read="duckdb")
+    except ParseError:
+        return None
+    query = statement.expression if isinstance(statement, exp.Create) else None
+    if isinstance(query, exp.Subquery):
+        query = query.this
+    return query.sql(dialect="duckdb") if isinstance(query, exp.Query) else None
 
 
 def _bigquery_tables(warehouse: Warehouse) -> dict[str, TableInfo]:

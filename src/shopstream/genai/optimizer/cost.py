@@ -11,7 +11,8 @@ figure is an estimate made the way BigQuery bills, from the catalog's measured c
   ``<``, ``>``, ``<=``, ``>=`` between the bare partition column and constants prune, as
   BigQuery prunes; a function or cast on the column, or an ``OR`` with a branch that does not
   filter it, prunes nothing;
-- every scan counted: a CTE read twice is scanned twice, as BigQuery evaluates it twice.
+- every scan counted: a CTE read twice is scanned twice, as BigQuery evaluates it twice;
+- a view is its query (what reading it scans), when the catalog has it.
 
 >>> from shopstream.genai.optimizer.catalog import Catalog, Column, TableInfo
 >>> events = TableInfo("raw.events", (Column("event_id", "VARCHAR", bytes=600),
@@ -31,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+import sqlglot
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
 from sqlglot.optimizer.pushdown_predicates import pushdown_predicates
@@ -135,24 +137,42 @@ def table_scans(tree: exp.Expression, dialect: Dialect, catalog: Catalog) -> lis
     return list(merged.values())
 
 
+#: Views within views followed at most this deep (a deeper nest is left unexpanded).
+_VIEW_DEPTH = 8
+
+
 def _resolved(tree: exp.Expression, catalog: Catalog) -> exp.Expression:
     """``tree`` with every table named ``layer.table`` as the catalog has it (BigQuery's
-    project prefix dropped), or a ValueError naming a table the catalog does not have."""
-    ctes = {c.alias_or_name.lower() for c in tree.find_all(exp.CTE)}
-    for table in tree.find_all(exp.Table):
-        if not table.name or (not table.db and table.name.lower() in ctes):
-            continue
-        info = catalog.find([table.catalog, table.db, table.name])
-        if info is None:
-            named = ".".join(p for p in (table.catalog, table.db, table.name) if p)
-            raise ValueError(
-                f"table {named} is not in the warehouse's catalog (layers raw, staging, mart, "
-                "monitoring): its cost cannot be estimated; check the name"
-            )
-        layer, _, short = info.name.partition(".")
-        table.set("catalog", None)
-        table.set("db", exp.to_identifier(layer))
-        table.set("this", exp.to_identifier(short))
+    project prefix dropped) and every view whose query is known replaced by that query (what
+    reading it scans), or a ValueError naming a table the catalog does not have."""
+    for _ in range(_VIEW_DEPTH):
+        ctes = {c.alias_or_name.lower() for c in tree.find_all(exp.CTE)}
+        expanded = False
+        for table in list(tree.find_all(exp.Table)):
+            if not table.name or (not table.db and table.name.lower() in ctes):
+                continue
+            info = catalog.find([table.catalog, table.db, table.name])
+            if info is None:
+                named = ".".join(p for p in (table.catalog, table.db, table.name) if p)
+                raise ValueError(
+                    f"table {named} is not in the warehouse's catalog (layers raw, staging, "
+                    "mart, monitoring): its cost cannot be estimated; check the name"
+                )
+            if info.is_view and info.definition:
+                view: exp.Expr = sqlglot.parse_one(info.definition, read="duckdb")
+                alias = table.alias_or_name
+                replaced = exp.Subquery(
+                    this=view, alias=exp.TableAlias(this=exp.to_identifier(alias))
+                )
+                table.replace(replaced)
+                expanded = True
+                continue
+            layer, _, short = info.name.partition(".")
+            table.set("catalog", None)
+            table.set("db", exp.to_identifier(layer))
+            table.set("this", exp.to_identifier(short))
+        if not expanded:
+            break
     return tree
 
 
@@ -172,8 +192,9 @@ def _collect(scope: Scope, catalog: Catalog, scans: list[TableScan]) -> None:
 def _scan(scope: Scope, alias: str, table: TableInfo) -> TableScan:
     if table.is_view:
         raise ValueError(
-            f"{table.name} is a view: reading it runs its query, so its cost is that of the "
-            "tables the view reads; estimate a query on those instead"
+            f"{table.name} is a view whose query the catalog does not have: reading it runs "
+            "that query, so its cost is that of the tables the view reads; estimate a query "
+            "on those instead"
         )
     if any(c.bytes is None for c in table.columns):
         raise ValueError(

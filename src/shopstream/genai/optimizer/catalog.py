@@ -149,10 +149,11 @@ def load_catalog(
     strings and blobs 2 bytes plus their octet length, JSON its text's octet length, NULL
     nothing. ``measure``: only these tables (``layer.table``) are measured, the others keep
     unknown sizes (default: all; on a large warehouse, pass the tables a query reads). Only
-    the warehouse's ``query`` is used (and, on BigQuery, ``table_counts``). On BigQuery the
-    catalog comes from the datasets' INFORMATION_SCHEMA (COLUMNS,
-    TABLES, PARTITIONS; rows from the tables' metadata where PARTITIONS says nothing) and
-    sizes are left unknown: the cost is BigQuery's own dry run. bqemulator answers TABLES and
+    the warehouse's ``query`` is used (and, on BigQuery, ``table_counts``).
+
+    On BigQuery the catalog comes from the datasets' INFORMATION_SCHEMA (COLUMNS, TABLES,
+    PARTITIONS; rows from the tables' metadata where PARTITIONS says nothing) and sizes are
+    left unknown: the cost is BigQuery's own dry run. bqemulator answers TABLES and
     COLUMNS (with the partitioning and clustering of tables made through the API) but no
     PARTITIONS, and its dry run says 0 bytes.
     """
@@ -165,7 +166,11 @@ def load_catalog(
     layouts = declared_layouts(warehouse, project_dir)
     tables: dict[str, TableInfo] = {}
     for name, table in sorted(found.items()):
-        declared = layouts.get(name, Layout())
+        layer, _, short = name.partition(".")
+        declared = layouts.get(name) or (
+            # A CDC raw table whose schema record is missing still has the raw layout.
+            _raw_layout(short) if layer == "raw" and short.startswith("cdc_") else Layout()
+        )
         columns = table.columns
         if dialect != source:
             columns = tuple(replace(c, type=_type_in(c.type, source, dialect)) for c in columns)

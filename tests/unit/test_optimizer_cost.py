@@ -188,6 +188,8 @@ def test_dollars_are_bytes_at_the_configured_price_per_tib() -> None:
 def test_what_cannot_be_estimated_is_named() -> None:
     with pytest.raises(ValueError, match=r"raw\.orders is not in the warehouse's catalog"):
         estimate("select * from raw.orders")
+    with pytest.raises(ValueError, match=r"p\.raw\.events_\* is a wildcard table"):
+        estimate("SELECT event_id FROM `p.raw.events_*` WHERE _TABLE_SUFFIX = '1'", "bigquery")
     with pytest.raises(
         ValueError,
         match=r"pipeline_freshness is a view whose query",

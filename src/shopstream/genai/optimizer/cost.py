@@ -154,6 +154,11 @@ def _resolved(tree: exp.Expression, catalog: Catalog) -> exp.Expression:
             info = catalog.find([table.catalog, table.db, table.name])
             if info is None:
                 named = ".".join(p for p in (table.catalog, table.db, table.name) if p)
+                if named.endswith("*"):
+                    raise ValueError(
+                        f"{named} is a wildcard table (BigQuery only): its cost is what "
+                        "BigQuery's dry run says, there is nothing here to estimate it from"
+                    )
                 raise ValueError(
                     f"table {named} is not in the warehouse's catalog (layers raw, staging, "
                     "mart, monitoring): its cost cannot be estimated; check the name"

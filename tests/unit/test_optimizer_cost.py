@@ -27,6 +27,7 @@ from shopstream.transform.workspace import PACKAGED_PROJECT
 from shopstream.warehouse.base import QueryError
 from shopstream.warehouse.bigquery import CAPABILITIES as BIGQUERY
 from shopstream.warehouse.duckdb.database import DuckDBWarehouse
+from shopstream.warehouse.duckdb.writer_process import WarehouseProcess
 
 DAYS = {"2026-11-27": 100, "2026-11-28": 200, "2026-11-29": 300, "2026-11-30": 400}
 ROWS = sum(DAYS.values())
@@ -232,8 +233,12 @@ def test_a_warehouse_with_a_dry_run_is_asked_for_the_bytes_in_its_own_dialect() 
     ]
 
 
-def test_duckdb_has_no_dry_run_and_says_to_ask_the_capability(tmp_path: Path) -> None:
-    warehouse = DuckDBWarehouse(tmp_path / "w.duckdb")
+@pytest.mark.parametrize("shape", [DuckDBWarehouse, WarehouseProcess])
+def test_duckdb_has_no_dry_run_and_says_to_ask_the_capability(
+    tmp_path: Path, shape: type[DuckDBWarehouse | WarehouseProcess]
+) -> None:
+    """In this process and in its writer process alike."""
+    warehouse = shape(tmp_path / "w.duckdb")
     try:
         assert not warehouse.capabilities.dry_run_cost
         with pytest.raises(QueryError, match=r"no dry run: ask capabilities\.dry_run_cost"):

@@ -41,7 +41,7 @@ def needed_columns(query: Query) -> dict[int, list[str]]:
     try:
         qualified = qualify(
             copy,
-            schema=query.catalog.sqlglot_schema(),
+            schema=dict(query.catalog.sqlglot_schema()),
             dialect=query.dialect,
             validate_qualify_columns=True,
             quote_identifiers=False,
@@ -51,10 +51,10 @@ def needed_columns(query: Query) -> dict[int, list[str]]:
         return {}
     needed: dict[int, list[str]] = {}
     for select in pruned.find_all(exp.Select):
-        index = select.meta.get(_MARK)
-        if index is None:
+        mark = select.meta.get(_MARK)
+        if not isinstance(mark, int):
             continue
         names = [p.alias_or_name.lower() for p in select.expressions]
         # pushdown_projections leaves `1 AS _` where nothing is read.
-        needed[id(selects[index])] = [] if names == ["_"] else names
+        needed[id(selects[mark])] = [] if names == ["_"] else names
     return needed

@@ -28,6 +28,8 @@ from datetime import date, timedelta
 
 from sqlglot import exp
 
+from shopstream.genai.optimizer.rules.table_filters import unparen
+
 IsColumn = Callable[[exp.Column], bool]
 
 _COMPARISONS = (exp.EQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.NEQ)
@@ -73,13 +75,17 @@ def classify(predicate: exp.Expression, is_column: IsColumn, column_type: str) -
     """What ``predicate`` (one conjunct) does for the partition column ``is_column`` picks out
     (of warehouse type ``column_type``); None when it does not filter that column (or only joins
     it to another table's column)."""
-    node = predicate.unnest()
+    node = unparen(predicate)
     if not _mentions(node, is_column):
         return None
     if isinstance(node, exp.Or):
         return _classify_or(predicate, node, is_column, column_type)
     if isinstance(node, exp.And):
-        found = [p for part in (node.this, node.expression) if (p := classify(part, is_column, column_type))]
+        found = [
+            p
+            for part in (node.this, node.expression)
+            if (p := classify(part, is_column, column_type))
+        ]
         if not found:
             return None
         best = next((p for p in found if p.prunable), found[0])
@@ -91,18 +97,23 @@ def classify(predicate: exp.Expression, is_column: IsColumn, column_type: str) -
     if isinstance(node, exp.In) and _is_bare(node.this, is_column):
         if node.args.get("query") is not None:
             return Pruning(
-                False, predicate, node.args["query"], "its values come from a subquery, unknown "
-                "when BigQuery chooses the partitions to read"
+                False,
+                predicate,
+                node.args["query"],
+                "its values come from a subquery, which BigQuery "
+                "runs only after it has chosen what to read",
             )
         if all(is_constant(v) for v in node.expressions):
             return Pruning(True, predicate, predicate)
-    return Pruning(False, predicate, node, "it is not a comparison of the bare column with constants")
+    return Pruning(
+        False, predicate, node, "it is not a comparison of the bare column with constants"
+    )
 
 
 def _classify_or(
     predicate: exp.Expression, node: exp.Or, is_column: IsColumn, column_type: str
 ) -> Pruning:
-    branches = list(node.flatten()) if isinstance(node, exp.Or) else [node]
+    branches = [unparen(b) for b in node.flatten() if isinstance(b, exp.Expression)]
     for branch in branches:
         found = classify(branch, is_column, column_type)
         if found is None or not found.prunable:
@@ -132,8 +143,11 @@ def _classify_comparison(
     if _is_bare(side, is_column):
         if any(isinstance(n, (exp.Query, exp.Subquery)) for n in other.walk()):
             return Pruning(
-                False, predicate, other, "it compares with a subquery, whose value BigQuery does "
-                "not know when it chooses the partitions to read"
+                False,
+                predicate,
+                other,
+                "it compares with a subquery, which BigQuery runs only "
+                "after it has chosen what to read",
             )
         if not is_constant(other):
             return None  # a join condition between two tables' columns, not a filter
@@ -147,7 +161,9 @@ def _classify_comparison(
             column, start, end = window
             replacement = _range(column, *_compared(kind, start, end))
     return Pruning(
-        False, predicate, side,
+        False,
+        predicate,
+        side,
         f"`{side.sql()}` wraps the partition column in a function, so BigQuery cannot tell "
         "which partitions can match",
         replacement,
@@ -168,7 +184,9 @@ def _classify_between(
         if first is not None and last is not None:
             replacement = _range(first[0], first[1], last[2])
     return Pruning(
-        False, predicate, node.this,
+        False,
+        predicate,
+        node.this,
         f"`{node.this.sql()}` wraps the partition column in a function, so BigQuery cannot "
         "tell which partitions can match",
         replacement,
@@ -197,7 +215,7 @@ def _range(column: exp.Column, start: date | None, end: date | None) -> exp.Expr
         parts.append(exp.GTE(this=column.copy(), expression=_date(start)))
     if end is not None:
         parts.append(exp.LT(this=column.copy(), expression=_date(end)))
-    return exp.and_(*parts) if len(parts) > 1 else parts[0]
+    return exp.And(this=parts[0], expression=parts[1]) if len(parts) > 1 else parts[0]
 
 
 def _date(value: date) -> exp.Expression:
@@ -233,7 +251,9 @@ def _aligned(value: date, unit: str) -> bool:
         return True
     if value.day != 1:
         return False
-    return unit == "MONTH" or (unit == "QUARTER" and value.month in (1, 4, 7, 10)) or value.month == 1
+    return (
+        unit == "MONTH" or (unit == "QUARTER" and value.month in (1, 4, 7, 10)) or value.month == 1
+    )
 
 
 def _window(

@@ -8,11 +8,18 @@ shrink the bill (ORDER BY without LIMIT, LIMIT, exact COUNT(DISTINCT)).
 >>> from shopstream.genai.optimizer.query import parse_query
 >>> events = TableInfo("raw.events", (Column("event_id", "VARCHAR"), Column("event_date", "DATE")),
 ...                    partition_by="event_date")
->>> q = parse_query("select event_id from raw.events where cast(event_date as varchar) = '2026-11-28'",
-...                 "duckdb", Catalog({"raw.events": events}))
+>>> q = parse_query("select event_id from raw.events where year(event_date) = 2026", "duckdb",
+...                 Catalog({"raw.events": events}))
 >>> [finding] = partition_filter_not_prunable(q, OptimizerSettings())
->>> finding.evidence, finding.rewrite
-('CAST(event_date AS TEXT)', "SELECT event_id FROM raw.events WHERE event_date >= CAST('2026-11-28' AS DATE) AND event_date < CAST('2026-11-29' AS DATE)")
+>>> finding.evidence
+'YEAR(event_date)'
+>>> print(finding.rewrite)
+SELECT
+  event_id
+FROM raw.events
+WHERE
+  event_date >= CAST('2026-01-01' AS DATE)
+  AND event_date < CAST('2027-01-01' AS DATE)
 """
 
 from __future__ import annotations
@@ -45,12 +52,30 @@ if TYPE_CHECKING:
 _ORDER_SENSITIVE = (exp.ArrayAgg, exp.GroupConcat, exp.First, exp.Last, exp.AnyValue)
 
 
-def _finding(query: Query, rule: str, node: exp.Expression, **fields: object) -> Finding:
+def _finding(
+    query: Query,
+    rule: str,
+    node: exp.Expression,
+    *,
+    severity: Severity,
+    title: str,
+    message: str,
+    fix: str,
+    evidence: str | None = None,
+    tradeoff: str | None = None,
+    rewrite: str | None = None,
+) -> Finding:
+    """A finding on ``node``: its SQL is the evidence (unless given), its place the position."""
     return Finding(
         rule=rule,
-        evidence=fields.pop("evidence", None) or query.sql_of(node),
+        severity=severity,
+        title=title,
+        message=message,
+        evidence=evidence or query.sql_of(node),
         position=position_of(node, query.sql),
-        **fields,  # type: ignore[arg-type]
+        fix=fix,
+        tradeoff=tradeoff,
+        rewrite=rewrite,
     )
 
 
@@ -118,7 +143,11 @@ def select_star(query: Query, settings: OptimizerSettings) -> Iterator[Finding]:
                 starred = sources
             else:
                 continue
-            wide = [(t, i) for t, i in starred if len(_star_columns(star, i)) >= settings.wide_table_columns]
+            wide = [
+                (t, i)
+                for t, i in starred
+                if len(_star_columns(star, i)) >= settings.wide_table_columns
+            ]
             if not wide:
                 continue
             table, info = wide[0]
@@ -129,14 +158,18 @@ def select_star(query: Query, settings: OptimizerSettings) -> Iterator[Finding]:
                 continue
             if needed is None:
                 needed = needed_columns(query)
-            yield _inner_star(query, select, star, evidence, info, columns, needed.get(id(select)), len(sources))
+            yield _inner_star(
+                query, select, star, evidence, info, columns, needed.get(id(select)), len(sources)
+            )
 
 
 def _top_level_star(
     query: Query, star: exp.Expression, evidence: str, info: TableInfo, columns: list[str]
 ) -> Finding:
     return _finding(
-        query, "select_star", star,
+        query,
+        "select_star",
+        star,
         evidence=evidence,
         severity="medium",
         title="SELECT * on a wide table",
@@ -159,7 +192,9 @@ def _inner_star(
 ) -> Finding:
     if needed is None:
         return _finding(
-            query, "select_star", star,
+            query,
+            "select_star",
+            star,
             evidence=evidence,
             severity="medium",
             title="SELECT * on a wide table inside the query",
@@ -171,7 +206,9 @@ def _inner_star(
     used = [c for c in columns if c.lower() in needed]
     if len(used) == len(columns):
         return _finding(
-            query, "select_star", star,
+            query,
+            "select_star",
+            star,
             evidence=evidence,
             severity="medium",
             title="SELECT * on a wide table",
@@ -182,8 +219,10 @@ def _inner_star(
         )
     others = [p for p in select.expressions if p is not star]
     rewrite = None
-    if source_count == 1 and not star.args.get("replace") and not (
-        isinstance(star, exp.Column) and star.this.args.get("replace")
+    if (
+        source_count == 1
+        and not star.args.get("replace")
+        and not (isinstance(star, exp.Column) and star.this.args.get("replace"))
     ):
         copy = query.tree.copy()
         target = counterpart(copy, select)
@@ -197,7 +236,9 @@ def _inner_star(
         target.set("expressions", projections)
         rewrite = _rewrite(query, copy)
     return _finding(
-        query, "select_star", star,
+        query,
+        "select_star",
+        star,
         evidence=evidence,
         severity="high",
         title="SELECT * reads columns nothing uses",
@@ -205,8 +246,9 @@ def _inner_star(
         f"({_rows(info)}), but the rest of the query uses "
         + (f"only {len(used)}: {', '.join(used)}" if used else "none of them")
         + "; BigQuery bills the unused ones too",
-        fix=f"select only {', '.join(used)} there" if used else "select no columns of it there "
-        "(`SELECT 1 FROM ...` when only its rows are counted)",
+        fix=f"select only {', '.join(used)} there"
+        if used
+        else "select no columns of it there (`SELECT 1 FROM ...` when only its rows are counted)",
         rewrite=rewrite,
     )
 
@@ -231,11 +273,7 @@ def _partition_verdict(read: TableRead) -> _PartitionVerdict | None:
     column_type = found.type if found else "DATE"
     blocking = None
     for path in read.paths:
-        results = [
-            p
-            for f in path
-            if (p := classify(f.predicate, lambda c, f=f: f.columns.get(id(c)) == column.lower(), column_type))
-        ]
+        results = [p for f in path if (p := classify(f.predicate, f.picks(column), column_type))]
         if any(r.prunable for r in results):
             continue
         if not results:
@@ -251,8 +289,10 @@ def _verdicts(query: Query) -> list[_PartitionVerdict]:
 def _filter_example(query: Query, column: str, column_type: str) -> str:
     timestamp = "TIMESTAMP" in column_type.upper()
     if query.dialect == "bigquery":
-        now = "TIMESTAMP_SUB(CURRENT_TIMESTAMP(), INTERVAL 7 DAY)" if timestamp else (
-            "DATE_SUB(CURRENT_DATE(), INTERVAL 7 DAY)"
+        now = (
+            "TIMESTAMP_SUB(CURRENT_TIMESTAMP(), INTERVAL 7 DAY)"
+            if timestamp
+            else ("DATE_SUB(CURRENT_DATE(), INTERVAL 7 DAY)")
         )
     else:
         now = "current_timestamp - INTERVAL 7 DAY" if timestamp else "current_date - INTERVAL 7 DAY"
@@ -274,7 +314,9 @@ def partition_filter_missing(query: Query, settings: OptimizerSettings) -> Itera
         found = info.column(column)
         example = _filter_example(query, column, found.type if found else "DATE")
         yield _finding(
-            query, "partition_filter_missing", verdict.read.table,
+            query,
+            "partition_filter_missing",
+            verdict.read.table,
             severity=_layer_severity(info),
             title="No filter on the partition column",
             message=f"{info.name} ({_rows(info)}) is partitioned by day on {column}, and no "
@@ -302,7 +344,9 @@ def partition_filter_not_prunable(query: Query, settings: OptimizerSettings) -> 
                 f"on {column} covering all branches with the OR (e.g. `{column} BETWEEN <first "
                 "day> AND <last day> AND (...)`)"
             )
-        elif isinstance(pruning.culprit, (exp.Query, exp.Subquery)) or pruning.culprit.find(exp.Query):
+        elif isinstance(pruning.culprit, (exp.Query, exp.Subquery)) or pruning.culprit.find(
+            exp.Query
+        ):
             fix = (
                 "compute the value first and pass it as a constant: a query parameter, or "
                 "(BigQuery scripting) `DECLARE day DATE DEFAULT (SELECT ...);` then "
@@ -317,7 +361,9 @@ def partition_filter_not_prunable(query: Query, settings: OptimizerSettings) -> 
         if pruning.replacement is not None:
             rewrite = _rewrite(query, replaced(query.tree, pruning.predicate, pruning.replacement))
         yield _finding(
-            query, "partition_filter_not_prunable", pruning.culprit,
+            query,
+            "partition_filter_not_prunable",
+            pruning.culprit,
             severity="high",
             title="Filter on the partition column does not prune",
             message=f"{info.name} ({_rows(info)}) is partitioned by day on {column}; the filter "
@@ -352,7 +398,9 @@ def cluster_unused(query: Query, settings: OptimizerSettings) -> Iterator[Findin
         evidence = next(f for f in single_table if set(f.columns.values()) & set(others))
         first = info.cluster_by[0]
         yield _finding(
-            query, "cluster_unused", evidence.predicate,
+            query,
+            "cluster_unused",
+            evidence.predicate,
             severity="low",
             title="Cluster columns not filtered",
             message=f"{info.name} is clustered by {', '.join(info.cluster_by)}: BigQuery stores "
@@ -380,7 +428,9 @@ def order_by_without_limit(query: Query, settings: OptimizerSettings) -> Iterato
             if _aggregated(select):
                 continue  # a sorted summary is small; sorting it is what the reader wants
             yield _finding(
-                query, "order_by_without_limit", order,
+                query,
+                "order_by_without_limit",
+                order,
                 severity="low",
                 title="ORDER BY on every row of the result",
                 message=f"`{query.sql_of(order)}` sorts every row the query returns; BigQuery "
@@ -392,7 +442,9 @@ def order_by_without_limit(query: Query, settings: OptimizerSettings) -> Iterato
             continue
         rewrite = None if order_sensitive else _rewrite(query, replaced(query.tree, order, None))
         yield _finding(
-            query, "order_by_without_limit", order,
+            query,
+            "order_by_without_limit",
+            order,
             severity="medium",
             title="ORDER BY inside a CTE or subquery",
             message=f"`{query.sql_of(order)}` sorts rows that a CTE or subquery hands on; SQL "
@@ -424,11 +476,7 @@ def limit_without_pruning(query: Query, settings: OptimizerSettings) -> Iterator
         limit = select.args.get("limit")
         if limit is None or _aggregated(select):
             continue
-        whole = [
-            v.read.info
-            for v in verdicts
-            if not v.pruned and _within(v.read.table, select)
-        ]
+        whole = [v.read.info for v in verdicts if not v.pruned and _within(v.read.table, select)]
         if not select.args.get("order"):
             # A preview of an unpartitioned table: there is no partition to prune, the whole
             # table is read for the first rows.
@@ -440,7 +488,9 @@ def limit_without_pruning(query: Query, settings: OptimizerSettings) -> Iterator
         names = ", ".join(dict.fromkeys(f"{i.name} ({_rows(i)})" for i in whole))
         partitioned = next((i for i in whole if i.partition_by), None)
         yield _finding(
-            query, "limit_without_pruning", limit,
+            query,
+            "limit_without_pruning",
+            limit,
             severity="medium",
             title="LIMIT does not cut the bytes scanned",
             message=f"`{query.sql_of(limit)}` stops the output, not the scan: BigQuery still "
@@ -474,14 +524,20 @@ def wildcard_without_table_suffix(query: Query, settings: OptimizerSettings) -> 
         ]
         if any(r.prunable for r in results):
             continue
-        why = f" (the filter `{query.sql_of(results[0].predicate)}` does not limit them: " \
-            f"{results[0].reason})" if results else ""
+        why = (
+            f" (the filter `{query.sql_of(results[0].predicate)}` does not limit them: "
+            f"{results[0].reason})"
+            if results
+            else ""
+        )
         prefix = table.name[:-1]
         yield _finding(
-            query, "wildcard_without_table_suffix", table,
+            query,
+            "wildcard_without_table_suffix",
+            table,
             severity="high",
             title="Wildcard table without a _TABLE_SUFFIX filter",
-            message=f"`{query.sql_of(table)}` reads every table whose name starts with "
+            message=f"{query.sql_of(table)} reads every table whose name starts with "
             f"{prefix!r}{why}: all the shards, the whole history",
             fix="filter the shards with constants, e.g. `WHERE _TABLE_SUFFIX BETWEEN '20261101' "
             "AND '20261130'`; only the matching tables are then read",
@@ -500,14 +556,15 @@ def count_distinct_exact(query: Query, settings: OptimizerSettings) -> Iterator[
             continue
         counted = ", ".join(query.sql_of(e) for e in distinct.expressions)
         yield _finding(
-            query, "count_distinct_exact", count,
+            query,
+            "count_distinct_exact",
+            count,
             severity="low",
             title="Exact COUNT(DISTINCT)",
             message=f"`{query.sql_of(count)}` keeps every distinct value of {counted} in "
             "memory and shuffles them between workers to count them exactly",
             fix=f"if an estimate is enough (dashboards, trends), use `APPROX_COUNT_DISTINCT("
-            f"{counted})`"
-            + (" on one combined key" if len(distinct.expressions) > 1 else ""),
+            f"{counted})`" + (" on one combined key" if len(distinct.expressions) > 1 else ""),
             tradeoff="approximate: HyperLogLog++, typically within ~1% of the exact count; keep "
             "COUNT(DISTINCT) for figures that must reconcile exactly (revenue, order counts "
             "checked against the shop database)",

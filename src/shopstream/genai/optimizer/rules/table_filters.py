@@ -42,8 +42,10 @@ class Filter:
     #: (lower case).
     columns: dict[int, str]
 
-    def on(self, column: str) -> bool:
-        return column.lower() in self.columns.values()
+    def picks(self, column: str) -> Callable[[exp.Column], bool]:
+        """Whether a column reference in the predicate is the table's ``column``."""
+        name = column.lower()
+        return lambda node: self.columns.get(id(node)) == name
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,7 @@ def conjuncts(condition: exp.Expression | None) -> Iterator[exp.Expression]:
     """
     if condition is None:
         return
-    condition = condition.unnest()
+    condition = unparen(condition)
     if isinstance(condition, exp.And):
         yield from conjuncts(condition.this)
         yield from conjuncts(condition.expression)
@@ -74,9 +76,18 @@ def conjuncts(condition: exp.Expression | None) -> Iterator[exp.Expression]:
         yield condition
 
 
+def unparen(node: exp.Expression) -> exp.Expression:
+    """``node`` without the parentheses around it."""
+    while isinstance(node, exp.Paren):
+        node = node.this
+    return node
+
+
 def local_columns(node: exp.Expression) -> Iterator[exp.Column]:
     """Column references in ``node`` that belong to its own SELECT (not to a subquery in it)."""
-    for found in node.walk(prune=lambda n: isinstance(n, (exp.Query, exp.Subquery)) and n is not node):
+    for found in node.walk(
+        prune=lambda n: isinstance(n, (exp.Query, exp.Subquery)) and n is not node
+    ):
         if isinstance(found, exp.Column) and not isinstance(found.this, exp.Star):
             yield found
 
@@ -172,9 +183,14 @@ def _paths(
     for reader, reader_alias in reading:
         # A reader's column reference denotes the table's column when it names this SELECT's
         # output and that output passes the table column through.
-        outer = _source_resolver(reader, reader_alias, lambda name, b=behind: b(name) is not None)
+        def passes(name: str, b: Callable[[str], str | None] = behind) -> bool:
+            return b(name) is not None
 
-        def resolve_outer(column: exp.Column, o: Resolver = outer, b: Callable[..., str | None] = behind) -> str | None:
+        outer = _source_resolver(reader, reader_alias, passes)
+
+        def resolve_outer(
+            column: exp.Column, o: Resolver = outer, b: Callable[..., str | None] = behind
+        ) -> str | None:
             name = o(column)
             return b(name) if name else None
 
@@ -183,12 +199,17 @@ def _paths(
     return paths
 
 
+def _has_column(info: TableInfo) -> Callable[[str], bool]:
+    return lambda name: info.column(name) is not None
+
+
 def tables_read(query: Query) -> list[TableRead]:
     """Every reference to a catalog table in ``query``, with the filters that reach it; tables
     the catalog does not know are left out (the rules that need the catalog skip them)."""
     try:
         scopes = traverse_scope(query.tree)
-    except Exception:  # noqa: BLE001 - sqlglot refuses some shapes (e.g. ambiguous CTEs): no scan rules then
+    except Exception:
+        # sqlglot refuses some shapes (a CTE name used twice, ...): no scan rules then.
         return []
     readers = _Readers(scopes)
     reads = []
@@ -199,11 +220,7 @@ def tables_read(query: Query) -> list[TableRead]:
             info = query.table_info(source)
             if info is None:
                 continue
-
-            def known(name: str, i: TableInfo = info) -> bool:
-                return i.column(name) is not None
-
-            resolve = _source_resolver(scope, alias, known)
+            resolve = _source_resolver(scope, alias, _has_column(info))
             paths = _paths(scope, alias, resolve, readers)
             reads.append(TableRead(node, info, scope, tuple(paths)))
     return sorted(reads, key=lambda r: _offset(r.table, query.sql))

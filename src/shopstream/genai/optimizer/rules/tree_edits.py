@@ -16,10 +16,11 @@ from sqlglot import exp
 def _path(node: exp.Expression) -> list[tuple[str, int | None]]:
     """The arg keys (and list indexes) from the root down to ``node``."""
     steps: list[tuple[str, int | None]] = []
-    while node.parent is not None:
-        parent_value = node.parent.args.get(node.arg_key)
-        steps.append((node.arg_key, node.index if isinstance(parent_value, list) else None))
-        node = node.parent
+    here: exp.Expr = node
+    while here.parent is not None and here.arg_key is not None:
+        parent_value = here.parent.args.get(here.arg_key)
+        steps.append((here.arg_key, here.index if isinstance(parent_value, list) else None))
+        here = here.parent
     return steps[::-1]
 
 

@@ -123,6 +123,14 @@ def test_star_over_a_join_in_a_subquery_names_columns_but_does_not_rewrite() -> 
     assert found and all(f.rewrite is None for f in found)
 
 
+def test_star_in_exists_reads_no_column() -> None:
+    sql = (
+        "select count(*) from staging.stg_orders o where exists "
+        "(select * from raw.events e where e.event_date = '2026-11-28' and e.user_id = o.user_id)"
+    )
+    assert _run("select_star", sql) == []
+
+
 def test_star_passed_through_to_the_result_is_reported_once_without_rewrite() -> None:
     finding = _one("select_star", "select * from (select * from raw.events) as e limit 5")
     assert finding.evidence == "SELECT * FROM raw.events"
@@ -159,6 +167,8 @@ def test_missing_partition_filter_names_the_table_and_the_filter_to_write() -> N
         "'2026-11-28' <= event_date",
         "event_date >= current_date - interval 3 day",
         "(event_date = '2026-11-28' or event_date = '2026-11-29') and event_type = 'purchase'",
+        "event_date is null",
+        "event_date = $1",
     ],
 )
 def test_prunable_filters_are_no_finding(where: str) -> None:

@@ -94,6 +94,8 @@ def classify(predicate: exp.Expression, is_column: IsColumn, column_type: str) -
         return _classify_comparison(predicate, node, is_column, column_type)
     if isinstance(node, exp.Between):
         return _classify_between(predicate, node, is_column, column_type)
+    if isinstance(node, exp.Is) and _is_bare(node.this, is_column):
+        return Pruning(True, predicate, predicate)  # the NULL partition
     if isinstance(node, exp.In) and _is_bare(node.this, is_column):
         if node.args.get("query") is not None:
             return Pruning(

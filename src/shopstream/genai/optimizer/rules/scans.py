@@ -135,6 +135,8 @@ def select_star(query: Query, settings: OptimizerSettings) -> Iterator[Finding]:
     or subquery it reads columns the query never uses, and then the rewrite names the used ones."""
     needed: dict[int, list[str]] | None = None
     for select in query.tree.find_all(exp.Select):
+        if _in_exists(select):
+            continue  # EXISTS (SELECT * ...) reads no column for its answer
         sources = _table_sources(query, select)
         for star in select.expressions:
             if isinstance(star, exp.Column) and isinstance(star.this, exp.Star):
@@ -161,6 +163,13 @@ def select_star(query: Query, settings: OptimizerSettings) -> Iterator[Finding]:
             yield _inner_star(
                 query, select, star, evidence, info, columns, needed.get(id(select)), len(sources)
             )
+
+
+def _in_exists(select: exp.Select) -> bool:
+    parent = select.parent
+    return isinstance(parent, exp.Exists) or (
+        isinstance(parent, exp.Subquery) and isinstance(parent.parent, exp.Exists)
+    )
 
 
 def _top_level_star(

@@ -41,6 +41,12 @@ def _one(rule: str, sql: str, dialect: str = "duckdb", **settings: Any) -> Findi
     return found[0]
 
 
+def _at(finding: Finding) -> tuple[int, int]:
+    """Line and column of a finding (every scan finding has a position)."""
+    assert finding.position is not None, finding.rule
+    return finding.position.line, finding.position.column
+
+
 def test_corpus_files_follow_the_shared_format() -> None:
     scan_entries, clean_entries = _entries("scans.yml"), _entries("clean.yml")
     names = [e["name"] for e in ENTRIES]
@@ -89,7 +95,7 @@ def test_star_in_a_cte_is_rewritten_to_the_columns_used() -> None:
     )
     finding = _one("select_star", sql)
     assert finding.evidence == "SELECT * FROM raw.events"
-    assert (finding.position.line, finding.position.column) == (1, 19)  # type: ignore[union-attr]
+    assert _at(finding) == (1, 19)
     assert finding.severity == "high"
     # The columns the outer query reads, in the table's order (the CTE's own filter reads
     # event_date without projecting it).
@@ -147,7 +153,7 @@ def test_missing_partition_filter_names_the_table_and_the_filter_to_write() -> N
         "select op, count(*) from\n  raw.cdc_order_items as items group by op",
     )
     assert finding.evidence == "raw.cdc_order_items AS items"
-    assert (finding.position.line, finding.position.column) == (2, 3)  # type: ignore[union-attr]
+    assert _at(finding) == (2, 3)
     assert "commit_date" in finding.message and "every partition" in finding.message
     assert "`WHERE commit_date >= current_date - INTERVAL 7 DAY`" in finding.fix
     assert finding.severity == "high"
@@ -239,8 +245,9 @@ def test_evidence_and_position_point_at_the_function() -> None:
     )
     finding = _one("partition_filter_not_prunable", sql)
     assert finding.evidence == "DATE_TRUNC('MONTH', order_date)"
-    assert (finding.position.line, finding.position.column) == (3, 7)  # type: ignore[union-attr]
-    assert sql[finding.position.offset :].startswith("date_trunc")  # type: ignore[union-attr]
+    assert _at(finding) == (3, 7)
+    assert finding.position is not None
+    assert sql[finding.position.offset :].startswith("date_trunc")
 
 
 @pytest.mark.parametrize(

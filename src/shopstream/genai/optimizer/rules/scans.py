@@ -130,6 +130,18 @@ def _star_columns(star: exp.Expression, info: TableInfo) -> list[str]:
     return [c.name for c in info.columns if c.name.lower() not in excluded]
 
 
+@dataclass(frozen=True)
+class _Star:
+    """A ``*`` over a wide catalog table."""
+
+    node: exp.Expression
+    #: ``SELECT * FROM raw.events``: the star with the table it expands.
+    evidence: str
+    info: TableInfo
+    #: The table's columns it projects.
+    columns: list[str]
+
+
 def select_star(query: Query, settings: OptimizerSettings) -> Iterator[Finding]:
     """``SELECT *`` over a wide table: at the top it returns (and bills) every column; in a CTE
     or subquery it reads columns the query never uses, and then the rewrite names the used ones."""
@@ -138,31 +150,31 @@ def select_star(query: Query, settings: OptimizerSettings) -> Iterator[Finding]:
         if _in_exists(select):
             continue  # EXISTS (SELECT * ...) reads no column for its answer
         sources = _table_sources(query, select)
-        for star in select.expressions:
-            if isinstance(star, exp.Column) and isinstance(star.this, exp.Star):
-                starred = [(t, i) for t, i in sources if t.alias_or_name == star.table]
-            elif isinstance(star, exp.Star):
+        for node in select.expressions:
+            if isinstance(node, exp.Column) and isinstance(node.this, exp.Star):
+                starred = [(t, i) for t, i in sources if t.alias_or_name == node.table]
+            elif isinstance(node, exp.Star):
                 starred = sources
             else:
                 continue
             wide = [
                 (t, i)
                 for t, i in starred
-                if len(_star_columns(star, i)) >= settings.wide_table_columns
+                if len(_star_columns(node, i)) >= settings.wide_table_columns
             ]
             if not wide:
                 continue
             table, info = wide[0]
-            columns = _star_columns(star, info)
-            evidence = query.sql_of(exp.select(star.copy()).from_(table.copy()))
+            evidence = query.sql_of(exp.select(node.copy()).from_(table.copy()))
+            star = _Star(node, evidence, info, _star_columns(node, info))
             if _is_output(query, select):
-                yield _top_level_star(query, star, evidence, info, columns)
+                yield _star_advice(
+                    query, star, reads="returns", fix="name the columns you need instead of *"
+                )
                 continue
             if needed is None:
                 needed = needed_columns(query)
-            yield _inner_star(
-                query, select, star, evidence, info, columns, needed.get(id(select)), len(sources)
-            )
+            yield _inner_star(query, select, star, needed.get(id(select)), len(sources))
 
 
 def _in_exists(select: exp.Select) -> bool:
@@ -172,71 +184,52 @@ def _in_exists(select: exp.Select) -> bool:
     )
 
 
-def _top_level_star(
-    query: Query, star: exp.Expression, evidence: str, info: TableInfo, columns: list[str]
-) -> Finding:
+def _star_advice(query: Query, star: _Star, *, reads: str, fix: str) -> Finding:
+    """A SELECT * finding with no rewrite: the columns it should name are listed."""
     return _finding(
         query,
         "select_star",
-        star,
-        evidence=evidence,
+        star.node,
+        evidence=star.evidence,
         severity="medium",
         title="SELECT * on a wide table",
-        message=f"`{evidence}` returns all {len(columns)} columns of {info.name} "
-        f"({_rows(info)}); BigQuery bills every column a query reads, so each column nobody "
-        "looks at costs as much as the ones they do",
-        fix=f"name the columns you need instead of *; {info.name} has: {', '.join(columns)}",
+        message=f"`{star.evidence}` {reads} all {len(star.columns)} columns of "
+        f"{star.info.name} ({_rows(star.info)}); BigQuery bills every column a query reads, so "
+        "each column nobody looks at costs as much as the ones they do",
+        fix=f"{fix}; {star.info.name} has: {', '.join(star.columns)}",
     )
 
 
 def _inner_star(
-    query: Query,
-    select: exp.Select,
-    star: exp.Expression,
-    evidence: str,
-    info: TableInfo,
-    columns: list[str],
-    needed: list[str] | None,
-    source_count: int,
+    query: Query, select: exp.Select, star: _Star, needed: list[str] | None, source_count: int
 ) -> Finding:
     if needed is None:
-        return _finding(
+        return _star_advice(
             query,
-            "select_star",
             star,
-            evidence=evidence,
-            severity="medium",
-            title="SELECT * on a wide table inside the query",
-            message=f"`{evidence}` reads all {len(columns)} columns of {info.name} "
-            f"({_rows(info)}) for a CTE or subquery; the columns used later could not be resolved",
-            fix=f"select only the columns the rest of the query uses; {info.name} has: "
-            f"{', '.join(columns)}",
+            reads="reads (for a CTE or subquery whose use could not be resolved)",
+            fix="select only the columns the rest of the query uses",
         )
-    used = [c for c in columns if c.lower() in needed]
-    if len(used) == len(columns):
-        return _finding(
+    used = [c for c in star.columns if c.lower() in needed]
+    if len(used) == len(star.columns):
+        return _star_advice(
             query,
-            "select_star",
             star,
-            evidence=evidence,
-            severity="medium",
-            title="SELECT * on a wide table",
-            message=f"`{evidence}` passes all {len(columns)} columns of {info.name} "
-            f"({_rows(info)}) through to the result; BigQuery bills every column read",
-            fix=f"name the columns the result needs, here and in the outer SELECT; {info.name} "
-            f"has: {', '.join(columns)}",
+            reads="passes through to the result",
+            fix="name the columns the result needs, here and in the outer SELECT",
         )
-    others = [p for p in select.expressions if p is not star]
+    node = star.node
+    others = [p for p in select.expressions if p is not node]
     rewrite = None
     if (
         source_count == 1
-        and not star.args.get("replace")
-        and not (isinstance(star, exp.Column) and star.this.args.get("replace"))
+        and not node.args.get("replace")
+        and not (isinstance(node, exp.Column) and node.this.args.get("replace"))
     ):
         copy = query.tree.copy()
         target = counterpart(copy, select)
         assert isinstance(target, exp.Select)
-        position = select.expressions.index(star)
+        position = select.expressions.index(node)
         projections = [p.copy() for p in target.expressions]
         listed: list[exp.Expression] = [exp.column(c) for c in used]
         if not used and not others:
@@ -247,12 +240,12 @@ def _inner_star(
     return _finding(
         query,
         "select_star",
-        star,
-        evidence=evidence,
+        node,
+        evidence=star.evidence,
         severity="high",
         title="SELECT * reads columns nothing uses",
-        message=f"`{evidence}` reads all {len(columns)} columns of {info.name} "
-        f"({_rows(info)}), but the rest of the query uses "
+        message=f"`{star.evidence}` reads all {len(star.columns)} columns of {star.info.name} "
+        f"({_rows(star.info)}), but the rest of the query uses "
         + (f"only {len(used)}: {', '.join(used)}" if used else "none of them")
         + "; BigQuery bills the unused ones too",
         fix=f"select only {', '.join(used)} there"

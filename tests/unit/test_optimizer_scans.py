@@ -352,6 +352,13 @@ def test_order_by_with_limit_or_on_a_summary_is_fine() -> None:
     )
     summary = "select event_type, count(*) from raw.events group by 1 order by 2 desc"
     assert _run("order_by_without_limit", summary) == []
+    from_a_summary = (
+        "with daily as (select event_date, count(*) as events from raw.events group by 1) "
+        "select event_date, events from daily order by event_date"
+    )
+    assert _run("order_by_without_limit", from_a_summary) == []
+    from_rows = "with e as (select event_id, event_ts from raw.events) select * from e order by 2"
+    assert len(_run("order_by_without_limit", from_rows)) == 1
 
 
 def test_limit_with_a_pruning_filter_or_on_an_aggregate_is_fine() -> None:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sqlglot import exp
+from sqlglot.optimizer.scope import Scope
 
 from shopstream.config import OptimizerSettings
 from shopstream.genai.optimizer.catalog import TableInfo
@@ -40,6 +41,7 @@ from shopstream.genai.optimizer.rules.table_filters import (
     TableRead,
     conjuncts,
     local_columns,
+    query_scopes,
     tables_read,
 )
 from shopstream.genai.optimizer.rules.tree_edits import counterpart, replaced
@@ -105,6 +107,24 @@ def _aggregated(select: exp.Select) -> bool:
         for projection in select.expressions
         for n in projection.walk()
     )
+
+
+def _row_level(scope: Scope) -> bool:
+    """Whether the SELECT of ``scope`` returns rows of the tables (not a summary of them):
+    it is not aggregated, and some table, CTE or subquery it reads returns rows too."""
+    select = scope.expression
+    if not isinstance(select, exp.Select):
+        return True  # a set operation: as large as its branches, assume rows
+    if _aggregated(select):
+        return False
+    return any(
+        not isinstance(source, Scope) or _row_level(source)
+        for _node, source in scope.selected_sources.values()
+    )
+
+
+def _scopes_by_select(query: Query) -> dict[int, Scope]:
+    return {id(s.expression): s for s in query_scopes(query)}
 
 
 def _table_sources(query: Query, select: exp.Select) -> list[tuple[exp.Table, TableInfo]]:
@@ -422,12 +442,14 @@ def order_by_without_limit(query: Query, settings: OptimizerSettings) -> Iterato
     """ORDER BY with no LIMIT: in a CTE or subquery it orders nothing anyone can see (dropped
     by the rewrite); at the top of a row-level query it sorts the whole result on one worker."""
     order_sensitive = any(query.tree.find_all(*_ORDER_SENSITIVE))
+    scopes = _scopes_by_select(query)
     for select in query.tree.find_all(exp.Select):
         order = select.args.get("order")
         if order is None or select.args.get("limit") or select.args.get("offset"):
             continue
         if _is_output(query, select):
-            if _aggregated(select):
+            scope = scopes.get(id(select))
+            if scope is not None and not _row_level(scope):
                 continue  # a sorted summary is small; sorting it is what the reader wants
             yield _finding(
                 query,

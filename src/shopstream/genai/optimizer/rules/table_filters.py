@@ -199,6 +199,15 @@ def _paths(
     return paths
 
 
+def query_scopes(query: Query) -> list[Scope]:
+    """sqlglot's scopes of the query (each SELECT with what it reads), innermost first; none
+    when sqlglot refuses the shape (a CTE name used twice, ...): the scope rules skip it then."""
+    try:
+        return traverse_scope(query.tree)
+    except Exception:
+        return []
+
+
 def _has_column(info: TableInfo) -> Callable[[str], bool]:
     return lambda name: info.column(name) is not None
 
@@ -206,11 +215,7 @@ def _has_column(info: TableInfo) -> Callable[[str], bool]:
 def tables_read(query: Query) -> list[TableRead]:
     """Every reference to a catalog table in ``query``, with the filters that reach it; tables
     the catalog does not know are left out (the rules that need the catalog skip them)."""
-    try:
-        scopes = traverse_scope(query.tree)
-    except Exception:
-        # sqlglot refuses some shapes (a CTE name used twice, ...): no scan rules then.
-        return []
+    scopes = query_scopes(query)
     readers = _Readers(scopes)
     reads = []
     for scope in scopes:

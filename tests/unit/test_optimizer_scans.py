@@ -202,6 +202,18 @@ def test_a_filter_reaches_the_scan_through_ctes_and_join_conditions() -> None:
     assert len(_run("partition_filter_missing", across_limit)) == 1
 
 
+def test_a_filter_reaches_both_branches_of_a_union() -> None:
+    sql = (
+        "with arrived as (select event_id, event_date as day from raw.events "
+        "union all select event_id, event_date from staging.stg_events_rejected) "
+        "select count(*) from arrived where day = '{}'"
+    )
+    assert _run("partition_filter_missing", sql.format("2026-11-28")) == []
+    # Without the filter both branches read every partition.
+    unfiltered = sql.replace(" where day = '{}'", "")
+    assert len(_run("partition_filter_missing", unfiltered)) == 2
+
+
 def test_a_cte_read_twice_must_be_filtered_by_both_readers() -> None:
     sql = (
         "with e as (select event_id, event_date from raw.events) "

@@ -121,25 +121,37 @@ def _source_resolver(scope: Scope, alias: str, known: Callable[[str], bool]) -> 
     return resolve
 
 
-def _passes_filters_up(scope: Scope) -> bool:
-    """Whether a filter on this SELECT's output may be applied before it (BigQuery pushes it
-    down): not across a LIMIT, a window function or a set operation."""
+def _passes_filters_up(scope: Scope, owner: Scope) -> bool:
+    """Whether a filter on the output of ``owner`` (a CTE or derived table: ``scope``'s SELECT,
+    or the UNION it is a branch of) may be applied before ``scope``'s SELECT (BigQuery pushes it
+    down): not across a LIMIT or a window function."""
     select = scope.expression
     return (
         isinstance(select, exp.Select)
-        and scope.scope_type in (ScopeType.CTE, ScopeType.DERIVED_TABLE)
+        and owner.scope_type in (ScopeType.CTE, ScopeType.DERIVED_TABLE)
         and not select.args.get("limit")
+        and not owner.expression.args.get("limit")
         and not any(select.find_all(exp.Window))
     )
 
 
-def _through(scope: Scope, resolve: Resolver) -> Callable[[str], str | None]:
+def _through(
+    scope: Scope, resolve: Resolver, outputs: list[str] | None
+) -> Callable[[str], str | None]:
     """The table column behind output column ``name`` of ``scope``'s SELECT, when it is passed
-    through unchanged (``x``, ``x AS y`` or ``*``)."""
+    through unchanged (``x``, ``x AS y`` or ``*``). For a UNION branch, ``outputs`` are the
+    UNION's column names: a branch's columns are matched by position."""
     select = scope.expression
     assert isinstance(select, exp.Select)
 
     def behind(name: str) -> str | None:
+        if outputs is not None:
+            index = outputs.index(name.lower()) if name.lower() in outputs else -1
+            projections = select.expressions
+            if index < 0 or index >= len(projections) or any(p.is_star for p in projections):
+                return None
+            inner = projections[index].unalias()
+            return resolve(inner) if isinstance(inner, exp.Column) else None
         for projection in select.expressions:
             if isinstance(projection, exp.Star):
                 return resolve(exp.column(name))
@@ -154,17 +166,26 @@ def _through(scope: Scope, resolve: Resolver) -> Callable[[str], str | None]:
 
 
 class _Readers:
-    """Who reads each CTE / derived table: (reading scope, the alias it reads it by)."""
+    """Who reads each CTE / derived table: (reading scope, the alias it reads it by); and the
+    UNION each branch belongs to."""
 
     def __init__(self, scopes: list[Scope]) -> None:
         self._by_scope: dict[int, list[tuple[Scope, str]]] = {}
+        self._union: dict[int, Scope] = {}
         for scope in scopes:
             for alias, (_node, source) in scope.selected_sources.items():
                 if isinstance(source, Scope):
                     self._by_scope.setdefault(id(source), []).append((scope, alias))
+            for branch in scope.set_operation_scopes:
+                self._union[id(branch)] = scope
 
-    def of(self, scope: Scope) -> list[tuple[Scope, str]]:
-        return self._by_scope.get(id(scope), [])
+    def of(self, scope: Scope) -> tuple[Scope, list[tuple[Scope, str]]]:
+        """The scope whose output is read (``scope``, or the UNION it is a branch of), and its
+        readers."""
+        owner = scope
+        while id(owner) not in self._by_scope and id(owner) in self._union:
+            owner = self._union[id(owner)]
+        return owner, self._by_scope.get(id(owner), [])
 
 
 def _paths(
@@ -175,10 +196,13 @@ def _paths(
         columns = {id(c): name for c in local_columns(condition) if (name := resolve(c))}
         if columns:
             own.append(Filter(condition, columns))
-    reading = readers.of(scope)
-    if not reading or not _passes_filters_up(scope) or depth > 20:
+    owner, reading = readers.of(scope)
+    if not reading or not _passes_filters_up(scope, owner) or depth > 20:
         return [tuple(own)]
-    behind = _through(scope, resolve)
+    outputs = None
+    if owner is not scope and isinstance(owner.expression, exp.SetOperation):
+        outputs = [name.lower() for name in owner.expression.named_selects]
+    behind = _through(scope, resolve, outputs)
     paths: list[tuple[Filter, ...]] = []
     for reader, reader_alias in reading:
         # A reader's column reference denotes the table's column when it names this SELECT's

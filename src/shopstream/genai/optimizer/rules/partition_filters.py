@@ -166,8 +166,8 @@ def _classify_comparison(
         False,
         predicate,
         side,
-        f"`{side.sql()}` wraps the partition column in a function, so BigQuery cannot tell "
-        "which partitions can match",
+        f"`{side.sql()}` wraps the partition column in a function or cast, so BigQuery "
+        "cannot tell which partitions can match",
         replacement,
     )
 
@@ -189,8 +189,8 @@ def _classify_between(
         False,
         predicate,
         node.this,
-        f"`{node.this.sql()}` wraps the partition column in a function, so BigQuery cannot "
-        "tell which partitions can match",
+        f"`{node.this.sql()}` wraps the partition column in a function or cast, so BigQuery "
+        "cannot tell which partitions can match",
         replacement,
     )
 

@@ -126,6 +126,10 @@ def not_exists(
     subquery = twin(inner, query.tree, copy).copy()
     subquery.set("distinct", None)
     subquery.set("expressions", [exp.Literal.number(1)])
+    table = subquery.args["from_"].this
+    if isinstance(table, exp.Table) and not table.alias:
+        # Name the correlation explicitly: `project.layer.table` -> `... AS table`.
+        table.set("alias", exp.TableAlias(this=exp.to_identifier(inner_source.alias)))
     subquery.where(exp.column(column.name, table=inner_source.alias).eq(value), copy=False)
     target.replace(exp.Not(this=exp.Exists(this=subquery)))
     return copy.sql(dialect=query.dialect)

@@ -177,6 +177,19 @@ def _equal_columns(
     return pairs
 
 
+def _pairs(join: exp.Join, sources: list[Source]) -> list[tuple[Source, str, Source, str]]:
+    """The ON equalities as (left source, column, right source, column), left first."""
+    right = next(s for s in sources if s.node is join.this)
+    ordered = []
+    for a, x, b, y in equalities(join.args.get("on"), sources):
+        ordered.append((b, y, a, x) if a is right else (a, x, b, y))
+    for name in (i.name.lower() for i in join.args.get("using") or []):
+        owner = next((s for s in sources if s is not right and s.columns and name in s.columns), None)
+        if owner is not None:
+            ordered.append((owner, name, right, name))
+    return ordered
+
+
 def _keys(source: Source) -> str:
     if source.unique_keys:
         return " or ".join("(" + ", ".join(sorted(k)) + ")" for k in source.unique_keys)
@@ -196,6 +209,11 @@ def exploding_join(query: Query, settings: OptimizerSettings) -> Iterator[Findin
             if right.unique_on(right_columns) is not False:
                 continue
             on = ", ".join(sorted(left_columns))
+            pairs = " and ".join(
+                f"{left.alias}.{x} = {right.alias}.{y}"
+                for a, x, b, y in _pairs(join, sources)
+                if {a.alias, b.alias} == {left.alias, right.alias} and a is left
+            ) or f"({on})"
             yield _finding(
                 query,
                 "exploding_join",
@@ -203,8 +221,7 @@ def exploding_join(query: Query, settings: OptimizerSettings) -> Iterator[Findin
                 severity="high",
                 title="Join on columns unique on neither side",
                 message=(
-                    f"{_rows(left)} and {_rows(right)} are joined on "
-                    f"{left.alias}.({on}) = {right.alias}.({', '.join(sorted(right_columns))}), "
+                    f"{_rows(left)} and {_rows(right)} are joined on {pairs}, "
                     f"unique on neither side ({left.label}: {_keys(left)}; {right.label}: "
                     f"{_keys(right)}): each matching row on one side pairs with each on the "
                     "other, so rows multiply and sums count the same values several times"

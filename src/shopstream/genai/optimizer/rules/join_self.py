@@ -72,7 +72,8 @@ def _aggregate_shape(sources: list[Source], right: Source, join: exp.Join) -> Se
     group = body.args.get("group")
     if len(inner) != 1 or not isinstance(group, exp.Group):
         return None
-    if not all(isinstance(g, exp.Column) for g in group.expressions):
+    grouped = [_ordinal(g, body) for g in group.expressions]
+    if not all(isinstance(g, exp.Column) for g in grouped):
         return None
     table = inner[0].node
     if not isinstance(table, exp.Table):
@@ -81,7 +82,7 @@ def _aggregate_shape(sources: list[Source], right: Source, join: exp.Join) -> Se
     left = next((s for s in sources if s.table_name == name and s is not right), None)
     if left is None:
         return None
-    keys = {g.name.lower() for g in group.expressions}
+    keys = {g.name.lower() for g in grouped}
     outputs: dict[str, exp.Expression] = {}
     for projection in body.expressions:
         value = projection.this if isinstance(projection, exp.Alias) else projection
@@ -114,6 +115,14 @@ def _aggregate_shape(sources: list[Source], right: Source, join: exp.Join) -> Se
         example=aggregates[0].sql(),
         outputs=outputs,
     )
+
+
+def _ordinal(key: exp.Expression, body: exp.Select) -> exp.Expression:
+    """``GROUP BY 1`` -> the first output's expression."""
+    if isinstance(key, exp.Literal) and key.is_int and 0 < int(key.this) <= len(body.expressions):
+        output = body.expressions[int(key.this) - 1]
+        return output.this if isinstance(output, exp.Alias) else output
+    return key
 
 
 def _neighbour_shape(sources: list[Source], right: Source, join: exp.Join) -> SelfJoin | None:

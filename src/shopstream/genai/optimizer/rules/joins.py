@@ -118,11 +118,7 @@ def cartesian_join(query: Query, settings: OptimizerSettings) -> Iterator[Findin
             if left_rows >= 0 and right.rows is not None
             else ""
         )
-        shared = sorted(
-            set.intersection(*(set(s.columns or ()) for s in [left[-1], right]))
-            if left
-            else set()
-        )
+        shared = _linking_columns(left[-1], right) if left else []
         hint = (
             f" (both have {', '.join(shared[:3])}: ON {left[-1].alias}.{shared[0]} = "
             f"{right.alias}.{shared[0]}?)"
@@ -145,6 +141,15 @@ def cartesian_join(query: Query, settings: OptimizerSettings) -> Iterator[Findin
                 "wanted, cross join a small, pre-aggregated or filtered side"
             ),
         )
+
+
+def _linking_columns(left: Source, right: Source) -> list[str]:
+    """Columns both sides have that could link them: keys first, then ``*_id`` columns;
+    bookkeeping columns (``_cdc_*``) are no join candidates."""
+    keys = {c for s in (left, right) for key in s.unique_keys or [] for c in key}
+    shared = (left.columns or frozenset()) & (right.columns or frozenset())
+    candidates = [c for c in shared if not c.startswith("_")]
+    return sorted(candidates, key=lambda c: (c not in keys, not c.endswith("_id"), c))
 
 
 # -- exploding_join ---------------------------------------------------------------------------

@@ -126,8 +126,13 @@ def test_exploding_join_names_both_sides_and_their_keys() -> None:
 
 
 def test_exploding_join_is_silent_when_a_side_is_unique_or_unknown() -> None:
-    on_key = "select o.status from staging.stg_orders o join staging.stg_payments p on p.payment_id = o.order_id"
-    unknown = "select 1 from shop.orders o join staging.stg_order_items_history i on i.order_id = o.id"
+    on_key = (
+        "select o.status from staging.stg_orders o "
+        "join staging.stg_payments p on p.payment_id = o.order_id"
+    )
+    unknown = (
+        "select 1 from shop.orders o join staging.stg_order_items_history i on i.order_id = o.id"
+    )
     grouped = (
         "select 1 from staging.stg_order_items_history h join (select distinct order_id "
         "from staging.stg_orders_history) o on o.order_id = h.order_id"
@@ -202,8 +207,13 @@ def test_self_join_for_a_per_key_aggregate_becomes_a_window() -> None:
     ],
 )
 def test_self_join_rewrite_only_when_result_preserving(shape: str) -> None:
-    inner = "(select order_id, sum(quantity) as units from staging.stg_order_items group by order_id)"
-    sql = f"select i.order_id, t.units from staging.stg_order_items i join {inner} t on t.order_id = i.order_id"
+    inner = (
+        "(select order_id, sum(quantity) as units from staging.stg_order_items group by order_id)"
+    )
+    sql = (
+        f"select i.order_id, t.units from staging.stg_order_items i join {inner} t "
+        "on t.order_id = i.order_id"
+    )
     sql_left = sql.replace(" join ", " left join ")
     (finding,) = _found(shape.format(sql=sql, sql_left=sql_left), "self_join_window")
     assert finding.rewrite is None
@@ -245,7 +255,10 @@ def test_not_in_explains_the_null_trap_and_rewrites_to_not_exists() -> None:
     )
     (finding,) = _found(sql, "not_in_nullable")
     assert "returns no rows at all" in finding.message
-    assert finding.position is not None and (finding.position.line, finding.position.column) == (2, 7)
+    assert finding.position is not None and (finding.position.line, finding.position.column) == (
+        2,
+        7,
+    )
     assert finding.tradeoff and "NULL" in finding.tradeoff
     assert finding.rewrite == (
         "SELECT order_id FROM staging.stg_orders WHERE NOT EXISTS(SELECT 1 FROM staging.stg_users "
@@ -267,7 +280,8 @@ def test_not_in_over_a_not_null_column_is_fine() -> None:
     orders = TableInfo("staging.stg_orders", (Column("user_id", "BIGINT"),))
     catalog = Catalog({"staging.stg_users": users, "staging.stg_orders": orders})
     query = _query(
-        "select 1 from staging.stg_orders where user_id not in (select user_id from staging.stg_users)",
+        "select 1 from staging.stg_orders "
+        "where user_id not in (select user_id from staging.stg_users)",
         catalog=catalog,
     )
     assert list(joins.not_in_nullable(query, OptimizerSettings())) == []

@@ -7,11 +7,14 @@ the rewrite keeps equal).
 >>> from shopstream.genai.optimizer.catalog import Catalog, Column, TableInfo
 >>> orders = TableInfo("staging.stg_orders", (Column("status", "VARCHAR"),
 ...                    Column("total_amount", "DECIMAL(18,2)")))
->>> q = parse_query("select (select count(*) from staging.stg_orders where status = 'paid') as paid,"
-...                 " (select sum(total_amount) from staging.stg_orders) as revenue", "duckdb",
+>>> q = parse_query("select (select count(*) from staging.stg_orders where status = 'PAID')"
+...                 " as paid, (select sum(total_amount) from staging.stg_orders) as revenue",
+...                 "duckdb",
 ...                 Catalog({"staging.stg_orders": orders}))
->>> conditional_aggregation(q, q.tree)
-"SELECT COUNT(CASE WHEN status = 'paid' THEN 1 END) AS paid, SUM(total_amount) AS revenue FROM staging.stg_orders"
+>>> for part in conditional_aggregation(q, q.tree).split(", "):
+...     print(part)
+SELECT COUNT(CASE WHEN status = 'PAID' THEN 1 END) AS paid
+SUM(total_amount) AS revenue FROM staging.stg_orders
 """
 
 from __future__ import annotations

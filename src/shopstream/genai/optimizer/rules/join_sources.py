@@ -182,12 +182,12 @@ def owner_of(column: exp.Column, sources: list[Source]) -> Source | None:
         return next((s for s in sources if s.alias == qualifier), None)
     name = column.name.lower()
     having = [s for s in sources if s.columns is not None and name in s.columns]
-    if len(having) == 1:
-        return having[0]
+    if having:
+        return having[0] if len(having) == 1 else None
+    # Not a column of any known source: the one source of unknown columns, if there is one
+    # (else it is an outer query's column, or a typo the warehouse will report).
     unknown = [s for s in sources if s.columns is None]
-    if not having and len(unknown) == 1:
-        return unknown[0]
-    return sources[0] if len(sources) == 1 else None
+    return unknown[0] if len(unknown) == 1 else None
 
 
 def conjuncts(condition: exp.Expression | None) -> Iterator[exp.Expression]:
@@ -206,11 +206,12 @@ def owners_in(node: exp.Expression, sources: list[Source]) -> set[str] | None:
     """The aliases of the sources whose columns ``node`` reads (None: a column of unknown
     owner). Columns of subqueries inside ``node`` that are their own are not counted."""
     owners: set[str] = set()
+    home = node if isinstance(node, exp.Select) else node.parent_select
+    aliases = {s.alias for s in sources}
     for column in node.find_all(exp.Column):
-        if column.find_ancestor(exp.Subquery, exp.Select) not in (None, node.parent_select):
-            # Inside a nested query: only a qualified outer reference counts.
-            if not column.table or column.table.lower() not in {s.alias for s in sources}:
-                continue
+        nested = column.find_ancestor(exp.Select) is not home
+        if nested and (not column.table or column.table.lower() not in aliases):
+            continue  # a nested query's own column: only qualified outer references count
         owner = owner_of(column, sources)
         if owner is None:
             return None

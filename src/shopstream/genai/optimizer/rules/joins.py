@@ -189,7 +189,9 @@ def _pairs(join: exp.Join, sources: list[Source]) -> list[tuple[Source, str, Sou
     for a, x, b, y in equalities(join.args.get("on"), sources):
         ordered.append((b, y, a, x) if a is right else (a, x, b, y))
     for name in (i.name.lower() for i in join.args.get("using") or []):
-        owner = next((s for s in sources if s is not right and s.columns and name in s.columns), None)
+        owner = next(
+            (s for s in sources if s is not right and s.columns and name in s.columns), None
+        )
         if owner is not None:
             ordered.append((owner, name, right, name))
     return ordered
@@ -214,11 +216,14 @@ def exploding_join(query: Query, settings: OptimizerSettings) -> Iterator[Findin
             if right.unique_on(right_columns) is not False:
                 continue
             on = ", ".join(sorted(left_columns))
-            pairs = " and ".join(
-                f"{left.alias}.{x} = {right.alias}.{y}"
-                for a, x, b, y in _pairs(join, sources)
-                if {a.alias, b.alias} == {left.alias, right.alias} and a is left
-            ) or f"({on})"
+            pairs = (
+                " and ".join(
+                    f"{left.alias}.{x} = {right.alias}.{y}"
+                    for a, x, b, y in _pairs(join, sources)
+                    if {a.alias, b.alias} == {left.alias, right.alias} and a is left
+                )
+                or f"({on})"
+            )
             yield _finding(
                 query,
                 "exploding_join",

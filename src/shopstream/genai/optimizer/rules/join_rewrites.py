@@ -32,11 +32,11 @@ from shopstream.genai.optimizer.rules.join_sources import (
 from shopstream.genai.optimizer.rules.join_tree import twin
 
 
-def _and(parts: list[exp.Expression]) -> exp.Expression | None:
+def _and(parts: list[exp.Expr]) -> exp.Expr | None:
     return exp.and_(*parts) if parts else None
 
 
-def _qualified(part: exp.Expression, sources: list[Source]) -> exp.Expression | None:
+def _qualified(part: exp.Expr, sources: list[Source]) -> exp.Expr | None:
     """``part`` with every column qualified by its source (None: one cannot be placed)."""
     copy = part.copy()
     for column in copy.find_all(exp.Column):
@@ -65,7 +65,7 @@ def semi_join(query: Query, select: exp.Select, sources: list[Source], kept: Sou
         return None
     if join.side == "LEFT" and kept is not sources[0]:
         return None
-    condition: list[exp.Expression] = []
+    condition: list[exp.Expr] = []
     for part in conjuncts(join.args.get("on")):
         qualified = _qualified(part, sources)
         if qualified is None:
@@ -78,7 +78,7 @@ def semi_join(query: Query, select: exp.Select, sources: list[Source], kept: Sou
     if not condition:
         return None
     where = select.args.get("where")
-    staying: list[exp.Expression] = []
+    staying: list[exp.Expr] = []
     for part in conjuncts(where.this if isinstance(where, exp.Where) else None):
         owners = owners_in(part, sources)
         if owners is None:
@@ -163,7 +163,7 @@ def scalar_aggregates(select: exp.Select, query: Query) -> dict[str, list[exp.Su
     return found
 
 
-def _conditional(value: exp.AggFunc, condition: exp.Expression) -> exp.Expression | None:
+def _conditional(value: exp.AggFunc, condition: exp.Expr) -> exp.Expr | None:
     """``agg(x)`` over the rows where ``condition`` holds, as one aggregate over all rows."""
     copy = value.copy()
     argument = copy.this
@@ -196,7 +196,7 @@ def conditional_aggregation(query: Query, select: exp.Select) -> str | None:
     tables = {sources_of(s.this, query)[0].node.sql().lower() for s in subqueries}
     if len(tables) != 1:
         return None  # different aliases: the columns would not all resolve in one FROM
-    outputs: list[exp.Expression] = []
+    outputs: list[exp.Expr] = []
     for projection, subquery in zip(select.expressions, subqueries, strict=True):
         if not isinstance(projection, exp.Alias):
             return None

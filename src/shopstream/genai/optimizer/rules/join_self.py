@@ -51,7 +51,7 @@ class SelfJoin:
     #: The aggregate ("SUM(quantity)") or the ordering condition, for the message.
     example: str
     #: kind aggregate: the joined subquery's outputs -> the expression computing them.
-    outputs: dict[str, exp.Expression] = field(default_factory=dict)
+    outputs: dict[str, exp.Expr] = field(default_factory=dict)
 
 
 def self_join_shape(select: exp.Select, sources: list[Source], join: exp.Join) -> SelfJoin | None:
@@ -85,7 +85,7 @@ def _aggregate_shape(sources: list[Source], right: Source, join: exp.Join) -> Se
     if left is None:
         return None
     keys = {g.name.lower() for g in grouped}
-    outputs: dict[str, exp.Expression] = {}
+    outputs: dict[str, exp.Expr] = {}
     for projection in body.expressions:
         value = projection.this if isinstance(projection, exp.Alias) else projection
         outputs[projection.alias_or_name.lower()] = value
@@ -119,7 +119,7 @@ def _aggregate_shape(sources: list[Source], right: Source, join: exp.Join) -> Se
     )
 
 
-def _ordinal(key: exp.Expression, body: exp.Select) -> exp.Expression:
+def _ordinal(key: exp.Expr, body: exp.Select) -> exp.Expr:
     """``GROUP BY 1`` -> the first output's expression."""
     if isinstance(key, exp.Literal) and key.is_int and 0 < int(key.this) <= len(body.expressions):
         output = body.expressions[int(key.this) - 1]
@@ -132,19 +132,19 @@ def _neighbour_shape(sources: list[Source], right: Source, join: exp.Join) -> Se
     if left is None:
         return None
     keys: set[str] = set()
-    ordering: list[exp.Expression] = []
+    ordering: list[exp.Expr] = []
     for part in conjuncts(join.args.get("on")):
         owners = {owner_of(c, sources) for c in part.find_all(exp.Column)}
         if owners != {left, right}:
             continue
-        same = (
+        sides = [part.args.get("this"), part.args.get("expression")]
+        names = {c.name.lower() for c in sides if isinstance(c, exp.Column)}
+        if (
             isinstance(part, exp.EQ)
-            and isinstance(part.left, exp.Column)
-            and isinstance(part.right, exp.Column)
-            and part.left.name.lower() == part.right.name.lower()
-        )
-        if same:
-            keys.add(part.left.name.lower())
+            and len(names) == 1
+            and all(isinstance(c, exp.Column) for c in sides)
+        ):
+            keys |= names
         elif isinstance(part, (exp.EQ, exp.LT, exp.LTE, exp.GT, exp.GTE)):
             ordering.append(part)
     if not keys or not ordering:
@@ -180,6 +180,7 @@ def window_instead_of_self_join(query: Query, select: exp.Select, shape: SelfJoi
     sources = [shape.left, shape.right]
     qualifier = shape.left.alias
     partition = [exp.column(k, table=qualifier) for k in shape.keys]
+    replacement: exp.Expr
     for column in list(target.find_all(exp.Column)):
         if column.find_ancestor(exp.Select) is not target:
             continue
@@ -189,18 +190,16 @@ def window_instead_of_self_join(query: Query, select: exp.Select, shape: SelfJoi
         if owner.alias != shape.right.alias:
             continue
         name = column.name.lower()
-        value = shape.outputs.get(name)
-        if value is None:
+        output = shape.outputs.get(name)
+        if output is None:
             return None
-        if isinstance(value, exp.AggFunc):
-            aggregate = value.copy()
+        if isinstance(output, exp.AggFunc):
+            aggregate = output.copy()
             for inner in aggregate.find_all(exp.Column):
                 inner.set("table", exp.to_identifier(qualifier))
-            replacement: exp.Expression = exp.Window(
-                this=aggregate, partition_by=[p.copy() for p in partition]
-            )
-        elif isinstance(value, exp.Column):
-            replacement = exp.column(value.name, table=qualifier)
+            replacement = exp.Window(this=aggregate, partition_by=[p.copy() for p in partition])
+        elif isinstance(output, exp.Column):
+            replacement = exp.column(output.name, table=qualifier)
         else:
             return None
         if column.parent is target:

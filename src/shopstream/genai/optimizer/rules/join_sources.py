@@ -34,7 +34,7 @@ class Source:
 
     #: The name its columns are qualified with (the alias, or the table's name), lower case.
     alias: str
-    node: exp.Expression
+    node: exp.Expr
     #: The catalog's entry (tables only).
     info: TableInfo | None
     #: "raw.events", "CTE e", "a subquery": how messages name it.
@@ -58,10 +58,10 @@ class Source:
         return self.info.name if self.info else None
 
 
-def ctes_in_scope(node: exp.Expression) -> dict[str, exp.CTE]:
+def ctes_in_scope(node: exp.Expr) -> dict[str, exp.CTE]:
     """The CTEs visible from ``node``: every WITH of it and of the queries around it."""
     found: dict[str, exp.CTE] = {}
-    current: exp.Expression | None = node
+    current: exp.Expr | None = node
     while current is not None:
         with_ = current.args.get("with_") if isinstance(current, exp.Query) else None
         if isinstance(with_, exp.With):
@@ -81,13 +81,13 @@ def sources_of(select: exp.Select, query: Query | None) -> list[Source]:
     return [s for s in found if s is not None]
 
 
-def source_of(node: exp.Expression, query: Query | None) -> Source | None:
+def source_of(node: exp.Expr, query: Query | None) -> Source | None:
     """The source a FROM/JOIN item is (None for UNNEST, LATERAL, table functions)."""
     select = node.find_ancestor(exp.Select)
     return _source(node, query, ctes_in_scope(select) if select else {})
 
 
-def _source(node: exp.Expression, query: Query | None, ctes: dict[str, exp.CTE]) -> Source | None:
+def _source(node: exp.Expr, query: Query | None, ctes: dict[str, exp.CTE]) -> Source | None:
     alias = node.alias_or_name.lower() if node.alias_or_name else ""
     if isinstance(node, exp.Table) and node.name:
         cte = ctes.get(node.name.lower()) if not node.db else None
@@ -129,7 +129,7 @@ def _source(node: exp.Expression, query: Query | None, ctes: dict[str, exp.CTE])
     return None
 
 
-def _output_columns(body: exp.Expression) -> frozenset[str] | None:
+def _output_columns(body: exp.Expr) -> frozenset[str] | None:
     if not isinstance(body, exp.Query):
         return None
     names = [n.lower() for n in body.named_selects]
@@ -143,11 +143,11 @@ def is_single_row(select: exp.Select) -> bool:
     )
 
 
-def _derived_rows(body: exp.Expression) -> int | None:
+def _derived_rows(body: exp.Expr) -> int | None:
     return 1 if isinstance(body, exp.Select) and is_single_row(body) else None
 
 
-def _derived_unique(body: exp.Expression) -> list[frozenset[str]] | None:
+def _derived_unique(body: exp.Expr) -> list[frozenset[str]] | None:
     """What a subquery's rows are unique on: its GROUP BY columns, its DISTINCT columns."""
     if not isinstance(body, exp.Select):
         return None
@@ -190,7 +190,7 @@ def owner_of(column: exp.Column, sources: list[Source]) -> Source | None:
     return unknown[0] if len(unknown) == 1 else None
 
 
-def conjuncts(condition: exp.Expression | None) -> Iterator[exp.Expression]:
+def conjuncts(condition: exp.Expr | None) -> Iterator[exp.Expr]:
     """The ANDed parts of a condition (parentheses removed)."""
     if condition is None:
         return
@@ -202,7 +202,7 @@ def conjuncts(condition: exp.Expression | None) -> Iterator[exp.Expression]:
         yield condition
 
 
-def owners_in(node: exp.Expression, sources: list[Source]) -> set[str] | None:
+def owners_in(node: exp.Expr, sources: list[Source]) -> set[str] | None:
     """The aliases of the sources whose columns ``node`` reads (None: a column of unknown
     owner). Columns of subqueries inside ``node`` that are their own are not counted."""
     owners: set[str] = set()
@@ -220,7 +220,7 @@ def owners_in(node: exp.Expression, sources: list[Source]) -> set[str] | None:
 
 
 def equalities(
-    condition: exp.Expression | None, sources: list[Source]
+    condition: exp.Expr | None, sources: list[Source]
 ) -> Iterator[tuple[Source, str, Source, str]]:
     """Every ``a.x = b.y`` conjunct between two different sources, as (a, x, b, y)."""
     for part in conjuncts(condition):

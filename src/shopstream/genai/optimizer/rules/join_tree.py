@@ -14,10 +14,10 @@ from typing import TypeVar
 
 from sqlglot import exp
 
-Node = TypeVar("Node", bound=exp.Expression)
+Node = TypeVar("Node", bound=exp.Expr)
 
 
-def twin(node: Node, tree: exp.Expression, copy: exp.Expression) -> Node:
+def twin(node: Node, tree: exp.Expr, copy: exp.Expr) -> Node:
     """The node of ``copy`` at the place ``node`` has in ``tree`` (``copy`` = ``tree.copy()``)."""
     for original, copied in zip(tree.walk(), copy.walk(), strict=True):
         if original is node:

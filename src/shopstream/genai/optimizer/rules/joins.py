@@ -412,14 +412,9 @@ def distinct_over_fanout(query: Query, settings: OptimizerSettings) -> Iterator[
         sources = sources_of(select, query)
         if len(sources) < 2:
             continue
-        selected: set[str] | None = set()
-        for projection in select.expressions:
-            owners = owners_in(projection, sources)
-            if owners is None:
-                selected = None
-                break
-            selected |= owners
-        if selected is None or len(selected) != 1:
+        placed = [owners_in(projection, sources) for projection in select.expressions]
+        selected = set().union(*(p for p in placed if p is not None))
+        if None in placed or len(selected) != 1:
             continue
         kept = next(s for s in sources if s.alias in selected)
         others = [s for s in sources if s is not kept]

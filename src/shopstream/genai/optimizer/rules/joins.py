@@ -160,34 +160,25 @@ def _equal_columns(
 ) -> dict[str, tuple[Source, set[str], set[str]]]:
     """For each source before the joined one: (it, its columns, the joined one's columns) in
     ON ``left.x = right.y`` / USING."""
-    pairs: dict[str, tuple[Source, set[str], set[str]]] = {}
-    index = sources.index(right)
-    left_aliases = {s.alias for s in sources[:index]}
-    for a, x, b, y in equalities(join.args.get("on"), sources):
-        if b.alias == right.alias and a.alias in left_aliases:
-            a, x, b, y = a, x, b, y
-        elif a.alias == right.alias and b.alias in left_aliases:
-            a, x, b, y = b, y, a, x
-        else:
-            continue
-        entry = pairs.setdefault(a.alias, (a, set(), set()))
-        entry[1].add(x)
-        entry[2].add(y)
-    for name in (i.name.lower() for i in join.args.get("using") or []):
-        owner = next((s for s in sources[:index] if s.columns and name in s.columns), None)
-        if owner is not None:
-            entry = pairs.setdefault(owner.alias, (owner, set(), set()))
-            entry[1].add(name)
-            entry[2].add(name)
-    return pairs
+    columns: dict[str, tuple[Source, set[str], set[str]]] = {}
+    for left, x, joined, y in _pairs(join, sources):
+        if joined is right and left is not right:
+            entry = columns.setdefault(left.alias, (left, set(), set()))
+            entry[1].add(x)
+            entry[2].add(y)
+    return columns
 
 
 def _pairs(join: exp.Join, sources: list[Source]) -> list[tuple[Source, str, Source, str]]:
-    """The ON equalities as (left source, column, right source, column), left first."""
+    """The ON / USING equalities as (earlier source, column, joined source, column)."""
     right = next(s for s in sources if s.node is join.this)
+    earlier = sources[: sources.index(right)]
     ordered = []
     for a, x, b, y in equalities(join.args.get("on"), sources):
-        ordered.append((b, y, a, x) if a is right else (a, x, b, y))
+        if a is right and b in earlier:
+            ordered.append((b, y, a, x))
+        elif b is right and a in earlier:
+            ordered.append((a, x, b, y))
     for name in (i.name.lower() for i in join.args.get("using") or []):
         owner = next(
             (s for s in sources if s is not right and s.columns and name in s.columns), None

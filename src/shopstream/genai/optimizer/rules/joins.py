@@ -162,7 +162,7 @@ def _equal_columns(
     ON ``left.x = right.y`` / USING."""
     columns: dict[str, tuple[Source, set[str], set[str]]] = {}
     for left, x, joined, y in _pairs(join, sources):
-        if joined is right and left is not right:
+        if joined is right:
             entry = columns.setdefault(left.alias, (left, set(), set()))
             entry[1].add(x)
             entry[2].add(y)
@@ -180,9 +180,7 @@ def _pairs(join: exp.Join, sources: list[Source]) -> list[tuple[Source, str, Sou
         elif b is right and a in earlier:
             ordered.append((a, x, b, y))
     for name in (i.name.lower() for i in join.args.get("using") or []):
-        owner = next(
-            (s for s in sources if s is not right and s.columns and name in s.columns), None
-        )
+        owner = next((s for s in earlier if s.columns and name in s.columns), None)
         if owner is not None:
             ordered.append((owner, name, right, name))
     return ordered
@@ -210,8 +208,8 @@ def exploding_join(query: Query, settings: OptimizerSettings) -> Iterator[Findin
             pairs = (
                 " and ".join(
                     f"{left.alias}.{x} = {right.alias}.{y}"
-                    for a, x, b, y in _pairs(join, sources)
-                    if {a.alias, b.alias} == {left.alias, right.alias} and a is left
+                    for a, x, _joined, y in _pairs(join, sources)
+                    if a is left
                 )
                 or f"({on})"
             )

@@ -275,6 +275,11 @@ def test_not_in_over_the_same_table_unaliased_is_found_but_not_rewritten() -> No
     assert finding.rewrite is None
 
 
+def test_not_in_over_a_table_the_catalog_does_not_know_is_left_alone() -> None:
+    sql = "select o.order_id from staging.stg_orders o where o.user_id not in (select id from shop.vip)"
+    assert _found(sql, "not_in_nullable") == []
+
+
 def test_not_in_over_a_not_null_column_is_fine() -> None:
     users = TableInfo("staging.stg_users", (Column("user_id", "BIGINT", nullable=False),))
     orders = TableInfo("staging.stg_orders", (Column("user_id", "BIGINT"),))

@@ -144,7 +144,10 @@ def is_single_row(select: exp.Select) -> bool:
 
 
 def _derived_rows(body: exp.Expr) -> int | None:
-    return 1 if isinstance(body, exp.Select) and is_single_row(body) else None
+    if not isinstance(body, exp.Select):
+        return None
+    no_from = not body.args.get("from_") and not body.args.get("joins")
+    return 1 if is_single_row(body) or no_from else None
 
 
 def _derived_unique(body: exp.Expr) -> list[frozenset[str]] | None:

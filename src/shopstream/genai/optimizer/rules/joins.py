@@ -468,10 +468,9 @@ def not_in_nullable(query: Query, settings: OptimizerSettings) -> Iterator[Findi
             (s for s in sources if (column.table and s.alias == column.table.lower())),
             sources[0] if len(sources) == 1 else None,
         )
-        info_column = owner.info.column(column.name) if owner and owner.info else None
-        if guarded or (info_column is not None and not info_column.nullable):
-            continue
-        where_from = f"{owner.label}.{column.name}" if owner else column.sql()
+        described = owner.info.column(column.name) if owner and owner.info else None
+        if guarded or owner is None or described is None or not described.nullable:
+            continue  # cannot NULL, or the catalog does not say (a table it does not know)
         yield _finding(
             query,
             "not_in_nullable",
@@ -479,7 +478,7 @@ def not_in_nullable(query: Query, settings: OptimizerSettings) -> Iterator[Findi
             severity="high",
             title="NOT IN over a column that can be NULL",
             message=(
-                f"{where_from} can be NULL: if any row of the subquery gives NULL, "
+                f"{owner.label}.{column.name} can be NULL: if any row of the subquery gives NULL, "
                 f"{test.this.sql(dialect=query.dialect)} NOT IN (...) is never true (x NOT IN "
                 "(1, NULL) is NULL, not TRUE) and the query silently returns no rows at all"
             ),

@@ -125,6 +125,16 @@ def test_exploding_join_names_both_sides_and_their_keys() -> None:
     assert "GROUP BY key" in finding.fix
 
 
+def test_exploding_join_reads_a_comma_join_s_condition_in_the_where() -> None:
+    sql = (
+        "select o.status, i.quantity from staging.stg_orders_history o, "
+        "staging.stg_order_items_history i where i.order_id = o.order_id and i.quantity > 1"
+    )
+    (finding,) = _found(sql, "exploding_join")
+    assert "o.order_id = i.order_id" in finding.message
+    assert _found(sql, "cartesian_join") == []
+
+
 def test_exploding_join_is_silent_when_a_side_is_unique_or_unknown() -> None:
     on_key = (
         "select o.status from staging.stg_orders o "

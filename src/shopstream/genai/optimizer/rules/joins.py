@@ -174,7 +174,12 @@ def _pairs(join: exp.Join, sources: list[Source]) -> list[tuple[Source, str, Sou
     right = next(s for s in sources if s.node is join.this)
     earlier = sources[: sources.index(right)]
     ordered = []
-    for a, x, b, y in equalities(join.args.get("on"), sources):
+    condition = join.args.get("on")
+    if not _has_condition(join) and isinstance(join.parent, exp.Select):
+        # A comma join: its condition is in the WHERE.
+        where = join.parent.args.get("where")
+        condition = where.this if isinstance(where, exp.Where) else None
+    for a, x, b, y in equalities(condition, sources):
         if a is right and b in earlier:
             ordered.append((b, y, a, x))
         elif b is right and a in earlier:

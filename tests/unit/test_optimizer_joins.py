@@ -286,7 +286,10 @@ def test_not_in_over_the_same_table_unaliased_is_found_but_not_rewritten() -> No
 
 
 def test_not_in_over_a_table_the_catalog_does_not_know_is_left_alone() -> None:
-    sql = "select o.order_id from staging.stg_orders o where o.user_id not in (select id from shop.vip)"
+    sql = (
+        "select o.order_id from staging.stg_orders o "
+        "where o.user_id not in (select id from shop.vip)"
+    )
     assert _found(sql, "not_in_nullable") == []
 
 

@@ -258,6 +258,7 @@ def repeated_scan(query: Query, settings: OptimizerSettings) -> Iterator[Finding
     yield from _repeated_ctes(query)
     yield from _repeated_subqueries(query)
     yield from _repeated_scalar_aggregates(query)
+    yield from _repeated_union_branches(query)
 
 
 def _repeated_ctes(query: Query) -> Iterator[Finding]:
@@ -343,6 +344,47 @@ def _repeated_scalar_aggregates(query: Query) -> Iterator[Finding]:
                     "<filter> THEN 1 END) (BigQuery: COUNTIF(<filter>))"
                 ),
                 rewrite=join_rewrites.conditional_aggregation(query, select),
+            )
+
+
+def _branches(union: exp.SetOperation) -> Iterator[exp.Expr]:
+    for side in (union.left, union.right):
+        if isinstance(side, exp.SetOperation):
+            yield from _branches(side)
+        else:
+            yield side
+
+
+def _repeated_union_branches(query: Query) -> Iterator[Finding]:
+    """UNION branches that each read the same table alone: one scan per branch."""
+    for union in query.tree.find_all(exp.SetOperation):
+        if isinstance(union.parent, exp.SetOperation):
+            continue  # counted from the top of the chain
+        by_table: dict[str, list[exp.Select]] = {}
+        for branch in _branches(union):
+            if not isinstance(branch, exp.Select) or branch.args.get("joins"):
+                continue
+            sources = sources_of(branch, query)
+            if len(sources) == 1 and sources[0].table_name:
+                by_table.setdefault(sources[0].table_name, []).append(branch)
+        for table, branches in sorted(by_table.items()):
+            if len(branches) < 2:
+                continue
+            yield _finding(
+                query,
+                "repeated_scan",
+                branches[1],
+                severity="medium",
+                title="One scan per UNION branch",
+                message=(
+                    f"{len(branches)} branches of this UNION each read {table}: it is scanned "
+                    f"{len(branches)} times, once per branch"
+                ),
+                fix=(
+                    f"read {table} once: GROUP BY the column the branches differ on, or "
+                    "compute each branch's numbers with conditional aggregation "
+                    "(SUM(CASE WHEN <branch filter> THEN x END)) and unpivot if rows are needed"
+                ),
             )
 
 

@@ -17,6 +17,7 @@ reads.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -105,17 +106,16 @@ def cartesian_join(query: Query, settings: OptimizerSettings) -> Iterator[Findin
                 linked = True  # a condition on both (or one we cannot place): a real join
         if linked:
             continue
-        left_rows = 1
-        for source in left:
-            left_rows = left_rows * source.rows if source.rows is not None else -1
+        known = [s.rows for s in left if s.rows is not None]
+        left_rows = math.prod(known) if len(known) == len(left) else None
         if right.rows is not None and right.rows <= TINY_ROWS:
             continue
-        if 0 <= left_rows <= TINY_ROWS:
+        if left_rows is not None and left_rows <= TINY_ROWS:
             continue
         sizes = " x ".join(_rows(s) for s in [*left, right])
         product = (
             f" = {left_rows * right.rows:,} rows"
-            if left_rows >= 0 and right.rows is not None
+            if left_rows is not None and right.rows is not None
             else ""
         )
         shared = _linking_columns(left[-1], right) if left else []

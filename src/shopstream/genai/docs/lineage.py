@@ -14,8 +14,9 @@ A model sqlglot cannot read keeps its table edges and gets a warning saying why.
 ...     "nodes": {"model.shop.daily": {
 ...         "resource_type": "model", "schema": "mart", "alias": "daily",
 ...         "depends_on": {"nodes": ["source.shop.raw.orders"]},
-...         "compiled_code": 'with o as (select amount * 2 as doubled, day from "db"."raw"."orders")'
-...                          ' select day, sum(doubled) as revenue from o group by day'}},
+...         "compiled_code": 'with o as (select amount * 2 as doubled, day'
+...             ' from "db"."raw"."orders")'
+...             ' select day, sum(doubled) as revenue from o group by day'}},
 ...     "sources": {"source.shop.raw.orders": {"schema": "raw", "identifier": "orders"}},
 ... }
 >>> traced = trace_lineage(manifest, {"raw.orders": ["day", "amount"]}, "duckdb")
@@ -187,7 +188,8 @@ class _Tracer:
 
     def _trace(self, scope: Scope, index: int) -> set[ColumnRef]:
         if scope.set_operation_scopes:
-            return set().union(*(self.sources(branch, index) for branch in scope.set_operation_scopes))
+            branches = scope.set_operation_scopes
+            return set().union(*(self.sources(branch, index) for branch in branches))
         select = scope.expression
         if not isinstance(select, exp.Select) or index >= len(select.expressions):
             return set()

@@ -138,7 +138,7 @@ def _sqlglot_schema(table_columns: Mapping[str, Sequence[str]]) -> dict[str, Any
     return schema
 
 
-def _read_tables(tree: exp.Expression, by_parts: Mapping[tuple[str, ...], str]) -> set[str]:
+def _read_tables(tree: exp.Expr, by_parts: Mapping[tuple[str, ...], str]) -> set[str]:
     """The ``layer.table`` names the SQL reads; also drops the database/project prefix from
     its table references (in place) so that they match the ``layer.table`` schema."""
     read = set()
@@ -152,7 +152,7 @@ def _read_tables(tree: exp.Expression, by_parts: Mapping[tuple[str, ...], str]) 
 
 
 def _column_lineage(
-    model: str, tree: exp.Expression, schema: Mapping[str, Any], dialect: str
+    model: str, tree: exp.Expr, schema: Mapping[str, Any], dialect: str
 ) -> dict[ColumnRef, set[ColumnRef]]:
     qualified = qualify(
         tree,
@@ -234,7 +234,7 @@ def _outputs(scope: Scope) -> list[str]:
     return list(select.named_selects) if isinstance(select, exp.Select) else []
 
 
-def _references(expression: exp.Expression, scope: Scope) -> Iterator[exp.Column | Scope]:
+def _references(expression: exp.Expr, scope: Scope) -> Iterator[exp.Column | Scope]:
     """The columns ``expression`` reads in ``scope``, and the scopes of the scalar subqueries
     in it (their columns are theirs to resolve)."""
     nested = {id(child.expression): child for child in scope.subquery_scopes}

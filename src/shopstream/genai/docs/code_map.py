@@ -107,7 +107,10 @@ class _Package:
         """Local name -> what it is (``shopstream.observability.metrics`` for a module,
         ``shopstream.events.raw.SOURCE_SCHEMAS`` for a name), anywhere in the module (the CLI
         imports inside its commands)."""
+        if module in self._imports:
+            return self._imports[module]
         found: dict[str, str] = {}
+        self._imports[module] = found
         for node in ast.walk(self.trees[module]):
             if isinstance(node, ast.Import):
                 for alias in node.names:
@@ -447,10 +450,13 @@ _MESSAGES = "shopstream.events.messages"
 def _tables_written(package: _Package, pipeline: str) -> set[str]:
     raw = _raw_tables(package)
     found = set()
-    for module in package.modules_of(pipeline):
+    modules = package.modules_of(pipeline)
+    if _MESSAGES in package.trees and any(
+        _MESSAGES in package.imported_modules(m) for m in modules
+    ):
+        found |= _raw_tables_named(package, _MESSAGES, raw)
+    for module in modules:
         imports = package.imports(module)
-        if _MESSAGES in package.imported_modules(module) and _MESSAGES in package.trees:
-            found |= _raw_tables_named(package, _MESSAGES, raw)
         for node in ast.walk(package.trees[module]):
             if isinstance(node, ast.Assign):  # rows["events"] = ...: a batch for raw.events
                 for target in node.targets:
@@ -616,7 +622,9 @@ def _metrics(package: _Package) -> list[_Metric]:
                 if imported:
                     uses.setdefault((imported, ref.attr), set()).add(module)
     return [
-        _Metric(module, variable, name, kind, frozenset(uses.get((module, variable), ())))
+        _Metric(
+            module, variable, name, kind, frozenset({module} | uses.get((module, variable), set()))
+        )
         for module, variable, name, kind in defined
     ]
 

@@ -175,18 +175,40 @@ def test_bigquery_sql_gives_the_same_lineage(
     assert model_lineage(bigquery, table_columns, "bigquery") == traced.lineage
 
 
-def test_a_model_sqlglot_cannot_read_keeps_its_table_edges(
+def test_what_cannot_be_traced_is_said(
     manifest: dict[str, Any], table_columns: dict[str, list[str]]
 ) -> None:
+    """A model sqlglot cannot parse or that has no compiled SQL keeps its table edges; a table
+    the warehouse has no columns for and a column no table has are named in the warnings."""
     broken = copy.deepcopy(manifest)
     broken["nodes"]["model.shopstream.daily_sales"]["compiled_code"] = "select from where ("
     del broken["nodes"]["model.shopstream.daily_funnel"]["compiled_code"]
-    traced = trace_lineage(broken, table_columns, "duckdb")
+    broken["nodes"]["model.shopstream.odd"] = {
+        "resource_type": "model",
+        "schema": "mart",
+        "alias": "odd",
+        "depends_on": {"nodes": ["source.shopstream.raw.events"]},
+        "compiled_code": 'select e.event_id, mystery from "shopstream"."raw"."events" as e'
+        ' cross join "shopstream"."raw"."dead_letter" as d',
+    }
+    columns = {t: c for t, c in table_columns.items() if t != "staging.stg_identities"}
+    traced = trace_lineage(broken, columns, "duckdb")
     assert traced.lineage.tables["mart.daily_sales"] == EXPECTED_TABLES["mart.daily_sales"]
     assert traced.lineage.tables["mart.daily_funnel"] == ("mart.sessions",)
+    assert traced.lineage.tables["mart.odd"] == ("raw.dead_letter", "raw.events")
     traced_tables = {column.table for column in traced.lineage.columns}
     assert not traced_tables & {"mart.daily_sales", "mart.daily_funnel"}
-    assert len(traced.warnings) == 2
-    funnel, sales = traced.warnings
-    assert funnel.startswith("mart.daily_funnel: no compiled SQL in the manifest")
-    assert sales.startswith("mart.daily_sales: sqlglot cannot parse its compiled SQL: ")
+    assert traced.lineage.columns[col("mart.odd", "event_id")] == (col("raw.events", "event_id"),)
+    assert traced.lineage.columns[col("mart.odd", "mystery")] == ()
+    assert list(traced.warnings) == [
+        "mart.daily_funnel: no compiled SQL in the manifest (run dbt compile first)",
+        "mart.daily_sales: sqlglot cannot parse its compiled SQL: "
+        + traced.warnings[1].split(": ", 2)[2],
+        "mart.odd: sqlglot could not tie mystery to a table: column lineage through them is"
+        " incomplete",
+        # Its unqualified user_id could come from stg_identities, whose columns are unknown.
+        "mart.sessions: sqlglot could not tie user_id to a table: column lineage through them"
+        " is incomplete",
+        "mart.sessions: the warehouse has no columns for staging.stg_identities (not built"
+        " yet?): its column lineage through them is incomplete",
+    ]

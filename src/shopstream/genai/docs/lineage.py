@@ -74,6 +74,7 @@ def trace_lineage(
     relations = _relations(manifest)
     by_parts = {tuple(name.split(".", 1)): name for name in relations.values()}
     schema = _sqlglot_schema(table_columns)
+    known = {table.lower() for table in table_columns}
     tables: dict[str, set[str]] = {}
     columns: dict[ColumnRef, set[ColumnRef]] = {}
     warnings: list[str] = []
@@ -96,12 +97,24 @@ def trace_lineage(
         except SqlglotError as exc:
             warnings.append(f"{name}: sqlglot cannot parse its compiled SQL: {_first_line(exc)}")
             continue
-        parents.update(_read_tables(tree, by_parts))
+        read = _read_tables(tree, by_parts)
+        parents.update(read)
+        unknown = sorted(t for t in read if t not in known and t != name)
+        if unknown:
+            warnings.append(
+                f"{name}: the warehouse has no columns for {', '.join(unknown)} (not built "
+                "yet?): its column lineage through them is incomplete"
+            )
         try:
-            traced = _column_lineage(name, tree, schema, dialect)
-        except SqlglotError as exc:
+            traced, unresolved = _column_lineage(name, tree, schema, dialect)
+        except Exception as exc:  # sqlglot's optimizer raises more than SqlglotError on odd SQL
             warnings.append(f"{name}: no column lineage, sqlglot failed: {_first_line(exc)}")
             continue
+        if unresolved:
+            warnings.append(
+                f"{name}: sqlglot could not tie {', '.join(sorted(unresolved))} to a table: "
+                "column lineage through them is incomplete"
+            )
         for column, sources in traced.items():
             columns.setdefault(column, set()).update(sources)
     for name, parents in tables.items():
@@ -153,7 +166,9 @@ def _read_tables(tree: exp.Expr, by_parts: Mapping[tuple[str, ...], str]) -> set
 
 def _column_lineage(
     model: str, tree: exp.Expr, schema: Mapping[str, Any], dialect: str
-) -> dict[ColumnRef, set[ColumnRef]]:
+) -> tuple[dict[ColumnRef, set[ColumnRef]], set[str]]:
+    """Each output column of ``model`` -> the table columns it is computed from; and the
+    column references that could not be tied to a source."""
     qualified = qualify(
         tree,
         schema=dict(schema),
@@ -165,10 +180,11 @@ def _column_lineage(
     if root is None:
         raise SqlglotError("no SELECT to trace")
     tracer = _Tracer()
-    return {
+    traced = {
         ColumnRef(model, output.lower()): tracer.sources(root, index)
         for index, output in enumerate(_outputs(root))
     }
+    return traced, tracer.unresolved
 
 
 class _Tracer:
@@ -177,6 +193,8 @@ class _Tracer:
 
     def __init__(self) -> None:
         self._known: dict[tuple[int, int], set[ColumnRef]] = {}
+        #: Column references with no source (as ``table.column`` or ``column``).
+        self.unresolved: set[str] = set()
 
     def sources(self, scope: Scope, index: int) -> set[ColumnRef]:
         """The table columns the ``index``-th output column of ``scope`` is computed from."""
@@ -223,7 +241,8 @@ class _Tracer:
             outputs = [output.lower() for output in _outputs(source)]
             if name in outputs:
                 return self.sources(source, outputs.index(name))
-        return set()  # a name sqlglot could not tie to a source: nothing to follow
+        self.unresolved.add(column.sql())
+        return set()
 
 
 def _outputs(scope: Scope) -> list[str]:

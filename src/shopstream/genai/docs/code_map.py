@@ -31,7 +31,7 @@ from __future__ import annotations
 import ast
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -57,16 +57,18 @@ def analyse_pipelines(package_dir: Path | None = None) -> dict[str, PipelineCode
     package = _Package(package_dir or Path(__file__).resolve().parents[2])
     commands = _commands(package)
     metrics = _metrics(package)
+    config = _config(package)
+    raw = _raw_tables(package)
     return {
         name: PipelineCode(
             name=name,
             summary=_first_paragraph(package.docstring(f"shopstream.{name}")),
             modules=tuple(package.modules_of(name)),
             entry_points={c.invocation: c.help for c in commands if name in c.pipelines},
-            settings_read=tuple(sorted(_settings_read(package, name))),
-            tables_written=tuple(sorted(_tables_written(package, name))),
+            settings_read=tuple(sorted(_settings_read(package, config, name))),
+            tables_written=tuple(sorted(_tables_written(package, raw, name))),
             sinks=tuple(sorted(_sinks(package, name))),
-            metrics=tuple(sorted(m.exported for m in metrics if m.belongs_to(package, name))),
+            metrics=tuple(sorted(m.exported for m in metrics if m.belongs_to(name))),
         )
         for name in PIPELINES
     }
@@ -327,8 +329,7 @@ def _config(package: _Package) -> _Config:
 _SETTINGS_NAMES = frozenset({"settings", "_settings"})
 
 
-def _settings_read(package: _Package, pipeline: str) -> set[str]:
-    config = _config(package)
+def _settings_read(package: _Package, config: _Config, pipeline: str) -> set[str]:
     found: set[str] = set()
     for module in package.modules_of(pipeline):
         tree = package.trees[module]
@@ -447,8 +448,7 @@ def _raw_tables(package: _Package) -> set[str]:
 _MESSAGES = "shopstream.events.messages"
 
 
-def _tables_written(package: _Package, pipeline: str) -> set[str]:
-    raw = _raw_tables(package)
+def _tables_written(package: _Package, raw: set[str], pipeline: str) -> set[str]:
     found = set()
     modules = package.modules_of(pipeline)
     if _MESSAGES in package.trees and any(
@@ -570,11 +570,11 @@ def _sinks(package: _Package, pipeline: str) -> set[str]:
 
 @dataclass(frozen=True)
 class _Metric:
-    module: str
-    variable: str
     name: str
+    #: Counter, Gauge, Histogram, Summary.
     kind: str
-    users: frozenset[str] = field(default_factory=frozenset)
+    #: The modules that define or update it.
+    users: frozenset[str]
 
     @property
     def exported(self) -> str:
@@ -582,7 +582,7 @@ class _Metric:
             return f"{self.name}_total"
         return self.name
 
-    def belongs_to(self, package: _Package, pipeline: str) -> bool:
+    def belongs_to(self, pipeline: str) -> bool:
         if self.name.startswith(f"shopstream_{pipeline}_"):
             return True
         prefix = f"shopstream.{pipeline}"
@@ -622,9 +622,7 @@ def _metrics(package: _Package) -> list[_Metric]:
                 if imported:
                     uses.setdefault((imported, ref.attr), set()).add(module)
     return [
-        _Metric(
-            module, variable, name, kind, frozenset({module} | uses.get((module, variable), set()))
-        )
+        _Metric(name, kind, frozenset({module} | uses.get((module, variable), set())))
         for module, variable, name, kind in defined
     ]
 

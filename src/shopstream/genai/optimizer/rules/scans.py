@@ -403,7 +403,11 @@ def cluster_unused(query: Query, settings: OptimizerSettings) -> Iterator[Findin
     """A clustered table filtered on other columns but on none of its cluster columns."""
     for read in tables_read(query):
         info = read.info
-        if not info.cluster_by:
+        # Clustered by its own key (the CDC staging tables): only lookups by key benefit, and
+        # a query that wants rows by another column has no key values to add.
+        if not info.cluster_by or {c.lower() for c in info.cluster_by} == {
+            c.lower() for c in info.unique_key
+        }:
             continue
         cluster = [c.lower() for c in info.cluster_by]
         partition = (info.partition_by or "").lower()

@@ -442,7 +442,15 @@ def model_page(
         if raw_rows
         else "No column-level lineage for this model (see the index's lineage notes)."
     )
-    checks = checks_on(model.table, sources.checks.checks())
+    all_checks = sources.checks.checks()
+    checks = checks_on(model.table, all_checks)
+    # What guards a mart is mostly upstream: the staging and raw tables it is computed from.
+    upstream_checks = {
+        c.name: c
+        for t in upstream
+        for c in checks_on(t, all_checks)
+        if c.name not in {own.name for own in checks}
+    }
     parts.append("## Freshness and schedules")
     schedule_rows = _schedule_rows("transform", sources)
     parts.append("Rebuilt by the transform:\n\n" + table(["where", "when"], schedule_rows))
@@ -450,13 +458,20 @@ def model_page(
     if freshness:
         parts.append(table(["table", "measures", "warn after", "fail after", "check"], freshness))
     parts.append("## Quality checks that guard it")
-    parts.append(_checks_section(checks))
+    parts.append("On this table:\n\n" + _checks_section(checks))
+    if upstream_checks:
+        parts.append(
+            "On the tables it is computed from:\n\n"
+            + _checks_section(list(upstream_checks.values()))
+        )
     if model.tests:
         parts.append(
             "dbt tests run with every build: " + ", ".join(f"`{t}`" for t in model.tests) + "."
         )
     parts.append("## Related alerts")
-    related = _model_alerts(model, upstream, checks, sources, pipelines)
+    related = _model_alerts(
+        model, upstream, [*checks, *upstream_checks.values()], sources, pipelines
+    )
     if related:
         parts.append(
             table(

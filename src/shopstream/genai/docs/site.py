@@ -66,13 +66,13 @@ def _renderer() -> MarkdownIt:
     renderer: Any = md.renderer  # markdown-it's RendererHTML (the protocol type lacks its rules)
     default_fence = renderer.rules["fence"]
 
-    def fence(tokens: Any, idx: int, options: Any, env: Any) -> str:
+    def fence(_self: Any, tokens: Any, idx: int, options: Any, env: Any) -> str:
         token = tokens[idx]
         if token.info.strip() == "mermaid":
             return f'<pre class="mermaid">{html.escape(token.content)}</pre>\n'
         return str(default_fence(tokens, idx, options, env))
 
-    def link_open(tokens: Any, idx: int, options: Any, env: Any) -> str:
+    def link_open(_self: Any, tokens: Any, idx: int, options: Any, env: Any) -> str:
         token = tokens[idx]
         href = str(token.attrGet("href") or "")
         if "://" not in href and not href.startswith(("#", "mailto:")):
@@ -81,7 +81,7 @@ def _renderer() -> MarkdownIt:
                 token.attrSet("href", target[: -len(".md")] + ".html" + hash_ + anchor)
         return str(renderer.renderToken(tokens, idx, options, env))
 
-    def heading_open(tokens: Any, idx: int, options: Any, env: Any) -> str:
+    def heading_open(_self: Any, tokens: Any, idx: int, options: Any, env: Any) -> str:
         inline = tokens[idx + 1]
         slug = _slug(inline.content)
         seen = env.setdefault("slugs", {})

@@ -139,9 +139,15 @@ def alert_pipelines(alert: Alert, pipelines: Mapping[str, PipelineCode]) -> list
         for matcher in re.findall(r'job=~?"([^"]+)"', alert.expr):
             if re.fullmatch(matcher, name):
                 found.add(name)
+    for table_name in re.findall(r'table="(\w+)"', alert.expr):
+        # A raw table's own metric (its freshness): about the pipelines that write it.
+        found |= set(writers(f"raw.{table_name}", pipelines))
     if "shopstream_pipeline_last_" in alert.expr:
         # Pushed by every batch run (record-run): the transform and quality runs.
         found |= {"transform", "quality"} & set(pipelines)
+    if 'namespace="shopstream"' in alert.expr and not found:
+        # Any pod of the platform: the long-running services are the pods.
+        found |= set(SERVICES) & set(pipelines)
     return sorted(found)
 
 
@@ -289,7 +295,8 @@ def pipeline_page(
     parts = [f"# Pipeline: {name}", overview, f"From the code: {code.summary}"]
     parts.append("## How it starts")
     if code.entry_points:
-        parts.append(table(["command", "what it does"], sorted(code.entry_points.items())))
+        commands = sorted(code.entry_points.items())
+        parts.append(table(["command", "what it does"], [[f"`{c}`", h] for c, h in commands]))
     else:
         parts.append("No command of its own: another command runs it.")
     parts.append("## Data flow and lineage")

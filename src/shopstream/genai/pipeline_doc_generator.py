@@ -140,7 +140,9 @@ def _subjects(
             f"Alerts that watch it: {_names(alerts)}.",
         )
         facts = tuple(f for f in facts if f)
-        subjects.append(Subject(f"pipeline:{name}", f"the {name} pipeline", facts, " ".join(facts)))
+        # The page quotes the code's summary right below: the paragraph need not repeat it.
+        fallback = " ".join(facts[1:])
+        subjects.append(Subject(f"pipeline:{name}", f"the {name} pipeline", facts, fallback))
     for model in sources.models:
         reads = list(lineage.tables.get(model.table, ()))
         read_by = sorted(c for c, parents in lineage.tables.items() if model.table in parents)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from shopstream.genai.docs.prose import CACHE_DIR, Subject, write_overviews
 from shopstream.genai.docs.sources import DocsSourceError, _left_by_last_transform
 from tests.support.llm_server import ChatServer, Reply
 from tests.support.shop_warehouse import ShopWarehouse, shopstream
+from tests.support.site_links import broken_links, links_of
 
 PIPELINES = ("collector", "cdc", "loader", "transform", "quality")
 H6 = ("shopstream.genai.docs.lineage", "shopstream.genai.docs.code_map")
@@ -124,37 +124,11 @@ def test_the_pipeline_pages_carry_alerts_runbooks_and_sources(built: tuple[Path,
     assert "from the source checkout (deploy/)" in index  # an editable install
 
 
-class Page(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.hrefs: list[str] = []
-        self.ids: set[str] = set()
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        found = dict(attrs)
-        if tag in ("a", "link") and found.get("href"):
-            self.hrefs.append(str(found["href"]))
-        if found.get("id"):
-            self.ids.add(str(found["id"]))
-
-
 def test_the_html_parses_and_every_internal_link_resolves(built: tuple[Path, Path]) -> None:
     site = built[0] / "site"
-    parsed: dict[Path, Page] = {}
-    for path in sorted(site.rglob("*.html")):
-        page = Page()
-        page.feed(path.read_text())
-        page.close()
-        parsed[path.resolve()] = page
-    for path, page in parsed.items():
-        for href in page.hrefs:
-            target, _, anchor = href.partition("#")
-            if "://" in href or not target:
-                continue
-            linked = (path.parent / target).resolve()
-            assert linked.is_file(), (path, href)
-            if anchor:
-                assert anchor in parsed[linked].ids, (path, href)
+    index = links_of((site / "index.html").read_text())
+    assert "pipelines/cdc.html" in index.hrefs and index.mermaid == 1
+    assert broken_links(site) == []
 
 
 def test_with_a_running_platform_the_last_transforms_manifest_is_read(shop: Path) -> None:

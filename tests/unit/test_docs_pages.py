@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import tomllib
-from html.parser import HTMLParser
 from pathlib import Path
 
 from shopstream.config import Settings
@@ -37,6 +36,7 @@ from shopstream.genai.docs.sources import (
     parse_runbooks,
 )
 from shopstream.quality.spec import QualityConfig, load_config
+from tests.support.site_links import broken_links, links_of
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -245,23 +245,6 @@ def test_mermaid_graphs_are_sorted_and_quote_their_labels() -> None:
     ]
 
 
-class Links(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.hrefs: list[str] = []
-        self.ids: set[str] = set()
-        self.mermaid = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        found = dict(attrs)
-        if tag in ("a", "link") and found.get("href"):
-            self.hrefs.append(str(found["href"]))
-        if found.get("id"):
-            self.ids.add(str(found["id"]))
-        if tag == "pre" and found.get("class") == "mermaid":
-            self.mermaid += 1
-
-
 def test_the_site_renders_links_anchors_mermaid_and_escapes_html() -> None:
     page = to_html(
         "# T\n\nSee [cdc](../pipelines/cdc.md#lag) <script>x</script>\n\n```mermaid\nflowchart LR\n"
@@ -269,8 +252,7 @@ def test_the_site_renders_links_anchors_mermaid_and_escapes_html() -> None:
         "T",
         "models/mart/t.md",
     )
-    parsed = Links()
-    parsed.feed(page)
+    parsed = links_of(page)
     assert "../pipelines/cdc.html#lag" in parsed.hrefs
     assert "../../style.css" in parsed.hrefs and "../../index.html" in parsed.hrefs
     assert "<script>x</script>" not in page and "&lt;script&gt;" in page
@@ -301,20 +283,7 @@ def test_a_rebuild_writes_the_same_bytes_and_removes_stale_files(tmp_path: Path)
         *(f"site/{p}.html" for p in pages_written),
         "site/style.css",
     }
-    # Every internal link of the site resolves (anchors included).
-    for html_file in (p for p in first if p.suffix == ".html"):
-        parsed = Links()
-        parsed.feed(html_file.read_text())
-        for href in parsed.hrefs:
-            target, _, anchor = href.partition("#")
-            if "://" in href or not target:
-                continue
-            linked = (html_file.parent / target).resolve()
-            assert linked.is_file(), (html_file, href)
-            if anchor and linked.suffix == ".html":
-                ids = Links()
-                ids.feed(linked.read_text())
-                assert anchor in ids.ids, (html_file, href)
+    assert broken_links(tmp_path / "site") == []
     # No absolute path of this machine in any file.
     assert not any(re.search(re.escape(str(tmp_path)), p.read_text()) for p in first)
 

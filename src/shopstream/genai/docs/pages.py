@@ -264,6 +264,14 @@ TROUBLESHOOTING = {
 }
 
 
+def _table_link(page: str, table_name: str, models: Mapping[str, Model]) -> str:
+    """A link from ``page`` to the table's model page (a raw table has none: its name)."""
+    model = models.get(table_name)
+    if model is None or model_path(model) == page:
+        return f"`{table_name}`"
+    return f"[{table_name}]({relative_link(page, model_path(model))})"
+
+
 def pipeline_page(
     name: str,
     code: PipelineCode,
@@ -278,10 +286,7 @@ def pipeline_page(
     checks = sources.checks.checks()
 
     def link(table_name: str) -> str:
-        model = models.get(table_name)
-        if model is None:
-            return f"`{table_name}`"
-        return f"[{table_name}]({relative_link(path, model_path(model))})"
+        return _table_link(path, table_name, models)
 
     reverse: dict[str, set[str]] = {}
     for child, parents in lineage.tables.items():
@@ -367,10 +372,7 @@ def model_page(
     models = {m.table: m for m in sources.models}
 
     def link(table_name: str) -> str:
-        other = models.get(table_name)
-        if other is None or other is model:
-            return f"`{table_name}`"
-        return f"[{table_name}]({relative_link(path, model_path(other))})"
+        return _table_link(path, table_name, models)
 
     upstream = sorted(lineage.upstream_tables(model.table))
     downstream = sorted(lineage.downstream_tables(model.table))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,12 @@ def test_with_a_running_platform_the_last_transforms_manifest_is_read(shop: Path
 def test_without_a_transform_the_error_says_to_run_one(tmp_path: Path) -> None:
     with pytest.raises(DocsSourceError, match="run `shopstream transform` first"):
         _left_by_last_transform(Settings(data_dir=tmp_path), lambda _: None)
+    # No warehouse at all: the CLI says so (exit 1) and makes none.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPSTREAM_")}
+    result = shopstream({**env, "SHOPSTREAM_DATA_DIR": str(tmp_path)}, "docs", "build")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "run `shopstream transform`" in " ".join(result.stderr.split())
+    assert not (tmp_path / "shopstream.duckdb").exists()
 
 
 # -- overviews by a language model ----------------------------------------------------------------

@@ -396,6 +396,16 @@ def _left_by_last_transform(settings: Settings, emit: Callable[[str], None]) -> 
 def _artifacts(settings: Settings, emit: Callable[[str], None]) -> _Artifacts:
     from shopstream.platform_runs import here_or_running_platform
 
+    if settings.warehouse.startswith("duckdb://"):
+        from shopstream.warehouse.duckdb import duckdb_path
+
+        path = duckdb_path(settings.warehouse)
+        if not path.exists():
+            # Opening it would make an empty warehouse, documented as such: say what to do.
+            raise DocsSourceError(
+                f"no warehouse at {path} yet: run `shopstream transform` (after data arrived), "
+                "then build the docs"
+            )
     return here_or_running_platform(
         settings,
         lambda warehouse: _generated_here(settings, warehouse, emit),

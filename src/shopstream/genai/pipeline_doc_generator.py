@@ -146,15 +146,17 @@ def _subjects(
     for model in sources.models:
         reads = list(lineage.tables.get(model.table, ()))
         read_by = sorted(c for c, parents in lineage.tables.items() if model.table in parents)
-        guarded = checks_on(model.table, checks)
+        own = checks_on(model.table, checks)
+        upstream = {
+            c.name for t in lineage.upstream_tables(model.table) for c in checks_on(t, checks)
+        } - {c.name for c in own}
         facts = (
             f"{model.table} is a {model.materialized} built by the dbt transform.",
             *([f"Its YAML says: {model.description}"] if model.description else []),
             f"It reads {_names(reads)}.",
             f"It is read by {_names(read_by)}." if read_by else "No model reads it.",
-            f"{len(guarded)} quality checks guard it."
-            if guarded
-            else "No quality check guards it.",
+            f"Quality checks: {len(own)} watch it, {len(upstream)} more the tables it is "
+            "computed from.",
         )
         # The page shows the YAML's description right below: the paragraph need not repeat it.
         fallback = " ".join([facts[0], *facts[2:]] if model.description else facts)

@@ -178,7 +178,10 @@ def test_alerts_map_to_the_pipelines_they_watch() -> None:
             tables_written=("raw.events",),
             metrics=("shopstream_sink_queue_rows",),
         ),
-        "loader": PipelineCode("loader", "", (), tables_written=("raw.events",)),
+        # A Counter declared without its _total suffix, as prometheus_client allows.
+        "loader": PipelineCode(
+            "loader", "", (), tables_written=("raw.events",), metrics=("shopstream_dead_letters",)
+        ),
     }
     mapped = {a.name: alert_pipelines(a, pipelines) for a in sources.alerts}
     assert mapped["CdcReplicationLagHigh"] == ["cdc"]
@@ -189,6 +192,7 @@ def test_alerts_map_to_the_pipelines_they_watch() -> None:
     assert set(mapped["ShopstreamTargetDown"]) == {"cdc", "collector", "loader"}
     assert "loader" in mapped["LoaderNotProgressing"]
     assert mapped["DataFreshnessSLABreach"] == ["collector", "loader"]
+    assert mapped["DeadLettersGrowing"] == ["collector", "loader"]
     assert set(mapped["DataPlatformPodRestarting"]) == {"cdc", "collector", "loader"}
     assert all(mapped.values()), [n for n, p in mapped.items() if not p]
     assert writers("raw.cdc_orders", pipelines) == ["cdc"]

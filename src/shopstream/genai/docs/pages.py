@@ -130,7 +130,7 @@ def alert_pipelines(alert: Alert, pipelines: Mapping[str, PipelineCode]) -> list
     found = set()
     for name, code in pipelines.items():
         if any(
-            re.search(rf"\b{re.escape(m)}(_bucket|_count|_sum)?\b", alert.expr)
+            re.search(rf"\b{re.escape(m)}(_total|_created|_bucket|_count|_sum)?\b", alert.expr)
             for m in code.metrics
         ):
             found.add(name)

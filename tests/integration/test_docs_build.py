@@ -149,6 +149,13 @@ def test_without_a_transform_the_error_says_to_run_one(tmp_path: Path) -> None:
     assert result.returncode == 1, result.stdout + result.stderr
     assert "run `shopstream transform`" in " ".join(result.stderr.split())
     assert not (tmp_path / "shopstream.duckdb").exists()
+    # An --out that cannot be a directory: a usage error (exit 2) naming it.
+    taken = tmp_path / "a-file"
+    taken.write_text("")
+    result = shopstream(
+        {**env, "SHOPSTREAM_DATA_DIR": str(tmp_path)}, "docs", "build", "--out", str(taken)
+    )
+    assert result.returncode == 2 and "cannot write the docs to" in result.stderr
 
 
 # -- overviews by a language model ----------------------------------------------------------------

@@ -158,6 +158,17 @@ def test_without_a_transform_the_error_says_to_run_one(tmp_path: Path) -> None:
     assert result.returncode == 2 and "cannot write the docs to" in result.stderr
 
 
+def test_a_dbt_project_that_cannot_run_is_an_error_naming_it(
+    shop: Path, shop_warehouse: ShopWarehouse, tmp_path: Path
+) -> None:
+    env = {**shop_warehouse.env, "SHOPSTREAM_DATA_DIR": str(shop)}
+    env["SHOPSTREAM_TRANSFORM__PROJECT_DIR"] = str(tmp_path / "no-project")
+    result = shopstream(env, "docs", "build", "--out", str(tmp_path / "out"))
+    assert result.returncode == 1, result.stdout + result.stderr
+    said = " ".join(result.stderr.split())
+    assert f"no dbt project at {tmp_path / 'no-project'}" in said and "Traceback" not in said
+
+
 # -- overviews by a language model ----------------------------------------------------------------
 
 

@@ -353,15 +353,21 @@ def _generated_here(
     """``dbt docs generate`` with the warehouse this process opened."""
     from shopstream.transform.runner import DocsArtifacts, TransformRequest, generate_docs
     from shopstream.transform.runs import make_job
+    from shopstream.warehouse import WarehouseError
 
     emit("dbt docs generate")
     job = make_job(settings, TransformRequest())
     run_in_owner = getattr(warehouse, "run_in_owner", None)
     target = "shopstream.transform.runner:generate_docs"
-    if run_in_owner is not None:
-        artifacts = run_in_owner(target, job, lambda _: None)
-    else:  # a warehouse many processes open (BigQuery): dbt connects from here on its own
-        artifacts = generate_docs(warehouse, job, lambda _: None)  # type: ignore[arg-type]
+    try:
+        if run_in_owner is not None:
+            artifacts = run_in_owner(target, job, lambda _: None)
+        else:  # a warehouse many processes open (BigQuery): dbt connects from here on its own
+            artifacts = generate_docs(warehouse, job, lambda _: None)  # type: ignore[arg-type]
+    except WarehouseError:
+        raise
+    except (RuntimeError, ValueError, OSError) as exc:  # dbt, the project, the workspace
+        raise DocsSourceError(str(exc)) from exc
     if not isinstance(artifacts, DocsArtifacts):  # pragma: no cover - a wrong job answer
         raise DocsSourceError(f"dbt docs generate answered {type(artifacts).__name__}")
     manifest = _read_json(artifacts.manifest, "dbt manifest")

@@ -46,6 +46,8 @@ schema_app = typer.Typer(help="Print the contracts' JSON Schema.", no_args_is_he
 app.add_typer(schema_app, name="schema")
 quality_app = typer.Typer(help="The data quality agent's checks.", no_args_is_help=True)
 app.add_typer(quality_app, name="quality")
+docs_app = typer.Typer(help="The pipeline documentation.", no_args_is_help=True)
+app.add_typer(docs_app, name="docs")
 
 console = Console(stderr=True)
 out = Console()
@@ -1063,6 +1065,57 @@ def quality_run(
         out.print(as_table(result))
     if result.failed:
         raise typer.Exit(1)
+
+
+# -- docs ------------------------------------------------------------------------------------
+
+
+@docs_app.command(
+    "build",
+    epilog="Exit status: 0 when the pages were written, 1 when a source could not be read (no "
+    "dbt manifest yet: run `shopstream transform`; the warehouse unreachable; dbt failed), 2 on "
+    "a usage error (the settings, an --out that cannot be written).",
+)
+def docs_build(
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out", help="Where to write (default: docs.out_dir, else <data_dir>/docs)."),
+    ] = None,
+) -> None:
+    """Build the pipeline documentation: a page per pipeline and per dbt model (lineage,
+    schemas, freshness, checks, alerts, runbooks) as Markdown and a static HTML site."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from shopstream.genai.docs.sources import DocsSourceError
+    from shopstream.genai.pipeline_doc_generator import build_docs, docs_dir
+    from shopstream.warehouse import WarehouseError
+
+    settings = _settings()
+    target = docs_dir(settings, out_dir)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _fail(f"cannot write the docs to {target}: {exc}", 2) from exc
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]docs"),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=console.is_terminal,
+    ) as bar:
+        task = bar.add_task("reading the sources...", total=None)
+        try:
+            files = build_docs(settings, target, lambda step: bar.update(task, description=step))
+        except (DocsSourceError, WarehouseError) as exc:
+            raise _fail(str(exc)) from exc
+        except OSError as exc:
+            raise _fail(f"cannot write the docs to {target}: {exc}", 2) from exc
+    pages = [f for f in files if f.suffix == ".html"]
+    console.print(
+        f"{len(pages)} pages written: Markdown in {target / 'markdown'}, the site in "
+        f"{target / 'site'}; open {target / 'site' / 'index.html'}"
+    )
 
 
 # -- record-run ------------------------------------------------------------------------------

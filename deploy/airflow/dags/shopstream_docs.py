@@ -1,11 +1,10 @@
 """shopstream_docs: the weekly documentation build.
 
-One task runs ``shopstream docs build``. **It needs that command, which issue 12 adds**: until a
-worker image carries it, every run would fail, record a failed ``docs`` run and fire the
-PipelineExecutionFailed alert each week. So the DAG is **paused upon creation**
-(``is_paused_upon_creation=True``): it imports and is listed, and nothing runs until an operator
-unpauses it (``airflow dags unpause shopstream_docs``) once the worker image carries issue 12's
-``shopstream docs build``.
+One task runs ``shopstream docs build``: a page per pipeline and per dbt model (lineage,
+schemas, freshness, checks, alerts, runbooks) as Markdown and a static site under
+``docs.out_dir`` (default ``<data_dir>/docs``). On a warehouse many processes may open
+(BigQuery) it runs ``dbt docs generate`` itself; the overview paragraphs come from the language
+model when ``SHOPSTREAM_LLM`` is set (cached by prompt, so an unchanged week asks nothing).
 
 - Retries: 2, exponential backoff from 5 minutes; each try times out after 30 minutes.
 - SLA, the Airflow 3 way (Airflow 3 removed ``sla``/``sla_miss_callback``): a deadline alert,
@@ -28,13 +27,11 @@ TIMEOUT = timedelta(minutes=30)
 
 with DAG(
     dag_id=DAG_ID,
-    description="Weekly documentation build (shopstream docs build, issue 12)",
+    description="Weekly documentation build (shopstream docs build)",
     doc_md=__doc__,
     schedule="0 4 * * 1",
     start_date=START,
     catchup=False,
-    # Paused until the worker image has `shopstream docs build` (issue 12): see the docstring.
-    is_paused_upon_creation=True,
     max_active_runs=1,
     tags=["shopstream", "docs"],
     default_args=default_args("docs", retries=2, retry_delay=timedelta(minutes=5), timeout=TIMEOUT),
@@ -43,7 +40,7 @@ with DAG(
 
     @task(task_id="docs_build")
     def docs_build() -> None:
-        """``shopstream docs build`` (issue 12)."""
+        """``shopstream docs build``."""
         run_shopstream(["docs", "build"], timeout=TIMEOUT)
 
     docs_build()

@@ -167,13 +167,8 @@ def run_job(
         emit(Progress("waiting"))
         _DBT_LOCK.acquire()
     try:
-        project = workspace.prepare_project(job.root, job.source)
+        project, variables = _prepare(warehouse, job)
         dialect = workspace.dialect(job.warehouse_url)
-        captured = workspace.generate_captured_models(warehouse, project, dialect.raw_tables_sql)
-        output = dialect.profile(job.warehouse_url, warehouse)
-        workspace.write_profile(job.root, output)
-        variables = {**job.settings_vars, "email_salt": job.email_salt}
-        variables["captured_tables"] = captured
         result = run_dbt(
             project,
             job.root,
@@ -197,6 +192,83 @@ def run_job(
     return result
 
 
+def _prepare(
+    warehouse: workspace.QueryableWarehouse, job: TransformJob
+) -> tuple[Path, dict[str, Any]]:
+    """The workspace made ready for a dbt command: the project copy with the captured tables'
+    models, the profile; returns the project and the vars to pass."""
+    project = workspace.prepare_project(job.root, job.source)
+    dialect = workspace.dialect(job.warehouse_url)
+    captured = workspace.generate_captured_models(warehouse, project, dialect.raw_tables_sql)
+    workspace.write_profile(job.root, dialect.profile(job.warehouse_url, warehouse))
+    variables = {**job.settings_vars, "email_salt": job.email_salt}
+    variables["captured_tables"] = captured
+    return project, variables
+
+
+@dataclass(frozen=True)
+class DocsArtifacts:
+    """What ``dbt docs generate`` left: the manifest (with every model's compiled SQL) and the
+    catalog (every table's columns and types, as the warehouse has them)."""
+
+    manifest: Path
+    catalog: Path
+
+
+def generate_docs(
+    warehouse: workspace.QueryableWarehouse,
+    job: TransformJob,
+    emit: Callable[[Progress], None],
+) -> DocsArtifacts:
+    """``dbt docs generate`` in the workspace, against ``warehouse`` (open in this process, as
+    for :func:`run_job`): the manifest and catalog the documentation is built from. Raises
+    RuntimeError (the salt masked) when dbt fails."""
+    from dbt.cli.main import dbtRunner
+
+    if not _DBT_LOCK.acquire(blocking=False):
+        emit(Progress("waiting"))
+        _DBT_LOCK.acquire()
+    try:
+        project, variables = _prepare(warehouse, job)
+        target = project / "target"
+        args = ["docs", "generate", *_common_args(project, job.root, variables)]
+        try:
+            outcome = dbtRunner().invoke(args)
+        finally:
+            _release_duckdb()
+        if not outcome.success:
+            reason = outcome.exception or "see the dbt log in the transform workspace"
+            raise RuntimeError(_masked(f"dbt docs generate failed: {reason}", [job.email_salt]))
+        return DocsArtifacts(target / "manifest.json", target / "catalog.json")
+    finally:
+        _DBT_LOCK.release()
+        for directory in ("target", "logs"):
+            workspace.make_private(job.root / "project" / directory)
+
+
+def _common_args(project: Path, profiles_dir: Path, variables: Mapping[str, Any]) -> list[str]:
+    """The options every dbt command here takes: where things are, quiet console, the vars."""
+    return [
+        "--project-dir",
+        str(project),
+        "--profiles-dir",
+        str(profiles_dir),
+        "--target-path",
+        str(project / "target"),
+        "--log-path",
+        str(project / "logs"),
+        # Nothing on our console; the file keeps dbt's own account (private, like target/).
+        "--log-level",
+        "none",
+        "--log-level-file",
+        "info",
+        "--no-use-colors",
+        "--no-use-colors-file",
+        "--vars",
+        json.dumps(dict(variables)),
+    ]
+
+
 def run_dbt(
     project: Path,
     profiles_dir: Path,
@@ -216,26 +288,7 @@ def run_dbt(
     from dbt.cli.main import dbtRunner
 
     started = time.monotonic()
-    args = [
-        "build",
-        "--project-dir",
-        str(project),
-        "--profiles-dir",
-        str(profiles_dir),
-        "--target-path",
-        str(project / "target"),
-        "--log-path",
-        str(project / "logs"),
-        # Nothing on our console; the file keeps dbt's own account (private, like target/).
-        "--log-level",
-        "none",
-        "--log-level-file",
-        "info",
-        "--no-use-colors",
-        "--no-use-colors-file",
-        "--vars",
-        json.dumps(dict(variables)),
-    ]
+    args = ["build", *_common_args(project, profiles_dir, variables)]
     if request.full_refresh:
         args.append("--full-refresh")
     if request.select:
@@ -368,6 +421,7 @@ class _ProgressCallback:
 
 
 __all__ = [
+    "DocsArtifacts",
     "ModelResult",
     "Progress",
     "TestResult",
@@ -375,6 +429,7 @@ __all__ = [
     "TransformRequest",
     "TransformResult",
     "failed",
+    "generate_docs",
     "run_dbt",
     "run_job",
 ]

@@ -1,0 +1,299 @@
+"""The documentation's pages and site from hand-made facts, and the deploy/ files it reads (the
+real alert rules, runbooks and DAGs of this checkout)."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+from shopstream.config import Settings
+from shopstream.genai.docs.model import ColumnRef, Lineage, PipelineCode
+from shopstream.genai.docs.pages import (
+    alert_pipelines,
+    checks_on,
+    index_page,
+    mermaid_graph,
+    model_page,
+    pipeline_page,
+    writers,
+)
+from shopstream.genai.docs.prose import Subject, write_overviews
+from shopstream.genai.docs.site import MERMAID_URL, to_html, write_site
+from shopstream.genai.docs.sources import (
+    ALERT_RULES,
+    CHECKOUT,
+    DAGS,
+    RUNBOOKS,
+    Column,
+    DocSources,
+    Model,
+    Schedule,
+    deploy_files,
+    deploy_text,
+    parse_alerts,
+    parse_dag_schedules,
+    parse_runbooks,
+)
+from shopstream.quality.spec import QualityConfig, load_config
+from tests.support.site_links import broken_links, links_of
+
+ROOT = Path(__file__).resolve().parents[2]
+
+ORDERS = "staging.stg_orders"
+SALES = "mart.daily_sales"
+
+
+def facts() -> tuple[DocSources, Lineage, dict[str, PipelineCode]]:
+    sales = Model(
+        name="daily_sales",
+        table=SALES,
+        description="Sales per business day.",
+        materialized="table",
+        path="models/marts/daily_sales.sql",
+        columns=(
+            Column("order_date", "DATE", "Business day the order was placed."),
+            Column("net_revenue", "DECIMAL(38,2)", "gross | cancelled | refunded"),
+        ),
+        reads=(ORDERS,),
+        tests=("not_null_daily_sales_order_date",),
+    )
+    orders = Model(
+        name="stg_orders",
+        table=ORDERS,
+        description="Orders with their current status.",
+        materialized="incremental",
+        path="models/staging/generated/stg_orders.sql",
+        columns=(Column("order_id", "VARCHAR", "Order id."), Column("total_amount", "DECIMAL")),
+        reads=("raw.cdc_orders",),
+    )
+    rules, _ = deploy_text(ALERT_RULES)
+    runbooks, _ = deploy_text(RUNBOOKS)
+    sources = DocSources(
+        dialect="duckdb",
+        manifest={},
+        models=(sales, orders),
+        tables={
+            SALES: sales.columns,
+            ORDERS: orders.columns,
+            "raw.cdc_orders": (Column("after", "JSON"),),
+        },
+        descriptions={SALES: sales.description},
+        checks=load_config(),
+        alerts=parse_alerts(rules),
+        runbooks=parse_runbooks(runbooks),
+        schedules=(
+            Schedule("transform", "running platform", "every 5 minutes"),
+            Schedule("transform", "Airflow DAG shopstream_transform_hourly", "15 * * * *"),
+        ),
+        provenance=("models: a test",),
+    )
+    lineage = Lineage(
+        tables={SALES: (ORDERS,), ORDERS: ("raw.cdc_orders",)},
+        columns={
+            ColumnRef(SALES, "net_revenue"): (ColumnRef(ORDERS, "total_amount"),),
+            ColumnRef(SALES, "order_date"): (),
+            ColumnRef(ORDERS, "total_amount"): (ColumnRef("raw.cdc_orders", "after"),),
+        },
+    )
+    pipelines = {
+        "cdc": PipelineCode(
+            "cdc",
+            "Change data capture from PostgreSQL.",
+            ("shopstream.cdc.reader",),
+            {"shopstream cdc": "The CDC reader alone."},
+            ("cdc.slot_name",),
+            ("raw.cdc_<table>",),
+            (),
+            ("shopstream_cdc_replication_lag_seconds",),
+        ),
+        "transform": PipelineCode(
+            "transform", "Staging and marts with dbt.", ("shopstream.transform.runner",)
+        ),
+        "quality": PipelineCode(
+            "quality",
+            "The data quality checks.",
+            ("shopstream.quality.runner",),
+            tables_written=("monitoring.data_quality_checks",),
+            metrics=("shopstream_quality_check_status",),
+        ),
+    }
+    return sources, lineage, pipelines
+
+
+def test_a_model_page_shows_typed_described_columns_lineage_checks_and_alerts() -> None:
+    sources, lineage, pipelines = facts()
+    page = model_page(sources.models[0], sources, lineage, pipelines, "An overview.")
+    assert page.path == "models/mart/daily_sales.md"
+    text = page.markdown
+    assert text.startswith("# mart.daily_sales\n\nAn overview.")
+    assert (
+        "| `order_date` | DATE | Business day the order was placed. | (a constant or count) |"
+        in text
+    )
+    # A pipe inside a description stays inside its cell.
+    assert "gross \\| cancelled \\| refunded | staging.stg_orders.total_amount |" in text
+    assert "| `net_revenue` | raw.cdc_orders.after |" in text  # column lineage back to raw
+    assert "[staging.stg_orders](../staging/stg_orders.md)" in text
+    assert "raw_cdc_orders --> staging_stg_orders" in text  # the Mermaid graph
+    # The checks on the table it is computed from guard it, and the quality alert with them.
+    assert "staging.stg_orders.total_matches_items" in text
+    assert "DataQualityCheckFailing" in text and "PipelineExecutionFailed" in text
+    assert "[CdcReplicationLagHigh](../../pipelines/cdc.md#cdcreplicationlaghigh)" in text
+    assert "`shopstream transform --select daily_sales+`" in text
+
+
+def test_a_pipeline_page_has_its_tables_alerts_with_runbooks_and_troubleshooting() -> None:
+    sources, lineage, pipelines = facts()
+    page = pipeline_page("cdc", pipelines["cdc"], sources, lineage, pipelines, "CDC overview.")
+    text = page.markdown
+    assert page.path == "pipelines/cdc.md"
+    # raw.cdc_<table> expands to the captured tables known to the warehouse.
+    assert "| `raw.cdc_orders` | [staging.stg_orders](../models/staging/stg_orders.md) |" in text
+    assert "| `shopstream cdc` | The CDC reader alone. |" in text
+    assert "### CdcReplicationLagHigh" in text and "CdcSlotRetainedWalHigh" in text
+    runbook = sources.runbooks["CdcReplicationLagHigh"]
+    assert runbook.splitlines()[0] in text  # the runbook section itself
+    assert "- `cdc.slot_name`" in text and "snapshot_mode" in text
+    assert "raw.cdc_orders.freshness" in text or "No freshness check" in text
+
+
+def test_the_index_links_every_page_and_says_where_its_facts_come_from() -> None:
+    sources, lineage, pipelines = facts()
+    page = index_page(sources, pipelines, lineage, ["stg_x: no column lineage"], "Overview.")
+    text = page.markdown
+    assert "[mart.daily_sales](models/mart/daily_sales.md)" in text
+    assert "[cdc](pipelines/cdc.md)" in text
+    assert "- models: a test" in text and "stg_x: no column lineage" in text
+
+
+def test_alerts_map_to_the_pipelines_they_watch() -> None:
+    sources, _, pipelines = facts()
+    pipelines = {
+        **pipelines,
+        "collector": PipelineCode(
+            "collector",
+            "",
+            (),
+            tables_written=("raw.events",),
+            metrics=("shopstream_sink_queue_rows",),
+        ),
+        # A Counter declared without its _total suffix, as prometheus_client allows.
+        "loader": PipelineCode(
+            "loader", "", (), tables_written=("raw.events",), metrics=("shopstream_dead_letters",)
+        ),
+    }
+    mapped = {a.name: alert_pipelines(a, pipelines) for a in sources.alerts}
+    assert mapped["CdcReplicationLagHigh"] == ["cdc"]
+    assert mapped["DataQualityCheckFailing"] == ["quality"]
+    assert mapped["EventCollectorHighErrorRate"] == ["collector"]
+    assert mapped["SinkBackPressure"] == ["collector"]
+    assert mapped["PipelineExecutionFailed"] == ["quality", "transform"]
+    assert set(mapped["ShopstreamTargetDown"]) == {"cdc", "collector", "loader"}
+    assert "loader" in mapped["LoaderNotProgressing"]
+    assert mapped["DataFreshnessSLABreach"] == ["collector", "loader"]
+    assert mapped["DeadLettersGrowing"] == ["collector", "loader"]
+    assert set(mapped["DataPlatformPodRestarting"]) == {"cdc", "collector", "loader"}
+    assert all(mapped.values()), [n for n, p in mapped.items() if not p]
+    assert writers("raw.cdc_orders", pipelines) == ["cdc"]
+
+
+def test_every_alert_has_its_runbook_section() -> None:
+    sources, _, _ = facts()
+    assert len(sources.alerts) >= 10
+    assert [a.name for a in sources.alerts if a.name not in sources.runbooks] == []
+
+
+def test_checks_on_a_table_include_rules_and_relationships_that_read_it() -> None:
+    checks = load_config().checks()
+    names = {c.name for c in checks_on("staging.stg_order_items", checks)}
+    assert "staging.stg_orders.total_matches_items" in names  # its SQL reads the table
+    assert all(c.table == "raw.events" for c in checks_on("raw.events", checks))
+    assert checks_on("mart.nothing", QualityConfig().checks()) == []
+
+
+def test_dag_schedules_are_read_without_importing_airflow() -> None:
+    files, where = deploy_files(DAGS, ".py")
+    assert where == CHECKOUT  # an editable install: the checkout's deploy/
+    schedules = [s for name, text in files for s in parse_dag_schedules(name, text)]
+    assert Schedule("transform", "Airflow DAG shopstream_transform_hourly", "15 * * * *") in (
+        schedules
+    )
+    assert Schedule("docs", "Airflow DAG shopstream_docs", "0 4 * * 1") in schedules
+    assert Schedule("quality", "Airflow DAG shopstream_quality", "*/30 * * * *") in schedules
+
+
+def test_the_wheel_carries_every_deploy_file_the_docs_read() -> None:
+    """pyproject's force-include copies them into shopstream/_deploy/ (where deploy_text looks
+    first); a DAG added to deploy/airflow/dags/ must be added there too."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    included = pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]["force-include"]
+    wanted = [f"deploy/{ALERT_RULES}", f"deploy/{RUNBOOKS}"]
+    wanted += [f"deploy/{DAGS}/{p.name}" for p in sorted((ROOT / "deploy" / DAGS).glob("*.py"))]
+    for path in wanted:
+        assert included.get(path) == "shopstream/_" + path, path
+
+
+def test_mermaid_graphs_are_sorted_and_quote_their_labels() -> None:
+    text = mermaid_graph([("b.x", "a.y"), ("b.x", "a.y"), ('q."z"', "a.y")], highlight="a.y")
+    assert text.splitlines() == [
+        "```mermaid",
+        "flowchart LR",
+        '  a_y["a.y"]',
+        '  b_x["b.x"]',
+        '  q__z_["q.#quot;z#quot;"]',
+        "  b_x --> a_y",
+        "  q__z_ --> a_y",
+        "  style a_y stroke-width:3px",
+        "```",
+    ]
+
+
+def test_the_site_renders_links_anchors_mermaid_and_escapes_html() -> None:
+    page = to_html(
+        "# T\n\nSee [cdc](../pipelines/cdc.md#lag) <script>x</script>\n\n```mermaid\nflowchart LR\n"
+        "  a --> b\n```\n",
+        "T",
+        "models/mart/t.md",
+    )
+    parsed = links_of(page)
+    assert "../pipelines/cdc.html#lag" in parsed.hrefs
+    assert "../../style.css" in parsed.hrefs and "../../index.html" in parsed.hrefs
+    assert "<script>x</script>" not in page and "&lt;script&gt;" in page
+    assert parsed.mermaid == 1 and MERMAID_URL in page and "t" in parsed.ids
+    assert "a --&gt; b" in page
+
+
+def test_a_rebuild_writes_the_same_bytes_and_removes_stale_files(tmp_path: Path) -> None:
+    sources, lineage, pipelines = facts()
+    pages = [index_page(sources, pipelines, lineage, [], "Overview.")]
+    pages += [model_page(m, sources, lineage, pipelines, "A model.") for m in sources.models]
+    pages += [
+        pipeline_page(name, code, sources, lineage, pipelines, "A pipeline.")
+        for name, code in pipelines.items()
+    ]
+    first = write_site(pages, tmp_path)
+    snapshot = {p: p.read_bytes() for p in first}
+    stale = tmp_path / "site" / "models" / "old" / "gone.html"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("from an earlier build")
+    second = write_site(pages, tmp_path)
+    assert second == first and {p: p.read_bytes() for p in second} == snapshot
+    assert not stale.exists() and not stale.parent.exists()
+    pages_written = {"index", "models/mart/daily_sales", "models/staging/stg_orders"}
+    pages_written |= {f"pipelines/{name}" for name in pipelines}
+    assert {p.relative_to(tmp_path).as_posix() for p in first} == {
+        *(f"markdown/{p}.md" for p in pages_written),
+        *(f"site/{p}.html" for p in pages_written),
+        "site/style.css",
+    }
+    assert broken_links(tmp_path / "site") == []
+    # No absolute path of this machine in any file.
+    assert not any(re.search(re.escape(str(tmp_path)), p.read_text()) for p in first)
+
+
+def test_without_a_model_the_overviews_are_the_deterministic_text(tmp_path: Path) -> None:
+    subjects = [Subject("index", "the platform", ("It has 5 pipelines.",), "Five pipelines.")]
+    written = write_overviews(subjects, Settings(data_dir=tmp_path))
+    assert written.text == {"index": "Five pipelines."} and written.author == "deterministic"
+    assert not (tmp_path / "docs-cache").exists()

@@ -154,6 +154,9 @@ class QueryService:
             return
         await self._served.stop()
         self.app.state.workers.shutdown(wait=False, cancel_futures=True)
+        optimizing = getattr(self.app.state, "optimizing", None)
+        if optimizing is not None:
+            optimizing.shutdown(wait=False, cancel_futures=True)
         if self.socket is not None:
             remove_socket(self.socket, self.data_dir)
 
@@ -200,6 +203,47 @@ def query_running(
     if response.status_code != 200:
         raise RuntimeError(data.get("error", response.text))
     return QueryAnswer(data["columns"], data["rows"], data["truncated"], data["limit"])
+
+
+def optimize_running(
+    data_dir: Path, sql: str, dialect: str, *, timeout: float = 600
+) -> dict[str, Any]:
+    """Ask the platform running on ``data_dir`` to optimize a query where it holds the
+    warehouse (``shopstream optimize-sql``), over its local socket; the report as JSON.
+
+    Raises LookupError when none left its address, SqlSyntaxError when the platform found the
+    query invalid, RuntimeError with the platform's answer when it failed otherwise, and
+    httpx's errors when it does not answer. ``timeout``: rewrites are verified on the
+    warehouse and may be asked of an LLM first.
+    """
+    import httpx
+
+    from shopstream.genai.optimizer.query import SqlSyntaxError
+    from shopstream.warehouse.duckdb.query_endpoint import OPTIMIZE_ROUTE
+
+    runtime = read_runtime(data_dir)
+    if runtime is None or "socket" not in runtime:
+        raise LookupError(f"no running shopstream left its address in {data_dir}")
+    transport = httpx.HTTPTransport(uds=runtime["socket"])
+    with httpx.Client(transport=transport, timeout=timeout) as client:
+        response = client.post(
+            f"http://shopstream{OPTIMIZE_ROUTE}",
+            json={"sql": sql, "dialect": dialect},
+            headers={"Authorization": f"Bearer {runtime['token']}"},
+        )
+    try:
+        data: dict[str, Any] = response.json()
+    except ValueError:
+        data = {"error": f"HTTP {response.status_code}: {response.text[:500]}"}
+    if response.status_code == 404:
+        raise RuntimeError(
+            "the running platform has no optimizer route (an older shopstream): restart it"
+        )
+    if response.status_code != 200:
+        if data.get("invalid_sql"):
+            raise SqlSyntaxError(data["error"])
+        raise RuntimeError(data.get("error", response.text))
+    return data
 
 
 def query_warehouse(settings: Settings, sql: str, *, limit: int) -> QueryAnswer:

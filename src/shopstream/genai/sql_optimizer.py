@@ -43,7 +43,7 @@ from shopstream.genai.optimizer.findings import (
 )
 from shopstream.genai.optimizer.query import Query, SqlSyntaxError, parse_query
 from shopstream.genai.optimizer.rules import find_all
-from shopstream.genai.optimizer.verify import verify, warehouse_dialect_of
+from shopstream.genai.optimizer.verify import verify
 
 if TYPE_CHECKING:
     from shopstream.warehouse.base import Warehouse
@@ -85,7 +85,7 @@ def optimize(
             load_catalog,
         )
 
-        catalog = load_catalog(warehouse, warehouse_dialect_of(warehouse))
+        catalog = load_catalog(warehouse, dialect)
     if warehouse is None:
         notes.append(
             "no warehouse: findings from the query's text alone (no table sizes, partitions or "

@@ -57,11 +57,14 @@ def cost_text(cost: Cost | None) -> str:
 
 def saving_text(before: Cost | None, after: Cost | None) -> str:
     """``6.0 MiB ($0.000036) -> 1.1 MiB ($0.0000065), 82% less``."""
-    text = f"{cost_text(before)} -> {cost_text(after)}"
-    if before is not None and after is not None and before.bytes:
-        change = 1 - after.bytes / before.bytes
-        text += f", {change:.0%} less" if change >= 0 else f", {-change:.0%} more"
-    return text
+    return f"{cost_text(before)} -> {cost_text(after)}{_change(before, after)}"
+
+
+def _change(before: Cost | None, after: Cost | None) -> str:
+    if before is None or after is None or not before.bytes:
+        return ""
+    change = 1 - after.bytes / before.bytes
+    return f", {change:.0%} less" if change >= 0 else f", {-change:.0%} more"
 
 
 def where(finding: Finding) -> str:
@@ -84,15 +87,21 @@ def summary_line(report: OptimizationReport) -> str:
     if rejected:
         line += f", {rejected} rejected"
     line += f"; scans {cost_text(report.cost_before)}"
-    best = _best(report)
-    if best is not None:
-        line += f", {saving_text(report.cost_before, best.cost_after)} with {best.source}"
+    best = best_rewrite(report)
+    if best is not None and best.cost_after is not None:
+        line += f"; {best.source} scans {cost_text(best.cost_after)}"
+        line += _change(report.cost_before, best.cost_after)
     return line
 
 
-def _best(report: OptimizationReport) -> Rewrite | None:
+def best_rewrite(report: OptimizationReport) -> Rewrite | None:
+    """The verified rewrite that scans least (of equals, the one that fixes most)."""
     costed = [r for r in report.verified if r.cost_after is not None]
-    return min(costed, key=lambda r: r.cost_after.bytes if r.cost_after else 0, default=None)
+    return min(
+        costed,
+        key=lambda r: (r.cost_after.bytes if r.cost_after else 0, -len(r.fixes)),
+        default=None,
+    )
 
 
 def _method(report: OptimizationReport) -> str:
@@ -198,6 +207,7 @@ __all__ = [
     "as_json",
     "as_markdown",
     "as_table",
+    "best_rewrite",
     "cost_text",
     "dollars",
     "human_bytes",

@@ -28,8 +28,9 @@ group by category
 
 def h3_missing() -> str:
     try:
-        from shopstream.genai.optimizer.catalog import load_catalog  # noqa: F401
         from shopstream.genai.optimizer.cost import cost_of  # noqa: F401
+
+        from shopstream.genai.optimizer.catalog import load_catalog  # noqa: F401
     except ImportError as exc:
         return f"load_catalog / cost_of (H3) not merged yet: {exc}"
     return ""
@@ -80,7 +81,10 @@ def test_stdin_as_json_is_the_report(shop_warehouse: ShopWarehouse) -> None:
 
 @needs_h3
 def test_markdown_and_the_bigquery_dialect(shop_warehouse: ShopWarehouse) -> None:
-    bigquery = "SELECT category, SUM(net_revenue) AS revenue FROM `shop-prod.mart.daily_sales` GROUP BY category"
+    bigquery = (
+        "SELECT category, SUM(net_revenue) AS revenue FROM `shop-prod.mart.daily_sales` "
+        "GROUP BY category"
+    )
     done = with_stdin(
         shop_warehouse.env, bigquery, "optimize-sql", "-", "-f", "markdown", "--dialect", "bigquery"
     )

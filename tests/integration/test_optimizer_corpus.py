@@ -37,8 +37,9 @@ ENTRIES = entries()
 def h3_missing() -> str:
     """Why the warehouse's catalog or cost cannot be had here (H3's part not merged yet)."""
     try:
-        from shopstream.genai.optimizer.catalog import load_catalog  # noqa: F401
         from shopstream.genai.optimizer.cost import cost_of  # noqa: F401
+
+        from shopstream.genai.optimizer.catalog import load_catalog  # noqa: F401
     except ImportError as exc:
         return f"load_catalog / cost_of (H3) not merged yet: {exc}"
     return ""

@@ -28,8 +28,9 @@ from tests.support.shop_warehouse import ShopWarehouse
 
 def h3_missing() -> str:
     try:
-        from shopstream.genai.optimizer.catalog import load_catalog  # noqa: F401
         from shopstream.genai.optimizer.cost import cost_of  # noqa: F401
+
+        from shopstream.genai.optimizer.catalog import load_catalog  # noqa: F401
     except ImportError as exc:
         return f"load_catalog / cost_of (H3) not merged yet: {exc}"
     return ""

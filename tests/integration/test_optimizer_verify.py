@@ -106,7 +106,10 @@ def test_large_tables_are_compared_on_a_stated_sample(warehouse: Warehouse) -> N
 
 
 def test_a_bigquery_query_is_verified_on_the_embedded_warehouse(warehouse: Warehouse) -> None:
-    original = "SELECT category, SUM(net_revenue) AS revenue FROM `shop-prod.mart.daily_sales` GROUP BY category"
+    original = (
+        "SELECT category, SUM(net_revenue) AS revenue FROM `shop-prod.mart.daily_sales` "
+        "GROUP BY category"
+    )
     rewrite = """WITH s AS (SELECT category, net_revenue FROM `shop-prod.mart.daily_sales`)
     SELECT category, SUM(net_revenue) AS revenue FROM s GROUP BY category"""
     result = check(warehouse, original, rewrite, dialect="bigquery")

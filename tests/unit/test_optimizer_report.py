@@ -21,7 +21,10 @@ from shopstream.genai.optimizer.report import as_json, as_markdown, as_table, su
 from tests.support.shop_catalog import shop_catalog
 
 SQL = "with e as (select * from raw.events)\nselect event_type, count(*) as n from e group by 1"
-FIXED = "with e as (select event_type from raw.events)\nselect event_type, count(*) as n from e group by 1"
+FIXED = (
+    "with e as (select event_type from raw.events)\n"
+    "select event_type, count(*) as n from e group by 1"
+)
 WRONG = (
     "select event_type, count(*) as n from raw.events where event_date > '2026-11-27' group by 1"
 )

@@ -18,7 +18,7 @@ import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import uvicorn
 from fastapi import FastAPI
@@ -30,8 +30,11 @@ if TYPE_CHECKING:
     from shopstream.quality.runner import QualityProgress
     from shopstream.quality.runs import QualityRequest, QualityRun
     from shopstream.transform.runner import Progress, TransformRequest, TransformResult
+    from shopstream.warehouse.base import Warehouse
 
 RUNTIME_FILE = "runtime.json"
+
+T = TypeVar("T")
 
 
 class QuietServer(uvicorn.Server):
@@ -246,12 +249,15 @@ def optimize_running(
     return data
 
 
-def query_warehouse(settings: Settings, sql: str, *, limit: int) -> QueryAnswer:
-    """Run a read query (``shopstream sql``) on the warehouse ``settings`` name.
+def read_here_or_running(
+    settings: Settings, here: Callable[[Warehouse], T], running: Callable[[], T]
+) -> T:
+    """A read of the warehouse ``settings`` name: ``here`` on it opened read-only in this
+    process; when a running platform holds it and the backend allows one writer process only
+    (DuckDB's file), ``running`` asks that platform over its socket instead.
 
-    The warehouse is opened read-only; when a running platform holds it and the backend allows
-    one writer process only (DuckDB's file), that platform answers over its socket instead.
-    Raises WarehouseError naming what went wrong.
+    Raises WarehouseError naming what went wrong (``running``'s LookupError, RuntimeError and
+    httpx errors become one); other errors of ``here`` and ``running`` pass through.
     """
     import httpx
 
@@ -261,7 +267,6 @@ def query_warehouse(settings: Settings, sql: str, *, limit: int) -> QueryAnswer:
         open_warehouse,
         warehouse_backend,
     )
-    from shopstream.warehouse.duckdb.query_endpoint import answer_of
 
     single_writer = warehouse_backend(settings.warehouse).capabilities.single_writer_process
     try:
@@ -271,7 +276,7 @@ def query_warehouse(settings: Settings, sql: str, *, limit: int) -> QueryAnswer:
             raise
         # Only one process may open it, and one has: the running platform answers for us.
         try:
-            return query_running(settings.data_dir, sql, limit=limit)
+            return running()
         except LookupError as exc:
             raise WarehouseError(
                 f"{settings.warehouse} is held by another process, but no running shopstream "
@@ -283,11 +288,28 @@ def query_warehouse(settings: Settings, sql: str, *, limit: int) -> QueryAnswer:
         except RuntimeError as exc:
             raise WarehouseError(str(exc)) from exc
     try:
-        # The same allow-list and locks as the running platform's endpoint.
-        answer = answer_of(warehouse.query(sql, max_rows=limit), limit)
+        return here(warehouse)
     finally:
         warehouse.close()
-    return QueryAnswer(answer["columns"], answer["rows"], answer["truncated"], answer["limit"])
+
+
+def query_warehouse(settings: Settings, sql: str, *, limit: int) -> QueryAnswer:
+    """Run a read query (``shopstream sql``) on the warehouse ``settings`` name.
+
+    The warehouse is opened read-only; when a running platform holds it and the backend allows
+    one writer process only (DuckDB's file), that platform answers over its socket instead.
+    Raises WarehouseError naming what went wrong.
+    """
+    from shopstream.warehouse.duckdb.query_endpoint import answer_of
+
+    def here(warehouse: Warehouse) -> QueryAnswer:
+        # The same allow-list and locks as the running platform's endpoint.
+        answer = answer_of(warehouse.query(sql, max_rows=limit), limit)
+        return QueryAnswer(answer["columns"], answer["rows"], answer["truncated"], answer["limit"])
+
+    return read_here_or_running(
+        settings, here, lambda: query_running(settings.data_dir, sql, limit=limit)
+    )
 
 
 def _stream_job(

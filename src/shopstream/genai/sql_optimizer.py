@@ -295,43 +295,16 @@ def optimize_warehouse(
     Raises SqlSyntaxError for a query that does not parse, WarehouseError naming what went
     wrong with the warehouse.
     """
-    import httpx
-
     from shopstream.genai.optimizer.query import warehouse_dialect
-    from shopstream.runtime import RUNTIME_FILE, optimize_running
-    from shopstream.warehouse import (
-        WarehouseError,
-        WarehouseInUse,
-        open_warehouse,
-        warehouse_backend,
-    )
+    from shopstream.runtime import optimize_running, read_here_or_running
 
-    dialect = dialect or warehouse_dialect(settings.warehouse)
-    parse_query(sql, dialect)  # a typo fails here, before any warehouse is opened or asked
-    single_writer = warehouse_backend(settings.warehouse).capabilities.single_writer_process
-    try:
-        warehouse = open_warehouse(settings, read_only=True)
-    except WarehouseInUse:
-        if not single_writer:
-            raise
-        try:
-            return OptimizationReport.model_validate(
-                optimize_running(settings.data_dir, sql, dialect)
-            )
-        except LookupError as exc:
-            raise WarehouseError(
-                f"{settings.warehouse} is held by another process, but no running shopstream "
-                f"left its address in {settings.data_dir}/{RUNTIME_FILE}. "
-                "Stop that process and retry."
-            ) from exc
-        except httpx.HTTPError as exc:
-            raise WarehouseError(f"the running platform did not answer: {exc}") from exc
-        except RuntimeError as exc:
-            raise WarehouseError(str(exc)) from exc
-    try:
-        return optimize(sql, dialect=dialect, warehouse=warehouse, settings=settings)
-    finally:
-        warehouse.close()
+    chosen = dialect or warehouse_dialect(settings.warehouse)
+    parse_query(sql, chosen)  # a typo fails here, before any warehouse is opened or asked
+    return read_here_or_running(
+        settings,
+        lambda warehouse: optimize(sql, dialect=chosen, warehouse=warehouse, settings=settings),
+        lambda: OptimizationReport.model_validate(optimize_running(settings.data_dir, sql, chosen)),
+    )
 
 
 __all__ = ["optimize", "optimize_warehouse"]

@@ -98,36 +98,23 @@ def verify(
         )
     try:
         counts = _compare(warehouse, target, before, after)
+        order = _Order()
+        if counts.equal:
+            order = _order_check(warehouse, query, before, after, schema_before.names)
     except WarehouseError as exc:
         return Verification(
             passed=False, parses=True, same_schema=True, reason=f"the rewrite fails: {exc}"
         )
     compared_on = _compared_on(query, rewritten, sampled, percent, counts.original_rows)
-    if not counts.equal:
-        reason = counts.difference()
-        example = _example(warehouse, target, before, after, counts, schema_before.names)
-        if example:
-            reason += f"; e.g. {example}"
-        if _limit_without_total_order(query.tree):
-            reason += " (the query has a LIMIT without an ORDER BY: which rows it returns is not"
-            reason += " determined, so no rewrite can be proven equal)"
+    if not counts.equal or order.reason:
         return Verification(
             passed=False,
             parses=True,
             same_schema=True,
             same_results=False,
             compared_on=compared_on,
-            reason=f"results differ: {reason}",
-        )
-    order = _order_check(warehouse, query, before, after, schema_before.names)
-    if order.reason:
-        return Verification(
-            passed=False,
-            parses=True,
-            same_schema=True,
-            same_results=False,
-            compared_on=compared_on,
-            reason=order.reason,
+            reason=order.reason
+            or _rows_differ(warehouse, query, target, before, after, counts, schema_before),
         )
     return Verification(
         passed=True,
@@ -136,6 +123,25 @@ def verify(
         same_results=True,
         compared_on=f"{compared_on}; {order.note}" if order.note else compared_on,
     )
+
+
+def _rows_differ(
+    warehouse: Warehouse,
+    query: Query,
+    target: Dialect,
+    before: str,
+    after: str,
+    counts: _Counts,
+    schema: _Schema,
+) -> str:
+    reason = counts.difference()
+    example = _example(warehouse, target, before, after, counts, schema.names)
+    if example:
+        reason += f"; e.g. {example}"
+    if _limit_without_total_order(query.tree):
+        reason += " (the query has a LIMIT without an ORDER BY: which rows it returns is not"
+        reason += " determined, so no rewrite can be proven equal)"
+    return f"results differ: {reason}"
 
 
 # -- running the queries as the warehouse speaks -------------------------------------------

@@ -117,12 +117,13 @@ def as_table(report: OptimizationReport) -> RenderableType:
     if report.cost_before is not None:
         parts.append(Text(f"cost: {_method(report)}", style="dim"))
     if report.findings:
-        table = Table(title="findings", title_justify="left", show_lines=True)
-        table.add_column("severity")
-        table.add_column("rule")
-        table.add_column("at", justify="right")
-        table.add_column("what is wrong", overflow="fold")
-        table.add_column("fix", overflow="fold")
+        table = Table(title="findings", title_justify="left", show_lines=True, expand=True)
+        table.add_column("severity", no_wrap=True)
+        # Rule ids whole (a reader searches for them); the prose columns share the rest.
+        table.add_column("rule", no_wrap=True, min_width=max(len(f.rule) for f in report.findings))
+        table.add_column("at", justify="right", no_wrap=True)
+        table.add_column("what is wrong", overflow="fold", ratio=3)
+        table.add_column("fix", overflow="fold", ratio=2)
         for f in report.findings:
             fix = f.fix + (f"\ntrade-off: {f.tradeoff}" if f.tradeoff else "")
             table.add_row(

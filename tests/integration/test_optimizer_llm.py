@@ -116,7 +116,7 @@ def test_a_right_rewrite_is_verified_and_a_wrong_one_rejected_with_why(
     # The report offers the right one and says why the others were not.
     text = as_markdown(report)
     assert "### llm:openai:test-model: verified" in text and RIGHT in text
-    assert "Rejected: results differ" in text and "Rejected: does not parse" in text
+    assert "- Rejected: results differ" in text and "- Rejected: does not parse" in text
     assert WRONG not in text  # a rejected rewrite is never offered
 
 

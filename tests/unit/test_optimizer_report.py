@@ -121,7 +121,8 @@ def test_markdown_has_the_query_the_findings_and_each_rewrite() -> None:
     assert "| high | select_star | 1:12 | `SELECT * FROM raw.events` |" in text
     assert "Trade-off: approximate, ~1% error" in text
     assert "### llm:openai:test-model: rejected" in text
-    assert "Rejected: results differ: the original returns 15 rows" in text
+    assert "- Rejected: results differ: the original returns 15 rows" in text
+    assert "- Verified: parses, same schema, same results on full data (6,000 rows" in text
     assert WRONG not in text
     assert "## Notes\n\n- unknown table mart.gone" in text
 

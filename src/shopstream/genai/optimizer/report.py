@@ -190,12 +190,12 @@ def as_markdown(report: OptimizationReport) -> str:
     for rewrite in report.rewrites:
         lines += [f"### {rewrite.source}: {rewrite.status}", ""]
         if rewrite.fixes:
-            lines.append(f"Fixes: {', '.join(rewrite.fixes)}.")
+            lines.append(f"- Fixes: {', '.join(rewrite.fixes)}")
         if rewrite.explanation:
-            lines.append(rewrite.explanation)
-        lines.append(f"{verification_text(rewrite).capitalize()}.")
+            lines.append(f"- Why: {_cell(rewrite.explanation)}")
+        lines.append(f"- {verification_text(rewrite).capitalize()}")
         if rewrite.status == "verified":
-            lines.append(f"Cost: {saving_text(report.cost_before, rewrite.cost_after)}.")
+            lines.append(f"- Cost: {saving_text(report.cost_before, rewrite.cost_after)}")
             lines += ["", "```sql", rewrite.sql.strip(), "```"]
         lines.append("")
     if report.notes:

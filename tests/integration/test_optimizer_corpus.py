@@ -17,6 +17,7 @@ from shopstream.genai.optimizer.rules import RULES
 from shopstream.genai.sql_optimizer import optimize
 from shopstream.warehouse import open_warehouse
 from shopstream.warehouse.base import Warehouse
+from tests.support.shop_catalog import shop_catalog
 from tests.support.shop_warehouse import ShopWarehouse
 
 CORPUS = Path(__file__).parents[1] / "optimizer_corpus"
@@ -155,3 +156,14 @@ def test_without_a_warehouse_the_report_says_what_is_missing() -> None:
     report = optimize("select 1 as one")
     assert report.cost_before is None and report.warehouse == ""
     assert report.notes[0].startswith("no warehouse:")
+    # With the tables known but no warehouse: the tables it cannot resolve are named.
+    report = optimize(
+        "SELECT e.event_id FROM `p.raw.events_*` AS e JOIN `p.mart.gone` AS g ON TRUE",
+        dialect="bigquery",
+        catalog=shop_catalog(),
+    )
+    assert [n.split(":")[0] for n in report.notes] == [
+        "no warehouse",
+        "unknown table p.mart.gone",
+        "wildcard table p.raw.events_*",
+    ]

@@ -114,11 +114,19 @@ def optimize(
 
 
 def _unknown_tables(query: Query) -> list[str]:
-    unknown = sorted({query.sql_of(t) for t in query.tables if query.table_info(t) is None})
+    names = {
+        ".".join(part for part in (t.catalog, t.db, t.name) if part)
+        for t in query.tables
+        if query.table_info(t) is None
+    }
     return [
-        f"unknown table {name}: the warehouse has no such table, so the rules that need its "
-        "columns, partitioning or size skipped it and its bytes are not in the cost"
-        for name in unknown
+        f"wildcard table {name}: BigQuery reads every table the prefix matches; the catalog "
+        "knows the tables one by one, so the rules that need columns, partitioning or size "
+        "skipped it and its bytes are not in the cost"
+        if name.endswith("*")
+        else f"unknown table {name}: the warehouse has no such table, so the rules that need "
+        "its columns, partitioning or size skipped it and its bytes are not in the cost"
+        for name in sorted(names)
     ]
 
 

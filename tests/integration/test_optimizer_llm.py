@@ -176,6 +176,8 @@ def test_a_real_small_model_proposes_and_each_proposal_is_verified_or_rejected(
     proposals = [r for r in report.rewrites if r.source == "llm:openai:smollm2"]
     noted = [n for n in report.notes if "llm:openai:smollm2" in n]
     assert proposals or noted, report
+    # What the model did, for the person running make test-llm.
+    print(f"\nSmolLM2: {[(r.status, r.verification.reason) for r in proposals]} {noted}")
     for rewrite in proposals:
         if rewrite.status == "verified":
             assert rewrite.verification.same_results and rewrite.cost_after is not None

@@ -121,6 +121,26 @@ def test_a_right_rewrite_is_verified_and_a_wrong_one_rejected_with_why(
     assert WRONG not in text  # a rejected rewrite is never offered
 
 
+def test_a_malformed_proposal_is_left_out_and_the_others_kept(
+    chat_server: ChatServer, warehouse: Warehouse, catalog: Catalog, shop_warehouse: ShopWarehouse
+) -> None:
+    content = json.dumps(
+        {"rewrites": [{"explanation": "forgot the SQL"}, {"sql": RIGHT, "explanation": "ok"}]}
+    )
+    chat_server.script(Reply(content=content))
+    report = optimize(
+        QUERY,
+        warehouse=warehouse,
+        settings=settings(shop_warehouse, chat_server.url),
+        catalog=catalog,
+    )
+    [right] = [r for r in report.rewrites if r.source.startswith("llm:")]
+    assert right.sql == RIGHT and right.status == "verified"
+    assert "llm:openai:test-model: proposal 1 is malformed (sql: Field required), left out" in (
+        report.notes
+    )
+
+
 def test_a_model_that_fails_is_a_note_and_the_rules_still_answer(
     chat_server: ChatServer, warehouse: Warehouse, catalog: Catalog, shop_warehouse: ShopWarehouse
 ) -> None:

@@ -225,11 +225,12 @@ def _llm_candidates(
     if model is None:
         return []
     try:
-        proposals, _usage = propose(query, findings, model)
+        proposals, malformed, _usage = propose(query, findings, model)
     except LLMFailure as exc:
         notes.append(f"no LLM rewrites: {model.analyst} gave no usable answer: {exc.reason}")
         return []
-    if not proposals:
+    notes += [f"{model.analyst}: {problem}, left out" for problem in malformed]
+    if not proposals and not malformed:
         notes.append(f"{model.analyst} proposed no rewrite")
     source = f"llm:{model.provider}:{model.model}"
     return [_Candidate(source, p.sql, [], p.explanation) for p in proposals]

@@ -17,9 +17,9 @@ rewrite: shown only once proven equal, otherwise reported as rejected with why.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from shopstream.genai.optimizer.findings import Finding
 from shopstream.genai.optimizer.query import Query
@@ -50,7 +50,8 @@ class Proposal(BaseModel):
 
 
 class Proposals(BaseModel):
-    rewrites: list[Proposal] = Field(default_factory=list)
+    #: Checked one by one (:func:`propose`): one malformed proposal does not cost the others.
+    rewrites: list[Any] = Field(default_factory=list)
 
 
 def tables_text(query: Query) -> str:
@@ -91,15 +92,26 @@ def prompt(query: Query, findings: Sequence[Finding]) -> str:
 
 def propose(
     query: Query, findings: Sequence[Finding], model: ChatModel
-) -> tuple[list[Proposal], Usage]:
-    """The model's rewrites of ``query`` (at most :data:`MAX_PROPOSALS`) and what asking cost.
+) -> tuple[list[Proposal], list[str], Usage]:
+    """The model's rewrites of ``query`` (at most :data:`MAX_PROPOSALS`), why any of them
+    was malformed, and what asking cost.
 
     Raises :class:`shopstream.genai.llm.LLMFailure` when the model gives no usable answer.
     """
     from shopstream.genai.llm import ask_json
 
     answer = ask_json(model, SYSTEM, prompt(query, findings), Proposals)
-    return answer.value.rewrites[:MAX_PROPOSALS], answer.usage
+    proposals: list[Proposal] = []
+    malformed: list[str] = []
+    for number, item in enumerate(answer.value.rewrites[:MAX_PROPOSALS], 1):
+        try:
+            proposals.append(Proposal.model_validate(item))
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in exc.errors()[:2]
+            )
+            malformed.append(f"proposal {number} is malformed ({problems})")
+    return proposals, malformed, answer.usage
 
 
 __all__ = ["MAX_PROPOSALS", "SYSTEM", "Proposal", "Proposals", "prompt", "propose", "tables_text"]

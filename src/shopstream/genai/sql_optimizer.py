@@ -254,7 +254,7 @@ def _checked(
             parse_query(candidate.sql, query.dialect, query.catalog)
             parses, reason = True, "not verified: no warehouse to run it on"
         except SqlSyntaxError as exc:
-            parses, reason = False, f"does not parse: {exc}"
+            parses, reason = False, f"does not parse: {str(exc).splitlines()[0]}"
         verification = Verification(passed=False, parses=parses, reason=reason)
     else:
         verification = verify(

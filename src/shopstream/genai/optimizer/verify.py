@@ -69,7 +69,9 @@ def verify(
     try:
         rewritten = parse_query(rewrite, dialect, catalog)
     except SqlSyntaxError as exc:
-        return Verification(passed=False, parses=False, reason=f"does not parse: {exc}")
+        # Its first line: the second tells a user of the CLI which option to try.
+        reason = f"does not parse: {str(exc).splitlines()[0]}"
+        return Verification(passed=False, parses=False, reason=reason)
     query = parse_query(original, dialect, catalog)
     target = warehouse_dialect_of(warehouse)
     sampled = _large_tables(query, rewritten, settings)

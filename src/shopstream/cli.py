@@ -1199,6 +1199,76 @@ def sql(
         )
 
 
+# -- optimize-sql ----------------------------------------------------------------------------
+
+
+def _read_query(source: str) -> str:
+    """The query in the file ``source`` names (``-``: standard input)."""
+    if source == "-":
+        text = sys.stdin.read()
+    else:
+        try:
+            text = Path(source).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise _fail(f"cannot read {source}: {reason}", 2) from exc
+    if not text.strip():
+        raise _fail(f"{'standard input' if source == '-' else source} holds no query", 2)
+    return text
+
+
+@app.command(
+    "optimize-sql",
+    epilog="Exit status: 0 when the query was analysed (with or without findings), 1 when the "
+    "warehouse could not be read, 2 on a usage error (an unreadable file, SQL that does not "
+    "parse, an unknown option value).",
+)
+def optimize_sql(
+    source: Annotated[str, typer.Argument(metavar="FILE|-", help="The query's file; - : stdin.")],
+    dialect: Annotated[
+        str | None,
+        typer.Option(
+            help="The query's SQL dialect: duckdb or bigquery (default: the warehouse's)."
+        ),
+    ] = None,
+    output: Annotated[
+        str,
+        typer.Option("--format", "-f", help="table (a person), json (a program) or markdown."),
+    ] = "table",
+) -> None:
+    """Find what makes a query expensive (each finding with evidence, position and a concrete
+    fix), cost it before and after, and offer rewrites only once the warehouse proved them
+    equal (same schema, same rows). Works while the platform runs (it answers for you)."""
+    from shopstream.genai.optimizer.findings import DIALECTS
+    from shopstream.genai.optimizer.query import SqlSyntaxError
+    from shopstream.genai.optimizer.report import FORMATS, as_json, as_markdown, as_table
+    from shopstream.genai.sql_optimizer import optimize_warehouse
+    from shopstream.warehouse import WarehouseError
+
+    if output not in FORMATS:
+        raise typer.BadParameter(
+            f"{output!r}: use one of {', '.join(FORMATS)}", param_hint="--format"
+        )
+    if dialect is not None and dialect not in DIALECTS:
+        raise typer.BadParameter(
+            f"{dialect!r}: use one of {', '.join(DIALECTS)}", param_hint="--dialect"
+        )
+    sql = _read_query(source)
+    settings = _settings()
+    try:
+        report = optimize_warehouse(settings, sql, dialect)  # type: ignore[arg-type]
+    except SqlSyntaxError as exc:
+        raise _fail(str(exc), 2) from exc
+    except WarehouseError as exc:
+        raise _fail(str(exc)) from exc
+    if output == "json":
+        sys.stdout.write(as_json(report) + "\n")
+    elif output == "markdown":
+        sys.stdout.write(as_markdown(report) + "\n")
+    else:
+        out.print(as_table(report))
+
+
 # -- schema ----------------------------------------------------------------------------------
 
 

@@ -573,6 +573,7 @@ class Platform:
                     settings.query,
                     transform=self._transform_for_socket,
                     quality=self._quality_for_socket,
+                    optimize=self._optimize_for_socket,
                 )
                 self.queries = QueryService(query_app, settings.data_dir)
             self.loader: Loading | None = None
@@ -789,6 +790,20 @@ class Platform:
             now=datetime.fromisoformat(now) if isinstance(now, str) else None,
         )
         return self.check_quality(request, lambda p: emit(asdict(p))).to_dict()
+
+    def _optimize_for_socket(self, body: dict[str, object]) -> dict[str, object]:
+        """``shopstream optimize-sql`` asking over the query socket: the report as JSON data."""
+        from shopstream.genai.optimizer.query import warehouse_dialect
+        from shopstream.genai.sql_optimizer import optimize
+
+        dialect = body.get("dialect") or warehouse_dialect(self.settings.warehouse)
+        report = optimize(
+            str(body["sql"]),
+            dialect=dialect,  # type: ignore[arg-type]  # OptimizeBody allows the two only
+            warehouse=self.warehouse,
+            settings=self.settings,
+        )
+        return report.model_dump(mode="json")
 
     def transform(
         self,

@@ -18,7 +18,7 @@ import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import uvicorn
 from fastapi import FastAPI
@@ -30,8 +30,11 @@ if TYPE_CHECKING:
     from shopstream.quality.runner import QualityProgress
     from shopstream.quality.runs import QualityRequest, QualityRun
     from shopstream.transform.runner import Progress, TransformRequest, TransformResult
+    from shopstream.warehouse.base import Warehouse
 
 RUNTIME_FILE = "runtime.json"
+
+T = TypeVar("T")
 
 
 class QuietServer(uvicorn.Server):
@@ -154,6 +157,9 @@ class QueryService:
             return
         await self._served.stop()
         self.app.state.workers.shutdown(wait=False, cancel_futures=True)
+        optimizing = getattr(self.app.state, "optimizing", None)
+        if optimizing is not None:
+            optimizing.shutdown(wait=False, cancel_futures=True)
         if self.socket is not None:
             remove_socket(self.socket, self.data_dir)
 
@@ -202,12 +208,56 @@ def query_running(
     return QueryAnswer(data["columns"], data["rows"], data["truncated"], data["limit"])
 
 
-def query_warehouse(settings: Settings, sql: str, *, limit: int) -> QueryAnswer:
-    """Run a read query (``shopstream sql``) on the warehouse ``settings`` name.
+def optimize_running(
+    data_dir: Path, sql: str, dialect: str, *, timeout: float = 600
+) -> dict[str, Any]:
+    """Ask the platform running on ``data_dir`` to optimize a query where it holds the
+    warehouse (``shopstream optimize-sql``), over its local socket; the report as JSON.
 
-    The warehouse is opened read-only; when a running platform holds it and the backend allows
-    one writer process only (DuckDB's file), that platform answers over its socket instead.
-    Raises WarehouseError naming what went wrong.
+    Raises LookupError when none left its address, SqlSyntaxError when the platform found the
+    query invalid, RuntimeError with the platform's answer when it failed otherwise, and
+    httpx's errors when it does not answer. ``timeout``: rewrites are verified on the
+    warehouse and may be asked of an LLM first.
+    """
+    import httpx
+
+    from shopstream.genai.optimizer.query import SqlSyntaxError
+    from shopstream.warehouse.duckdb.query_endpoint import OPTIMIZE_ROUTE
+
+    runtime = read_runtime(data_dir)
+    if runtime is None or "socket" not in runtime:
+        raise LookupError(f"no running shopstream left its address in {data_dir}")
+    transport = httpx.HTTPTransport(uds=runtime["socket"])
+    with httpx.Client(transport=transport, timeout=timeout) as client:
+        response = client.post(
+            f"http://shopstream{OPTIMIZE_ROUTE}",
+            json={"sql": sql, "dialect": dialect},
+            headers={"Authorization": f"Bearer {runtime['token']}"},
+        )
+    try:
+        data: dict[str, Any] = response.json()
+    except ValueError:
+        data = {"error": f"HTTP {response.status_code}: {response.text[:500]}"}
+    if response.status_code == 404:
+        raise RuntimeError(
+            "the running platform has no optimizer route (an older shopstream): restart it"
+        )
+    if response.status_code != 200:
+        if data.get("invalid_sql"):
+            raise SqlSyntaxError(data["error"])
+        raise RuntimeError(data.get("error", response.text))
+    return data
+
+
+def read_here_or_running(
+    settings: Settings, here: Callable[[Warehouse], T], running: Callable[[], T]
+) -> T:
+    """A read of the warehouse ``settings`` name: ``here`` on it opened read-only in this
+    process; when a running platform holds it and the backend allows one writer process only
+    (DuckDB's file), ``running`` asks that platform over its socket instead.
+
+    Raises WarehouseError naming what went wrong (``running``'s LookupError, RuntimeError and
+    httpx errors become one); other errors of ``here`` and ``running`` pass through.
     """
     import httpx
 
@@ -217,7 +267,6 @@ def query_warehouse(settings: Settings, sql: str, *, limit: int) -> QueryAnswer:
         open_warehouse,
         warehouse_backend,
     )
-    from shopstream.warehouse.duckdb.query_endpoint import answer_of
 
     single_writer = warehouse_backend(settings.warehouse).capabilities.single_writer_process
     try:
@@ -227,7 +276,7 @@ def query_warehouse(settings: Settings, sql: str, *, limit: int) -> QueryAnswer:
             raise
         # Only one process may open it, and one has: the running platform answers for us.
         try:
-            return query_running(settings.data_dir, sql, limit=limit)
+            return running()
         except LookupError as exc:
             raise WarehouseError(
                 f"{settings.warehouse} is held by another process, but no running shopstream "
@@ -239,11 +288,28 @@ def query_warehouse(settings: Settings, sql: str, *, limit: int) -> QueryAnswer:
         except RuntimeError as exc:
             raise WarehouseError(str(exc)) from exc
     try:
-        # The same allow-list and locks as the running platform's endpoint.
-        answer = answer_of(warehouse.query(sql, max_rows=limit), limit)
+        return here(warehouse)
     finally:
         warehouse.close()
-    return QueryAnswer(answer["columns"], answer["rows"], answer["truncated"], answer["limit"])
+
+
+def query_warehouse(settings: Settings, sql: str, *, limit: int) -> QueryAnswer:
+    """Run a read query (``shopstream sql``) on the warehouse ``settings`` name.
+
+    The warehouse is opened read-only; when a running platform holds it and the backend allows
+    one writer process only (DuckDB's file), that platform answers over its socket instead.
+    Raises WarehouseError naming what went wrong.
+    """
+    from shopstream.warehouse.duckdb.query_endpoint import answer_of
+
+    def here(warehouse: Warehouse) -> QueryAnswer:
+        # The same allow-list and locks as the running platform's endpoint.
+        answer = answer_of(warehouse.query(sql, max_rows=limit), limit)
+        return QueryAnswer(answer["columns"], answer["rows"], answer["truncated"], answer["limit"])
+
+    return read_here_or_running(
+        settings, here, lambda: query_running(settings.data_dir, sql, limit=limit)
+    )
 
 
 def _stream_job(

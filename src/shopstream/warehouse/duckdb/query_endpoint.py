@@ -22,6 +22,12 @@ And the quality checks (``shopstream quality run``), the same way:
 
     POST /v1/quality  {"select": ["raw.events."], "now": "2026-12-01T10:00:00Z"}
     200 {"progress": {...}}\n ... {"result": {...}}\n   (or a last line {"error": "..."})
+
+And the SQL cost optimizer (``shopstream optimize-sql``), which verifies its rewrites on the
+warehouse it holds:
+
+    POST /v1/optimize  {"sql": "SELECT ...", "dialect": "duckdb"}
+    200 {...the OptimizationReport...}   400 {"error": "...", "invalid_sql": true}
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import orjson
 import pyarrow as pa
@@ -58,6 +64,7 @@ SOCKET_FILE = "query.sock"
 ROUTE = "/v1/sql"
 TRANSFORM_ROUTE = "/v1/transform"
 QUALITY_ROUTE = "/v1/quality"
+OPTIMIZE_ROUTE = "/v1/optimize"
 #: The most rows one answer may carry, whatever ``limit`` asks for (memory of the platform).
 MAX_LIMIT = 1_000_000
 #: sun_path holds 108 bytes, the terminating NUL included.
@@ -109,6 +116,20 @@ class QualityBody(BaseModel):
             raise ValueError("give a time zone (2026-12-01T10:00:00Z)")
         return value
 
+
+class OptimizeBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sql: str = Field(min_length=1, description="One query (SELECT, WITH ... SELECT, UNION).")
+    dialect: Literal["duckdb", "bigquery"] | None = Field(
+        default=None, description="The query's SQL dialect; default: the warehouse's."
+    )
+
+
+#: Optimizes a query for a request (its body as a dict: OptimizeBody); returns the report as
+#: JSON-ready data. Raises ValueError for a query that is not valid SQL. Blocks: called on a
+#: thread of its own.
+OptimizeCall = Callable[[dict[str, Any]], dict[str, Any]]
 
 #: Runs a job for a request (its body as a dict: TransformBody, QualityBody), calling ``emit``
 #: with progress (dicts); returns the result (a dict). Blocks: called on a thread of its own.
@@ -165,9 +186,11 @@ def create_query_app(
     settings: QuerySettings,
     transform: JobCall | None = None,
     quality: JobCall | None = None,
+    optimize: OptimizeCall | None = None,
 ) -> FastAPI:
     """The query endpoint's app: ``POST /v1/sql`` (and its OpenAPI document), and
-    ``POST /v1/transform`` / ``POST /v1/quality`` when ``transform`` / ``quality`` is given."""
+    ``POST /v1/transform`` / ``POST /v1/quality`` / ``POST /v1/optimize`` when ``transform`` /
+    ``quality`` / ``optimize`` is given."""
     app = FastAPI(
         title="shopstream query endpoint",
         version=__version__,
@@ -301,6 +324,44 @@ def create_query_app(
                 _job_lines(run_quality, asked.model_dump(mode="json"), "quality run"),
                 media_type="application/x-ndjson",
             )
+
+    if optimize is not None:
+        run_optimize = optimize
+        # A thread of its own: an optimization may wait on an LLM for a while, and must not
+        # hold up the `shopstream sql` queries of the two workers meanwhile.
+        optimizing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shopstream-optimize")
+        app.state.optimizing = optimizing
+
+        @app.post(
+            OPTIMIZE_ROUTE,
+            summary="Optimize one query: findings, cost, verified rewrites",
+            responses={k: v for k, v in _RESPONSES.items() if k != 200},
+        )
+        async def optimize_route(request: Request) -> Response:
+            try:
+                asked = await admitted(request, OptimizeBody)
+            except ClientDisconnect:
+                return Response(status_code=400)
+            if isinstance(asked, Response):
+                return asked
+            try:
+                report = await asyncio.get_running_loop().run_in_executor(
+                    optimizing, run_optimize, asked.model_dump()
+                )
+            except QueryError as exc:
+                return _error(400, str(exc))
+            except WarehouseError as exc:
+                return _error(503, f"the warehouse cannot answer now: {exc}", {"Retry-After": "5"})
+            except ValueError as exc:  # the query is not valid SQL
+                return Response(
+                    orjson.dumps({"error": str(exc), "invalid_sql": True}),
+                    status_code=400,
+                    media_type="application/json",
+                )
+            except Exception as exc:
+                log.exception("optimize failed")
+                return _error(500, f"internal error: {type(exc).__name__}: {exc}")
+            return Response(orjson.dumps(report, default=str), media_type="application/json")
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
@@ -436,11 +497,14 @@ def remove_socket(path: Path, data_dir: Path) -> None:
 
 __all__ = [
     "MAX_LIMIT",
+    "OPTIMIZE_ROUTE",
     "QUALITY_ROUTE",
     "ROUTE",
     "SOCKET_FILE",
     "TRANSFORM_ROUTE",
     "JobCall",
+    "OptimizeBody",
+    "OptimizeCall",
     "QualityBody",
     "SqlRequest",
     "TransformBody",

@@ -4,8 +4,6 @@ independently with plain SQL."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from shopstream.config import Settings
@@ -14,29 +12,21 @@ from shopstream.genai.optimizer.cost import cost_of
 from shopstream.warehouse import Warehouse, open_warehouse
 from tests.support.bigquery_emulator import BigQueryEmulator, bigquery_emulator
 from tests.support.shop_catalog import shop_catalog
-from tests.support.shop_warehouse import ShopWarehouse
 
 __all__ = ["bigquery_emulator"]  # the fixture, used by name
 
 
 @pytest.fixture(scope="module")
-def warehouse(shop_warehouse: ShopWarehouse) -> Iterator[Warehouse]:
-    opened = open_warehouse(shop_warehouse.settings, read_only=True)
-    yield opened
-    opened.close()
+def catalog(shop_reader: Warehouse) -> Catalog:
+    return load_catalog(shop_reader, "duckdb")
 
 
-@pytest.fixture(scope="module")
-def catalog(warehouse: Warehouse) -> Catalog:
-    return load_catalog(warehouse, "duckdb")
-
-
-def scalar(warehouse: Warehouse, sql: str) -> int:
-    return int(warehouse.query(sql).column(0)[0].as_py() or 0)
+def scalar(shop_reader: Warehouse, sql: str) -> int:
+    return int(shop_reader.query(sql).column(0)[0].as_py() or 0)
 
 
 def test_every_table_of_the_shop_is_there_with_the_columns_the_warehouse_has(
-    catalog: Catalog, warehouse: Warehouse
+    catalog: Catalog, shop_reader: Warehouse
 ) -> None:
     # The static catalog the rule tests use describes the same tables and columns.
     static = shop_catalog()
@@ -46,7 +36,7 @@ def test_every_table_of_the_shop_is_there_with_the_columns_the_warehouse_has(
         assert [(c.name, c.type) for c in loaded.columns] == [
             (c.name, c.type) for c in table.columns
         ], name
-    counts = warehouse.table_counts()
+    counts = shop_reader.table_counts()
     for name, table in catalog.tables.items():
         if not table.is_view:
             assert table.rows == counts[name], name
@@ -83,42 +73,44 @@ def test_layouts_come_from_the_raw_layout_the_model_configs_and_the_capture(
 
 
 def test_sizes_are_the_bytes_bigquery_bills_measured_per_column(
-    catalog: Catalog, warehouse: Warehouse
+    catalog: Catalog, shop_reader: Warehouse
 ) -> None:
     events = catalog.tables["raw.events"]
     sizes = {c.name: c.bytes for c in events.columns}
     assert sizes["event_id"] == scalar(
-        warehouse, "select sum(2 + strlen(event_id)) from raw.events"
+        shop_reader, "select sum(2 + strlen(event_id)) from raw.events"
     )
-    assert sizes["event_date"] == 8 * scalar(warehouse, "select count(event_date) from raw.events")
+    assert sizes["event_date"] == 8 * scalar(
+        shop_reader, "select count(event_date) from raw.events"
+    )
     assert sizes["properties"] == scalar(
-        warehouse, "select sum(strlen(properties::varchar)) from raw.events"
+        shop_reader, "select sum(strlen(properties::varchar)) from raw.events"
     )
     assert sizes["user_id"] == scalar(
-        warehouse, "select sum(2 + strlen(user_id)) from raw.events where user_id is not null"
+        shop_reader, "select sum(2 + strlen(user_id)) from raw.events where user_id is not null"
     )
-    per_day = warehouse.query(
+    per_day = shop_reader.query(
         "select cast(event_date as varchar) as day, count(*) as n from raw.events group by 1"
     ).to_pylist()
     assert dict(events.partition_rows) == {r["day"]: r["n"] for r in per_day}
     assert len(events.partition_rows) == 4
 
 
-def test_only_the_tables_asked_for_are_measured(warehouse: Warehouse) -> None:
-    catalog = load_catalog(warehouse, "duckdb", measure=["raw.events"])
+def test_only_the_tables_asked_for_are_measured(shop_reader: Warehouse) -> None:
+    catalog = load_catalog(shop_reader, "duckdb", measure=["raw.events"])
     assert catalog.tables["raw.events"].bytes
     assert catalog.tables["mart.daily_sales"].bytes is None
     assert catalog.tables["mart.daily_sales"].partition_by == "order_date"
     with pytest.raises(ValueError, match=r"no sizes for mart\.daily_sales"):
-        cost_of("select category from mart.daily_sales", "duckdb", catalog, warehouse)
+        cost_of("select category from mart.daily_sales", "duckdb", catalog, shop_reader)
 
 
 def test_the_estimate_of_one_column_is_its_octet_lengths(
-    catalog: Catalog, warehouse: Warehouse
+    catalog: Catalog, shop_reader: Warehouse
 ) -> None:
-    cost = cost_of("select event_id from raw.events", "duckdb", catalog, warehouse)
+    cost = cost_of("select event_id from raw.events", "duckdb", catalog, shop_reader)
     assert cost.bytes == scalar(
-        warehouse, "select sum(2 + octet_length(event_id::blob)) from raw.events"
+        shop_reader, "select sum(2 + octet_length(event_id::blob)) from raw.events"
     )
     assert (
         cost.method == "estimate from column sizes: raw.events 1 of 20 columns, 4 of 4 partitions"
@@ -126,14 +118,17 @@ def test_the_estimate_of_one_column_is_its_octet_lengths(
 
 
 def test_a_partition_filter_cuts_the_bytes_by_the_share_of_rows_it_keeps(
-    catalog: Catalog, warehouse: Warehouse
+    catalog: Catalog, shop_reader: Warehouse
 ) -> None:
     day = "2026-11-29"
-    kept = scalar(warehouse, f"select count(*) from raw.events where event_date = '{day}'")
-    rows = scalar(warehouse, "select count(*) from raw.events")
-    whole = cost_of("select event_id, event_date from raw.events", "duckdb", catalog, warehouse)
+    kept = scalar(shop_reader, f"select count(*) from raw.events where event_date = '{day}'")
+    rows = scalar(shop_reader, "select count(*) from raw.events")
+    whole = cost_of("select event_id, event_date from raw.events", "duckdb", catalog, shop_reader)
     filtered = cost_of(
-        f"select event_id from raw.events where event_date = '{day}'", "duckdb", catalog, warehouse
+        f"select event_id from raw.events where event_date = '{day}'",
+        "duckdb",
+        catalog,
+        shop_reader,
     )
     assert 0 < kept < rows
     assert filtered.bytes == round(whole.bytes * kept / rows)
@@ -143,50 +138,52 @@ def test_a_partition_filter_cuts_the_bytes_by_the_share_of_rows_it_keeps(
         f"select event_id from raw.events where cast(event_date as varchar) = '{day}'",
         "duckdb",
         catalog,
-        warehouse,
+        shop_reader,
     )
     assert wrapped.bytes == whole.bytes
 
 
 def test_select_star_costs_more_than_the_columns_listed(
-    catalog: Catalog, warehouse: Warehouse
+    catalog: Catalog, shop_reader: Warehouse
 ) -> None:
-    star = cost_of("select * from mart.sessions", "duckdb", catalog, warehouse)
-    listed = cost_of("select session_id, revenue from mart.sessions", "duckdb", catalog, warehouse)
+    star = cost_of("select * from mart.sessions", "duckdb", catalog, shop_reader)
+    listed = cost_of(
+        "select session_id, revenue from mart.sessions", "duckdb", catalog, shop_reader
+    )
     assert star.bytes == catalog.tables["mart.sessions"].bytes
     assert 0 < listed.bytes < star.bytes
 
 
-def test_a_view_costs_what_its_query_scans(catalog: Catalog, warehouse: Warehouse) -> None:
+def test_a_view_costs_what_its_query_scans(catalog: Catalog, shop_reader: Warehouse) -> None:
     view = catalog.tables["monitoring.pipeline_freshness"]
     assert view.definition is not None
     through_view = cost_of(
         "select raw_table, lag_minutes from monitoring.pipeline_freshness",
         "duckdb",
         catalog,
-        warehouse,
+        shop_reader,
     )
-    direct = cost_of(view.definition, "duckdb", catalog, warehouse)
+    direct = cost_of(view.definition, "duckdb", catalog, shop_reader)
     assert through_view.bytes == direct.bytes > 0
     assert "raw.events 2 of 20 columns" in through_view.method
 
 
-def test_a_bigquery_query_on_the_same_data_costs_the_same(warehouse: Warehouse) -> None:
-    in_bigquery = load_catalog(warehouse, "bigquery")
+def test_a_bigquery_query_on_the_same_data_costs_the_same(shop_reader: Warehouse) -> None:
+    in_bigquery = load_catalog(shop_reader, "bigquery")
     assert in_bigquery.tables["mart.daily_sales"].column("order_date").type == "DATE"  # type: ignore[union-attr]
     assert {c.type for c in in_bigquery.tables["raw.events"].columns} >= {"STRING", "JSON"}
     duck = cost_of(
         "select order_date, category from mart.daily_sales where order_date >= '2026-11-28'",
         "duckdb",
-        load_catalog(warehouse, "duckdb"),
-        warehouse,
+        load_catalog(shop_reader, "duckdb"),
+        shop_reader,
     )
     big = cost_of(
         "SELECT order_date, category FROM `shop-prod.mart.daily_sales` "
         "WHERE order_date >= DATE '2026-11-28'",
         "bigquery",
         in_bigquery,
-        warehouse,
+        shop_reader,
     )
     assert big.bytes == duck.bytes > 0
 

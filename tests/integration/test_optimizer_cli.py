@@ -4,7 +4,6 @@ holds the warehouse, through the local socket's POST /v1/optimize."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -27,19 +26,6 @@ group by category
 """
 
 
-def h3_missing() -> str:
-    from shopstream.genai.optimizer import catalog
-
-    if not hasattr(catalog, "load_catalog"):
-        return "load_catalog (H3) not merged yet"
-    if importlib.util.find_spec("shopstream.genai.optimizer.cost") is None:
-        return "cost_of (H3) not merged yet"
-    return ""
-
-
-needs_h3 = pytest.mark.skipif(bool(h3_missing()), reason=h3_missing() or "-")
-
-
 def with_stdin(env: dict[str, str], text: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "shopstream", *args],
@@ -58,7 +44,6 @@ def query_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@needs_h3
 def test_a_file_as_a_table(shop_warehouse: ShopWarehouse, query_file: Path) -> None:
     done = shopstream(shop_warehouse.env, "optimize-sql", str(query_file))
     assert done.returncode == 0, done.stderr
@@ -67,7 +52,6 @@ def test_a_file_as_a_table(shop_warehouse: ShopWarehouse, query_file: Path) -> N
     assert "cost: estimate from column sizes" in done.stdout
 
 
-@needs_h3
 def test_stdin_as_json_is_the_report(shop_warehouse: ShopWarehouse) -> None:
     done = with_stdin(shop_warehouse.env, QUERY, "optimize-sql", "-", "--format", "json")
     assert done.returncode == 0, done.stderr
@@ -80,7 +64,6 @@ def test_stdin_as_json_is_the_report(shop_warehouse: ShopWarehouse) -> None:
         assert rewrite.verification.compared_on.startswith("full data")
 
 
-@needs_h3
 def test_markdown_and_the_bigquery_dialect(shop_warehouse: ShopWarehouse) -> None:
     bigquery = (
         "SELECT category, SUM(net_revenue) AS revenue FROM `shop-prod.mart.daily_sales` "
@@ -152,7 +135,6 @@ def test_the_route_refuses_without_the_token(running: CollectorProcess) -> None:
         assert response.status_code == 400 and "limit" in response.json()["error"]
 
 
-@needs_h3
 def test_the_running_platform_optimizes_over_its_socket(running: CollectorProcess) -> None:
     client, token = endpoint(running)
     auth = {"Authorization": f"Bearer {token}"}

@@ -4,8 +4,6 @@ shop's data where one is expected (none verified where none is)."""
 
 from __future__ import annotations
 
-import importlib.util
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +12,7 @@ import yaml
 
 from shopstream.genai.optimizer.catalog import Catalog
 from shopstream.genai.optimizer.query import SqlSyntaxError
-from shopstream.genai.optimizer.rules import RULES
 from shopstream.genai.sql_optimizer import optimize
-from shopstream.warehouse import open_warehouse
 from shopstream.warehouse.base import Warehouse
 from tests.support.shop_catalog import shop_catalog
 from tests.support.shop_warehouse import ShopWarehouse
@@ -36,35 +32,12 @@ def entries() -> list[dict[str, Any]]:
 ENTRIES = entries()
 
 
-def h3_missing() -> str:
-    """Why the warehouse's catalog or cost cannot be had here (H3's part not merged yet)."""
-    from shopstream.genai.optimizer import catalog
-
-    if not hasattr(catalog, "load_catalog"):
-        return "load_catalog (H3) not merged yet"
-    if importlib.util.find_spec("shopstream.genai.optimizer.cost") is None:
-        return "cost_of (H3) not merged yet"
-    return ""
-
-
-needs_h3 = pytest.mark.skipif(bool(h3_missing()), reason=h3_missing() or "-")
-
-
 @pytest.fixture(scope="module")
-def warehouse(shop_warehouse: ShopWarehouse) -> Iterator[Warehouse]:
-    opened = open_warehouse(shop_warehouse.settings, read_only=True)
-    yield opened
-    opened.close()
-
-
-@pytest.fixture(scope="module")
-def catalogs(warehouse: Warehouse) -> dict[str, Catalog]:
+def catalogs(shop_reader: Warehouse) -> dict[str, Catalog]:
     """The shop's catalog per dialect, loaded once (each load measures every table)."""
-    from shopstream.genai.optimizer.catalog import (  # type: ignore[attr-defined, unused-ignore]
-        load_catalog,
-    )
+    from shopstream.genai.optimizer.catalog import load_catalog
 
-    return {d: load_catalog(warehouse, d) for d in ("duckdb", "bigquery")}
+    return {d: load_catalog(shop_reader, d) for d in ("duckdb", "bigquery")}
 
 
 def test_the_corpus_is_well_formed() -> None:
@@ -77,21 +50,17 @@ def test_the_corpus_is_well_formed() -> None:
         assert isinstance(entry["findings"], list) and isinstance(entry["rewrite"], bool)
 
 
-@needs_h3
 @pytest.mark.parametrize("entry", ENTRIES, ids=[e["name"] for e in ENTRIES])
 def test_corpus_entry(
     entry: dict[str, Any],
-    warehouse: Warehouse,
+    shop_reader: Warehouse,
     catalogs: dict[str, Catalog],
     shop_warehouse: ShopWarehouse,
 ) -> None:
-    missing = sorted(set(entry["findings"]) - set(RULES))
-    if missing:
-        pytest.skip(f"rules {', '.join(missing)} not merged yet (H1 scans / H2 joins)")
     report = optimize(
         entry["sql"],
         dialect=entry["dialect"],
-        warehouse=warehouse,
+        warehouse=shop_reader,
         settings=shop_warehouse.settings,
         catalog=catalogs[entry["dialect"]],
     )
@@ -118,13 +87,12 @@ def test_corpus_entry(
         assert not [n for n in report.notes if n.startswith("unknown table")], report.notes
 
 
-@needs_h3
 def test_optimize_loads_the_catalog_itself_and_says_what_it_measured(
-    warehouse: Warehouse, shop_warehouse: ShopWarehouse
+    shop_reader: Warehouse, shop_warehouse: ShopWarehouse
 ) -> None:
     report = optimize(
         "select event_id, event_type from raw.events where event_date = '2026-11-28'",
-        warehouse=warehouse,
+        warehouse=shop_reader,
         settings=shop_warehouse.settings,
     )
     assert report.cost_before is not None and report.cost_before.bytes > 0
@@ -133,10 +101,9 @@ def test_optimize_loads_the_catalog_itself_and_says_what_it_measured(
     assert report.notes == []
 
 
-@needs_h3
-def test_unknown_tables_are_noted(warehouse: Warehouse, shop_warehouse: ShopWarehouse) -> None:
+def test_unknown_tables_are_noted(shop_reader: Warehouse, shop_warehouse: ShopWarehouse) -> None:
     report = optimize(
-        "select id from mart.no_such_mart", warehouse=warehouse, settings=shop_warehouse.settings
+        "select id from mart.no_such_mart", warehouse=shop_reader, settings=shop_warehouse.settings
     )
     assert report.cost_before is None
     assert any(n.startswith("unknown table mart.no_such_mart:") for n in report.notes)

@@ -9,9 +9,7 @@ small model (SmolLM2, ``make test-llm``).
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,24 +18,10 @@ from shopstream.config import GenAISettings, OptimizerSettings, Settings
 from shopstream.genai.optimizer.catalog import Catalog
 from shopstream.genai.optimizer.report import as_markdown
 from shopstream.genai.sql_optimizer import optimize
-from shopstream.warehouse import open_warehouse
 from shopstream.warehouse.base import Warehouse
 from tests.support.llama_server import LlamaServer
 from tests.support.llm_server import ChatServer, Reply
 from tests.support.shop_warehouse import ShopWarehouse
-
-
-def h3_missing() -> str:
-    from shopstream.genai.optimizer import catalog
-
-    if not hasattr(catalog, "load_catalog"):
-        return "load_catalog (H3) not merged yet"
-    if importlib.util.find_spec("shopstream.genai.optimizer.cost") is None:
-        return "cost_of (H3) not merged yet"
-    return ""
-
-
-pytestmark = pytest.mark.skipif(bool(h3_missing()), reason=h3_missing() or "-")
 
 QUERY = """select category, sum(net_revenue) as revenue
 from (select * from mart.daily_sales)
@@ -52,19 +36,10 @@ group by category"""
 
 
 @pytest.fixture(scope="module")
-def warehouse(shop_warehouse: ShopWarehouse) -> Iterator[Warehouse]:
-    opened = open_warehouse(shop_warehouse.settings, read_only=True)
-    yield opened
-    opened.close()
+def catalog(shop_reader: Warehouse) -> Catalog:
+    from shopstream.genai.optimizer.catalog import load_catalog
 
-
-@pytest.fixture(scope="module")
-def catalog(warehouse: Warehouse) -> Catalog:
-    from shopstream.genai.optimizer.catalog import (  # type: ignore[attr-defined, unused-ignore]
-        load_catalog,
-    )
-
-    return load_catalog(warehouse, "duckdb")  # type: ignore[no-any-return, unused-ignore]
+    return load_catalog(shop_reader, "duckdb")
 
 
 def settings(shop: ShopWarehouse, url: str, model: str = "test-model", **genai: Any) -> Settings:
@@ -78,7 +53,7 @@ def answer(*rewrites: tuple[str, str]) -> str:
 
 
 def test_a_right_rewrite_is_verified_and_a_wrong_one_rejected_with_why(
-    chat_server: ChatServer, warehouse: Warehouse, catalog: Catalog, shop_warehouse: ShopWarehouse
+    chat_server: ChatServer, shop_reader: Warehouse, catalog: Catalog, shop_warehouse: ShopWarehouse
 ) -> None:
     chat_server.script(
         Reply(
@@ -91,7 +66,7 @@ def test_a_right_rewrite_is_verified_and_a_wrong_one_rejected_with_why(
     )
     report = optimize(
         QUERY,
-        warehouse=warehouse,
+        warehouse=shop_reader,
         settings=settings(shop_warehouse, chat_server.url),
         catalog=catalog,
     )
@@ -122,7 +97,7 @@ def test_a_right_rewrite_is_verified_and_a_wrong_one_rejected_with_why(
 
 
 def test_a_malformed_proposal_is_left_out_and_the_others_kept(
-    chat_server: ChatServer, warehouse: Warehouse, catalog: Catalog, shop_warehouse: ShopWarehouse
+    chat_server: ChatServer, shop_reader: Warehouse, catalog: Catalog, shop_warehouse: ShopWarehouse
 ) -> None:
     content = json.dumps(
         {"rewrites": [{"explanation": "forgot the SQL"}, {"sql": RIGHT, "explanation": "ok"}]}
@@ -130,7 +105,7 @@ def test_a_malformed_proposal_is_left_out_and_the_others_kept(
     chat_server.script(Reply(content=content))
     report = optimize(
         QUERY,
-        warehouse=warehouse,
+        warehouse=shop_reader,
         settings=settings(shop_warehouse, chat_server.url),
         catalog=catalog,
     )
@@ -142,12 +117,12 @@ def test_a_malformed_proposal_is_left_out_and_the_others_kept(
 
 
 def test_a_model_that_fails_is_a_note_and_the_rules_still_answer(
-    chat_server: ChatServer, warehouse: Warehouse, catalog: Catalog, shop_warehouse: ShopWarehouse
+    chat_server: ChatServer, shop_reader: Warehouse, catalog: Catalog, shop_warehouse: ShopWarehouse
 ) -> None:
     chat_server.script(Reply(content="I would rather not answer in JSON."))
     report = optimize(
         QUERY,
-        warehouse=warehouse,
+        warehouse=shop_reader,
         settings=settings(shop_warehouse, chat_server.url),
         catalog=catalog,
     )
@@ -160,13 +135,13 @@ def test_a_model_that_fails_is_a_note_and_the_rules_still_answer(
 
 
 def test_llm_rewrites_switched_off_asks_no_model(
-    chat_server: ChatServer, warehouse: Warehouse, catalog: Catalog, shop_warehouse: ShopWarehouse
+    chat_server: ChatServer, shop_reader: Warehouse, catalog: Catalog, shop_warehouse: ShopWarehouse
 ) -> None:
     chat_server.script()
     quiet = settings(shop_warehouse, chat_server.url).model_copy(
         update={"optimizer": OptimizerSettings(llm_rewrites=False)}
     )
-    report = optimize(QUERY, warehouse=warehouse, settings=quiet, catalog=catalog)
+    report = optimize(QUERY, warehouse=shop_reader, settings=quiet, catalog=catalog)
     assert chat_server.received == []
     assert not [r for r in report.rewrites if r.source.startswith("llm:")]
 
@@ -175,7 +150,7 @@ def test_llm_rewrites_switched_off_asks_no_model(
 @pytest.mark.timeout(900)
 def test_a_real_small_model_proposes_and_each_proposal_is_verified_or_rejected(
     smollm2_server: LlamaServer,
-    warehouse: Warehouse,
+    shop_reader: Warehouse,
     catalog: Catalog,
     shop_warehouse: ShopWarehouse,
 ) -> None:
@@ -183,7 +158,7 @@ def test_a_real_small_model_proposes_and_each_proposal_is_verified_or_rejected(
     reaches it, its answer is parsed or refused with the reason, every proposal is verified)."""
     report = optimize(
         QUERY,
-        warehouse=warehouse,
+        warehouse=shop_reader,
         settings=settings(
             shop_warehouse,
             smollm2_server.url,

@@ -12,12 +12,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from shopstream.config import Settings
+from shopstream.warehouse import Warehouse, open_warehouse
 
 DAYS = 4
 EVENTS_PER_DAY = 3_000
@@ -67,3 +69,11 @@ def shop_warehouse(tmp_path_factory: pytest.TempPathFactory) -> ShopWarehouse:
     built = shopstream(env, "transform")
     assert built.returncode == 0, built.stdout + built.stderr
     return ShopWarehouse(data_dir, env)
+
+
+@pytest.fixture(scope="module")
+def shop_reader(shop_warehouse: ShopWarehouse) -> Iterator[Warehouse]:
+    """The generated shop's warehouse, opened read-only for one test module."""
+    opened = open_warehouse(shop_warehouse.settings, read_only=True)
+    yield opened
+    opened.close()

@@ -80,10 +80,7 @@ def optimize(
     parsed = parse_query(sql, dialect)  # a typo is the user's to fix before anything is loaded
     notes: list[str] = []
     if catalog is None and warehouse is not None:
-        # H3's load_catalog, merged separately: the ignore goes once it is in.
-        from shopstream.genai.optimizer.catalog import (  # type: ignore[attr-defined, unused-ignore]
-            load_catalog,
-        )
+        from shopstream.genai.optimizer.catalog import load_catalog
 
         catalog = load_catalog(warehouse, dialect)
     if warehouse is None:

@@ -40,11 +40,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
 import yaml
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from _machine import machine_load, progress
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "tests" / "optimizer_corpus"
@@ -57,23 +57,6 @@ SEED = 12
 BUILT = ".bench-optimizer-built"
 
 console = Console(width=None if sys.stdout.isatty() else 160)
-
-
-def machine_load() -> str:
-    busy = psutil.cpu_percent(interval=1.0)
-    one, five, _ = os.getloadavg()
-    return f"{psutil.cpu_count()} cores, {busy:.0f}% busy, load average {one:.2f} / {five:.2f}"
-
-
-def progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    )
 
 
 # -- the corpus -----------------------------------------------------------------------------------
@@ -264,7 +247,7 @@ def run_corpus(
     entries: Sequence[Entry], optimize_one: Callable[[Entry], Any], repeat: int
 ) -> list[Outcome]:
     outcomes: list[Outcome] = []
-    with progress() as bar:
+    with progress(console) as bar:
         task = bar.add_task("optimizing the corpus", total=len(entries))
         for entry in entries:
             seconds: list[float] = []

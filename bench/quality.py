@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import shutil
 import sys
 import time
@@ -40,10 +39,10 @@ from datetime import datetime
 from pathlib import Path
 
 import orjson
-import psutil
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from _machine import machine_load, progress
 
 sys.path.append(str(Path(__file__).resolve().parent.parent))
 from tests.support import quality_world as qw
@@ -58,25 +57,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = ROOT / "bench" / "data" / "quality"
 
 
-def machine_load() -> str:
-    busy = psutil.cpu_percent(interval=1.0)
-    one, five, _ = os.getloadavg()
-    return f"{psutil.cpu_count()} cores, {busy:.0f}% busy, load average {one:.2f} / {five:.2f}"
-
-
 def mark(ok: bool) -> str:
     return "[green]PASS" if ok else "[red]FAIL"
-
-
-def progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    )
 
 
 # -- the world, cached ---------------------------------------------------------------------------
@@ -257,7 +239,7 @@ def clean_week(world: qw.World, config: QualityConfig) -> CleanWeek:
     warehouse = qw.open_for_checks(world.warehouse)
     began = time.perf_counter()
     try:
-        with progress() as bar:
+        with progress(console) as bar:
             task = bar.add_task("clean last week", total=len(runs))
             for now, names, group in runs:
                 for r in qw.run_config(config, warehouse, now, world.timezone, select=names):
@@ -278,7 +260,7 @@ def clean_week(world: qw.World, config: QualityConfig) -> CleanWeek:
 def detect(world: qw.World, config: QualityConfig, scratch: Path) -> list[qw.Detection]:
     groups = qw.injection_groups(qw.INJECTIONS)
     detections: list[qw.Detection] = []
-    with progress() as bar:
+    with progress(console) as bar:
         task = bar.add_task("injecting anomalies", total=len(qw.INJECTIONS))
         for index, group in enumerate(groups):
             names = ", ".join(i.anomaly for i in group)

@@ -45,6 +45,7 @@ from rich.table import Table
 
 import _rawgen
 from _load import PhaseResult, PhaseSpec, run_phase
+from _machine import machine_load
 
 sys.path.append(str(Path(__file__).resolve().parent.parent))
 from tests.support.collector import CollectorProcess
@@ -54,12 +55,6 @@ console = Console(width=None if sys.stdout.isatty() else 150)
 TARGET_INCREMENTAL_RATIO = 0.1
 TARGET_P99_MS = 20.0
 PROJECT = Path(__file__).resolve().parent.parent / "src/shopstream/transform/project"
-
-
-def machine_load() -> str:
-    busy = psutil.cpu_percent(interval=1.0)
-    one, five, _ = os.getloadavg()
-    return f"{psutil.cpu_count()} cores, {busy:.0f}% busy, load average {one:.2f} / {five:.2f}"
 
 
 # -- the transform ---------------------------------------------------------------------------

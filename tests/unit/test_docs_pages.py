@@ -297,3 +297,23 @@ def test_without_a_model_the_overviews_are_the_deterministic_text(tmp_path: Path
     written = write_overviews(subjects, Settings(data_dir=tmp_path))
     assert written.text == {"index": "Five pipelines."} and written.author == "deterministic"
     assert not (tmp_path / "docs-cache").exists()
+
+
+def test_a_model_page_lists_only_the_alerts_about_its_own_upstream() -> None:
+    """An alert matched to a raw table (``table="events"``) concerns the models computed from
+    that table, not every model its writers feed."""
+    sources, lineage, _ = facts()
+    pipelines = {
+        **facts()[2],
+        "collector": PipelineCode("collector", "", (), tables_written=("raw.events",)),
+        "loader": PipelineCode("loader", "", (), tables_written=("raw.events", "raw.cdc_<table>")),
+    }
+    sales = model_page(sources.models[0], sources, lineage, pipelines, "").markdown
+    related = sales.split("## Related alerts", 1)[1].split("## Troubleshooting", 1)[0]
+    assert "CdcReplicationLagHigh" in related  # cdc writes raw.cdc_orders, which it reads
+    assert "DataFreshnessSLABreach" not in related and "DataFreshnessUnknown" not in related
+    events = Model("stg_events", "staging.stg_events", "", "incremental", "x.sql", (), ())
+    on_events = Lineage(tables={"staging.stg_events": ("raw.events",)}, columns={})
+    text = model_page(events, sources, on_events, pipelines, "").markdown
+    related = text.split("## Related alerts", 1)[1]
+    assert "| DataFreshnessSLABreach | critical |" in related

@@ -116,7 +116,9 @@ def trace_lineage(
                 "column lineage through them is incomplete"
             )
         for column, sources in traced.items():
-            columns.setdefault(column, set()).update(sources)
+            # An incremental model reads its own table (values kept from its earlier run):
+            # those were computed from its real sources, which the lineage already has.
+            columns.setdefault(column, set()).update(s for s in sources if s.table != name)
     for name, parents in tables.items():
         parents.discard(name)  # an incremental model reads itself for its high-water mark
     return TracedLineage(

@@ -139,9 +139,9 @@ def alert_pipelines(alert: Alert, pipelines: Mapping[str, PipelineCode]) -> list
         for matcher in re.findall(r'job=~?"([^"]+)"', alert.expr):
             if re.fullmatch(matcher, name):
                 found.add(name)
-    for table_name in re.findall(r'table="(\w+)"', alert.expr):
+    for table_name in sorted(alert_tables(alert)):
         # A raw table's own metric (its freshness): about the pipelines that write it.
-        found |= set(writers(f"raw.{table_name}", pipelines))
+        found |= set(writers(table_name, pipelines))
     if "shopstream_pipeline_last_" in alert.expr:
         # Pushed by every batch run (record-run): the transform and quality runs.
         found |= {"transform", "quality"} & set(pipelines)
@@ -149,6 +149,15 @@ def alert_pipelines(alert: Alert, pipelines: Mapping[str, PipelineCode]) -> list
         # Any pod of the platform: the long-running services are the pods.
         found |= set(SERVICES) & set(pipelines)
     return sorted(found)
+
+
+def alert_tables(alert: Alert) -> set[str]:
+    """The raw tables an alert's ``table="x"`` matchers name (empty: it names none).
+
+    >>> sorted(alert_tables(Alert("A", "g", "critical", 'm{table="events"} > 1', "", "")))
+    ['raw.events']
+    """
+    return {f"raw.{name}" for name in re.findall(r'table="(\w+)"', alert.expr)}
 
 
 def alerts_of(
@@ -537,6 +546,9 @@ def _model_alerts(
         for alert in alerts_of(pipeline, sources, pipelines):
             if pipeline == "quality" and "quality" not in alert.expr:
                 continue  # only the quality checks' own alert is about this table
+            watched = alert_tables(alert)
+            if watched and not watched & {model.table, *upstream}:
+                continue  # about another raw table than the ones it comes from
             reasons.setdefault(alert.name, (alert, why, pipeline))
     return [reasons[n] for n in sorted(reasons)]
 
@@ -593,6 +605,7 @@ __all__ = [
     "PIPELINES",
     "Page",
     "alert_pipelines",
+    "alert_tables",
     "alerts_of",
     "checks_on",
     "index_page",

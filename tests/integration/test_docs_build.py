@@ -7,7 +7,6 @@ answers."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -17,21 +16,12 @@ from typing import Any
 import pytest
 
 from shopstream.config import GenAISettings, Settings
+from shopstream.genai.docs.code_map import PIPELINES
 from shopstream.genai.docs.prose import CACHE_DIR, Subject, write_overviews
 from shopstream.genai.docs.sources import DocsSourceError, _left_by_last_transform
 from tests.support.llm_server import ChatServer, Reply
 from tests.support.shop_warehouse import ShopWarehouse, shopstream
 from tests.support.site_links import broken_links, links_of
-
-PIPELINES = ("collector", "cdc", "loader", "transform", "quality")
-H6 = ("shopstream.genai.docs.lineage", "shopstream.genai.docs.code_map")
-
-
-def needs_lineage_and_code_map() -> None:
-    missing = [name for name in H6 if importlib.util.find_spec(name) is None]
-    if missing:
-        pytest.skip(f"the docs build needs {', '.join(missing)} (not merged yet)")
-
 
 @pytest.fixture(scope="module")
 def shop(shop_warehouse: ShopWarehouse, tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -47,7 +37,6 @@ def built(
 ) -> tuple[Path, Path]:
     """Two builds: one in-process, one by the CLI as a process (the second finds a stale
     file of an "earlier build" and must remove it)."""
-    needs_lineage_and_code_map()
     from shopstream.genai.pipeline_doc_generator import build_docs
 
     first = tmp_path_factory.mktemp("docs-first")
@@ -235,7 +224,6 @@ def test_a_build_with_a_model_asks_it_once_per_page_and_uses_its_prose(
     chat_server: ChatServer, shop: Path, tmp_path: Path
 ) -> None:
     """(The cache that makes a rebuild ask nothing: the test of the overviews above.)"""
-    needs_lineage_and_code_map()
     from shopstream.genai.pipeline_doc_generator import build_docs
 
     data_dir = tmp_path / "data"

@@ -317,3 +317,43 @@ def test_a_model_page_lists_only_the_alerts_about_its_own_upstream() -> None:
     text = model_page(events, sources, on_events, pipelines, "").markdown
     related = text.split("## Related alerts", 1)[1]
     assert "| DataFreshnessSLABreach | critical |" in related
+
+
+def test_what_the_lineage_could_not_trace_is_on_the_index_and_the_models_page(
+    tmp_path: Path,
+) -> None:
+    """A model whose compiled SQL sqlglot cannot parse: the build says so (the index's lineage
+    notes) and its page points there."""
+    from dataclasses import replace
+
+    from shopstream.genai.pipeline_doc_generator import render_pages
+
+    sources, _, _ = facts()
+    manifest = {
+        "nodes": {
+            "model.shop.daily_sales": {
+                "resource_type": "model",
+                "schema": "mart",
+                "alias": "daily_sales",
+                "depends_on": {"nodes": ["model.shop.stg_orders"]},
+                "compiled_code": "select from where (",
+            },
+            "model.shop.stg_orders": {
+                "resource_type": "model",
+                "schema": "staging",
+                "alias": "stg_orders",
+                "depends_on": {"nodes": []},
+                "compiled_code": 'select "after" as order_id from "db"."raw"."cdc_orders"',
+            },
+        }
+    }
+    pages = {
+        p.path: p.markdown
+        for p in render_pages(replace(sources, manifest=manifest), Settings(data_dir=tmp_path))
+    }
+    notes = pages["index.md"].split("## Lineage notes", 1)[1]
+    assert "- mart.daily_sales: sqlglot cannot parse its compiled SQL: " in notes
+    sales = pages["models/mart/daily_sales.md"]
+    assert "sqlglot cannot parse its compiled SQL" in sales
+    assert "[the index's lineage notes](../../index.md#lineage-notes)" in sales
+    assert "sqlglot cannot" not in pages["models/staging/stg_orders.md"]

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from shopstream.config import Settings
     from shopstream.genai.docs.model import Lineage, PipelineCode
+    from shopstream.genai.docs.pages import Page
     from shopstream.genai.docs.prose import Subject
     from shopstream.genai.docs.sources import DocSources
 
@@ -38,21 +39,32 @@ def build_docs(
 ) -> list[Path]:
     """Build the documentation; the files written (sorted). Raises DocsSourceError (a source
     is missing: the message says what to run) or WarehouseError."""
-    from shopstream.genai.docs.pages import PIPELINES, index_page, model_page, pipeline_page
-    from shopstream.genai.docs.prose import write_overviews
     from shopstream.genai.docs.site import write_site
     from shopstream.genai.docs.sources import load_sources
 
     emit = on_progress or (lambda _: None)
     sources = load_sources(settings, emit)
+    return write_site(render_pages(sources, settings, emit), docs_dir(settings, out_dir))
+
+
+def render_pages(
+    sources: DocSources, settings: Settings, emit: Callable[[str], None] = lambda _: None
+) -> list[Page]:
+    """Every page (index, pipelines, models) from the gathered facts."""
+    from shopstream.genai.docs.code_map import PIPELINES
+    from shopstream.genai.docs.lineage import trace_lineage
+    from shopstream.genai.docs.pages import index_page, model_page, pipeline_page
+    from shopstream.genai.docs.prose import write_overviews
+
     emit("tracing the lineage of every model")
-    lineage, notes = _lineage(sources)
+    traced = trace_lineage(sources.manifest, sources.table_columns(), sources.dialect)
+    lineage = traced.lineage
     emit("reading the pipelines' code")
     pipelines = _pipelines()
     subjects = _subjects(sources, lineage, pipelines)
     overviews = write_overviews(subjects, settings, emit)
     notes = [
-        *notes,
+        *traced.warnings,
         *(f"overview fell back to the deterministic text: {f}" for f in overviews.fallbacks),
     ]
     emit("writing the pages")
@@ -64,20 +76,17 @@ def build_docs(
         if name in pipelines
     ]
     pages += [
-        model_page(m, sources, lineage, pipelines, text[f"model:{m.table}"]) for m in sources.models
+        model_page(
+            m,
+            sources,
+            lineage,
+            pipelines,
+            text[f"model:{m.table}"],
+            [w for w in traced.warnings if w.startswith(f"{m.table}: ")],
+        )
+        for m in sources.models
     ]
-    return write_site(pages, docs_dir(settings, out_dir))
-
-
-def _lineage(sources: DocSources) -> tuple[Lineage, list[str]]:
-    """Table and column lineage from the models' compiled SQL, and what it could not trace."""
-    from shopstream.genai.docs.lineage import model_lineage
-
-    result: Any = model_lineage(sources.manifest, sources.table_columns(), sources.dialect)
-    if isinstance(result, tuple):  # (Lineage, warnings)
-        lineage, warnings = result
-        return lineage, sorted(str(w) for w in warnings)
-    return result, []
+    return pages
 
 
 def _pipelines() -> dict[str, PipelineCode]:
@@ -102,7 +111,8 @@ def _subjects(
     sources: DocSources, lineage: Lineage, pipelines: Mapping[str, PipelineCode]
 ) -> list[Subject]:
     """Each page's facts for its overview paragraph, and the deterministic paragraph."""
-    from shopstream.genai.docs.pages import PIPELINES, alerts_of, checks_on
+    from shopstream.genai.docs.code_map import PIPELINES
+    from shopstream.genai.docs.pages import alerts_of, checks_on
     from shopstream.genai.docs.prose import Subject
 
     checks = sources.checks.checks()
@@ -166,4 +176,4 @@ def _subjects(
     return subjects
 
 
-__all__ = ["build_docs", "docs_dir"]
+__all__ = ["build_docs", "docs_dir", "render_pages"]

@@ -18,12 +18,11 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from shopstream.genai.docs.code_map import PIPELINES
 from shopstream.genai.docs.model import ColumnRef, Lineage, PipelineCode
 from shopstream.genai.docs.sources import Alert, DocSources, Model
 from shopstream.quality.spec import PlannedCheck
 
-#: The pipelines documented, in the data's order.
-PIPELINES = ("collector", "cdc", "loader", "transform", "quality")
 #: Pipelines that run all the time (the others run on a schedule).
 SERVICES = ("collector", "cdc", "loader")
 #: More nodes than this and a Mermaid graph stops being readable: the tables still list all.
@@ -376,7 +375,10 @@ def model_page(
     lineage: Lineage,
     pipelines: Mapping[str, PipelineCode],
     overview: str,
+    lineage_notes: Sequence[str] = (),
 ) -> Page:
+    """``lineage_notes``: what the lineage could not trace about this model (also listed on
+    the index)."""
     path = model_path(model)
     models = {m.table: m for m in sources.models}
 
@@ -458,8 +460,14 @@ def model_page(
     parts.append(
         table(["column", "raw columns it comes from"], raw_rows)
         if raw_rows
-        else "No column-level lineage for this model (see the index's lineage notes)."
+        else "No column-level lineage for this model."
     )
+    if lineage_notes:
+        notes_link = f"[the index's lineage notes]({relative_link(path, INDEX)}#lineage-notes)"
+        parts.append(
+            f"What the lineage could not trace (also in {notes_link}):\n\n"
+            + "\n".join(f"- {cell(n)}" for n in lineage_notes)
+        )
     all_checks = sources.checks.checks()
     checks = checks_on(model.table, all_checks)
     # What guards a mart is mostly upstream: the staging and raw tables it is computed from.
@@ -602,7 +610,6 @@ def _joined(parts: Iterable[str]) -> str:
 
 __all__ = [
     "INDEX",
-    "PIPELINES",
     "Page",
     "alert_pipelines",
     "alert_tables",

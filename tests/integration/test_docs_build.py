@@ -66,6 +66,14 @@ def test_two_builds_are_byte_identical(built: tuple[Path, Path]) -> None:
     assert tree(first) == tree(second)
 
 
+def test_no_file_names_a_path_of_this_machine(built: tuple[Path, Path], shop: Path) -> None:
+    first, second = built
+    paths = {str(shop), str(first), str(second), str(Path.cwd())}
+    for name, data in tree(first).items():
+        text = data.decode("utf-8")
+        assert not [p for p in paths if p in text], name
+
+
 def test_a_page_per_pipeline_and_per_model(built: tuple[Path, Path], shop: Path) -> None:
     first, _ = built
     manifest = json.loads((shop / "transform/project/target/manifest.json").read_text())

@@ -203,8 +203,12 @@ def test_what_cannot_be_traced_is_said(
     assert traced.lineage.columns[col("mart.odd", "event_id")] == (col("raw.events", "event_id"),)
     assert traced.lineage.columns[col("mart.odd", "mystery")] == ()
     # sqlglot's own wording of the parse error is its business: the sentence starts ours.
-    assert traced.warnings[1].startswith("mart.daily_sales: sqlglot cannot parse its compiled SQL: ")
-    assert len(traced.warnings[1]) > len("mart.daily_sales: sqlglot cannot parse its compiled SQL: ")
+    assert traced.warnings[1].startswith(
+        "mart.daily_sales: sqlglot cannot parse its compiled SQL: "
+    )
+    assert len(traced.warnings[1]) > len(
+        "mart.daily_sales: sqlglot cannot parse its compiled SQL: "
+    )
     assert [w for i, w in enumerate(traced.warnings) if i != 1] == [
         "mart.daily_funnel: no compiled SQL in the manifest (run dbt compile first)",
         "mart.odd: sqlglot could not tie mystery to a table: column lineage through them is"

@@ -6,6 +6,8 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from shopstream.config import Settings
 from shopstream.genai.docs.model import ColumnRef, Lineage, PipelineCode
 from shopstream.genai.docs.pages import (
@@ -358,3 +360,25 @@ def test_what_the_lineage_could_not_trace_is_on_the_index_and_the_models_page(
     assert "sqlglot cannot parse its compiled SQL" in sales
     assert "[the index's lineage notes](../../index.md#lineage-notes)" in sales
     assert "sqlglot cannot" not in pages["models/staging/stg_orders.md"]
+
+
+def test_only_a_directory_the_docs_made_is_cleaned(tmp_path: Path) -> None:
+    from shopstream.genai.docs.site import MARKER, OutDirError
+
+    sources, lineage, pipelines = facts()
+    pages = [index_page(sources, pipelines, lineage, [], "Overview.")]
+    mine = tmp_path / "site" / "notes.txt"
+    mine.parent.mkdir()
+    mine.write_text("mine")
+    with pytest.raises(OutDirError, match="is not empty and was not written by") as refused:
+        write_site(pages, tmp_path)
+    assert str(refused.value).startswith(str(mine.parent))
+    assert mine.read_text() == "mine" and not (tmp_path / "markdown").exists()
+    mine.unlink()
+    written = write_site(pages, tmp_path)
+    assert (tmp_path / "site" / MARKER).is_file() and (tmp_path / "markdown" / MARKER).is_file()
+    assert tmp_path / "site" / MARKER not in written  # a mark, not a page
+    stale = tmp_path / "markdown" / "old.md"
+    stale.write_text("an earlier build's page")
+    write_site(pages, tmp_path)
+    assert not stale.exists() and (tmp_path / "markdown" / MARKER).is_file()

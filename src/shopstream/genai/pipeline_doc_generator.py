@@ -37,14 +37,18 @@ def build_docs(
     out_dir: Path | None = None,
     on_progress: Callable[[str], None] | None = None,
 ) -> list[Path]:
-    """Build the documentation; the files written (sorted). Raises DocsSourceError (a source
-    is missing: the message says what to run) or WarehouseError."""
-    from shopstream.genai.docs.site import write_site
+    """Build the documentation; the files written (sorted). Raises OutDirError (``out_dir``
+    may not be written), QualityConfigError (the checks file), DocsSourceError (a source is
+    missing or unreadable: the message says what to do), WarehouseError, or OSError (writing
+    the pages failed)."""
+    from shopstream.genai.docs.site import check_out_dir, write_site
     from shopstream.genai.docs.sources import load_sources
 
     emit = on_progress or (lambda _: None)
+    target = docs_dir(settings, out_dir)
+    check_out_dir(target)  # before dbt runs: a refused --out is said at once
     sources = load_sources(settings, emit)
-    return write_site(render_pages(sources, settings, emit), docs_dir(settings, out_dir))
+    return write_site(render_pages(sources, settings, emit), target)
 
 
 def render_pages(

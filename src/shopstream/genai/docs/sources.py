@@ -32,6 +32,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -138,14 +139,21 @@ def deploy_text(relative: str) -> tuple[str, str]:
     :data:`CHECKOUT`)."""
     packaged = resources.files("shopstream").joinpath("_deploy", *relative.split("/"))
     if packaged.is_file():
-        return packaged.read_text(encoding="utf-8"), PACKAGED
+        return _read_deploy(packaged, relative), PACKAGED
     checkout = _checkout_deploy() / relative
     if checkout.is_file():
-        return checkout.read_text(encoding="utf-8"), CHECKOUT
+        return _read_deploy(checkout, relative), CHECKOUT
     raise DocsSourceError(
         f"deploy/{relative} is neither in the installed package nor in a source checkout: "
         "reinstall shopstream from its wheel (it carries the file) or run from the checkout"
     )
+
+
+def _read_deploy(path: Traversable, relative: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DocsSourceError(f"cannot read deploy/{relative}: {exc}") from exc
 
 
 def deploy_files(relative_dir: str, suffix: str) -> tuple[list[tuple[str, str]], str]:
@@ -161,7 +169,7 @@ def deploy_files(relative_dir: str, suffix: str) -> tuple[list[tuple[str, str]],
             return [], ""
         entries = [e for e in directory.iterdir() if e.is_file() and e.name.endswith(suffix)]
         where = CHECKOUT
-    files = sorted((e.name, e.read_text(encoding="utf-8")) for e in entries)
+    files = sorted((e.name, _read_deploy(e, f"{relative_dir}/{e.name}")) for e in entries)
     return files, where
 
 
@@ -427,14 +435,22 @@ def _dialect(settings: Settings) -> str:
 
 
 def load_sources(settings: Settings, emit: Callable[[str], None] = lambda _: None) -> DocSources:
-    """Everything the docs are built from. Raises DocsSourceError (what to run) or
-    WarehouseError (the warehouse could not be reached)."""
+    """Everything the docs are built from. Raises QualityConfigError (the checks file is
+    broken: read first, before dbt runs), DocsSourceError (what to run) or WarehouseError (the
+    warehouse could not be reached)."""
     from shopstream.quality.spec import load_config
 
+    checks = load_config(settings.quality.checks_file)
     artifacts = _artifacts(settings, emit)
     emit("reading checks, alerts and runbooks")
     manifest = artifacts.manifest
     models = models_of(manifest, artifacts.types)
+    if models and not any(m.table in artifacts.types for m in models):
+        # Documented anyway, every column would be "?" and every lineage empty.
+        raise DocsSourceError(
+            "the warehouse has none of the dbt models' tables (staging, marts): run "
+            "`shopstream transform` first, then build the docs"
+        )
     tables: dict[str, tuple[Column, ...]] = {
         table: tuple(Column(name, kind) for name, kind in columns.items())
         for table, columns in artifacts.types.items()
@@ -468,7 +484,7 @@ def load_sources(settings: Settings, emit: Callable[[str], None] = lambda _: Non
         models=tuple(models),
         tables=dict(sorted(tables.items())),
         descriptions=dict(sorted(descriptions.items())),
-        checks=load_config(settings.quality.checks_file),
+        checks=checks,
         alerts=parse_alerts(rules_text),
         runbooks=parse_runbooks(runbooks_text),
         schedules=tuple(sorted(schedules, key=lambda s: (s.what, s.where))),

@@ -382,3 +382,55 @@ def test_only_a_directory_the_docs_made_is_cleaned(tmp_path: Path) -> None:
     stale.write_text("an earlier build's page")
     write_site(pages, tmp_path)
     assert not stale.exists() and (tmp_path / "markdown" / MARKER).is_file()
+
+
+def test_the_loader_page_draws_the_transports_it_reads_into_it() -> None:
+    sources, lineage, pipelines = facts()
+    loader = PipelineCode(
+        "loader", "Lands the topics.", ("shopstream.loader",), reads_from=("kafka", "pubsub")
+    )
+    text = pipeline_page("loader", loader, sources, lineage, pipelines, "").markdown
+    assert "  kafka --> loader" in text and "  pubsub --> loader" in text
+    assert "loader --> kafka" not in text
+    assert "Records are read from: `kafka`, `pubsub`." in text
+
+
+def test_a_model_page_lists_the_freshness_slas_of_the_raw_tables_it_comes_from() -> None:
+    sources, lineage, pipelines = facts()
+    text = model_page(sources.models[0], sources, lineage, pipelines, "").markdown
+    freshness = text.split("## Freshness and schedules", 1)[1].split("\n## ", 1)[0]
+    assert (
+        "| raw.cdc_orders | newest ingested_at | 15 min | 30 min | raw.cdc_orders.freshness |"
+        in freshness
+    )
+    # The lineage table says how far its downstream row reaches.
+    assert "| downstream, all the way | - |" in text
+
+
+def test_the_overviews_facts_read_as_english(tmp_path: Path) -> None:
+    from shopstream.genai.pipeline_doc_generator import _subjects
+
+    sources, lineage, pipelines = facts()
+    subjects = {s.key: s for s in _subjects(sources, lineage, pipelines)}
+    orders = " ".join(subjects["model:staging.stg_orders"].facts)
+    assert "staging.stg_orders is an incremental model built by the dbt transform." in orders
+    sales = " ".join(subjects["model:mart.daily_sales"].facts)
+    assert "mart.daily_sales is a table model built by the dbt transform." in sales
+    index = " ".join(subjects["index"].facts)
+    assert "The transform builds 2 dbt models: 1 in mart and 1 in staging." in index
+
+
+def test_alert_templates_read_as_placeholders() -> None:
+    [alert] = parse_alerts(
+        """groups:
+  - name: g
+    rules:
+      - alert: A
+        expr: x > 1
+        annotations:
+          summary: "raw.events is {{ $value | humanizeDuration }} old"
+          description: "{{ $labels.table }} lags by {{$value}}."
+"""
+    )
+    assert alert.summary == "raw.events is <value> old"
+    assert alert.description == "<table> lags by <value>."

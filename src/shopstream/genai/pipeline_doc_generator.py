@@ -111,6 +111,23 @@ def _names(items: list[str] | tuple[str, ...]) -> str:
     return ", ".join(items[:-1]) + f" and {items[-1]}"
 
 
+def _a(word: str) -> str:
+    """
+    >>> _a("incremental"), _a("table"), _a("view")
+    ('an incremental', 'a table', 'a view')
+    """
+    return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
+
+
+def _by_layer(sources: DocSources) -> str:
+    """How many models each layer has: "3 in mart and 12 in staging"."""
+    layers: dict[str, int] = {}
+    for model in sources.models:
+        layer = model.table.split(".", 1)[0]
+        layers[layer] = layers.get(layer, 0) + 1
+    return _names([f"{n} in {layer}" for layer, n in sorted(layers.items())])
+
+
 def _subjects(
     sources: DocSources, lineage: Lineage, pipelines: Mapping[str, PipelineCode]
 ) -> list[Subject]:
@@ -124,7 +141,7 @@ def _subjects(
     names = [n for n in PIPELINES if n in pipelines]
     facts: tuple[str, ...] = (
         f"The platform's pipelines: {_names(names)}.",
-        f"The transform builds {len(sources.models)} dbt models in the staging and mart layers.",
+        f"The transform builds {len(sources.models)} dbt models: {_by_layer(sources)}.",
         f"{len(checks)} quality checks and {len(sources.alerts)} alerts watch the data and the "
         "pipelines.",
     )
@@ -146,6 +163,11 @@ def _subjects(
             f"What its code says: {code.summary}",
             f"It writes {_names(written)}.",
             *(
+                [f"It reads its records from {_names(list(code.reads_from))}."]
+                if code.reads_from
+                else []
+            ),
+            *(
                 [f"It can also send its records to {_names(list(code.sinks))}."]
                 if code.sinks
                 else []
@@ -165,7 +187,7 @@ def _subjects(
             c.name for t in lineage.upstream_tables(model.table) for c in checks_on(t, checks)
         } - {c.name for c in own}
         facts = (
-            f"{model.table} is a {model.materialized} built by the dbt transform.",
+            f"{model.table} is {_a(model.materialized or 'dbt')} model built by the dbt transform.",
             *([f"Its YAML says: {model.description}"] if model.description else []),
             f"It reads {_names(reads)}.",
             f"It is read by {_names(read_by)}." if read_by else "No model reads it.",

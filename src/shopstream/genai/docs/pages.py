@@ -300,10 +300,11 @@ def pipeline_page(
     for child, parents in lineage.tables.items():
         for parent in parents:
             reverse.setdefault(parent, set()).add(child)
-    edges = [(name, t) for t in written] + [(name, s) for s in code.sinks]
-    edges += [(t, child) for t in written for child in sorted(reverse.get(t, ()))]
+    own = [(name, t) for t in written] + [(name, s) for s in code.sinks]
+    own += [(transport, name) for transport in code.reads_from]
+    edges = own + [(t, child) for t in written for child in sorted(reverse.get(t, ()))]
     if len({n for e in edges for n in e}) > MAX_GRAPH_NODES:
-        edges = [(name, t) for t in written] + [(name, s) for s in code.sinks]
+        edges = own
 
     parts = [f"# Pipeline: {name}", overview, f"From the code: {code.summary}"]
     parts.append("## How it starts")
@@ -318,6 +319,8 @@ def pipeline_page(
         [link(t), ", ".join(link(c) for c in sorted(reverse.get(t, ()))) or "-"] for t in written
     ]
     parts.append(table(["writes", "read next by"], rows) if rows else "It writes no table.")
+    if code.reads_from:
+        parts.append("Records are read from: " + ", ".join(f"`{s}`" for s in code.reads_from) + ".")
     if code.sinks:
         parts.append("Records also go to: " + ", ".join(f"`{s}`" for s in code.sinks) + ".")
     parts.append("## Schedules and freshness")
@@ -434,7 +437,7 @@ def model_page(
                     ", ".join(link(t) for t in lineage.tables.get(model.table, ())) or "-",
                 ],
                 ["upstream, all the way to raw", ", ".join(link(t) for t in upstream) or "-"],
-                ["read by", ", ".join(link(t) for t in downstream) or "-"],
+                ["downstream, all the way", ", ".join(link(t) for t in downstream) or "-"],
             ],
         )
     )
@@ -480,9 +483,14 @@ def model_page(
     parts.append("## Freshness and schedules")
     schedule_rows = _schedule_rows("transform", sources)
     parts.append("Rebuilt by the transform:\n\n" + table(["where", "when"], schedule_rows))
-    freshness = _freshness_rows([model.table], checks)
-    if freshness:
-        parts.append(table(["table", "measures", "warn after", "fail after", "check"], freshness))
+    # Its data is as fresh as the raw tables it comes from: their SLAs are its own.
+    raw_upstream = [t for t in upstream if t.startswith("raw.")]
+    freshness = _freshness_rows([model.table, *raw_upstream], all_checks)
+    parts.append(
+        table(["table", "measures", "warn after", "fail after", "check"], freshness)
+        if freshness
+        else "No freshness check on it or on the raw tables it comes from."
+    )
     parts.append("## Quality checks that guard it")
     parts.append("On this table:\n\n" + _checks_section(checks))
     if upstream_checks:
@@ -518,7 +526,7 @@ def model_page(
             "Incremental: each run recomputes the days touched by data received within "
             "`transform.lookback_days`; `--full-refresh` rebuilds it from raw."
         )
-    raw_inputs = [t for t in upstream if t.startswith("raw.")]
+    raw_inputs = raw_upstream
     if raw_inputs:
         lines.append(
             "Missing rows upstream? Look for them in `raw.dead_letter` and at the freshness "

@@ -188,12 +188,29 @@ def parse_alerts(text: str) -> tuple[Alert, ...]:
                     group=str(group.get("name", "")),
                     severity=str((rule.get("labels") or {}).get("severity", "")),
                     expr=str(rule.get("expr", "")).strip(),
-                    summary=str(annotations.get("summary", "")).strip(),
-                    description=" ".join(str(annotations.get("description", "")).split()),
+                    summary=_untemplated(str(annotations.get("summary", "")).strip()),
+                    description=_untemplated(
+                        " ".join(str(annotations.get("description", "")).split())
+                    ),
                     for_=str(rule.get("for", "")),
                 )
             )
     return tuple(alerts)
+
+
+def _untemplated(text: str) -> str:
+    """Prometheus's annotation templates as readable placeholders: ``{{ $value | humanize }}``
+    is ``<value>``, ``{{ $labels.table }}`` is ``<table>``.
+
+    >>> _untemplated("{{ $labels.job }} is {{ $value | humanizePercentage }} down")
+    '<job> is <value> down'
+    """
+
+    def placeholder(match: re.Match[str]) -> str:
+        name = re.match(r"\$(?:labels\.)?(\w+)", match.group(1).strip())
+        return f"<{name.group(1)}>" if name else "<value>"
+
+    return re.sub(r"\{\{(.*?)\}\}", placeholder, text)
 
 
 def parse_runbooks(text: str) -> dict[str, str]:

@@ -8,9 +8,8 @@ store appends to ``monitoring.data_quality_checks``.
 
 from __future__ import annotations
 
-import re
-
 import json
+import re
 import shutil
 import subprocess
 import sys

@@ -191,7 +191,7 @@ def _absolute(module: str, node: ast.ImportFrom, is_package: bool) -> str:
 def _first_paragraph(text: str) -> str:
     """The first paragraph on one line, its Sphinx markup read as text.
 
-    >>> _first_paragraph("Reads :mod:`.spec`, :func:`~shopstream.x.run`, ``--all``.\n\nMore.")
+    >>> _first_paragraph("Reads :mod:`.spec`, :func:`~shopstream.x.run`, ``--all``.")
     'Reads .spec, run, --all.'
     """
     paragraph = " ".join(text.strip().split("\n\n")[0].split())

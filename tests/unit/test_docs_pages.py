@@ -56,7 +56,6 @@ def facts() -> tuple[DocSources, Lineage, dict[str, PipelineCode]]:
             Column("order_date", "DATE", "Business day the order was placed."),
             Column("net_revenue", "DECIMAL(38,2)", "gross | cancelled | refunded"),
         ),
-        reads=(ORDERS,),
         tests=("not_null_daily_sales_order_date",),
     )
     orders = Model(
@@ -66,7 +65,6 @@ def facts() -> tuple[DocSources, Lineage, dict[str, PipelineCode]]:
         materialized="incremental",
         path="models/staging/generated/stg_orders.sql",
         columns=(Column("order_id", "VARCHAR", "Order id."), Column("total_amount", "DECIMAL")),
-        reads=("raw.cdc_orders",),
     )
     rules, _ = deploy_text(ALERT_RULES)
     runbooks, _ = deploy_text(RUNBOOKS)
@@ -77,9 +75,16 @@ def facts() -> tuple[DocSources, Lineage, dict[str, PipelineCode]]:
         tables={
             SALES: sales.columns,
             ORDERS: orders.columns,
-            "raw.cdc_orders": (Column("after", "JSON"),),
+            "raw.cdc_orders": (
+                Column("key", "JSON"),
+                Column("after", "JSON", "The row after the change."),
+            ),
         },
-        descriptions={SALES: sales.description},
+        descriptions={
+            SALES: sales.description,
+            ORDERS: orders.description,
+            "raw.cdc_orders": "Changes of the shop's orders, as captured.",
+        },
         checks=load_config(),
         alerts=parse_alerts(rules),
         runbooks=parse_runbooks(runbooks),
@@ -315,7 +320,7 @@ def test_a_model_page_lists_only_the_alerts_about_its_own_upstream() -> None:
     related = sales.split("## Related alerts", 1)[1].split("## Troubleshooting", 1)[0]
     assert "CdcReplicationLagHigh" in related  # cdc writes raw.cdc_orders, which it reads
     assert "DataFreshnessSLABreach" not in related and "DataFreshnessUnknown" not in related
-    events = Model("stg_events", "staging.stg_events", "", "incremental", "x.sql", (), ())
+    events = Model("stg_events", "staging.stg_events", "", "incremental", "x.sql", ())
     on_events = Lineage(tables={"staging.stg_events": ("raw.events",)}, columns={})
     text = model_page(events, sources, on_events, pipelines, "").markdown
     related = text.split("## Related alerts", 1)[1]
@@ -434,3 +439,18 @@ def test_alert_templates_read_as_placeholders() -> None:
     )
     assert alert.summary == "raw.events is <value> old"
     assert alert.description == "<table> lags by <value>."
+
+
+def test_a_pipeline_page_has_the_schemas_of_the_tables_it_writes() -> None:
+    sources, lineage, pipelines = facts()
+    text = pipeline_page("cdc", pipelines["cdc"], sources, lineage, pipelines, "").markdown
+    schemas = text.split("## Schemas of the tables it writes", 1)[1].split("\n## ", 1)[0]
+    assert "### raw.cdc_orders\n\nChanges of the shop's orders, as captured." in schemas
+    assert "| `key` | JSON |  |" in schemas
+    assert "| `after` | JSON | The row after the change. |" in schemas
+    # The transform's tables are the models: their pages carry the schemas.
+    transform = pipeline_page(
+        "transform", pipelines["transform"], sources, lineage, pipelines, ""
+    ).markdown
+    schemas = transform.split("## Schemas of the tables it writes", 1)[1].split("\n## ", 1)[0]
+    assert "| [staging.stg_orders](../models/staging/stg_orders.md) | Orders with" in schemas

@@ -338,6 +338,8 @@ def pipeline_page(
         if freshness
         else "No freshness check on the tables it writes."
     )
+    parts.append("## Schemas of the tables it writes")
+    parts.append(_schemas_section(path, code, written, sources, models))
     parts.append("## Quality checks on what it writes")
     guarding = {c.name: c for t in written for c in checks if c.table == t}
     parts.append(_checks_section(list(guarding.values())))
@@ -354,6 +356,46 @@ def pipeline_page(
     parts.append("## Troubleshooting")
     parts.append("\n".join(f"- {line}" for line in TROUBLESHOOTING.get(name, [])) or "-")
     return Page(path, f"Pipeline: {name}", _joined(parts))
+
+
+def _schemas_section(
+    path: str,
+    code: PipelineCode,
+    written: Sequence[str],
+    sources: DocSources,
+    models: Mapping[str, Model],
+) -> str:
+    """Each table a pipeline writes: its description and columns (types from the warehouse,
+    descriptions from the YAML). A model's schema is on its own page: a link to it."""
+    if not written:
+        return "It writes no table."
+    parts = []
+    by_model = [t for t in written if t in models]
+    if by_model:
+        parts.append(
+            table(
+                ["table", "description"],
+                [[_table_link(path, t, models), sources.descriptions.get(t, "")] for t in by_model],
+            )
+        )
+    for name in (t for t in written if t not in models):
+        columns = sources.tables.get(name, ())
+        about = sources.descriptions.get(name, "")
+        rows = [[f"`{c.name}`", c.type or "?", c.description] for c in columns]
+        parts.append(
+            "\n\n".join(
+                p
+                for p in (
+                    f"### {name}",
+                    about,
+                    table(["column", "type", "description"], rows)
+                    if rows
+                    else "The warehouse has no such table yet.",
+                )
+                if p
+            )
+        )
+    return "\n\n".join(parts)
 
 
 def _tables_written(

@@ -75,8 +75,6 @@ class Model:
     #: Where its SQL lives in the project (``models/marts/daily_sales.sql``).
     path: str
     columns: tuple[Column, ...]
-    #: The tables it reads, from dbt's graph (``layer.table``, sorted).
-    reads: tuple[str, ...]
     #: The dbt tests attached to it (``not_null_daily_sales_order_date``), sorted.
     tests: tuple[str, ...] = ()
 
@@ -109,7 +107,7 @@ class DocSources:
     models: tuple[Model, ...]
     #: Every known table (``layer.table``) -> its columns, types and descriptions.
     tables: Mapping[str, tuple[Column, ...]]
-    #: Table -> its description (sources and models).
+    #: Table -> its description (the sources' and the models' YAML): shown with its schema.
     descriptions: Mapping[str, str]
     checks: QualityConfig
     alerts: tuple[Alert, ...]
@@ -303,9 +301,6 @@ def models_of(manifest: Mapping[str, Any], types: Mapping[str, Mapping[str, str]
             )
             for name in names
         )
-        reads = sorted(
-            {tables[d] for d in node.get("depends_on", {}).get("nodes", []) if d in tables}
-        )
         models.append(
             Model(
                 name=str(node["name"]),
@@ -314,7 +309,6 @@ def models_of(manifest: Mapping[str, Any], types: Mapping[str, Mapping[str, str]
                 materialized=str((node.get("config") or {}).get("materialized", "")),
                 path=str(node.get("original_file_path", "")),
                 columns=columns,
-                reads=tuple(reads),
                 tests=tuple(sorted(tests.get(uid, []))),
             )
         )
@@ -474,7 +468,16 @@ def load_sources(settings: Settings, emit: Callable[[str], None] = lambda _: Non
     }
     descriptions: dict[str, str] = {}
     for source in manifest.get("sources", {}).values():
-        descriptions[_table_of(source)] = " ".join(str(source.get("description") or "").split())
+        table = _table_of(source)
+        descriptions[table] = " ".join(str(source.get("description") or "").split())
+        documented = {
+            str(name).lower(): " ".join(str(c.get("description") or "").split())
+            for name, c in (source.get("columns") or {}).items()
+        }
+        if table in tables and documented:
+            tables[table] = tuple(
+                Column(c.name, c.type, documented.get(c.name, "")) for c in tables[table]
+            )
     for model in models:
         tables[model.table] = model.columns
         descriptions[model.table] = model.description

@@ -130,15 +130,28 @@ def trace_lineage(
     )
 
 
+def relation_name(node: Mapping[str, Any]) -> str:
+    """The ``layer.table`` of a manifest node (model, seed, snapshot: its alias) or source (its
+    identifier), whatever the warehouse calls the table's database.
+
+    >>> relation_name({"schema": "Mart", "name": "daily_sales", "alias": None})
+    'mart.daily_sales'
+    >>> relation_name({"schema": "raw", "name": "orders", "identifier": "cdc_orders"})
+    'raw.cdc_orders'
+    """
+    name = node.get("alias") or node.get("identifier") or node["name"]
+    return f"{node['schema']}.{name}".lower()
+
+
 def _relations(manifest: Mapping[str, Any]) -> dict[str, str]:
     """unique_id -> ``layer.table`` for every model, seed, snapshot and source."""
     names = {
-        unique_id: f"{node['schema']}.{node.get('alias') or node['name']}".lower()
+        unique_id: relation_name(node)
         for unique_id, node in manifest.get("nodes", {}).items()
         if node.get("resource_type") in _RELATION_TYPES
     }
     names.update(
-        (unique_id, f"{source['schema']}.{source.get('identifier') or source['name']}".lower())
+        (unique_id, relation_name(source))
         for unique_id, source in manifest.get("sources", {}).items()
     )
     return names

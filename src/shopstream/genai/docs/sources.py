@@ -38,6 +38,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from shopstream.genai.docs.lineage import relation_name
+
 if TYPE_CHECKING:
     from shopstream.config import Settings
     from shopstream.quality.spec import QualityConfig
@@ -267,18 +269,13 @@ def parse_dag_schedules(name: str, source: str) -> list[Schedule]:
 # -- the dbt manifest and catalog ----------------------------------------------------------------
 
 
-def _table_of(node: Mapping[str, Any]) -> str:
-    name = node.get("alias") or node.get("identifier") or node["name"]
-    return f"{node['schema']}.{name}".lower()
-
-
 def models_of(manifest: Mapping[str, Any], types: Mapping[str, Mapping[str, str]]) -> list[Model]:
     """The manifest's models (sorted by table), their columns typed from ``types`` (table ->
     column -> type): the warehouse's columns in its order, described from the models' YAML;
     documented columns the warehouse lacks come last, untyped."""
     nodes: Mapping[str, Any] = manifest.get("nodes", {})
     sources: Mapping[str, Any] = manifest.get("sources", {})
-    tables = {uid: _table_of(n) for uid, n in {**nodes, **sources}.items() if "schema" in n}
+    tables = {uid: relation_name(n) for uid, n in {**nodes, **sources}.items() if "schema" in n}
     tests: dict[str, list[str]] = {}
     for node in nodes.values():
         if node.get("resource_type") == "test":
@@ -468,7 +465,7 @@ def load_sources(settings: Settings, emit: Callable[[str], None] = lambda _: Non
     }
     descriptions: dict[str, str] = {}
     for source in manifest.get("sources", {}).values():
-        table = _table_of(source)
+        table = relation_name(source)
         descriptions[table] = " ".join(str(source.get("description") or "").split())
         documented = {
             str(name).lower(): " ".join(str(c.get("description") or "").split())

@@ -111,6 +111,18 @@ def test_the_daily_sales_page(built: tuple[Path, Path]) -> None:
         assert alert in text
     assert "| running platform | every 5 minutes |" in text
     assert "shopstream_transform_hourly | 15 * * * *" in text
+    # Computed from the order tables only: raw.events' freshness alert is not about it.
+    related = text.split("## Related alerts", 1)[1]
+    assert "DataFreshnessSLABreach" not in related and "{{" not in text
+
+
+def test_an_incremental_models_columns_do_not_come_from_itself(built: tuple[Path, Path]) -> None:
+    """dbt docs generate compiles the CDC staging models incrementally (their tables exist):
+    their SQL joins their own table, which is not where a column comes from."""
+    text = (built[0] / "markdown/models/staging/stg_orders.md").read_text()
+    columns = text.split("## Columns", 1)[1].split("\n## ", 1)[0]
+    assert "| `order_id` |" in columns and "raw.cdc_orders.after" in columns
+    assert "staging.stg_orders." not in columns
 
 
 def test_the_pipeline_pages_carry_alerts_runbooks_and_sources(built: tuple[Path, Path]) -> None:

@@ -454,3 +454,16 @@ def test_a_pipeline_page_has_the_schemas_of_the_tables_it_writes() -> None:
     ).markdown
     schemas = transform.split("## Schemas of the tables it writes", 1)[1].split("\n## ", 1)[0]
     assert "| [staging.stg_orders](../models/staging/stg_orders.md) | Orders with" in schemas
+
+
+def test_a_deploy_file_that_cannot_be_read_is_a_source_error_naming_it(tmp_path: Path) -> None:
+    """A read failure (exit 1 in the CLI, "cannot read ..."), never taken for a failure to
+    write the docs."""
+    from shopstream.genai.docs.sources import DocsSourceError, _read_deploy
+
+    with pytest.raises(DocsSourceError, match=r"^cannot read deploy/monitoring/runbooks.md: "):
+        _read_deploy(tmp_path, "monitoring/runbooks.md")  # a directory: IsADirectoryError
+    undecodable = tmp_path / "rules.yml"
+    undecodable.write_bytes(b"\xff\xfe\xfa")
+    with pytest.raises(DocsSourceError, match="cannot read deploy/rules.yml"):
+        _read_deploy(undecodable, "rules.yml")

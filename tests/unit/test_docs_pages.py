@@ -461,9 +461,9 @@ def test_a_deploy_file_that_cannot_be_read_is_a_source_error_naming_it(tmp_path:
     write the docs."""
     from shopstream.genai.docs.sources import DocsSourceError, _read_deploy
 
-    with pytest.raises(DocsSourceError, match=r"^cannot read deploy/monitoring/runbooks.md: "):
+    with pytest.raises(DocsSourceError, match=r"^cannot read deploy/monitoring/runbooks\.md: "):
         _read_deploy(tmp_path, "monitoring/runbooks.md")  # a directory: IsADirectoryError
     undecodable = tmp_path / "rules.yml"
     undecodable.write_bytes(b"\xff\xfe\xfa")
-    with pytest.raises(DocsSourceError, match="cannot read deploy/rules.yml"):
+    with pytest.raises(DocsSourceError, match=r"cannot read deploy/rules\.yml"):
         _read_deploy(undecodable, "rules.yml")

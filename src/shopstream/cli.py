@@ -1072,9 +1072,12 @@ def quality_run(
 
 @docs_app.command(
     "build",
-    epilog="Exit status: 0 when the pages were written, 1 when a source could not be read (no "
-    "dbt manifest yet: run `shopstream transform`; the warehouse unreachable; dbt failed), 2 on "
-    "a usage error (the settings, an --out that cannot be written).",
+    epilog="Exit status: 0 when the pages were written; 1 when a source could not be read (no "
+    "dbt manifest or no models built yet: run `shopstream transform`; the warehouse "
+    'unreachable; dbt failed; a deploy/ file unreadable: "cannot read ..."); 2 on a usage '
+    "error (the settings, a broken quality checks file, an --out that is a file or holds files "
+    'not written by docs build) or when the pages cannot be written to --out ("cannot write '
+    'the docs to ..."). Nothing is created in --out until the sources are read.',
 )
 def docs_build(
     out_dir: Annotated[
@@ -1086,16 +1089,14 @@ def docs_build(
     schemas, freshness, checks, alerts, runbooks) as Markdown and a static HTML site."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+    from shopstream.genai.docs.site import OutDirError
     from shopstream.genai.docs.sources import DocsSourceError
     from shopstream.genai.pipeline_doc_generator import build_docs, docs_dir
+    from shopstream.quality.spec import QualityConfigError
     from shopstream.warehouse import WarehouseError
 
     settings = _settings()
     target = docs_dir(settings, out_dir)
-    try:
-        target.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise _fail(f"cannot write the docs to {target}: {exc}", 2) from exc
     with Progress(
         SpinnerColumn(),
         TextColumn("[bold]docs"),
@@ -1109,7 +1110,9 @@ def docs_build(
             files = build_docs(settings, target, lambda step: bar.update(task, description=step))
         except (DocsSourceError, WarehouseError) as exc:
             raise _fail(str(exc)) from exc
-        except OSError as exc:
+        except (OutDirError, QualityConfigError) as exc:
+            raise _fail(str(exc), 2) from exc
+        except OSError as exc:  # the sources' read errors are DocsSourceErrors: this is a write
             raise _fail(f"cannot write the docs to {target}: {exc}", 2) from exc
     pages = [f for f in files if f.suffix == ".html"]
     console.print(

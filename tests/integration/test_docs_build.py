@@ -7,7 +7,6 @@ answers."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -17,20 +16,13 @@ from typing import Any
 import pytest
 
 from shopstream.config import GenAISettings, Settings
+from shopstream.genai.docs.code_map import PIPELINES
 from shopstream.genai.docs.prose import CACHE_DIR, Subject, write_overviews
+from shopstream.genai.docs.site import MARKER
 from shopstream.genai.docs.sources import DocsSourceError, _left_by_last_transform
 from tests.support.llm_server import ChatServer, Reply
 from tests.support.shop_warehouse import ShopWarehouse, shopstream
 from tests.support.site_links import broken_links, links_of
-
-PIPELINES = ("collector", "cdc", "loader", "transform", "quality")
-H6 = ("shopstream.genai.docs.lineage", "shopstream.genai.docs.code_map")
-
-
-def needs_lineage_and_code_map() -> None:
-    missing = [name for name in H6 if importlib.util.find_spec(name) is None]
-    if missing:
-        pytest.skip(f"the docs build needs {', '.join(missing)} (not merged yet)")
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +39,6 @@ def built(
 ) -> tuple[Path, Path]:
     """Two builds: one in-process, one by the CLI as a process (the second finds a stale
     file of an "earlier build" and must remove it)."""
-    needs_lineage_and_code_map()
     from shopstream.genai.pipeline_doc_generator import build_docs
 
     first = tmp_path_factory.mktemp("docs-first")
@@ -58,6 +49,7 @@ def built(
     stale = second / "site" / "models" / "mart" / "a_dropped_model.html"
     stale.parent.mkdir(parents=True)
     stale.write_text("left by an earlier build")
+    (second / "site" / MARKER).write_text("")  # the earlier build's mark: its to clean
     env = {**shop_warehouse.env, "SHOPSTREAM_DATA_DIR": str(shop)}
     result = shopstream(env, "docs", "build", "--out", str(second))
     assert result.returncode == 0, result.stdout + result.stderr
@@ -75,6 +67,14 @@ def tree(root: Path) -> dict[str, bytes]:
 def test_two_builds_are_byte_identical(built: tuple[Path, Path]) -> None:
     first, second = built
     assert tree(first) == tree(second)
+
+
+def test_no_file_names_a_path_of_this_machine(built: tuple[Path, Path], shop: Path) -> None:
+    first, second = built
+    paths = {str(shop), str(first), str(second), str(Path.cwd())}
+    for name, data in tree(first).items():
+        text = data.decode("utf-8")
+        assert not [p for p in paths if p in text], name
 
 
 def test_a_page_per_pipeline_and_per_model(built: tuple[Path, Path], shop: Path) -> None:
@@ -111,6 +111,18 @@ def test_the_daily_sales_page(built: tuple[Path, Path]) -> None:
         assert alert in text
     assert "| running platform | every 5 minutes |" in text
     assert "shopstream_transform_hourly | 15 * * * *" in text
+    # Computed from the order tables only: raw.events' freshness alert is not about it.
+    related = text.split("## Related alerts", 1)[1]
+    assert "DataFreshnessSLABreach" not in related and "{{" not in text
+
+
+def test_an_incremental_models_columns_do_not_come_from_itself(built: tuple[Path, Path]) -> None:
+    """dbt docs generate compiles the CDC staging models incrementally (their tables exist):
+    their SQL joins their own table, which is not where a column comes from."""
+    text = (built[0] / "markdown/models/staging/stg_orders.md").read_text()
+    columns = text.split("## Columns", 1)[1].split("\n## ", 1)[0]
+    assert "| `order_id` |" in columns and "raw.cdc_orders.after" in columns
+    assert "staging.stg_orders." not in columns
 
 
 def test_the_pipeline_pages_carry_alerts_runbooks_and_sources(built: tuple[Path, Path]) -> None:
@@ -145,17 +157,22 @@ def test_without_a_transform_the_error_says_to_run_one(tmp_path: Path) -> None:
         _left_by_last_transform(Settings(data_dir=tmp_path), lambda _: None)
     # No warehouse at all: the CLI says so (exit 1) and makes none.
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPSTREAM_")}
-    result = shopstream({**env, "SHOPSTREAM_DATA_DIR": str(tmp_path)}, "docs", "build")
+    out = tmp_path / "out"
+    result = shopstream(
+        {**env, "SHOPSTREAM_DATA_DIR": str(tmp_path)}, "docs", "build", "--out", str(out)
+    )
     assert result.returncode == 1, result.stdout + result.stderr
     assert "run `shopstream transform`" in " ".join(result.stderr.split())
     assert not (tmp_path / "shopstream.duckdb").exists()
+    assert not out.exists()  # a failed build leaves no empty directory behind
     # An --out that cannot be a directory: a usage error (exit 2) naming it.
     taken = tmp_path / "a-file"
     taken.write_text("")
     result = shopstream(
         {**env, "SHOPSTREAM_DATA_DIR": str(tmp_path)}, "docs", "build", "--out", str(taken)
     )
-    assert result.returncode == 2 and "cannot write the docs to" in result.stderr
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"{taken} is not a directory" in " ".join(result.stderr.split())
 
 
 def test_a_dbt_project_that_cannot_run_is_an_error_naming_it(
@@ -167,6 +184,50 @@ def test_a_dbt_project_that_cannot_run_is_an_error_naming_it(
     assert result.returncode == 1, result.stdout + result.stderr
     said = " ".join(result.stderr.split())
     assert f"no dbt project at {tmp_path / 'no-project'}" in said and "Traceback" not in said
+
+
+def test_a_broken_checks_file_is_a_usage_error_before_dbt_runs(
+    shop: Path, shop_warehouse: ShopWarehouse, tmp_path: Path
+) -> None:
+    checks = tmp_path / "checks.yml"
+    checks.write_text("tables: [this is: not, a mapping")
+    env = {**shop_warehouse.env, "SHOPSTREAM_DATA_DIR": str(shop)}
+    env["SHOPSTREAM_QUALITY__CHECKS_FILE"] = str(checks)
+    result = shopstream(env, "docs", "build", "--out", str(tmp_path / "out"))
+    said = " ".join(result.stderr.split())
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"{checks} is not valid YAML" in said and "Traceback" not in said
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_untransformed_warehouse_is_an_error_saying_to_transform(tmp_path: Path) -> None:
+    """A warehouse with raw data but no staging or mart table: documenting it would give
+    every column the type "?"; the build says to run the transform instead."""
+    import duckdb
+
+    with duckdb.connect(str(tmp_path / "shopstream.duckdb")) as db:
+        db.execute("CREATE SCHEMA raw; CREATE TABLE raw.events (event_id VARCHAR)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPSTREAM_")}
+    env["SHOPSTREAM_DATA_DIR"] = str(tmp_path)
+    result = shopstream(env, "docs", "build", "--out", str(tmp_path / "out"))
+    said = " ".join(result.stderr.split())
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "none of the dbt models' tables" in said and "run `shopstream transform`" in said
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_directory_not_made_by_the_docs_is_never_cleaned(
+    shop: Path, shop_warehouse: ShopWarehouse, tmp_path: Path
+) -> None:
+    mine = tmp_path / "out" / "markdown" / "my-notes.md"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("mine")
+    env = {**shop_warehouse.env, "SHOPSTREAM_DATA_DIR": str(shop)}
+    result = shopstream(env, "docs", "build", "--out", str(tmp_path / "out"))
+    said = " ".join(result.stderr.split())
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"{mine.parent} is not empty and was not written by `shopstream docs build`" in said
+    assert mine.read_text() == "mine" and not (tmp_path / "out" / "site").exists()
 
 
 # -- overviews by a language model ----------------------------------------------------------------
@@ -235,7 +296,6 @@ def test_a_build_with_a_model_asks_it_once_per_page_and_uses_its_prose(
     chat_server: ChatServer, shop: Path, tmp_path: Path
 ) -> None:
     """(The cache that makes a rebuild ask nothing: the test of the overviews above.)"""
-    needs_lineage_and_code_map()
     from shopstream.genai.pipeline_doc_generator import build_docs
 
     data_dir = tmp_path / "data"

@@ -9,6 +9,7 @@ store appends to ``monitoring.data_quality_checks``.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -36,9 +37,18 @@ def test_every_pipeline_is_mapped(pipelines: dict[str, PipelineCode]) -> None:
         assert code.name == name
         assert code.summary and "\n" not in code.summary
         assert f"shopstream.{name}" in code.modules
-        for sequence in (code.modules, code.settings_read, code.tables_written, code.sinks):
+        for sequence in (
+            code.modules,
+            code.settings_read,
+            code.tables_written,
+            code.sinks,
+            code.reads_from,
+        ):
             assert list(sequence) == sorted(set(sequence))
         assert code.entry_points, name
+        # Docstrings' Sphinx markup is read as its text on the pages.
+        for text in (code.summary, *code.entry_points.values()):
+            assert not re.search(r":\w+:`|``", text), (name, text)
 
 
 def test_collector(pipelines: dict[str, PipelineCode]) -> None:
@@ -75,7 +85,10 @@ def test_loader_transform_and_quality(pipelines: dict[str, PipelineCode]) -> Non
     # It lands whatever the transport carries (events.messages decodes every raw table).
     assert {"raw.events", "raw.cdc_<table>", "raw.dead_letter"} <= set(loader.tables_written)
     assert "loader.group" in loader.settings_read
-    assert loader.sinks == ("kafka", "pubsub")
+    # It consumes the transports the collector and cdc write to: it reads them, sends to none.
+    assert loader.reads_from == ("kafka", "pubsub")
+    assert loader.sinks == ()
+    assert pipelines["collector"].reads_from == () and pipelines["cdc"].reads_from == ()
     assert "shopstream_loader_rows_total" in loader.metrics
 
     transform = pipelines["transform"]

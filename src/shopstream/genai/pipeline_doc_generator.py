@@ -18,11 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from shopstream.config import Settings
     from shopstream.genai.docs.model import Lineage, PipelineCode
+    from shopstream.genai.docs.pages import Page
     from shopstream.genai.docs.prose import Subject
     from shopstream.genai.docs.sources import DocSources
 
@@ -36,23 +37,38 @@ def build_docs(
     out_dir: Path | None = None,
     on_progress: Callable[[str], None] | None = None,
 ) -> list[Path]:
-    """Build the documentation; the files written (sorted). Raises DocsSourceError (a source
-    is missing: the message says what to run) or WarehouseError."""
-    from shopstream.genai.docs.pages import PIPELINES, index_page, model_page, pipeline_page
-    from shopstream.genai.docs.prose import write_overviews
-    from shopstream.genai.docs.site import write_site
+    """Build the documentation; the files written (sorted). Raises OutDirError (``out_dir``
+    may not be written), QualityConfigError (the checks file), DocsSourceError (a source is
+    missing or unreadable: the message says what to do), WarehouseError, or OSError (writing
+    the pages failed)."""
+    from shopstream.genai.docs.site import check_out_dir, write_site
     from shopstream.genai.docs.sources import load_sources
 
     emit = on_progress or (lambda _: None)
+    target = docs_dir(settings, out_dir)
+    check_out_dir(target)  # before dbt runs: a refused --out is said at once
     sources = load_sources(settings, emit)
+    return write_site(render_pages(sources, settings, emit), target)
+
+
+def render_pages(
+    sources: DocSources, settings: Settings, emit: Callable[[str], None] = lambda _: None
+) -> list[Page]:
+    """Every page (index, pipelines, models) from the gathered facts."""
+    from shopstream.genai.docs.code_map import PIPELINES
+    from shopstream.genai.docs.lineage import trace_lineage
+    from shopstream.genai.docs.pages import index_page, model_page, pipeline_page
+    from shopstream.genai.docs.prose import write_overviews
+
     emit("tracing the lineage of every model")
-    lineage, notes = _lineage(sources)
+    traced = trace_lineage(sources.manifest, sources.table_columns(), sources.dialect)
+    lineage = traced.lineage
     emit("reading the pipelines' code")
     pipelines = _pipelines()
     subjects = _subjects(sources, lineage, pipelines)
     overviews = write_overviews(subjects, settings, emit)
     notes = [
-        *notes,
+        *traced.warnings,
         *(f"overview fell back to the deterministic text: {f}" for f in overviews.fallbacks),
     ]
     emit("writing the pages")
@@ -64,20 +80,17 @@ def build_docs(
         if name in pipelines
     ]
     pages += [
-        model_page(m, sources, lineage, pipelines, text[f"model:{m.table}"]) for m in sources.models
+        model_page(
+            m,
+            sources,
+            lineage,
+            pipelines,
+            text[f"model:{m.table}"],
+            [w for w in traced.warnings if w.startswith(f"{m.table}: ")],
+        )
+        for m in sources.models
     ]
-    return write_site(pages, docs_dir(settings, out_dir))
-
-
-def _lineage(sources: DocSources) -> tuple[Lineage, list[str]]:
-    """Table and column lineage from the models' compiled SQL, and what it could not trace."""
-    from shopstream.genai.docs.lineage import model_lineage
-
-    result: Any = model_lineage(sources.manifest, sources.table_columns(), sources.dialect)
-    if isinstance(result, tuple):  # (Lineage, warnings)
-        lineage, warnings = result
-        return lineage, sorted(str(w) for w in warnings)
-    return result, []
+    return pages
 
 
 def _pipelines() -> dict[str, PipelineCode]:
@@ -98,11 +111,29 @@ def _names(items: list[str] | tuple[str, ...]) -> str:
     return ", ".join(items[:-1]) + f" and {items[-1]}"
 
 
+def _a(word: str) -> str:
+    """
+    >>> _a("incremental"), _a("table"), _a("view")
+    ('an incremental', 'a table', 'a view')
+    """
+    return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
+
+
+def _by_layer(sources: DocSources) -> str:
+    """How many models each layer has: "3 in mart and 12 in staging"."""
+    layers: dict[str, int] = {}
+    for model in sources.models:
+        layer = model.table.split(".", 1)[0]
+        layers[layer] = layers.get(layer, 0) + 1
+    return _names([f"{n} in {layer}" for layer, n in sorted(layers.items())])
+
+
 def _subjects(
     sources: DocSources, lineage: Lineage, pipelines: Mapping[str, PipelineCode]
 ) -> list[Subject]:
     """Each page's facts for its overview paragraph, and the deterministic paragraph."""
-    from shopstream.genai.docs.pages import PIPELINES, alerts_of, checks_on
+    from shopstream.genai.docs.code_map import PIPELINES
+    from shopstream.genai.docs.pages import alerts_of, checks_on
     from shopstream.genai.docs.prose import Subject
 
     checks = sources.checks.checks()
@@ -110,7 +141,7 @@ def _subjects(
     names = [n for n in PIPELINES if n in pipelines]
     facts: tuple[str, ...] = (
         f"The platform's pipelines: {_names(names)}.",
-        f"The transform builds {len(sources.models)} dbt models in the staging and mart layers.",
+        f"The transform builds {len(sources.models)} dbt models: {_by_layer(sources)}.",
         f"{len(checks)} quality checks and {len(sources.alerts)} alerts watch the data and the "
         "pipelines.",
     )
@@ -132,6 +163,11 @@ def _subjects(
             f"What its code says: {code.summary}",
             f"It writes {_names(written)}.",
             *(
+                [f"It reads its records from {_names(list(code.reads_from))}."]
+                if code.reads_from
+                else []
+            ),
+            *(
                 [f"It can also send its records to {_names(list(code.sinks))}."]
                 if code.sinks
                 else []
@@ -151,7 +187,7 @@ def _subjects(
             c.name for t in lineage.upstream_tables(model.table) for c in checks_on(t, checks)
         } - {c.name for c in own}
         facts = (
-            f"{model.table} is a {model.materialized} built by the dbt transform.",
+            f"{model.table} is {_a(model.materialized or 'dbt')} model built by the dbt transform.",
             *([f"Its YAML says: {model.description}"] if model.description else []),
             f"It reads {_names(reads)}.",
             f"It is read by {_names(read_by)}." if read_by else "No model reads it.",
@@ -166,4 +202,4 @@ def _subjects(
     return subjects
 
 
-__all__ = ["build_docs", "docs_dir"]
+__all__ = ["build_docs", "docs_dir", "render_pages"]

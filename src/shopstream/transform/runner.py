@@ -19,7 +19,8 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -163,33 +164,42 @@ def run_job(
     """Prepare the workspace and run ``dbt build`` against ``warehouse`` (open in this
     process; DuckDB's held by it). Failures come back as a failed result, not as exceptions."""
     started = time.monotonic()
-    if not _DBT_LOCK.acquire(blocking=False):
-        emit(Progress("waiting"))
-        _DBT_LOCK.acquire()
-    try:
-        project, variables = _prepare(warehouse, job)
-        dialect = workspace.dialect(job.warehouse_url)
-        result = run_dbt(
-            project,
-            job.root,
-            variables,
-            job.request,
-            emit=emit,
-            secrets=[job.email_salt],
-            count_rows=warehouse.query,
-            quote=dialect.quote,
-        )
-    except Exception as exc:  # the project, the warehouse, dbt itself: say what, and go on
-        result = failed(_masked(f"{type(exc).__name__}: {exc}", [job.email_salt]))
-    finally:
-        _DBT_LOCK.release()
-        for directory in ("target", "logs"):
-            workspace.make_private(job.root / "project" / directory)
+    with _dbt_workspace(job, emit):
+        try:
+            project, variables = _prepare(warehouse, job)
+            dialect = workspace.dialect(job.warehouse_url)
+            result = run_dbt(
+                project,
+                job.root,
+                variables,
+                job.request,
+                emit=emit,
+                secrets=[job.email_salt],
+                count_rows=warehouse.query,
+                quote=dialect.quote,
+            )
+        except Exception as exc:  # the project, the warehouse, dbt itself: say what, go on
+            result = failed(_masked(f"{type(exc).__name__}: {exc}", [job.email_salt]))
     if result.seconds == 0.0:
         result = TransformResult(
             result.success, result.models, result.tests, time.monotonic() - started, result.error
         )
     return result
+
+
+@contextmanager
+def _dbt_workspace(job: TransformJob, emit: Callable[[Progress], None]) -> Iterator[None]:
+    """Hold the dbt lock (one dbt command at a time in this process; say "waiting" when
+    another runs) and, whatever happens, leave dbt's target/ and logs/ private after."""
+    if not _DBT_LOCK.acquire(blocking=False):
+        emit(Progress("waiting"))
+        _DBT_LOCK.acquire()
+    try:
+        yield
+    finally:
+        _DBT_LOCK.release()
+        for directory in ("target", "logs"):
+            workspace.make_private(job.root / "project" / directory)
 
 
 def _prepare(
@@ -225,10 +235,7 @@ def generate_docs(
     RuntimeError (the salt masked) when dbt fails."""
     from dbt.cli.main import dbtRunner
 
-    if not _DBT_LOCK.acquire(blocking=False):
-        emit(Progress("waiting"))
-        _DBT_LOCK.acquire()
-    try:
+    with _dbt_workspace(job, emit):
         project, variables = _prepare(warehouse, job)
         target = project / "target"
         args = ["docs", "generate", *_common_args(project, job.root, variables)]
@@ -240,10 +247,6 @@ def generate_docs(
             reason = outcome.exception or "see the dbt log in the transform workspace"
             raise RuntimeError(_masked(f"dbt docs generate failed: {reason}", [job.email_salt]))
         return DocsArtifacts(target / "manifest.json", target / "catalog.json")
-    finally:
-        _DBT_LOCK.release()
-        for directory in ("target", "logs"):
-            workspace.make_private(job.root / "project" / directory)
 
 
 def _common_args(project: Path, profiles_dir: Path, variables: Mapping[str, Any]) -> list[str]:

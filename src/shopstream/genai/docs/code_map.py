@@ -69,6 +69,7 @@ def analyse_pipelines(package_dir: Path | None = None) -> dict[str, PipelineCode
             tables_written=tuple(sorted(_tables_written(package, raw, name))),
             sinks=tuple(sorted(_sinks(package, name))),
             metrics=tuple(sorted(m.exported for m in metrics if m.belongs_to(name))),
+            reads_from=tuple(sorted(_reads_from(package, name))),
         )
         for name in PIPELINES
     }
@@ -188,7 +189,24 @@ def _absolute(module: str, node: ast.ImportFrom, is_package: bool) -> str:
 
 
 def _first_paragraph(text: str) -> str:
-    return " ".join(text.strip().split("\n\n")[0].split())
+    """The first paragraph on one line, its Sphinx markup read as text.
+
+    >>> _first_paragraph("Reads :mod:`.spec`, :func:`~shopstream.x.run`, ``--all``.")
+    'Reads .spec, run, --all.'
+    """
+    paragraph = " ".join(text.strip().split("\n\n")[0].split())
+    return _plain(paragraph)
+
+
+def _plain(text: str) -> str:
+    """Sphinx roles (``:mod:`x```, ``:func:`~a.b```) as their text, ````literals```` bare."""
+    text = re.sub(r":[\w:]+:`~?([^`]+)`", lambda m: _role_text(m.group(0), m.group(1)), text)
+    return re.sub(r"``([^`]+)``", r"\1", text)
+
+
+def _role_text(whole: str, target: str) -> str:
+    # :func:`~a.b.run` shows as "run"; :mod:`.spec` as ".spec".
+    return target.rsplit(".", 1)[-1] if whole.split("`", 1)[1].startswith("~") else target
 
 
 def _first_sentence(text: str) -> str:
@@ -550,19 +568,27 @@ def _pattern(node: ast.JoinedStr) -> str:
 # -- sinks --------------------------------------------------------------------------------------
 
 
+def _reads_from(package: _Package, pipeline: str) -> set[str]:
+    """The transports a pipeline consumes: its own modules named for one (loader/kafka.py is
+    the loader's Kafka consumer; writing goes through shopstream.sinks)."""
+    names = {module.rsplit(".", 1)[-1] for module in package.modules_of(pipeline)}
+    return names & set(_TRANSPORTS)
+
+
 def _sinks(package: _Package, pipeline: str) -> set[str]:
+    """The transports a pipeline writes its records to, through shopstream.sinks."""
     found = set()
     for module in package.modules_of(pipeline):
         imported = package.imported_modules(module)
-        if module.rsplit(".", 1)[-1] in _TRANSPORTS:
-            found.add(module.rsplit(".", 1)[-1])
         for transport in _TRANSPORTS:
             if any(m.startswith(f"shopstream.sinks.{transport}") for m in imported):
                 found.add(transport)
         if "shopstream.sinks.base" in imported or "shopstream.sinks" in imported:
             # It hands its records to a Sink: the settings' sink URL picks the transport.
             found.update(t for t in _TRANSPORTS if f"shopstream.sinks.{t}" in package.trees)
-    return found
+    # A consumer of a transport uses the sinks' code to land what it read (and to set up its
+    # subscription), not to send records back into it.
+    return found - _reads_from(package, pipeline)
 
 
 # -- metrics ------------------------------------------------------------------------------------

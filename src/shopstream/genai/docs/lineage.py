@@ -116,7 +116,9 @@ def trace_lineage(
                 "column lineage through them is incomplete"
             )
         for column, sources in traced.items():
-            columns.setdefault(column, set()).update(sources)
+            # An incremental model reads its own table (values kept from its earlier run):
+            # those were computed from its real sources, which the lineage already has.
+            columns.setdefault(column, set()).update(s for s in sources if s.table != name)
     for name, parents in tables.items():
         parents.discard(name)  # an incremental model reads itself for its high-water mark
     return TracedLineage(
@@ -128,15 +130,28 @@ def trace_lineage(
     )
 
 
+def relation_name(node: Mapping[str, Any]) -> str:
+    """The ``layer.table`` of a manifest node (model, seed, snapshot: its alias) or source (its
+    identifier), whatever the warehouse calls the table's database.
+
+    >>> relation_name({"schema": "Mart", "name": "daily_sales", "alias": None})
+    'mart.daily_sales'
+    >>> relation_name({"schema": "raw", "name": "orders", "identifier": "cdc_orders"})
+    'raw.cdc_orders'
+    """
+    name = node.get("alias") or node.get("identifier") or node["name"]
+    return f"{node['schema']}.{name}".lower()
+
+
 def _relations(manifest: Mapping[str, Any]) -> dict[str, str]:
     """unique_id -> ``layer.table`` for every model, seed, snapshot and source."""
     names = {
-        unique_id: f"{node['schema']}.{node.get('alias') or node['name']}".lower()
+        unique_id: relation_name(node)
         for unique_id, node in manifest.get("nodes", {}).items()
         if node.get("resource_type") in _RELATION_TYPES
     }
     names.update(
-        (unique_id, f"{source['schema']}.{source.get('identifier') or source['name']}".lower())
+        (unique_id, relation_name(source))
         for unique_id, source in manifest.get("sources", {}).items()
     )
     return names

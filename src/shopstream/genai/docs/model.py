@@ -83,3 +83,5 @@ class PipelineCode:
     sinks: tuple[str, ...] = ()
     #: Metrics it exports (``shopstream_collector_events_total``) (sorted).
     metrics: tuple[str, ...] = ()
+    #: The transports it consumes records from (kafka, pubsub) (sorted).
+    reads_from: tuple[str, ...] = ()

@@ -18,12 +18,11 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from shopstream.genai.docs.code_map import PIPELINES
 from shopstream.genai.docs.model import ColumnRef, Lineage, PipelineCode
 from shopstream.genai.docs.sources import Alert, DocSources, Model
 from shopstream.quality.spec import PlannedCheck
 
-#: The pipelines documented, in the data's order.
-PIPELINES = ("collector", "cdc", "loader", "transform", "quality")
 #: Pipelines that run all the time (the others run on a schedule).
 SERVICES = ("collector", "cdc", "loader")
 #: More nodes than this and a Mermaid graph stops being readable: the tables still list all.
@@ -139,9 +138,9 @@ def alert_pipelines(alert: Alert, pipelines: Mapping[str, PipelineCode]) -> list
         for matcher in re.findall(r'job=~?"([^"]+)"', alert.expr):
             if re.fullmatch(matcher, name):
                 found.add(name)
-    for table_name in re.findall(r'table="(\w+)"', alert.expr):
+    for table_name in sorted(alert_tables(alert)):
         # A raw table's own metric (its freshness): about the pipelines that write it.
-        found |= set(writers(f"raw.{table_name}", pipelines))
+        found |= set(writers(table_name, pipelines))
     if "shopstream_pipeline_last_" in alert.expr:
         # Pushed by every batch run (record-run): the transform and quality runs.
         found |= {"transform", "quality"} & set(pipelines)
@@ -149,6 +148,15 @@ def alert_pipelines(alert: Alert, pipelines: Mapping[str, PipelineCode]) -> list
         # Any pod of the platform: the long-running services are the pods.
         found |= set(SERVICES) & set(pipelines)
     return sorted(found)
+
+
+def alert_tables(alert: Alert) -> set[str]:
+    """The raw tables an alert's ``table="x"`` matchers name (empty: it names none).
+
+    >>> sorted(alert_tables(Alert("A", "g", "critical", 'm{table="events"} > 1', "", "")))
+    ['raw.events']
+    """
+    return {f"raw.{name}" for name in re.findall(r'table="(\w+)"', alert.expr)}
 
 
 def alerts_of(
@@ -292,10 +300,11 @@ def pipeline_page(
     for child, parents in lineage.tables.items():
         for parent in parents:
             reverse.setdefault(parent, set()).add(child)
-    edges = [(name, t) for t in written] + [(name, s) for s in code.sinks]
-    edges += [(t, child) for t in written for child in sorted(reverse.get(t, ()))]
+    own = [(name, t) for t in written] + [(name, s) for s in code.sinks]
+    own += [(transport, name) for transport in code.reads_from]
+    edges = own + [(t, child) for t in written for child in sorted(reverse.get(t, ()))]
     if len({n for e in edges for n in e}) > MAX_GRAPH_NODES:
-        edges = [(name, t) for t in written] + [(name, s) for s in code.sinks]
+        edges = own
 
     parts = [f"# Pipeline: {name}", overview, f"From the code: {code.summary}"]
     parts.append("## How it starts")
@@ -310,6 +319,8 @@ def pipeline_page(
         [link(t), ", ".join(link(c) for c in sorted(reverse.get(t, ()))) or "-"] for t in written
     ]
     parts.append(table(["writes", "read next by"], rows) if rows else "It writes no table.")
+    if code.reads_from:
+        parts.append("Records are read from: " + ", ".join(f"`{s}`" for s in code.reads_from) + ".")
     if code.sinks:
         parts.append("Records also go to: " + ", ".join(f"`{s}`" for s in code.sinks) + ".")
     parts.append("## Schedules and freshness")
@@ -327,6 +338,8 @@ def pipeline_page(
         if freshness
         else "No freshness check on the tables it writes."
     )
+    parts.append("## Schemas of the tables it writes")
+    parts.append(_schemas_section(path, code, written, sources, models))
     parts.append("## Quality checks on what it writes")
     guarding = {c.name: c for t in written for c in checks if c.table == t}
     parts.append(_checks_section(list(guarding.values())))
@@ -343,6 +356,46 @@ def pipeline_page(
     parts.append("## Troubleshooting")
     parts.append("\n".join(f"- {line}" for line in TROUBLESHOOTING.get(name, [])) or "-")
     return Page(path, f"Pipeline: {name}", _joined(parts))
+
+
+def _schemas_section(
+    path: str,
+    code: PipelineCode,
+    written: Sequence[str],
+    sources: DocSources,
+    models: Mapping[str, Model],
+) -> str:
+    """Each table a pipeline writes: its description and columns (types from the warehouse,
+    descriptions from the YAML). A model's schema is on its own page: a link to it."""
+    if not written:
+        return "It writes no table."
+    parts = []
+    by_model = [t for t in written if t in models]
+    if by_model:
+        parts.append(
+            table(
+                ["table", "description"],
+                [[_table_link(path, t, models), sources.descriptions.get(t, "")] for t in by_model],
+            )
+        )
+    for name in (t for t in written if t not in models):
+        columns = sources.tables.get(name, ())
+        about = sources.descriptions.get(name, "")
+        rows = [[f"`{c.name}`", c.type or "?", c.description] for c in columns]
+        parts.append(
+            "\n\n".join(
+                p
+                for p in (
+                    f"### {name}",
+                    about,
+                    table(["column", "type", "description"], rows)
+                    if rows
+                    else "The warehouse has no such table yet.",
+                )
+                if p
+            )
+        )
+    return "\n\n".join(parts)
 
 
 def _tables_written(
@@ -367,7 +420,10 @@ def model_page(
     lineage: Lineage,
     pipelines: Mapping[str, PipelineCode],
     overview: str,
+    lineage_notes: Sequence[str] = (),
 ) -> Page:
+    """``lineage_notes``: what the lineage could not trace about this model (also listed on
+    the index)."""
     path = model_path(model)
     models = {m.table: m for m in sources.models}
 
@@ -423,7 +479,7 @@ def model_page(
                     ", ".join(link(t) for t in lineage.tables.get(model.table, ())) or "-",
                 ],
                 ["upstream, all the way to raw", ", ".join(link(t) for t in upstream) or "-"],
-                ["read by", ", ".join(link(t) for t in downstream) or "-"],
+                ["downstream, all the way", ", ".join(link(t) for t in downstream) or "-"],
             ],
         )
     )
@@ -449,8 +505,14 @@ def model_page(
     parts.append(
         table(["column", "raw columns it comes from"], raw_rows)
         if raw_rows
-        else "No column-level lineage for this model (see the index's lineage notes)."
+        else "No column-level lineage for this model."
     )
+    if lineage_notes:
+        notes_link = f"[the index's lineage notes]({relative_link(path, INDEX)}#lineage-notes)"
+        parts.append(
+            f"What the lineage could not trace (also in {notes_link}):\n\n"
+            + "\n".join(f"- {cell(n)}" for n in lineage_notes)
+        )
     all_checks = sources.checks.checks()
     checks = checks_on(model.table, all_checks)
     # What guards a mart is mostly upstream: the staging and raw tables it is computed from.
@@ -463,9 +525,14 @@ def model_page(
     parts.append("## Freshness and schedules")
     schedule_rows = _schedule_rows("transform", sources)
     parts.append("Rebuilt by the transform:\n\n" + table(["where", "when"], schedule_rows))
-    freshness = _freshness_rows([model.table], checks)
-    if freshness:
-        parts.append(table(["table", "measures", "warn after", "fail after", "check"], freshness))
+    # Its data is as fresh as the raw tables it comes from: their SLAs are its own.
+    raw_upstream = [t for t in upstream if t.startswith("raw.")]
+    freshness = _freshness_rows([model.table, *raw_upstream], all_checks)
+    parts.append(
+        table(["table", "measures", "warn after", "fail after", "check"], freshness)
+        if freshness
+        else "No freshness check on it or on the raw tables it comes from."
+    )
     parts.append("## Quality checks that guard it")
     parts.append("On this table:\n\n" + _checks_section(checks))
     if upstream_checks:
@@ -501,7 +568,7 @@ def model_page(
             "Incremental: each run recomputes the days touched by data received within "
             "`transform.lookback_days`; `--full-refresh` rebuilds it from raw."
         )
-    raw_inputs = [t for t in upstream if t.startswith("raw.")]
+    raw_inputs = raw_upstream
     if raw_inputs:
         lines.append(
             "Missing rows upstream? Look for them in `raw.dead_letter` and at the freshness "
@@ -537,6 +604,9 @@ def _model_alerts(
         for alert in alerts_of(pipeline, sources, pipelines):
             if pipeline == "quality" and "quality" not in alert.expr:
                 continue  # only the quality checks' own alert is about this table
+            watched = alert_tables(alert)
+            if watched and not watched & {model.table, *upstream}:
+                continue  # about another raw table than the ones it comes from
             reasons.setdefault(alert.name, (alert, why, pipeline))
     return [reasons[n] for n in sorted(reasons)]
 
@@ -590,9 +660,9 @@ def _joined(parts: Iterable[str]) -> str:
 
 __all__ = [
     "INDEX",
-    "PIPELINES",
     "Page",
     "alert_pipelines",
+    "alert_tables",
     "alerts_of",
     "checks_on",
     "index_page",

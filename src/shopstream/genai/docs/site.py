@@ -8,7 +8,10 @@ class="mermaid">``, drawn by mermaid.js from a pinned CDN URL; each page also ca
 facts as tables, so it reads without JavaScript.
 
 A rebuild writes only what changed and removes files a previous build left that this one did
-not write: the trees stay identical for identical facts.
+not write: the trees stay identical for identical facts. Only directories marked as the docs'
+own (an empty :data:`MARKER` file in ``markdown/`` and ``site/``, written by every build) are
+cleaned; a non-empty ``markdown/`` or ``site/`` without it is refused (:class:`OutDirError`), so
+``--out`` pointed at someone's files deletes none of them.
 
 >>> page = to_html("# Hi\\n\\nSee [cdc](pipelines/cdc.md#lag).", "Hi", "index.md")
 >>> print(page)  # doctest: +ELLIPSIS
@@ -34,6 +37,8 @@ from shopstream.genai.docs.pages import INDEX, Page
 MARKDOWN_DIR = "markdown"
 SITE_DIR = "site"
 STYLESHEET = "style.css"
+#: Marks markdown/ and site/ as written by the docs build: only those are cleaned.
+MARKER = ".shopstream-docs"
 #: mermaid.js, pinned: the same diagrams on every build.
 MERMAID_URL = "https://cdn.jsdelivr.net/npm/mermaid@11.4.1/dist/mermaid.esm.min.mjs"
 
@@ -122,11 +127,36 @@ def to_html(markdown: str, title: str, path: str) -> str:
     )
 
 
+class OutDirError(ValueError):
+    """The output directory is not one the docs may write (and clean)."""
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """Raise :class:`OutDirError` when ``out_dir`` is a file, or its ``markdown/`` or ``site/``
+    holds files an earlier docs build did not mark as its own."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutDirError(f"{out_dir} is not a directory: give --out a directory")
+    for root in (out_dir / MARKDOWN_DIR, out_dir / SITE_DIR):
+        if root.exists() and not root.is_dir():
+            raise OutDirError(f"{root} is not a directory: move it or choose another --out")
+        if root.is_dir() and not (root / MARKER).is_file() and any(root.iterdir()):
+            raise OutDirError(
+                f"{root} is not empty and was not written by `shopstream docs build` (no "
+                f"{MARKER} in it): its files would be deleted as stale; choose another --out "
+                "or empty it"
+            )
+
+
 def write_site(pages: Sequence[Page], out_dir: Path) -> list[Path]:
     """Write every page as Markdown and HTML, plus the stylesheet; remove what an earlier build
-    left and this one did not write. Returns the files of the build, sorted."""
+    left and this one did not write. Returns the files of the build, sorted (the markers are
+    not among them). Raises :class:`OutDirError` (see :func:`check_out_dir`)."""
     if not any(p.path == INDEX for p in pages):
         raise ValueError("the pages have no index.md")
+    check_out_dir(out_dir)
+    roots = [out_dir / MARKDOWN_DIR, out_dir / SITE_DIR]
+    for root in roots:
+        _write_if_changed(root / MARKER, "")
     files: dict[Path, str] = {out_dir / SITE_DIR / STYLESHEET: CSS}
     for page in pages:
         files[out_dir / MARKDOWN_DIR / page.path] = page.markdown
@@ -134,7 +164,7 @@ def write_site(pages: Sequence[Page], out_dir: Path) -> list[Path]:
         files[out_dir / SITE_DIR / html_path] = to_html(page.markdown, page.title, page.path)
     for path, text in files.items():
         _write_if_changed(path, text)
-    _remove_stale([out_dir / MARKDOWN_DIR, out_dir / SITE_DIR], set(files))
+    _remove_stale(roots, set(files) | {root / MARKER for root in roots})
     return sorted(files)
 
 
@@ -158,4 +188,15 @@ def _remove_stale(roots: Iterable[Path], keep: set[Path]) -> None:
                 path.unlink()
 
 
-__all__ = ["CSS", "MARKDOWN_DIR", "MERMAID_URL", "SITE_DIR", "STYLESHEET", "to_html", "write_site"]
+__all__ = [
+    "CSS",
+    "MARKDOWN_DIR",
+    "MARKER",
+    "MERMAID_URL",
+    "SITE_DIR",
+    "STYLESHEET",
+    "OutDirError",
+    "check_out_dir",
+    "to_html",
+    "write_site",
+]

@@ -32,10 +32,13 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
+
+from shopstream.genai.docs.lineage import relation_name
 
 if TYPE_CHECKING:
     from shopstream.config import Settings
@@ -74,8 +77,6 @@ class Model:
     #: Where its SQL lives in the project (``models/marts/daily_sales.sql``).
     path: str
     columns: tuple[Column, ...]
-    #: The tables it reads, from dbt's graph (``layer.table``, sorted).
-    reads: tuple[str, ...]
     #: The dbt tests attached to it (``not_null_daily_sales_order_date``), sorted.
     tests: tuple[str, ...] = ()
 
@@ -108,7 +109,7 @@ class DocSources:
     models: tuple[Model, ...]
     #: Every known table (``layer.table``) -> its columns, types and descriptions.
     tables: Mapping[str, tuple[Column, ...]]
-    #: Table -> its description (sources and models).
+    #: Table -> its description (the sources' and the models' YAML): shown with its schema.
     descriptions: Mapping[str, str]
     checks: QualityConfig
     alerts: tuple[Alert, ...]
@@ -138,14 +139,21 @@ def deploy_text(relative: str) -> tuple[str, str]:
     :data:`CHECKOUT`)."""
     packaged = resources.files("shopstream").joinpath("_deploy", *relative.split("/"))
     if packaged.is_file():
-        return packaged.read_text(encoding="utf-8"), PACKAGED
+        return _read_deploy(packaged, relative), PACKAGED
     checkout = _checkout_deploy() / relative
     if checkout.is_file():
-        return checkout.read_text(encoding="utf-8"), CHECKOUT
+        return _read_deploy(checkout, relative), CHECKOUT
     raise DocsSourceError(
         f"deploy/{relative} is neither in the installed package nor in a source checkout: "
         "reinstall shopstream from its wheel (it carries the file) or run from the checkout"
     )
+
+
+def _read_deploy(path: Traversable, relative: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DocsSourceError(f"cannot read deploy/{relative}: {exc}") from exc
 
 
 def deploy_files(relative_dir: str, suffix: str) -> tuple[list[tuple[str, str]], str]:
@@ -161,7 +169,7 @@ def deploy_files(relative_dir: str, suffix: str) -> tuple[list[tuple[str, str]],
             return [], ""
         entries = [e for e in directory.iterdir() if e.is_file() and e.name.endswith(suffix)]
         where = CHECKOUT
-    files = sorted((e.name, e.read_text(encoding="utf-8")) for e in entries)
+    files = sorted((e.name, _read_deploy(e, f"{relative_dir}/{e.name}")) for e in entries)
     return files, where
 
 
@@ -180,12 +188,29 @@ def parse_alerts(text: str) -> tuple[Alert, ...]:
                     group=str(group.get("name", "")),
                     severity=str((rule.get("labels") or {}).get("severity", "")),
                     expr=str(rule.get("expr", "")).strip(),
-                    summary=str(annotations.get("summary", "")).strip(),
-                    description=" ".join(str(annotations.get("description", "")).split()),
+                    summary=_untemplated(str(annotations.get("summary", "")).strip()),
+                    description=_untemplated(
+                        " ".join(str(annotations.get("description", "")).split())
+                    ),
                     for_=str(rule.get("for", "")),
                 )
             )
     return tuple(alerts)
+
+
+def _untemplated(text: str) -> str:
+    """Prometheus's annotation templates as readable placeholders: ``{{ $value | humanize }}``
+    is ``<value>``, ``{{ $labels.table }}`` is ``<table>``.
+
+    >>> _untemplated("{{ $labels.job }} is {{ $value | humanizePercentage }} down")
+    '<job> is <value> down'
+    """
+
+    def placeholder(match: re.Match[str]) -> str:
+        name = re.match(r"\$(?:labels\.)?(\w+)", match.group(1).strip())
+        return f"<{name.group(1)}>" if name else "<value>"
+
+    return re.sub(r"\{\{(.*?)\}\}", placeholder, text)
 
 
 def parse_runbooks(text: str) -> dict[str, str]:
@@ -244,18 +269,13 @@ def parse_dag_schedules(name: str, source: str) -> list[Schedule]:
 # -- the dbt manifest and catalog ----------------------------------------------------------------
 
 
-def _table_of(node: Mapping[str, Any]) -> str:
-    name = node.get("alias") or node.get("identifier") or node["name"]
-    return f"{node['schema']}.{name}".lower()
-
-
 def models_of(manifest: Mapping[str, Any], types: Mapping[str, Mapping[str, str]]) -> list[Model]:
     """The manifest's models (sorted by table), their columns typed from ``types`` (table ->
     column -> type): the warehouse's columns in its order, described from the models' YAML;
     documented columns the warehouse lacks come last, untyped."""
     nodes: Mapping[str, Any] = manifest.get("nodes", {})
     sources: Mapping[str, Any] = manifest.get("sources", {})
-    tables = {uid: _table_of(n) for uid, n in {**nodes, **sources}.items() if "schema" in n}
+    tables = {uid: relation_name(n) for uid, n in {**nodes, **sources}.items() if "schema" in n}
     tests: dict[str, list[str]] = {}
     for node in nodes.values():
         if node.get("resource_type") == "test":
@@ -278,9 +298,6 @@ def models_of(manifest: Mapping[str, Any], types: Mapping[str, Mapping[str, str]
             )
             for name in names
         )
-        reads = sorted(
-            {tables[d] for d in node.get("depends_on", {}).get("nodes", []) if d in tables}
-        )
         models.append(
             Model(
                 name=str(node["name"]),
@@ -289,7 +306,6 @@ def models_of(manifest: Mapping[str, Any], types: Mapping[str, Mapping[str, str]
                 materialized=str((node.get("config") or {}).get("materialized", "")),
                 path=str(node.get("original_file_path", "")),
                 columns=columns,
-                reads=tuple(reads),
                 tests=tuple(sorted(tests.get(uid, []))),
             )
         )
@@ -427,21 +443,38 @@ def _dialect(settings: Settings) -> str:
 
 
 def load_sources(settings: Settings, emit: Callable[[str], None] = lambda _: None) -> DocSources:
-    """Everything the docs are built from. Raises DocsSourceError (what to run) or
-    WarehouseError (the warehouse could not be reached)."""
+    """Everything the docs are built from. Raises QualityConfigError (the checks file is
+    broken: read first, before dbt runs), DocsSourceError (what to run) or WarehouseError (the
+    warehouse could not be reached)."""
     from shopstream.quality.spec import load_config
 
+    checks = load_config(settings.quality.checks_file)
     artifacts = _artifacts(settings, emit)
     emit("reading checks, alerts and runbooks")
     manifest = artifacts.manifest
     models = models_of(manifest, artifacts.types)
+    if models and not any(m.table in artifacts.types for m in models):
+        # Documented anyway, every column would be "?" and every lineage empty.
+        raise DocsSourceError(
+            "the warehouse has none of the dbt models' tables (staging, marts): run "
+            "`shopstream transform` first, then build the docs"
+        )
     tables: dict[str, tuple[Column, ...]] = {
         table: tuple(Column(name, kind) for name, kind in columns.items())
         for table, columns in artifacts.types.items()
     }
     descriptions: dict[str, str] = {}
     for source in manifest.get("sources", {}).values():
-        descriptions[_table_of(source)] = " ".join(str(source.get("description") or "").split())
+        table = relation_name(source)
+        descriptions[table] = " ".join(str(source.get("description") or "").split())
+        documented = {
+            str(name).lower(): " ".join(str(c.get("description") or "").split())
+            for name, c in (source.get("columns") or {}).items()
+        }
+        if table in tables and documented:
+            tables[table] = tuple(
+                Column(c.name, c.type, documented.get(c.name, "")) for c in tables[table]
+            )
     for model in models:
         tables[model.table] = model.columns
         descriptions[model.table] = model.description
@@ -468,7 +501,7 @@ def load_sources(settings: Settings, emit: Callable[[str], None] = lambda _: Non
         models=tuple(models),
         tables=dict(sorted(tables.items())),
         descriptions=dict(sorted(descriptions.items())),
-        checks=load_config(settings.quality.checks_file),
+        checks=checks,
         alerts=parse_alerts(rules_text),
         runbooks=parse_runbooks(runbooks_text),
         schedules=tuple(sorted(schedules, key=lambda s: (s.what, s.where))),

@@ -437,8 +437,8 @@ def test_alert_templates_read_as_placeholders() -> None:
           description: "{{ $labels.table }} lags by {{$value}}."
 """
     )
-    assert alert.summary == "raw.events is <value> old"
-    assert alert.description == "<table> lags by <value>."
+    assert alert.summary == "raw.events is [value] old"
+    assert alert.description == "[table] lags by [value]."
 
 
 def test_a_pipeline_page_has_the_schemas_of_the_tables_it_writes() -> None:

@@ -159,13 +159,38 @@ def write_site(pages: Sequence[Page], out_dir: Path) -> list[Path]:
         _write_if_changed(root / MARKER, "")
     files: dict[Path, str] = {out_dir / SITE_DIR / STYLESHEET: CSS}
     for page in pages:
-        files[out_dir / MARKDOWN_DIR / page.path] = page.markdown
+        markdown = without_tags(page.markdown)
+        files[out_dir / MARKDOWN_DIR / page.path] = markdown
         html_path = page.path[: -len(".md")] + ".html"
-        files[out_dir / SITE_DIR / html_path] = to_html(page.markdown, page.title, page.path)
+        files[out_dir / SITE_DIR / html_path] = to_html(markdown, page.title, page.path)
     for path, text in files.items():
         _write_if_changed(path, text)
     _remove_stale(roots, set(files) | {root / MARKER for root in roots})
     return sorted(files)
+
+
+_CODE_SPAN = re.compile(r"(`+).*?\1")
+
+
+def without_tags(markdown: str) -> str:
+    r"""``<`` in prose as ``&lt;``: Markdown viewers take ``raw.cdc_<table>`` for an HTML tag and
+    hide it. Code spans and fenced blocks (Mermaid) keep theirs.
+
+    >>> without_tags("writes raw.cdc_<table> (`raw.cdc_<table>`)\n```\na --> b<br>\n```")
+    'writes raw.cdc_&lt;table> (`raw.cdc_<table>`)\n```\na --> b<br>\n```'
+    """
+    lines, fenced = [], False
+    for line in markdown.split("\n"):
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        elif not fenced:
+            parts, last = [], 0
+            for span in _CODE_SPAN.finditer(line):
+                parts += [line[last : span.start()].replace("<", "&lt;"), span.group(0)]
+                last = span.end()
+            line = "".join([*parts, line[last:].replace("<", "&lt;")])
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def _write_if_changed(path: Path, text: str) -> None:

@@ -200,15 +200,16 @@ def parse_alerts(text: str) -> tuple[Alert, ...]:
 
 def _untemplated(text: str) -> str:
     """Prometheus's annotation templates as readable placeholders: ``{{ $value | humanize }}``
-    is ``<value>``, ``{{ $labels.table }}`` is ``<table>``.
+    is ``[value]``, ``{{ $labels.table }}`` is ``[table]`` (not ``<table>``: Markdown viewers
+    take that for an HTML tag and hide it).
 
     >>> _untemplated("{{ $labels.job }} is {{ $value | humanizePercentage }} down")
-    '<job> is <value> down'
+    '[job] is [value] down'
     """
 
     def placeholder(match: re.Match[str]) -> str:
         name = re.match(r"\$(?:labels\.)?(\w+)", match.group(1).strip())
-        return f"<{name.group(1)}>" if name else "<value>"
+        return f"[{name.group(1)}]" if name else "[value]"
 
     return re.sub(r"\{\{(.*?)\}\}", placeholder, text)
 

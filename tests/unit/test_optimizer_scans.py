@@ -357,6 +357,45 @@ def test_order_by_feeding_an_order_sensitive_aggregate_is_not_dropped() -> None:
     assert "STRING_AGG(x ORDER BY y)" in finding.fix
 
 
+@pytest.mark.parametrize(
+    "sql",
+    [
+        # an outer LIMIT / OFFSET / QUALIFY takes the first rows in the inner order
+        "select * from (select event_id, event_ts from raw.events "
+        "where event_date = '2026-11-28' order by event_ts desc) t limit 10",
+        "select * from (select event_id, event_ts from raw.events "
+        "where event_date = '2026-11-28' order by event_ts desc) t offset 5",
+        "select * from (select event_id, session_id, event_ts from raw.events "
+        "where event_date = '2026-11-28' order by event_ts) t "
+        "qualify row_number() over (partition by session_id) = 1",
+        # DISTINCT ON keeps the first row of each key in the ORDER BY of its own SELECT
+        "with s as (select distinct on (user_id) user_id, event_type from raw.events "
+        "where event_date = '2026-11-28' order by user_id, event_ts desc) select * from s",
+        # a window without ORDER BY numbers the rows in the order they arrive
+        "with b as (select order_id, created_at from staging.stg_orders order by created_at) "
+        "select order_id, row_number() over () as rn from b",
+        # FIRST / LIST / STRING_AGG read rows in the order they arrive
+        "with s as (select user_id, event_type from raw.events where event_date = '2026-11-28' "
+        "order by event_ts desc) select user_id, first(event_type) as last_type from s "
+        "group by user_id",
+        "select list(event_type) as types from (select event_type from raw.events "
+        "where event_date = '2026-11-28' order by event_ts)",
+    ],
+)
+def test_order_by_something_downstream_depends_on_is_kept(sql: str) -> None:
+    finding = _one("order_by_without_limit", sql)
+    assert finding.rewrite is None, finding.rewrite
+
+
+def test_order_by_in_an_array_subquery_is_kept() -> None:
+    sql = (
+        "SELECT ARRAY(SELECT x FROM UNNEST([3, 1, 2]) AS x ORDER BY x DESC) AS arr, e.event_id "
+        "FROM `shop.raw.events` AS e WHERE e.event_date = '2026-11-28'"
+    )
+    for finding in _run("order_by_without_limit", sql, "bigquery"):
+        assert finding.rewrite is None, finding.rewrite
+
+
 def test_order_by_with_limit_or_on_a_summary_is_fine() -> None:
     assert (
         _run("order_by_without_limit", "select event_id from raw.events order by event_ts limit 5")

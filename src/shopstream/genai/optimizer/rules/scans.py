@@ -52,6 +52,18 @@ if TYPE_CHECKING:
 #: Aggregates whose result depends on the order rows arrive in: an ORDER BY in the subquery
 #: feeding them may matter, so it is not dropped mechanically.
 _ORDER_SENSITIVE = (exp.ArrayAgg, exp.GroupConcat, exp.First, exp.Last, exp.AnyValue)
+#: Window functions whose value depends on the order of the rows they number or step through.
+_ORDER_WINDOWS = (
+    exp.RowNumber,
+    exp.Rank,
+    exp.DenseRank,
+    exp.Lead,
+    exp.Lag,
+    exp.FirstValue,
+    exp.LastValue,
+    exp.NthValue,
+    exp.Ntile,
+)
 
 
 def _finding(
@@ -445,7 +457,6 @@ def cluster_unused(query: Query, settings: OptimizerSettings) -> Iterator[Findin
 def order_by_without_limit(query: Query, settings: OptimizerSettings) -> Iterator[Finding]:
     """ORDER BY with no LIMIT: in a CTE or subquery it orders nothing anyone can see (dropped
     by the rewrite); at the top of a row-level query it sorts the whole result on one worker."""
-    order_sensitive = any(query.tree.find_all(*_ORDER_SENSITIVE))
     scopes = _scopes_by_select(query)
     for select in query.tree.find_all(exp.Select):
         order = select.args.get("order")
@@ -468,7 +479,9 @@ def order_by_without_limit(query: Query, settings: OptimizerSettings) -> Iterato
                 "where the rows are consumed",
             )
             continue
-        rewrite = None if order_sensitive else _rewrite(query, replaced(query.tree, order, None))
+        reliance = _order_relied_on(query, select)
+        order_sensitive = reliance == "aggregate"
+        rewrite = None if reliance else _rewrite(query, replaced(query.tree, order, None))
         yield _finding(
             query,
             "order_by_without_limit",
@@ -486,6 +499,32 @@ def order_by_without_limit(query: Query, settings: OptimizerSettings) -> Iterato
             ),
             rewrite=rewrite,
         )
+
+
+def _order_relied_on(query: Query, select: exp.Select) -> str | None:
+    """What may depend on the row order ``select``'s ORDER BY gives (None: nothing can, the
+    ORDER BY is safe to drop): its own DISTINCT ON; an ARRAY(SELECT ...) around it; or, anywhere
+    outside it, a LIMIT/OFFSET/QUALIFY taking the first rows, an order-sensitive aggregate, a
+    window function that numbers or steps through rows, or a window without an ORDER BY."""
+    distinct = select.args.get("distinct")
+    if isinstance(distinct, exp.Distinct) and distinct.args.get("on"):
+        return "distinct on"
+    if select.find_ancestor(exp.Array, exp.ArrayAgg):
+        return "array"
+    for node in query.tree.walk(prune=lambda n: n is select):
+        if node is select:
+            continue
+        if isinstance(node, exp.Select) and any(
+            node.args.get(k) for k in ("limit", "offset", "qualify", "fetch")
+        ):
+            return "first rows"
+        if isinstance(node, _ORDER_SENSITIVE):
+            return "aggregate"
+        if isinstance(node, exp.Window) and (
+            not node.args.get("order") or node.find(*_ORDER_WINDOWS)
+        ):
+            return "window"
+    return None
 
 
 def _within(node: exp.Expression, ancestor: exp.Expression) -> bool:

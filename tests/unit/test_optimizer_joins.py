@@ -183,6 +183,50 @@ def test_scalar_aggregates_become_one_scan_with_conditions() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "aggregate",
+    [
+        "array_agg(event_id)",
+        "first(event_id)",
+        "string_agg(event_id, ',')",
+        "arg_max(event_id, event_ts)",
+    ],
+)
+def test_scalar_aggregates_that_see_nulls_or_order_are_not_combined(aggregate: str) -> None:
+    # CASE WHEN p THEN x END hands these aggregates NULLs for the rows p rejects (ARRAY_AGG
+    # keeps them, FIRST may pick one): only NULL-ignoring aggregates combine this way.
+    sql = (
+        f"select (select {aggregate} from raw.events where event_date = '2026-11-28' "
+        "and event_type = 'purchase') as p, "
+        "(select count(*) from raw.events where event_date = '2026-11-28') as n"
+    )
+    (finding,) = _found(sql, "repeated_scan")
+    assert finding.rewrite is None, finding.rewrite
+
+
+def test_combined_scalar_aggregates_keep_the_partition_filters() -> None:
+    sql = (
+        "select (select count(*) from raw.events where event_date = '2026-11-28') as d1, "
+        "(select count(*) from raw.events where event_date = '2026-11-29') as d2"
+    )
+    (finding,) = _found(sql, "repeated_scan")
+    assert finding.rewrite is not None
+    assert finding.rewrite.endswith(
+        "FROM raw.events WHERE event_date = '2026-11-28' OR event_date = '2026-11-29'"
+    ), finding.rewrite
+
+
+def test_scalar_aggregates_one_unfiltered_one_pruned_are_not_combined() -> None:
+    # The combined scan would read every partition for each aggregate's column: more than the
+    # pruned subquery reads, so the rewrite could cost more than it saves. No rewrite.
+    sql = (
+        "select (select count(*) from raw.events where event_date = '2026-11-28') as d1, "
+        "(select count(*) from raw.events) as everything"
+    )
+    (finding,) = _found(sql, "repeated_scan")
+    assert finding.rewrite is None, finding.rewrite
+
+
 def test_scalar_aggregates_with_a_from_are_found_but_not_rewritten() -> None:
     sql = (
         "select u.user_id, (select count(*) from staging.stg_orders) as orders, "

@@ -163,8 +163,16 @@ def scalar_aggregates(select: exp.Select, query: Query) -> dict[str, list[exp.Su
     return found
 
 
+#: Aggregates that skip NULLs and ignore row order: ``agg(CASE WHEN p THEN x END)`` over all
+#: rows equals ``agg(x)`` over the rows where ``p`` holds. ARRAY_AGG (keeps the NULLs), FIRST /
+#: ANY_VALUE / ARG_MAX (may pick a row ``p`` rejects), STRING_AGG (order) are left alone.
+_NULL_IGNORING = (exp.Sum, exp.Count, exp.Min, exp.Max, exp.Avg)
+
+
 def _conditional(value: exp.AggFunc, condition: exp.Expr) -> exp.Expr | None:
     """``agg(x)`` over the rows where ``condition`` holds, as one aggregate over all rows."""
+    if type(value) not in _NULL_IGNORING:
+        return None
     copy = value.copy()
     argument = copy.this
     distinct = isinstance(argument, exp.Distinct)
@@ -196,14 +204,19 @@ def conditional_aggregation(query: Query, select: exp.Select) -> str | None:
     tables = {sources_of(s.this, query)[0].node.sql().lower() for s in subqueries}
     if len(tables) != 1:
         return None  # different aliases: the columns would not all resolve in one FROM
+    wheres = [s.this.args.get("where") for s in subqueries]
+    filters = [w.this for w in wheres if isinstance(w, exp.Where)]
+    if filters and len(filters) < len(wheres) and _filters_partitions(query, subqueries, filters):
+        return None  # one scan of every partition reads more than the pruned scans it replaces
     outputs: list[exp.Expr] = []
-    for projection, subquery in zip(select.expressions, subqueries, strict=True):
+    for projection, subquery, where in zip(select.expressions, subqueries, wheres, strict=True):
         if not isinstance(projection, exp.Alias):
             return None
         body = subquery.this
         value = body.expressions[0]
         value = value.this if isinstance(value, exp.Alias) else value
-        where = body.args.get("where")
+        if type(value) not in _NULL_IGNORING:
+            return None
         if isinstance(where, exp.Where):
             value = _conditional(value, where.this)
             if value is None:
@@ -213,4 +226,22 @@ def conditional_aggregation(query: Query, select: exp.Select) -> str | None:
     target = twin(select, query.tree, copy)
     target.set("expressions", outputs)
     target.set("from_", exp.From(this=subqueries[0].this.args["from_"].this.copy()))
+    if len(filters) == len(wheres):
+        # Every subquery reads only its rows: the one scan reads their union, so the partitions
+        # (and rows) no subquery wanted stay unread.
+        either = exp.or_(
+            *(exp.paren(f.copy()) if isinstance(f, exp.Or) else f.copy() for f in filters)
+        )
+        target.set("where", exp.Where(this=either))
     return copy.sql(dialect=query.dialect)
+
+
+def _filters_partitions(
+    query: Query, subqueries: list[exp.Subquery], filters: list[exp.Expr]
+) -> bool:
+    """Whether a filter of the subqueries names the table's partition column (it may prune)."""
+    info = sources_of(subqueries[0].this, query)[0].info
+    column = (info.partition_by or "").lower() if info is not None else ""
+    return bool(column) and any(
+        c.name.lower() == column for f in filters for c in f.find_all(exp.Column)
+    )

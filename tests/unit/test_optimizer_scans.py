@@ -107,6 +107,39 @@ def test_star_in_a_cte_is_rewritten_to_the_columns_used() -> None:
     assert cte.args["where"].sql() == "WHERE event_date = '2026-11-28'"
 
 
+def _rewrite_resolves(rewrite: str) -> None:
+    """The rewrite's every column resolves against the shop's tables (none was dropped)."""
+    from sqlglot.optimizer.qualify import qualify
+
+    tree = parse_query(rewrite, "duckdb", shop_catalog()).tree
+    qualify(
+        tree,
+        schema=dict(shop_catalog().sqlglot_schema()),
+        dialect="duckdb",
+        validate_qualify_columns=True,
+    )
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        # the star's CTE is read by a CTE that is itself only counted
+        "with a as (with b as (select * from raw.events where event_date = '2026-11-28') "
+        "select event_id, user_id from b), c as (select event_id, user_id from a union all "
+        "select event_id, user_id from a) select count(*) from c",
+        "with b as (select * from raw.events where event_date = '2026-11-28'), "
+        "a as (select event_id, user_id from b) select count(*) from a",
+        # read through a subquery whose own columns are not used
+        "select count(*) from (select event_type, device_type from "
+        "(select * from raw.events where event_date = '2026-11-28') as x) as y",
+    ],
+)
+def test_star_rewrite_keeps_what_the_readers_as_written_use(sql: str) -> None:
+    finding = _one("select_star", sql)
+    assert finding.rewrite is not None
+    _rewrite_resolves(finding.rewrite)
+
+
 def test_star_at_the_top_lists_the_columns_and_is_not_rewritten() -> None:
     finding = _one("select_star", "select * from staging.stg_orders")
     assert finding.rewrite is None

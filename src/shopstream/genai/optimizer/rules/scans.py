@@ -35,7 +35,7 @@ from shopstream.config import OptimizerSettings
 from shopstream.genai.optimizer.catalog import TableInfo
 from shopstream.genai.optimizer.findings import Finding, Severity
 from shopstream.genai.optimizer.query import Query, position_of
-from shopstream.genai.optimizer.rules.columns import needed_columns
+from shopstream.genai.optimizer.rules.columns import needed_columns, resolves
 from shopstream.genai.optimizer.rules.partition_filters import Pruning, classify
 from shopstream.genai.optimizer.rules.table_filters import (
     TableRead,
@@ -268,7 +268,7 @@ def _inner_star(
             listed = [exp.Literal.number(1)]  # the rows are needed (counted), no column is
         projections[position : position + 1] = listed
         target.set("expressions", projections)
-        rewrite = _rewrite(query, copy)
+        rewrite = _rewrite(query, copy) if resolves(copy, query) else None
     return _finding(
         query,
         "select_star",

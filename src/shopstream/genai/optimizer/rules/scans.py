@@ -232,9 +232,43 @@ def _star_advice(query: Query, star: _Star, *, reads: str, fix: str) -> Finding:
     )
 
 
+def _pruning_blocker(select: exp.Select) -> str | None:
+    """What makes every column of ``select`` count for its rows, so BigQuery reads them all
+    though nothing uses them: its DISTINCT, or a UNION (DISTINCT) / EXCEPT / INTERSECT it is a
+    branch of (each compares whole rows)."""
+    if select.args.get("distinct"):
+        return "DISTINCT"
+    node: exp.Expression = select
+    while isinstance(node.parent, (exp.SetOperation, exp.Subquery)):
+        node = node.parent
+        if isinstance(node, exp.Except):
+            return "EXCEPT"
+        if isinstance(node, exp.Intersect):
+            return "INTERSECT"
+        if isinstance(node, exp.Union) and node.args.get("distinct"):
+            return "UNION"
+    return None
+
+
 def _inner_star(
     query: Query, select: exp.Select, star: _Star, needed: list[str] | None, source_count: int
 ) -> Finding:
+    blocker = _pruning_blocker(select)
+    if blocker is not None:
+        return _finding(
+            query,
+            "select_star",
+            star.node,
+            evidence=star.evidence,
+            severity="high",
+            title="SELECT * whose every column is read",
+            message=f"`{star.evidence}` feeds a {blocker}, which compares whole rows: all "
+            f"{len(star.columns)} columns of {star.info.name} ({_rows(star.info)}) are read "
+            "and billed, even those the rest of the query never uses",
+            fix=f"name only the columns the result needs before the {blocker} (this can "
+            f"change which rows are {blocker.lower()}-compared equal, so check the result); "
+            f"{star.info.name} has: {', '.join(star.columns)}",
+        )
     if needed is None:
         return _star_advice(
             query,
@@ -274,12 +308,15 @@ def _inner_star(
         "select_star",
         node,
         evidence=star.evidence,
-        severity="high",
-        title="SELECT * reads columns nothing uses",
-        message=f"`{star.evidence}` reads all {len(star.columns)} columns of {star.info.name} "
-        f"({_rows(star.info)}), but the rest of the query uses "
+        severity="low",
+        title="SELECT * in a CTE or subquery",
+        message=f"`{star.evidence}` hands on all {len(star.columns)} columns of "
+        f"{star.info.name}, but the rest of the query uses "
         + (f"only {len(used)}: {', '.join(used)}" if used else "none of them")
-        + "; BigQuery bills the unused ones too",
+        + ". BigQuery prunes the unused columns through CTEs and subqueries, so the scan cost "
+        "is unchanged (pruning stops only at a DISTINCT, a UNION DISTINCT, EXCEPT or INTERSECT, "
+        "or where the star reaches the result); naming the columns says what the query "
+        "depends on, and a column added to the table later cannot change it",
         fix=f"select only {', '.join(used)} there"
         if used
         else "select no columns of it there (`SELECT 1 FROM ...` when only its rows are counted)",

@@ -315,9 +315,12 @@ def test_not_in_explains_the_null_trap_and_rewrites_to_not_exists() -> None:
         7,
     )
     assert finding.tradeoff and "NULL" in finding.tradeoff
+    # NOT IN drops outer rows whose value is NULL (x NOT IN (...) is NULL then): the rewrite
+    # keeps that, so it equals NOT IN whenever the subquery has no NULL.
     assert finding.rewrite == (
-        "SELECT order_id FROM staging.stg_orders WHERE NOT EXISTS(SELECT 1 FROM staging.stg_users "
-        "AS stg_users WHERE grade = 'VIP' AND stg_users.user_id = stg_orders.user_id)"
+        "SELECT order_id FROM staging.stg_orders WHERE (NOT stg_orders.user_id IS NULL AND "
+        "NOT EXISTS(SELECT 1 FROM staging.stg_users AS stg_users WHERE grade = 'VIP' AND "
+        "stg_users.user_id = stg_orders.user_id))"
     )
 
 

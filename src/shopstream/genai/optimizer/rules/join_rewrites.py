@@ -108,8 +108,8 @@ def semi_join(query: Query, select: exp.Select, sources: list[Source], kept: Sou
 def not_exists(
     query: Query, negation: exp.Not, test: exp.In, inner_source: Source | None, column: exp.Column
 ) -> str | None:
-    """``x NOT IN (SELECT c FROM t WHERE p)`` -> ``NOT EXISTS (SELECT 1 FROM t WHERE p AND
-    t.c = x)``, x qualified so that the subquery cannot capture it."""
+    """``x NOT IN (SELECT c FROM t WHERE p)`` -> ``(x IS NOT NULL AND NOT EXISTS (SELECT 1 FROM t
+    WHERE p AND t.c = x))``, x qualified so that the subquery cannot capture it."""
     inner = test.args["query"].this
     outer = negation.parent_select
     if inner_source is None or outer is None or not isinstance(inner, exp.Select):
@@ -134,7 +134,17 @@ def not_exists(
         # Name the correlation explicitly: `project.layer.table` -> `... AS table`.
         table.set("alias", exp.TableAlias(this=exp.to_identifier(inner_source.alias)))
     subquery.where(exp.column(column.name, table=inner_source.alias).eq(value), copy=False)
-    target.replace(exp.Not(this=exp.Exists(this=subquery)))
+    # NOT IN is NULL (the row dropped) when x is NULL and the subquery has rows; NOT EXISTS
+    # would keep it. With the IS NOT NULL the rewrite equals NOT IN whenever the subquery gives
+    # no NULL (and has a row).
+    target.replace(
+        exp.paren(
+            exp.and_(
+                exp.Is(this=value.copy(), expression=exp.Null()).not_(),
+                exp.Not(this=exp.Exists(this=subquery)),
+            )
+        )
+    )
     return copy.sql(dialect=query.dialect)
 
 

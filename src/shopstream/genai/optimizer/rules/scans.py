@@ -465,6 +465,9 @@ def cluster_unused(query: Query, settings: OptimizerSettings) -> Iterator[Findin
             for path in read.paths
             for f in path
             if len(list(local_columns(f.predicate))) == len(f.columns)
+            # An IN / NOT IN (subquery) is a semi or anti join, not a filter by constants:
+            # there are no cluster values to add to it.
+            and not f.predicate.find(exp.Query)
         ]
         filtered = {c for f in single_table for c in f.columns.values()}
         others = sorted(filtered - set(cluster) - {partition})

@@ -275,3 +275,49 @@ def test_a_model_config_that_cannot_be_read_is_named(tmp_path: Path) -> None:
     (models / "broken.sql").write_text("{{ config(partition_by={'field': ) }}\nselect 1\n")
     with pytest.raises(ValueError, match=r"broken\.sql: cannot read the model's config block"):
         model_layouts(tmp_path / "models")
+
+
+@pytest.mark.parametrize(
+    ("sql", "pruned"),
+    [
+        # a table's own ON condition filters it on the null-padded side of an outer join only
+        (
+            "select e.event_id from staging.stg_orders o left join raw.events e "
+            "on e.user_id = o.user_id and e.event_date = '2026-11-30'",
+            True,
+        ),
+        (
+            "select e.event_id from raw.events e left join staging.stg_orders o "
+            "on o.user_id = e.user_id and e.event_date = '2026-11-30'",
+            False,
+        ),
+        (
+            "select e.event_id from staging.stg_orders o right join raw.events e "
+            "on e.user_id = o.user_id and e.event_date = '2026-11-30'",
+            False,
+        ),
+        (
+            "select e.event_id from raw.events e right join staging.stg_orders o "
+            "on o.user_id = e.user_id and e.event_date = '2026-11-30'",
+            True,
+        ),
+        (
+            "select e.event_id from staging.stg_orders o full join raw.events e "
+            "on e.user_id = o.user_id and e.event_date = '2026-11-30'",
+            False,
+        ),
+        (
+            "select e.event_id from staging.stg_orders o join raw.events e "
+            "on e.user_id = o.user_id and e.event_date = '2026-11-30'",
+            True,
+        ),
+    ],
+)
+def test_on_conditions_prune_only_the_side_they_filter(sql: str, pruned: bool) -> None:
+    events = [
+        s
+        for s in table_scans(parse_query(sql, "duckdb").tree, "duckdb", shop())
+        if s.table.name == "raw.events"
+    ]
+    assert events
+    assert all((s.partitions_kept == 1) is pruned for s in events), events

@@ -513,3 +513,41 @@ def test_count_distinct_is_a_tradeoff_never_a_rewrite() -> None:
     assert "APPROX_COUNT_DISTINCT(user_id)" in finding.fix
     assert finding.tradeoff is not None and "~1%" in finding.tradeoff
     assert finding.rewrite is None
+
+
+@pytest.mark.parametrize(
+    ("sql", "missing"),
+    [
+        # the preserved side of an outer join is read whole, whatever its ON says
+        (
+            "select u.user_id, e.event_id from staging.stg_users u right join raw.events e "
+            "on e.user_id = u.user_id and e.event_date = '2026-11-28'",
+            True,
+        ),
+        (
+            "select e.event_id from raw.events e left join staging.stg_users u "
+            "on u.user_id = e.user_id and e.event_date = '2026-11-28'",
+            True,
+        ),
+        (
+            "select e.event_id from staging.stg_users u full join raw.events e "
+            "on u.user_id = e.user_id and e.event_date = '2026-11-28'",
+            True,
+        ),
+        # the null-padded side and inner joins are filtered by their ON
+        (
+            "select e.event_id from staging.stg_users u left join raw.events e "
+            "on u.user_id = e.user_id and e.event_date = '2026-11-28'",
+            False,
+        ),
+        (
+            "select e.event_id from staging.stg_users u join raw.events e "
+            "on u.user_id = e.user_id and e.event_date = '2026-11-28'",
+            False,
+        ),
+    ],
+)
+def test_an_on_condition_filters_a_table_only_where_the_join_drops_its_rows(
+    sql: str, missing: bool
+) -> None:
+    assert bool(_run("partition_filter_missing", sql)) is missing

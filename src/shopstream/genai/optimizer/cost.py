@@ -43,6 +43,7 @@ from sqlglot.optimizer.scope import Scope, build_scope
 from shopstream.genai.optimizer.catalog import Catalog, TableInfo
 from shopstream.genai.optimizer.findings import LIST_PRICE_PER_TIB, TIB, Cost, Dialect
 from shopstream.genai.optimizer.query import for_warehouse, parse_query
+from shopstream.genai.optimizer.rules.table_filters import restricting_conditions
 
 if TYPE_CHECKING:
     from shopstream.config import OptimizerSettings, Settings
@@ -249,17 +250,9 @@ def _partition_share(
 
 
 def _conditions(scope: Scope, alias: str) -> list[exp.Expr]:
-    """The AND-ed conditions that filter ``alias`` in ``scope``: the WHERE and its own join's
-    ON."""
-    found: list[exp.Expr] = []
-    where = scope.expression.args.get("where")
-    if where is not None:
-        found.extend(where.this.flatten() if isinstance(where.this, exp.And) else [where.this])
-    for join in scope.expression.args.get("joins") or []:
-        on = join.args.get("on")
-        if on is not None and join.this.alias_or_name == alias:
-            found.extend(on.flatten() if isinstance(on, exp.And) else [on])
-    return found
+    """The AND-ed conditions that filter ``alias`` in ``scope``: the WHERE and the ON of the
+    joins that drop its rows (the rules' :func:`restricting_conditions`: one answer for both)."""
+    return restricting_conditions(scope.expression, alias)
 
 
 _COMPARISONS: dict[type[exp.Expr], str] = {

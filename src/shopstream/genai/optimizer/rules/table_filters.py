@@ -93,17 +93,52 @@ def local_columns(node: exp.Expression) -> Iterator[exp.Column]:
 
 
 def scope_conditions(scope: Scope, alias: str) -> list[exp.Expression]:
-    """The conjuncts of ``scope``'s SELECT that restrict the rows read from source ``alias``:
-    its WHERE, the ON of that source's own join, and the ON of the other inner joins."""
+    """The conjuncts of ``scope``'s SELECT that restrict the rows read from source ``alias``
+    (see :func:`restricting_conditions`)."""
     select = scope.expression
-    if not isinstance(select, exp.Select):
-        return []
-    found = list(conjuncts(select.args["where"].this)) if select.args.get("where") else []
+    return restricting_conditions(select, alias) if isinstance(select, exp.Select) else []
+
+
+def restricting_conditions(select: exp.Expression, alias: str) -> list[exp.Expression]:
+    """The conjuncts of ``select`` that restrict the rows read from its source ``alias``: the
+    WHERE, and the ON of each join that drops ``alias``'s rows failing it: an inner join's ON
+    (whatever source it names), a LEFT (or SEMI/ANTI) join's ON for the joined table, a RIGHT
+    join's ON for the sources before it. The preserved side of an outer join keeps every row
+    whatever the ON says (a FULL join keeps both), so its ON filters nothing there. The rules and
+    the cost estimate both ask this, so they agree on which filters may prune a table.
+
+    >>> import sqlglot
+    >>> q = sqlglot.parse_one("select * from a right join b on a.d = 1 and b.d = 2 "
+    ...                       "left join c on c.d = 3 and b.d = 4 where a.x = 5")
+    >>> for t in "abc":
+    ...     print(t, [c.sql() for c in restricting_conditions(q, t)])
+    a ['a.x = 5', 'a.d = 1', 'b.d = 2']
+    b ['a.x = 5']
+    c ['a.x = 5', 'c.d = 3', 'b.d = 4']
+    """
+    where = select.args.get("where")
+    found = list(conjuncts(where.this)) if isinstance(where, exp.Where) else []
+    before = {alias_of(select.args["from_"].this)} if select.args.get("from_") else set()
     for join in select.args.get("joins") or []:
-        own = join.this.alias_or_name == alias
-        if own or not join.side:
+        joined = alias_of(join.this)
+        side, kind = (join.side or "").upper(), (join.kind or "").upper()
+        if kind == "CROSS":
+            drops = False
+        elif side == "RIGHT":
+            drops = alias in before
+        elif side == "LEFT" or kind in ("SEMI", "ANTI"):
+            drops = alias == joined
+        else:
+            drops = side != "FULL"
+        if drops:
             found.extend(conjuncts(join.args.get("on")))
+        before.add(joined)
     return found
+
+
+def alias_of(source: exp.Expression) -> str:
+    """The name a FROM or JOIN source is referred to by (its alias, else its name)."""
+    return source.alias_or_name
 
 
 def _source_resolver(scope: Scope, alias: str, known: Callable[[str], bool]) -> Resolver:

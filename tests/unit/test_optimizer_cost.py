@@ -321,3 +321,54 @@ def test_on_conditions_prune_only_the_side_they_filter(sql: str, pruned: bool) -
     ]
     assert events
     assert all((s.partitions_kept == 1) is pruned for s in events), events
+
+
+def _recent_events() -> Catalog:
+    """raw.events with four partitions ending today (UTC): filters relative to the current date
+    keep a known number of them."""
+    import datetime as dt
+
+    today = dt.datetime.now(dt.UTC).date()
+    days = {str(today - dt.timedelta(days=n)): 100 * (n + 1) for n in range(4)}
+    events = TableInfo(
+        "raw.events",
+        (Column("event_id", "VARCHAR", bytes=10_000), Column("event_date", "DATE", bytes=8_000)),
+        rows=sum(days.values()),
+        partition_by="event_date",
+        partition_rows=days,
+    )
+    return Catalog({"raw.events": events})
+
+
+@pytest.mark.parametrize(
+    ("day_filter", "dialect", "kept"),
+    [
+        ("event_date >= current_date - interval 1 day", "duckdb", 2),
+        ("event_date >= current_date - interval '2 days'", "duckdb", 3),
+        ("event_date >= current_date - 1", "duckdb", 2),
+        ("event_date = current_date", "duckdb", 1),
+        ("event_date >= date_add(current_date, interval -2 day)", "duckdb", 3),
+        ("event_date >= DATE_SUB(CURRENT_DATE(), INTERVAL 1 DAY)", "bigquery", 2),
+        ("event_date > DATE_SUB(CURRENT_DATE(), INTERVAL 1 WEEK)", "bigquery", 4),
+    ],
+)
+def test_filters_relative_to_the_current_date_prune_as_of_now(
+    day_filter: str, dialect: Any, kept: int
+) -> None:
+    table = "raw.events" if dialect == "duckdb" else "`p.raw.events`"
+    sql = f"select event_id from {table} where {day_filter}"
+    (scan,) = table_scans(parse_query(sql, dialect).tree, dialect, _recent_events())
+    assert (scan.partitions_kept, scan.partitions) == (kept, 4), day_filter
+
+
+@pytest.mark.parametrize(
+    "day_filter",
+    [
+        "event_date = last_day(date '2026-11-05')",  # a function of a constant, not the constant
+        "event_date = upper('2026-11-28')",
+    ],
+)
+def test_only_date_constructors_around_a_literal_count_as_that_literal(day_filter: str) -> None:
+    sql = f"select event_id from raw.events where {day_filter}"
+    (scan,) = table_scans(parse_query(sql, "duckdb").tree, "duckdb", shop())
+    assert scan.partitions_kept == 4, day_filter

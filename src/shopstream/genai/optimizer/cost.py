@@ -335,12 +335,38 @@ def _keeps(day: dt.date, op: str, value: dt.datetime, point: bool) -> bool:
     }[op]
 
 
+#: Functions that make a date or timestamp out of one literal: ``DATE('2026-11-30')``.
+_CONSTRUCTORS = (exp.Date, exp.TsOrDsToDate, exp.DateStrToDate, exp.TimeStrToTime, exp.Timestamp)
+_STEPS = {
+    "SECOND": dt.timedelta(seconds=1),
+    "MINUTE": dt.timedelta(minutes=1),
+    "HOUR": dt.timedelta(hours=1),
+    "DAY": dt.timedelta(days=1),
+    "WEEK": dt.timedelta(weeks=1),
+}
+
+
 def _constant(node: exp.Expr) -> dt.datetime | None:
-    """A date or timestamp constant: ``'2026-11-30'``, ``DATE '2026-11-30'``,
-    ``CAST('...' AS TIMESTAMP)``, ``DATE('2026-11-30')``; None for anything else."""
+    """A date or timestamp constant, as BigQuery evaluates it before choosing partitions:
+    ``'2026-11-30'``, ``DATE '2026-11-30'``, ``CAST('...' AS TIMESTAMP)``, ``DATE('2026-11-30')``,
+    ``CURRENT_DATE`` / ``CURRENT_TIMESTAMP`` (now, UTC) and those plus or minus an interval
+    (``- INTERVAL 7 DAY``, ``DATE_SUB(..., INTERVAL 7 DAY)``, ``- 7`` days); None for anything
+    else (another function of a constant is not that constant)."""
     while isinstance(node, exp.Paren | exp.Cast | exp.TryCast):
+        if isinstance(node, exp.Cast | exp.TryCast) and not node.to.is_type(
+            *exp.DataType.TEMPORAL_TYPES
+        ):
+            return None
         node = node.this
-    if isinstance(node, exp.Func) and not isinstance(node, exp.Literal):
+    if isinstance(node, exp.CurrentDate):
+        return dt.datetime.combine(dt.datetime.now(dt.UTC).date(), dt.time())
+    if isinstance(node, exp.CurrentTimestamp | exp.CurrentDatetime):
+        return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    if isinstance(node, exp.Add | exp.Sub | exp.DateAdd | exp.DateSub | exp.TimestampAdd):
+        return _shifted(node)
+    if isinstance(node, exp.TimestampSub | exp.DatetimeAdd | exp.DatetimeSub):
+        return _shifted(node)
+    if isinstance(node, _CONSTRUCTORS):
         arguments = [a for a in node.args.values() if isinstance(a, exp.Expression)]
         if len(arguments) != 1:
             return None
@@ -355,6 +381,26 @@ def _constant(node: exp.Expr) -> dt.datetime | None:
     if value.tzinfo is not None:
         value = value.astimezone(dt.UTC).replace(tzinfo=None)
     return value
+
+
+def _shifted(node: exp.Expr) -> dt.datetime | None:
+    """``start ± amount`` for a constant start and an interval (or a number of days)."""
+    start = _constant(node.this)
+    if start is None:
+        return None
+    amount: exp.Expr = node.expression
+    unit = node.args.get("unit")
+    if isinstance(amount, exp.Interval):
+        unit, amount = amount.args.get("unit"), amount.this
+    step = _STEPS.get((unit.name if unit is not None else "DAY").upper().rstrip("S"))
+    if step is None or not isinstance(amount, exp.Literal | exp.Neg):
+        return None
+    try:
+        count = float(amount.sql().strip("'"))
+    except ValueError:
+        return None
+    sign = -1 if isinstance(node, exp.Sub | exp.DateSub | exp.TimestampSub | exp.DatetimeSub) else 1
+    return start + sign * count * step
 
 
 def _iso_day(text: str) -> dt.date | None:

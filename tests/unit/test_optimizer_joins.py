@@ -351,3 +351,25 @@ def test_not_in_over_a_not_null_column_is_fine() -> None:
         catalog=catalog,
     )
     assert list(joins.not_in_nullable(query, OptimizerSettings())) == []
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        # grouped by the output alias
+        "select u.user_id, e.n from staging.stg_users u join (select user_id as uid, count(*) "
+        "as n from raw.events where event_date = '2026-11-28' group by uid) e on e.uid = u.user_id",
+        "select i.order_id, e.views from staging.stg_order_items i join (select product_id as "
+        "pid, count(*) as views from staging.stg_events where event_date = '2026-11-28' "
+        "group by pid) e on e.pid = i.product_id",
+        # the key qualified in the projection, unqualified in GROUP BY (and the reverse)
+        "select i.order_id, e.views from staging.stg_order_items i join (select ev.product_id, "
+        "count(*) as views from staging.stg_events ev where ev.event_date = '2026-11-28' "
+        "group by product_id) e on e.product_id = i.product_id",
+        "select i.order_id, e.views from staging.stg_order_items i join (select product_id, "
+        "count(*) as views from staging.stg_events ev where ev.event_date = '2026-11-28' "
+        "group by ev.product_id) e on e.product_id = i.product_id",
+    ],
+)
+def test_a_subquery_grouped_by_the_join_key_is_unique_however_the_key_is_written(sql: str) -> None:
+    assert _found(sql, "exploding_join") == []

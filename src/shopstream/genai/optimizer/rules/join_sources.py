@@ -156,18 +156,11 @@ def _derived_unique(body: exp.Expr) -> list[frozenset[str]] | None:
         return None
     if is_single_row(body):
         return [frozenset()]
-    outputs = {}
-    for projection in body.expressions:
-        inner = projection.this if isinstance(projection, exp.Alias) else projection
-        outputs[inner.sql().lower()] = projection.alias_or_name.lower()
     group = body.args.get("group")
     if isinstance(group, exp.Group) and group.expressions:
         names = []
         for key in group.expressions:
-            name = outputs.get(key.sql().lower())
-            if name is None and isinstance(key, exp.Literal) and key.is_int:
-                projection = body.expressions[int(key.this) - 1]
-                name = projection.alias_or_name.lower()
+            name = _group_output(key, body.expressions)
             if name is None:
                 return []  # grouped by something it does not output
             names.append(name)
@@ -175,6 +168,31 @@ def _derived_unique(body: exp.Expr) -> list[frozenset[str]] | None:
     if body.args.get("distinct"):
         columns = _output_columns(body)
         return [columns] if columns is not None else []
+    return None
+
+
+def _group_output(key: exp.Expr, projections: list[exp.Expr]) -> str | None:
+    """The output column (name, lower case) a GROUP BY key is: the same expression, its
+    position (``GROUP BY 1``), its alias (``user_id AS uid ... GROUP BY uid``), or the same column
+    qualified differently (``ev.product_id`` / ``product_id``)."""
+    if isinstance(key, exp.Literal) and key.is_int:
+        index = int(key.this) - 1
+        return projections[index].alias_or_name.lower() if 0 <= index < len(projections) else None
+    for projection in projections:
+        inner = projection.this if isinstance(projection, exp.Alias) else projection
+        if inner.sql().lower() == key.sql().lower():
+            return projection.alias_or_name.lower()
+    if not isinstance(key, exp.Column):
+        return None
+    name = key.name.lower()
+    for projection in projections:
+        inner = projection.this if isinstance(projection, exp.Alias) else projection
+        if isinstance(inner, exp.Column) and inner.name.lower() == name:
+            return projection.alias_or_name.lower()
+    if not key.table:
+        aliases = [p for p in projections if isinstance(p, exp.Alias)]
+        if any(p.alias.lower() == name for p in aliases):
+            return name
     return None
 
 

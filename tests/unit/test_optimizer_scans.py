@@ -551,3 +551,10 @@ def test_an_on_condition_filters_a_table_only_where_the_join_drops_its_rows(
     sql: str, missing: bool
 ) -> None:
     assert bool(_run("partition_filter_missing", sql)) is missing
+
+
+def test_a_name_the_table_does_not_have_is_not_its_column() -> None:
+    # `day` is a BigQuery scripting variable (DECLARE day DATE ...), not a column of raw.events:
+    # the filter compares the partition column with it and filters no other column.
+    sql = "select event_id from `shop.raw.events` where event_date = day"
+    assert _run("cluster_unused", sql, "bigquery") == []

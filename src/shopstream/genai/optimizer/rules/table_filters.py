@@ -143,15 +143,13 @@ def alias_of(source: exp.Expression) -> str:
 
 def _source_resolver(scope: Scope, alias: str, known: Callable[[str], bool]) -> Resolver:
     """Resolves columns of ``scope`` that belong to its source ``alias``: qualified by the alias,
-    or unqualified and the only source (or the only source ``known`` to have that name)."""
-    others = [a for a in scope.selected_sources if a != alias]
+    or unqualified and a name the source is ``known`` to have (a name no source has is an outer
+    query's column or a BigQuery scripting variable, not this table's)."""
 
     def resolve(column: exp.Column) -> str | None:
         if column.table:
             return column.name.lower() if column.table.lower() == alias.lower() else None
-        if not others or known(column.name):
-            return column.name.lower()
-        return None
+        return column.name.lower() if known(column.name) else None
 
     return resolve
 

@@ -42,7 +42,7 @@ from sqlglot.optimizer.scope import Scope, build_scope
 
 from shopstream.genai.optimizer.catalog import Catalog, TableInfo
 from shopstream.genai.optimizer.findings import LIST_PRICE_PER_TIB, TIB, Cost, Dialect
-from shopstream.genai.optimizer.query import for_warehouse, parse_query
+from shopstream.genai.optimizer.query import for_warehouse, parse_query, table_references
 from shopstream.genai.optimizer.rules.table_filters import restricting_conditions
 
 if TYPE_CHECKING:
@@ -147,11 +147,8 @@ def _resolved(tree: exp.Expression, catalog: Catalog) -> exp.Expression:
     project prefix dropped) and every view whose query is known replaced by that query (what
     reading it scans), or a ValueError naming a table the catalog does not have."""
     for _ in range(_VIEW_DEPTH):
-        ctes = {c.alias_or_name.lower() for c in tree.find_all(exp.CTE)}
         expanded = False
-        for table in list(tree.find_all(exp.Table)):
-            if not table.name or (not table.db and table.name.lower() in ctes):
-                continue
+        for table in table_references(tree):
             info = catalog.find([table.catalog, table.db, table.name])
             if info is None:
                 named = ".".join(p for p in (table.catalog, table.db, table.name) if p)
@@ -249,10 +246,11 @@ def _partition_share(
     return share, len(kept), partitions
 
 
-def _conditions(scope: Scope, alias: str) -> list[exp.Expr]:
+def _conditions(scope: Scope, alias: str) -> list[exp.Expression]:
     """The AND-ed conditions that filter ``alias`` in ``scope``: the WHERE and the ON of the
     joins that drop its rows (the rules' :func:`restricting_conditions`: one answer for both)."""
-    return restricting_conditions(scope.expression, alias)
+    select = scope.expression
+    return restricting_conditions(select, alias) if isinstance(select, exp.Expression) else []
 
 
 _COMPARISONS: dict[type[exp.Expr], str] = {

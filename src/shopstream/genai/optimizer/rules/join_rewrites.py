@@ -24,12 +24,12 @@ from sqlglot import exp
 from shopstream.genai.optimizer.query import Query
 from shopstream.genai.optimizer.rules.join_sources import (
     Source,
-    conjuncts,
     owner_of,
     owners_in,
     sources_of,
 )
-from shopstream.genai.optimizer.rules.join_tree import twin
+from shopstream.genai.optimizer.rules.table_filters import conjuncts
+from shopstream.genai.optimizer.rules.tree_edits import counterpart
 
 
 def _and(parts: list[exp.Expr]) -> exp.Expr | None:
@@ -93,7 +93,7 @@ def semi_join(query: Query, select: exp.Select, sources: list[Source], kept: Sou
             return None
         condition.append(qualified)
     copy = query.tree.copy()
-    target = twin(select, query.tree, copy)
+    target = counterpart(copy, select)
     target.set("joins", None)
     target.set("from_", exp.From(this=kept.node.copy()))
     if join.side != "LEFT":
@@ -125,8 +125,8 @@ def not_exists(
     if value is None:
         return None
     copy = query.tree.copy()
-    target = twin(negation, query.tree, copy)
-    subquery = twin(inner, query.tree, copy).copy()
+    target = counterpart(copy, negation)
+    subquery = counterpart(copy, inner).copy()
     subquery.set("distinct", None)
     subquery.set("expressions", [exp.Literal.number(1)])
     table = subquery.args["from_"].this
@@ -233,7 +233,7 @@ def conditional_aggregation(query: Query, select: exp.Select) -> str | None:
                 return None
         outputs.append(exp.alias_(value.copy(), projection.alias))
     copy = query.tree.copy()
-    target = twin(select, query.tree, copy)
+    target = counterpart(copy, select)
     target.set("expressions", outputs)
     target.set("from_", exp.From(this=subqueries[0].this.args["from_"].this.copy()))
     if len(filters) == len(wheres):

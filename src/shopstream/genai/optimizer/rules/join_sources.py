@@ -21,6 +21,7 @@ from sqlglot import exp
 
 from shopstream.genai.optimizer.catalog import TableInfo
 from shopstream.genai.optimizer.query import Query
+from shopstream.genai.optimizer.rules.table_filters import conjuncts
 
 #: A source with at most this many rows makes no cartesian product worth reporting.
 TINY_ROWS = 10
@@ -136,11 +137,18 @@ def _output_columns(body: exp.Expr) -> frozenset[str] | None:
     return None if "*" in names or "" in names else frozenset(names)
 
 
+def aggregates(select: exp.Select) -> bool:
+    """Whether a projection of ``select`` aggregates its rows (an aggregate outside a window)."""
+    return any(
+        isinstance(n, _AGGREGATES) and not n.find_ancestor(exp.Window)
+        for projection in select.expressions
+        for n in projection.walk()
+    )
+
+
 def is_single_row(select: exp.Select) -> bool:
     """An aggregate without GROUP BY: exactly one row."""
-    return not select.args.get("group") and any(
-        e.find(*_AGGREGATES) and not e.find(exp.Window) for e in select.expressions
-    )
+    return not select.args.get("group") and aggregates(select)
 
 
 def _derived_rows(body: exp.Expr) -> int | None:
@@ -211,18 +219,6 @@ def owner_of(column: exp.Column, sources: list[Source]) -> Source | None:
     return unknown[0] if len(unknown) == 1 else None
 
 
-def conjuncts(condition: exp.Expr | None) -> Iterator[exp.Expr]:
-    """The ANDed parts of a condition (parentheses removed)."""
-    if condition is None:
-        return
-    condition = condition.unnest()
-    if isinstance(condition, exp.And):
-        yield from conjuncts(condition.left)
-        yield from conjuncts(condition.right)
-    else:
-        yield condition
-
-
 def owners_in(node: exp.Expr, sources: list[Source]) -> set[str] | None:
     """The aliases of the sources whose columns ``node`` reads (None: a column of unknown
     owner). Columns of subqueries inside ``node`` that are their own are not counted."""
@@ -244,7 +240,7 @@ def equalities(
     condition: exp.Expr | None, sources: list[Source]
 ) -> Iterator[tuple[Source, str, Source, str]]:
     """Every ``a.x = b.y`` conjunct between two different sources, as (a, x, b, y)."""
-    for part in conjuncts(condition):
+    for part in conjuncts(condition if isinstance(condition, exp.Expression) else None):
         if not isinstance(part, exp.EQ):
             continue
         left, right = part.left, part.right

@@ -25,50 +25,26 @@ from typing import TYPE_CHECKING
 from sqlglot import exp
 
 from shopstream.config import OptimizerSettings
-from shopstream.genai.optimizer.findings import Finding, Severity
-from shopstream.genai.optimizer.query import Query, position_of
+from shopstream.genai.optimizer.findings import Finding
+from shopstream.genai.optimizer.query import Query, table_references
 from shopstream.genai.optimizer.rules import join_rewrites, join_self
+from shopstream.genai.optimizer.rules.evidence import finding, rows_text
 from shopstream.genai.optimizer.rules.join_sources import (
     TINY_ROWS,
     Source,
-    conjuncts,
     ctes_in_scope,
     equalities,
     owners_in,
     sources_of,
 )
+from shopstream.genai.optimizer.rules.table_filters import conjuncts
 
 if TYPE_CHECKING:
     from shopstream.genai.optimizer.rules import Rule
 
 
-def _finding(
-    query: Query,
-    rule: str,
-    node: exp.Expression,
-    *,
-    severity: Severity,
-    title: str,
-    message: str,
-    fix: str,
-    tradeoff: str | None = None,
-    rewrite: str | None = None,
-) -> Finding:
-    return Finding(
-        rule=rule,
-        severity=severity,
-        title=title,
-        message=message,
-        evidence=query.sql_of(node),
-        position=position_of(node, query.sql),
-        fix=fix,
-        tradeoff=tradeoff,
-        rewrite=rewrite,
-    )
-
-
 def _rows(source: Source) -> str:
-    return f"{source.label} ({source.rows:,} rows)" if source.rows is not None else source.label
+    return f"{source.label} ({rows_text(source.rows)})" if source.rows is not None else source.label
 
 
 def _joins(query: Query) -> Iterator[tuple[exp.Select, list[Source], int, exp.Join]]:
@@ -125,7 +101,7 @@ def cartesian_join(query: Query, settings: OptimizerSettings) -> Iterator[Findin
             if shared and left
             else ""
         )
-        yield _finding(
+        yield finding(
             query,
             "cartesian_join",
             join,
@@ -218,7 +194,7 @@ def exploding_join(query: Query, settings: OptimizerSettings) -> Iterator[Findin
                 )
                 or f"({on})"
             )
-            yield _finding(
+            yield finding(
                 query,
                 "exploding_join",
                 join,
@@ -242,11 +218,8 @@ def exploding_join(query: Query, settings: OptimizerSettings) -> Iterator[Findin
 
 
 def _reads(node: exp.Expression, query: Query) -> list[str]:
-    ctes = {c.alias_or_name.lower() for c in query.tree.find_all(exp.CTE)}
     names = []
-    for table in node.find_all(exp.Table):
-        if not table.name or (not table.db and table.name.lower() in ctes):
-            continue
+    for table in table_references(node, query.tree):
         info = query.table_info(table)
         names.append(info.name if info else table.sql())
     return sorted(set(names))
@@ -281,7 +254,7 @@ def _repeated_ctes(query: Query) -> Iterator[Finding]:
             reads = _reads(cte.this, query)
             if len(references) < 2 or not reads:
                 continue
-            yield _finding(
+            yield finding(
                 query,
                 "repeated_scan",
                 references[1],
@@ -309,7 +282,7 @@ def _repeated_subqueries(query: Query) -> Iterator[Finding]:
         text = subquery.this.sql(normalize=True, dialect=query.dialect)
         seen[text] += 1
         if seen[text] == 2:
-            yield _finding(
+            yield finding(
                 query,
                 "repeated_scan",
                 subquery,
@@ -328,7 +301,7 @@ def _repeated_scalar_aggregates(query: Query) -> Iterator[Finding]:
         for table, subqueries in join_rewrites.scalar_aggregates(select, query).items():
             if len(subqueries) < 2:
                 continue
-            yield _finding(
+            yield finding(
                 query,
                 "repeated_scan",
                 subqueries[1],
@@ -370,7 +343,7 @@ def _repeated_union_branches(query: Query) -> Iterator[Finding]:
         for table, branches in sorted(by_table.items()):
             if len(branches) < 2:
                 continue
-            yield _finding(
+            yield finding(
                 query,
                 "repeated_scan",
                 branches[1],
@@ -400,7 +373,7 @@ def self_join_window(query: Query, settings: OptimizerSettings) -> Iterator[Find
             continue
         keys = ", ".join(shape.keys)
         if shape.kind == "aggregate":
-            yield _finding(
+            yield finding(
                 query,
                 "self_join_window",
                 join,
@@ -418,7 +391,7 @@ def self_join_window(query: Query, settings: OptimizerSettings) -> Iterator[Find
                 rewrite=join_self.window_instead_of_self_join(query, select, shape),
             )
         else:
-            yield _finding(
+            yield finding(
                 query,
                 "self_join_window",
                 join,
@@ -457,7 +430,7 @@ def distinct_over_fanout(query: Query, settings: OptimizerSettings) -> Iterator[
         joins = select.args.get("joins") or []
         if len(others) == 1 and _unique_on_join(joins[0], sources, kept, others[0]):
             continue  # the join cannot repeat a row: nothing for DISTINCT to undo
-        yield _finding(
+        yield finding(
             query,
             "distinct_over_fanout",
             joins[0],
@@ -518,7 +491,7 @@ def not_in_nullable(query: Query, settings: OptimizerSettings) -> Iterator[Findi
         described = owner.info.column(column.name) if owner and owner.info else None
         if guarded or owner is None or described is None or not described.nullable:
             continue  # cannot NULL, or the catalog does not say (a table it does not know)
-        yield _finding(
+        yield finding(
             query,
             "not_in_nullable",
             negation,

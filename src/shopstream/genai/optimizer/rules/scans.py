@@ -34,8 +34,10 @@ from sqlglot.optimizer.scope import Scope
 from shopstream.config import OptimizerSettings
 from shopstream.genai.optimizer.catalog import TableInfo
 from shopstream.genai.optimizer.findings import Finding, Severity
-from shopstream.genai.optimizer.query import Query, position_of
+from shopstream.genai.optimizer.query import Query
 from shopstream.genai.optimizer.rules.columns import needed_columns, resolves
+from shopstream.genai.optimizer.rules.evidence import finding, rows_text
+from shopstream.genai.optimizer.rules.join_sources import aggregates
 from shopstream.genai.optimizer.rules.partition_filters import Pruning, classify
 from shopstream.genai.optimizer.rules.table_filters import (
     TableRead,
@@ -66,39 +68,13 @@ _ORDER_WINDOWS = (
 )
 
 
-def _finding(
-    query: Query,
-    rule: str,
-    node: exp.Expression,
-    *,
-    severity: Severity,
-    title: str,
-    message: str,
-    fix: str,
-    evidence: str | None = None,
-    tradeoff: str | None = None,
-    rewrite: str | None = None,
-) -> Finding:
-    """A finding on ``node``: its SQL is the evidence (unless given), its place the position."""
-    return Finding(
-        rule=rule,
-        severity=severity,
-        title=title,
-        message=message,
-        evidence=evidence or query.sql_of(node),
-        position=position_of(node, query.sql),
-        fix=fix,
-        tradeoff=tradeoff,
-        rewrite=rewrite,
-    )
-
-
 def _rewrite(query: Query, tree: exp.Expression) -> str:
     return tree.sql(dialect=query.dialect, pretty=True)
 
 
-def _rows(info: TableInfo) -> str:
-    return f"{info.rows:,} rows" if info.rows is not None else "rows unknown"
+def _described(info: TableInfo) -> str:
+    """``raw.events (12,000 rows)``: a table as messages name it."""
+    return f"{info.name} ({rows_text(info.rows)})"
 
 
 def _is_output(query: Query, select: exp.Expression) -> bool:
@@ -112,13 +88,8 @@ def _is_output(query: Query, select: exp.Expression) -> bool:
 
 
 def _aggregated(select: exp.Select) -> bool:
-    if select.args.get("group") or select.args.get("distinct"):
-        return True
-    return any(
-        isinstance(n, exp.AggFunc) and not n.find_ancestor(exp.Window)
-        for projection in select.expressions
-        for n in projection.walk()
-    )
+    """A summary of its rows: grouped, distinct, or aggregating."""
+    return bool(select.args.get("group") or select.args.get("distinct")) or aggregates(select)
 
 
 def _row_level(scope: Scope) -> bool:
@@ -218,7 +189,7 @@ def _in_exists(select: exp.Select) -> bool:
 
 def _star_advice(query: Query, star: _Star, *, reads: str, fix: str) -> Finding:
     """A SELECT * finding with no rewrite: the columns it should name are listed."""
-    return _finding(
+    return finding(
         query,
         "select_star",
         star.node,
@@ -226,7 +197,7 @@ def _star_advice(query: Query, star: _Star, *, reads: str, fix: str) -> Finding:
         severity="medium",
         title="SELECT * on a wide table",
         message=f"`{star.evidence}` {reads} all {len(star.columns)} columns of "
-        f"{star.info.name} ({_rows(star.info)}); BigQuery bills every column a query reads, so "
+        f"{_described(star.info)}; BigQuery bills every column a query reads, so "
         "each column nobody looks at costs as much as the ones they do",
         fix=f"{fix}; {star.info.name} has: {', '.join(star.columns)}",
     )
@@ -255,7 +226,7 @@ def _inner_star(
 ) -> Finding:
     blocker = _pruning_blocker(select)
     if blocker is not None:
-        return _finding(
+        return finding(
             query,
             "select_star",
             star.node,
@@ -263,7 +234,7 @@ def _inner_star(
             severity="high",
             title="SELECT * whose every column is read",
             message=f"`{star.evidence}` feeds a {blocker}, which compares whole rows: all "
-            f"{len(star.columns)} columns of {star.info.name} ({_rows(star.info)}) are read "
+            f"{len(star.columns)} columns of {_described(star.info)} are read "
             "and billed, even those the rest of the query never uses",
             fix=f"name only the columns the result needs before the {blocker} (this can "
             f"change which rows are {blocker.lower()}-compared equal, so check the result); "
@@ -303,7 +274,7 @@ def _inner_star(
         projections[position : position + 1] = listed
         target.set("expressions", projections)
         rewrite = _rewrite(query, copy) if resolves(copy, query) else None
-    return _finding(
+    return finding(
         query,
         "select_star",
         node,
@@ -384,13 +355,13 @@ def partition_filter_missing(query: Query, settings: OptimizerSettings) -> Itera
         column = info.partition_by or ""
         found = info.column(column)
         example = _filter_example(query, column, found.type if found else "DATE")
-        yield _finding(
+        yield finding(
             query,
             "partition_filter_missing",
             verdict.read.table,
             severity=_layer_severity(info),
             title="No filter on the partition column",
-            message=f"{info.name} ({_rows(info)}) is partitioned by day on {column}, and no "
+            message=f"{_described(info)} is partitioned by day on {column}, and no "
             f"filter on {column} reaches this read of it, so BigQuery reads every partition "
             "(the whole history)",
             fix=f"filter {column} with constants to the days you need, e.g. `{example}`; "
@@ -431,13 +402,13 @@ def partition_filter_not_prunable(query: Query, settings: OptimizerSettings) -> 
         rewrite = None
         if pruning.replacement is not None:
             rewrite = _rewrite(query, replaced(query.tree, pruning.predicate, pruning.replacement))
-        yield _finding(
+        yield finding(
             query,
             "partition_filter_not_prunable",
             pruning.culprit,
             severity="high",
             title="Filter on the partition column does not prune",
-            message=f"{info.name} ({_rows(info)}) is partitioned by day on {column}; the filter "
+            message=f"{_described(info)} is partitioned by day on {column}; the filter "
             f"`{query.sql_of(pruning.predicate)}` does not limit the partitions read because "
             f"{pruning.reason}: every partition is read, then filtered",
             fix=fix,
@@ -475,7 +446,7 @@ def cluster_unused(query: Query, settings: OptimizerSettings) -> Iterator[Findin
             continue
         evidence = next(f for f in single_table if set(f.columns.values()) & set(others))
         first = info.cluster_by[0]
-        yield _finding(
+        yield finding(
             query,
             "cluster_unused",
             evidence.predicate,
@@ -506,7 +477,7 @@ def order_by_without_limit(query: Query, settings: OptimizerSettings) -> Iterato
             scope = scopes.get(id(select))
             if scope is not None and not _row_level(scope):
                 continue  # a sorted summary is small; sorting it is what the reader wants
-            yield _finding(
+            yield finding(
                 query,
                 "order_by_without_limit",
                 order,
@@ -522,7 +493,7 @@ def order_by_without_limit(query: Query, settings: OptimizerSettings) -> Iterato
         reliance = _order_relied_on(query, select)
         order_sensitive = reliance == "aggregate"
         rewrite = None if reliance else _rewrite(query, replaced(query.tree, order, None))
-        yield _finding(
+        yield finding(
             query,
             "order_by_without_limit",
             order,
@@ -592,9 +563,9 @@ def limit_without_pruning(query: Query, settings: OptimizerSettings) -> Iterator
             ]
         if not whole:
             continue
-        names = ", ".join(dict.fromkeys(f"{i.name} ({_rows(i)})" for i in whole))
+        names = ", ".join(dict.fromkeys(_described(i) for i in whole))
         partitioned = next((i for i in whole if i.partition_by), None)
-        yield _finding(
+        yield finding(
             query,
             "limit_without_pruning",
             limit,
@@ -638,7 +609,7 @@ def wildcard_without_table_suffix(query: Query, settings: OptimizerSettings) -> 
             else ""
         )
         prefix = table.name[:-1]
-        yield _finding(
+        yield finding(
             query,
             "wildcard_without_table_suffix",
             table,
@@ -662,7 +633,7 @@ def count_distinct_exact(query: Query, settings: OptimizerSettings) -> Iterator[
         if not isinstance(distinct, exp.Distinct):
             continue
         counted = ", ".join(query.sql_of(e) for e in distinct.expressions)
-        yield _finding(
+        yield finding(
             query,
             "count_distinct_exact",
             count,

@@ -372,3 +372,12 @@ def test_only_date_constructors_around_a_literal_count_as_that_literal(day_filte
     sql = f"select event_id from raw.events where {day_filter}"
     (scan,) = table_scans(parse_query(sql, "duckdb").tree, "duckdb", shop())
     assert scan.partitions_kept == 4, day_filter
+
+
+def test_a_filter_above_distinct_on_prunes_nothing() -> None:
+    sql = (
+        "with s as (select distinct on (user_id) user_id, event_date from raw.events "
+        "order by user_id, event_id desc) select * from s where event_date = '2026-11-30'"
+    )
+    (scan,) = table_scans(parse_query(sql, "duckdb").tree, "duckdb", shop())
+    assert scan.partitions_kept == 4

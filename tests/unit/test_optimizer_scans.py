@@ -558,3 +558,13 @@ def test_a_name_the_table_does_not_have_is_not_its_column() -> None:
     # the filter compares the partition column with it and filters no other column.
     sql = "select event_id from `shop.raw.events` where event_date = day"
     assert _run("cluster_unused", sql, "bigquery") == []
+
+
+def test_a_filter_does_not_reach_below_distinct_on() -> None:
+    # DISTINCT ON keeps each user's latest event of all days; filtering the days first would
+    # keep the latest of that day instead: the filter cannot prune the scan.
+    sql = (
+        "with s as (select distinct on (user_id) user_id, event_date from raw.events "
+        "order by user_id, event_ts desc) select * from s where event_date = '2026-11-28'"
+    )
+    assert len(_run("partition_filter_missing", sql)) == 1

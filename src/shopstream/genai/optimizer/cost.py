@@ -43,7 +43,7 @@ from sqlglot.optimizer.scope import Scope, build_scope
 from shopstream.genai.optimizer.catalog import Catalog, TableInfo
 from shopstream.genai.optimizer.findings import LIST_PRICE_PER_TIB, TIB, Cost, Dialect
 from shopstream.genai.optimizer.query import for_warehouse, parse_query, table_references
-from shopstream.genai.optimizer.rules.table_filters import restricting_conditions
+from shopstream.genai.optimizer.rules.table_filters import distinct_on, restricting_conditions
 
 if TYPE_CHECKING:
     from shopstream.config import OptimizerSettings, Settings
@@ -117,7 +117,12 @@ def table_scans(tree: exp.Expression, dialect: Dialect, catalog: Catalog) -> lis
         )
     except SqlglotError as exc:
         raise ValueError(f"cannot resolve the query's columns against the catalog: {exc}") from exc
-    for step in (pushdown_projections, pushdown_predicates):
+    steps = [pushdown_projections, pushdown_predicates]
+    if any(distinct_on(s) for s in qualified.find_all(exp.Select)):
+        # sqlglot would push a filter below a DISTINCT ON, which changes which rows it keeps:
+        # BigQuery does not, so neither does the estimate.
+        steps.remove(pushdown_predicates)
+    for step in steps:
         # Both only make the estimate closer to what BigQuery does; a query they cannot
         # handle is estimated without them (more bytes, never fewer).
         try:

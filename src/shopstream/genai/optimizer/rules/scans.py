@@ -42,6 +42,7 @@ from shopstream.genai.optimizer.rules.partition_filters import Pruning, classify
 from shopstream.genai.optimizer.rules.table_filters import (
     TableRead,
     conjuncts,
+    distinct_on,
     local_columns,
     query_scopes,
     tables_read,
@@ -517,8 +518,7 @@ def _order_relied_on(query: Query, select: exp.Select) -> str | None:
     ORDER BY is safe to drop): its own DISTINCT ON; an ARRAY(SELECT ...) around it; or, anywhere
     outside it, a LIMIT/OFFSET/QUALIFY taking the first rows, an order-sensitive aggregate, a
     window function that numbers or steps through rows, or a window without an ORDER BY."""
-    distinct = select.args.get("distinct")
-    if isinstance(distinct, exp.Distinct) and distinct.args.get("on"):
+    if distinct_on(select):
         return "distinct on"
     if select.find_ancestor(exp.Array, exp.ArrayAgg):
         return "array"

@@ -157,7 +157,7 @@ def _source_resolver(scope: Scope, alias: str, known: Callable[[str], bool]) -> 
 def _passes_filters_up(scope: Scope, owner: Scope) -> bool:
     """Whether a filter on the output of ``owner`` (a CTE or derived table: ``scope``'s SELECT,
     or the UNION it is a branch of) may be applied before ``scope``'s SELECT (BigQuery pushes it
-    down): not across a LIMIT or a window function."""
+    down): not across a LIMIT, a window function or a DISTINCT ON."""
     select = scope.expression
     return (
         isinstance(select, exp.Select)
@@ -165,7 +165,15 @@ def _passes_filters_up(scope: Scope, owner: Scope) -> bool:
         and not select.args.get("limit")
         and not owner.expression.args.get("limit")
         and not any(select.find_all(exp.Window))
+        and not distinct_on(select)
     )
+
+
+def distinct_on(select: exp.Expr) -> bool:
+    """Whether ``select`` is a DuckDB ``SELECT DISTINCT ON (...)``: it keeps the first row per
+    key of all its input, so a filter on its output must not be applied before it."""
+    distinct = select.args.get("distinct")
+    return isinstance(distinct, exp.Distinct) and distinct.args.get("on") is not None
 
 
 def _through(

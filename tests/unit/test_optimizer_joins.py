@@ -373,3 +373,24 @@ def test_not_in_over_a_not_null_column_is_fine() -> None:
 )
 def test_a_subquery_grouped_by_the_join_key_is_unique_however_the_key_is_written(sql: str) -> None:
     assert _found(sql, "exploding_join") == []
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        # NATURAL joins on the columns both have; POSITIONAL pairs row n with row n
+        "select * from raw.events natural join staging.stg_events",
+        "select * from staging.stg_users positional join staging.stg_orders",
+    ],
+)
+def test_natural_and_positional_joins_are_not_cartesian(sql: str) -> None:
+    assert _found(sql, "cartesian_join") == []
+
+
+def test_an_asof_join_matches_one_row_and_does_not_explode() -> None:
+    sql = (
+        "select e.event_id, o.order_id from raw.events e asof join staging.stg_orders o "
+        "on o.user_id = e.user_id and o.created_at <= e.event_ts "
+        "where e.event_date = '2026-11-28'"
+    )
+    assert _found(sql, "exploding_join") == []

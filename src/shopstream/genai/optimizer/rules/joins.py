@@ -60,10 +60,15 @@ def _joins(query: Query) -> Iterator[tuple[exp.Select, list[Source], int, exp.Jo
 # -- cartesian_join ---------------------------------------------------------------------------
 
 
+def _method(join: exp.Join) -> str:
+    """DuckDB's join method: NATURAL, POSITIONAL, ASOF (or "")."""
+    return str(join.args.get("method") or "").upper()
+
+
 def _has_condition(join: exp.Join) -> bool:
     on = join.args.get("on")
-    if join.args.get("using"):
-        return True
+    if join.args.get("using") or _method(join) in ("NATURAL", "POSITIONAL"):
+        return True  # the shared columns / the row positions link the two sides
     return on is not None and not (isinstance(on, exp.Boolean) and on.this is True)
 
 
@@ -180,6 +185,8 @@ def exploding_join(query: Query, settings: OptimizerSettings) -> Iterator[Findin
         right = sources[index]
         if join_self.self_join_shape(select, sources, join) is not None:
             continue  # self_join_window's business
+        if _method(join) == "ASOF":
+            continue  # each left row takes at most one match: nothing multiplies
         for left, left_columns, right_columns in _equal_columns(join, sources, right).values():
             if left.unique_on(left_columns) is not False:
                 continue

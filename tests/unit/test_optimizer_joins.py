@@ -394,3 +394,12 @@ def test_an_asof_join_matches_one_row_and_does_not_explode() -> None:
         "where e.event_date = '2026-11-28'"
     )
     assert _found(sql, "exploding_join") == []
+
+
+def test_the_same_scalar_subquery_twice_is_one_finding() -> None:
+    sql = (
+        "select (select count(*) from raw.events where event_date = '2026-11-28') as a, "
+        "(select count(*) from raw.events where event_date = '2026-11-28') as b"
+    )
+    (finding,) = _found(sql, "repeated_scan")
+    assert finding.rewrite is not None  # one scan computes both

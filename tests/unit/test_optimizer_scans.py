@@ -568,3 +568,8 @@ def test_a_filter_does_not_reach_below_distinct_on() -> None:
         "order by user_id, event_ts desc) select * from s where event_date = '2026-11-28'"
     )
     assert len(_run("partition_filter_missing", sql)) == 1
+
+
+def test_a_star_qualified_by_its_alias_in_another_case_is_found() -> None:
+    finding = _one("select_star", "select E.* from raw.events e where e.event_date = '2026-11-28'")
+    assert "all 20 columns" in finding.message

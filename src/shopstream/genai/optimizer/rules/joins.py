@@ -236,8 +236,18 @@ def repeated_scan(query: Query, settings: OptimizerSettings) -> Iterator[Finding
     """The same CTE referenced more than once, the same subquery written twice, or several
     scalar subqueries aggregating the same table: each is a separate scan."""
     yield from _repeated_ctes(query)
-    yield from _repeated_subqueries(query)
-    yield from _repeated_scalar_aggregates(query)
+    scalar = list(_repeated_scalar_aggregates(query))
+    # Copies of one scalar subquery among them are that finding's business (it has the
+    # rewrite): not reported a second time as "the same subquery twice".
+    combined = {
+        id(s)
+        for select in query.tree.find_all(exp.Select)
+        for group in join_rewrites.scalar_aggregates(select, query).values()
+        if len(group) > 1
+        for s in group
+    }
+    yield from _repeated_subqueries(query, combined)
+    yield from scalar
     yield from _repeated_union_branches(query)
 
 
@@ -281,10 +291,12 @@ def _repeated_ctes(query: Query) -> Iterator[Finding]:
             )
 
 
-def _repeated_subqueries(query: Query) -> Iterator[Finding]:
+def _repeated_subqueries(query: Query, reported: set[int]) -> Iterator[Finding]:
     seen: Counter[str] = Counter()
     for subquery in query.tree.find_all(exp.Subquery):
         if not isinstance(subquery.this, exp.Query) or not _reads(subquery, query):
+            continue
+        if id(subquery) in reported:
             continue
         text = subquery.this.sql(normalize=True, dialect=query.dialect)
         seen[text] += 1

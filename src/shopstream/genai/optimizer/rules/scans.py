@@ -156,7 +156,9 @@ def select_star(query: Query, settings: OptimizerSettings) -> Iterator[Finding]:
         sources = _table_sources(query, select)
         for node in select.expressions:
             if isinstance(node, exp.Column) and isinstance(node.this, exp.Star):
-                starred = [(t, i) for t, i in sources if t.alias_or_name == node.table]
+                starred = [
+                    (t, i) for t, i in sources if t.alias_or_name.lower() == node.table.lower()
+                ]
             elif isinstance(node, exp.Star):
                 starred = sources
             else:

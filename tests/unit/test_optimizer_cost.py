@@ -381,3 +381,12 @@ def test_a_filter_above_distinct_on_prunes_nothing() -> None:
     )
     (scan,) = table_scans(parse_query(sql, "duckdb").tree, "duckdb", shop())
     assert scan.partitions_kept == 4
+
+
+@pytest.mark.parametrize("lateral", [", lateral", " cross join lateral"])
+def test_a_lateral_subquery_is_one_scan(lateral: str) -> None:
+    sql = (
+        f"select o.order_id, l.n from staging.stg_orders o{lateral} "
+        "(select count(event_id) as n from raw.events e where e.user_id = o.user_id) as l"
+    )
+    assert estimate(sql) == 700 + 300 + 10_000 + 2_000

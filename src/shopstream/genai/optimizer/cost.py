@@ -186,15 +186,18 @@ def _resolved(tree: exp.Expression, catalog: Catalog) -> exp.Expression:
 
 def _collect(scope: Scope, catalog: Catalog, scans: list[TableScan]) -> None:
     """Each reference of a CTE walks it again: BigQuery evaluates it once per reference."""
+    walked: set[int] = set()
     for alias, (_, source) in scope.selected_sources.items():
         if isinstance(source, Scope):
             _collect(source, catalog, scans)
+            walked.add(id(source))
         elif isinstance(source, exp.Table):
             info = catalog.find([source.db, source.name])
             if info is not None:
                 scans.append(_scan(scope, alias, info))
     for child in (*scope.subquery_scopes, *scope.set_operation_scopes, *scope.udtf_scopes):
-        _collect(child, catalog, scans)
+        if id(child) not in walked:  # a LATERAL subquery is a source and a UDTF scope: once
+            _collect(child, catalog, scans)
 
 
 def _scan(scope: Scope, alias: str, table: TableInfo) -> TableScan:

@@ -43,6 +43,7 @@ from sqlglot.optimizer.scope import Scope, build_scope
 from shopstream.genai.optimizer.catalog import Catalog, TableInfo
 from shopstream.genai.optimizer.findings import LIST_PRICE_PER_TIB, TIB, Cost, Dialect
 from shopstream.genai.optimizer.query import for_warehouse, parse_query, table_references
+from shopstream.genai.optimizer.rules.partition_filters import classify
 from shopstream.genai.optimizer.rules.table_filters import distinct_on, restricting_conditions
 
 if TYPE_CHECKING:
@@ -236,10 +237,19 @@ def _partition_share(
         return 1.0, None, None
     column = table.column(table.partition_by)
     point = column is not None and column.type.upper() == "DATE"
+    name = table.partition_by
+
+    def is_partition_column(node: exp.Column) -> bool:
+        return _is_column(node, alias, name)
+
     tests = [
         test
         for condition in _conditions(scope, alias)
-        if (test := _day_test(condition, alias, table.partition_by, point)) is not None
+        # Only what the partition rules call prunable prunes here too (one verdict for the
+        # finding and the estimate); the test then says which days it keeps.
+        if (verdict := classify(condition, is_partition_column, column.type if column else "DATE"))
+        and verdict.prunable
+        and (test := _day_test(condition, alias, name, point)) is not None
     ]
     total = sum(table.partition_rows.values())
     partitions = len(table.partition_rows)

@@ -118,7 +118,10 @@ def table_scans(tree: exp.Expression, dialect: Dialect, catalog: Catalog) -> lis
         )
     except SqlglotError as exc:
         raise ValueError(f"cannot resolve the query's columns against the catalog: {exc}") from exc
-    steps = [pushdown_projections, pushdown_predicates]
+    steps: list[Callable[[exp.Expression], exp.Expression]] = [
+        pushdown_projections,
+        pushdown_predicates,
+    ]
     if any(distinct_on(s) for s in qualified.find_all(exp.Select)):
         # sqlglot would push a filter below a DISTINCT ON, which changes which rows it keeps:
         # BigQuery does not, so neither does the estimate.

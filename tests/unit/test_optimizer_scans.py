@@ -558,6 +558,15 @@ def test_a_name_the_table_does_not_have_is_not_its_column() -> None:
     # the filter compares the partition column with it and filters no other column.
     sql = "select event_id from `shop.raw.events` where event_date = day"
     assert _run("cluster_unused", sql, "bigquery") == []
+    # A variable is a constant when BigQuery chooses the partitions: the filter prunes.
+    assert _run("partition_filter_missing", sql, "bigquery") == []
+    assert _run("partition_filter_not_prunable", sql, "bigquery") == []
+    # A name of an outer query in a correlated subquery is no constant.
+    correlated = (
+        "select o.order_id from `shop.staging.stg_orders` o where exists (select 1 from "
+        "`shop.raw.events` e where e.event_date = created_at and e.user_id = o.user_id)"
+    )
+    assert len(_run("partition_filter_missing", correlated, "bigquery")) == 1
 
 
 def test_a_filter_does_not_reach_below_distinct_on() -> None:

@@ -30,6 +30,11 @@ from sqlglot.optimizer.scope import Scope, ScopeType, traverse_scope
 from shopstream.genai.optimizer.catalog import TableInfo
 from shopstream.genai.optimizer.query import Query, position_of
 
+#: Set in the meta of a column reference that names no column of any source in reach: a BigQuery
+#: scripting variable (``DECLARE day DATE ...; ... WHERE event_date = day``), a constant to the
+#: planner (``partition_filters.is_constant``).
+VARIABLE = "shopstream_variable"
+
 #: Maps a column reference (in some SELECT) to the read table's column it denotes, or None.
 Resolver = Callable[[exp.Column], str | None]
 
@@ -284,6 +289,7 @@ def tables_read(query: Query) -> list[TableRead]:
     readers = _Readers(scopes)
     reads = []
     for scope in scopes:
+        _mark_variables(scope, query)
         for alias, (node, source) in scope.selected_sources.items():
             if not isinstance(source, exp.Table) or not isinstance(node, exp.Table):
                 continue
@@ -294,6 +300,38 @@ def tables_read(query: Query) -> list[TableRead]:
             paths = _paths(scope, alias, resolve, readers)
             reads.append(TableRead(node, info, scope, tuple(paths)))
     return sorted(reads, key=lambda r: _offset(r.table, query.sql))
+
+
+def _mark_variables(scope: Scope, query: Query) -> None:
+    """Mark the unqualified names in ``scope``'s conditions that no source of it has (every
+    source's columns known) as variables (:data:`VARIABLE`). Not in a
+    subquery, where such a name is the outer query's column (a correlation)."""
+    select = scope.expression
+    if not isinstance(select, exp.Select) or scope.scope_type not in (
+        ScopeType.ROOT,
+        ScopeType.CTE,
+        ScopeType.DERIVED_TABLE,
+    ):
+        return
+    known: set[str] = set()
+    for _alias, (_node, source) in scope.selected_sources.items():
+        if isinstance(source, exp.Table):
+            info = query.table_info(source)
+            if info is None:
+                return
+            known.update(c.name.lower() for c in info.columns)
+        elif isinstance(source, Scope) and isinstance(source.expression, exp.Query):
+            names = [n.lower() for n in source.expression.named_selects]
+            if "*" in names or "" in names:
+                return
+            known.update(names)
+        else:
+            return
+    known.update(p.alias.lower() for p in select.expressions if isinstance(p, exp.Alias))
+    for condition in restricting_conditions(select, ""):
+        for column in local_columns(condition):
+            if not column.table and column.name.lower() not in known:
+                column.meta[VARIABLE] = True
 
 
 def _offset(node: exp.Expression, sql: str) -> int:

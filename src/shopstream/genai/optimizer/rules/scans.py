@@ -494,25 +494,52 @@ def order_by_without_limit(query: Query, settings: OptimizerSettings) -> Iterato
             )
             continue
         reliance = _order_relied_on(query, select)
-        order_sensitive = reliance == "aggregate"
-        rewrite = None if reliance else _rewrite(query, replaced(query.tree, order, None))
+        if reliance is None:
+            yield finding(
+                query,
+                "order_by_without_limit",
+                order,
+                severity="medium",
+                title="ORDER BY inside a CTE or subquery",
+                message=f"`{query.sql_of(order)}` sorts rows that a CTE or subquery hands on; "
+                "SQL keeps no order across that boundary, so the sort is work with no effect",
+                fix="drop the ORDER BY there (sort in the outer query if the result must be "
+                "ordered)",
+                rewrite=_rewrite(query, replaced(query.tree, order, None)),
+            )
+            continue
+        needed_here = reliance == "distinct on"
         yield finding(
             query,
             "order_by_without_limit",
             order,
-            severity="medium",
-            title="ORDER BY inside a CTE or subquery",
-            message=f"`{query.sql_of(order)}` sorts rows that a CTE or subquery hands on; SQL "
-            "keeps no order across that boundary, so the sort is work with no effect",
-            fix="drop the ORDER BY there (sort in the outer query if the result must be ordered)"
+            severity="low" if needed_here else "medium",
+            title="ORDER BY inside a CTE or subquery, relied on",
+            message=f"`{query.sql_of(order)}` sorts rows inside a CTE or subquery; "
             + (
-                "; an aggregate here depends on row order: order inside it instead "
-                "(`STRING_AGG(x ORDER BY y)`)"
-                if order_sensitive
-                else ""
+                "DISTINCT ON in the same SELECT keeps the first row of each key in this order, "
+                "so the sort is needed (it is the one sort of the whole input there is)"
+                if needed_here
+                else f"{_RELIANCE[reliance]}, which SQL does not promise to keep across the "
+                "subquery's boundary: the result depends on an order the engine may drop"
             ),
-            rewrite=rewrite,
+            fix="keep it: without it DISTINCT ON keeps an arbitrary row per key"
+            if needed_here
+            else "state the order where it is used (the window's or aggregate's own ORDER BY, "
+            "e.g. `STRING_AGG(x ORDER BY y)`, or an ORDER BY next to the LIMIT), then drop "
+            "this one",
         )
+
+
+#: What downstream reads rows in the order a subquery's ORDER BY gives them (by
+#: :func:`_order_relied_on`'s answer).
+_RELIANCE = {
+    "array": "ARRAY(SELECT ...) keeps its rows in the order they come",
+    "first rows": "a LIMIT, OFFSET or QUALIFY outside takes rows in the order they arrive",
+    "aggregate": "an aggregate outside (STRING_AGG, ARRAY_AGG, FIRST, ...) reads rows in the "
+    "order they arrive",
+    "window": "a window function outside numbers or steps through rows in the order they arrive",
+}
 
 
 def _order_relied_on(query: Query, select: exp.Select) -> str | None:

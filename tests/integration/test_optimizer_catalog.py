@@ -29,13 +29,21 @@ def test_every_table_of_the_shop_is_there_with_the_columns_the_warehouse_has(
     catalog: Catalog, shop_reader: Warehouse
 ) -> None:
     # The static catalog the rule tests use describes the same tables and columns.
+    # Rows, layouts, keys and nullability too: the rule tests decide on them (NOT IN over a
+    # nullable column, partition filters, unique join keys).
     static = shop_catalog()
     assert set(static.tables) <= set(catalog.tables)
     for name, table in static.tables.items():
         loaded = catalog.tables[name]
-        assert [(c.name, c.type) for c in loaded.columns] == [
-            (c.name, c.type) for c in table.columns
+        assert [(c.name, c.type, c.nullable) for c in loaded.columns] == [
+            (c.name, c.type, c.nullable) for c in table.columns
         ], name
+        assert (loaded.rows, loaded.partition_by, loaded.cluster_by, loaded.unique_key) == (
+            table.rows,
+            table.partition_by,
+            table.cluster_by,
+            table.unique_key,
+        ), name
     counts = shop_reader.table_counts()
     for name, table in catalog.tables.items():
         if not table.is_view:

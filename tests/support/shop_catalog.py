@@ -1,9 +1,11 @@
-"""The shop's warehouse tables as a hand-checked :class:`Catalog`, for the optimizer's rule tests
-(no warehouse needed): columns and types as DuckDB reports them after ``shopstream transform``
-on generated history, row counts of that history, and the layout BigQuery gives them
+"""The shop's warehouse tables as a :class:`Catalog`, for the optimizer's rule tests (no
+warehouse needed): ``load_catalog`` of the tests/support/shop_warehouse.py shop, stored in
+shop_catalog.json: columns, types and nullability as DuckDB reports them after ``shopstream
+transform`` on generated history, row counts of that history, and the layout BigQuery gives them
 (partitioning and clustering from deploy's raw layout and the models' configs; unique keys from
-the contracts and the models' grains). Sizes are left unknown: the cost tests measure them on a
-real warehouse (tests/support/shop_warehouse.py).
+the contracts and the models' grains). tests/integration/test_optimizer_catalog.py checks that
+it still equals the loaded catalog. Sizes are left out: the cost tests measure them on a real
+warehouse.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ def shop_catalog() -> Catalog:
         {
             name: TableInfo(
                 name=name,
-                columns=tuple(Column(c, t) for c, t in table["columns"]),
+                columns=tuple(Column(c, t, nullable) for c, t, nullable in table["columns"]),
                 rows=table["rows"],
                 partition_by=table["partition_by"],
                 cluster_by=tuple(table["cluster_by"]),

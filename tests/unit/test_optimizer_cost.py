@@ -275,3 +275,118 @@ def test_a_model_config_that_cannot_be_read_is_named(tmp_path: Path) -> None:
     (models / "broken.sql").write_text("{{ config(partition_by={'field': ) }}\nselect 1\n")
     with pytest.raises(ValueError, match=r"broken\.sql: cannot read the model's config block"):
         model_layouts(tmp_path / "models")
+
+
+@pytest.mark.parametrize(
+    ("sql", "pruned"),
+    [
+        # a table's own ON condition filters it on the null-padded side of an outer join only
+        (
+            "select e.event_id from staging.stg_orders o left join raw.events e "
+            "on e.user_id = o.user_id and e.event_date = '2026-11-30'",
+            True,
+        ),
+        (
+            "select e.event_id from raw.events e left join staging.stg_orders o "
+            "on o.user_id = e.user_id and e.event_date = '2026-11-30'",
+            False,
+        ),
+        (
+            "select e.event_id from staging.stg_orders o right join raw.events e "
+            "on e.user_id = o.user_id and e.event_date = '2026-11-30'",
+            False,
+        ),
+        (
+            "select e.event_id from raw.events e right join staging.stg_orders o "
+            "on o.user_id = e.user_id and e.event_date = '2026-11-30'",
+            True,
+        ),
+        (
+            "select e.event_id from staging.stg_orders o full join raw.events e "
+            "on e.user_id = o.user_id and e.event_date = '2026-11-30'",
+            False,
+        ),
+        (
+            "select e.event_id from staging.stg_orders o join raw.events e "
+            "on e.user_id = o.user_id and e.event_date = '2026-11-30'",
+            True,
+        ),
+    ],
+)
+def test_on_conditions_prune_only_the_side_they_filter(sql: str, pruned: bool) -> None:
+    events = [
+        s
+        for s in table_scans(parse_query(sql, "duckdb").tree, "duckdb", shop())
+        if s.table.name == "raw.events"
+    ]
+    assert events
+    assert all((s.partitions_kept == 1) is pruned for s in events), events
+
+
+def _recent_events() -> Catalog:
+    """raw.events with four partitions ending today (UTC): filters relative to the current date
+    keep a known number of them."""
+    import datetime as dt
+
+    today = dt.datetime.now(dt.UTC).date()
+    days = {str(today - dt.timedelta(days=n)): 100 * (n + 1) for n in range(4)}
+    events = TableInfo(
+        "raw.events",
+        (Column("event_id", "VARCHAR", bytes=10_000), Column("event_date", "DATE", bytes=8_000)),
+        rows=sum(days.values()),
+        partition_by="event_date",
+        partition_rows=days,
+    )
+    return Catalog({"raw.events": events})
+
+
+@pytest.mark.parametrize(
+    ("day_filter", "dialect", "kept"),
+    [
+        ("event_date >= current_date - interval 1 day", "duckdb", 2),
+        ("event_date >= current_date - interval '2 days'", "duckdb", 3),
+        ("event_date >= current_date - 1", "duckdb", 2),
+        ("event_date = current_date", "duckdb", 1),
+        ("event_date >= date_add(current_date, interval -2 day)", "duckdb", 3),
+        ("event_date >= DATE_SUB(CURRENT_DATE(), INTERVAL 1 DAY)", "bigquery", 2),
+        ("event_date > DATE_SUB(CURRENT_DATE(), INTERVAL 1 WEEK)", "bigquery", 4),
+    ],
+)
+def test_filters_relative_to_the_current_date_prune_as_of_now(
+    day_filter: str, dialect: Any, kept: int
+) -> None:
+    table = "raw.events" if dialect == "duckdb" else "`p.raw.events`"
+    sql = f"select event_id from {table} where {day_filter}"
+    (scan,) = table_scans(parse_query(sql, dialect).tree, dialect, _recent_events())
+    assert (scan.partitions_kept, scan.partitions) == (kept, 4), day_filter
+
+
+@pytest.mark.parametrize(
+    "day_filter",
+    [
+        "event_date = last_day(date '2026-11-05')",  # a function of a constant, not the constant
+        "event_date = upper('2026-11-28')",
+    ],
+)
+def test_only_date_constructors_around_a_literal_count_as_that_literal(day_filter: str) -> None:
+    sql = f"select event_id from raw.events where {day_filter}"
+    (scan,) = table_scans(parse_query(sql, "duckdb").tree, "duckdb", shop())
+    assert scan.partitions_kept == 4, day_filter
+
+
+def test_a_filter_above_distinct_on_prunes_nothing() -> None:
+    sql = (
+        "with s as (select distinct on (user_id) user_id, event_date from raw.events "
+        "order by user_id, event_id desc) select * from s where event_date = '2026-11-30'"
+    )
+    (scan,) = table_scans(parse_query(sql, "duckdb").tree, "duckdb", shop())
+    assert scan.partitions_kept == 4
+
+
+@pytest.mark.parametrize("lateral", [", lateral", " cross join lateral"])
+def test_a_lateral_subquery_is_one_scan(lateral: str) -> None:
+    sql = (
+        f"select o.order_id, l.n from staging.stg_orders o{lateral} "
+        "(select count(event_id) as n from raw.events e where e.user_id = o.user_id) as l"
+    )
+    assert estimate(sql) == 700 + 300 + 10_000 + 2_000

@@ -183,6 +183,50 @@ def test_scalar_aggregates_become_one_scan_with_conditions() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "aggregate",
+    [
+        "array_agg(event_id)",
+        "first(event_id)",
+        "string_agg(event_id, ',')",
+        "arg_max(event_id, event_ts)",
+    ],
+)
+def test_scalar_aggregates_that_see_nulls_or_order_are_not_combined(aggregate: str) -> None:
+    # CASE WHEN p THEN x END hands these aggregates NULLs for the rows p rejects (ARRAY_AGG
+    # keeps them, FIRST may pick one): only NULL-ignoring aggregates combine this way.
+    sql = (
+        f"select (select {aggregate} from raw.events where event_date = '2026-11-28' "
+        "and event_type = 'purchase') as p, "
+        "(select count(*) from raw.events where event_date = '2026-11-28') as n"
+    )
+    (finding,) = _found(sql, "repeated_scan")
+    assert finding.rewrite is None, finding.rewrite
+
+
+def test_combined_scalar_aggregates_keep_the_partition_filters() -> None:
+    sql = (
+        "select (select count(*) from raw.events where event_date = '2026-11-28') as d1, "
+        "(select count(*) from raw.events where event_date = '2026-11-29') as d2"
+    )
+    (finding,) = _found(sql, "repeated_scan")
+    assert finding.rewrite is not None
+    assert finding.rewrite.endswith(
+        "FROM raw.events WHERE event_date = '2026-11-28' OR event_date = '2026-11-29'"
+    ), finding.rewrite
+
+
+def test_scalar_aggregates_one_unfiltered_one_pruned_are_not_combined() -> None:
+    # The combined scan would read every partition for each aggregate's column: more than the
+    # pruned subquery reads, so the rewrite could cost more than it saves. No rewrite.
+    sql = (
+        "select (select count(*) from raw.events where event_date = '2026-11-28') as d1, "
+        "(select count(*) from raw.events) as everything"
+    )
+    (finding,) = _found(sql, "repeated_scan")
+    assert finding.rewrite is None, finding.rewrite
+
+
 def test_scalar_aggregates_with_a_from_are_found_but_not_rewritten() -> None:
     sql = (
         "select u.user_id, (select count(*) from staging.stg_orders) as orders, "
@@ -271,9 +315,12 @@ def test_not_in_explains_the_null_trap_and_rewrites_to_not_exists() -> None:
         7,
     )
     assert finding.tradeoff and "NULL" in finding.tradeoff
+    # NOT IN drops outer rows whose value is NULL (x NOT IN (...) is NULL then): the rewrite
+    # keeps that, so it equals NOT IN whenever the subquery has no NULL.
     assert finding.rewrite == (
-        "SELECT order_id FROM staging.stg_orders WHERE NOT EXISTS(SELECT 1 FROM staging.stg_users "
-        "AS stg_users WHERE grade = 'VIP' AND stg_users.user_id = stg_orders.user_id)"
+        "SELECT order_id FROM staging.stg_orders WHERE (NOT stg_orders.user_id IS NULL AND "
+        "NOT EXISTS(SELECT 1 FROM staging.stg_users AS stg_users WHERE grade = 'VIP' AND "
+        "stg_users.user_id = stg_orders.user_id))"
     )
 
 
@@ -304,3 +351,55 @@ def test_not_in_over_a_not_null_column_is_fine() -> None:
         catalog=catalog,
     )
     assert list(joins.not_in_nullable(query, OptimizerSettings())) == []
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        # grouped by the output alias
+        "select u.user_id, e.n from staging.stg_users u join (select user_id as uid, count(*) "
+        "as n from raw.events where event_date = '2026-11-28' group by uid) e on e.uid = u.user_id",
+        "select i.order_id, e.views from staging.stg_order_items i join (select product_id as "
+        "pid, count(*) as views from staging.stg_events where event_date = '2026-11-28' "
+        "group by pid) e on e.pid = i.product_id",
+        # the key qualified in the projection, unqualified in GROUP BY (and the reverse)
+        "select i.order_id, e.views from staging.stg_order_items i join (select ev.product_id, "
+        "count(*) as views from staging.stg_events ev where ev.event_date = '2026-11-28' "
+        "group by product_id) e on e.product_id = i.product_id",
+        "select i.order_id, e.views from staging.stg_order_items i join (select product_id, "
+        "count(*) as views from staging.stg_events ev where ev.event_date = '2026-11-28' "
+        "group by ev.product_id) e on e.product_id = i.product_id",
+    ],
+)
+def test_a_subquery_grouped_by_the_join_key_is_unique_however_the_key_is_written(sql: str) -> None:
+    assert _found(sql, "exploding_join") == []
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        # NATURAL joins on the columns both have; POSITIONAL pairs row n with row n
+        "select * from raw.events natural join staging.stg_events",
+        "select * from staging.stg_users positional join staging.stg_orders",
+    ],
+)
+def test_natural_and_positional_joins_are_not_cartesian(sql: str) -> None:
+    assert _found(sql, "cartesian_join") == []
+
+
+def test_an_asof_join_matches_one_row_and_does_not_explode() -> None:
+    sql = (
+        "select e.event_id, o.order_id from raw.events e asof join staging.stg_orders o "
+        "on o.user_id = e.user_id and o.created_at <= e.event_ts "
+        "where e.event_date = '2026-11-28'"
+    )
+    assert _found(sql, "exploding_join") == []
+
+
+def test_the_same_scalar_subquery_twice_is_one_finding() -> None:
+    sql = (
+        "select (select count(*) from raw.events where event_date = '2026-11-28') as a, "
+        "(select count(*) from raw.events where event_date = '2026-11-28') as b"
+    )
+    (finding,) = _found(sql, "repeated_scan")
+    assert finding.rewrite is not None  # one scan computes both

@@ -137,6 +137,6 @@ def test_the_llm_is_told_the_query_its_tables_and_the_findings() -> None:
     query = parse_query(SQL, "duckdb", shop_catalog())
     text = prompt(query, report().findings)
     assert "Dialect: duckdb" in text and SQL in text
-    assert "- raw.events (6,000 rows; partitioned by event_date; clustered by event_type;" in text
+    assert "- raw.events (12,000 rows; partitioned by event_date; clustered by event_type;" in text
     assert "event_id VARCHAR" in text
     assert "- select_star (high): reads all 20 columns" in text

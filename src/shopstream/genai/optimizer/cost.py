@@ -42,7 +42,9 @@ from sqlglot.optimizer.scope import Scope, build_scope
 
 from shopstream.genai.optimizer.catalog import Catalog, TableInfo
 from shopstream.genai.optimizer.findings import LIST_PRICE_PER_TIB, TIB, Cost, Dialect
-from shopstream.genai.optimizer.query import for_warehouse, parse_query
+from shopstream.genai.optimizer.query import for_warehouse, parse_query, table_references
+from shopstream.genai.optimizer.rules.partition_filters import classify
+from shopstream.genai.optimizer.rules.table_filters import distinct_on, restricting_conditions
 
 if TYPE_CHECKING:
     from shopstream.config import OptimizerSettings, Settings
@@ -116,7 +118,15 @@ def table_scans(tree: exp.Expression, dialect: Dialect, catalog: Catalog) -> lis
         )
     except SqlglotError as exc:
         raise ValueError(f"cannot resolve the query's columns against the catalog: {exc}") from exc
-    for step in (pushdown_projections, pushdown_predicates):
+    steps: list[Callable[[exp.Expression], exp.Expression]] = [
+        pushdown_projections,
+        pushdown_predicates,
+    ]
+    if any(distinct_on(s) for s in qualified.find_all(exp.Select)):
+        # sqlglot would push a filter below a DISTINCT ON, which changes which rows it keeps:
+        # BigQuery does not, so neither does the estimate.
+        steps.remove(pushdown_predicates)
+    for step in steps:
         # Both only make the estimate closer to what BigQuery does; a query they cannot
         # handle is estimated without them (more bytes, never fewer).
         try:
@@ -146,11 +156,8 @@ def _resolved(tree: exp.Expression, catalog: Catalog) -> exp.Expression:
     project prefix dropped) and every view whose query is known replaced by that query (what
     reading it scans), or a ValueError naming a table the catalog does not have."""
     for _ in range(_VIEW_DEPTH):
-        ctes = {c.alias_or_name.lower() for c in tree.find_all(exp.CTE)}
         expanded = False
-        for table in list(tree.find_all(exp.Table)):
-            if not table.name or (not table.db and table.name.lower() in ctes):
-                continue
+        for table in table_references(tree):
             info = catalog.find([table.catalog, table.db, table.name])
             if info is None:
                 named = ".".join(p for p in (table.catalog, table.db, table.name) if p)
@@ -183,15 +190,18 @@ def _resolved(tree: exp.Expression, catalog: Catalog) -> exp.Expression:
 
 def _collect(scope: Scope, catalog: Catalog, scans: list[TableScan]) -> None:
     """Each reference of a CTE walks it again: BigQuery evaluates it once per reference."""
+    walked: set[int] = set()
     for alias, (_, source) in scope.selected_sources.items():
         if isinstance(source, Scope):
             _collect(source, catalog, scans)
+            walked.add(id(source))
         elif isinstance(source, exp.Table):
             info = catalog.find([source.db, source.name])
             if info is not None:
                 scans.append(_scan(scope, alias, info))
     for child in (*scope.subquery_scopes, *scope.set_operation_scopes, *scope.udtf_scopes):
-        _collect(child, catalog, scans)
+        if id(child) not in walked:  # a LATERAL subquery is a source and a UDTF scope: once
+            _collect(child, catalog, scans)
 
 
 def _scan(scope: Scope, alias: str, table: TableInfo) -> TableScan:
@@ -230,10 +240,19 @@ def _partition_share(
         return 1.0, None, None
     column = table.column(table.partition_by)
     point = column is not None and column.type.upper() == "DATE"
+    name = table.partition_by
+
+    def is_partition_column(node: exp.Column) -> bool:
+        return _is_column(node, alias, name)
+
     tests = [
         test
         for condition in _conditions(scope, alias)
-        if (test := _day_test(condition, alias, table.partition_by, point)) is not None
+        # Only what the partition rules call prunable prunes here too (one verdict for the
+        # finding and the estimate); the test then says which days it keeps.
+        if (verdict := classify(condition, is_partition_column, column.type if column else "DATE"))
+        and verdict.prunable
+        and (test := _day_test(condition, alias, name, point)) is not None
     ]
     total = sum(table.partition_rows.values())
     partitions = len(table.partition_rows)
@@ -248,18 +267,11 @@ def _partition_share(
     return share, len(kept), partitions
 
 
-def _conditions(scope: Scope, alias: str) -> list[exp.Expr]:
-    """The AND-ed conditions that filter ``alias`` in ``scope``: the WHERE and its own join's
-    ON."""
-    found: list[exp.Expr] = []
-    where = scope.expression.args.get("where")
-    if where is not None:
-        found.extend(where.this.flatten() if isinstance(where.this, exp.And) else [where.this])
-    for join in scope.expression.args.get("joins") or []:
-        on = join.args.get("on")
-        if on is not None and join.this.alias_or_name == alias:
-            found.extend(on.flatten() if isinstance(on, exp.And) else [on])
-    return found
+def _conditions(scope: Scope, alias: str) -> list[exp.Expression]:
+    """The AND-ed conditions that filter ``alias`` in ``scope``: the WHERE and the ON of the
+    joins that drop its rows (the rules' :func:`restricting_conditions`: one answer for both)."""
+    select = scope.expression
+    return restricting_conditions(select, alias) if isinstance(select, exp.Expression) else []
 
 
 _COMPARISONS: dict[type[exp.Expr], str] = {
@@ -342,12 +354,38 @@ def _keeps(day: dt.date, op: str, value: dt.datetime, point: bool) -> bool:
     }[op]
 
 
+#: Functions that make a date or timestamp out of one literal: ``DATE('2026-11-30')``.
+_CONSTRUCTORS = (exp.Date, exp.TsOrDsToDate, exp.DateStrToDate, exp.TimeStrToTime, exp.Timestamp)
+_STEPS = {
+    "SECOND": dt.timedelta(seconds=1),
+    "MINUTE": dt.timedelta(minutes=1),
+    "HOUR": dt.timedelta(hours=1),
+    "DAY": dt.timedelta(days=1),
+    "WEEK": dt.timedelta(weeks=1),
+}
+
+
 def _constant(node: exp.Expr) -> dt.datetime | None:
-    """A date or timestamp constant: ``'2026-11-30'``, ``DATE '2026-11-30'``,
-    ``CAST('...' AS TIMESTAMP)``, ``DATE('2026-11-30')``; None for anything else."""
+    """A date or timestamp constant, as BigQuery evaluates it before choosing partitions:
+    ``'2026-11-30'``, ``DATE '2026-11-30'``, ``CAST('...' AS TIMESTAMP)``, ``DATE('2026-11-30')``,
+    ``CURRENT_DATE`` / ``CURRENT_TIMESTAMP`` (now, UTC) and those plus or minus an interval
+    (``- INTERVAL 7 DAY``, ``DATE_SUB(..., INTERVAL 7 DAY)``, ``- 7`` days); None for anything
+    else (another function of a constant is not that constant)."""
     while isinstance(node, exp.Paren | exp.Cast | exp.TryCast):
+        if isinstance(node, exp.Cast | exp.TryCast) and not node.to.is_type(
+            *exp.DataType.TEMPORAL_TYPES
+        ):
+            return None
         node = node.this
-    if isinstance(node, exp.Func) and not isinstance(node, exp.Literal):
+    if isinstance(node, exp.CurrentDate):
+        return dt.datetime.combine(dt.datetime.now(dt.UTC).date(), dt.time())
+    if isinstance(node, exp.CurrentTimestamp | exp.CurrentDatetime):
+        return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    if isinstance(node, exp.Add | exp.Sub | exp.DateAdd | exp.DateSub | exp.TimestampAdd):
+        return _shifted(node)
+    if isinstance(node, exp.TimestampSub | exp.DatetimeAdd | exp.DatetimeSub):
+        return _shifted(node)
+    if isinstance(node, _CONSTRUCTORS):
         arguments = [a for a in node.args.values() if isinstance(a, exp.Expression)]
         if len(arguments) != 1:
             return None
@@ -362,6 +400,26 @@ def _constant(node: exp.Expr) -> dt.datetime | None:
     if value.tzinfo is not None:
         value = value.astimezone(dt.UTC).replace(tzinfo=None)
     return value
+
+
+def _shifted(node: exp.Expr) -> dt.datetime | None:
+    """``start ± amount`` for a constant start and an interval (or a number of days)."""
+    start = _constant(node.this)
+    if start is None:
+        return None
+    amount: exp.Expr = node.expression
+    unit = node.args.get("unit")
+    if isinstance(amount, exp.Interval):
+        unit, amount = amount.args.get("unit"), amount.this
+    step = _STEPS.get((unit.name if unit is not None else "DAY").upper().rstrip("S"))
+    if step is None or not isinstance(amount, exp.Literal | exp.Neg):
+        return None
+    try:
+        count = float(amount.sql().strip("'"))
+    except ValueError:
+        return None
+    sign = -1 if isinstance(node, exp.Sub | exp.DateSub | exp.TimestampSub | exp.DatetimeSub) else 1
+    return start + sign * count * step
 
 
 def _iso_day(text: str) -> dt.date | None:

@@ -41,13 +41,8 @@ class Query:
 
     @property
     def tables(self) -> list[exp.Table]:
-        """Every table reference (CTE names excluded), in the order they appear."""
-        ctes = {c.alias_or_name.lower() for c in self.tree.find_all(exp.CTE)}
-        return [
-            t
-            for t in self.tree.find_all(exp.Table)
-            if t.name and not (not t.db and t.name.lower() in ctes)
-        ]
+        """Every table reference (CTE names excluded), outer query first."""
+        return table_references(self.tree)
 
     def table_info(self, table: exp.Table) -> TableInfo | None:
         """The catalog's entry for a table reference (None: not a known table)."""
@@ -56,6 +51,20 @@ class Query:
     def sql_of(self, node: exp.Expression) -> str:
         """``node`` written back in the query's dialect (the evidence of a finding)."""
         return node.sql(dialect=self.dialect)
+
+
+def table_references(node: exp.Expression, tree: exp.Expression | None = None) -> list[exp.Table]:
+    """The references to real tables under ``node`` (outer query first, breadth-first): a name
+    without a dataset that is a CTE of ``tree`` (the whole query; default ``node``) is the CTE.
+
+    >>> tree = sqlglot.parse_one("with e as (select 1 from raw.events) select * from e, mart.x")
+    >>> [t.sql() for t in table_references(tree)]
+    ['mart.x', 'raw.events']
+    """
+    ctes = {c.alias_or_name.lower() for c in (tree or node).find_all(exp.CTE)}
+    return [
+        t for t in node.find_all(exp.Table) if t.name and not (not t.db and t.name.lower() in ctes)
+    ]
 
 
 def parse_query(sql: str, dialect: Dialect, catalog: Catalog | None = None) -> Query:

@@ -24,12 +24,12 @@ from sqlglot import exp
 from shopstream.genai.optimizer.query import Query
 from shopstream.genai.optimizer.rules.join_sources import (
     Source,
-    conjuncts,
     owner_of,
     owners_in,
     sources_of,
 )
-from shopstream.genai.optimizer.rules.join_tree import twin
+from shopstream.genai.optimizer.rules.table_filters import conjuncts
+from shopstream.genai.optimizer.rules.tree_edits import counterpart
 
 
 def _and(parts: list[exp.Expr]) -> exp.Expr | None:
@@ -93,7 +93,7 @@ def semi_join(query: Query, select: exp.Select, sources: list[Source], kept: Sou
             return None
         condition.append(qualified)
     copy = query.tree.copy()
-    target = twin(select, query.tree, copy)
+    target = counterpart(copy, select)
     target.set("joins", None)
     target.set("from_", exp.From(this=kept.node.copy()))
     if join.side != "LEFT":
@@ -108,8 +108,8 @@ def semi_join(query: Query, select: exp.Select, sources: list[Source], kept: Sou
 def not_exists(
     query: Query, negation: exp.Not, test: exp.In, inner_source: Source | None, column: exp.Column
 ) -> str | None:
-    """``x NOT IN (SELECT c FROM t WHERE p)`` -> ``NOT EXISTS (SELECT 1 FROM t WHERE p AND
-    t.c = x)``, x qualified so that the subquery cannot capture it."""
+    """``x NOT IN (SELECT c FROM t WHERE p)`` -> ``(x IS NOT NULL AND NOT EXISTS (SELECT 1 FROM t
+    WHERE p AND t.c = x))``, x qualified so that the subquery cannot capture it."""
     inner = test.args["query"].this
     outer = negation.parent_select
     if inner_source is None or outer is None or not isinstance(inner, exp.Select):
@@ -125,8 +125,8 @@ def not_exists(
     if value is None:
         return None
     copy = query.tree.copy()
-    target = twin(negation, query.tree, copy)
-    subquery = twin(inner, query.tree, copy).copy()
+    target = counterpart(copy, negation)
+    subquery = counterpart(copy, inner).copy()
     subquery.set("distinct", None)
     subquery.set("expressions", [exp.Literal.number(1)])
     table = subquery.args["from_"].this
@@ -134,7 +134,17 @@ def not_exists(
         # Name the correlation explicitly: `project.layer.table` -> `... AS table`.
         table.set("alias", exp.TableAlias(this=exp.to_identifier(inner_source.alias)))
     subquery.where(exp.column(column.name, table=inner_source.alias).eq(value), copy=False)
-    target.replace(exp.Not(this=exp.Exists(this=subquery)))
+    # NOT IN is NULL (the row dropped) when x is NULL and the subquery has rows; NOT EXISTS
+    # would keep it. With the IS NOT NULL the rewrite equals NOT IN whenever the subquery gives
+    # no NULL (and has a row).
+    target.replace(
+        exp.paren(
+            exp.and_(
+                exp.Is(this=value.copy(), expression=exp.Null()).not_(),
+                exp.Not(this=exp.Exists(this=subquery)),
+            )
+        )
+    )
     return copy.sql(dialect=query.dialect)
 
 
@@ -163,8 +173,16 @@ def scalar_aggregates(select: exp.Select, query: Query) -> dict[str, list[exp.Su
     return found
 
 
+#: Aggregates that skip NULLs and ignore row order: ``agg(CASE WHEN p THEN x END)`` over all
+#: rows equals ``agg(x)`` over the rows where ``p`` holds. ARRAY_AGG (keeps the NULLs), FIRST /
+#: ANY_VALUE / ARG_MAX (may pick a row ``p`` rejects), STRING_AGG (order) are left alone.
+_NULL_IGNORING = (exp.Sum, exp.Count, exp.Min, exp.Max, exp.Avg)
+
+
 def _conditional(value: exp.AggFunc, condition: exp.Expr) -> exp.Expr | None:
     """``agg(x)`` over the rows where ``condition`` holds, as one aggregate over all rows."""
+    if type(value) not in _NULL_IGNORING:
+        return None
     copy = value.copy()
     argument = copy.this
     distinct = isinstance(argument, exp.Distinct)
@@ -196,21 +214,44 @@ def conditional_aggregation(query: Query, select: exp.Select) -> str | None:
     tables = {sources_of(s.this, query)[0].node.sql().lower() for s in subqueries}
     if len(tables) != 1:
         return None  # different aliases: the columns would not all resolve in one FROM
+    wheres = [s.this.args.get("where") for s in subqueries]
+    filters = [w.this for w in wheres if isinstance(w, exp.Where)]
+    if filters and len(filters) < len(wheres) and _filters_partitions(query, subqueries, filters):
+        return None  # one scan of every partition reads more than the pruned scans it replaces
     outputs: list[exp.Expr] = []
-    for projection, subquery in zip(select.expressions, subqueries, strict=True):
+    for projection, subquery, where in zip(select.expressions, subqueries, wheres, strict=True):
         if not isinstance(projection, exp.Alias):
             return None
         body = subquery.this
         value = body.expressions[0]
         value = value.this if isinstance(value, exp.Alias) else value
-        where = body.args.get("where")
+        if type(value) not in _NULL_IGNORING:
+            return None
         if isinstance(where, exp.Where):
             value = _conditional(value, where.this)
             if value is None:
                 return None
         outputs.append(exp.alias_(value.copy(), projection.alias))
     copy = query.tree.copy()
-    target = twin(select, query.tree, copy)
+    target = counterpart(copy, select)
     target.set("expressions", outputs)
     target.set("from_", exp.From(this=subqueries[0].this.args["from_"].this.copy()))
+    if len(filters) == len(wheres):
+        # Every subquery reads only its rows: the one scan reads their union, so the partitions
+        # (and rows) no subquery wanted stay unread.
+        either = exp.or_(
+            *(exp.paren(f.copy()) if isinstance(f, exp.Or) else f.copy() for f in filters)
+        )
+        target.set("where", exp.Where(this=either))
     return copy.sql(dialect=query.dialect)
+
+
+def _filters_partitions(
+    query: Query, subqueries: list[exp.Subquery], filters: list[exp.Expr]
+) -> bool:
+    """Whether a filter of the subqueries names the table's partition column (it may prune)."""
+    info = sources_of(subqueries[0].this, query)[0].info
+    column = (info.partition_by or "").lower() if info is not None else ""
+    return bool(column) and any(
+        c.name.lower() == column for f in filters for c in f.find_all(exp.Column)
+    )

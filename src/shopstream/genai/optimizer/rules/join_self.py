@@ -29,11 +29,11 @@ from sqlglot import exp
 from shopstream.genai.optimizer.query import Query
 from shopstream.genai.optimizer.rules.join_sources import (
     Source,
-    conjuncts,
     owner_of,
     sources_of,
 )
-from shopstream.genai.optimizer.rules.join_tree import twin
+from shopstream.genai.optimizer.rules.table_filters import conjuncts
+from shopstream.genai.optimizer.rules.tree_edits import counterpart
 
 _WINDOWABLE = (exp.Sum, exp.Count, exp.Min, exp.Max, exp.Avg)
 
@@ -176,7 +176,7 @@ def window_instead_of_self_join(query: Query, select: exp.Select, shape: SelfJoi
         ):
             return None
     copy = query.tree.copy()
-    target = twin(select, query.tree, copy)
+    target = counterpart(copy, select)
     sources = [shape.left, shape.right]
     qualifier = shape.left.alias
     partition = [exp.column(k, table=qualifier) for k in shape.keys]

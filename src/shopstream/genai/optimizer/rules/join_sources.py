@@ -21,6 +21,7 @@ from sqlglot import exp
 
 from shopstream.genai.optimizer.catalog import TableInfo
 from shopstream.genai.optimizer.query import Query
+from shopstream.genai.optimizer.rules.table_filters import conjuncts
 
 #: A source with at most this many rows makes no cartesian product worth reporting.
 TINY_ROWS = 10
@@ -136,11 +137,18 @@ def _output_columns(body: exp.Expr) -> frozenset[str] | None:
     return None if "*" in names or "" in names else frozenset(names)
 
 
+def aggregates(select: exp.Select) -> bool:
+    """Whether a projection of ``select`` aggregates its rows (an aggregate outside a window)."""
+    return any(
+        isinstance(n, _AGGREGATES) and not n.find_ancestor(exp.Window)
+        for projection in select.expressions
+        for n in projection.walk()
+    )
+
+
 def is_single_row(select: exp.Select) -> bool:
     """An aggregate without GROUP BY: exactly one row."""
-    return not select.args.get("group") and any(
-        e.find(*_AGGREGATES) and not e.find(exp.Window) for e in select.expressions
-    )
+    return not select.args.get("group") and aggregates(select)
 
 
 def _derived_rows(body: exp.Expr) -> int | None:
@@ -156,18 +164,11 @@ def _derived_unique(body: exp.Expr) -> list[frozenset[str]] | None:
         return None
     if is_single_row(body):
         return [frozenset()]
-    outputs = {}
-    for projection in body.expressions:
-        inner = projection.this if isinstance(projection, exp.Alias) else projection
-        outputs[inner.sql().lower()] = projection.alias_or_name.lower()
     group = body.args.get("group")
     if isinstance(group, exp.Group) and group.expressions:
         names = []
         for key in group.expressions:
-            name = outputs.get(key.sql().lower())
-            if name is None and isinstance(key, exp.Literal) and key.is_int:
-                projection = body.expressions[int(key.this) - 1]
-                name = projection.alias_or_name.lower()
+            name = _group_output(key, body.expressions)
             if name is None:
                 return []  # grouped by something it does not output
             names.append(name)
@@ -175,6 +176,31 @@ def _derived_unique(body: exp.Expr) -> list[frozenset[str]] | None:
     if body.args.get("distinct"):
         columns = _output_columns(body)
         return [columns] if columns is not None else []
+    return None
+
+
+def _group_output(key: exp.Expr, projections: list[exp.Expr]) -> str | None:
+    """The output column (name, lower case) a GROUP BY key is: the same expression, its
+    position (``GROUP BY 1``), its alias (``user_id AS uid ... GROUP BY uid``), or the same column
+    qualified differently (``ev.product_id`` / ``product_id``)."""
+    if isinstance(key, exp.Literal) and key.is_int:
+        index = int(key.this) - 1
+        return projections[index].alias_or_name.lower() if 0 <= index < len(projections) else None
+    for projection in projections:
+        inner = projection.this if isinstance(projection, exp.Alias) else projection
+        if inner.sql().lower() == key.sql().lower():
+            return projection.alias_or_name.lower()
+    if not isinstance(key, exp.Column):
+        return None
+    name = key.name.lower()
+    for projection in projections:
+        inner = projection.this if isinstance(projection, exp.Alias) else projection
+        if isinstance(inner, exp.Column) and inner.name.lower() == name:
+            return projection.alias_or_name.lower()
+    if not key.table:
+        aliases = [p for p in projections if isinstance(p, exp.Alias)]
+        if any(p.alias.lower() == name for p in aliases):
+            return name
     return None
 
 
@@ -191,18 +217,6 @@ def owner_of(column: exp.Column, sources: list[Source]) -> Source | None:
     # (else it is an outer query's column, or a typo the warehouse will report).
     unknown = [s for s in sources if s.columns is None]
     return unknown[0] if len(unknown) == 1 else None
-
-
-def conjuncts(condition: exp.Expr | None) -> Iterator[exp.Expr]:
-    """The ANDed parts of a condition (parentheses removed)."""
-    if condition is None:
-        return
-    condition = condition.unnest()
-    if isinstance(condition, exp.And):
-        yield from conjuncts(condition.left)
-        yield from conjuncts(condition.right)
-    else:
-        yield condition
 
 
 def owners_in(node: exp.Expr, sources: list[Source]) -> set[str] | None:
@@ -226,7 +240,7 @@ def equalities(
     condition: exp.Expr | None, sources: list[Source]
 ) -> Iterator[tuple[Source, str, Source, str]]:
     """Every ``a.x = b.y`` conjunct between two different sources, as (a, x, b, y)."""
-    for part in conjuncts(condition):
+    for part in conjuncts(condition if isinstance(condition, exp.Expression) else None):
         if not isinstance(part, exp.EQ):
             continue
         left, right = part.left, part.right

@@ -25,50 +25,26 @@ from typing import TYPE_CHECKING
 from sqlglot import exp
 
 from shopstream.config import OptimizerSettings
-from shopstream.genai.optimizer.findings import Finding, Severity
-from shopstream.genai.optimizer.query import Query, position_of
+from shopstream.genai.optimizer.findings import Finding
+from shopstream.genai.optimizer.query import Query, table_references
 from shopstream.genai.optimizer.rules import join_rewrites, join_self
+from shopstream.genai.optimizer.rules.evidence import finding, rows_text
 from shopstream.genai.optimizer.rules.join_sources import (
     TINY_ROWS,
     Source,
-    conjuncts,
     ctes_in_scope,
     equalities,
     owners_in,
     sources_of,
 )
+from shopstream.genai.optimizer.rules.table_filters import conjuncts
 
 if TYPE_CHECKING:
     from shopstream.genai.optimizer.rules import Rule
 
 
-def _finding(
-    query: Query,
-    rule: str,
-    node: exp.Expression,
-    *,
-    severity: Severity,
-    title: str,
-    message: str,
-    fix: str,
-    tradeoff: str | None = None,
-    rewrite: str | None = None,
-) -> Finding:
-    return Finding(
-        rule=rule,
-        severity=severity,
-        title=title,
-        message=message,
-        evidence=query.sql_of(node),
-        position=position_of(node, query.sql),
-        fix=fix,
-        tradeoff=tradeoff,
-        rewrite=rewrite,
-    )
-
-
 def _rows(source: Source) -> str:
-    return f"{source.label} ({source.rows:,} rows)" if source.rows is not None else source.label
+    return f"{source.label} ({rows_text(source.rows)})" if source.rows is not None else source.label
 
 
 def _joins(query: Query) -> Iterator[tuple[exp.Select, list[Source], int, exp.Join]]:
@@ -84,10 +60,15 @@ def _joins(query: Query) -> Iterator[tuple[exp.Select, list[Source], int, exp.Jo
 # -- cartesian_join ---------------------------------------------------------------------------
 
 
+def _method(join: exp.Join) -> str:
+    """DuckDB's join method: NATURAL, POSITIONAL, ASOF (or "")."""
+    return str(join.args.get("method") or "").upper()
+
+
 def _has_condition(join: exp.Join) -> bool:
     on = join.args.get("on")
-    if join.args.get("using"):
-        return True
+    if join.args.get("using") or _method(join) in ("NATURAL", "POSITIONAL"):
+        return True  # the shared columns / the row positions link the two sides
     return on is not None and not (isinstance(on, exp.Boolean) and on.this is True)
 
 
@@ -125,7 +106,7 @@ def cartesian_join(query: Query, settings: OptimizerSettings) -> Iterator[Findin
             if shared and left
             else ""
         )
-        yield _finding(
+        yield finding(
             query,
             "cartesian_join",
             join,
@@ -204,6 +185,8 @@ def exploding_join(query: Query, settings: OptimizerSettings) -> Iterator[Findin
         right = sources[index]
         if join_self.self_join_shape(select, sources, join) is not None:
             continue  # self_join_window's business
+        if _method(join) == "ASOF":
+            continue  # each left row takes at most one match: nothing multiplies
         for left, left_columns, right_columns in _equal_columns(join, sources, right).values():
             if left.unique_on(left_columns) is not False:
                 continue
@@ -218,7 +201,7 @@ def exploding_join(query: Query, settings: OptimizerSettings) -> Iterator[Findin
                 )
                 or f"({on})"
             )
-            yield _finding(
+            yield finding(
                 query,
                 "exploding_join",
                 join,
@@ -242,11 +225,8 @@ def exploding_join(query: Query, settings: OptimizerSettings) -> Iterator[Findin
 
 
 def _reads(node: exp.Expression, query: Query) -> list[str]:
-    ctes = {c.alias_or_name.lower() for c in query.tree.find_all(exp.CTE)}
     names = []
-    for table in node.find_all(exp.Table):
-        if not table.name or (not table.db and table.name.lower() in ctes):
-            continue
+    for table in table_references(node, query.tree):
         info = query.table_info(table)
         names.append(info.name if info else table.sql())
     return sorted(set(names))
@@ -256,8 +236,18 @@ def repeated_scan(query: Query, settings: OptimizerSettings) -> Iterator[Finding
     """The same CTE referenced more than once, the same subquery written twice, or several
     scalar subqueries aggregating the same table: each is a separate scan."""
     yield from _repeated_ctes(query)
-    yield from _repeated_subqueries(query)
-    yield from _repeated_scalar_aggregates(query)
+    scalar = list(_repeated_scalar_aggregates(query))
+    # Copies of one scalar subquery among them are that finding's business (it has the
+    # rewrite): not reported a second time as "the same subquery twice".
+    combined = {
+        id(s)
+        for select in query.tree.find_all(exp.Select)
+        for group in join_rewrites.scalar_aggregates(select, query).values()
+        if len(group) > 1
+        for s in group
+    }
+    yield from _repeated_subqueries(query, combined)
+    yield from scalar
     yield from _repeated_union_branches(query)
 
 
@@ -281,7 +271,7 @@ def _repeated_ctes(query: Query) -> Iterator[Finding]:
             reads = _reads(cte.this, query)
             if len(references) < 2 or not reads:
                 continue
-            yield _finding(
+            yield finding(
                 query,
                 "repeated_scan",
                 references[1],
@@ -301,15 +291,17 @@ def _repeated_ctes(query: Query) -> Iterator[Finding]:
             )
 
 
-def _repeated_subqueries(query: Query) -> Iterator[Finding]:
+def _repeated_subqueries(query: Query, reported: set[int]) -> Iterator[Finding]:
     seen: Counter[str] = Counter()
     for subquery in query.tree.find_all(exp.Subquery):
         if not isinstance(subquery.this, exp.Query) or not _reads(subquery, query):
             continue
+        if id(subquery) in reported:
+            continue
         text = subquery.this.sql(normalize=True, dialect=query.dialect)
         seen[text] += 1
         if seen[text] == 2:
-            yield _finding(
+            yield finding(
                 query,
                 "repeated_scan",
                 subquery,
@@ -328,7 +320,7 @@ def _repeated_scalar_aggregates(query: Query) -> Iterator[Finding]:
         for table, subqueries in join_rewrites.scalar_aggregates(select, query).items():
             if len(subqueries) < 2:
                 continue
-            yield _finding(
+            yield finding(
                 query,
                 "repeated_scan",
                 subqueries[1],
@@ -370,7 +362,7 @@ def _repeated_union_branches(query: Query) -> Iterator[Finding]:
         for table, branches in sorted(by_table.items()):
             if len(branches) < 2:
                 continue
-            yield _finding(
+            yield finding(
                 query,
                 "repeated_scan",
                 branches[1],
@@ -400,7 +392,7 @@ def self_join_window(query: Query, settings: OptimizerSettings) -> Iterator[Find
             continue
         keys = ", ".join(shape.keys)
         if shape.kind == "aggregate":
-            yield _finding(
+            yield finding(
                 query,
                 "self_join_window",
                 join,
@@ -418,7 +410,7 @@ def self_join_window(query: Query, settings: OptimizerSettings) -> Iterator[Find
                 rewrite=join_self.window_instead_of_self_join(query, select, shape),
             )
         else:
-            yield _finding(
+            yield finding(
                 query,
                 "self_join_window",
                 join,
@@ -457,7 +449,7 @@ def distinct_over_fanout(query: Query, settings: OptimizerSettings) -> Iterator[
         joins = select.args.get("joins") or []
         if len(others) == 1 and _unique_on_join(joins[0], sources, kept, others[0]):
             continue  # the join cannot repeat a row: nothing for DISTINCT to undo
-        yield _finding(
+        yield finding(
             query,
             "distinct_over_fanout",
             joins[0],
@@ -518,7 +510,7 @@ def not_in_nullable(query: Query, settings: OptimizerSettings) -> Iterator[Findi
         described = owner.info.column(column.name) if owner and owner.info else None
         if guarded or owner is None or described is None or not described.nullable:
             continue  # cannot NULL, or the catalog does not say (a table it does not know)
-        yield _finding(
+        yield finding(
             query,
             "not_in_nullable",
             negation,

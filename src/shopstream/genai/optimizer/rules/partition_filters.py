@@ -28,7 +28,7 @@ from datetime import date, timedelta
 
 from sqlglot import exp
 
-from shopstream.genai.optimizer.rules.table_filters import unparen
+from shopstream.genai.optimizer.rules.table_filters import VARIABLE, unparen
 
 IsColumn = Callable[[exp.Column], bool]
 
@@ -63,8 +63,13 @@ class Pruning:
 
 
 def is_constant(node: exp.Expression) -> bool:
-    """No column and no subquery in it: BigQuery evaluates it before choosing partitions."""
-    return not any(isinstance(n, (exp.Column, exp.Query, exp.Subquery)) for n in node.walk())
+    """No column (but variables) and no subquery in it: BigQuery evaluates it before choosing
+    partitions."""
+    return not any(
+        isinstance(n, (exp.Query, exp.Subquery))
+        or (isinstance(n, exp.Column) and not n.meta.get(VARIABLE))
+        for n in node.walk()
+    )
 
 
 def _mentions(node: exp.Expression, is_column: IsColumn) -> bool:

@@ -34,12 +34,15 @@ from sqlglot.optimizer.scope import Scope
 from shopstream.config import OptimizerSettings
 from shopstream.genai.optimizer.catalog import TableInfo
 from shopstream.genai.optimizer.findings import Finding, Severity
-from shopstream.genai.optimizer.query import Query, position_of
-from shopstream.genai.optimizer.rules.columns import needed_columns
+from shopstream.genai.optimizer.query import Query
+from shopstream.genai.optimizer.rules.columns import needed_columns, resolves
+from shopstream.genai.optimizer.rules.evidence import finding, rows_text
+from shopstream.genai.optimizer.rules.join_sources import aggregates
 from shopstream.genai.optimizer.rules.partition_filters import Pruning, classify
 from shopstream.genai.optimizer.rules.table_filters import (
     TableRead,
     conjuncts,
+    distinct_on,
     local_columns,
     query_scopes,
     tables_read,
@@ -52,41 +55,27 @@ if TYPE_CHECKING:
 #: Aggregates whose result depends on the order rows arrive in: an ORDER BY in the subquery
 #: feeding them may matter, so it is not dropped mechanically.
 _ORDER_SENSITIVE = (exp.ArrayAgg, exp.GroupConcat, exp.First, exp.Last, exp.AnyValue)
-
-
-def _finding(
-    query: Query,
-    rule: str,
-    node: exp.Expression,
-    *,
-    severity: Severity,
-    title: str,
-    message: str,
-    fix: str,
-    evidence: str | None = None,
-    tradeoff: str | None = None,
-    rewrite: str | None = None,
-) -> Finding:
-    """A finding on ``node``: its SQL is the evidence (unless given), its place the position."""
-    return Finding(
-        rule=rule,
-        severity=severity,
-        title=title,
-        message=message,
-        evidence=evidence or query.sql_of(node),
-        position=position_of(node, query.sql),
-        fix=fix,
-        tradeoff=tradeoff,
-        rewrite=rewrite,
-    )
+#: Window functions whose value depends on the order of the rows they number or step through.
+_ORDER_WINDOWS = (
+    exp.RowNumber,
+    exp.Rank,
+    exp.DenseRank,
+    exp.Lead,
+    exp.Lag,
+    exp.FirstValue,
+    exp.LastValue,
+    exp.NthValue,
+    exp.Ntile,
+)
 
 
 def _rewrite(query: Query, tree: exp.Expression) -> str:
     return tree.sql(dialect=query.dialect, pretty=True)
 
 
-def _rows(info: TableInfo) -> str:
-    return f"{info.rows:,} rows" if info.rows is not None else "rows unknown"
+def _described(info: TableInfo) -> str:
+    """``raw.events (12,000 rows)``: a table as messages name it."""
+    return f"{info.name} ({rows_text(info.rows)})"
 
 
 def _is_output(query: Query, select: exp.Expression) -> bool:
@@ -100,13 +89,8 @@ def _is_output(query: Query, select: exp.Expression) -> bool:
 
 
 def _aggregated(select: exp.Select) -> bool:
-    if select.args.get("group") or select.args.get("distinct"):
-        return True
-    return any(
-        isinstance(n, exp.AggFunc) and not n.find_ancestor(exp.Window)
-        for projection in select.expressions
-        for n in projection.walk()
-    )
+    """A summary of its rows: grouped, distinct, or aggregating."""
+    return bool(select.args.get("group") or select.args.get("distinct")) or aggregates(select)
 
 
 def _row_level(scope: Scope) -> bool:
@@ -172,7 +156,9 @@ def select_star(query: Query, settings: OptimizerSettings) -> Iterator[Finding]:
         sources = _table_sources(query, select)
         for node in select.expressions:
             if isinstance(node, exp.Column) and isinstance(node.this, exp.Star):
-                starred = [(t, i) for t, i in sources if t.alias_or_name == node.table]
+                starred = [
+                    (t, i) for t, i in sources if t.alias_or_name.lower() == node.table.lower()
+                ]
             elif isinstance(node, exp.Star):
                 starred = sources
             else:
@@ -206,7 +192,7 @@ def _in_exists(select: exp.Select) -> bool:
 
 def _star_advice(query: Query, star: _Star, *, reads: str, fix: str) -> Finding:
     """A SELECT * finding with no rewrite: the columns it should name are listed."""
-    return _finding(
+    return finding(
         query,
         "select_star",
         star.node,
@@ -214,15 +200,49 @@ def _star_advice(query: Query, star: _Star, *, reads: str, fix: str) -> Finding:
         severity="medium",
         title="SELECT * on a wide table",
         message=f"`{star.evidence}` {reads} all {len(star.columns)} columns of "
-        f"{star.info.name} ({_rows(star.info)}); BigQuery bills every column a query reads, so "
+        f"{_described(star.info)}; BigQuery bills every column a query reads, so "
         "each column nobody looks at costs as much as the ones they do",
         fix=f"{fix}; {star.info.name} has: {', '.join(star.columns)}",
     )
 
 
+def _pruning_blocker(select: exp.Select) -> str | None:
+    """What makes every column of ``select`` count for its rows, so BigQuery reads them all
+    though nothing uses them: its DISTINCT, or a UNION (DISTINCT) / EXCEPT / INTERSECT it is a
+    branch of (each compares whole rows)."""
+    if select.args.get("distinct"):
+        return "DISTINCT"
+    node: exp.Expression = select
+    while isinstance(node.parent, (exp.SetOperation, exp.Subquery)):
+        node = node.parent
+        if isinstance(node, exp.Except):
+            return "EXCEPT"
+        if isinstance(node, exp.Intersect):
+            return "INTERSECT"
+        if isinstance(node, exp.Union) and node.args.get("distinct"):
+            return "UNION"
+    return None
+
+
 def _inner_star(
     query: Query, select: exp.Select, star: _Star, needed: list[str] | None, source_count: int
 ) -> Finding:
+    blocker = _pruning_blocker(select)
+    if blocker is not None:
+        return finding(
+            query,
+            "select_star",
+            star.node,
+            evidence=star.evidence,
+            severity="high",
+            title="SELECT * whose every column is read",
+            message=f"`{star.evidence}` feeds a {blocker}, which compares whole rows: all "
+            f"{len(star.columns)} columns of {_described(star.info)} are read "
+            "and billed, even those the rest of the query never uses",
+            fix=f"name only the columns the result needs before the {blocker} (this can "
+            f"change which rows are {blocker.lower()}-compared equal, so check the result); "
+            f"{star.info.name} has: {', '.join(star.columns)}",
+        )
     if needed is None:
         return _star_advice(
             query,
@@ -256,18 +276,21 @@ def _inner_star(
             listed = [exp.Literal.number(1)]  # the rows are needed (counted), no column is
         projections[position : position + 1] = listed
         target.set("expressions", projections)
-        rewrite = _rewrite(query, copy)
-    return _finding(
+        rewrite = _rewrite(query, copy) if resolves(copy, query) else None
+    return finding(
         query,
         "select_star",
         node,
         evidence=star.evidence,
-        severity="high",
-        title="SELECT * reads columns nothing uses",
-        message=f"`{star.evidence}` reads all {len(star.columns)} columns of {star.info.name} "
-        f"({_rows(star.info)}), but the rest of the query uses "
+        severity="low",
+        title="SELECT * in a CTE or subquery",
+        message=f"`{star.evidence}` hands on all {len(star.columns)} columns of "
+        f"{star.info.name}, but the rest of the query uses "
         + (f"only {len(used)}: {', '.join(used)}" if used else "none of them")
-        + "; BigQuery bills the unused ones too",
+        + ". BigQuery prunes the unused columns through CTEs and subqueries, so the scan cost "
+        "is unchanged (pruning stops only at a DISTINCT, a UNION DISTINCT, EXCEPT or INTERSECT, "
+        "or where the star reaches the result); naming the columns says what the query "
+        "depends on, and a column added to the table later cannot change it",
         fix=f"select only {', '.join(used)} there"
         if used
         else "select no columns of it there (`SELECT 1 FROM ...` when only its rows are counted)",
@@ -335,13 +358,13 @@ def partition_filter_missing(query: Query, settings: OptimizerSettings) -> Itera
         column = info.partition_by or ""
         found = info.column(column)
         example = _filter_example(query, column, found.type if found else "DATE")
-        yield _finding(
+        yield finding(
             query,
             "partition_filter_missing",
             verdict.read.table,
             severity=_layer_severity(info),
             title="No filter on the partition column",
-            message=f"{info.name} ({_rows(info)}) is partitioned by day on {column}, and no "
+            message=f"{_described(info)} is partitioned by day on {column}, and no "
             f"filter on {column} reaches this read of it, so BigQuery reads every partition "
             "(the whole history)",
             fix=f"filter {column} with constants to the days you need, e.g. `{example}`; "
@@ -382,13 +405,13 @@ def partition_filter_not_prunable(query: Query, settings: OptimizerSettings) -> 
         rewrite = None
         if pruning.replacement is not None:
             rewrite = _rewrite(query, replaced(query.tree, pruning.predicate, pruning.replacement))
-        yield _finding(
+        yield finding(
             query,
             "partition_filter_not_prunable",
             pruning.culprit,
             severity="high",
             title="Filter on the partition column does not prune",
-            message=f"{info.name} ({_rows(info)}) is partitioned by day on {column}; the filter "
+            message=f"{_described(info)} is partitioned by day on {column}; the filter "
             f"`{query.sql_of(pruning.predicate)}` does not limit the partitions read because "
             f"{pruning.reason}: every partition is read, then filtered",
             fix=fix,
@@ -416,6 +439,9 @@ def cluster_unused(query: Query, settings: OptimizerSettings) -> Iterator[Findin
             for path in read.paths
             for f in path
             if len(list(local_columns(f.predicate))) == len(f.columns)
+            # An IN / NOT IN (subquery) is a semi or anti join, not a filter by constants:
+            # there are no cluster values to add to it.
+            and not f.predicate.find(exp.Query)
         ]
         filtered = {c for f in single_table for c in f.columns.values()}
         others = sorted(filtered - set(cluster) - {partition})
@@ -423,7 +449,7 @@ def cluster_unused(query: Query, settings: OptimizerSettings) -> Iterator[Findin
             continue
         evidence = next(f for f in single_table if set(f.columns.values()) & set(others))
         first = info.cluster_by[0]
-        yield _finding(
+        yield finding(
             query,
             "cluster_unused",
             evidence.predicate,
@@ -445,7 +471,6 @@ def cluster_unused(query: Query, settings: OptimizerSettings) -> Iterator[Findin
 def order_by_without_limit(query: Query, settings: OptimizerSettings) -> Iterator[Finding]:
     """ORDER BY with no LIMIT: in a CTE or subquery it orders nothing anyone can see (dropped
     by the rewrite); at the top of a row-level query it sorts the whole result on one worker."""
-    order_sensitive = any(query.tree.find_all(*_ORDER_SENSITIVE))
     scopes = _scopes_by_select(query)
     for select in query.tree.find_all(exp.Select):
         order = select.args.get("order")
@@ -455,7 +480,7 @@ def order_by_without_limit(query: Query, settings: OptimizerSettings) -> Iterato
             scope = scopes.get(id(select))
             if scope is not None and not _row_level(scope):
                 continue  # a sorted summary is small; sorting it is what the reader wants
-            yield _finding(
+            yield finding(
                 query,
                 "order_by_without_limit",
                 order,
@@ -468,24 +493,78 @@ def order_by_without_limit(query: Query, settings: OptimizerSettings) -> Iterato
                 "where the rows are consumed",
             )
             continue
-        rewrite = None if order_sensitive else _rewrite(query, replaced(query.tree, order, None))
-        yield _finding(
+        reliance = _order_relied_on(query, select)
+        if reliance is None:
+            yield finding(
+                query,
+                "order_by_without_limit",
+                order,
+                severity="medium",
+                title="ORDER BY inside a CTE or subquery",
+                message=f"`{query.sql_of(order)}` sorts rows that a CTE or subquery hands on; "
+                "SQL keeps no order across that boundary, so the sort is work with no effect",
+                fix="drop the ORDER BY there (sort in the outer query if the result must be "
+                "ordered)",
+                rewrite=_rewrite(query, replaced(query.tree, order, None)),
+            )
+            continue
+        needed_here = reliance == "distinct on"
+        yield finding(
             query,
             "order_by_without_limit",
             order,
-            severity="medium",
-            title="ORDER BY inside a CTE or subquery",
-            message=f"`{query.sql_of(order)}` sorts rows that a CTE or subquery hands on; SQL "
-            "keeps no order across that boundary, so the sort is work with no effect",
-            fix="drop the ORDER BY there (sort in the outer query if the result must be ordered)"
+            severity="low" if needed_here else "medium",
+            title="ORDER BY inside a CTE or subquery, relied on",
+            message=f"`{query.sql_of(order)}` sorts rows inside a CTE or subquery; "
             + (
-                "; an aggregate here depends on row order: order inside it instead "
-                "(`STRING_AGG(x ORDER BY y)`)"
-                if order_sensitive
-                else ""
+                "DISTINCT ON in the same SELECT keeps the first row of each key in this order, "
+                "so the sort is needed (it is the one sort of the whole input there is)"
+                if needed_here
+                else f"{_RELIANCE[reliance]}, which SQL does not promise to keep across the "
+                "subquery's boundary: the result depends on an order the engine may drop"
             ),
-            rewrite=rewrite,
+            fix="keep it: without it DISTINCT ON keeps an arbitrary row per key"
+            if needed_here
+            else "state the order where it is used (the window's or aggregate's own ORDER BY, "
+            "e.g. `STRING_AGG(x ORDER BY y)`, or an ORDER BY next to the LIMIT), then drop "
+            "this one",
         )
+
+
+#: What downstream reads rows in the order a subquery's ORDER BY gives them (by
+#: :func:`_order_relied_on`'s answer).
+_RELIANCE = {
+    "array": "ARRAY(SELECT ...) keeps its rows in the order they come",
+    "first rows": "a LIMIT, OFFSET or QUALIFY outside takes rows in the order they arrive",
+    "aggregate": "an aggregate outside (STRING_AGG, ARRAY_AGG, FIRST, ...) reads rows in the "
+    "order they arrive",
+    "window": "a window function outside numbers or steps through rows in the order they arrive",
+}
+
+
+def _order_relied_on(query: Query, select: exp.Select) -> str | None:
+    """What may depend on the row order ``select``'s ORDER BY gives (None: nothing can, the
+    ORDER BY is safe to drop): its own DISTINCT ON; an ARRAY(SELECT ...) around it; or, anywhere
+    outside it, a LIMIT/OFFSET/QUALIFY taking the first rows, an order-sensitive aggregate, a
+    window function that numbers or steps through rows, or a window without an ORDER BY."""
+    if distinct_on(select):
+        return "distinct on"
+    if select.find_ancestor(exp.Array, exp.ArrayAgg):
+        return "array"
+    for node in query.tree.walk(prune=lambda n: n is select):
+        if node is select:
+            continue
+        if isinstance(node, exp.Select) and any(
+            node.args.get(k) for k in ("limit", "offset", "qualify", "fetch")
+        ):
+            return "first rows"
+        if isinstance(node, _ORDER_SENSITIVE):
+            return "aggregate"
+        if isinstance(node, exp.Window) and (
+            not node.args.get("order") or node.find(*_ORDER_WINDOWS)
+        ):
+            return "window"
+    return None
 
 
 def _within(node: exp.Expression, ancestor: exp.Expression) -> bool:
@@ -513,9 +592,9 @@ def limit_without_pruning(query: Query, settings: OptimizerSettings) -> Iterator
             ]
         if not whole:
             continue
-        names = ", ".join(dict.fromkeys(f"{i.name} ({_rows(i)})" for i in whole))
+        names = ", ".join(dict.fromkeys(_described(i) for i in whole))
         partitioned = next((i for i in whole if i.partition_by), None)
-        yield _finding(
+        yield finding(
             query,
             "limit_without_pruning",
             limit,
@@ -559,7 +638,7 @@ def wildcard_without_table_suffix(query: Query, settings: OptimizerSettings) -> 
             else ""
         )
         prefix = table.name[:-1]
-        yield _finding(
+        yield finding(
             query,
             "wildcard_without_table_suffix",
             table,
@@ -583,7 +662,7 @@ def count_distinct_exact(query: Query, settings: OptimizerSettings) -> Iterator[
         if not isinstance(distinct, exp.Distinct):
             continue
         counted = ", ".join(query.sql_of(e) for e in distinct.expressions)
-        yield _finding(
+        yield finding(
             query,
             "count_distinct_exact",
             count,

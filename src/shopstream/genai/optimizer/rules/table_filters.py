@@ -30,6 +30,11 @@ from sqlglot.optimizer.scope import Scope, ScopeType, traverse_scope
 from shopstream.genai.optimizer.catalog import TableInfo
 from shopstream.genai.optimizer.query import Query, position_of
 
+#: Set in the meta of a column reference that names no column of any source in reach: a BigQuery
+#: scripting variable (``DECLARE day DATE ...; ... WHERE event_date = day``), a constant to the
+#: planner (``partition_filters.is_constant``).
+VARIABLE = "shopstream_variable"
+
 #: Maps a column reference (in some SELECT) to the read table's column it denotes, or None.
 Resolver = Callable[[exp.Column], str | None]
 
@@ -93,30 +98,63 @@ def local_columns(node: exp.Expression) -> Iterator[exp.Column]:
 
 
 def scope_conditions(scope: Scope, alias: str) -> list[exp.Expression]:
-    """The conjuncts of ``scope``'s SELECT that restrict the rows read from source ``alias``:
-    its WHERE, the ON of that source's own join, and the ON of the other inner joins."""
+    """The conjuncts of ``scope``'s SELECT that restrict the rows read from source ``alias``
+    (see :func:`restricting_conditions`)."""
     select = scope.expression
-    if not isinstance(select, exp.Select):
-        return []
-    found = list(conjuncts(select.args["where"].this)) if select.args.get("where") else []
+    return restricting_conditions(select, alias) if isinstance(select, exp.Select) else []
+
+
+def restricting_conditions(select: exp.Expression, alias: str) -> list[exp.Expression]:
+    """The conjuncts of ``select`` that restrict the rows read from its source ``alias``: the
+    WHERE, and the ON of each join that drops ``alias``'s rows failing it: an inner join's ON
+    (whatever source it names), a LEFT (or SEMI/ANTI) join's ON for the joined table, a RIGHT
+    join's ON for the sources before it. The preserved side of an outer join keeps every row
+    whatever the ON says (a FULL join keeps both), so its ON filters nothing there. The rules and
+    the cost estimate both ask this, so they agree on which filters may prune a table.
+
+    >>> import sqlglot
+    >>> q = sqlglot.parse_one("select * from a right join b on a.d = 1 and b.d = 2 "
+    ...                       "left join c on c.d = 3 and b.d = 4 where a.x = 5")
+    >>> for t in "abc":
+    ...     print(t, [c.sql() for c in restricting_conditions(q, t)])
+    a ['a.x = 5', 'a.d = 1', 'b.d = 2']
+    b ['a.x = 5']
+    c ['a.x = 5', 'c.d = 3', 'b.d = 4']
+    """
+    where = select.args.get("where")
+    found = list(conjuncts(where.this)) if isinstance(where, exp.Where) else []
+    before = {alias_of(select.args["from_"].this)} if select.args.get("from_") else set()
     for join in select.args.get("joins") or []:
-        own = join.this.alias_or_name == alias
-        if own or not join.side:
+        joined = alias_of(join.this)
+        side, kind = (join.side or "").upper(), (join.kind or "").upper()
+        if kind == "CROSS":
+            drops = False
+        elif side == "RIGHT":
+            drops = alias in before
+        elif side == "LEFT" or kind in ("SEMI", "ANTI"):
+            drops = alias == joined
+        else:
+            drops = side != "FULL"
+        if drops:
             found.extend(conjuncts(join.args.get("on")))
+        before.add(joined)
     return found
+
+
+def alias_of(source: exp.Expression) -> str:
+    """The name a FROM or JOIN source is referred to by (its alias, else its name)."""
+    return source.alias_or_name
 
 
 def _source_resolver(scope: Scope, alias: str, known: Callable[[str], bool]) -> Resolver:
     """Resolves columns of ``scope`` that belong to its source ``alias``: qualified by the alias,
-    or unqualified and the only source (or the only source ``known`` to have that name)."""
-    others = [a for a in scope.selected_sources if a != alias]
+    or unqualified and a name the source is ``known`` to have (a name no source has is an outer
+    query's column or a BigQuery scripting variable, not this table's)."""
 
     def resolve(column: exp.Column) -> str | None:
         if column.table:
             return column.name.lower() if column.table.lower() == alias.lower() else None
-        if not others or known(column.name):
-            return column.name.lower()
-        return None
+        return column.name.lower() if known(column.name) else None
 
     return resolve
 
@@ -124,7 +162,7 @@ def _source_resolver(scope: Scope, alias: str, known: Callable[[str], bool]) -> 
 def _passes_filters_up(scope: Scope, owner: Scope) -> bool:
     """Whether a filter on the output of ``owner`` (a CTE or derived table: ``scope``'s SELECT,
     or the UNION it is a branch of) may be applied before ``scope``'s SELECT (BigQuery pushes it
-    down): not across a LIMIT or a window function."""
+    down): not across a LIMIT, a window function or a DISTINCT ON."""
     select = scope.expression
     return (
         isinstance(select, exp.Select)
@@ -132,7 +170,15 @@ def _passes_filters_up(scope: Scope, owner: Scope) -> bool:
         and not select.args.get("limit")
         and not owner.expression.args.get("limit")
         and not any(select.find_all(exp.Window))
+        and not distinct_on(select)
     )
+
+
+def distinct_on(select: exp.Expr) -> bool:
+    """Whether ``select`` is a DuckDB ``SELECT DISTINCT ON (...)``: it keeps the first row per
+    key of all its input, so a filter on its output must not be applied before it."""
+    distinct = select.args.get("distinct")
+    return isinstance(distinct, exp.Distinct) and distinct.args.get("on") is not None
 
 
 def _through(
@@ -243,6 +289,7 @@ def tables_read(query: Query) -> list[TableRead]:
     readers = _Readers(scopes)
     reads = []
     for scope in scopes:
+        _mark_variables(scope, query)
         for alias, (node, source) in scope.selected_sources.items():
             if not isinstance(source, exp.Table) or not isinstance(node, exp.Table):
                 continue
@@ -253,6 +300,38 @@ def tables_read(query: Query) -> list[TableRead]:
             paths = _paths(scope, alias, resolve, readers)
             reads.append(TableRead(node, info, scope, tuple(paths)))
     return sorted(reads, key=lambda r: _offset(r.table, query.sql))
+
+
+def _mark_variables(scope: Scope, query: Query) -> None:
+    """Mark the unqualified names in ``scope``'s conditions that no source of it has (every
+    source's columns known) as variables (:data:`VARIABLE`). Not in a
+    subquery, where such a name is the outer query's column (a correlation)."""
+    select = scope.expression
+    if not isinstance(select, exp.Select) or scope.scope_type not in (
+        ScopeType.ROOT,
+        ScopeType.CTE,
+        ScopeType.DERIVED_TABLE,
+    ):
+        return
+    known: set[str] = set()
+    for _alias, (_node, source) in scope.selected_sources.items():
+        if isinstance(source, exp.Table):
+            info = query.table_info(source)
+            if info is None:
+                return
+            known.update(c.name.lower() for c in info.columns)
+        elif isinstance(source, Scope) and isinstance(source.expression, exp.Query):
+            names = [n.lower() for n in source.expression.named_selects]
+            if "*" in names or "" in names:
+                return
+            known.update(names)
+        else:
+            return
+    known.update(p.alias.lower() for p in select.expressions if isinstance(p, exp.Alias))
+    for condition in restricting_conditions(select, ""):
+        for column in local_columns(condition):
+            if not column.table and column.name.lower() not in known:
+                column.meta[VARIABLE] = True
 
 
 def _offset(node: exp.Expression, sql: str) -> int:

@@ -10,10 +10,14 @@ and a rule's rewrite is that query with one node replaced or removed.
 
 from __future__ import annotations
 
+from typing import TypeVar, cast
+
 from sqlglot import exp
 
+Node = TypeVar("Node", bound=exp.Expr)
 
-def _path(node: exp.Expression) -> list[tuple[str, int | None]]:
+
+def _path(node: exp.Expr) -> list[tuple[str, int | None]]:
     """The arg keys (and list indexes) from the root down to ``node``."""
     steps: list[tuple[str, int | None]] = []
     here: exp.Expr = node
@@ -24,13 +28,14 @@ def _path(node: exp.Expression) -> list[tuple[str, int | None]]:
     return steps[::-1]
 
 
-def counterpart(copy: exp.Expression, node: exp.Expression) -> exp.Expression:
-    """The node of ``copy`` (a copy of ``node``'s root) at ``node``'s place."""
+def counterpart(copy: exp.Expr, node: Node) -> Node:
+    """The node of ``copy`` (a copy of ``node``'s root) at ``node``'s place: the one node both
+    the scan and the join rules edit in their rewrites."""
     here = copy
     for key, index in _path(node):
         value = here.args[key]
         here = value[index] if index is not None else value
-    return here
+    return cast(Node, here)  # same place in an identical tree: same type
 
 
 def replaced(

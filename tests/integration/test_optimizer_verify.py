@@ -3,6 +3,10 @@ passes only when it parses, keeps the schema and returns the same rows; each ref
 
 from __future__ import annotations
 
+import dataclasses
+import time
+from typing import Any
+
 from shopstream.config import OptimizerSettings
 from shopstream.genai.optimizer.verify import verify
 from shopstream.warehouse.base import Warehouse
@@ -238,3 +242,60 @@ def test_bigquery_sql_is_said_to_be_compared_as_duckdb_sql(shop_reader: Warehous
     )
     assert result.passed, result
     assert "(as DuckDB SQL)" in result.compared_on
+
+
+def test_a_comparison_that_runs_too_long_is_stopped_and_rejected(shop_reader: Warehouse) -> None:
+    exploding = """select count(*) // 144000000 as n from raw.events a, raw.events b, raw.events c
+    where a.event_type = c.event_type"""
+    started = time.monotonic()
+    result = check(
+        shop_reader, "select count(*) as n from raw.events", exploding, verify_timeout_seconds=1
+    )
+    assert time.monotonic() - started < 30
+    assert not result.passed, result
+    assert result.reason == "the comparison took longer than 1 s: not verified"
+
+
+class _DryRunning:
+    """The shop's DuckDB warehouse, claiming BigQuery's dry run (no BigQuery here, and
+    bqemulator's dry run always says 0 bytes): it says every query scans 20 GiB."""
+
+    def __init__(self, warehouse: Warehouse) -> None:
+        self._warehouse = warehouse
+        self.capabilities = dataclasses.replace(warehouse.capabilities, dry_run_cost=True)
+        self.dry_runs: list[str] = []
+
+    def dry_run_bytes(self, sql: str, parameters: object = None) -> int:
+        self.dry_runs.append(sql)
+        return 20 * 1024**3
+
+    def query(self, sql: str, *args: Any, **kwargs: Any) -> Any:
+        return self._warehouse.query(sql, *args, **kwargs)
+
+
+def test_a_comparison_over_the_byte_budget_is_not_run(shop_reader: Warehouse) -> None:
+    warehouse = _DryRunning(shop_reader)
+    rewrite = """with s as (select category, net_revenue from mart.daily_sales)
+    select category, sum(net_revenue) as revenue from s group by category"""
+    result = verify(
+        SALES,
+        rewrite,
+        dialect="duckdb",
+        warehouse=warehouse,
+        catalog=shop_catalog(),  # type: ignore[arg-type]
+    )
+    assert not result.passed and result.same_results is None
+    assert result.reason == (
+        "not verified: comparing the results would scan 20.0 GiB, over "
+        "optimizer.verify_max_bytes (10.0 GiB)"
+    )
+    assert len(warehouse.dry_runs) == 1 and "EXCEPT ALL" in warehouse.dry_runs[0]
+    result = verify(
+        SALES,
+        rewrite,
+        dialect="duckdb",
+        warehouse=warehouse,  # type: ignore[arg-type]
+        catalog=shop_catalog(),
+        settings=OptimizerSettings(verify_max_bytes=30 * 1024**3),
+    )
+    assert result.passed, result

@@ -48,7 +48,7 @@ from shopstream.config import OptimizerSettings
 from shopstream.genai.optimizer.catalog import Catalog, TableInfo
 from shopstream.genai.optimizer.findings import Dialect, Verification
 from shopstream.genai.optimizer.query import Query, SqlSyntaxError, for_warehouse, parse_query
-from shopstream.warehouse.base import WarehouseError
+from shopstream.warehouse.base import QueryTimeout, WarehouseError
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -110,8 +110,28 @@ def verify(
     catalog: Catalog,
     settings: OptimizerSettings | None = None,
 ) -> Verification:
-    """Whether ``rewrite`` may replace ``original`` (both in ``dialect``), step by step."""
+    """Whether ``rewrite`` may replace ``original`` (both in ``dialect``), step by step; each
+    query it runs is stopped after ``settings.verify_timeout_seconds``."""
     settings = settings or OptimizerSettings()
+    seconds = settings.verify_timeout_seconds
+    try:
+        return _verify(original, rewrite, dialect, _Timed(warehouse, seconds), catalog, settings)
+    except QueryTimeout:
+        return Verification(
+            passed=False,
+            parses=True,
+            reason=f"the comparison took longer than {seconds:g} s: not verified",
+        )
+
+
+def _verify(
+    original: str,
+    rewrite: str,
+    dialect: Dialect,
+    warehouse: _Timed,
+    catalog: Catalog,
+    settings: OptimizerSettings,
+) -> Verification:
     try:
         rewritten = parse_query(rewrite, dialect, catalog)
     except SqlSyntaxError as exc:
@@ -122,13 +142,15 @@ def verify(
     unproven = _limit_without_order(query, rewritten) or _clock_or_random(query, rewritten)
     if unproven:
         return Verification(passed=False, parses=True, reason=f"not proven: {unproven}")
-    target = warehouse_dialect_of(warehouse)
+    target = warehouse_dialect_of(warehouse.warehouse)
     sampled = _largest_table(query, rewritten, settings)
     percent = settings.verify_sample_percent
     before = as_run(query, target, sampled, percent)
     after = as_run(rewritten, target, sampled, percent)
     try:
         schema_before = _schema(warehouse, before)
+    except QueryTimeout:
+        raise
     except WarehouseError as exc:
         return Verification(
             passed=False,
@@ -137,6 +159,8 @@ def verify(
         )
     try:
         schema_after = _schema(warehouse, after)
+    except QueryTimeout:
+        raise
     except WarehouseError as exc:
         return Verification(passed=False, parses=True, reason=f"the rewrite fails: {exc}")
     schema_difference = _schema_difference(schema_before, schema_after)
@@ -147,11 +171,16 @@ def verify(
             same_schema=False,
             reason=f"schema differs: {schema_difference}",
         )
+    too_large = _over_byte_budget(warehouse.warehouse, target, before, after, settings)
+    if too_large:
+        return Verification(passed=False, parses=True, same_schema=True, reason=too_large)
     try:
         counts = _compare(warehouse, target, before, after, schema_before)
         order = _Order()
         if counts.equal and counts.original_rows:
             order = _order_check(warehouse, target, before, after, schema_before.names)
+    except QueryTimeout:
+        raise
     except WarehouseError as exc:
         return Verification(
             passed=False, parses=True, same_schema=True, reason=f"the rewrite fails: {exc}"
@@ -186,7 +215,7 @@ def verify(
 
 
 def _rows_differ(
-    warehouse: Warehouse,
+    warehouse: _Timed,
     target: Dialect,
     before: str,
     after: str,
@@ -198,6 +227,36 @@ def _rows_differ(
     if example:
         reason += f"; e.g. {example}"
     return f"results differ: {reason}"
+
+
+@dataclass(frozen=True)
+class _Timed:
+    """The warehouse, each query it runs for the verifier stopped after ``seconds``."""
+
+    warehouse: Warehouse
+    seconds: float
+
+    def query(self, sql: str, max_rows: int | None = None) -> pa.Table:
+        return self.warehouse.query(sql, max_rows=max_rows, timeout_seconds=self.seconds)
+
+
+def _over_byte_budget(
+    warehouse: Warehouse, target: Dialect, before: str, after: str, settings: OptimizerSettings
+) -> str:
+    """Where a dry run tells (BigQuery), why the comparison is not run: it would scan more
+    than ``verify_max_bytes`` (and bill it)."""
+    if not warehouse.capabilities.dry_run_cost:
+        return ""
+    try:
+        scanned = warehouse.dry_run_bytes(_comparison_sql(target, before, after))
+    except WarehouseError:
+        return ""  # the comparison itself then says what is wrong
+    if scanned <= settings.verify_max_bytes:
+        return ""
+    return (
+        f"not verified: comparing the results would scan {scanned / 1024**3:,.1f} GiB, over "
+        f"optimizer.verify_max_bytes ({settings.verify_max_bytes / 1024**3:,.1f} GiB)"
+    )
 
 
 # -- what one run cannot prove ---------------------------------------------------------------
@@ -331,7 +390,7 @@ class _Schema:
         return [i for i, t in enumerate(self.types) if t in ("double", "float", "halffloat")]
 
 
-def _schema(warehouse: Warehouse, sql: str) -> _Schema:
+def _schema(warehouse: _Timed, sql: str) -> _Schema:
     # LIMIT 0: the warehouse plans the query and reads nothing (BigQuery bills nothing).
     table = warehouse.query(f"SELECT * FROM ({sql}) AS optimizer_schema LIMIT 0")
     return _Schema(table.schema.names, [str(t) for t in table.schema.types])
@@ -436,7 +495,7 @@ def rounded(target: Dialect, sql: str, schema: _Schema) -> str:
 
 
 def _compare(
-    warehouse: Warehouse, target: Dialect, before: str, after: str, schema: _Schema
+    warehouse: _Timed, target: Dialect, before: str, after: str, schema: _Schema
 ) -> _Counts:
     sql = _comparison_sql(target, rounded(target, before, schema), rounded(target, after, schema))
     row = warehouse.query(sql).to_pylist()[0]
@@ -444,7 +503,7 @@ def _compare(
 
 
 def _example(
-    warehouse: Warehouse,
+    warehouse: _Timed,
     target: Dialect,
     before: str,
     after: str,
@@ -467,7 +526,7 @@ def _example(
         sql = f"SELECT * FROM (({first}) EXCEPT ALL ({second})) AS d LIMIT 1"
     try:
         rows = warehouse.query(sql, max_rows=1).to_pylist()
-    except WarehouseError:
+    except WarehouseError:  # a timeout too: the example is a courtesy
         return ""
     if not rows:
         return ""
@@ -499,7 +558,7 @@ _HIDDEN = "optimizer_order_{}"
 
 
 def _order_check(
-    warehouse: Warehouse, target: Dialect, before: str, after: str, names: list[str]
+    warehouse: _Timed, target: Dialect, before: str, after: str, names: list[str]
 ) -> _Order:
     """When the original has an outer ORDER BY, the rewrite must have one too, and give its
     first rows with the same sequence of the original's key values, the rows that tie on them
@@ -538,6 +597,8 @@ def _order_check(
     first = _rows(warehouse, original.sql(dialect=target))
     try:
         second = _rows(warehouse, rewrite.sql(dialect=target))
+    except QueryTimeout:
+        raise
     except WarehouseError as exc:
         if not hidden:
             raise
@@ -599,7 +660,7 @@ def _normal(row: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(float(f"{v:.{FLOAT_DIGITS}g}") if isinstance(v, float) else v for v in row)
 
 
-def _rows(warehouse: Warehouse, sql: str) -> list[tuple[Any, ...]]:
+def _rows(warehouse: _Timed, sql: str) -> list[tuple[Any, ...]]:
     # One row more than compared: a run of ties cut off by the limit shows as such.
     table: pa.Table = warehouse.query(sql, max_rows=ORDER_ROWS + 1)
     columns = [c.to_pylist() for c in table.columns]

@@ -24,7 +24,7 @@ def check(shop_reader: Warehouse, original: str, rewrite: str, **options: object
         dialect=dialect,  # type: ignore[arg-type]
         warehouse=shop_reader,
         catalog=shop_catalog(),
-        settings=OptimizerSettings(**options),  # type: ignore[arg-type]
+        settings=OptimizerSettings(**options),
     )
 
 
@@ -281,8 +281,8 @@ def test_a_comparison_over_the_byte_budget_is_not_run(shop_reader: Warehouse) ->
         SALES,
         rewrite,
         dialect="duckdb",
-        warehouse=warehouse,
-        catalog=shop_catalog(),  # type: ignore[arg-type]
+        warehouse=warehouse,  # type: ignore[arg-type]
+        catalog=shop_catalog(),
     )
     assert not result.passed and result.same_results is None
     assert result.reason == (

@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,17 +36,6 @@ group by category
 """
 
 
-def with_stdin(env: dict[str, str], text: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "shopstream", *args],
-        env=env,
-        input=text,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
 @pytest.fixture(scope="module")
 def query_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("queries") / "sales.sql"
@@ -65,7 +52,7 @@ def test_a_file_as_a_table(shop_warehouse: ShopWarehouse, query_file: Path) -> N
 
 
 def test_stdin_as_json_is_the_report(shop_warehouse: ShopWarehouse) -> None:
-    done = with_stdin(shop_warehouse.env, QUERY, "optimize-sql", "-", "--format", "json")
+    done = shopstream(shop_warehouse.env, "optimize-sql", "-", "--format", "json", input=QUERY)
     assert done.returncode == 0, done.stderr
     report = OptimizationReport.model_validate(json.loads(done.stdout))
     assert report.sql == QUERY and report.dialect == "duckdb"
@@ -82,8 +69,15 @@ def test_markdown_and_the_bigquery_dialect(shop_warehouse: ShopWarehouse) -> Non
         "SELECT category, SUM(net_revenue) AS revenue FROM `shop-prod.mart.daily_sales` "
         "GROUP BY category"
     )
-    done = with_stdin(
-        shop_warehouse.env, bigquery, "optimize-sql", "-", "-f", "markdown", "--dialect", "bigquery"
+    done = shopstream(
+        shop_warehouse.env,
+        "optimize-sql",
+        "-",
+        "-f",
+        "markdown",
+        "--dialect",
+        "bigquery",
+        input=bigquery,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("# SQL optimizer: ")
@@ -93,22 +87,22 @@ def test_markdown_and_the_bigquery_dialect(shop_warehouse: ShopWarehouse) -> Non
 
 def test_usage_errors_exit_2_with_the_reason(shop_warehouse: ShopWarehouse, tmp_path: Path) -> None:
     env = shop_warehouse.env
-    done = with_stdin(env, "select event_id, from where raw.events", "optimize-sql", "-")
+    done = shopstream(env, "optimize-sql", "-", input="select event_id, from where raw.events")
     assert done.returncode == 2
     assert "the query is not valid duckdb SQL at line 1" in done.stderr
     done = shopstream(env, "optimize-sql", str(tmp_path / "missing.sql"))
     assert done.returncode == 2 and "cannot read" in done.stderr and "missing.sql" in done.stderr
-    done = with_stdin(env, "  \n", "optimize-sql", "-")
+    done = shopstream(env, "optimize-sql", "-", input="  \n")
     assert done.returncode == 2 and "standard input holds no query" in done.stderr
-    done = with_stdin(env, QUERY, "optimize-sql", "-", "--format", "yaml")
+    done = shopstream(env, "optimize-sql", "-", "--format", "yaml", input=QUERY)
     assert done.returncode == 2 and "use one of table, json, markdown" in done.stderr
-    done = with_stdin(env, QUERY, "optimize-sql", "-", "--dialect", "postgres")
+    done = shopstream(env, "optimize-sql", "-", "--dialect", "postgres", input=QUERY)
     assert done.returncode == 2 and "use one of duckdb, bigquery" in done.stderr
 
 
 def test_no_warehouse_exits_1(tmp_path: Path, shop_warehouse: ShopWarehouse) -> None:
     env = {**shop_warehouse.env, "SHOPSTREAM_DATA_DIR": str(tmp_path)}
-    done = with_stdin(env, QUERY, "optimize-sql", "-")
+    done = shopstream(env, "optimize-sql", "-", input=QUERY)
     assert done.returncode == 1
     assert "no warehouse at" in done.stderr
 
@@ -175,7 +169,7 @@ def test_the_running_platform_optimizes_over_its_socket(running: CollectorProces
         assert response.json()["invalid_sql"] is True
         assert response.json()["error"].startswith("the query is not valid duckdb SQL")
     # The command, while the platform holds the file: it asks the platform.
-    done = with_stdin(running.env(), sql, "optimize-sql", "-", "--format", "json")
+    done = shopstream(running.env(), "optimize-sql", "-", "--format", "json", input=sql)
     assert done.returncode == 0, done.stderr
     report = OptimizationReport.model_validate(json.loads(done.stdout))
     assert report.warehouse == f"duckdb:///{running.data_dir}/shopstream.duckdb"

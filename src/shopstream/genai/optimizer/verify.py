@@ -47,7 +47,13 @@ from sqlglot import exp
 from shopstream.config import OptimizerSettings
 from shopstream.genai.optimizer.catalog import Catalog, TableInfo
 from shopstream.genai.optimizer.findings import Dialect, Verification
-from shopstream.genai.optimizer.query import Query, SqlSyntaxError, for_warehouse, parse_query
+from shopstream.genai.optimizer.query import (
+    Query,
+    SqlSyntaxError,
+    for_warehouse,
+    parse_query,
+    warehouse_dialect_of,
+)
 from shopstream.warehouse.base import QueryTimeout, WarehouseError
 
 if TYPE_CHECKING:
@@ -93,12 +99,6 @@ _CLOCK_OR_RANDOM_NAMES = frozenset(
 )
 #: The length of a value shown in an example row of a difference.
 _SHOWN_VALUE = 80
-
-
-def warehouse_dialect_of(warehouse: object) -> Dialect:
-    """The SQL dialect ``warehouse`` speaks (its ``sql_dialect``; DuckDB's when it says none),
-    as the quality checks read it too."""
-    return "bigquery" if getattr(warehouse, "sql_dialect", "duckdb") == "bigquery" else "duckdb"
 
 
 def verify(
@@ -739,5 +739,4 @@ __all__ = [
     "rounded",
     "sample_predicate",
     "verify",
-    "warehouse_dialect_of",
 ]

@@ -299,3 +299,24 @@ def test_a_comparison_over_the_byte_budget_is_not_run(shop_reader: Warehouse) ->
         settings=OptimizerSettings(verify_max_bytes=30 * 1024**3),
     )
     assert result.passed, result
+
+
+def test_a_limit_cutting_through_tied_rows_cannot_be_proven(shop_reader: Warehouse) -> None:
+    # Each day has many rows: the third and fourth tie on order_date, so which of them a LIMIT
+    # keeps is the warehouse's choice.
+    original = "select order_date, category from mart.daily_sales order by order_date limit 3"
+    rewrite = """with s as (select order_date, category from mart.daily_sales)
+    select * from s order by order_date limit 3"""
+    result = check(shop_reader, original, rewrite)
+    assert not result.passed, result
+    assert result.reason == (
+        "not proven: rows tie on the ORDER BY keys where the LIMIT cuts (rows 3 and 4), so "
+        "which of them it keeps is the warehouse's choice; order by unique keys"
+    )
+    # Unique keys (the mart's grain): provable.
+    keyed = """select order_date, category, delivery_type from mart.daily_sales
+    order by 1, 2, 3 limit 3"""
+    rewrite = """with s as (select order_date, category, delivery_type from mart.daily_sales)
+    select * from s order by order_date, category, delivery_type limit 3"""
+    result = check(shop_reader, keyed, rewrite)
+    assert result.passed, result

@@ -13,10 +13,10 @@
    sequence of the original's ORDER BY key values (keys that are not output columns are read
    as hidden columns of both), the rows that tie on them the same ones.
 
-What one run cannot prove is refused before anything runs, as "not proven": a LIMIT without
-ORDER BY (which rows it keeps is the warehouse's choice), the clock or random numbers unless
-both call them alike; and after it, a query that returns no rows on this data (anything equals
-an empty result).
+What one run cannot prove is refused as "not proven": a LIMIT without ORDER BY (which rows it
+keeps is the warehouse's choice), the clock or random numbers unless both call them alike
+(before anything runs); an outer ORDER BY ... LIMIT that cuts between rows tied on its keys;
+a query that returns no rows on this data (anything equals an empty result).
 
 Both run on the full data when every table they read has at most ``verify_full_rows`` rows;
 otherwise the largest table is replaced, in both queries alike, by a deterministic sample (a
@@ -170,6 +170,16 @@ def _verify(
             parses=True,
             same_schema=False,
             reason=f"schema differs: {schema_difference}",
+        )
+    try:
+        tied = _ties_at_the_limit(warehouse, target, before, schema_before.names)
+    except QueryTimeout:
+        raise
+    except WarehouseError as exc:
+        tied = f"whether rows tie where the LIMIT cuts could not be read: {exc}"
+    if tied:
+        return Verification(
+            passed=False, parses=True, same_schema=True, reason=f"not proven: {tied}"
         )
     too_large = _over_byte_budget(warehouse.warehouse, target, before, after, settings)
     if too_large:
@@ -574,16 +584,7 @@ def _order_check(
             reason="results differ: the original's ORDER BY sets the order of its rows, the "
             "rewrite has no ORDER BY (its rows came out in that order this time only)"
         )
-    keys: list[int] = []
-    hidden: list[exp.Expr] = []
-    for ordered in order.expressions:
-        key = ordered.this if isinstance(ordered, exp.Ordered) else ordered
-        position = _output_position(key, original, names)
-        if position is None:
-            keys.append(len(names) + len(hidden))
-            hidden.append(key)
-        else:
-            keys.append(position)
+    keys, hidden = _order_keys(original, order, names)
     shown = ", ".join(k.sql(dialect=target) for k in hidden)
     if hidden:
         for tree in (original, rewrite):
@@ -617,6 +618,58 @@ def _order_check(
         note=f"order compared on {'all' if whole else 'the first'} {compared:,} rows"
         + ("" if whole else " (ties on the ORDER BY keys beyond them not looked at)")
     )
+
+
+def _order_keys(
+    tree: exp.Expr, order: exp.Expr, names: list[str]
+) -> tuple[list[int], list[exp.Expr]]:
+    """Where each ORDER BY key is in a row: its output column, or after the output columns
+    the hidden column it is read as (those returned second, in order)."""
+    keys: list[int] = []
+    hidden: list[exp.Expr] = []
+    for ordered in order.expressions:
+        key = ordered.this if isinstance(ordered, exp.Ordered) else ordered
+        position = _output_position(key, tree, names)
+        if position is None:
+            keys.append(len(names) + len(hidden))
+            hidden.append(key)
+        else:
+            keys.append(position)
+    return keys, hidden
+
+
+def _ties_at_the_limit(warehouse: _Timed, target: Dialect, before: str, names: list[str]) -> str:
+    """An outer ORDER BY ... LIMIT whose cut falls between rows that tie on the keys keeps
+    rows of the warehouse's choosing: nothing can be proven about it."""
+    tree = sqlglot.parse_one(before, read=target)
+    order, limit, offset = (tree.args.get(k) for k in ("order", "limit", "offset"))
+    if order is None or limit is None or not isinstance(tree, exp.Select):
+        return ""
+    count = _int_of(limit)
+    skip = _int_of(offset) if offset is not None else 0
+    if count is None or skip is None or skip + count > ORDER_ROWS:
+        return ""
+    keys, hidden = _order_keys(tree, order, names)
+    if hidden and tree.args.get("distinct") is not None:
+        return ""
+    uncut = _with_hidden(tree, hidden)
+    uncut.set("offset", None)
+    uncut.set("limit", exp.Limit(expression=exp.Literal.number(skip + count + 1)))
+    rows = [_key(_normal(row), keys) for row in _rows(warehouse, uncut.sql(dialect=target))]
+    for cut in (skip, skip + count):
+        if 0 < cut < len(rows) and rows[cut - 1] == rows[cut]:
+            return (
+                f"rows tie on the ORDER BY keys where the LIMIT cuts (rows {cut} and {cut + 1}), "
+                "so which of them it keeps is the warehouse's choice; order by unique keys"
+            )
+    return ""
+
+
+def _int_of(node: exp.Expr) -> int | None:
+    value = node.args.get("expression") if isinstance(node, (exp.Limit, exp.Offset)) else node
+    if isinstance(value, exp.Literal) and value.is_int:
+        return int(value.this)
+    return None
 
 
 def _with_hidden(tree: exp.Expr, hidden: list[exp.Expr]) -> exp.Expr:

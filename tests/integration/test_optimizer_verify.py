@@ -320,3 +320,18 @@ def test_a_limit_cutting_through_tied_rows_cannot_be_proven(shop_reader: Warehou
     select * from s order by order_date, category, delivery_type limit 3"""
     result = check(shop_reader, keyed, rewrite)
     assert result.passed, result
+
+
+def test_an_aggregate_of_rows_in_no_order_cannot_be_proven(shop_reader: Warehouse) -> None:
+    original = """select order_date, string_agg(category, ',') as categories
+    from mart.daily_sales group by order_date"""
+    rewrite = f"with s as ({original}) select * from s"
+    result = check(shop_reader, original, rewrite)
+    assert not result.passed, result
+    # (sqlglot writes DuckDB's string_agg as its other name, LISTAGG.)
+    assert result.reason is not None and result.reason.startswith(
+        "not proven: the original's LISTAGG(category, ',') depends on the order rows arrive in"
+    )
+    ordered = original.replace("','", "',' order by category, delivery_type")
+    result = check(shop_reader, ordered, f"with s as ({ordered}) select * from s")
+    assert result.passed, result

@@ -14,7 +14,8 @@
    as hidden columns of both), the rows that tie on them the same ones.
 
 What one run cannot prove is refused as "not proven": a LIMIT without ORDER BY (which rows it
-keeps is the warehouse's choice), the clock or random numbers unless both call them alike
+keeps is the warehouse's choice), an aggregate of rows in no order (STRING_AGG, ARRAY_AGG,
+ANY_VALUE without ORDER BY), the clock or random numbers unless both call them alike
 (before anything runs); an outer ORDER BY ... LIMIT that cuts between rows tied on its keys;
 a query that returns no rows on this data (anything equals an empty result).
 
@@ -80,6 +81,11 @@ _CLOCK_OR_RANDOM = (
     exp.Randstr,
     exp.Uuid,
 )
+#: Aggregates whose value depends on the order rows arrive in, unless given an ORDER BY.
+_ROW_ORDER_AGGREGATES = (exp.GroupConcat, exp.ArrayAgg, exp.AnyValue, exp.First, exp.Last)
+_ROW_ORDER_AGGREGATE_NAMES = frozenset(
+    {"arbitrary", "any_value", "array_agg", "first", "group_concat", "last", "list", "listagg"}
+)
 _CLOCK_OR_RANDOM_NAMES = frozenset(
     {
         "now",
@@ -139,7 +145,11 @@ def _verify(
         reason = f"does not parse: {str(exc).splitlines()[0]}"
         return Verification(passed=False, parses=False, reason=reason)
     query = parse_query(original, dialect, catalog)
-    unproven = _limit_without_order(query, rewritten) or _clock_or_random(query, rewritten)
+    unproven = (
+        _limit_without_order(query, rewritten)
+        or _aggregate_in_row_order(query, rewritten)
+        or _clock_or_random(query, rewritten)
+    )
     if unproven:
         return Verification(passed=False, parses=True, reason=f"not proven: {unproven}")
     target = warehouse_dialect_of(warehouse.warehouse)
@@ -285,6 +295,27 @@ def _limit_without_order(query: Query, rewritten: Query) -> str:
                     "warehouse's choice, so no run can prove a rewrite equal; order it by "
                     "unique keys first"
                 )
+    return ""
+
+
+def _aggregate_in_row_order(query: Query, rewritten: Query) -> str:
+    """STRING_AGG, ARRAY_AGG, ANY_VALUE, FIRST ... without an ORDER BY take rows in the order
+    they arrive: equal results on one run are luck."""
+    for whose, q in (("the original's", query), ("the rewrite's", rewritten)):
+        for node in q.tree.walk():
+            named = isinstance(node, exp.Anonymous) and node.name.lower() in (
+                _ROW_ORDER_AGGREGATE_NAMES
+            )
+            if not (named or isinstance(node, _ROW_ORDER_AGGREGATES)):
+                continue
+            window = node.parent if isinstance(node.parent, exp.Window) else None
+            if node.find(exp.Order) is not None or (window and window.args.get("order")):
+                continue
+            return (
+                f"{whose} {node.sql(dialect=q.dialect)} depends on the order rows arrive in "
+                "(it has no ORDER BY), which no run can prove equal; give it an ORDER BY on "
+                "unique keys"
+            )
     return ""
 
 

@@ -277,27 +277,14 @@ def test_a_comparison_over_the_byte_budget_is_not_run(shop_reader: Warehouse) ->
     warehouse = _DryRunning(shop_reader)
     rewrite = """with s as (select category, net_revenue from mart.daily_sales)
     select category, sum(net_revenue) as revenue from s group by category"""
-    result = verify(
-        SALES,
-        rewrite,
-        dialect="duckdb",
-        warehouse=warehouse,  # type: ignore[arg-type]
-        catalog=shop_catalog(),
-    )
+    result = check(warehouse, SALES, rewrite)  # type: ignore[arg-type]
     assert not result.passed and result.same_results is None
     assert result.reason == (
         "not verified: comparing the results would scan 20.0 GiB, over "
         "optimizer.verify_max_bytes (10.0 GiB)"
     )
     assert len(warehouse.dry_runs) == 1 and "EXCEPT ALL" in warehouse.dry_runs[0]
-    result = verify(
-        SALES,
-        rewrite,
-        dialect="duckdb",
-        warehouse=warehouse,  # type: ignore[arg-type]
-        catalog=shop_catalog(),
-        settings=OptimizerSettings(verify_max_bytes=30 * 1024**3),
-    )
+    result = check(warehouse, SALES, rewrite, verify_max_bytes=30 * 1024**3)  # type: ignore[arg-type]
     assert result.passed, result
 
 

@@ -513,8 +513,9 @@ class OptimizerSettings(BaseModel):
     verify_timeout_seconds: float = Field(
         default=30.0,
         gt=0,
-        description="Each step of verifying a rewrite (its schema, the comparison of its rows, "
-        "of their order) is stopped after this long and the rewrite rejected as not verified.",
+        description="The queries that verify one rewrite (its schema, the comparison of its rows "
+        "and of their order) are stopped once they took this long together, and the rewrite is "
+        "rejected as not verified.",
     )
     verify_max_bytes: int = Field(
         default=10 * 1024**3,

@@ -37,6 +37,7 @@ a BigQuery-dialect query is checked on the embedded DuckDB warehouse too.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -116,8 +117,8 @@ def verify(
     catalog: Catalog,
     settings: OptimizerSettings | None = None,
 ) -> Verification:
-    """Whether ``rewrite`` may replace ``original`` (both in ``dialect``), step by step; each
-    query it runs is stopped after ``settings.verify_timeout_seconds``."""
+    """Whether ``rewrite`` may replace ``original`` (both in ``dialect``), step by step; the
+    queries it runs are stopped once they took ``settings.verify_timeout_seconds`` together."""
     settings = settings or OptimizerSettings()
     seconds = settings.verify_timeout_seconds
     try:
@@ -249,15 +250,20 @@ def _rows_differ(
     return f"results differ: {reason}"
 
 
-@dataclass(frozen=True)
 class _Timed:
-    """The warehouse, each query it runs for the verifier stopped after ``seconds``."""
+    """The warehouse, the verifier's queries together stopped after ``seconds``: each runs
+    with what is left of them."""
 
-    warehouse: Warehouse
-    seconds: float
+    def __init__(self, warehouse: Warehouse, seconds: float) -> None:
+        self.warehouse = warehouse
+        self.seconds = seconds
+        self._deadline = time.monotonic() + seconds
 
     def query(self, sql: str, max_rows: int | None = None) -> pa.Table:
-        return self.warehouse.query(sql, max_rows=max_rows, timeout_seconds=self.seconds)
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise QueryTimeout(f"the comparison took longer than {self.seconds:g} s")
+        return self.warehouse.query(sql, max_rows=max_rows, timeout_seconds=left)
 
 
 def _over_byte_budget(

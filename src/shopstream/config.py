@@ -510,6 +510,19 @@ class OptimizerSettings(BaseModel):
         description="The sample of a large table a rewrite is verified on (percent of rows, "
         "chosen by a hash of the row, the same for the query and its rewrite).",
     )
+    verify_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="The queries that verify one rewrite (its schema, the comparison of its rows "
+        "and of their order) are stopped once they took this long together, and the rewrite is "
+        "rejected as not verified.",
+    )
+    verify_max_bytes: int = Field(
+        default=10 * 1024**3,
+        gt=0,
+        description="On a warehouse with a dry run (BigQuery): a rewrite whose comparison would "
+        "scan more than this many bytes is not verified (and not billed); default 10 GiB.",
+    )
     llm_rewrites: bool = Field(
         default=True,
         description="Ask the configured LLM (SHOPSTREAM_LLM) for rewrites too; each is shown only "

@@ -182,29 +182,14 @@ def query_running(
     Raises LookupError when none left its address, RuntimeError with the platform's answer
     when the query fails, and httpx's errors when it does not answer.
     """
-    import httpx
-
     from shopstream.warehouse.duckdb.query_endpoint import ROUTE
 
-    runtime = read_runtime(data_dir)
-    if runtime is None or "socket" not in runtime:
-        raise LookupError(f"no running shopstream left its address in {data_dir}")
     request: dict[str, Any] = {"sql": sql}
     if limit is not None:
         request["limit"] = limit
-    transport = httpx.HTTPTransport(uds=runtime["socket"])
-    with httpx.Client(transport=transport, timeout=timeout) as client:
-        response = client.post(
-            f"http://shopstream{ROUTE}",
-            json=request,
-            headers={"Authorization": f"Bearer {runtime['token']}"},
-        )
-    try:
-        data = response.json()
-    except ValueError:
-        data = {"error": f"HTTP {response.status_code}: {response.text[:500]}"}
-    if response.status_code != 200:
-        raise RuntimeError(data.get("error", response.text))
+    status, data = _post_running(data_dir, ROUTE, request, timeout)
+    if status != 200:
+        raise RuntimeError(data["error"])
     return QueryAnswer(data["columns"], data["rows"], data["truncated"], data["limit"])
 
 
@@ -219,10 +204,32 @@ def optimize_running(
     httpx's errors when it does not answer. ``timeout``: rewrites are verified on the
     warehouse and may be asked of an LLM first.
     """
-    import httpx
-
     from shopstream.genai.optimizer.query import SqlSyntaxError
     from shopstream.warehouse.duckdb.query_endpoint import OPTIMIZE_ROUTE
+
+    body = {"sql": sql, "dialect": dialect}
+    status, data = _post_running(data_dir, OPTIMIZE_ROUTE, body, timeout)
+    if status == 404:
+        raise RuntimeError(
+            "the running platform has no optimizer route (an older shopstream): restart it"
+        )
+    if status != 200:
+        if data.get("invalid_sql"):
+            raise SqlSyntaxError(data["error"])
+        raise RuntimeError(data["error"])
+    return data
+
+
+def _post_running(
+    data_dir: Path, route: str, body: dict[str, Any], timeout: float
+) -> tuple[int, dict[str, Any]]:
+    """POST ``body`` to ``route`` of the platform running on ``data_dir`` (its local socket,
+    its token): the status and the JSON answer (one with an ``error`` when it was not JSON).
+
+    Raises LookupError when no platform left its address, httpx's errors when it does not
+    answer.
+    """
+    import httpx
 
     runtime = read_runtime(data_dir)
     if runtime is None or "socket" not in runtime:
@@ -230,23 +237,17 @@ def optimize_running(
     transport = httpx.HTTPTransport(uds=runtime["socket"])
     with httpx.Client(transport=transport, timeout=timeout) as client:
         response = client.post(
-            f"http://shopstream{OPTIMIZE_ROUTE}",
-            json={"sql": sql, "dialect": dialect},
+            f"http://shopstream{route}",
+            json=body,
             headers={"Authorization": f"Bearer {runtime['token']}"},
         )
     try:
         data: dict[str, Any] = response.json()
     except ValueError:
         data = {"error": f"HTTP {response.status_code}: {response.text[:500]}"}
-    if response.status_code == 404:
-        raise RuntimeError(
-            "the running platform has no optimizer route (an older shopstream): restart it"
-        )
-    if response.status_code != 200:
-        if data.get("invalid_sql"):
-            raise SqlSyntaxError(data["error"])
-        raise RuntimeError(data.get("error", response.text))
-    return data
+    if response.status_code != 200 and not isinstance(data.get("error"), str):
+        data = {**data, "error": f"HTTP {response.status_code}: {response.text[:500]}"}
+    return response.status_code, data
 
 
 def read_here_or_running(

@@ -239,6 +239,15 @@ def test_max_rows_returns_one_more_to_say_there_were_more(warehouse: BigQueryWar
     assert result.num_rows == 11
 
 
+def test_a_time_limit_goes_with_the_job(warehouse: BigQueryWarehouse) -> None:
+    """The job carries job_timeout_ms (the emulator runs this in well under the limit; that
+    BigQuery stops a longer job is its own promise, not testable here)."""
+    result = warehouse.query("SELECT 7 AS n", timeout_seconds=20)
+    assert result.to_pylist() == [{"n": 7}]
+    job = warehouse._job("SELECT 7 AS n", None, dry_run=False, timeout_seconds=2.5)
+    assert job._properties["configuration"]["jobTimeoutMs"] == "2500", job._properties
+
+
 def test_counts_dry_runs_monitoring_and_marts(warehouse: BigQueryWarehouse) -> None:
     warehouse.append({"events": events_table("count-1", "count-2")})
     at = pa.array([datetime.now(UTC)], pa.timestamp("us", tz="UTC"))

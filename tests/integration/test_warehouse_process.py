@@ -152,3 +152,24 @@ def test_a_broken_pipe_to_a_live_writer_is_recovered_from(tmp_path: Path) -> Non
         assert warehouse.table_counts()["raw.events"] == 1
     finally:
         warehouse.close()
+
+
+@pytest.mark.parametrize("own_process", [True, False])
+def test_a_query_past_its_time_limit_is_interrupted(tmp_path: Path, own_process: bool) -> None:
+    from shopstream.warehouse.base import QueryTimeout
+
+    warehouse = open_duckdb(tmp_path / "w.duckdb", own_process=own_process)
+    try:
+        warehouse.ensure_layers()
+        started = time.monotonic()
+        with pytest.raises(QueryTimeout, match=r"took longer than 0\.5 s"):
+            warehouse.query(
+                "SELECT count(*) FROM range(100000000000) WHERE range % 7 = 3",
+                timeout_seconds=0.5,
+            )
+        assert time.monotonic() - started < 30
+        # The connection is fine afterwards, and a quick query within its limit answers.
+        answer = warehouse.query("SELECT 42 AS n", timeout_seconds=5)
+        assert answer.to_pylist() == [{"n": 42}]
+    finally:
+        warehouse.close()

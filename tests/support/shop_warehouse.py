@@ -43,11 +43,14 @@ class ShopWarehouse:
         return self.data_dir / "transform" / "project" / "target" / "manifest.json"
 
 
-def shopstream(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    """Run ``shopstream <args>`` as a user would (a fresh process)."""
+def shopstream(
+    env: dict[str, str], *args: str, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``shopstream <args>`` as a user would (a fresh process), ``input`` on its stdin."""
     return subprocess.run(
         [sys.executable, "-m", "shopstream", *args],
         env=env,
+        input=input,
         capture_output=True,
         text=True,
         timeout=600,

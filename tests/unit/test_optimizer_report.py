@@ -127,6 +127,33 @@ def test_markdown_has_the_query_the_findings_and_each_rewrite() -> None:
     assert "## Notes\n\n- unknown table mart.gone" in text
 
 
+def test_markdown_code_with_backticks_inside_stays_code() -> None:
+    bigquery = "SELECT * FROM `shop-prod.raw.events`\n-- ``` in a comment"
+    finding = (
+        report().findings[0].model_copy(update={"evidence": "SELECT * FROM `shop-prod.raw.events`"})
+    )
+    text = as_markdown(report().model_copy(update={"sql": bigquery, "findings": [finding]}))
+    # A span of two backticks, padded: the one inside cannot end it.
+    assert "| `` SELECT * FROM `shop-prod.raw.events` `` |" in text
+    # A fence longer than any run of backticks in the SQL.
+    assert f"````sql\n{bigquery}\n````" in text
+
+
+def test_a_narrow_terminal_stacks_each_findings_details() -> None:
+    wide, narrow = Console(record=True, width=200), Console(record=True, width=80)
+    wide.print(as_table(report()))
+    narrow.print(as_table(report()))
+    text = narrow.export_text()
+    assert all(len(line) <= 80 for line in text.splitlines())
+    # Each finding a heading and its details beneath, whole words, no table columns.
+    assert "high  select_star  at 1:12" in text
+    assert "  evidence: SELECT * FROM raw.events" in text
+    assert "  fix: select only event_type there" in text
+    assert "  trade-off: approximate, ~1% error" in text
+    assert "│" not in text.split("rewrite (")[0]
+    assert "│" in wide.export_text()  # wide enough: the table
+
+
 def test_a_clean_report_says_so() -> None:
     clean = OptimizationReport(sql="select 1", dialect="bigquery")
     assert summary_line(clean) == "0 findings, 0 verified rewrites; scans unknown"
@@ -137,6 +164,9 @@ def test_the_llm_is_told_the_query_its_tables_and_the_findings() -> None:
     query = parse_query(SQL, "duckdb", shop_catalog())
     text = prompt(query, report().findings)
     assert "Dialect: duckdb" in text and SQL in text
-    assert "- raw.events (12,000 rows; partitioned by event_date; clustered by event_type;" in text
+    rows = shop_catalog().tables["raw.events"].rows
+    assert (
+        f"- raw.events ({rows:,} rows; partitioned by event_date; clustered by event_type;" in text
+    )
     assert "event_id VARCHAR" in text
     assert "- select_star (high): reads all 20 columns" in text

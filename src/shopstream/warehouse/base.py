@@ -36,6 +36,11 @@ class QueryError(WarehouseError):
     statement that is not a read, a file it may not read."""
 
 
+class QueryTimeout(WarehouseError):
+    """A query ran past the time limit its caller gave (``Warehouse.query(timeout_seconds=)``)
+    and was stopped; nothing of it is returned."""
+
+
 class WarehouseInUse(WarehouseError):
     """Another process holds a warehouse that allows one writer process
     (``capabilities.single_writer_process``): that process must answer for it."""
@@ -103,11 +108,17 @@ class Warehouse(Protocol):
         become exact decimals (money); the rows land whole or not at all."""
 
     def query(
-        self, sql: str, parameters: list[Any] | None = None, *, max_rows: int | None = None
+        self,
+        sql: str,
+        parameters: list[Any] | None = None,
+        *,
+        max_rows: int | None = None,
+        timeout_seconds: float | None = None,
     ) -> pa.Table:
         """Run one read-only query; refuse anything else with :class:`QueryError`. With
         ``max_rows``, return at most ``max_rows + 1`` rows (one more than asked for says the
-        result was longer)."""
+        result was longer). With ``timeout_seconds``, stop it after that long and raise
+        :class:`QueryTimeout`."""
 
     def dry_run_bytes(self, sql: str, parameters: list[Any] | None = None) -> int:
         """The bytes the read ``sql`` would scan, from the warehouse's own dry run (nothing

@@ -117,6 +117,12 @@ def warehouse_dialect(warehouse_url: str) -> Dialect:
     return "bigquery" if warehouse_url.startswith("bigquery") else "duckdb"
 
 
+def warehouse_dialect_of(warehouse: object) -> Dialect:
+    """The SQL dialect an opened ``warehouse`` speaks (its ``sql_dialect``; DuckDB's when it
+    says none), as the quality checks read it too."""
+    return "bigquery" if getattr(warehouse, "sql_dialect", "duckdb") == "bigquery" else "duckdb"
+
+
 def for_warehouse(tree: exp.Expression, target: Dialect) -> str:
     """The query as the warehouse of dialect ``target`` runs it: transpiled, and on DuckDB
     without BigQuery's project prefix (``project.mart.daily_sales`` is ``mart.daily_sales``).

@@ -10,13 +10,18 @@ table|json|markdown``.
 ('0 B', '1.5 KiB', '3.0 TiB')
 >>> dollars(0.0000076), dollars(12.5)
 ('$0.0000076', '$12.50')
+>>> code_span("FROM `shop-prod.raw.events`")
+'`` FROM `shop-prod.raw.events` ``'
 """
 
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Iterator
 
-from rich.console import Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType
+from rich.padding import Padding
 from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
@@ -27,6 +32,10 @@ FORMATS = ("table", "json", "markdown")
 
 _SEVERITY_STYLE = {"high": "bold red", "medium": "yellow", "low": "cyan", "info": ""}
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+#: Below this many columns the findings are stacked (heading, then details) instead of a table
+#: whose prose columns would be a few words wide.
+TABLE_MIN_WIDTH = 120
+_BACKTICKS = re.compile(r"`+")
 
 
 def human_bytes(count: int) -> str:
@@ -117,23 +126,7 @@ def as_table(report: OptimizationReport) -> RenderableType:
     if report.cost_before is not None:
         parts.append(Text(f"cost: {_method(report)}", style="dim"))
     if report.findings:
-        table = Table(title="findings", title_justify="left", show_lines=True, expand=True)
-        table.add_column("severity", no_wrap=True)
-        # Rule ids whole (a reader searches for them); the prose columns share the rest.
-        table.add_column("rule", no_wrap=True, min_width=max(len(f.rule) for f in report.findings))
-        table.add_column("at", justify="right", no_wrap=True)
-        table.add_column("what is wrong", overflow="fold", ratio=3)
-        table.add_column("fix", overflow="fold", ratio=2)
-        for f in report.findings:
-            fix = f.fix + (f"\ntrade-off: {f.tradeoff}" if f.tradeoff else "")
-            table.add_row(
-                Text(f.severity, style=_SEVERITY_STYLE.get(f.severity, "")),
-                f.rule,
-                where(f),
-                f"{f.title}: {f.message}\nevidence: {f.evidence}",
-                fix,
-            )
-        parts.append(table)
+        parts.append(_Findings(report.findings))
     else:
         parts.append(Text("no findings: nothing in this query to fix", style="green"))
     for rewrite in report.rewrites:
@@ -150,6 +143,50 @@ def as_table(report: OptimizationReport) -> RenderableType:
     return Group(*parts)
 
 
+class _Findings:
+    """The findings as a table on a wide terminal; on a narrow one (under
+    :data:`TABLE_MIN_WIDTH` columns) each finding's heading with its details beneath."""
+
+    def __init__(self, findings: list[Finding]) -> None:
+        self.findings = findings
+
+    def __rich_console__(
+        self, console: Console, options: ConsoleOptions
+    ) -> Iterator[RenderableType]:
+        if options.max_width >= TABLE_MIN_WIDTH:
+            yield self._table()
+            return
+        yield Text("findings", style="italic")
+        for f in self.findings:
+            heading = Text(f.severity, style=_SEVERITY_STYLE.get(f.severity, ""))
+            heading.append(f"  {f.rule}" + (f"  at {where(f)}" if f.position else ""), "bold")
+            yield heading
+            details = [f"{f.title}: {f.message}", f"evidence: {f.evidence}", f"fix: {f.fix}"]
+            if f.tradeoff:
+                details.append(f"trade-off: {f.tradeoff}")
+            for detail in details:
+                yield Padding(Text(detail, overflow="fold"), (0, 0, 0, 2))
+
+    def _table(self) -> Table:
+        table = Table(title="findings", title_justify="left", show_lines=True, expand=True)
+        table.add_column("severity", no_wrap=True)
+        # Rule ids whole (a reader searches for them); the prose columns share the rest.
+        table.add_column("rule", no_wrap=True, min_width=max(len(f.rule) for f in self.findings))
+        table.add_column("at", justify="right", no_wrap=True)
+        table.add_column("what is wrong", overflow="fold", ratio=3)
+        table.add_column("fix", overflow="fold", ratio=2)
+        for f in self.findings:
+            fix = f.fix + (f"\ntrade-off: {f.tradeoff}" if f.tradeoff else "")
+            table.add_row(
+                Text(f.severity, style=_SEVERITY_STYLE.get(f.severity, "")),
+                f.rule,
+                where(f),
+                f"{f.title}: {f.message}\nevidence: {f.evidence}",
+                fix,
+            )
+        return table
+
+
 # -- JSON -----------------------------------------------------------------------------------
 
 
@@ -164,11 +201,27 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def code_span(text: str) -> str:
+    """``text`` as inline code that backticks inside cannot end: fenced by one backtick more
+    than its longest run of them, padded when it starts or ends with one."""
+    longest = max((len(run) for run in _BACKTICKS.findall(text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if longest else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def code_block(text: str, language: str = "sql") -> list[str]:
+    """``text`` as a fenced block whose fence is longer than any run of backticks in it."""
+    longest = max((len(run) for run in _BACKTICKS.findall(text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return [f"{fence}{language}", text, fence]
+
+
 def as_markdown(report: OptimizationReport) -> str:
     lines = [f"# SQL optimizer: {summary_line(report)}", ""]
     if report.cost_before is not None:
         lines += [f"Cost measured by {_method(report)}.", ""]
-    lines += ["```sql", report.sql.strip(), "```", ""]
+    lines += [*code_block(report.sql.strip()), ""]
     if report.findings:
         lines += [
             "## Findings",
@@ -179,7 +232,7 @@ def as_markdown(report: OptimizationReport) -> str:
         for f in report.findings:
             fix = f.fix + (f" Trade-off: {f.tradeoff}" if f.tradeoff else "")
             lines.append(
-                f"| {f.severity} | {f.rule} | {where(f)} | `{_cell(f.evidence)}` "
+                f"| {f.severity} | {f.rule} | {where(f)} | {code_span(_cell(f.evidence))} "
                 f"| {_cell(f.title)}: {_cell(f.message)} | {_cell(fix)} |"
             )
         lines.append("")
@@ -196,7 +249,7 @@ def as_markdown(report: OptimizationReport) -> str:
         lines.append(f"- {verification_text(rewrite).capitalize()}")
         if rewrite.status == "verified":
             lines.append(f"- Cost: {saving_text(report.cost_before, rewrite.cost_after)}")
-            lines += ["", "```sql", rewrite.sql.strip(), "```"]
+            lines += ["", *code_block(rewrite.sql.strip())]
         lines.append("")
     if report.notes:
         lines += ["## Notes", ""] + [f"- {note}" for note in report.notes] + [""]
@@ -209,6 +262,8 @@ __all__ = [
     "as_markdown",
     "as_table",
     "best_rewrite",
+    "code_block",
+    "code_span",
     "cost_text",
     "dollars",
     "human_bytes",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import datetime as dt
 import decimal
 import logging
@@ -19,6 +21,7 @@ from shopstream.events.raw import SOURCE_SCHEMAS
 from shopstream.warehouse.base import (
     LAYERS,
     QueryError,
+    QueryTimeout,
     WarehouseError,
     WarehouseHealth,
     WarehouseUnavailable,
@@ -322,24 +325,41 @@ class BigQueryWarehouse:
     # -- queries -------------------------------------------------------------------------
 
     def query(
-        self, sql: str, parameters: list[Any] | None = None, *, max_rows: int | None = None
+        self,
+        sql: str,
+        parameters: list[Any] | None = None,
+        *,
+        max_rows: int | None = None,
+        timeout_seconds: float | None = None,
     ) -> pa.Table:
         """Run one read. Two locks: :func:`check_read_only`, and BigQuery's dry run of the
         same query, which must call it a SELECT before it runs. ``bigquery.maximum_bytes_billed``
-        makes a query that would scan more fail instead of costing it."""
+        makes a query that would scan more fail instead of costing it. ``timeout_seconds``:
+        BigQuery stops the job after that long (``job_timeout_ms``) and we stop waiting."""
         check_read_only(sql)
         planned = self._dry_run(sql, parameters)
         if planned.statement_type not in (None, "SELECT"):
             raise QueryError(f"only a read query is allowed here, not {planned.statement_type}")
-        job = self._job(sql, parameters, dry_run=False)
+        job = self._job(sql, parameters, dry_run=False, timeout_seconds=timeout_seconds)
         try:
             rows = job.result(
                 max_results=None if max_rows is None else max_rows + 1,
-                timeout=CALL_TIMEOUT,
+                timeout=CALL_TIMEOUT if timeout_seconds is None else timeout_seconds,
                 retry=self._retry,
             )
             return rows.to_arrow(create_bqstorage_client=False)
+        except (TimeoutError, concurrent.futures.TimeoutError) as exc:
+            with contextlib.suppress(google_errors.GoogleAPIError):
+                job.cancel()
+            raise QueryTimeout(
+                f"the query took longer than {timeout_seconds or CALL_TIMEOUT:g} s and was stopped"
+            ) from exc
         except google_errors.BadRequest as exc:
+            if timeout_seconds is not None and "timeout" in exc.message.lower():
+                raise QueryTimeout(
+                    f"the query took longer than {timeout_seconds:g} s and was stopped "
+                    f"({exc.message})"
+                ) from exc
             raise QueryError(exc.message) from exc
         except google_errors.GoogleAPIError as exc:
             raise WarehouseUnavailable(f"BigQuery did not answer the query: {exc}") from exc
@@ -353,11 +373,19 @@ class BigQueryWarehouse:
     def _dry_run(self, sql: str, parameters: list[Any] | None) -> bigquery.QueryJob:
         return self._job(sql, parameters, dry_run=True)
 
-    def _job(self, sql: str, parameters: list[Any] | None, *, dry_run: bool) -> bigquery.QueryJob:
+    def _job(
+        self,
+        sql: str,
+        parameters: list[Any] | None,
+        *,
+        dry_run: bool,
+        timeout_seconds: float | None = None,
+    ) -> bigquery.QueryJob:
         from google.cloud import bigquery
 
         config = bigquery.QueryJobConfig(
             dry_run=dry_run,
+            job_timeout_ms=None if timeout_seconds is None else int(timeout_seconds * 1000),
             use_query_cache=not dry_run,
             query_parameters=[_parameter(value) for value in parameters or []],
             maximum_bytes_billed=self.settings.maximum_bytes_billed,

@@ -23,6 +23,7 @@ from shopstream.events.raw import SOURCE_SCHEMAS, json_columns, schema_for
 from shopstream.warehouse.base import (
     LAYERS,
     QueryError,
+    QueryTimeout,
     WarehouseError,
     WarehouseHealth,
     WarehouseInUse,
@@ -430,11 +431,17 @@ class DuckDBWarehouse:
                 cursor.unregister(name)
 
     def query(
-        self, sql: str, parameters: list[Any] | None = None, *, max_rows: int | None = None
+        self,
+        sql: str,
+        parameters: list[Any] | None = None,
+        *,
+        max_rows: int | None = None,
+        timeout_seconds: float | None = None,
     ) -> pa.Table:
         """Run one read. With ``max_rows``, at most ``max_rows + 1`` rows come back (the extra
         one tells the caller there were more), read from DuckDB in batches as they stream,
-        so a huge result is never held whole.
+        so a huge result is never held whole. With ``timeout_seconds``, a timer interrupts it
+        (DuckDB's ``interrupt()`` of its connection) and :class:`QueryTimeout` says so.
 
         Three locks keep it a read: the statement allow-list (:func:`check_read_only`), a
         READ ONLY transaction that is always rolled back, and an instance that cannot touch
@@ -443,6 +450,11 @@ class DuckDBWarehouse:
         check_read_only(sql)
         # A connection of its own per query: nothing a previous query left open carries over.
         cursor = self._con.cursor()
+        timer = None
+        if timeout_seconds is not None:
+            timer = threading.Timer(timeout_seconds, cursor.interrupt)
+            timer.daemon = True
+            timer.start()
         try:
             cursor.execute("BEGIN TRANSACTION READ ONLY")
             relation = cursor.sql(sql, params=parameters or None)
@@ -463,8 +475,14 @@ class DuckDBWarehouse:
             table = pa.Table.from_batches(batches, schema=schema)
             return table if max_rows is None else table.slice(0, max_rows + 1)
         except (duckdb.Error, pa.ArrowException) as exc:
+            if timer is not None and timer.finished.is_set():
+                raise QueryTimeout(
+                    f"the query took longer than {timeout_seconds:g} s and was stopped"
+                ) from exc
             raise QueryError(str(exc)) from exc
         finally:
+            if timer is not None:
+                timer.cancel()
             with contextlib.suppress(duckdb.Error):
                 cursor.execute("ROLLBACK")
             cursor.close()

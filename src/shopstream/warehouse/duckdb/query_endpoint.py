@@ -28,6 +28,7 @@ warehouse it holds:
 
     POST /v1/optimize  {"sql": "SELECT ...", "dialect": "duckdb"}
     200 {...the OptimizationReport...}   400 {"error": "...", "invalid_sql": true}
+    503 (Retry-After) while it optimizes another query: one at a time, none queued
 """
 
 from __future__ import annotations
@@ -127,8 +128,9 @@ class OptimizeBody(BaseModel):
 
 
 #: Optimizes a query for a request (its body as a dict: OptimizeBody); returns the report as
-#: JSON-ready data. Raises ValueError for a query that is not valid SQL. Blocks: called on a
-#: thread of its own.
+#: JSON-ready data. Raises SqlSyntaxError (shopstream.genai.optimizer.query) for a query that
+#: is not valid SQL; any other error is the server's (500). Blocks: called on a thread of its
+#: own.
 OptimizeCall = Callable[[dict[str, Any]], dict[str, Any]]
 
 #: Runs a job for a request (its body as a dict: TransformBody, QualityBody), calling ``emit``
@@ -328,9 +330,12 @@ def create_query_app(
     if optimize is not None:
         run_optimize = optimize
         # A thread of its own: an optimization may wait on an LLM for a while, and must not
-        # hold up the `shopstream sql` queries of the two workers meanwhile.
+        # hold up the `shopstream sql` queries of the two workers meanwhile. One at a time, and
+        # none waiting: a caller who finds it busy is told to come back (503), rather than
+        # queueing without bound behind a slow one.
         optimizing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shopstream-optimize")
         app.state.optimizing = optimizing
+        busy = asyncio.Lock()
 
         @app.post(
             OPTIMIZE_ROUTE,
@@ -338,27 +343,36 @@ def create_query_app(
             responses={k: v for k, v in _RESPONSES.items() if k != 200},
         )
         async def optimize_route(request: Request) -> Response:
+            from shopstream.genai.optimizer.query import SqlSyntaxError
+
             try:
                 asked = await admitted(request, OptimizeBody)
             except ClientDisconnect:
                 return Response(status_code=400)
             if isinstance(asked, Response):
                 return asked
-            try:
-                report = await asyncio.get_running_loop().run_in_executor(
-                    optimizing, run_optimize, asked.model_dump()
+            if busy.locked():
+                return _error(
+                    503,
+                    "the optimizer is busy with another query: retry in a few seconds",
+                    {"Retry-After": "5"},
                 )
-            except QueryError as exc:
-                return _error(400, str(exc))
-            except WarehouseError as exc:
-                return _error(503, f"the warehouse cannot answer now: {exc}", {"Retry-After": "5"})
-            except ValueError as exc:  # the query is not valid SQL
+            try:
+                async with busy:
+                    report = await asyncio.get_running_loop().run_in_executor(
+                        optimizing, run_optimize, asked.model_dump()
+                    )
+            except SqlSyntaxError as exc:  # the caller's SQL: theirs to fix
                 return Response(
                     orjson.dumps({"error": str(exc), "invalid_sql": True}),
                     status_code=400,
                     media_type="application/json",
                 )
-            except Exception as exc:
+            except QueryError as exc:
+                return _error(400, str(exc))
+            except WarehouseError as exc:
+                return _error(503, f"the warehouse cannot answer now: {exc}", {"Retry-After": "5"})
+            except Exception as exc:  # ours: a clear answer, never a dropped connection
                 log.exception("optimize failed")
                 return _error(500, f"internal error: {type(exc).__name__}: {exc}")
             return Response(orjson.dumps(report, default=str), media_type="application/json")

@@ -36,6 +36,7 @@ import pyarrow as pa
 from shopstream.warehouse.base import (
     LAYERS,
     QueryError,
+    QueryTimeout,
     WarehouseError,
     WarehouseHealth,
     WarehouseUnavailable,
@@ -158,7 +159,9 @@ def _answer(conn: multiprocessing.connection.Connection, warehouse: Any) -> None
                 warehouse.append_mart(request[1], _from_ipc(conn.recv_bytes()))
                 conn.send(("ok", None, None))
             elif op == "query":
-                result = warehouse.query(request[1], request[2], max_rows=request[3])
+                result = warehouse.query(
+                    request[1], request[2], max_rows=request[3], timeout_seconds=request[4]
+                )
                 conn.send(("ok", _to_ipc(result), None))
             elif op == "close":
                 conn.send(("ok", None, None))
@@ -386,9 +389,17 @@ class WarehouseProcess:
         self._call("append_mart", table, payload=[_to_ipc(batch)])
 
     def query(
-        self, sql: str, parameters: list[Any] | None = None, *, max_rows: int | None = None
+        self,
+        sql: str,
+        parameters: list[Any] | None = None,
+        *,
+        max_rows: int | None = None,
+        timeout_seconds: float | None = None,
     ) -> pa.Table:
-        return _from_ipc(self._call("query", sql, parameters, max_rows, query=True))
+        """A read in the writer process, stopped there after ``timeout_seconds``."""
+        return _from_ipc(
+            self._call("query", sql, parameters, max_rows, timeout_seconds, query=True)
+        )
 
     def dry_run_bytes(self, sql: str, parameters: list[Any] | None = None) -> int:
         """DuckDB has no dry run (``capabilities.dry_run_cost`` is false): callers estimate."""
@@ -457,4 +468,6 @@ def _raise(kind: str | None, message: str | None, path: Path) -> NoReturn:
         raise WarehouseLocked(path, message=message)
     if kind == "QueryError":
         raise QueryError(message or "the query failed")
+    if kind == "QueryTimeout":
+        raise QueryTimeout(message or "the query took too long and was stopped")
     raise WarehouseError(message or f"warehouse error ({kind})")

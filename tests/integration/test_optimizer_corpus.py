@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from shopstream.genai.optimizer.catalog import Catalog
+from shopstream.genai.optimizer.findings import Dialect
 from shopstream.genai.optimizer.query import SqlSyntaxError
 from shopstream.genai.sql_optimizer import optimize
 from shopstream.warehouse.base import Warehouse
@@ -118,6 +119,26 @@ def test_invalid_sql_is_a_clear_error_before_anything_is_read() -> None:
         optimize("delete from raw.events", dialect="duckdb")
     with pytest.raises(SqlSyntaxError, match="unknown dialect 'postgres'"):
         optimize("select 1", dialect="postgres")  # type: ignore[arg-type]
+
+
+def test_a_column_its_table_does_not_have_is_a_clear_error(
+    shop_reader: Warehouse, shop_warehouse: ShopWarehouse
+) -> None:
+    """Columns are resolved against the warehouse's tables: a misspelt one fails the way the
+    warehouse would, naming it, instead of an analysis of a query that cannot run."""
+    for sql, named in [
+        ("select evnt_type, count(*) from raw.events group by 1", "evnt_type"),
+        (
+            "select o.status, e.nope from staging.stg_orders o "
+            "join raw.events e on e.user_id = o.user_id",
+            "nope",
+        ),
+        ("SELECT revenu FROM `shop-prod.mart.daily_sales`", "revenu"),
+    ]:
+        dialect: Dialect = "bigquery" if "`" in sql else "duckdb"
+        with pytest.raises(SqlSyntaxError) as raised:
+            optimize(sql, dialect=dialect, warehouse=shop_reader, settings=shop_warehouse.settings)
+        assert named in str(raised.value) and "no such column" in str(raised.value)
 
 
 def test_without_a_warehouse_the_report_says_what_is_missing() -> None:

@@ -41,7 +41,7 @@ from shopstream.genai.optimizer.findings import (
     Rewrite,
     Verification,
 )
-from shopstream.genai.optimizer.query import Query, SqlSyntaxError, parse_query
+from shopstream.genai.optimizer.query import Query, SqlSyntaxError, check_columns, parse_query
 from shopstream.genai.optimizer.rules import find_all
 from shopstream.genai.optimizer.verify import verify
 
@@ -94,6 +94,7 @@ def optimize(
     query = dataclasses.replace(parsed, catalog=catalog)
     if catalog.tables:
         notes += _unknown_tables(query)
+    check_columns(query)  # a misspelt column: the user's to fix, as the warehouse would say
     findings = find_all(query, settings.optimizer)
     cost_before = _cost(query.tree, query, warehouse, settings, notes, "the query")
     candidates = _rule_candidates(query, findings, settings)

@@ -157,12 +157,10 @@ def load_catalog(
     COLUMNS (with the partitioning and clustering of tables made through the API) but no
     PARTITIONS, and its dry run says 0 bytes.
     """
-    if getattr(warehouse, "sql_dialect", "duckdb") == "bigquery":
-        found = _bigquery_tables(warehouse)
-        source: Dialect = "bigquery"
-    else:
-        found = _duckdb_tables(warehouse)
-        source = "duckdb"
+    from shopstream.genai.optimizer.query import warehouse_dialect_of  # query imports this module
+
+    source = warehouse_dialect_of(warehouse)
+    found = _bigquery_tables(warehouse) if source == "bigquery" else _duckdb_tables(warehouse)
     layouts = declared_layouts(warehouse, project_dir)
     tables: dict[str, TableInfo] = {}
     for name, table in sorted(found.items()):

@@ -137,3 +137,45 @@ def for_warehouse(tree: exp.Expression, target: Dialect) -> str:
             if table.args.get("catalog") is not None:
                 table.set("catalog", None)
     return copy.sql(dialect=target)
+
+
+def check_columns(query: Query) -> None:
+    """Raise :class:`SqlSyntaxError` naming a column the query reads that its table does not
+    have (as the warehouse would refuse it). Only when every table it reads is in the catalog:
+    an unknown table is noted elsewhere, and its columns cannot be judged.
+
+    >>> from shopstream.genai.optimizer.catalog import Catalog, Column, TableInfo
+    >>> events = TableInfo("raw.events", (Column("event_id", "VARCHAR"),))
+    >>> q = parse_query("select evnt_id from raw.events", "duckdb", Catalog({"raw.events": events}))
+    >>> try:
+    ...     check_columns(q)
+    ... except SqlSyntaxError as exc:
+    ...     print(exc)
+    no such column evnt_id in the tables the query reads (raw.events): check its name
+    """
+    if not query.catalog.tables or any(query.table_info(t) is None for t in query.tables):
+        return
+    from sqlglot.errors import OptimizeError
+    from sqlglot.optimizer.qualify import qualify
+
+    tree = query.tree.copy()
+    for table in tree.find_all(exp.Table):
+        table.set("catalog", None)  # the catalog's names are layer.table, without the project
+    try:
+        qualify(
+            tree,
+            schema=query.catalog.sqlglot_schema(),
+            dialect=query.dialect,
+            validate_qualify_columns=True,
+        )
+    except OptimizeError as exc:
+        column = _UNRESOLVED.search(str(exc))
+        name = next((g for g in column.groups() if g), "a column") if column else "a column"
+        read = sorted({info.name for t in query.tables if (info := query.table_info(t))})
+        raise SqlSyntaxError(
+            f"no such column {name} in the tables the query reads ({', '.join(read)}): "
+            "check its name"
+        ) from exc
+
+
+_UNRESOLVED = re.compile(r"(?:Column '([^']+)' could not be resolved|Unknown column: (\S+))")

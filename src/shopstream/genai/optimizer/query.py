@@ -155,27 +155,37 @@ def check_columns(query: Query) -> None:
     """
     if not query.catalog.tables or any(query.table_info(t) is None for t in query.tables):
         return
-    from sqlglot.errors import OptimizeError
-    from sqlglot.optimizer.qualify import qualify
-
-    tree = query.tree.copy()
-    for table in tree.find_all(exp.Table):
-        table.set("catalog", None)  # the catalog's names are layer.table, without the project
-    try:
-        qualify(
-            tree,
-            schema=query.catalog.sqlglot_schema(),
-            dialect=query.dialect,
-            validate_qualify_columns=True,
-        )
-    except OptimizeError as exc:
-        column = _UNRESOLVED.search(str(exc))
+    problem = unresolved(query.tree, query)
+    if problem is not None:
+        column = _UNRESOLVED.search(problem)
         name = next((g for g in column.groups() if g), "a column") if column else "a column"
         read = sorted({info.name for t in query.tables if (info := query.table_info(t))})
         raise SqlSyntaxError(
             f"no such column {name} in the tables the query reads ({', '.join(read)}): "
             "check its name"
-        ) from exc
+        )
+
+
+def unresolved(tree: exp.Expression, query: Query) -> str | None:
+    """Why a column of ``tree`` (``query`` or a rewrite of it) does not resolve against the
+    catalog (sqlglot's message), or None when every one does."""
+    from sqlglot.errors import SqlglotError
+    from sqlglot.optimizer.qualify import qualify
+
+    copy = tree.copy()
+    for table in copy.find_all(exp.Table):
+        table.set("catalog", None)  # the catalog's names are layer.table, without the project
+    try:
+        qualify(
+            copy,
+            schema=dict(query.catalog.sqlglot_schema()),
+            dialect=query.dialect,
+            validate_qualify_columns=True,
+            quote_identifiers=False,
+        )
+    except (SqlglotError, KeyError, ValueError) as exc:
+        return str(exc)
+    return None
 
 
 _UNRESOLVED = re.compile(r"(?:Column '([^']+)' could not be resolved|Unknown column: (\S+))")

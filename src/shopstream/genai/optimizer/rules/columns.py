@@ -26,7 +26,7 @@ from sqlglot.errors import SqlglotError
 from sqlglot.optimizer.qualify import qualify
 from sqlglot.optimizer.scope import Scope, ScopeType, traverse_scope
 
-from shopstream.genai.optimizer.query import Query
+from shopstream.genai.optimizer.query import Query, unresolved
 
 _MARK = "shopstream_select"
 
@@ -86,14 +86,4 @@ def needed_columns(query: Query) -> dict[int, list[str]]:
 def resolves(tree: exp.Expression, query: Query) -> bool:
     """Whether every column of ``tree`` (a rewrite of ``query``) resolves against the catalog:
     a rewrite that dropped a column something still reads is never offered."""
-    try:
-        qualify(
-            tree.copy(),
-            schema=dict(query.catalog.sqlglot_schema()),
-            dialect=query.dialect,
-            validate_qualify_columns=True,
-            quote_identifiers=False,
-        )
-    except (SqlglotError, KeyError, ValueError):
-        return False
-    return True
+    return unresolved(tree, query) is None

@@ -76,7 +76,9 @@ def needed_columns(query: Query) -> dict[int, list[str]]:
         used = {
             column.name.lower()
             for reader, alias in reading
-            for column in reader.expression.find_all(exp.Column)
+            # The reader's own columns: its expression also holds its CTEs' bodies, whose
+            # columns may carry the same alias (`with events as (... from raw.events as events)`)
+            for column in reader.columns
             if column.table.lower() == alias.lower()
         }
         needed[id(selects[mark])] = [name for name in outputs if name in used]

@@ -28,9 +28,7 @@ machine's load is printed at the start and the end: other work on it lowers the 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,19 +38,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from rich.console import Console
 from rich.table import Table
 
 from _machine import machine_load, progress
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.append(str(ROOT))  # tests.support: the shop the tests' fixture builds
 CORPUS = ROOT / "tests" / "optimizer_corpus"
-#: What the tests' fixture generates (tests/support/shop_warehouse.py), so the corpus's
-#: expectations (rewrite: true verifies on this data) hold here too.
-SHOP = {"days": 4, "events_per_day": 3_000, "orders_per_day": 250}
-END = "2026-11-30T00:00:00Z"
-SEED = 12
 #: Marks a data directory the benchmark finished building (generate + transform).
 BUILT = ".bench-optimizer-built"
 
@@ -73,69 +66,37 @@ class Entry:
 
 
 def load_corpus(directory: Path) -> list[Entry]:
-    """Every entry of ``directory``/*.yml (names unique across files), in file then entry
-    order; a ValueError naming the file and entry that is malformed."""
-    entries: list[Entry] = []
-    seen: dict[str, str] = {}
-    files = sorted(directory.glob("*.yml"))
-    if not files:
-        raise ValueError(f"no corpus files in {directory} (expected tests/optimizer_corpus/*.yml)")
-    for path in files:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or []
-        if not isinstance(loaded, list):
-            raise ValueError(f"{path.name}: the corpus is a YAML list of entries")
-        for number, raw in enumerate(loaded, 1):
-            where = f"{path.name} entry {number}"
-            missing = [k for k in ("name", "dialect", "sql", "findings", "rewrite") if k not in raw]
-            if missing:
-                raise ValueError(f"{where}: missing {', '.join(missing)}")
-            name = str(raw["name"])
-            if name in seen:
-                raise ValueError(f"{where}: name {name!r} is also in {seen[name]}")
-            seen[name] = path.name
-            entries.append(
-                Entry(
-                    name=name,
-                    dialect=str(raw["dialect"]),
-                    sql=str(raw["sql"]),
-                    findings=frozenset(raw["findings"] or ()),
-                    rewrite=bool(raw["rewrite"]),
-                    source=path.name,
-                )
-            )
-    return entries
+    """Every entry of ``directory``/*.yml, read as the tests read them (a ValueError naming the
+    file and the entry that is malformed)."""
+    from tests.support.optimizer_corpus import load_corpus as load
+
+    return [
+        Entry(
+            name=e["name"],
+            dialect=e["dialect"],
+            sql=e["sql"],
+            findings=frozenset(e["findings"]),
+            rewrite=bool(e["rewrite"]),
+            source=e["file"],
+        )
+        for e in load(directory)
+    ]
 
 
 # -- the shop -------------------------------------------------------------------------------------
 
 
 def build_shop(data_dir: Path) -> float:
-    """Generate the shop's history and build staging and marts in ``data_dir`` (as the tests'
-    fixture does: the CLI in fresh processes); seconds taken. Done once per directory."""
+    """Generate the shop's history and build staging and marts in ``data_dir``, as the tests'
+    fixture does (tests/support/shop_warehouse.py: the same data, so the corpus's expectations
+    hold); seconds taken. Done once per directory."""
+    from tests.support.shop_warehouse import build_shop as build
+
     if (data_dir / BUILT).exists():
         return 0.0
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPSTREAM_")}
-    env.update(SHOPSTREAM_DATA_DIR=str(data_dir), COLUMNS="200")
     began = time.perf_counter()
-    for args in (
-        [
-            "generate-history",
-            *("--days", str(SHOP["days"]), "--events-per-day", str(SHOP["events_per_day"])),
-            *("--orders-per-day", str(SHOP["orders_per_day"]), "--end", END),
-            *("--seed", str(SEED)),
-        ],
-        ["transform"],
-    ):
-        done = subprocess.run(
-            [sys.executable, "-m", "shopstream", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=1200,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"shopstream {args[0]} failed:\n{done.stdout}\n{done.stderr}")
+    build(data_dir)
     (data_dir / BUILT).write_text("generate-history + transform done\n")
     return time.perf_counter() - began
 
@@ -232,14 +193,6 @@ def ratio_text(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024:
-            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
-        n /= 1024
-    return f"{n:,.1f} TiB"
-
-
 # -- running --------------------------------------------------------------------------------------
 
 
@@ -270,6 +223,8 @@ def run_corpus(
 
 
 def print_results(outcomes: Sequence[Outcome]) -> None:
+    from shopstream.genai.optimizer.report import human_bytes
+
     scores = rule_scores(outcomes)
     table = Table(title="findings against the corpus's expected rule ids")
     for column in ("rule", "expected & found", "found, not expected", "expected, missing"):

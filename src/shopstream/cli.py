@@ -858,7 +858,8 @@ def cdc(
 
 @contextlib.contextmanager
 def _progress_bar(label: str, detail: str) -> Iterator[tuple[Any, Any]]:
-    """A Rich progress bar for one long job (transform, quality run): (bar, its task)."""
+    """A Rich progress bar for one long job (transform, quality run, docs build): (bar, its
+    task)."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -1087,8 +1088,6 @@ def docs_build(
 ) -> None:
     """Build the pipeline documentation: a page per pipeline and per dbt model (lineage,
     schemas, freshness, checks, alerts, runbooks) as Markdown and a static HTML site."""
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
     from shopstream.genai.docs.site import OutDirError
     from shopstream.genai.docs.sources import DocsSourceError
     from shopstream.genai.pipeline_doc_generator import build_docs, docs_dir
@@ -1097,17 +1096,9 @@ def docs_build(
 
     settings = _settings()
     target = docs_dir(settings, out_dir)
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("[bold]docs"),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=console.is_terminal,
-    ) as bar:
-        task = bar.add_task("reading the sources...", total=None)
+    with _progress_bar("docs", "reading the sources...") as (bar, task):
         try:
-            files = build_docs(settings, target, lambda step: bar.update(task, description=step))
+            files = build_docs(settings, target, lambda step: bar.update(task, detail=step))
         except (DocsSourceError, WarehouseError) as exc:
             raise _fail(str(exc)) from exc
         except (OutDirError, QualityConfigError) as exc:
@@ -1224,7 +1215,7 @@ def _read_query(source: str) -> str:
     "optimize-sql",
     epilog="Exit status: 0 when the query was analysed (with or without findings), 1 when the "
     "warehouse could not be read, 2 on a usage error (an unreadable file, SQL that does not "
-    "parse, an unknown option value).",
+    "parse or names a column its tables do not have, an unknown option value).",
 )
 def optimize_sql(
     source: Annotated[str, typer.Argument(metavar="FILE|-", help="The query's file; - : stdin.")],

@@ -17,7 +17,7 @@ import pytest
 import sqlglot
 from sqlglot import exp
 
-from shopstream.genai.docs.lineage import TracedLineage, model_lineage, trace_lineage
+from shopstream.genai.docs.lineage import TracedLineage, trace_lineage
 from shopstream.genai.docs.model import ColumnRef
 from shopstream.warehouse import open_warehouse
 from tests.support.shop_warehouse import ShopWarehouse
@@ -174,7 +174,7 @@ def test_bigquery_sql_gives_the_same_lineage(
                 if table.args.get("catalog"):
                     table.set("catalog", exp.to_identifier("some-project"))
             node["compiled_code"] = tree.sql("bigquery")
-    assert model_lineage(bigquery, table_columns, "bigquery") == traced.lineage
+    assert trace_lineage(bigquery, table_columns, "bigquery").lineage == traced.lineage
 
 
 def test_what_cannot_be_traced_is_said(

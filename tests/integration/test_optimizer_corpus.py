@@ -4,33 +4,20 @@ shop's data where one is expected (none verified where none is)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from shopstream.genai.optimizer.catalog import Catalog
 from shopstream.genai.optimizer.findings import Dialect
 from shopstream.genai.optimizer.query import SqlSyntaxError
 from shopstream.genai.sql_optimizer import optimize
 from shopstream.warehouse.base import Warehouse
+from tests.support.optimizer_corpus import CORPUS, FIELDS, load_corpus
 from tests.support.shop_catalog import shop_catalog
 from tests.support.shop_warehouse import ShopWarehouse
 
-CORPUS = Path(__file__).parents[1] / "optimizer_corpus"
-FIELDS = {"name", "dialect", "sql", "findings", "rewrite", "note"}
-
-
-def entries() -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = []
-    for path in sorted(CORPUS.glob("*.yml")):
-        for entry in yaml.safe_load(path.read_text(encoding="utf-8")) or []:
-            found.append({**entry, "file": path.name})
-    return found
-
-
-ENTRIES = entries()
+ENTRIES = load_corpus()
 
 
 @pytest.fixture(scope="module")

@@ -107,7 +107,7 @@ def test_a_bigquery_query_is_verified_on_the_embedded_warehouse(shop_reader: War
     assert result.passed, result
 
 
-# -- what the data alone cannot prove (review of issue 12) -----------------------------------
+# -- what the data alone cannot prove ----------------------------------------------------------
 
 
 def test_a_reversed_order_is_rejected_even_when_the_keys_tie(shop_reader: Warehouse) -> None:
@@ -264,12 +264,14 @@ class _DryRunning:
         self._warehouse = warehouse
         self.capabilities = dataclasses.replace(warehouse.capabilities, dry_run_cost=True)
         self.dry_runs: list[str] = []
+        self.queries: list[str] = []
 
     def dry_run_bytes(self, sql: str, parameters: object = None) -> int:
         self.dry_runs.append(sql)
         return 20 * 1024**3
 
     def query(self, sql: str, *args: Any, **kwargs: Any) -> Any:
+        self.queries.append(sql)
         return self._warehouse.query(sql, *args, **kwargs)
 
 
@@ -286,6 +288,20 @@ def test_a_comparison_over_the_byte_budget_is_not_run(shop_reader: Warehouse) ->
     assert len(warehouse.dry_runs) == 1 and "EXCEPT ALL" in warehouse.dry_runs[0]
     result = check(warehouse, SALES, rewrite, verify_max_bytes=30 * 1024**3)  # type: ignore[arg-type]
     assert result.passed, result
+
+
+def test_over_the_byte_budget_nothing_but_the_schemas_is_read(shop_reader: Warehouse) -> None:
+    """BigQuery bills a LIMIT query's whole scan: over the budget, no query that reads rows may
+    run (the check for ties where a LIMIT cuts reads rows)."""
+    warehouse = _DryRunning(shop_reader)
+    original = (
+        "select order_date, category from mart.daily_sales order by order_date, category limit 3"
+    )
+    rewrite = f"with s as ({original}) select * from s order by order_date, category"
+    result = check(warehouse, original, rewrite)  # type: ignore[arg-type]
+    assert not result.passed and "optimizer.verify_max_bytes" in (result.reason or "")
+    reading = [sql for sql in warehouse.queries if "LIMIT 0" not in sql.upper()]
+    assert reading == [], reading
 
 
 def test_a_limit_cutting_through_tied_rows_cannot_be_proven(shop_reader: Warehouse) -> None:

@@ -6,26 +6,20 @@ shop is the optimizer's corpus test (tests/integration/test_optimizer_corpus.py)
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from shopstream.config import OptimizerSettings
 from shopstream.genai.optimizer.catalog import Catalog, Column, TableInfo
 from shopstream.genai.optimizer.findings import Finding
 from shopstream.genai.optimizer.query import Query, parse_query
 from shopstream.genai.optimizer.rules import RULES, find_all, joins
+from tests.support.optimizer_corpus import load_corpus
 from tests.support.shop_catalog import shop_catalog
 
-CORPUS_DIR = Path(__file__).parents[1] / "optimizer_corpus"
-JOINS = yaml.safe_load((CORPUS_DIR / "joins.yml").read_text(encoding="utf-8"))
-ALL_ENTRIES = [
-    entry
-    for path in sorted(CORPUS_DIR.glob("*.yml"))
-    for entry in yaml.safe_load(path.read_text(encoding="utf-8"))
-]
+JOINS = load_corpus(pattern="joins.yml")
+ALL_ENTRIES = load_corpus()
 #: NOT IN's rewrite to NOT EXISTS is always offered; on data with NULLs the verifier rejects it,
 #: so such entries say ``rewrite: false`` although the finding carries one.
 REJECTED_BY_DATA = {"not_in_nullable"}

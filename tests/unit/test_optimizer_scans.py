@@ -7,27 +7,18 @@ shop by the optimizer's corpus test (tests/integration/test_optimizer_corpus.py)
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from shopstream.config import OptimizerSettings
 from shopstream.genai.optimizer.findings import DIALECTS, Finding
 from shopstream.genai.optimizer.query import parse_query
 from shopstream.genai.optimizer.rules import find_all, scans
+from tests.support.optimizer_corpus import load_corpus
 from tests.support.shop_catalog import shop_catalog
 
-CORPUS = Path(__file__).parents[1] / "optimizer_corpus"
-OURS = ("scans.yml", "clean.yml")
-
-
-def _entries(*files: str) -> list[dict[str, Any]]:
-    return [entry for name in files for entry in yaml.safe_load((CORPUS / name).read_text())]
-
-
-ENTRIES = _entries(*OURS)
+ENTRIES = [e for e in load_corpus() if e["file"] in ("scans.yml", "clean.yml")]
 
 
 def _run(rule: str, sql: str, dialect: str = "duckdb", **settings: Any) -> list[Finding]:
@@ -48,11 +39,14 @@ def _at(finding: Finding) -> tuple[int, int]:
 
 
 def test_corpus_files_follow_the_shared_format() -> None:
-    scan_entries, clean_entries = _entries("scans.yml"), _entries("clean.yml")
+    scan_entries = [e for e in ENTRIES if e["file"] == "scans.yml"]
+    clean_entries = [e for e in ENTRIES if e["file"] == "clean.yml"]
     names = [e["name"] for e in ENTRIES]
     assert len(names) == len(set(names))
     for entry in ENTRIES:
-        assert set(entry) == {"name", "dialect", "sql", "findings", "rewrite", "note"}, entry
+        assert set(entry) == {"name", "dialect", "sql", "findings", "rewrite", "note", "file"}, (
+            entry
+        )
         assert entry["dialect"] in DIALECTS
         assert set(entry["findings"]) <= set(scans.RULES), entry["name"]
     assert len(scan_entries) >= 18

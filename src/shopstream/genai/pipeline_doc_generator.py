@@ -55,7 +55,7 @@ def render_pages(
     sources: DocSources, settings: Settings, emit: Callable[[str], None] = lambda _: None
 ) -> list[Page]:
     """Every page (index, pipelines, models) from the gathered facts."""
-    from shopstream.genai.docs.code_map import PIPELINES
+    from shopstream.genai.docs.code_map import PIPELINES, analyse_pipelines
     from shopstream.genai.docs.lineage import trace_lineage
     from shopstream.genai.docs.pages import index_page, model_page, pipeline_page
     from shopstream.genai.docs.prose import write_overviews
@@ -64,7 +64,7 @@ def render_pages(
     traced = trace_lineage(sources.manifest, sources.table_columns(), sources.dialect)
     lineage = traced.lineage
     emit("reading the pipelines' code")
-    pipelines = _pipelines()
+    pipelines = analyse_pipelines()
     subjects = _subjects(sources, lineage, pipelines)
     overviews = write_overviews(subjects, settings, emit)
     notes = [
@@ -91,12 +91,6 @@ def render_pages(
         for m in sources.models
     ]
     return pages
-
-
-def _pipelines() -> dict[str, PipelineCode]:
-    from shopstream.genai.docs.code_map import analyse_pipelines
-
-    return analyse_pipelines()
 
 
 def _names(items: list[str] | tuple[str, ...]) -> str:

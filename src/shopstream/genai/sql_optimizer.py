@@ -71,8 +71,9 @@ def optimize(
     """Analyse ``sql`` (in ``dialect``) against ``warehouse``: see the module's docstring.
 
     ``catalog``: the warehouse's tables, when the caller loaded them already (otherwise they
-    are loaded from ``warehouse``). Raises SqlSyntaxError when the query does not parse, and
-    the warehouse's errors when it cannot be read at all.
+    are loaded from ``warehouse``). Raises SqlSyntaxError when the dialect is unknown, the
+    query does not parse or it names a column its tables do not have, and the warehouse's
+    errors when it cannot be read at all.
     """
     if dialect not in DIALECTS:
         raise SqlSyntaxError(f"unknown dialect {dialect!r}: use {' or '.join(DIALECTS)}")
@@ -299,8 +300,8 @@ def optimize_warehouse(
     read-only; when a running platform holds it and only one process may (DuckDB's file), that
     platform answers over its local socket instead. ``dialect``: the warehouse's by default.
 
-    Raises SqlSyntaxError for a query that does not parse, WarehouseError naming what went
-    wrong with the warehouse.
+    Raises SqlSyntaxError for a query that does not parse (or names a missing column),
+    WarehouseError naming what went wrong with the warehouse.
     """
     from shopstream.genai.optimizer.query import warehouse_dialect
     from shopstream.runtime import optimize_running, read_here_or_running

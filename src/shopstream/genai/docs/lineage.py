@@ -55,13 +55,6 @@ class TracedLineage:
     warnings: tuple[str, ...]
 
 
-def model_lineage(
-    manifest: Mapping[str, Any], table_columns: Mapping[str, Sequence[str]], dialect: str
-) -> Lineage:
-    """The lineage of every model in ``manifest`` (see :func:`trace_lineage` for the warnings)."""
-    return trace_lineage(manifest, table_columns, dialect).lineage
-
-
 def trace_lineage(
     manifest: Mapping[str, Any], table_columns: Mapping[str, Sequence[str]], dialect: str
 ) -> TracedLineage:

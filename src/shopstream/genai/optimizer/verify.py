@@ -24,6 +24,10 @@ otherwise the largest table is replaced, in both queries alike, by a determinist
 hash of the row's key below ``verify_sample_percent``) and the others are read whole (sampling
 both sides of a join would lose the pairs); ``compared_on`` says so.
 
+Each verification has a time budget (``verify_timeout_seconds``: past it, "not verified");
+where the warehouse has a dry run (BigQuery), a comparison that would scan more than
+``verify_max_bytes`` is not run at all (and so not billed).
+
 Both are run as the warehouse speaks (:func:`~shopstream.genai.optimizer.query.for_warehouse`):
 a BigQuery-dialect query is checked on the embedded DuckDB warehouse too.
 
@@ -182,6 +186,10 @@ def _verify(
             same_schema=False,
             reason=f"schema differs: {schema_difference}",
         )
+    # Before anything reads rows: BigQuery bills a LIMIT query's whole scan.
+    too_large = _over_byte_budget(warehouse.warehouse, target, before, after, settings)
+    if too_large:
+        return Verification(passed=False, parses=True, same_schema=True, reason=too_large)
     try:
         tied = _ties_at_the_limit(warehouse, target, before, schema_before.names)
     except QueryTimeout:
@@ -192,9 +200,6 @@ def _verify(
         return Verification(
             passed=False, parses=True, same_schema=True, reason=f"not proven: {tied}"
         )
-    too_large = _over_byte_budget(warehouse.warehouse, target, before, after, settings)
-    if too_large:
-        return Verification(passed=False, parses=True, same_schema=True, reason=too_large)
     try:
         counts = _compare(warehouse, target, before, after, schema_before)
         order = _Order()

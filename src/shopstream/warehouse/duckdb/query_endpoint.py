@@ -128,9 +128,10 @@ class OptimizeBody(BaseModel):
 
 
 #: Optimizes a query for a request (its body as a dict: OptimizeBody); returns the report as
-#: JSON-ready data. Raises SqlSyntaxError (shopstream.genai.optimizer.query) for a query that
-#: is not valid SQL; any other error is the server's (500). Blocks: called on a thread of its
-#: own.
+#: JSON-ready data. Blocks: called on a thread of its own. The route answers SqlSyntaxError
+#: (shopstream.genai.optimizer.query: SQL that does not parse, a column its tables lack) and
+#: QueryError with 400, WarehouseError with 503 + Retry-After, anything else with 500; a
+#: second request while one runs gets 503.
 OptimizeCall = Callable[[dict[str, Any]], dict[str, Any]]
 
 #: Runs a job for a request (its body as a dict: TransformBody, QualityBody), calling ``emit``

@@ -10,6 +10,12 @@ anyone sees it.
   ORDER BY / LIMIT, COUNT(DISTINCT));
 - :mod:`.joins`: how it combines (cartesian and exploding joins, repeated scans, self-joins,
   DISTINCT over a fan-out, NOT IN with NULLs).
+
+What the rules share: :mod:`.evidence` (a finding's evidence and wording), :mod:`.columns` (the
+columns a query really needs), :mod:`.table_filters` and :mod:`.partition_filters` (which
+filters reach a table, and whether they prune), :mod:`.tree_edits` (a rewrite made on a copy),
+:mod:`.join_sources`, :mod:`.join_rewrites` and :mod:`.join_self` (the join rules' sources,
+rewrites and self-joins).
 """
 
 from __future__ import annotations

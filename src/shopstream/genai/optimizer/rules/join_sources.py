@@ -82,12 +82,6 @@ def sources_of(select: exp.Select, query: Query | None) -> list[Source]:
     return [s for s in found if s is not None]
 
 
-def source_of(node: exp.Expr, query: Query | None) -> Source | None:
-    """The source a FROM/JOIN item is (None for UNNEST, LATERAL, table functions)."""
-    select = node.find_ancestor(exp.Select)
-    return _source(node, query, ctes_in_scope(select) if select else {})
-
-
 def _source(node: exp.Expr, query: Query | None, ctes: dict[str, exp.CTE]) -> Source | None:
     alias = node.alias_or_name.lower() if node.alias_or_name else ""
     if isinstance(node, exp.Table) and node.name:

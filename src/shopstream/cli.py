@@ -7,7 +7,7 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -228,6 +228,29 @@ def _build(settings: Settings, parts: Parts, command: str) -> Platform:
         raise _fail(str(exc)) from exc
     except ValueError as exc:  # a URL with an unknown scheme: the message names the known
         raise _fail(str(exc), 2) from exc
+
+
+def _one_of(value: str, allowed: Sequence[str], option: str) -> None:
+    """A usage error (exit 2) naming the choices when ``value`` is not one of them."""
+    if value not in allowed:
+        raise typer.BadParameter(f"{value!r}: use one of {', '.join(allowed)}", param_hint=option)
+
+
+def _print_as(
+    output: str,
+    value: T,
+    as_json: Callable[[T], str],
+    as_markdown: Callable[[T], str],
+    as_table: Callable[[T], Any],
+) -> None:
+    """Print ``value`` in the ``--format`` asked for: JSON or Markdown on stdout as text, a
+    table through Rich."""
+    if output == "json":
+        sys.stdout.write(as_json(value) + "\n")
+    elif output == "markdown":
+        sys.stdout.write(as_markdown(value) + "\n")
+    else:
+        out.print(as_table(value))
 
 
 def _run_platform(
@@ -1033,10 +1056,7 @@ def quality_run(
     from shopstream.quality.spec import QualityConfigError, load_config
     from shopstream.warehouse import WarehouseError
 
-    if output not in FORMATS:
-        raise typer.BadParameter(
-            f"{output!r}: use one of {', '.join(FORMATS)}", param_hint="--format"
-        )
+    _one_of(output, FORMATS, "--format")
     request = QualityRequest(select=tuple(select or ()), now=_pinned_now(now))
     settings = _settings()
     try:
@@ -1058,12 +1078,7 @@ def quality_run(
     if result.config_error:
         assert result.error is not None
         raise _fail(result.error, 2)
-    if output == "json":
-        sys.stdout.write(as_json(result) + "\n")
-    elif output == "markdown":
-        sys.stdout.write(as_markdown(result) + "\n")
-    else:
-        out.print(as_table(result))
+    _print_as(output, result, as_json, as_markdown, as_table)
     if result.failed:
         raise typer.Exit(1)
 
@@ -1239,14 +1254,9 @@ def optimize_sql(
     from shopstream.genai.sql_optimizer import optimize_warehouse
     from shopstream.warehouse import WarehouseError
 
-    if output not in FORMATS:
-        raise typer.BadParameter(
-            f"{output!r}: use one of {', '.join(FORMATS)}", param_hint="--format"
-        )
-    if dialect is not None and dialect not in DIALECTS:
-        raise typer.BadParameter(
-            f"{dialect!r}: use one of {', '.join(DIALECTS)}", param_hint="--dialect"
-        )
+    _one_of(output, FORMATS, "--format")
+    if dialect is not None:
+        _one_of(dialect, DIALECTS, "--dialect")
     sql = _read_query(source)
     settings = _settings()
     try:
@@ -1255,12 +1265,7 @@ def optimize_sql(
         raise _fail(str(exc), 2) from exc
     except WarehouseError as exc:
         raise _fail(str(exc)) from exc
-    if output == "json":
-        sys.stdout.write(as_json(report) + "\n")
-    elif output == "markdown":
-        sys.stdout.write(as_markdown(report) + "\n")
-    else:
-        out.print(as_table(report))
+    _print_as(output, report, as_json, as_markdown, as_table)
 
 
 # -- schema ----------------------------------------------------------------------------------
